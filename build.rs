@@ -1,0 +1,18 @@
+//! Compiles the pinned OTLP `.proto` files (see `proto/README.md`) with a vendored
+//! `protoc`, so a fresh machine needs no system protobuf compiler.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY of intent: build scripts are single-threaded; PROTOC is read by prost-build.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".")
+        .compile_protos(
+            &["proto/opentelemetry/proto/collector/trace/v1/trace_service.proto"],
+            &["proto"],
+        )?;
+    Ok(())
+}

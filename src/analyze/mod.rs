@@ -1,0 +1,168 @@
+//! Analysis of one assembled trace: pure functions, no I/O, no clock.
+//!
+//! [`analyze`] computes the critical path and turns it into hops: each segment
+//! is charged to the span it belongs to, except the own time of a CLIENT span that
+//! called a SERVER span of another service, which is the edge's wire-and-queue time
+//! and is charged to a *wire* hop (caller service, client operation, callee).
+
+mod critical_path;
+
+pub use critical_path::{critical_path, CriticalPath, Segment};
+
+use std::collections::HashMap;
+
+use crate::model::{SpanKind, StatusCode, Sym, Trace, Warning};
+
+/// Whether a hop is a span's own work or the network/queue time of an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HopKind {
+    Span,
+    Wire,
+}
+
+/// What a hop is, for aggregation across traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HopKey {
+    pub kind: HopKind,
+    /// For wire hops, the caller.
+    pub service: Sym,
+    /// For wire hops, the caller's CLIENT span operation.
+    pub operation: Sym,
+    /// For wire hops, the callee service.
+    pub peer: Option<Sym>,
+}
+
+/// One hop's contribution to one trace's critical path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hop {
+    pub key: HopKey,
+    pub critical_ns: u64,
+    /// `critical_ns` / root duration; the shares of a trace sum to 1.
+    pub share: f64,
+}
+
+/// Where requests enter: the root span's service and operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryPoint {
+    pub service: Sym,
+    pub operation: Sym,
+}
+
+/// A trace with its analysis: what the store keeps and the API shows.
+#[derive(Debug, Clone)]
+pub struct AnalyzedTrace {
+    pub trace: Trace,
+    pub entry: EntryPoint,
+    pub path: CriticalPath,
+    /// Per segment of `path.segments`, the hop it is charged to.
+    pub segment_hops: Vec<HopKey>,
+    /// Sorted by critical time, largest first.
+    pub hops: Vec<Hop>,
+    pub warnings: Vec<Warning>,
+    pub error: bool,
+}
+
+impl AnalyzedTrace {
+    pub fn duration_ns(&self) -> u64 {
+        self.trace.end(self.trace.root) - self.trace.start(self.trace.root)
+    }
+
+    /// Approximate bytes held.
+    pub fn size_bytes(&self) -> usize {
+        self.trace.size_bytes()
+            + self.path.segments.len() * (std::mem::size_of::<Segment>() + 16)
+            + self.trace.len() * 16
+            + self.hops.len() * std::mem::size_of::<Hop>()
+    }
+}
+
+/// The callee service when `span` is a CLIENT span that called a SERVER span of
+/// another service.
+fn remote_peer(trace: &Trace, span: u32) -> Option<Sym> {
+    let s = trace.span(span);
+    if s.kind != SpanKind::Client {
+        return None;
+    }
+    trace.children(span).iter().find_map(|&c| {
+        let child = trace.span(c);
+        (child.kind == SpanKind::Server && child.service != s.service).then_some(child.service)
+    })
+}
+
+/// Analyzes one trace.
+pub fn analyze(trace: Trace) -> AnalyzedTrace {
+    let path = critical_path(&trace);
+    let root = trace.root_span();
+    let entry = EntryPoint {
+        service: root.service,
+        operation: root.operation,
+    };
+    let mut peers: HashMap<u32, Option<Sym>> = HashMap::new();
+    let segment_hops: Vec<HopKey> = path
+        .segments
+        .iter()
+        .map(|seg| {
+            let span = trace.span(seg.span);
+            match *peers
+                .entry(seg.span)
+                .or_insert_with(|| remote_peer(&trace, seg.span))
+            {
+                Some(peer) => HopKey {
+                    kind: HopKind::Wire,
+                    service: span.service,
+                    operation: span.operation,
+                    peer: Some(peer),
+                },
+                None => HopKey {
+                    kind: HopKind::Span,
+                    service: span.service,
+                    operation: span.operation,
+                    peer: None,
+                },
+            }
+        })
+        .collect();
+
+    let mut by_key: HashMap<HopKey, u64> = HashMap::new();
+    for (seg, key) in path.segments.iter().zip(&segment_hops) {
+        *by_key.entry(*key).or_default() += seg.end_ns - seg.start_ns;
+    }
+    let total = trace.end(trace.root) - trace.start(trace.root);
+    let mut hops: Vec<Hop> = if total == 0 {
+        // A zero-length root: the whole (empty) request is the root's own.
+        vec![Hop {
+            key: HopKey {
+                kind: HopKind::Span,
+                service: entry.service,
+                operation: entry.operation,
+                peer: None,
+            },
+            critical_ns: 0,
+            share: 1.0,
+        }]
+    } else {
+        by_key
+            .into_iter()
+            .map(|(key, ns)| Hop {
+                key,
+                critical_ns: ns,
+                share: ns as f64 / total as f64,
+            })
+            .collect()
+    };
+    hops.sort_by(|a, b| b.critical_ns.cmp(&a.critical_ns).then(a.key.cmp(&b.key)));
+
+    let mut warnings = trace.warnings.clone();
+    warnings.extend(path.notes.iter().cloned());
+    let error = trace.spans.iter().any(|s| s.status == StatusCode::Error);
+    AnalyzedTrace {
+        trace,
+        entry,
+        path,
+        segment_hops,
+        hops,
+        warnings,
+        error,
+    }
+}

@@ -1,0 +1,48 @@
+//! Liveness, readiness and counters.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::stats::StatsSnapshot;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting"})),
+        )
+    }
+}
+
+#[derive(Serialize)]
+pub struct StatsBody {
+    counters: StatsSnapshot,
+    buffered_traces: usize,
+    buffered_spans: usize,
+    buffered_bytes_estimate: usize,
+    stored_traces: usize,
+    stored_bytes_estimate: usize,
+}
+
+pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
+    Json(StatsBody {
+        counters: state.stats.snapshot(),
+        buffered_traces: state.buffer.trace_count(),
+        buffered_spans: state.buffer.span_count(),
+        buffered_bytes_estimate: state.buffer.bytes(),
+        stored_traces: state.store.traces.len(),
+        stored_bytes_estimate: state.store.traces.bytes(),
+    })
+}

@@ -1,0 +1,46 @@
+//! The HTTP API (axum): health, traces, hops and counters as JSON. The only
+//! place JSON response shapes live.
+//!
+//! Conventions: ids are lowercase hex, durations are milliseconds as numbers in
+//! fields ending `_ms`, times are RFC 3339, and every error is
+//! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+
+mod error;
+mod health;
+mod hops;
+mod params;
+mod traces;
+
+pub use error::ApiError;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::assemble::Buffer;
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub buffer: Arc<Buffer>,
+    pub stats: Arc<Stats>,
+    /// Set once every listener is bound.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/api/v1/stats", get(health::stats))
+        .route("/api/v1/traces", get(traces::list))
+        .route("/api/v1/traces/{trace_id}", get(traces::get))
+        .route("/api/v1/hops", get(hops::list))
+        .fallback(error::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,54 @@
+//! Query-string parsing shared by the handlers, with errors in the API's shape.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+
+/// Unwraps axum's query extraction, answering a JSON error for bad parameters.
+pub fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// A point in time: RFC 3339 (`2026-11-25T18:00:00Z`), unix milliseconds
+/// (`1764093600000`), or a duration meaning that long ago (`15m`).
+pub fn time_ns(name: &str, value: Option<&str>, now: SystemTime) -> Result<Option<u64>, ApiError> {
+    let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let at = if let Ok(ms) = text.parse::<u64>() {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    } else if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        t
+    } else if let Ok(ago) = humantime::parse_duration(text) {
+        now.checked_sub(ago).unwrap_or(UNIX_EPOCH)
+    } else {
+        return Err(ApiError::bad_request(
+            "invalid_time",
+            format!("`{name}` must be RFC 3339, unix milliseconds or a duration ago like 15m; got `{text}`"),
+        ));
+    };
+    Ok(Some(
+        at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64,
+    ))
+}
+
+pub fn rfc3339(ns: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
+
+pub fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// `SERVICE` or `SERVICE:OPERATION` (split at the first colon).
+pub fn entry(value: &str) -> (&str, Option<&str>) {
+    match value.split_once(':') {
+        Some((s, o)) => (s, Some(o)),
+        None => (value, None),
+    }
+}

@@ -1,0 +1,273 @@
+//! `GET /api/v1/traces` and `GET /api/v1/traces/{trace_id}`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::params::{self, ms, rfc3339};
+use super::{ApiError, AppState};
+use crate::analyze::{AnalyzedTrace, EntryPoint, HopKey, HopKind};
+use crate::model::{Attrs, SpanId, SpanKind, StatusCode, Sym, TraceId, Warning};
+
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    service: Option<String>,
+    entry: Option<String>,
+    min_duration_ms: Option<f64>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub struct EntryBody {
+    service: Sym,
+    operation: Sym,
+}
+
+impl From<EntryPoint> for EntryBody {
+    fn from(e: EntryPoint) -> Self {
+        EntryBody {
+            service: e.service,
+            operation: e.operation,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TraceSummary {
+    trace_id: TraceId,
+    entry: EntryBody,
+    start_time: String,
+    duration_ms: f64,
+    span_count: usize,
+    error: bool,
+}
+
+fn summary(t: &AnalyzedTrace) -> TraceSummary {
+    TraceSummary {
+        trace_id: t.trace.trace_id,
+        entry: t.entry.into(),
+        start_time: rfc3339(t.trace.root_span().start_ns),
+        duration_ms: ms(t.duration_ns()),
+        span_count: t.trace.len(),
+        error: t.error,
+    }
+}
+
+#[derive(Serialize)]
+pub struct ListBody {
+    traces: Vec<TraceSummary>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<ListBody>, ApiError> {
+    let p = params::query(q)?;
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let min_ns = p.min_duration_ms.map(|m| (m.max(0.0) * 1e6) as u64);
+    let entry = p.entry.as_deref().map(params::entry);
+    let traces = state.store.traces.recent(limit, |t| {
+        min_ns.is_none_or(|min| t.duration_ns() >= min)
+            && p.service
+                .as_deref()
+                .is_none_or(|s| t.trace.spans.iter().any(|sp| sp.service.as_str() == s))
+            && entry.is_none_or(|(s, o)| {
+                t.entry.service.as_str() == s && o.is_none_or(|o| t.entry.operation.as_str() == o)
+            })
+    });
+    Ok(Json(ListBody {
+        traces: traces.iter().map(|t| summary(t)).collect(),
+    }))
+}
+
+#[derive(Serialize)]
+pub struct StatusBody {
+    code: StatusCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct EventBody {
+    time: String,
+    name: Sym,
+    attributes: BTreeMap<&'static str, Value>,
+}
+
+#[derive(Serialize)]
+pub struct LinkBody {
+    trace_id: TraceId,
+    span_id: SpanId,
+    attributes: BTreeMap<&'static str, Value>,
+}
+
+#[derive(Serialize)]
+pub struct SpanBody {
+    span_id: SpanId,
+    parent_span_id: Option<SpanId>,
+    service: Sym,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_instance_id: Option<Sym>,
+    operation: Sym,
+    kind: SpanKind,
+    start_time: String,
+    duration_ms: f64,
+    self_ms: f64,
+    critical_ms: f64,
+    /// Shift applied to this span's times for attribution (clock skew).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skew_adjustment_ms: Option<f64>,
+    status: StatusBody,
+    attributes: BTreeMap<&'static str, Value>,
+    events: Vec<EventBody>,
+    links: Vec<LinkBody>,
+}
+
+#[derive(Serialize)]
+pub struct SegmentBody {
+    span_id: SpanId,
+    service: Sym,
+    operation: Sym,
+    /// `span`, or `wire` for a CLIENT span's time outside its remote server span.
+    hop_kind: HopKind,
+    start_offset_ms: f64,
+    duration_ms: f64,
+}
+
+#[derive(Serialize)]
+pub struct HopBody {
+    service: Sym,
+    operation: Sym,
+    kind: HopKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<Sym>,
+    critical_ms: f64,
+    share: f64,
+}
+
+impl HopBody {
+    pub fn new(key: HopKey, critical_ns: u64, share: f64) -> Self {
+        HopBody {
+            service: key.service,
+            operation: key.operation,
+            kind: key.kind,
+            peer: key.peer,
+            critical_ms: ms(critical_ns),
+            share,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TraceBody {
+    #[serde(flatten)]
+    summary: TraceSummary,
+    spans: Vec<SpanBody>,
+    critical_path: Vec<SegmentBody>,
+    hops: Vec<HopBody>,
+    warnings: Vec<Warning>,
+}
+
+fn attributes(attrs: &Attrs) -> BTreeMap<&'static str, Value> {
+    attrs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.to_json()))
+        .collect()
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<TraceBody>, ApiError> {
+    let id = TraceId::parse_hex(&raw).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_trace_id",
+            format!("`{raw}` is not a trace id: {e}"),
+        )
+    })?;
+    let t = state.store.traces.get(&id).ok_or_else(|| {
+        ApiError::not_found(
+            "trace_not_found",
+            format!("trace {id} is not among the completed traces kept"),
+        )
+    })?;
+    let trace = &t.trace;
+    let root_start = trace.start(trace.root);
+    let spans = (0..trace.len() as u32)
+        .map(|i| {
+            let s = trace.span(i);
+            let shift = trace.shift_ns[i as usize];
+            SpanBody {
+                span_id: s.span_id,
+                parent_span_id: s.parent_id,
+                service: s.service,
+                service_instance_id: s.instance,
+                operation: s.operation,
+                kind: s.kind,
+                start_time: rfc3339(s.start_ns),
+                duration_ms: ms(s.duration_ns()),
+                self_ms: ms(t.path.self_ns[i as usize]),
+                critical_ms: ms(t.path.critical_ns[i as usize]),
+                skew_adjustment_ms: (shift != 0).then(|| shift as f64 / 1e6),
+                status: StatusBody {
+                    code: s.status,
+                    message: s.status_message.as_deref().map(str::to_owned),
+                },
+                attributes: attributes(&s.attrs),
+                events: s
+                    .events
+                    .iter()
+                    .map(|e| EventBody {
+                        time: rfc3339(e.time_ns),
+                        name: e.name,
+                        attributes: attributes(&e.attrs),
+                    })
+                    .collect(),
+                links: s
+                    .links
+                    .iter()
+                    .map(|l| LinkBody {
+                        trace_id: l.trace_id,
+                        span_id: l.span_id,
+                        attributes: attributes(&l.attrs),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let critical_path = t
+        .path
+        .segments
+        .iter()
+        .zip(&t.segment_hops)
+        .map(|(seg, hop)| {
+            let s = trace.span(seg.span);
+            SegmentBody {
+                span_id: s.span_id,
+                service: s.service,
+                operation: s.operation,
+                hop_kind: hop.kind,
+                start_offset_ms: ms(seg.start_ns - root_start),
+                duration_ms: ms(seg.end_ns - seg.start_ns),
+            }
+        })
+        .collect();
+    Ok(Json(TraceBody {
+        summary: summary(&t),
+        spans,
+        critical_path,
+        hops: t
+            .hops
+            .iter()
+            .map(|h| HopBody::new(h.key, h.critical_ns, h.share))
+            .collect(),
+        warnings: t.warnings.clone(),
+    }))
+}

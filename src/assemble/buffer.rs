@@ -1,0 +1,214 @@
+//! The in-flight trace buffer: spans by trace id in a sharded concurrent map.
+//!
+//! Completion policy: a trace is complete when no span arrived for `idle`, or when
+//! it is older than `max_age`. Completed trace ids are remembered for `late_grace`;
+//! a span arriving for one of them opens a *late* entry, which the daemon merges
+//! with the stored trace and analyzes again. When more than `max_spans` spans are
+//! buffered, the oldest traces are handed out early.
+//!
+//! Time is passed in (`now`), so the policy is tested without a clock.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+use crate::model::{Span, TraceId};
+use crate::stats::Stats;
+
+/// The completion policy and the memory bound.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferLimits {
+    pub idle: Duration,
+    pub max_age: Duration,
+    pub late_grace: Duration,
+    pub max_spans: usize,
+}
+
+/// Why a trace left the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    Idle,
+    MaxAge,
+    Evicted,
+    Shutdown,
+}
+
+/// A trace handed from the buffer to analysis.
+#[derive(Debug)]
+pub struct Completed {
+    pub trace_id: TraceId,
+    pub spans: Vec<Span>,
+    pub completion: Completion,
+    /// The spans arrived after the trace was analyzed once: merge with the stored trace.
+    pub late: bool,
+}
+
+struct Pending {
+    spans: Vec<Span>,
+    bytes: usize,
+    first_seen: Instant,
+    last_seen: Instant,
+    late: bool,
+}
+
+pub struct Buffer {
+    pending: DashMap<TraceId, Pending>,
+    /// Recently completed trace ids and when they completed.
+    done: DashMap<TraceId, Instant>,
+    spans: AtomicUsize,
+    bytes: AtomicUsize,
+    limits: BufferLimits,
+    stats: Arc<Stats>,
+}
+
+impl Buffer {
+    pub fn new(limits: BufferLimits, stats: Arc<Stats>) -> Self {
+        Buffer {
+            pending: DashMap::new(),
+            done: DashMap::new(),
+            spans: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            limits,
+            stats,
+        }
+    }
+
+    /// Adds spans of one trace. Returns true when the buffer is now over its span limit.
+    pub fn insert(&self, trace_id: TraceId, spans: Vec<Span>, now: Instant) -> bool {
+        let n = spans.len();
+        let bytes: usize = spans.iter().map(Span::size_bytes).sum();
+        let mut entry = self.pending.entry(trace_id).or_insert_with(|| {
+            let late = self.done.contains_key(&trace_id);
+            Pending {
+                spans: Vec::new(),
+                bytes: 0,
+                first_seen: now,
+                last_seen: now,
+                late,
+            }
+        });
+        if entry.late {
+            Stats::add(&self.stats.late_spans, n as u64);
+        }
+        entry.spans.extend(spans);
+        entry.bytes += bytes;
+        entry.last_seen = now;
+        drop(entry);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.spans.fetch_add(n, Ordering::Relaxed) + n > self.limits.max_spans
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.spans.load(Ordering::Relaxed)
+    }
+
+    pub fn trace_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Estimated bytes held by buffered spans (see [`Span::size_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn limits(&self) -> BufferLimits {
+        self.limits
+    }
+
+    /// Hands out every trace that is idle or too old, and forgets completed ids
+    /// older than the late grace period.
+    pub fn take_complete(&self, now: Instant) -> Vec<Completed> {
+        let limits = self.limits;
+        let due = |p: &Pending| {
+            if now.saturating_duration_since(p.first_seen) >= limits.max_age {
+                Some(Completion::MaxAge)
+            } else if now.saturating_duration_since(p.last_seen) >= limits.idle {
+                Some(Completion::Idle)
+            } else {
+                None
+            }
+        };
+        let ids: Vec<TraceId> = self
+            .pending
+            .iter()
+            .filter(|e| due(e.value()).is_some())
+            .map(|e| *e.key())
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            // Mark done first, so a span racing with the removal is seen as late.
+            self.done.insert(id, now);
+            let mut why = None;
+            let removed = self.pending.remove_if(&id, |_, p| {
+                why = due(p);
+                why.is_some()
+            });
+            if let (Some((trace_id, p)), Some(completion)) = (removed, why) {
+                out.push(self.hand_out(trace_id, p, completion));
+            }
+        }
+        self.done
+            .retain(|_, at| now.saturating_duration_since(*at) < limits.late_grace);
+        out
+    }
+
+    /// When over the span limit, hands out the oldest traces until the buffer is
+    /// at 90 % of it.
+    pub fn take_oldest(&self, now: Instant) -> Vec<Completed> {
+        let max = self.limits.max_spans;
+        let count = self.span_count();
+        if count <= max {
+            return Vec::new();
+        }
+        let target = max - max / 10;
+        let mut by_age: Vec<(Instant, TraceId, usize)> = self
+            .pending
+            .iter()
+            .map(|e| (e.first_seen, *e.key(), e.spans.len()))
+            .collect();
+        by_age.sort_unstable_by_key(|(first, id, _)| (*first, *id));
+        let mut freed = 0;
+        let mut out = Vec::new();
+        for (_, id, _) in by_age {
+            if count - freed <= target {
+                break;
+            }
+            self.done.insert(id, now);
+            if let Some((trace_id, p)) = self.pending.remove(&id) {
+                freed += p.spans.len();
+                out.push(self.hand_out(trace_id, p, Completion::Evicted));
+            }
+        }
+        out
+    }
+
+    /// Hands out everything (shutdown).
+    pub fn drain(&self) -> Vec<Completed> {
+        let ids: Vec<TraceId> = self.pending.iter().map(|e| *e.key()).collect();
+        ids.into_iter()
+            .filter_map(|id| self.pending.remove(&id))
+            .map(|(trace_id, p)| self.hand_out(trace_id, p, Completion::Shutdown))
+            .collect()
+    }
+
+    fn hand_out(&self, trace_id: TraceId, p: Pending, completion: Completion) -> Completed {
+        self.spans.fetch_sub(p.spans.len(), Ordering::Relaxed);
+        self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+        let counter = match completion {
+            Completion::Idle => &self.stats.traces_completed_idle,
+            Completion::MaxAge => &self.stats.traces_completed_max_age,
+            Completion::Evicted => &self.stats.traces_evicted_early,
+            Completion::Shutdown => &self.stats.traces_flushed_at_shutdown,
+        };
+        Stats::add(counter, 1);
+        Completed {
+            trace_id,
+            spans: p.spans,
+            completion,
+            late: p.late,
+        }
+    }
+}

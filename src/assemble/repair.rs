@@ -1,0 +1,370 @@
+//! Turns the spans of one trace, as they arrived, into a [`Trace`]: one tree,
+//! whatever the input. Every repair is reported as a [`Warning`]; nothing here
+//! panics or loops on bad parent links.
+
+use std::collections::HashMap;
+
+use crate::model::{Span, SpanKind, Trace, TraceId, Warning, WarningCode};
+
+const NS_PER_MS: f64 = 1e6;
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / NS_PER_MS
+}
+
+/// Assembles spans in any order into one tree. Returns `None` for no spans.
+///
+/// The result does not depend on arrival order: spans are sorted by id first, and
+/// duplicates resolve to the same copy whichever arrived first.
+pub fn assemble(trace_id: TraceId, mut spans: Vec<Span>) -> Option<Trace> {
+    if spans.is_empty() {
+        return None;
+    }
+    let mut warnings = Vec::new();
+
+    // Duplicates: keep the longest copy (then the earliest start), whatever the order.
+    spans.sort_by(|a, b| {
+        a.span_id
+            .cmp(&b.span_id)
+            .then(b.end_ns.cmp(&a.end_ns))
+            .then(a.start_ns.cmp(&b.start_ns))
+    });
+    let before = spans.len();
+    spans.dedup_by(|later, kept| {
+        let same = later.span_id == kept.span_id;
+        if same && later != kept {
+            warnings.push(Warning {
+                code: WarningCode::DuplicateSpan,
+                span_id: Some(kept.span_id),
+                message: format!(
+                    "span {} arrived more than once with different content; the longest copy was kept",
+                    kept.span_id
+                ),
+            });
+        }
+        same
+    });
+    let exact_copies = before - spans.len() - warnings.len();
+    if exact_copies > 0 {
+        warnings.push(Warning {
+            code: WarningCode::DuplicateSpan,
+            span_id: None,
+            message: format!("{exact_copies} identical span copies (re-sent exports) were dropped"),
+        });
+    }
+
+    for span in &mut spans {
+        if span.end_ns < span.start_ns {
+            warnings.push(Warning {
+                code: WarningCode::EndBeforeStart,
+                span_id: Some(span.span_id),
+                message: format!(
+                    "span {} ends {:.3} ms before it starts; its duration was set to 0",
+                    span.span_id,
+                    ms(span.start_ns - span.end_ns)
+                ),
+            });
+            span.end_ns = span.start_ns;
+        }
+    }
+
+    let n = spans.len();
+    let index: HashMap<_, u32> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id, i as u32))
+        .collect();
+
+    // Resolve parent links; a self-parent or a missing parent leaves the span parentless.
+    let mut parent: Vec<Option<u32>> = Vec::with_capacity(n);
+    let mut orphan = vec![false; n];
+    for (i, span) in spans.iter().enumerate() {
+        let resolved = span.parent_id.and_then(|p| {
+            if p == span.span_id {
+                warnings.push(Warning {
+                    code: WarningCode::SelfParent,
+                    span_id: Some(span.span_id),
+                    message: format!("span {} names itself as its parent", span.span_id),
+                });
+                orphan[i] = true;
+                return None;
+            }
+            let found = index.get(&p).copied();
+            if found.is_none() {
+                orphan[i] = true;
+            }
+            found
+        });
+        parent.push(resolved);
+    }
+
+    break_cycles(&spans, &mut parent, &mut orphan, &mut warnings);
+
+    // The root: the longest parentless span (true roots before orphans), then the earliest.
+    let root = (0..n)
+        .filter(|&i| parent[i].is_none())
+        .min_by_key(|&i| {
+            let s = &spans[i];
+            (orphan[i], std::cmp::Reverse(s.duration_ns()), s.start_ns)
+        })
+        .expect("cycle breaking leaves at least one parentless span") as u32;
+
+    let true_roots = (0..n).filter(|&i| spans[i].parent_id.is_none()).count();
+    if true_roots > 1 {
+        warnings.push(Warning {
+            code: WarningCode::MultipleRoots,
+            span_id: Some(spans[root as usize].span_id),
+            message: format!(
+                "{true_roots} spans have no parent; span {} (the longest) is the root and the others were attached under it",
+                spans[root as usize].span_id
+            ),
+        });
+    }
+    for i in 0..n {
+        if i as u32 != root && parent[i].is_none() {
+            if orphan[i] {
+                if let Some(missing) = spans[i].parent_id.filter(|p| !index.contains_key(p)) {
+                    warnings.push(Warning {
+                        code: WarningCode::Orphan,
+                        span_id: Some(spans[i].span_id),
+                        message: format!(
+                            "parent {missing} of span {} never arrived; the span was attached under the root for attribution",
+                            spans[i].span_id
+                        ),
+                    });
+                }
+            }
+            parent[i] = Some(root);
+        }
+    }
+    if orphan[root as usize] {
+        if let Some(missing) = spans[root as usize]
+            .parent_id
+            .filter(|p| !index.contains_key(p))
+        {
+            warnings.push(Warning {
+                code: WarningCode::Orphan,
+                span_id: Some(spans[root as usize].span_id),
+                message: format!(
+                    "the trace's root span never arrived (span {} names missing parent {missing}); span {} is analyzed as the root",
+                    spans[root as usize].span_id, spans[root as usize].span_id
+                ),
+            });
+        }
+    }
+
+    // Children in compressed rows, sorted by start time.
+    let mut counts = vec![0u32; n + 1];
+    for p in parent.iter().flatten() {
+        counts[*p as usize + 1] += 1;
+    }
+    for i in 0..n {
+        counts[i + 1] += counts[i];
+    }
+    let child_offsets = counts.clone();
+    let mut fill = counts;
+    let mut child_list = vec![0u32; n.saturating_sub(1)];
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(p) = p {
+            child_list[fill[*p as usize] as usize] = i as u32;
+            fill[*p as usize] += 1;
+        }
+    }
+
+    let mut trace = Trace {
+        trace_id,
+        spans,
+        root,
+        parent,
+        child_offsets,
+        child_list,
+        shift_ns: vec![0; n],
+        warnings,
+    };
+    sort_children(&mut trace);
+    adjust_clock_skew(&mut trace);
+    sort_children(&mut trace);
+    report_timing(&mut trace);
+    Some(trace)
+}
+
+/// Cuts every cycle of parent links at its earliest-starting span, which becomes
+/// parentless. Iterative: each span is walked once.
+fn break_cycles(
+    spans: &[Span],
+    parent: &mut [Option<u32>],
+    orphan: &mut [bool],
+    warnings: &mut Vec<Warning>,
+) {
+    const UNSEEN: u32 = u32::MAX;
+    const DONE: u32 = u32::MAX - 1;
+    let n = spans.len();
+    let mut state = vec![UNSEEN; n];
+    let mut path: Vec<usize> = Vec::new();
+    for start in 0..n {
+        if state[start] != UNSEEN {
+            continue;
+        }
+        path.clear();
+        let mut cur = start;
+        loop {
+            if state[cur] == DONE {
+                break;
+            }
+            if state[cur] == start as u32 {
+                // `cur` is on the current walk: the walk from `cur` onwards is a cycle.
+                let pos = path.iter().position(|&p| p == cur).expect("on the path");
+                let cycle = &path[pos..];
+                let cut = *cycle
+                    .iter()
+                    .min_by_key(|&&i| (spans[i].start_ns, spans[i].span_id))
+                    .expect("non-empty cycle");
+                parent[cut] = None;
+                orphan[cut] = true;
+                let ids: Vec<String> = cycle
+                    .iter()
+                    .map(|&i| spans[i].span_id.to_string())
+                    .collect();
+                warnings.push(Warning {
+                    code: WarningCode::ParentCycle,
+                    span_id: Some(spans[cut].span_id),
+                    message: format!(
+                        "parent links form a cycle ({}); it was cut above span {}",
+                        ids.join(" → "),
+                        spans[cut].span_id
+                    ),
+                });
+                break;
+            }
+            state[cur] = start as u32;
+            path.push(cur);
+            match parent[cur] {
+                Some(p) => cur = p as usize,
+                None => break,
+            }
+        }
+        for &i in &path {
+            state[i] = DONE;
+        }
+    }
+}
+
+fn sort_children(trace: &mut Trace) {
+    for i in 0..trace.spans.len() {
+        let (lo, hi) = (
+            trace.child_offsets[i] as usize,
+            trace.child_offsets[i + 1] as usize,
+        );
+        let mut kids = trace.child_list[lo..hi].to_vec();
+        kids.sort_by_key(|&c| (trace.start(c), trace.spans[c as usize].span_id));
+        trace.child_list[lo..hi].copy_from_slice(&kids);
+    }
+}
+
+/// Walks the tree top-down; a SERVER span that does not fit inside its CLIENT
+/// parent of another service is shifted (with its subtree) to the middle of the
+/// client span, or to its start when it is longer, as Jaeger's adjuster does.
+fn adjust_clock_skew(trace: &mut Trace) {
+    let mut stack = vec![trace.root];
+    while let Some(p) = stack.pop() {
+        for k in 0..trace.children(p).len() {
+            let c = trace.children(p)[k];
+            let (ps, cs) = (trace.span(p), trace.span(c));
+            let mut shift = trace.shift_ns[p as usize];
+            if ps.kind == SpanKind::Client
+                && cs.kind == SpanKind::Server
+                && ps.service != cs.service
+            {
+                let (pstart, pend) = (trace.start(p), trace.end(p));
+                let cstart = cs.start_ns.saturating_add_signed(shift);
+                let cend = cs.end_ns.saturating_add_signed(shift);
+                if cstart < pstart || cend > pend {
+                    let (pdur, cdur) = (pend - pstart, cs.duration_ns());
+                    let target = if cdur <= pdur {
+                        pstart + (pdur - cdur) / 2
+                    } else {
+                        pstart
+                    };
+                    shift = target as i64 - cs.start_ns as i64;
+                    let delta = shift - trace.shift_ns[p as usize];
+                    let message = format!(
+                        "server span {} ({}) did not fit in its client span {} ({}); shifted by {:+.3} ms for attribution (clock skew between hosts)",
+                        cs.span_id,
+                        cs.service,
+                        ps.span_id,
+                        ps.service,
+                        delta as f64 / NS_PER_MS
+                    );
+                    trace.warnings.push(Warning {
+                        code: WarningCode::ClockSkew,
+                        span_id: Some(cs.span_id),
+                        message,
+                    });
+                }
+            }
+            trace.shift_ns[c as usize] = shift;
+            stack.push(c);
+        }
+    }
+}
+
+/// Reports children outside their parent's interval, async children and links.
+fn report_timing(trace: &mut Trace) {
+    let mut found = Vec::new();
+    for c in 0..trace.spans.len() as u32 {
+        let span = trace.span(c);
+        if !span.links.is_empty() {
+            found.push(Warning {
+                code: WarningCode::Links,
+                span_id: Some(span.span_id),
+                message: format!(
+                    "span {} has {} link(s) (e.g. FOLLOWS_FROM); linked work is not on this trace's critical path",
+                    span.span_id,
+                    span.links.len()
+                ),
+            });
+        }
+        let Some(p) = trace.parent[c as usize] else {
+            continue;
+        };
+        let parent = trace.span(p);
+        if span.kind == SpanKind::Consumer || parent.kind == SpanKind::Producer {
+            found.push(Warning {
+                code: WarningCode::AsyncChild,
+                span_id: Some(span.span_id),
+                message: format!(
+                    "span {} is an asynchronous child ({:?} under {:?}); timing alone cannot say whether span {} waited for it",
+                    span.span_id, span.kind, parent.kind, parent.span_id
+                ),
+            });
+            continue;
+        }
+        if trace.end(c) > trace.end(p) {
+            found.push(Warning {
+                code: WarningCode::ChildOutlivesParent,
+                span_id: Some(span.span_id),
+                message: format!(
+                    "span {} ({} {}) kept running {:.3} ms after its parent {} ended: the caller stopped waiting and that work was wasted",
+                    span.span_id,
+                    span.service,
+                    span.operation,
+                    ms(trace.end(c) - trace.end(p)),
+                    parent.span_id
+                ),
+            });
+        }
+        if trace.start(c) < trace.start(p) {
+            found.push(Warning {
+                code: WarningCode::ChildStartsBeforeParent,
+                span_id: Some(span.span_id),
+                message: format!(
+                    "span {} starts {:.3} ms before its parent {}; only the part inside the parent is attributed",
+                    span.span_id,
+                    ms(trace.start(p) - trace.start(c)),
+                    parent.span_id
+                ),
+            });
+        }
+    }
+    trace.warnings.extend(found);
+}

@@ -1,0 +1,235 @@
+//! Every knob, in two steps: raw [`Settings`] from flags, `HOPSCOPE_*` environment
+//! variables and an optional TOML file (in that order of precedence), then one
+//! validated, immutable [`Config`]. Only this module reads the environment
+//! (through clap).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A duration in human units (`10s`, `500ms`, `5m`, `1h 30m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| format!("`{s}` is not a duration like 10s, 500ms or 5m: {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Raw settings of `hopscope serve`. Each is a flag, an environment variable and
+/// a key of the TOML file (same name, with underscores).
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// OTLP/gRPC listen address [default: 127.0.0.1:4317]
+    #[arg(long, env = "HOPSCOPE_OTLP_GRPC_ADDR", value_name = "ADDR")]
+    pub otlp_grpc_addr: Option<SocketAddr>,
+
+    /// HTTP API listen address [default: 127.0.0.1:9980]
+    #[arg(long, env = "HOPSCOPE_API_ADDR", value_name = "ADDR")]
+    pub api_addr: Option<SocketAddr>,
+
+    /// A trace is complete when no span arrived for this long [default: 10s]
+    #[arg(long, env = "HOPSCOPE_TRACE_IDLE", value_name = "DURATION")]
+    pub trace_idle: Option<HumanDuration>,
+
+    /// A trace is complete at this age even if spans still arrive [default: 5m]
+    #[arg(long, env = "HOPSCOPE_TRACE_MAX_AGE", value_name = "DURATION")]
+    pub trace_max_age: Option<HumanDuration>,
+
+    /// Spans arriving this long after their trace was analyzed are merged and the
+    /// trace analyzed again; later ones start a new partial trace [default: 60s]
+    #[arg(long, env = "HOPSCOPE_LATE_GRACE", value_name = "DURATION")]
+    pub late_grace: Option<HumanDuration>,
+
+    /// Most spans held in the in-flight buffer; past it the oldest traces are
+    /// analyzed early (and counted) [default: 1000000]
+    #[arg(long, env = "HOPSCOPE_MAX_BUFFERED_SPANS", value_name = "N")]
+    pub max_buffered_spans: Option<usize>,
+
+    /// Most completed traces kept for the API [default: 10000]
+    #[arg(long, env = "HOPSCOPE_STORE_MAX_TRACES", value_name = "N")]
+    pub store_max_traces: Option<usize>,
+
+    /// Most memory (estimated) that completed traces may hold, in MiB [default: 512]
+    #[arg(long, env = "HOPSCOPE_STORE_MAX_MIB", value_name = "MIB")]
+    pub store_max_mib: Option<usize>,
+
+    /// How long hop aggregates are kept, by trace start time [default: 24h]
+    #[arg(long, env = "HOPSCOPE_AGGREGATE_RETENTION", value_name = "DURATION")]
+    pub aggregate_retention: Option<HumanDuration>,
+
+    /// Largest OTLP/gRPC request accepted, in MiB (after decompression) [default: 16]
+    #[arg(long, env = "HOPSCOPE_OTLP_MAX_MESSAGE_MIB", value_name = "MIB")]
+    pub otlp_max_message_mib: Option<usize>,
+
+    /// How long shutdown may take to analyze what is buffered [default: 30s]
+    #[arg(long, env = "HOPSCOPE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<HumanDuration>,
+
+    /// Log filter, in `tracing` EnvFilter syntax [default: info]
+    #[arg(long, env = "HOPSCOPE_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+impl Settings {
+    /// Reads a TOML file of settings.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// These settings, with `fallback` filling what they leave unset.
+    pub fn or(self, fallback: Settings) -> Settings {
+        Settings {
+            otlp_grpc_addr: self.otlp_grpc_addr.or(fallback.otlp_grpc_addr),
+            api_addr: self.api_addr.or(fallback.api_addr),
+            trace_idle: self.trace_idle.or(fallback.trace_idle),
+            trace_max_age: self.trace_max_age.or(fallback.trace_max_age),
+            late_grace: self.late_grace.or(fallback.late_grace),
+            max_buffered_spans: self.max_buffered_spans.or(fallback.max_buffered_spans),
+            store_max_traces: self.store_max_traces.or(fallback.store_max_traces),
+            store_max_mib: self.store_max_mib.or(fallback.store_max_mib),
+            aggregate_retention: self.aggregate_retention.or(fallback.aggregate_retention),
+            otlp_max_message_mib: self.otlp_max_message_mib.or(fallback.otlp_max_message_mib),
+            shutdown_timeout: self.shutdown_timeout.or(fallback.shutdown_timeout),
+            log: self.log.or(fallback.log),
+        }
+    }
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub otlp_grpc_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub trace_idle: Duration,
+    pub trace_max_age: Duration,
+    pub late_grace: Duration,
+    pub max_buffered_spans: usize,
+    pub store_max_traces: usize,
+    pub store_max_bytes: usize,
+    pub aggregate_retention: Duration,
+    pub otlp_max_message_bytes: usize,
+    pub shutdown_timeout: Duration,
+    pub log: String,
+}
+
+const MIB: usize = 1 << 20;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::try_from(Settings::default()).expect("defaults are valid")
+    }
+}
+
+impl TryFrom<Settings> for Config {
+    type Error = ConfigError;
+
+    fn try_from(s: Settings) -> Result<Config, ConfigError> {
+        let d = |v: Option<HumanDuration>, default: u64| {
+            v.map_or(Duration::from_secs(default), |h| h.0)
+        };
+        let config = Config {
+            otlp_grpc_addr: s.otlp_grpc_addr.unwrap_or(([127, 0, 0, 1], 4317).into()),
+            api_addr: s.api_addr.unwrap_or(([127, 0, 0, 1], 9980).into()),
+            trace_idle: d(s.trace_idle, 10),
+            trace_max_age: d(s.trace_max_age, 300),
+            late_grace: d(s.late_grace, 60),
+            max_buffered_spans: s.max_buffered_spans.unwrap_or(1_000_000),
+            store_max_traces: s.store_max_traces.unwrap_or(10_000),
+            store_max_bytes: s.store_max_mib.unwrap_or(512).saturating_mul(MIB),
+            aggregate_retention: d(s.aggregate_retention, 24 * 3600),
+            otlp_max_message_bytes: s.otlp_max_message_mib.unwrap_or(16).saturating_mul(MIB),
+            shutdown_timeout: d(s.shutdown_timeout, 30),
+            log: s.log.unwrap_or_else(|| "info".to_owned()),
+        };
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if config.trace_idle.is_zero() {
+            return invalid("trace_idle must be greater than 0");
+        }
+        if config.trace_max_age < config.trace_idle {
+            return invalid("trace_max_age must be at least trace_idle");
+        }
+        if config.max_buffered_spans == 0 || config.store_max_traces == 0 {
+            return invalid("max_buffered_spans and store_max_traces must be at least 1");
+        }
+        if config.otlp_max_message_bytes == 0 {
+            return invalid("otlp_max_message_mib must be at least 1");
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults_fill_the_rest() {
+        let file: Settings = toml::from_str(
+            "trace_idle = \"2s\"\nmax_buffered_spans = 50\napi_addr = \"127.0.0.1:1234\"",
+        )
+        .unwrap();
+        let flags = Settings {
+            trace_idle: Some("500ms".parse().unwrap()),
+            ..Settings::default()
+        };
+        let c = Config::try_from(flags.or(file)).unwrap();
+        assert_eq!(c.trace_idle, Duration::from_millis(500));
+        assert_eq!(c.max_buffered_spans, 50);
+        assert_eq!(c.api_addr.port(), 1234);
+        assert_eq!(c.otlp_grpc_addr.port(), 4317);
+        assert_eq!(c.trace_max_age, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn bad_values_are_reported_not_defaulted() {
+        assert!(toml::from_str::<Settings>("trace_idle = \"ten\"").is_err());
+        assert!(toml::from_str::<Settings>("trace_idel = \"1s\"").is_err());
+        let s = Settings {
+            trace_idle: Some("10s".parse().unwrap()),
+            trace_max_age: Some("1s".parse().unwrap()),
+            ..Settings::default()
+        };
+        assert!(matches!(Config::try_from(s), Err(ConfigError::Invalid(_))));
+    }
+}

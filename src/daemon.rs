@@ -1,0 +1,279 @@
+//! Wiring and lifecycle: binds the listeners, starts the servers and the
+//! completion sweeper, and shuts down in order (stop accepting, analyze what is
+//! buffered, exit) on one cancellation signal.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+
+use crate::analyze::analyze;
+use crate::api::{self, AppState};
+use crate::assemble::{assemble, Buffer, BufferLimits, Completed};
+use crate::config::Config;
+use crate::ingest::otlp::collector::trace::v1::trace_service_server::TraceServiceServer;
+use crate::ingest::{OtlpGrpc, SpanSink};
+use crate::model::{SpanBatch, Warning, WarningCode};
+use crate::stats::Stats;
+use crate::store::{Aggregates, Store, TraceStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{what} server failed: {message}")]
+    Server { what: &'static str, message: String },
+}
+
+/// A started daemon.
+pub struct Running {
+    pub otlp_grpc_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Running {
+    /// Asks the daemon to stop: stop accepting, analyze what is buffered, exit.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the daemon has stopped.
+    pub async fn wait(self) -> Result<(), DaemonError> {
+        self.task.await.unwrap_or_else(|e| {
+            Err(DaemonError::Server {
+                what: "daemon",
+                message: e.to_string(),
+            })
+        })
+    }
+}
+
+/// Delivers ingested spans to the buffer and wakes the sweeper when it is full.
+struct BufferSink {
+    buffer: Arc<Buffer>,
+    stats: Arc<Stats>,
+    full: Arc<Notify>,
+}
+
+impl SpanSink for BufferSink {
+    fn accept(&self, batch: SpanBatch) {
+        Stats::add(&self.stats.export_requests, 1);
+        Stats::add(&self.stats.spans_accepted, batch.accepted);
+        Stats::add(&self.stats.spans_rejected, batch.rejected);
+        let now = Instant::now();
+        let mut over = false;
+        for (trace_id, spans) in batch.traces {
+            over |= self.buffer.insert(trace_id, spans, now);
+        }
+        if over {
+            self.full.notify_one();
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind { what, addr, source })
+}
+
+/// Binds the listeners and starts the daemon.
+pub async fn start(config: Config) -> Result<Running, DaemonError> {
+    let grpc_listener = bind("OTLP/gRPC", config.otlp_grpc_addr).await?;
+    let api_listener = bind("the HTTP API", config.api_addr).await?;
+    let local = |l: &TcpListener, what, addr| {
+        l.local_addr()
+            .map_err(|source| DaemonError::Bind { what, addr, source })
+    };
+    let otlp_grpc_addr = local(&grpc_listener, "OTLP/gRPC", config.otlp_grpc_addr)?;
+    let api_addr = local(&api_listener, "the HTTP API", config.api_addr)?;
+
+    let stats = Arc::new(Stats::default());
+    let buffer = Arc::new(Buffer::new(
+        BufferLimits {
+            idle: config.trace_idle,
+            max_age: config.trace_max_age,
+            late_grace: config.late_grace,
+            max_spans: config.max_buffered_spans,
+        },
+        stats.clone(),
+    ));
+    let store = Arc::new(Store::new(
+        TraceStore::new(config.store_max_traces, config.store_max_bytes),
+        Aggregates::new(config.aggregate_retention),
+        stats.clone(),
+    ));
+    let full = Arc::new(Notify::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let shutdown = CancellationToken::new();
+    // Servers stop on `stop_servers`; the sweeper runs until they have.
+    let stop_servers = shutdown.child_token();
+
+    let sink = Arc::new(BufferSink {
+        buffer: buffer.clone(),
+        stats: stats.clone(),
+        full: full.clone(),
+    });
+    let grpc = TraceServiceServer::new(OtlpGrpc::new(sink))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(config.otlp_max_message_bytes);
+    let grpc_stop = stop_servers.clone();
+    let grpc_task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), grpc_stop.cancelled())
+            .await
+            .map_err(|e| DaemonError::Server {
+                what: "OTLP/gRPC",
+                message: e.to_string(),
+            })
+    });
+
+    let app = api::router(AppState {
+        store: store.clone(),
+        buffer: buffer.clone(),
+        stats: stats.clone(),
+        ready: ready.clone(),
+    });
+    let api_stop = stop_servers.clone();
+    let api_task = tokio::spawn(async move {
+        axum::serve(api_listener, app)
+            .with_graceful_shutdown(async move { api_stop.cancelled().await })
+            .await
+            .map_err(|e| DaemonError::Server {
+                what: "HTTP API",
+                message: e.to_string(),
+            })
+    });
+
+    let sweeper_stop = CancellationToken::new();
+    let sweeper = tokio::spawn(sweep(
+        buffer.clone(),
+        store.clone(),
+        stats.clone(),
+        full,
+        sweeper_stop.clone(),
+    ));
+
+    ready.store(true, Ordering::Release);
+    tracing::info!(%otlp_grpc_addr, %api_addr, "hopscope listening");
+
+    let timeout = config.shutdown_timeout;
+    let handle = shutdown.clone();
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: no new exports; analyzing what is buffered");
+        ready.store(false, Ordering::Release);
+        stop_servers.cancel();
+        let (grpc_result, api_result) = tokio::join!(grpc_task, api_task);
+        sweeper_stop.cancel();
+        let _ = sweeper.await;
+        let drained = buffer.drain();
+        let count = drained.len();
+        let flush = tokio::task::spawn_blocking(move || finish(&store, &stats, drained));
+        if tokio::time::timeout(timeout, flush).await.is_err() {
+            tracing::warn!(
+                traces = count,
+                "shutdown timeout reached before every buffered trace was analyzed"
+            );
+        } else {
+            tracing::info!(traces = count, "buffered traces analyzed; stopped");
+        }
+        for result in [grpc_result, api_result] {
+            result.map_err(|e| DaemonError::Server {
+                what: "task",
+                message: e.to_string(),
+            })??;
+        }
+        Ok(())
+    });
+
+    Ok(Running {
+        otlp_grpc_addr,
+        api_addr,
+        shutdown: handle,
+        task,
+    })
+}
+
+/// Hands complete traces to analysis: on every tick (idle and max-age policy) and
+/// whenever the buffer is over its span limit.
+async fn sweep(
+    buffer: Arc<Buffer>,
+    store: Arc<Store>,
+    stats: Arc<Stats>,
+    full: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let period =
+        (buffer.limits().idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            _ = full.notified() => {}
+        }
+        let now = Instant::now();
+        let mut done = buffer.take_oldest(now);
+        if !done.is_empty() {
+            tracing::warn!(
+                traces = done.len(),
+                max_buffered_spans = buffer.limits().max_spans,
+                "buffer full: analyzing the oldest traces early"
+            );
+        }
+        done.extend(buffer.take_complete(now));
+        if done.is_empty() {
+            continue;
+        }
+        let (store, stats) = (store.clone(), stats.clone());
+        if let Err(e) = tokio::task::spawn_blocking(move || finish(&store, &stats, done)).await {
+            tracing::error!(error = %e, "analysis task failed");
+        }
+    }
+}
+
+/// Assembles, analyzes and stores completed traces. Late spans are merged with
+/// the stored trace, which is analyzed again.
+fn finish(store: &Store, stats: &Stats, completed: Vec<Completed>) {
+    for c in completed {
+        let mut spans = c.spans;
+        let late_count = spans.len();
+        if c.late {
+            if let Some(prev) = store.traces.get(&c.trace_id) {
+                spans.extend(prev.trace.spans.iter().cloned());
+            }
+            Stats::add(&stats.traces_reanalyzed, 1);
+        }
+        let Some(mut trace) = assemble(c.trace_id, spans) else {
+            continue;
+        };
+        if c.late {
+            trace.warnings.push(Warning {
+                code: WarningCode::LateSpans,
+                span_id: None,
+                message: format!(
+                    "{late_count} span(s) arrived after this trace was first analyzed; they were merged and the trace analyzed again"
+                ),
+            });
+        }
+        store.put(analyze(trace), c.late);
+    }
+}

@@ -1,0 +1,29 @@
+//! The OTLP edge: decodes export requests, converts them to [`SpanBatch`]es and
+//! hands them to a [`SpanSink`]. Ingest never touches the buffer directly.
+
+mod convert;
+mod grpc;
+pub mod otlp;
+
+pub use convert::convert;
+pub use grpc::OtlpGrpc;
+
+use crate::model::SpanBatch;
+
+/// Where ingest delivers accepted spans (the daemon wires it to the buffer).
+pub trait SpanSink: Send + Sync + 'static {
+    fn accept(&self, batch: SpanBatch);
+}
+
+/// The partial-success answer for a batch: counts and a readable reason.
+pub(crate) fn partial_success_message(batch: &SpanBatch) -> String {
+    if batch.rejected == 0 {
+        return String::new();
+    }
+    format!(
+        "rejected {} of {} spans with malformed ids: {}",
+        batch.rejected,
+        batch.rejected + batch.accepted,
+        batch.errors.join("; ")
+    )
+}

@@ -1,0 +1,30 @@
+//! hopscope: an OpenTelemetry trace analyzer daemon.
+//!
+//! A span flows through the crate in this order:
+//!
+//! ```text
+//!  OTLP/gRPC ──► ingest ──SpanBatch──► assemble::Buffer ──Completed──► assemble::assemble
+//!  (exporters)   decode,               by trace id,                    one repaired tree
+//!                convert               idle/max-age/limit                    │ Trace
+//!                                                                            ▼
+//!  HTTP API ◄──────────── store ◄──────────AnalyzedTrace─────────── analyze::analyze
+//!  (people, Grafana)      recent traces,                             critical path,
+//!                         hop aggregates                             latency share per hop
+//! ```
+//!
+//! * [`ingest`]: the OTLP edge; the only module that sees protobuf types.
+//! * [`assemble`]: the in-flight buffer and the repairs that make a tree.
+//! * [`analyze`]: pure functions over an assembled [`model::Trace`].
+//! * [`store`]: bounded trace store and mergeable per-hop aggregates.
+//! * [`api`]: the HTTP API and its JSON shapes.
+//! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
+
+pub mod analyze;
+pub mod api;
+pub mod assemble;
+pub mod config;
+pub mod daemon;
+pub mod ingest;
+pub mod model;
+pub mod stats;
+pub mod store;

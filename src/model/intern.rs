@@ -1,0 +1,62 @@
+//! Process-wide string interning for the low-cardinality strings every span
+//! repeats: service and operation names, attribute keys, and the values of the
+//! semantic-convention attributes the detectors read (`db.system`, `http.route`...).
+//!
+//! A [`Sym`] is 4 bytes and compares in one instruction. The interner only grows;
+//! high-cardinality text (statements, URLs, messages) is never interned but stored
+//! inline in [`crate::model::Attrs`].
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use lasso::{Spur, ThreadedRodeo};
+
+static INTERNER: LazyLock<ThreadedRodeo> = LazyLock::new(ThreadedRodeo::new);
+
+/// An interned string.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sym(Spur);
+
+impl Sym {
+    pub fn new(text: &str) -> Sym {
+        Sym(INTERNER.get_or_intern(text))
+    }
+
+    /// The symbol for `text` if it was ever interned; never grows the interner,
+    /// so user input (query strings) can be looked up safely.
+    pub fn lookup(text: &str) -> Option<Sym> {
+        INTERNER.get(text).map(Sym)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        INTERNER.resolve(&self.0)
+    }
+
+    /// The raw key, for compact encodings.
+    pub(crate) fn to_u32(self) -> u32 {
+        lasso::Key::into_usize(self.0) as u32
+    }
+
+    /// Inverse of [`Sym::to_u32`] for keys this process produced.
+    pub(crate) fn from_u32(raw: u32) -> Sym {
+        Sym(lasso::Key::try_from_usize(raw as usize).expect("key produced by Sym::to_u32"))
+    }
+}
+
+impl fmt::Display for Sym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Sym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl serde::Serialize for Sym {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}

@@ -1,0 +1,55 @@
+//! Counters every stage bumps and the API reports: what was accepted, refused,
+//! completed early, merged late or evicted. Nothing is dropped without a count.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Process-wide counters (monotonic).
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A point-in-time copy of [`Stats`].
+        #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// OTLP export requests received.
+    export_requests,
+    /// Spans accepted into the buffer.
+    spans_accepted,
+    /// Spans refused through OTLP partial success (malformed ids).
+    spans_rejected,
+    /// Traces completed because no span arrived for `trace_idle`.
+    traces_completed_idle,
+    /// Traces completed because they reached `trace_max_age`.
+    traces_completed_max_age,
+    /// Traces analyzed early because the buffer reached `max_buffered_spans`.
+    traces_evicted_early,
+    /// Traces analyzed at shutdown.
+    traces_flushed_at_shutdown,
+    /// Spans that arrived after their trace was analyzed (within `late_grace`).
+    late_spans,
+    /// Traces analyzed again after late spans were merged in.
+    traces_reanalyzed,
+    /// Completed traces dropped from the trace store to stay within its bounds.
+    store_traces_evicted,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

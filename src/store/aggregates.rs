@@ -1,0 +1,168 @@
+//! Latency share per entry point and hop, in one-minute buckets keyed by the
+//! trace's start time. Every number is a sum or a [`Sketch`], so buckets merge for
+//! any window and a trace analyzed again is retracted and re-added exactly.
+//! Buckets older than the retention (relative to the newest bucket seen) are
+//! dropped, which bounds memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::sketch::Sketch;
+use crate::analyze::{AnalyzedTrace, EntryPoint, HopKey};
+
+const BUCKET_NS: u64 = 60_000_000_000;
+
+#[derive(Default)]
+struct HopAgg {
+    traces: i64,
+    critical_ns: i128,
+    critical: Sketch,
+    share: Sketch,
+}
+
+impl HopAgg {
+    fn merge(&mut self, other: &HopAgg) {
+        self.traces += other.traces;
+        self.critical_ns += other.critical_ns;
+        self.critical.merge(&other.critical);
+        self.share.merge(&other.share);
+    }
+}
+
+#[derive(Default)]
+struct Bucket {
+    traces: i64,
+    root_ns: i128,
+    hops: HashMap<HopKey, HopAgg>,
+}
+
+/// One hop of an entry point over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HopStats {
+    pub key: HopKey,
+    /// Traces whose critical path went through the hop.
+    pub traces: u64,
+    pub critical_ns: u64,
+    /// Hop critical time / the entry's total root time in the window.
+    pub share: f64,
+    /// Per-trace share quantiles, over the traces that went through the hop.
+    pub share_p50: f64,
+    pub share_p95: f64,
+    pub critical_p50_ns: f64,
+    pub critical_p95_ns: f64,
+    pub critical_p99_ns: f64,
+}
+
+/// An entry point over a window, hops sorted by share (largest first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryStats {
+    pub entry: EntryPoint,
+    pub traces: u64,
+    pub root_ns: u64,
+    pub hops: Vec<HopStats>,
+}
+
+pub struct Aggregates {
+    entries: Mutex<HashMap<EntryPoint, BTreeMap<u64, Bucket>>>,
+    retention_buckets: u64,
+}
+
+impl Aggregates {
+    pub fn new(retention: Duration) -> Self {
+        Aggregates {
+            entries: Mutex::new(HashMap::new()),
+            retention_buckets: (retention.as_nanos() as u64 / BUCKET_NS).max(1),
+        }
+    }
+
+    /// Adds (`weight` 1) or retracts (`weight` -1) one analyzed trace.
+    pub fn record(&self, t: &AnalyzedTrace, weight: i64) {
+        let bucket_id = t.trace.start(t.trace.root) / BUCKET_NS;
+        let mut entries = self.entries.lock();
+        let buckets = entries.entry(t.entry).or_default();
+        let bucket = buckets.entry(bucket_id).or_default();
+        bucket.traces += weight;
+        bucket.root_ns += t.duration_ns() as i128 * weight as i128;
+        for hop in &t.hops {
+            let agg = bucket.hops.entry(hop.key).or_default();
+            agg.traces += weight;
+            agg.critical_ns += hop.critical_ns as i128 * weight as i128;
+            agg.critical.add(hop.critical_ns as f64, weight);
+            agg.share.add(hop.share, weight);
+            if agg.traces == 0 {
+                bucket.hops.remove(&hop.key);
+            }
+        }
+        if bucket.traces == 0 {
+            buckets.remove(&bucket_id);
+        }
+        if let Some(&newest) = buckets.keys().next_back() {
+            let oldest_kept = newest.saturating_sub(self.retention_buckets);
+            *buckets = buckets.split_off(&oldest_kept);
+        }
+        if buckets.is_empty() {
+            entries.remove(&t.entry);
+        }
+    }
+
+    /// Entry points (all, or the one asked for) over `[since_ns, until_ns)` of trace
+    /// start times, at one-minute resolution.
+    pub fn query(
+        &self,
+        entry: Option<EntryPoint>,
+        since_ns: Option<u64>,
+        until_ns: Option<u64>,
+    ) -> Vec<EntryStats> {
+        let lo = since_ns.map_or(0, |s| s / BUCKET_NS);
+        let hi = until_ns.map_or(u64::MAX, |u| u.div_ceil(BUCKET_NS));
+        let entries = self.entries.lock();
+        let mut out: Vec<EntryStats> = entries
+            .iter()
+            .filter(|(e, _)| entry.is_none_or(|want| want == **e))
+            .filter_map(|(e, buckets)| {
+                let mut traces = 0;
+                let mut root_ns = 0;
+                let mut hops: HashMap<HopKey, HopAgg> = HashMap::new();
+                for (_, b) in buckets.range(lo..hi) {
+                    traces += b.traces;
+                    root_ns += b.root_ns;
+                    for (k, h) in &b.hops {
+                        hops.entry(*k).or_default().merge(h);
+                    }
+                }
+                if traces <= 0 {
+                    return None;
+                }
+                let mut hops: Vec<HopStats> = hops
+                    .into_iter()
+                    .map(|(key, h)| HopStats {
+                        key,
+                        traces: h.traces.max(0) as u64,
+                        critical_ns: h.critical_ns.max(0) as u64,
+                        share: if root_ns > 0 {
+                            h.critical_ns as f64 / root_ns as f64
+                        } else {
+                            h.traces as f64 / traces as f64
+                        },
+                        share_p50: h.share.quantile(0.5).unwrap_or(0.0),
+                        share_p95: h.share.quantile(0.95).unwrap_or(0.0),
+                        critical_p50_ns: h.critical.quantile(0.5).unwrap_or(0.0),
+                        critical_p95_ns: h.critical.quantile(0.95).unwrap_or(0.0),
+                        critical_p99_ns: h.critical.quantile(0.99).unwrap_or(0.0),
+                    })
+                    .collect();
+                hops.sort_by(|a, b| b.share.total_cmp(&a.share).then(a.key.cmp(&b.key)));
+                Some(EntryStats {
+                    entry: *e,
+                    traces: traces as u64,
+                    root_ns: root_ns.max(0) as u64,
+                    hops,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| b.traces.cmp(&a.traces).then(a.entry.cmp(&b.entry)));
+        out
+    }
+}
