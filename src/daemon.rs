@@ -41,6 +41,7 @@ pub enum DaemonError {
 pub struct Running {
     pub otlp_grpc_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    store: Arc<Store>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), DaemonError>>,
 }
@@ -49,6 +50,11 @@ impl Running {
     /// Asks the daemon to stop: stop accepting, analyze what is buffered, exit.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// The analyzed traces and aggregates (what the API serves).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
     }
 
     /// Waits until the daemon has stopped.
@@ -175,6 +181,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
 
     let timeout = config.shutdown_timeout;
     let handle = shutdown.clone();
+    let store_handle = store.clone();
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
         tracing::info!("shutting down: no new exports; analyzing what is buffered");
@@ -206,6 +213,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     Ok(Running {
         otlp_grpc_addr,
         api_addr,
+        store: store_handle,
         shutdown: handle,
         task,
     })

@@ -1,0 +1,202 @@
+//! A daemon on ephemeral ports, real OTLP exporters, and an HTTP client for the API.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hopscope::config::{Config, Settings};
+use hopscope::daemon::{self, Running};
+use hopscope::store::Store;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use opentelemetry_sdk::Resource;
+use serde_json::Value;
+
+pub struct TestDaemon {
+    running: Option<Running>,
+    pub grpc_endpoint: String,
+    pub api: String,
+    http: reqwest::Client,
+}
+
+/// Starts a daemon on ephemeral ports with a short idle timeout.
+pub async fn start(settings: Settings) -> TestDaemon {
+    let defaults = Settings {
+        otlp_grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        api_addr: Some("127.0.0.1:0".parse().unwrap()),
+        trace_idle: Some("300ms".parse().unwrap()),
+        ..Settings::default()
+    };
+    let config = Config::try_from(settings.or(defaults)).expect("valid test config");
+    let running = daemon::start(config).await.expect("daemon starts");
+    TestDaemon {
+        grpc_endpoint: format!("http://{}", running.otlp_grpc_addr),
+        api: format!("http://{}", running.api_addr),
+        running: Some(running),
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestDaemon {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.api, path))
+            .send()
+            .await
+            .expect("API answers");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.expect("API answers JSON");
+        (status, body)
+    }
+
+    /// Polls the API until `check` accepts the answer to `path` (at most 30 s).
+    pub async fn wait_for(&self, path: &str, check: impl Fn(u16, &Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get(path).await;
+            if check(status, &body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gave up waiting on {path}; last answer {status}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the trace is analyzed and has `spans` spans.
+    pub async fn wait_trace(&self, trace_id: TraceId, spans: usize) -> Value {
+        self.wait_for(&format!("/api/v1/traces/{trace_id}"), |status, body| {
+            status == 200 && body["span_count"] == spans
+        })
+        .await
+    }
+
+    pub fn store(&self) -> Arc<Store> {
+        self.running.as_ref().expect("running").store()
+    }
+
+    pub async fn stop(mut self) {
+        let running = self.running.take().expect("running");
+        running.shutdown();
+        running.wait().await.expect("clean shutdown");
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(r) = &self.running {
+            r.shutdown();
+        }
+    }
+}
+
+/// A real OTLP/gRPC span exporter for one service.
+pub fn exporter(endpoint: &str, service: &str, gzip: bool) -> opentelemetry_otlp::SpanExporter {
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(10));
+    if gzip {
+        builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
+    }
+    let mut exporter = builder.build().expect("exporter builds");
+    exporter.set_resource(&resource(service));
+    exporter
+}
+
+pub fn resource(service: &str) -> Resource {
+    Resource::builder_empty()
+        .with_service_name(service.to_owned())
+        .with_attribute(KeyValue::new("service.instance.id", format!("{service}-1")))
+        .build()
+}
+
+/// A trace id no other test uses.
+pub fn random_trace_id() -> TraceId {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = [0u8; 16];
+    for chunk in out.chunks_mut(8) {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    TraceId::from_bytes(out)
+}
+
+/// Hand-written span data, for exporting in any batching and order.
+pub struct SpanSpec {
+    pub id: u64,
+    pub parent: u64,
+    pub name: &'static str,
+    pub kind: SpanKind,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+pub fn span_data(trace_id: TraceId, base: SystemTime, s: &SpanSpec) -> SpanData {
+    SpanData {
+        span_context: SpanContext::new(
+            trace_id,
+            SpanId::from_bytes(s.id.to_be_bytes()),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: SpanId::from_bytes(s.parent.to_be_bytes()),
+        parent_span_is_remote: false,
+        span_kind: s.kind.clone(),
+        name: Cow::Borrowed(s.name),
+        start_time: base + Duration::from_millis(s.start_ms),
+        end_time: base + Duration::from_millis(s.end_ms),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: InstrumentationScope::builder("hopscope-tests").build(),
+    }
+}
+
+/// A base time a minute ago, on a whole second, so offsets are exact in the API.
+pub fn base_time() -> SystemTime {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(now - 60)
+}
+
+/// The hops of an API trace or entry as `(service, operation, kind, critical_ms)`.
+pub fn hops(body: &Value) -> Vec<(String, String, String, f64)> {
+    body["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .map(|h| {
+            (
+                h["service"].as_str().unwrap().to_owned(),
+                h["operation"].as_str().unwrap().to_owned(),
+                h["kind"].as_str().unwrap().to_owned(),
+                h["critical_ms"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+pub fn approx(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-6
+}
