@@ -1,5 +1,6 @@
 //! The `hopscope` command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -40,6 +41,8 @@ fn main() -> anyhow::Result<()> {
             };
             let config = Config::try_from(settings.or(file))?;
             tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_env_filter(
                     EnvFilter::try_new(&config.log)
                         .with_context(|| format!("invalid log filter `{}`", config.log))?,

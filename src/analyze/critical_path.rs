@@ -167,3 +167,81 @@ fn self_time(trace: &Trace, span: u32) -> u64 {
     }
     (end - start) - covered
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assemble::assemble;
+    use crate::model::{Span, SpanId, SpanKind, TraceId};
+
+    fn trace(spans: &[(u64, u64, u64, u64)]) -> Trace {
+        let spans = spans
+            .iter()
+            .map(|&(id, parent, start, end)| {
+                Span::new(
+                    SpanId::from_u64(id).unwrap(),
+                    SpanId::from_u64(parent),
+                    "svc",
+                    &format!("op{id}"),
+                    SpanKind::Internal,
+                    (start, end),
+                )
+            })
+            .collect();
+        assemble(TraceId::from_bytes(&[1; 16]).unwrap(), spans).unwrap()
+    }
+
+    fn path(t: &Trace, p: &CriticalPath) -> Vec<(u64, u64, u64)> {
+        p.segments
+            .iter()
+            .map(|s| {
+                (
+                    t.span(s.span).span_id.to_bytes()[7] as u64,
+                    s.start_ns,
+                    s.end_ns,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sequential_children_are_walked_back_from_the_end() {
+        let t = trace(&[(1, 0, 0, 100), (2, 1, 10, 40), (3, 1, 40, 90)]);
+        let p = critical_path(&t);
+        assert_eq!(
+            path(&t, &p),
+            vec![(1, 0, 10), (2, 10, 40), (3, 40, 90), (1, 90, 100)]
+        );
+        assert!(p.notes.is_empty());
+    }
+
+    #[test]
+    fn a_sibling_overlapping_the_chosen_one_is_noted_as_uncertain() {
+        // 2 runs 0–50 and 3 runs 40–100: at 0–40 the parent may have waited on 2.
+        let t = trace(&[(1, 0, 0, 100), (2, 1, 0, 50), (3, 1, 40, 100)]);
+        let p = critical_path(&t);
+        assert_eq!(path(&t, &p), vec![(1, 0, 40), (3, 40, 100)]);
+        assert_eq!(p.notes.len(), 1);
+        assert_eq!(p.notes[0].code, WarningCode::OverlappingChildren);
+        assert_eq!(p.self_ns[0], 0, "self time counts any covering child");
+    }
+
+    #[test]
+    fn a_parallel_fan_out_follows_the_last_to_finish_without_doubt() {
+        let t = trace(&[(1, 0, 0, 100), (2, 1, 10, 50), (3, 1, 10, 90)]);
+        let p = critical_path(&t);
+        assert_eq!(path(&t, &p), vec![(1, 0, 10), (3, 10, 90), (1, 90, 100)]);
+        assert!(p.notes.is_empty());
+    }
+
+    #[test]
+    fn a_ten_thousand_deep_chain_does_not_overflow() {
+        let n = 10_000u64;
+        let spans: Vec<_> = (1..=n).map(|i| (i, i - 1, i, 2 * n + 10 - i)).collect();
+        let t = trace(&spans);
+        let p = critical_path(&t);
+        let total: u64 = p.segments.iter().map(|s| s.end_ns - s.start_ns).sum();
+        assert_eq!(total, t.end(t.root) - t.start(t.root));
+        assert_eq!(p.segments.len() as u64, 2 * n - 1);
+    }
+}

@@ -81,7 +81,10 @@ impl Buffer {
         let n = spans.len();
         let bytes: usize = spans.iter().map(Span::size_bytes).sum();
         let mut entry = self.pending.entry(trace_id).or_insert_with(|| {
-            let late = self.done.contains_key(&trace_id);
+            let late = self
+                .done
+                .get(&trace_id)
+                .is_some_and(|at| now.saturating_duration_since(*at) < self.limits.late_grace);
             Pending {
                 spans: Vec::new(),
                 bytes: 0,
@@ -210,5 +213,111 @@ impl Buffer {
             completion,
             late: p.late,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SpanId, SpanKind};
+
+    fn limits() -> BufferLimits {
+        BufferLimits {
+            idle: Duration::from_secs(10),
+            max_age: Duration::from_secs(300),
+            late_grace: Duration::from_secs(60),
+            max_spans: 100,
+        }
+    }
+
+    fn spans(ids: std::ops::Range<u64>) -> Vec<Span> {
+        ids.map(|n| {
+            Span::new(
+                SpanId::from_u64(n).unwrap(),
+                None,
+                "svc",
+                "op",
+                SpanKind::Server,
+                (0, 1),
+            )
+        })
+        .collect()
+    }
+
+    fn tid(n: u8) -> TraceId {
+        TraceId::from_bytes(&[n; 16]).unwrap()
+    }
+
+    #[test]
+    fn a_trace_completes_after_idle_and_late_spans_reopen_it() {
+        let stats = Arc::new(Stats::default());
+        let b = Buffer::new(limits(), stats.clone());
+        let t0 = Instant::now();
+        b.insert(tid(1), spans(1..3), t0);
+        b.insert(tid(1), spans(3..4), t0 + Duration::from_secs(5));
+        assert!(
+            b.take_complete(t0 + Duration::from_secs(14)).is_empty(),
+            "idle counts from the last span"
+        );
+        let done = b.take_complete(t0 + Duration::from_secs(15));
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].spans.len(), 3);
+        assert!(!done[0].late);
+        assert_eq!((b.span_count(), b.bytes()), (0, 0));
+
+        // Within the grace period: a late entry, counted.
+        b.insert(tid(1), spans(4..5), t0 + Duration::from_secs(20));
+        let late = b.take_complete(t0 + Duration::from_secs(30));
+        assert!(late[0].late);
+        assert_eq!(stats.snapshot().late_spans, 1);
+
+        // Past the grace period the id is forgotten: a new trace.
+        b.insert(tid(1), spans(5..6), t0 + Duration::from_secs(100));
+        assert!(!b.take_complete(t0 + Duration::from_secs(110))[0].late);
+    }
+
+    #[test]
+    fn a_trace_that_never_goes_idle_completes_at_max_age() {
+        let stats = Arc::new(Stats::default());
+        let b = Buffer::new(limits(), stats.clone());
+        let t0 = Instant::now();
+        for s in 0..61 {
+            b.insert(tid(2), spans(s + 1..s + 2), t0 + Duration::from_secs(s * 5));
+            let done = b.take_complete(t0 + Duration::from_secs(s * 5));
+            if s * 5 >= 300 {
+                assert_eq!(done[0].completion, Completion::MaxAge);
+                assert_eq!(stats.snapshot().traces_completed_max_age, 1);
+                return;
+            }
+            assert!(done.is_empty());
+        }
+        unreachable!("the trace should have reached its max age");
+    }
+
+    #[test]
+    fn over_the_span_limit_the_oldest_traces_leave_first() {
+        let stats = Arc::new(Stats::default());
+        let b = Buffer::new(limits(), stats.clone());
+        let t0 = Instant::now();
+        for n in 0..5u8 {
+            let full = b.insert(
+                tid(n + 1),
+                spans(1..26),
+                t0 + Duration::from_millis(n as u64),
+            );
+            assert_eq!(full, n >= 4, "over 100 spans only with the fifth trace");
+        }
+        let evicted = b.take_oldest(t0 + Duration::from_millis(10));
+        // 125 spans; down to 90 takes two traces of 25, the two oldest.
+        let ids: Vec<TraceId> = evicted.iter().map(|c| c.trace_id).collect();
+        assert_eq!(ids, vec![tid(1), tid(2)]);
+        assert!(evicted.iter().all(|c| c.completion == Completion::Evicted));
+        assert_eq!(b.span_count(), 75);
+        assert_eq!(stats.snapshot().traces_evicted_early, 2);
+        assert!(
+            b.take_oldest(t0).is_empty(),
+            "under the limit nothing more leaves"
+        );
+        assert_eq!(b.drain().len(), 3);
     }
 }

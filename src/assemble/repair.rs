@@ -368,3 +368,147 @@ fn report_timing(trace: &mut Trace) {
     }
     trace.warnings.extend(found);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SpanId, SpanKind};
+
+    fn id(n: u64) -> SpanId {
+        SpanId::from_u64(n).unwrap()
+    }
+
+    fn span(n: u64, parent: u64, service: &str, kind: SpanKind, t: (u64, u64)) -> Span {
+        Span::new(id(n), SpanId::from_u64(parent), service, "op", kind, t)
+    }
+
+    fn codes(t: &Trace) -> Vec<WarningCode> {
+        t.warnings.iter().map(|w| w.code).collect()
+    }
+
+    fn tid() -> TraceId {
+        TraceId::from_bytes(&[9; 16]).unwrap()
+    }
+
+    #[test]
+    fn cycles_and_self_parents_are_cut_into_one_tree() {
+        // 1 is the root; 2 → 3 → 4 → 2 is a cycle; 5 names itself.
+        let spans = vec![
+            span(1, 0, "a", SpanKind::Server, (0, 100)),
+            span(2, 4, "a", SpanKind::Internal, (10, 20)),
+            span(3, 2, "a", SpanKind::Internal, (12, 18)),
+            span(4, 3, "a", SpanKind::Internal, (13, 17)),
+            span(5, 5, "a", SpanKind::Internal, (30, 40)),
+        ];
+        let t = assemble(tid(), spans).unwrap();
+        assert_eq!(t.root_span().span_id, id(1));
+        let c = codes(&t);
+        assert!(c.contains(&WarningCode::ParentCycle), "{c:?}");
+        assert!(c.contains(&WarningCode::SelfParent), "{c:?}");
+        assert!(
+            !c.contains(&WarningCode::Orphan),
+            "a cut cycle is not a missing parent: {c:?}"
+        );
+        // Every span reaches the root.
+        for i in 0..t.len() as u32 {
+            let mut cur = i;
+            let mut steps = 0;
+            while let Some(p) = t.parent[cur as usize] {
+                cur = p;
+                steps += 1;
+                assert!(steps <= t.len());
+            }
+            assert_eq!(cur, t.root);
+        }
+        // The cycle was cut at its earliest span (2), which now hangs under the root.
+        let two = t.spans.iter().position(|s| s.span_id == id(2)).unwrap();
+        assert_eq!(t.parent[two], Some(t.root));
+    }
+
+    #[test]
+    fn duplicates_and_reversed_times_are_repaired_and_reported() {
+        let mut reversed = span(2, 1, "a", SpanKind::Internal, (50, 40));
+        reversed.operation = crate::model::Sym::new("reversed");
+        let spans = vec![
+            span(1, 0, "a", SpanKind::Server, (0, 100)),
+            span(1, 0, "a", SpanKind::Server, (0, 100)),
+            span(3, 1, "a", SpanKind::Internal, (10, 20)),
+            span(3, 1, "a", SpanKind::Internal, (10, 30)),
+            reversed,
+        ];
+        let t = assemble(tid(), spans).unwrap();
+        assert_eq!(t.len(), 3);
+        let three = t.spans.iter().find(|s| s.span_id == id(3)).unwrap();
+        assert_eq!(three.end_ns, 30, "the longest copy is kept");
+        let two = t.spans.iter().find(|s| s.span_id == id(2)).unwrap();
+        assert_eq!((two.start_ns, two.end_ns), (50, 50));
+        let c = codes(&t);
+        assert_eq!(
+            c.iter()
+                .filter(|c| **c == WarningCode::DuplicateSpan)
+                .count(),
+            2,
+            "{c:?}"
+        );
+        assert!(c.contains(&WarningCode::EndBeforeStart));
+    }
+
+    #[test]
+    fn several_roots_attach_under_the_longest() {
+        let spans = vec![
+            span(1, 0, "a", SpanKind::Server, (0, 50)),
+            span(2, 0, "b", SpanKind::Server, (0, 100)),
+        ];
+        let t = assemble(tid(), spans).unwrap();
+        assert_eq!(t.root_span().span_id, id(2));
+        assert!(codes(&t).contains(&WarningCode::MultipleRoots));
+    }
+
+    #[test]
+    fn a_skewed_server_span_is_centred_in_its_client_and_reported() {
+        // The server's host clock runs 1 s ahead: its span starts after the client ended.
+        let spans = vec![
+            span(1, 0, "web", SpanKind::Client, (0, 100)),
+            span(2, 1, "api", SpanKind::Server, (1_000, 1_080)),
+            span(3, 2, "api", SpanKind::Internal, (1_010, 1_070)),
+        ];
+        let t = assemble(tid(), spans).unwrap();
+        let idx = |n| t.spans.iter().position(|s| s.span_id == id(n)).unwrap() as u32;
+        assert_eq!((t.start(idx(2)), t.end(idx(2))), (10, 90));
+        assert_eq!(
+            (t.start(idx(3)), t.end(idx(3))),
+            (20, 80),
+            "the subtree moves along"
+        );
+        let c = codes(&t);
+        assert_eq!(c, vec![WarningCode::ClockSkew], "{c:?}");
+        assert_eq!(
+            t.spans[idx(2) as usize].start_ns,
+            1_000,
+            "the span itself keeps its times"
+        );
+    }
+
+    #[test]
+    fn a_same_service_child_outside_its_parent_is_not_called_skew() {
+        let spans = vec![
+            span(1, 0, "web", SpanKind::Server, (100, 200)),
+            span(2, 1, "web", SpanKind::Internal, (90, 250)),
+        ];
+        let t = assemble(tid(), spans).unwrap();
+        let c = codes(&t);
+        assert!(c.contains(&WarningCode::ChildOutlivesParent), "{c:?}");
+        assert!(c.contains(&WarningCode::ChildStartsBeforeParent), "{c:?}");
+        assert!(!c.contains(&WarningCode::ClockSkew), "{c:?}");
+    }
+
+    #[test]
+    fn async_children_are_flagged_as_uncertain() {
+        let spans = vec![
+            span(1, 0, "web", SpanKind::Producer, (0, 10)),
+            span(2, 1, "worker", SpanKind::Consumer, (20, 90)),
+        ];
+        let t = assemble(tid(), spans).unwrap();
+        assert_eq!(codes(&t), vec![WarningCode::AsyncChild]);
+    }
+}

@@ -264,3 +264,125 @@ fn to_json(value: &any_value::Value) -> serde_json::Value {
             .into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::otlp::resource::v1::Resource;
+    use crate::ingest::otlp::trace::v1::{ScopeSpans, Status};
+    use crate::model::AttrValue;
+
+    fn kv(key: &str, value: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    fn s(text: &str) -> any_value::Value {
+        any_value::Value::StringValue(text.into())
+    }
+
+    fn request(attributes: Vec<KeyValue>) -> Vec<ResourceSpans> {
+        vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", s("checkout")),
+                    kv("service.instance.id", s("pod-7")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![OtlpSpan {
+                    trace_id: vec![1; 16].into(),
+                    span_id: vec![2; 8].into(),
+                    name: "SELECT".into(),
+                    kind: span::SpanKind::Client as i32,
+                    start_time_unix_nano: 10,
+                    end_time_unix_nano: 30,
+                    attributes,
+                    status: Some(Status {
+                        code: 2,
+                        message: "context deadline exceeded".into(),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn current_and_legacy_semantic_names_fill_the_same_typed_fields() {
+        for (status_key, db_key, stmt_key, peer_key) in [
+            (
+                "http.response.status_code",
+                "db.system.name",
+                "db.query.text",
+                "server.address",
+            ),
+            (
+                "http.status_code",
+                "db.system",
+                "db.statement",
+                "net.peer.name",
+            ),
+        ] {
+            let batch = convert(request(vec![
+                kv(status_key, any_value::Value::IntValue(504)),
+                kv(db_key, s("postgresql")),
+                kv(stmt_key, s("SELECT * FROM orders WHERE id = 42")),
+                kv(peer_key, s("db.internal")),
+                kv("rpc.grpc.status_code", any_value::Value::IntValue(4)),
+                kv("error.type", s("timeout")),
+                kv(
+                    "tags",
+                    any_value::Value::ArrayValue(crate::ingest::otlp::common::v1::ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(s("a")),
+                        }],
+                    }),
+                ),
+            ]));
+            assert_eq!((batch.accepted, batch.rejected), (1, 0));
+            let (_, spans) = &batch.traces[0];
+            let sp = &spans[0];
+            assert_eq!(sp.service.as_str(), "checkout");
+            assert_eq!(sp.instance.map(Sym::as_str), Some("pod-7"));
+            assert_eq!(sp.kind, SpanKind::Client);
+            assert_eq!(sp.status, StatusCode::Error);
+            assert_eq!(
+                sp.status_message.as_deref(),
+                Some("context deadline exceeded")
+            );
+            assert_eq!(sp.sem.http_status.map(|c| c.get()), Some(504));
+            assert_eq!(sp.sem.db_system.map(Sym::as_str), Some("postgresql"));
+            assert_eq!(sp.sem.server_address.map(Sym::as_str), Some("db.internal"));
+            assert_eq!(sp.sem.grpc_status, Some(4));
+            assert_eq!(sp.sem.error_type.map(Sym::as_str), Some("timeout"));
+            assert_eq!(
+                sp.attrs.get(Sym::new(stmt_key)),
+                Some(AttrValue::Str("SELECT * FROM orders WHERE id = 42"))
+            );
+            assert_eq!(
+                sp.attrs.get(Sym::new("tags")).unwrap().to_json(),
+                serde_json::json!(["a"])
+            );
+            assert_eq!(
+                sp.attrs.iter().count(),
+                7,
+                "every attribute kept for the trace view"
+            );
+        }
+    }
+
+    #[test]
+    fn a_resource_without_a_service_name_is_unknown_service() {
+        let mut req = request(vec![]);
+        req[0].resource = None;
+        let batch = convert(req);
+        assert_eq!(batch.traces[0].1[0].service.as_str(), "unknown_service");
+    }
+}

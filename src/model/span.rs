@@ -86,6 +86,33 @@ pub struct Span {
 }
 
 impl Span {
+    /// A span with identity and timing only: no attributes, events or links, status unset.
+    pub fn new(
+        span_id: SpanId,
+        parent_id: Option<SpanId>,
+        service: &str,
+        operation: &str,
+        kind: SpanKind,
+        (start_ns, end_ns): (u64, u64),
+    ) -> Span {
+        Span {
+            span_id,
+            parent_id,
+            start_ns,
+            end_ns,
+            service: Sym::new(service),
+            instance: None,
+            operation: Sym::new(operation),
+            kind,
+            status: StatusCode::Unset,
+            status_message: None,
+            sem: Semantics::default(),
+            attrs: Attrs::default(),
+            events: Box::default(),
+            links: Box::default(),
+        }
+    }
+
     pub fn duration_ns(&self) -> u64 {
         self.end_ns.saturating_sub(self.start_ns)
     }

@@ -119,3 +119,65 @@ impl TraceStore {
         self.inner.read().bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::analyze;
+    use crate::assemble::assemble;
+    use crate::model::{Span, SpanId, SpanKind};
+
+    fn trace(n: u8, spans: u64) -> Arc<AnalyzedTrace> {
+        let spans = (1..=spans)
+            .map(|i| {
+                Span::new(
+                    SpanId::from_u64(i).unwrap(),
+                    SpanId::from_u64(i - 1),
+                    "s",
+                    "op",
+                    SpanKind::Internal,
+                    (0, 10),
+                )
+            })
+            .collect();
+        Arc::new(analyze(
+            assemble(TraceId::from_bytes(&[n; 16]).unwrap(), spans).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn the_oldest_completed_traces_leave_first_by_count_and_by_bytes() {
+        let store = TraceStore::new(3, usize::MAX);
+        for n in 1..=4 {
+            store.put(trace(n, 1));
+        }
+        let ids: Vec<u8> = store
+            .recent(10, |_| true)
+            .iter()
+            .map(|t| t.trace.trace_id.as_bytes()[0])
+            .collect();
+        assert_eq!(ids, vec![4, 3, 2]);
+
+        // Replacing a trace makes it the newest, without counting it twice.
+        let d = store.put(trace(2, 2));
+        assert!(d.replaced.is_some());
+        assert_eq!(d.evicted, 0);
+        let ids: Vec<u8> = store
+            .recent(10, |_| true)
+            .iter()
+            .map(|t| t.trace.trace_id.as_bytes()[0])
+            .collect();
+        assert_eq!(ids, vec![2, 4, 3]);
+
+        let one = trace(9, 50).size_bytes();
+        let small = TraceStore::new(100, one * 2);
+        for n in 10..15 {
+            small.put(trace(n, 50));
+        }
+        assert_eq!(small.len(), 2);
+        assert!(small.bytes() <= one * 2);
+        assert!(small
+            .get(&TraceId::from_bytes(&[14; 16]).unwrap())
+            .is_some());
+    }
+}

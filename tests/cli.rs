@@ -1,0 +1,114 @@
+//! The `hopscope` binary as a user runs it: flags, environment, config file,
+//! the log line with the bound addresses, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn hopscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hopscope"))
+}
+
+/// Reads the daemon's log until the line naming the bound addresses.
+fn api_addr(child: &mut Child) -> String {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("log line");
+        if line.contains("hopscope listening") {
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("api_addr="))
+                .expect("api_addr in the log line");
+            // Keep draining the log so the daemon never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return addr.to_owned();
+        }
+    }
+    panic!("the daemon exited without logging its addresses");
+}
+
+#[tokio::test]
+async fn serve_binds_logs_its_addresses_and_stops_cleanly_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("hopscope-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hopscope.toml");
+    // The file sets the API address; the environment sets the gRPC one.
+    std::fs::write(
+        &config,
+        "api_addr = \"127.0.0.1:0\"\ntrace_idle = \"250ms\"\n",
+    )
+    .unwrap();
+    let mut child = hopscope()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HOPSCOPE_OTLP_GRPC_ADDR", "127.0.0.1:0")
+        .env("HOPSCOPE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let addr = api_addr(&mut child);
+    let ready = reqwest::get(format!("http://{addr}/readyz"))
+        .await
+        .expect("API up");
+    assert_eq!(ready.status(), 200);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait());
+    let status = tokio::time::timeout(Duration::from_secs(30), exit)
+        .await
+        .expect("the daemon exits within 30 s of SIGTERM")
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn help_documents_every_setting_with_its_environment_variable() {
+    let out = hopscope().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, env) in [
+        ("--otlp-grpc-addr", "HOPSCOPE_OTLP_GRPC_ADDR"),
+        ("--api-addr", "HOPSCOPE_API_ADDR"),
+        ("--trace-idle", "HOPSCOPE_TRACE_IDLE"),
+        ("--trace-max-age", "HOPSCOPE_TRACE_MAX_AGE"),
+        ("--late-grace", "HOPSCOPE_LATE_GRACE"),
+        ("--max-buffered-spans", "HOPSCOPE_MAX_BUFFERED_SPANS"),
+        ("--store-max-traces", "HOPSCOPE_STORE_MAX_TRACES"),
+        ("--config", "HOPSCOPE_CONFIG"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(env),
+            "{flag} / {env} missing from:\n{help}"
+        );
+    }
+    assert!(help.contains("default: 127.0.0.1:4317"));
+}
+
+#[test]
+fn bad_settings_exit_non_zero_with_a_readable_reason() {
+    let out = hopscope()
+        .args(["serve", "--trace-idle", "soon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a duration like 10s"), "{err}");
+
+    let out = hopscope()
+        .args(["serve", "--config", "/nonexistent/hopscope.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read config file /nonexistent/hopscope.toml"),
+        "{err}"
+    );
+}
