@@ -25,6 +25,7 @@ pub mod assemble;
 pub mod config;
 pub mod daemon;
 pub mod ingest;
+pub mod loadgen;
 pub mod model;
 pub mod stats;
 pub mod store;

@@ -4,12 +4,14 @@
 //! Walk back from the end of the root: the request waits on the child that
 //! finished last before the cursor; time not covered by such a child is the span's
 //! own. Children are clipped to their parent's interval (the part of a child after
-//! its parent ended was not waited for). This is the algorithm of Jaeger UI's
+//! its parent ended was not waited for). Asynchronous children (CONSUMER spans, and
+//! any child of a PRODUCER) are not waited for and stay off the path, as in Jaeger
+//! UI, which drops FOLLOWS_FROM children; assembly warns about them. This is the algorithm of Jaeger UI's
 //! critical-path view, made iterative so a 10,000-deep chain does not overflow the
 //! stack. The segments partition the root's interval, so their durations add up to
 //! the root's duration exactly.
 
-use crate::model::{Trace, Warning, WarningCode};
+use crate::model::{SpanKind, Trace, Warning, WarningCode};
 
 /// A piece of the critical path: span `span` was the one being waited on in
 /// `[start_ns, end_ns)` (adjusted for clock skew).
@@ -59,7 +61,12 @@ pub fn critical_path(trace: &Trace) -> CriticalPath {
 
     let push = |stack: &mut Vec<Frame>, scratch: &mut Vec<Candidate>, c: Candidate| {
         let lo = scratch.len();
+        let producer = trace.span(c.span).kind == SpanKind::Producer;
         scratch.extend(trace.children(c.span).iter().filter_map(|&k| {
+            // A producer does not wait for its consumers.
+            if producer || trace.span(k).kind == SpanKind::Consumer {
+                return None;
+            }
             let start = trace.start(k).max(c.start);
             let end = trace.end(k).min(c.end);
             (end > start).then_some(Candidate {

@@ -28,6 +28,7 @@ pub fn assemble(trace_id: TraceId, mut spans: Vec<Span>) -> Option<Trace> {
             .cmp(&b.span_id)
             .then(b.end_ns.cmp(&a.end_ns))
             .then(a.start_ns.cmp(&b.start_ns))
+            .then_with(|| content_order(a, b))
     });
     let before = spans.len();
     spans.dedup_by(|later, kept| {
@@ -188,6 +189,26 @@ pub fn assemble(trace_id: TraceId, mut spans: Vec<Span>) -> Option<Trace> {
     Some(trace)
 }
 
+/// A total order on what else a span says, so that equal-time duplicates resolve
+/// to the same copy whatever their arrival order.
+fn content_order(a: &Span, b: &Span) -> std::cmp::Ordering {
+    a.parent_id
+        .cmp(&b.parent_id)
+        .then((a.kind as u8).cmp(&(b.kind as u8)))
+        .then((a.status as u8).cmp(&(b.status as u8)))
+        .then_with(|| a.service.as_str().cmp(b.service.as_str()))
+        .then_with(|| a.operation.as_str().cmp(b.operation.as_str()))
+        .then_with(|| {
+            a.instance
+                .map(|s| s.as_str())
+                .cmp(&b.instance.map(|s| s.as_str()))
+        })
+        .then_with(|| a.status_message.cmp(&b.status_message))
+        .then_with(|| a.attrs.as_bytes().cmp(b.attrs.as_bytes()))
+        .then(a.events.len().cmp(&b.events.len()))
+        .then(a.links.len().cmp(&b.links.len()))
+}
+
 /// Cuts every cycle of parent links at its earliest-starting span, which becomes
 /// parentless. Iterative: each span is walked once.
 fn break_cycles(
@@ -285,8 +306,10 @@ fn adjust_clock_skew(trace: &mut Trace) {
                     } else {
                         pstart
                     };
-                    shift = target as i64 - cs.start_ns as i64;
-                    let delta = shift - trace.shift_ns[p as usize];
+                    shift = (target as i128 - cs.start_ns as i128)
+                        .clamp(i64::MIN as i128, i64::MAX as i128)
+                        as i64;
+                    let delta = shift.saturating_sub(trace.shift_ns[p as usize]);
                     let message = format!(
                         "server span {} ({}) did not fit in its client span {} ({}); shifted by {:+.3} ms for attribution (clock skew between hosts)",
                         cs.span_id,
@@ -333,7 +356,7 @@ fn report_timing(trace: &mut Trace) {
                 code: WarningCode::AsyncChild,
                 span_id: Some(span.span_id),
                 message: format!(
-                    "span {} is an asynchronous child ({:?} under {:?}); timing alone cannot say whether span {} waited for it",
+                    "span {} is an asynchronous child ({:?} under {:?}): it is left off the critical path because span {} need not have waited for it, which timing alone cannot confirm",
                     span.span_id, span.kind, parent.kind, parent.span_id
                 ),
             });

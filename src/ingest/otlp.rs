@@ -2,6 +2,12 @@
 //! `ingest` (and tests that play an exporter) use these types.
 
 #![allow(clippy::all, missing_docs)]
+// The doc comments come verbatim from the .proto files.
+#![allow(
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links
+)]
 
 pub mod common {
     pub mod v1 {

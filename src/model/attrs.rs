@@ -111,6 +111,11 @@ impl Attrs {
         self.0.is_empty()
     }
 
+    /// The packed encoding (for ordering and hashing; keys are process-local).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
         self.0.len()
