@@ -8,7 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure()
         .build_client(true)
-        .build_server(true)
+        .build_server(false)
         .bytes(".")
         .compile_protos(
             &["proto/opentelemetry/proto/collector/trace/v1/trace_service.proto"],

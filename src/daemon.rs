@@ -12,14 +12,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 
 use crate::analyze::analyze;
 use crate::api::{self, AppState};
 use crate::assemble::{assemble, Buffer, BufferLimits, Completed};
 use crate::config::Config;
-use crate::ingest::otlp::collector::trace::v1::trace_service_server::TraceServiceServer;
 use crate::ingest::{OtlpGrpc, SpanSink};
 use crate::model::{SpanBatch, Warning, WarningCode};
 use crate::stats::Stats;
@@ -134,10 +132,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         stats: stats.clone(),
         full: full.clone(),
     });
-    let grpc = TraceServiceServer::new(OtlpGrpc::new(sink))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(config.otlp_max_message_bytes);
+    let grpc = OtlpGrpc::new(sink, config.otlp_max_message_bytes);
     let grpc_stop = stop_servers.clone();
     let grpc_task = tokio::spawn(async move {
         tonic::transport::Server::builder()

@@ -1,40 +1,106 @@
-//! OTLP/gRPC `TraceService/Export`.
+//! OTLP/gRPC `TraceService/Export`, served by hand over tonic so the request
+//! arrives as bytes and is decoded by [`super::decode_export`] straight into the
+//! span model. gzip-compressed requests are accepted.
 
+use std::convert::Infallible;
+use std::future::{ready, Ready};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use bytes::Bytes;
+use tonic::body::Body as TonicBody;
+use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
+use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use super::otlp::collector::trace::v1::trace_service_server::TraceService;
-use super::otlp::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use super::{convert, partial_success_message, SpanSink};
+use super::codec::ServerCodec;
+use super::otlp::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use super::{decode_export, partial_success_message, SpanSink};
 
-/// The gRPC service; wrap it in `TraceServiceServer` to serve it.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The gRPC service; add it to a `tonic::transport::Server`.
 pub struct OtlpGrpc<S> {
     sink: Arc<S>,
+    max_message_bytes: usize,
 }
 
-impl<S: SpanSink> OtlpGrpc<S> {
-    pub fn new(sink: Arc<S>) -> Self {
-        OtlpGrpc { sink }
+impl<S> Clone for OtlpGrpc<S> {
+    fn clone(&self) -> Self {
+        OtlpGrpc {
+            sink: self.sink.clone(),
+            max_message_bytes: self.max_message_bytes,
+        }
     }
 }
 
-#[tonic::async_trait]
-impl<S: SpanSink> TraceService for OtlpGrpc<S> {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let batch = convert(request.into_inner().resource_spans);
-        let partial_success = (batch.rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: batch.rejected as i64,
-            error_message: partial_success_message(&batch),
-        });
-        self.sink.accept(batch);
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success,
-        }))
+impl<S: SpanSink> OtlpGrpc<S> {
+    /// `max_message_bytes` bounds a request after decompression.
+    pub fn new(sink: Arc<S>, max_message_bytes: usize) -> Self {
+        OtlpGrpc {
+            sink,
+            max_message_bytes,
+        }
+    }
+}
+
+impl<S> NamedService for OtlpGrpc<S> {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+struct Export<S>(Arc<S>);
+
+impl<S: SpanSink> UnaryService<Bytes> for Export<S> {
+    type Response = ExportTraceServiceResponse;
+    type Future = Ready<Result<Response<ExportTraceServiceResponse>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let result = match decode_export(&request.into_inner()) {
+            Ok(batch) => {
+                let partial_success = (batch.rejected > 0).then(|| ExportTracePartialSuccess {
+                    rejected_spans: batch.rejected as i64,
+                    error_message: partial_success_message(&batch),
+                });
+                self.0.accept(batch);
+                Ok(Response::new(ExportTraceServiceResponse {
+                    partial_success,
+                }))
+            }
+            Err(e) => Err(Status::invalid_argument(e.to_string())),
+        };
+        ready(result)
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for OtlpGrpc<S>
+where
+    S: SpanSink,
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<TonicBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != EXPORT_PATH {
+            let status = Status::unimplemented(format!("no such method: {}", request.uri().path()));
+            return Box::pin(ready(Ok(status.into_http())));
+        }
+        let export = Export(self.sink.clone());
+        let max = self.max_message_bytes;
+        Box::pin(async move {
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            let mut grpc = Grpc::new(ServerCodec::default())
+                .apply_compression_config(gzip, gzip)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(export, request).await)
+        })
     }
 }

@@ -1,12 +1,16 @@
-//! The OTLP edge: decodes export requests, converts them to [`SpanBatch`]es and
-//! hands them to a [`SpanSink`]. Ingest never touches the buffer directly.
+//! The OTLP edge: decodes export requests straight from the wire format into
+//! [`SpanBatch`]es and hands them to a [`SpanSink`]. Ingest never touches the
+//! buffer directly.
 
+pub mod codec;
 mod convert;
 mod grpc;
 pub mod otlp;
+mod wire;
 
-pub use convert::convert;
+pub use convert::decode_export;
 pub use grpc::OtlpGrpc;
+pub use wire::DecodeError;
 
 use crate::model::SpanBatch;
 

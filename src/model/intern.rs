@@ -6,12 +6,23 @@
 //! high-cardinality text (statements, URLs, messages) is never interned but stored
 //! inline in [`crate::model::Attrs`].
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::LazyLock;
 
 use lasso::{Spur, ThreadedRodeo};
+use rustc_hash::FxHashMap;
 
 static INTERNER: LazyLock<ThreadedRodeo> = LazyLock::new(ThreadedRodeo::new);
+
+/// Entries a thread's lookup cache holds before it is cleared.
+const CACHE_LIMIT: usize = 1 << 16;
+
+thread_local! {
+    /// A per-thread cache in front of the shared interner: the hot path hashes the
+    /// bytes once and takes no lock.
+    static CACHE: RefCell<FxHashMap<Box<[u8]>, Sym>> = RefCell::new(FxHashMap::default());
+}
 
 /// An interned string.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,6 +31,23 @@ pub struct Sym(Spur);
 impl Sym {
     pub fn new(text: &str) -> Sym {
         Sym(INTERNER.get_or_intern(text))
+    }
+
+    /// Interns UTF-8 bytes from the wire (invalid sequences become U+FFFD),
+    /// through the calling thread's cache.
+    pub fn from_utf8_lossy(bytes: &[u8]) -> Sym {
+        CACHE.with(|cache| {
+            if let Some(&sym) = cache.borrow().get(bytes) {
+                return sym;
+            }
+            let sym = Sym::new(&String::from_utf8_lossy(bytes));
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(bytes.into(), sym);
+            sym
+        })
     }
 
     /// The symbol for `text` if it was ever interned; never grows the interner,
