@@ -17,7 +17,7 @@ use hopscope::assemble::{assemble, Buffer, BufferLimits};
 use hopscope::ingest::decode_export;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use hopscope::loadgen::Generator;
+use hopscope::loadgen::{Generator, Shape};
 use hopscope::model::{Span, SpanId, SpanKind, TraceId};
 use hopscope::stats::Stats;
 use prost::Message;
@@ -63,7 +63,13 @@ fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    let mut gen = Generator::new(42, 5);
+    // 16 spans per trace: an entry calling 5 services, each answering from a database.
+    let shape = Shape {
+        depth: 1,
+        fan_out: 5,
+        ..Shape::default()
+    };
+    let mut gen = Generator::new(42, shape).expect("a valid shape");
     let requests: Vec<ExportTraceServiceRequest> = (0..total / BATCH)
         .map(|i| gen.request(BATCH, base + i as u64 * 1_000_000))
         .collect();
@@ -136,6 +142,11 @@ fn main() {
 
     // 4. Assembly + critical path on one trace of each size.
     let done = buffer.drain();
+    let arena: usize = done.iter().map(|c| c.spans.arena.mark() as usize).sum();
+    println!(
+        "  of which attributes           {:>10.0} bytes/span packed in the arenas",
+        arena as f64 / spans as f64
+    );
     let t = Instant::now();
     let traces = done.len();
     for c in done {
@@ -155,7 +166,13 @@ fn main() {
     ] {
         let n = spans.len();
         let t = Instant::now();
-        let a = analyze(assemble(TraceId::from_bytes(&[3; 16]).unwrap(), spans).unwrap());
+        let a = analyze(
+            assemble(
+                TraceId::from_bytes(&[3; 16]).unwrap(),
+                spans.into_iter().collect(),
+            )
+            .unwrap(),
+        );
         std::hint::black_box(&a);
         println!(
             "critical path {label:<24} {:>10.3} ms  ({})",

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -19,7 +20,7 @@ use crate::api::{self, AppState};
 use crate::assemble::{assemble, Buffer, BufferLimits, Completed};
 use crate::config::Config;
 use crate::ingest::{OtlpGrpc, SpanSink};
-use crate::model::{SpanBatch, Warning, WarningCode};
+use crate::model::{SpanBatch, SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
 use crate::store::{Aggregates, Store, TraceStore};
 
@@ -137,7 +138,10 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let grpc_task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(grpc)
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), grpc_stop.cancelled())
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                grpc_stop.cancelled(),
+            )
             .await
             .map_err(|e| DaemonError::Server {
                 what: "OTLP/gRPC",
@@ -153,6 +157,12 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     });
     let api_stop = stop_servers.clone();
     let api_task = tokio::spawn(async move {
+        // Small JSON answers must not wait for Nagle's algorithm.
+        let api_listener = api_listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an API connection");
+            }
+        });
         axum::serve(api_listener, app)
             .with_graceful_shutdown(async move { api_stop.cancelled().await })
             .await
@@ -261,7 +271,10 @@ fn finish(store: &Store, stats: &Stats, completed: Vec<Completed>) {
         let late_count = spans.len();
         if c.late {
             if let Some(prev) = store.traces.get(&c.trace_id) {
-                spans.extend(prev.trace.spans.iter().cloned());
+                spans.append(SpanSet {
+                    spans: prev.trace.spans.clone(),
+                    arena: prev.trace.arena.clone(),
+                });
             }
             Stats::add(&stats.traces_reanalyzed, 1);
         }

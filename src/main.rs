@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hopscope::config::{Config, Settings};
+use hopscope::config::{Config, HumanDuration, Settings};
+use hopscope::loadgen::{self, Protocol, Shape, Until};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -29,6 +30,133 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Send realistic traces over OTLP and report accepted and refused spans/s,
+    /// export latency, and the daemon's CPU time and memory. Exits non-zero if the
+    /// daemon refused or lost spans.
+    Loadgen(LoadgenArgs),
+}
+
+/// Flags of `hopscope loadgen`.
+#[derive(clap::Args)]
+struct LoadgenArgs {
+    /// OTLP receiver to send to [default: http://127.0.0.1:4317 for grpc,
+    /// http://127.0.0.1:4318 for http]
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+
+    /// OTLP over gRPC, or over HTTP/1.1 (protobuf bodies POSTed to /v1/traces)
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    protocol: Protocol,
+
+    /// Concurrent connections, each with one export in flight
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    connections: usize,
+
+    /// Spans per export request, rounded up to whole traces (the SDK batch
+    /// processor's default is 512)
+    #[arg(long, value_name = "SPANS", default_value_t = 512)]
+    batch: usize,
+
+    /// Target rate over all connections [default: as fast as the daemon answers]
+    #[arg(long, value_name = "SPANS_PER_SEC")]
+    rate: Option<f64>,
+
+    /// How long to send [default: 10s unless --spans is given]
+    #[arg(long, value_name = "DURATION", conflicts_with = "spans")]
+    duration: Option<HumanDuration>,
+
+    /// Send this many spans (in whole requests, so a little more), then stop
+    #[arg(long, value_name = "N")]
+    spans: Option<u64>,
+
+    /// Compress each request with gzip
+    #[arg(long)]
+    gzip: bool,
+
+    /// Services the traces visit; the first is the entry point
+    #[arg(long, value_name = "N", default_value_t = Shape::default().services)]
+    services: usize,
+
+    /// Levels of service calls below the entry span (1 to 8)
+    #[arg(long, value_name = "N", default_value_t = Shape::default().depth)]
+    depth: usize,
+
+    /// Downstream calls per service above the deepest level (1 to 16); a trace
+    /// has 1 + 3 × (f + f² + ... + f^depth) spans
+    #[arg(long, value_name = "N", default_value_t = Shape::default().fan_out)]
+    fan_out: usize,
+
+    /// Fraction of traces whose deepest call times out, failing every caller above
+    #[arg(long, value_name = "F", default_value_t = Shape::default().error_fraction)]
+    error_fraction: f64,
+
+    /// Fraction of traces with one slow database call (500 ms to 2 s)
+    #[arg(long, value_name = "F", default_value_t = Shape::default().slow_db_fraction)]
+    slow_db_fraction: f64,
+
+    /// Seed of the generated traces and ids
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+
+    /// Retries of a request refused as retryable (UNAVAILABLE, RESOURCE_EXHAUSTED,
+    /// HTTP 429/503, ...), with exponential backoff from 50 ms
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    retries: u32,
+
+    /// The daemon's pid: report the CPU seconds it used during the run and its
+    /// peak and current RSS, from /proc
+    #[arg(long, value_name = "PID")]
+    daemon_pid: Option<u32>,
+
+    /// The daemon's HTTP API (e.g. http://127.0.0.1:9980): fail if its
+    /// spans_accepted counter grew less than the spans it acknowledged
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+
+    /// Exit zero even if the daemon refused spans (lost spans still fail)
+    #[arg(long)]
+    allow_refused: bool,
+
+    /// No progress line every second on stderr
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl LoadgenArgs {
+    fn options(&self) -> loadgen::Options {
+        let endpoint = self.endpoint.clone().unwrap_or_else(|| {
+            match self.protocol {
+                Protocol::Grpc => "http://127.0.0.1:4317",
+                Protocol::Http => "http://127.0.0.1:4318",
+            }
+            .to_owned()
+        });
+        let until = match (self.spans, self.duration) {
+            (Some(spans), _) => Until::Spans(spans),
+            (None, Some(HumanDuration(d))) => Until::Elapsed(d),
+            (None, None) => Until::Elapsed(std::time::Duration::from_secs(10)),
+        };
+        loadgen::Options {
+            endpoint,
+            protocol: self.protocol,
+            connections: self.connections,
+            batch: self.batch,
+            rate: self.rate,
+            until,
+            gzip: self.gzip,
+            shape: Shape {
+                services: self.services,
+                depth: self.depth,
+                fan_out: self.fan_out,
+                error_fraction: self.error_fraction,
+                slow_db_fraction: self.slow_db_fraction,
+            },
+            seed: self.seed,
+            retries: self.retries,
+            daemon_pid: self.daemon_pid,
+            api: self.api.clone(),
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,7 +182,29 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?
                 .block_on(serve(config))
         }
+        Command::Loadgen(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(load(args)),
     }
+}
+
+async fn load(args: LoadgenArgs) -> anyhow::Result<()> {
+    let quiet = args.quiet;
+    let report = loadgen::run(&args.options(), |progress| {
+        if !quiet {
+            eprintln!("{progress}");
+        }
+    })
+    .await?;
+    print!("{report}");
+    let problems = report.problems(args.allow_refused);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::bail!("{}", list.join("; "));
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 use common::checks::{check_analysis, check_tree};
 use hopscope::analyze::{analyze, AnalyzedTrace};
 use hopscope::assemble::assemble;
-use hopscope::model::{
-    Attrs, Semantics, Span, SpanId, SpanKind, StatusCode, Sym, Trace, TraceId, WarningCode,
-};
+use hopscope::model::{Span, SpanId, SpanKind, Sym, Trace, TraceId, WarningCode};
 use proptest::prelude::*;
 
 fn trace_id() -> TraceId {
@@ -25,22 +23,14 @@ fn id(n: u64) -> SpanId {
 }
 
 fn span(span_id: u64, parent: Option<u64>, start_ns: u64, end_ns: u64) -> Span {
-    Span {
-        span_id: id(span_id),
-        parent_id: parent.map(id),
-        start_ns,
-        end_ns,
-        service: Sym::new("frontend"),
-        instance: None,
-        operation: Sym::new("op"),
-        kind: SpanKind::Internal,
-        status: StatusCode::Unset,
-        status_message: None,
-        sem: Semantics::default(),
-        attrs: Attrs::default(),
-        events: Box::new([]),
-        links: Box::new([]),
-    }
+    Span::new(
+        id(span_id),
+        parent.map(id),
+        "frontend",
+        "op",
+        SpanKind::Internal,
+        (start_ns, end_ns),
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -192,7 +182,7 @@ fn spans() -> impl Strategy<Value = Vec<Span>> {
 // ---------------------------------------------------------------------------
 
 fn run(spans: Vec<Span>) -> AnalyzedTrace {
-    analyze(assemble(trace_id(), spans).expect("at least one span"))
+    analyze(assemble(trace_id(), spans.into_iter().collect()).expect("at least one span"))
 }
 
 /// What must not depend on arrival order, keyed by span id.
@@ -313,7 +303,7 @@ proptest! {
         let mut ids: Vec<_> = spans.iter().map(|s| s.span_id).collect();
         ids.sort();
         ids.dedup();
-        let trace = assemble(trace_id(), spans).expect("at least one span");
+        let trace = assemble(trace_id(), spans.into_iter().collect()).expect("at least one span");
         prop_assert_eq!(trace.len(), ids.len());
         if let Err(e) = check_tree(&trace) {
             prop_assert!(false, "{}", e);

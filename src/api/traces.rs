@@ -11,7 +11,9 @@ use serde_json::Value;
 use super::params::{self, ms, rfc3339};
 use super::{ApiError, AppState};
 use crate::analyze::{AnalyzedTrace, EntryPoint, HopKey, HopKind};
-use crate::model::{Attrs, SpanId, SpanKind, StatusCode, Sym, TraceId, Warning};
+use crate::model::{
+    AttrArena, AttrRange, Semantics, SpanId, SpanKind, StatusCode, Sym, TraceId, Warning,
+};
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1000;
@@ -175,9 +177,9 @@ pub struct TraceBody {
     warnings: Vec<Warning>,
 }
 
-fn attributes(attrs: &Attrs) -> BTreeMap<&'static str, Value> {
-    attrs
-        .iter()
+fn attributes(arena: &AttrArena, range: AttrRange) -> BTreeMap<&'static str, Value> {
+    arena
+        .iter(range)
         .map(|(k, v)| (k.as_str(), v.to_json()))
         .collect()
 }
@@ -208,7 +210,7 @@ pub async fn get(
                 span_id: s.span_id,
                 parent_span_id: s.parent_id,
                 service: s.service,
-                service_instance_id: s.instance,
+                service_instance_id: Semantics::of(s, &trace.arena).instance,
                 operation: s.operation,
                 kind: s.kind,
                 start_time: rfc3339(s.start_ns),
@@ -218,25 +220,25 @@ pub async fn get(
                 skew_adjustment_ms: (shift != 0).then(|| shift as f64 / 1e6),
                 status: StatusBody {
                     code: s.status,
-                    message: s.status_message.as_deref().map(str::to_owned),
+                    message: s.status_message().map(str::to_owned),
                 },
-                attributes: attributes(&s.attrs),
+                attributes: attributes(&trace.arena, s.attrs),
                 events: s
-                    .events
+                    .events()
                     .iter()
                     .map(|e| EventBody {
                         time: rfc3339(e.time_ns),
                         name: e.name,
-                        attributes: attributes(&e.attrs),
+                        attributes: attributes(&trace.arena, e.attrs),
                     })
                     .collect(),
                 links: s
-                    .links
+                    .links()
                     .iter()
                     .map(|l| LinkBody {
                         trace_id: l.trace_id,
                         span_id: l.span_id,
-                        attributes: attributes(&l.attrs),
+                        attributes: attributes(&trace.arena, l.attrs),
                     })
                     .collect(),
             }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use crate::model::{Span, TraceId};
+use crate::model::{SpanSet, TraceId};
 use crate::stats::Stats;
 
 /// The completion policy and the memory bound.
@@ -40,14 +40,14 @@ pub enum Completion {
 #[derive(Debug)]
 pub struct Completed {
     pub trace_id: TraceId,
-    pub spans: Vec<Span>,
+    pub spans: SpanSet,
     pub completion: Completion,
     /// The spans arrived after the trace was analyzed once: merge with the stored trace.
     pub late: bool,
 }
 
 struct Pending {
-    spans: Vec<Span>,
+    spans: SpanSet,
     bytes: usize,
     first_seen: Instant,
     last_seen: Instant,
@@ -77,16 +77,16 @@ impl Buffer {
     }
 
     /// Adds spans of one trace. Returns true when the buffer is now over its span limit.
-    pub fn insert(&self, trace_id: TraceId, spans: Vec<Span>, now: Instant) -> bool {
+    pub fn insert(&self, trace_id: TraceId, mut spans: SpanSet, now: Instant) -> bool {
         let n = spans.len();
-        let bytes: usize = spans.iter().map(Span::size_bytes).sum();
+        spans.shrink_to_fit();
         let mut entry = self.pending.entry(trace_id).or_insert_with(|| {
             let late = self
                 .done
                 .get(&trace_id)
                 .is_some_and(|at| now.saturating_duration_since(*at) < self.limits.late_grace);
             Pending {
-                spans: Vec::new(),
+                spans: SpanSet::default(),
                 bytes: 0,
                 first_seen: now,
                 last_seen: now,
@@ -96,11 +96,13 @@ impl Buffer {
         if entry.late {
             Stats::add(&self.stats.late_spans, n as u64);
         }
-        entry.spans.extend(spans);
-        entry.bytes += bytes;
+        entry.spans.append(spans);
+        let bytes = entry.spans.size_bytes();
+        let grown = bytes - entry.bytes;
+        entry.bytes = bytes;
         entry.last_seen = now;
         drop(entry);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes.fetch_add(grown, Ordering::Relaxed);
         self.spans.fetch_add(n, Ordering::Relaxed) + n > self.limits.max_spans
     }
 
@@ -112,7 +114,7 @@ impl Buffer {
         self.pending.len()
     }
 
-    /// Estimated bytes held by buffered spans (see [`Span::size_bytes`]).
+    /// Estimated bytes held by buffered spans (see [`SpanSet::size_bytes`]).
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -219,7 +221,7 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{SpanId, SpanKind};
+    use crate::model::{Span, SpanId, SpanKind};
 
     fn limits() -> BufferLimits {
         BufferLimits {
@@ -230,7 +232,7 @@ mod tests {
         }
     }
 
-    fn spans(ids: std::ops::Range<u64>) -> Vec<Span> {
+    fn spans(ids: std::ops::Range<u64>) -> SpanSet {
         ids.map(|n| {
             Span::new(
                 SpanId::from_u64(n).unwrap(),

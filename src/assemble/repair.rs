@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{Span, SpanKind, Trace, TraceId, Warning, WarningCode};
+use crate::model::{AttrArena, Span, SpanKind, SpanSet, Trace, TraceId, Warning, WarningCode};
 
 const NS_PER_MS: f64 = 1e6;
 
@@ -16,7 +16,8 @@ fn ms(ns: u64) -> f64 {
 ///
 /// The result does not depend on arrival order: spans are sorted by id first, and
 /// duplicates resolve to the same copy whichever arrived first.
-pub fn assemble(trace_id: TraceId, mut spans: Vec<Span>) -> Option<Trace> {
+pub fn assemble(trace_id: TraceId, set: SpanSet) -> Option<Trace> {
+    let SpanSet { mut spans, arena } = set;
     if spans.is_empty() {
         return None;
     }
@@ -28,12 +29,14 @@ pub fn assemble(trace_id: TraceId, mut spans: Vec<Span>) -> Option<Trace> {
             .cmp(&b.span_id)
             .then(b.end_ns.cmp(&a.end_ns))
             .then(a.start_ns.cmp(&b.start_ns))
-            .then_with(|| content_order(a, b))
+            .then_with(|| content_order(&arena, a, b))
     });
     let before = spans.len();
     spans.dedup_by(|later, kept| {
         let same = later.span_id == kept.span_id;
-        if same && later != kept {
+        let identical = (later.start_ns, later.end_ns) == (kept.start_ns, kept.end_ns)
+            && content_order(&arena, later, kept).is_eq();
+        if same && !identical {
             warnings.push(Warning {
                 code: WarningCode::DuplicateSpan,
                 span_id: Some(kept.span_id),
@@ -175,6 +178,7 @@ pub fn assemble(trace_id: TraceId, mut spans: Vec<Span>) -> Option<Trace> {
     let mut trace = Trace {
         trace_id,
         spans,
+        arena,
         root,
         parent,
         child_offsets,
@@ -191,22 +195,17 @@ pub fn assemble(trace_id: TraceId, mut spans: Vec<Span>) -> Option<Trace> {
 
 /// A total order on what else a span says, so that equal-time duplicates resolve
 /// to the same copy whatever their arrival order.
-fn content_order(a: &Span, b: &Span) -> std::cmp::Ordering {
+fn content_order(arena: &AttrArena, a: &Span, b: &Span) -> std::cmp::Ordering {
     a.parent_id
         .cmp(&b.parent_id)
         .then((a.kind as u8).cmp(&(b.kind as u8)))
         .then((a.status as u8).cmp(&(b.status as u8)))
         .then_with(|| a.service.as_str().cmp(b.service.as_str()))
         .then_with(|| a.operation.as_str().cmp(b.operation.as_str()))
-        .then_with(|| {
-            a.instance
-                .map(|s| s.as_str())
-                .cmp(&b.instance.map(|s| s.as_str()))
-        })
-        .then_with(|| a.status_message.cmp(&b.status_message))
-        .then_with(|| a.attrs.as_bytes().cmp(b.attrs.as_bytes()))
-        .then(a.events.len().cmp(&b.events.len()))
-        .then(a.links.len().cmp(&b.links.len()))
+        .then_with(|| a.status_message().cmp(&b.status_message()))
+        .then_with(|| arena.bytes(a.attrs).cmp(arena.bytes(b.attrs)))
+        .then(a.events().len().cmp(&b.events().len()))
+        .then(a.links().len().cmp(&b.links().len()))
 }
 
 /// Cuts every cycle of parent links at its earliest-starting span, which becomes
@@ -336,14 +335,14 @@ fn report_timing(trace: &mut Trace) {
     let mut found = Vec::new();
     for c in 0..trace.spans.len() as u32 {
         let span = trace.span(c);
-        if !span.links.is_empty() {
+        if !span.links().is_empty() {
             found.push(Warning {
                 code: WarningCode::Links,
                 span_id: Some(span.span_id),
                 message: format!(
                     "span {} has {} link(s) (e.g. FOLLOWS_FROM); linked work is not on this trace's critical path",
                     span.span_id,
-                    span.links.len()
+                    span.links().len()
                 ),
             });
         }
@@ -405,6 +404,13 @@ mod tests {
         Span::new(id(n), SpanId::from_u64(parent), service, "op", kind, t)
     }
 
+    fn set(spans: Vec<Span>) -> SpanSet {
+        SpanSet {
+            spans,
+            ..SpanSet::default()
+        }
+    }
+
     fn codes(t: &Trace) -> Vec<WarningCode> {
         t.warnings.iter().map(|w| w.code).collect()
     }
@@ -423,7 +429,7 @@ mod tests {
             span(4, 3, "a", SpanKind::Internal, (13, 17)),
             span(5, 5, "a", SpanKind::Internal, (30, 40)),
         ];
-        let t = assemble(tid(), spans).unwrap();
+        let t = assemble(tid(), set(spans)).unwrap();
         assert_eq!(t.root_span().span_id, id(1));
         let c = codes(&t);
         assert!(c.contains(&WarningCode::ParentCycle), "{c:?}");
@@ -459,7 +465,7 @@ mod tests {
             span(3, 1, "a", SpanKind::Internal, (10, 30)),
             reversed,
         ];
-        let t = assemble(tid(), spans).unwrap();
+        let t = assemble(tid(), set(spans)).unwrap();
         assert_eq!(t.len(), 3);
         let three = t.spans.iter().find(|s| s.span_id == id(3)).unwrap();
         assert_eq!(three.end_ns, 30, "the longest copy is kept");
@@ -482,7 +488,7 @@ mod tests {
             span(1, 0, "a", SpanKind::Server, (0, 50)),
             span(2, 0, "b", SpanKind::Server, (0, 100)),
         ];
-        let t = assemble(tid(), spans).unwrap();
+        let t = assemble(tid(), set(spans)).unwrap();
         assert_eq!(t.root_span().span_id, id(2));
         assert!(codes(&t).contains(&WarningCode::MultipleRoots));
     }
@@ -495,7 +501,7 @@ mod tests {
             span(2, 1, "api", SpanKind::Server, (1_000, 1_080)),
             span(3, 2, "api", SpanKind::Internal, (1_010, 1_070)),
         ];
-        let t = assemble(tid(), spans).unwrap();
+        let t = assemble(tid(), set(spans)).unwrap();
         let idx = |n| t.spans.iter().position(|s| s.span_id == id(n)).unwrap() as u32;
         assert_eq!((t.start(idx(2)), t.end(idx(2))), (10, 90));
         assert_eq!(
@@ -518,7 +524,7 @@ mod tests {
             span(1, 0, "web", SpanKind::Server, (100, 200)),
             span(2, 1, "web", SpanKind::Internal, (90, 250)),
         ];
-        let t = assemble(tid(), spans).unwrap();
+        let t = assemble(tid(), set(spans)).unwrap();
         let c = codes(&t);
         assert!(c.contains(&WarningCode::ChildOutlivesParent), "{c:?}");
         assert!(c.contains(&WarningCode::ChildStartsBeforeParent), "{c:?}");
@@ -531,7 +537,7 @@ mod tests {
             span(1, 0, "web", SpanKind::Producer, (0, 10)),
             span(2, 1, "worker", SpanKind::Consumer, (20, 90)),
         ];
-        let t = assemble(tid(), spans).unwrap();
+        let t = assemble(tid(), set(spans)).unwrap();
         assert_eq!(codes(&t), vec![WarningCode::AsyncChild]);
     }
 }

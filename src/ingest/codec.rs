@@ -1,6 +1,6 @@
 //! gRPC codecs that pass a message's bytes through undecoded on one side.
 //!
-//! The server decodes `ExportTraceServiceRequest` bytes itself ([`super::wire`]),
+//! The server decodes `ExportTraceServiceRequest` bytes itself ([`super::decode_export`]),
 //! straight into the span model, instead of letting prost build owned structs
 //! first; the load generator sends pre-encoded requests the same way.
 

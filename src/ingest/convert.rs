@@ -10,8 +10,8 @@ use rustc_hash::FxHashMap;
 
 use super::wire::{DecodeError, Reader, Value};
 use crate::model::{
-    AttrsBuilder, Event, Link, Semantics, Span, SpanBatch, SpanId, SpanKind, StatusCode, Sym,
-    TraceId,
+    field, AttrArena, Event, Extra, Field, Link, Span, SpanBatch, SpanId, SpanKind, SpanSet,
+    StatusCode, Sym, TraceId,
 };
 
 /// How many refusal reasons a partial-success message quotes.
@@ -20,13 +20,47 @@ const MAX_REASONS: usize = 3;
 /// Deepest nesting of array/map attribute values accepted.
 const MAX_VALUE_DEPTH: usize = 32;
 
+/// String values up to this long are interned while their key's values repeat.
+const MAX_INTERNED_VALUE: usize = 512;
+
+/// New values a key may intern on one thread before its values are stored inline
+/// (a key with many distinct values, such as `url.full`, never fills the interner).
+const MAX_INTERNED_PER_KEY: u32 = 1024;
+
+thread_local! {
+    /// Per attribute key: how many of its values missed the interning cache.
+    static KEY_MISSES: std::cell::RefCell<FxHashMap<Sym, u32>> =
+        std::cell::RefCell::new(FxHashMap::default());
+}
+
+/// Interns a short string value while its key's values keep repeating; `None`
+/// means store it inline.
+fn intern_value(key: Sym, value: &[u8]) -> Option<Sym> {
+    if value.len() > MAX_INTERNED_VALUE {
+        return None;
+    }
+    KEY_MISSES.with(|misses| {
+        let mut misses = misses.borrow_mut();
+        let count = misses.entry(key).or_default();
+        if *count >= MAX_INTERNED_PER_KEY {
+            return None;
+        }
+        let (sym, hit) = Sym::cached(value);
+        if !hit {
+            *count += 1;
+        }
+        Some(sym)
+    })
+}
+
 /// Decodes one export request. Spans with a malformed trace, span or parent id
 /// are refused and counted; the rest are accepted. Bytes that are not a valid
 /// protobuf message fail the whole request.
 pub fn decode_export(request: &[u8]) -> Result<SpanBatch, DecodeError> {
     let mut d = Decoder {
         batch: SpanBatch::default(),
-        attrs: AttrsBuilder::default(),
+        groups: FxHashMap::default(),
+        scratch: AttrArena::default(),
     };
     let mut r = Reader::new(request);
     let mut index = 0;
@@ -41,58 +75,30 @@ pub fn decode_export(request: &[u8]) -> Result<SpanBatch, DecodeError> {
 
 struct Decoder {
     batch: SpanBatch,
-    attrs: AttrsBuilder,
+    /// Where each trace's spans are in `batch.traces`: one set per trace, however
+    /// its spans are spread over the request's resources.
+    groups: FxHashMap<TraceId, usize>,
+    /// The attributes of the span being decoded (and its events and links).
+    scratch: AttrArena,
 }
-
-/// Which typed field a semantic-convention key fills (current and legacy names).
-#[derive(Clone, Copy)]
-enum Field {
-    HttpStatus,
-    GrpcStatus,
-    HttpMethod,
-    HttpRoute,
-    RpcSystem,
-    RpcService,
-    RpcMethod,
-    DbSystem,
-    DbNamespace,
-    ServerAddress,
-    PeerService,
-    ErrorType,
-}
-
-static FIELDS: LazyLock<FxHashMap<Sym, Field>> = LazyLock::new(|| {
-    [
-        ("http.response.status_code", Field::HttpStatus),
-        ("http.status_code", Field::HttpStatus),
-        ("rpc.grpc.status_code", Field::GrpcStatus),
-        ("http.request.method", Field::HttpMethod),
-        ("http.method", Field::HttpMethod),
-        ("http.route", Field::HttpRoute),
-        ("rpc.system", Field::RpcSystem),
-        ("rpc.service", Field::RpcService),
-        ("rpc.method", Field::RpcMethod),
-        ("db.system.name", Field::DbSystem),
-        ("db.system", Field::DbSystem),
-        ("db.namespace", Field::DbNamespace),
-        ("db.name", Field::DbNamespace),
-        ("server.address", Field::ServerAddress),
-        ("net.peer.name", Field::ServerAddress),
-        ("peer.service", Field::PeerService),
-        ("error.type", Field::ErrorType),
-    ]
-    .into_iter()
-    .map(|(k, f)| (Sym::new(k), f))
-    .collect()
-});
 
 static SERVICE_NAME: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.name"));
 static SERVICE_INSTANCE: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.instance.id"));
+/// The status codes a span keeps inline.
+#[derive(Default)]
+struct Codes {
+    http: Option<NonZeroU16>,
+    grpc: Option<u8>,
+}
+
 /// The SDK specification's fallback when a resource names no service.
 static UNKNOWN_SERVICE: LazyLock<Sym> = LazyLock::new(|| Sym::new("unknown_service"));
 
 fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// The set field of an `AnyValue` (its number and value).
@@ -224,12 +230,18 @@ impl Decoder {
                 match self.span(scope.nested(s.bytes()), service, instance)? {
                     Ok((trace_id, span)) => {
                         self.batch.accepted += 1;
-                        match self.batch.traces.last_mut() {
-                            Some((last, spans)) if *last == trace_id => spans.push(span),
-                            _ => self.batch.traces.push((trace_id, vec![span])),
+                        let next = self.batch.traces.len();
+                        let at = *self.groups.entry(trace_id).or_insert(next);
+                        if at == next {
+                            self.batch.traces.push((trace_id, SpanSet::default()));
                         }
+                        let (_, set) = &mut self.batch.traces[at];
+                        set.push(span, &mut self.scratch);
                     }
-                    Err(why) => self.reject(index, span_index, why),
+                    Err(why) => {
+                        self.scratch.clear();
+                        self.reject(index, span_index, why)
+                    }
                 }
                 span_index += 1;
             }
@@ -237,53 +249,43 @@ impl Decoder {
         Ok(())
     }
 
-    /// One attribute into the builder; with `sem`, also its typed field.
-    fn attribute(&mut self, r: Reader<'_>, sem: Option<&mut Semantics>) -> Result<(), DecodeError> {
+    /// One attribute into the scratch arena; with `codes`, a span's attribute, whose
+    /// HTTP and gRPC status codes are also kept inline.
+    fn attribute(&mut self, r: Reader<'_>, codes: Option<&mut Codes>) -> Result<(), DecodeError> {
         let reader = r.clone();
         let (key, any) = key_value(r)?;
         let Some(any) = any else {
             return Ok(());
         };
         let key = Sym::from_utf8_lossy(key);
-        let (field, v) = any;
-        if let (Some(sem), Some(&f)) = (sem, FIELDS.get(&key)) {
-            match f {
-                Field::HttpStatus => {
-                    sem.http_status = as_int(any)
+        let (kind, v) = any;
+        let semantic = field(key);
+        if let Some(codes) = codes {
+            match semantic {
+                Some(Field::HttpStatus) => {
+                    codes.http = as_int(any)
                         .and_then(|c| u16::try_from(c).ok())
                         .and_then(NonZeroU16::new)
                 }
-                Field::GrpcStatus => {
-                    sem.grpc_status = as_int(any).and_then(|c| u8::try_from(c).ok())
-                }
-                _ if field == 1 => {
-                    let sym = Sym::from_utf8_lossy(v.bytes());
-                    *match f {
-                        Field::HttpMethod => &mut sem.http_method,
-                        Field::HttpRoute => &mut sem.http_route,
-                        Field::RpcSystem => &mut sem.rpc_system,
-                        Field::RpcService => &mut sem.rpc_service,
-                        Field::RpcMethod => &mut sem.rpc_method,
-                        Field::DbSystem => &mut sem.db_system,
-                        Field::DbNamespace => &mut sem.db_namespace,
-                        Field::ServerAddress => &mut sem.server_address,
-                        Field::PeerService => &mut sem.peer_service,
-                        _ => &mut sem.error_type,
-                    } = Some(sym);
-                    self.attrs.sym(key, sym);
-                    return Ok(());
+                Some(Field::GrpcStatus) => {
+                    codes.grpc = as_int(any).and_then(|c| u8::try_from(c).ok())
                 }
                 _ => {}
             }
         }
-        match field {
-            1 => self.attrs.str(key, &lossy(v.bytes())),
-            2 => self.attrs.bool(key, v.varint() != 0),
-            3 => self.attrs.int(key, v.varint() as i64),
-            4 => self.attrs.double(key, f64::from_bits(v.fixed64())),
+        match kind {
+            // Semantic-convention values are always interned: the detectors look them up.
+            1 if semantic.is_some() => self.scratch.sym(key, Sym::from_utf8_lossy(v.bytes())),
+            1 => match intern_value(key, v.bytes()) {
+                Some(sym) => self.scratch.sym(key, sym),
+                None => self.scratch.str(key, &lossy(v.bytes())),
+            },
+            2 => self.scratch.bool(key, v.varint() != 0),
+            3 => self.scratch.int(key, v.varint() as i64),
+            4 => self.scratch.double(key, f64::from_bits(v.fixed64())),
             _ => {
                 let json = any_json(&reader, any, 0)?;
-                self.attrs.json(key, &json.to_string());
+                self.scratch.json(key, &json.to_string());
             }
         }
         Ok(())
@@ -300,7 +302,11 @@ impl Decoder {
         let mut name = &[][..];
         let (mut kind, mut start, mut end) = (0, 0, 0);
         let (mut status, mut status_message) = (StatusCode::Unset, None);
-        let mut sem = Semantics::default();
+        let mut codes = Codes::default();
+        if let Some(instance) = instance {
+            // The resource's instance id travels with each span, as an attribute.
+            self.scratch.sym(*SERVICE_INSTANCE, instance);
+        }
         let mut events = Vec::new();
         let mut links = Vec::new();
         while let Some((field, v)) = r.next()? {
@@ -312,7 +318,7 @@ impl Decoder {
                 6 => kind = v.varint(),
                 7 => start = v.fixed64(),
                 8 => end = v.fixed64(),
-                9 => self.attribute(r.nested(v.bytes()), Some(&mut sem))?,
+                9 => self.attribute(r.nested(v.bytes()), Some(&mut codes))?,
                 11 => events.push(r.nested(v.bytes())),
                 13 => links.push(r.nested(v.bytes())),
                 15 => {
@@ -331,7 +337,7 @@ impl Decoder {
                 _ => {}
             }
         }
-        let span_attrs = self.attrs.finish();
+        let span_attrs = self.scratch.finish(0);
         let ids = (|| {
             let trace_id = TraceId::from_bytes(trace_id).map_err(|e| e.to_string())?;
             let span_id = SpanId::from_bytes(span_id).map_err(|e| e.to_string())?;
@@ -345,14 +351,22 @@ impl Decoder {
             Ok(ids) => ids,
             Err(why) => return Ok(Err(why)),
         };
-        let events = events
+        let events: Vec<Event> = events
             .into_iter()
             .map(|e| self.event(e))
             .collect::<Result<_, _>>()?;
-        let links = links
+        let links: Vec<Link> = links
             .into_iter()
             .filter_map(|l| self.link(l).transpose())
             .collect::<Result<_, _>>()?;
+        let extra =
+            (status_message.is_some() || !events.is_empty() || !links.is_empty()).then(|| {
+                Box::new(Extra {
+                    status_message,
+                    events,
+                    links,
+                })
+            });
         Ok(Ok((
             trace_id,
             Span {
@@ -361,7 +375,6 @@ impl Decoder {
                 start_ns: start,
                 end_ns: end,
                 service,
-                instance,
                 operation: Sym::from_utf8_lossy(name),
                 kind: match kind {
                     1 => SpanKind::Internal,
@@ -372,17 +385,17 @@ impl Decoder {
                     _ => SpanKind::Unspecified,
                 },
                 status,
-                status_message,
-                sem,
                 attrs: span_attrs,
-                events,
-                links,
+                extra,
+                http_status: codes.http,
+                grpc_status: codes.grpc,
             },
         )))
     }
 
     fn event(&mut self, mut r: Reader<'_>) -> Result<Event, DecodeError> {
         let (mut time_ns, mut name) = (0, &[][..]);
+        let mark = self.scratch.mark();
         while let Some((field, v)) = r.next()? {
             match field {
                 1 => time_ns = v.fixed64(),
@@ -394,13 +407,14 @@ impl Decoder {
         Ok(Event {
             time_ns,
             name: Sym::from_utf8_lossy(name),
-            attrs: self.attrs.finish(),
+            attrs: self.scratch.finish(mark),
         })
     }
 
     /// A link; `None` when its ids are malformed (a link is context, not a span).
     fn link(&mut self, mut r: Reader<'_>) -> Result<Option<Link>, DecodeError> {
         let (mut trace_id, mut span_id) = (&[][..], &[][..]);
+        let mark = self.scratch.mark();
         while let Some((field, v)) = r.next()? {
             match field {
                 1 => trace_id = v.bytes(),
@@ -409,7 +423,7 @@ impl Decoder {
                 _ => {}
             }
         }
-        let attrs = self.attrs.finish();
+        let attrs = self.scratch.finish(mark);
         Ok(TraceId::from_bytes(trace_id)
             .ok()
             .zip(SpanId::from_bytes(span_id).ok())
@@ -432,7 +446,7 @@ mod tests {
     use crate::ingest::otlp::trace::v1::{
         span, ResourceSpans, ScopeSpans, Span as OtlpSpan, Status,
     };
-    use crate::model::AttrValue;
+    use crate::model::{AttrValue, Semantics};
 
     fn kv(key: &str, value: any_value::Value) -> KeyValue {
         KeyValue {
@@ -526,38 +540,38 @@ mod tests {
                 ),
             ]));
             assert_eq!((batch.accepted, batch.rejected), (1, 0));
-            let sp = &batch.traces[0].1[0];
+            let sp = &batch.traces[0].1.spans[0];
             assert_eq!(sp.service.as_str(), "checkout");
-            assert_eq!(sp.instance.map(Sym::as_str), Some("pod-7"));
+            let arena = &batch.traces[0].1.arena;
+            let sem = Semantics::of(sp, arena);
+            assert_eq!(sem.instance.map(Sym::as_str), Some("pod-7"));
             assert_eq!(sp.operation.as_str(), "SELECT");
             assert_eq!((sp.start_ns, sp.end_ns), (10, 30));
             assert_eq!(sp.kind, SpanKind::Client);
             assert_eq!(sp.status, StatusCode::Error);
+            assert_eq!(sp.status_message(), Some("context deadline exceeded"));
+            assert_eq!(sp.http_status.map(|c| c.get()), Some(504));
+            assert_eq!(sem.http_status.map(|c| c.get()), Some(504));
+            assert_eq!(sem.db_system.map(Sym::as_str), Some("postgresql"));
+            assert_eq!(sem.server_address.map(Sym::as_str), Some("db.internal"));
+            assert_eq!(sp.grpc_status, Some(4));
+            assert_eq!(sem.error_type.map(Sym::as_str), Some("timeout"));
             assert_eq!(
-                sp.status_message.as_deref(),
-                Some("context deadline exceeded")
-            );
-            assert_eq!(sp.sem.http_status.map(|c| c.get()), Some(504));
-            assert_eq!(sp.sem.db_system.map(Sym::as_str), Some("postgresql"));
-            assert_eq!(sp.sem.server_address.map(Sym::as_str), Some("db.internal"));
-            assert_eq!(sp.sem.grpc_status, Some(4));
-            assert_eq!(sp.sem.error_type.map(Sym::as_str), Some("timeout"));
-            assert_eq!(
-                sp.attrs.get(Sym::new(stmt_key)),
+                arena.get(sp.attrs, Sym::new(stmt_key)),
                 Some(AttrValue::Str("SELECT * FROM orders WHERE id = 42"))
             );
             assert_eq!(
-                sp.attrs.get(Sym::new("tags")).unwrap().to_json(),
+                arena.get(sp.attrs, Sym::new("tags")).unwrap().to_json(),
                 serde_json::json!(["a", 2])
             );
             assert_eq!(
-                sp.attrs.iter().count(),
-                7,
-                "every attribute kept for the trace view"
+                arena.iter(sp.attrs).count(),
+                8,
+                "every attribute kept for the trace view, and the instance id"
             );
-            assert_eq!(sp.events.len(), 1);
+            assert_eq!(sp.events().len(), 1);
             assert_eq!(
-                sp.events[0].attrs.get(Sym::new("exception.type")),
+                arena.get(sp.events()[0].attrs, Sym::new("exception.type")),
                 Some(AttrValue::Str("TimeoutError"))
             );
         }
@@ -568,7 +582,7 @@ mod tests {
         let mut req = request(vec![]);
         req.resource_spans[0].resource = None;
         assert_eq!(
-            decode(&req).traces[0].1[0].service.as_str(),
+            decode(&req).traces[0].1.spans[0].service.as_str(),
             "unknown_service"
         );
     }
@@ -588,7 +602,7 @@ mod tests {
         prost::encoding::encode_varint(inner.len() as u64, &mut outer);
         outer.extend(inner);
         let batch = decode_export(&outer).unwrap();
-        assert_eq!(batch.traces[0].1[0].service.as_str(), "checkout");
+        assert_eq!(batch.traces[0].1.spans[0].service.as_str(), "checkout");
     }
 
     #[test]

@@ -1,33 +1,56 @@
-//! Attributes in one packed allocation.
+//! Attributes packed into one arena per trace.
 //!
-//! OTLP attributes are a list of key/value pairs with a tagged value. Keeping them
-//! as `Vec<(String, Value)>` costs an allocation per key and per string value; here a
-//! span's attributes are one `Box<[u8]>`:
+//! OTLP attributes are key/value lists with tagged values. Keeping them as
+//! `Vec<(String, Value)>` costs an allocation per key and per string; here every
+//! attribute of every span, event and link of one trace lives in one [`AttrArena`]
+//! and a span holds an 8-byte [`AttrRange`] into it:
 //!
 //! ```text
-//! entry := key:u32le tag:u8 payload
-//! payload := str: len:varint bytes | sym: u32le | int: i64le | double: f64le | bool: u8
-//!          | json: len:varint bytes   (arrays, maps and bytes values, rendered as JSON)
+//! entry   := varint(key << 3 | tag) payload
+//! payload := str: varint(len) bytes | sym: varint(sym) | int: zigzag varint
+//!          | double: f64le | false | true | json: varint(len) bytes
 //! ```
 //!
-//! Keys are interned [`Sym`]s. Values of the semantic-convention attributes that the
-//! detectors read are interned too (tag `sym`) so the typed field in
-//! [`crate::model::Semantics`] and the attribute share one copy.
+//! Keys are interned [`Sym`]s (small numbers, so one or two bytes). Values the
+//! decoder interned (semantic-convention values, and repeated short values) are
+//! stored as a `sym` of a few bytes.
 
 use super::Sym;
 
-const TAG_STR: u8 = 0;
-const TAG_SYM: u8 = 1;
-const TAG_INT: u8 = 2;
-const TAG_DOUBLE: u8 = 3;
-const TAG_BOOL: u8 = 4;
-const TAG_JSON: u8 = 5;
+const TAG_STR: u64 = 0;
+const TAG_SYM: u64 = 1;
+const TAG_INT: u64 = 2;
+const TAG_DOUBLE: u64 = 3;
+const TAG_FALSE: u64 = 4;
+const TAG_TRUE: u64 = 5;
+const TAG_JSON: u64 = 6;
 
-/// A packed, immutable attribute list.
+/// Where one attribute list sits in its trace's [`AttrArena`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttrRange {
+    start: u32,
+    len: u32,
+}
+
+impl AttrRange {
+    /// The same range after its arena was appended at `offset` of another.
+    pub fn shifted(self, offset: u32) -> AttrRange {
+        AttrRange {
+            start: self.start + offset,
+            len: self.len,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The packed attributes of a set of spans.
 #[derive(Clone, Default, PartialEq)]
-pub struct Attrs(Box<[u8]>);
+pub struct AttrArena(Vec<u8>);
 
-/// One decoded attribute value, borrowing from [`Attrs`].
+/// One decoded attribute value, borrowing from its arena.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AttrValue<'a> {
     Str(&'a str),
@@ -38,30 +61,44 @@ pub enum AttrValue<'a> {
     Json(&'a str),
 }
 
-/// Builds an [`Attrs`]; reuse one builder across spans to keep its buffer.
-#[derive(Default)]
-pub struct AttrsBuilder {
-    buf: Vec<u8>,
+/// Makes room for `more` elements with at most 25 % spare capacity, instead of
+/// `Vec`'s doubling: sets waiting in the buffer should not carry half-empty
+/// allocations, and growth stays amortized.
+pub(crate) fn reserve_modestly<T>(v: &mut Vec<T>, more: usize) {
+    if v.capacity() - v.len() < more {
+        v.reserve_exact(more.max(v.len() / 4));
+    }
 }
 
-impl AttrsBuilder {
-    fn key(&mut self, key: Sym, tag: u8) {
-        self.buf.extend_from_slice(&key.to_u32().to_le_bytes());
-        self.buf.push(tag);
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+impl AttrArena {
+    /// Where the next attribute list starts; pass it to [`AttrArena::finish`].
+    pub fn mark(&self) -> u32 {
+        self.0.len() as u32
+    }
+
+    /// The attributes pushed since `mark`.
+    pub fn finish(&self, mark: u32) -> AttrRange {
+        AttrRange {
+            start: mark,
+            len: self.mark() - mark,
+        }
+    }
+
+    fn key(&mut self, key: Sym, tag: u64) {
+        put_varint(&mut self.0, (key.to_u32() as u64) << 3 | tag);
     }
 
     fn text(&mut self, text: &str) {
-        let mut len = text.len() as u64;
-        loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
-            if len == 0 {
-                self.buf.push(byte);
-                break;
-            }
-            self.buf.push(byte | 0x80);
-        }
-        self.buf.extend_from_slice(text.as_bytes());
+        put_varint(&mut self.0, text.len() as u64);
+        self.0.extend_from_slice(text.as_bytes());
     }
 
     pub fn str(&mut self, key: Sym, value: &str) {
@@ -71,22 +108,21 @@ impl AttrsBuilder {
 
     pub fn sym(&mut self, key: Sym, value: Sym) {
         self.key(key, TAG_SYM);
-        self.buf.extend_from_slice(&value.to_u32().to_le_bytes());
+        put_varint(&mut self.0, value.to_u32() as u64);
     }
 
     pub fn int(&mut self, key: Sym, value: i64) {
         self.key(key, TAG_INT);
-        self.buf.extend_from_slice(&value.to_le_bytes());
+        put_varint(&mut self.0, ((value << 1) ^ (value >> 63)) as u64);
     }
 
     pub fn double(&mut self, key: Sym, value: f64) {
         self.key(key, TAG_DOUBLE);
-        self.buf.extend_from_slice(&value.to_le_bytes());
+        self.0.extend_from_slice(&value.to_le_bytes());
     }
 
     pub fn bool(&mut self, key: Sym, value: bool) {
-        self.key(key, TAG_BOOL);
-        self.buf.push(value as u8);
+        self.key(key, if value { TAG_TRUE } else { TAG_FALSE });
     }
 
     pub fn json(&mut self, key: Sym, value: &str) {
@@ -94,41 +130,49 @@ impl AttrsBuilder {
         self.text(value);
     }
 
-    /// Takes what was pushed since the last call; the builder is empty again.
-    pub fn finish(&mut self) -> Attrs {
-        let attrs = Attrs(self.buf.as_slice().into());
-        self.buf.clear();
-        attrs
-    }
-}
-
-impl Attrs {
-    pub fn iter(&self) -> AttrIter<'_> {
-        AttrIter { rest: &self.0 }
+    /// Appends another arena; ranges into it must be shifted by the returned offset.
+    pub fn append(&mut self, other: &AttrArena) -> u32 {
+        let offset = self.mark();
+        reserve_modestly(&mut self.0, other.0.len());
+        self.0.extend_from_slice(&other.0);
+        offset
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    pub fn clear(&mut self) {
+        self.0.clear();
     }
 
-    /// The packed encoding (for ordering and hashing; keys are process-local).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
     }
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.0.len()
+        self.0.capacity()
     }
 
-    pub fn get(&self, key: Sym) -> Option<AttrValue<'_>> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    /// The encoded bytes of one list (for ordering; keys are process-local).
+    pub fn bytes(&self, range: AttrRange) -> &[u8] {
+        let start = range.start as usize;
+        self.0
+            .get(start..start + range.len as usize)
+            .unwrap_or_default()
+    }
+
+    pub fn iter(&self, range: AttrRange) -> AttrIter<'_> {
+        AttrIter {
+            rest: self.bytes(range),
+        }
+    }
+
+    pub fn get(&self, range: AttrRange, key: Sym) -> Option<AttrValue<'_>> {
+        self.iter(range).find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 }
 
-impl std::fmt::Debug for Attrs {
+impl std::fmt::Debug for AttrArena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
+        write!(f, "AttrArena({} bytes)", self.0.len())
     }
 }
 
@@ -143,26 +187,22 @@ impl<'a> AttrIter<'a> {
         head
     }
 
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take(4).try_into().expect("4 bytes"))
-    }
-
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.take(8).try_into().expect("8 bytes"))
-    }
-
-    fn text(&mut self) -> &'a str {
-        let mut len = 0usize;
+    fn varint(&mut self) -> u64 {
+        let mut value = 0u64;
         let mut shift = 0;
         loop {
             let byte = self.take(1)[0];
-            len |= ((byte & 0x7f) as usize) << shift;
+            value |= ((byte & 0x7f) as u64) << shift;
             shift += 7;
             if byte & 0x80 == 0 {
-                break;
+                return value;
             }
         }
-        // Only `AttrsBuilder` writes these bytes, from `&str`s.
+    }
+
+    fn text(&mut self) -> &'a str {
+        let len = self.varint() as usize;
+        // Only `AttrArena` writes these bytes, from `&str`s.
         std::str::from_utf8(self.take(len)).expect("attribute text written from a str")
     }
 }
@@ -174,14 +214,20 @@ impl<'a> Iterator for AttrIter<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let key = Sym::from_u32(self.u32());
-        let tag = self.take(1)[0];
-        let value = match tag {
+        let head = self.varint();
+        let key = Sym::from_u32((head >> 3) as u32);
+        let value = match head & 7 {
             TAG_STR => AttrValue::Str(self.text()),
-            TAG_SYM => AttrValue::Str(Sym::from_u32(self.u32()).as_str()),
-            TAG_INT => AttrValue::Int(self.u64() as i64),
-            TAG_DOUBLE => AttrValue::Double(f64::from_bits(self.u64())),
-            TAG_BOOL => AttrValue::Bool(self.take(1)[0] != 0),
+            TAG_SYM => AttrValue::Str(Sym::from_u32(self.varint() as u32).as_str()),
+            TAG_INT => {
+                let z = self.varint();
+                AttrValue::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+            }
+            TAG_DOUBLE => AttrValue::Double(f64::from_le_bytes(
+                self.take(8).try_into().expect("8 bytes"),
+            )),
+            TAG_FALSE => AttrValue::Bool(false),
+            TAG_TRUE => AttrValue::Bool(true),
             _ => AttrValue::Json(self.text()),
         };
         Some((key, value))
@@ -206,28 +252,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_value_type_round_trips() {
-        let mut b = AttrsBuilder::default();
+    fn every_value_type_round_trips_and_ranges_survive_appending() {
+        let mut a = AttrArena::default();
         let long = "x".repeat(300);
-        b.str(Sym::new("url.full"), &long);
-        b.sym(Sym::new("db.system"), Sym::new("postgresql"));
-        b.int(Sym::new("http.response.status_code"), -504);
-        b.double(Sym::new("ratio"), 0.25);
-        b.bool(Sym::new("flag"), true);
-        b.json(Sym::new("list"), "[1,2]");
-        let attrs = b.finish();
-        let got: Vec<_> = attrs.iter().collect();
-        assert_eq!(got.len(), 6);
+        let first = a.mark();
+        a.str(Sym::new("url.full"), &long);
+        a.sym(Sym::new("db.system"), Sym::new("postgresql"));
+        a.int(Sym::new("http.response.status_code"), -504);
+        a.int(Sym::new("big"), i64::MAX);
+        a.double(Sym::new("ratio"), 0.25);
+        a.bool(Sym::new("flag"), true);
+        a.bool(Sym::new("other"), false);
+        a.json(Sym::new("list"), "[1,2]");
+        let r1 = a.finish(first);
+        let second = a.mark();
+        a.int(Sym::new("n"), 7);
+        let r2 = a.finish(second);
+
+        let got: Vec<_> = a.iter(r1).collect();
+        assert_eq!(got.len(), 8);
         assert_eq!(got[0].1, AttrValue::Str(&long));
         assert_eq!(got[1].1, AttrValue::Str("postgresql"));
         assert_eq!(got[2].1, AttrValue::Int(-504));
-        assert_eq!(got[3].1, AttrValue::Double(0.25));
-        assert_eq!(got[4].1, AttrValue::Bool(true));
-        assert_eq!(got[5].1.to_json(), serde_json::json!([1, 2]));
+        assert_eq!(got[3].1, AttrValue::Int(i64::MAX));
+        assert_eq!(got[4].1, AttrValue::Double(0.25));
+        assert_eq!(got[5].1, AttrValue::Bool(true));
+        assert_eq!(got[6].1, AttrValue::Bool(false));
+        assert_eq!(got[7].1.to_json(), serde_json::json!([1, 2]));
+        assert_eq!(a.get(r2, Sym::new("n")), Some(AttrValue::Int(7)));
+
+        let mut b = AttrArena::default();
+        b.int(Sym::new("before"), 1);
+        let offset = b.append(&a);
+        assert_eq!(b.iter(r1.shifted(offset)).count(), 8);
         assert_eq!(
-            attrs.get(Sym::new("db.system")),
-            Some(AttrValue::Str("postgresql"))
+            b.get(r2.shifted(offset), Sym::new("n")),
+            Some(AttrValue::Int(7))
         );
-        assert!(b.finish().is_empty());
+        assert!(AttrRange::default().is_empty());
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! A [`Sym`] is 4 bytes and compares in one instruction. The interner only grows;
 //! high-cardinality text (statements, URLs, messages) is never interned but stored
-//! inline in [`crate::model::Attrs`].
+//! inline in [`crate::model::AttrArena`].
 
 use std::cell::RefCell;
 use std::fmt;
@@ -36,17 +36,26 @@ impl Sym {
     /// Interns UTF-8 bytes from the wire (invalid sequences become U+FFFD),
     /// through the calling thread's cache.
     pub fn from_utf8_lossy(bytes: &[u8]) -> Sym {
+        Sym::cached(bytes).0
+    }
+
+    /// Like [`Sym::from_utf8_lossy`]; also says whether the thread's cache knew
+    /// the bytes already (a miss is a value not seen lately on this thread).
+    pub fn cached(bytes: &[u8]) -> (Sym, bool) {
         CACHE.with(|cache| {
             if let Some(&sym) = cache.borrow().get(bytes) {
-                return sym;
+                return (sym, true);
             }
-            let sym = Sym::new(&String::from_utf8_lossy(bytes));
+            let sym = match std::str::from_utf8(bytes) {
+                Ok(text) => Sym::new(text),
+                Err(_) => Sym::new(&String::from_utf8_lossy(bytes)),
+            };
             let mut cache = cache.borrow_mut();
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
             cache.insert(bytes.into(), sym);
-            sym
+            (sym, false)
         })
     }
 

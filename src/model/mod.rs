@@ -4,11 +4,13 @@
 mod attrs;
 mod ids;
 mod intern;
+mod semantics;
 mod span;
 mod trace;
 
-pub use attrs::{AttrValue, Attrs, AttrsBuilder};
+pub use attrs::{AttrArena, AttrIter, AttrRange, AttrValue};
 pub use ids::{IdError, SpanId, TraceId};
 pub use intern::Sym;
-pub use span::{Event, Link, Semantics, Span, SpanBatch, SpanKind, StatusCode};
+pub use semantics::{field, Field, Semantics};
+pub use span::{Event, Extra, Link, Span, SpanBatch, SpanKind, SpanSet, StatusCode};
 pub use trace::{Trace, Warning, WarningCode};

@@ -1,8 +1,8 @@
-//! The compact span every later stage reads.
+//! The compact span every later stage reads, and the sets spans travel in.
 
 use std::num::NonZeroU16;
 
-use super::{Attrs, SpanId, Sym, TraceId};
+use super::{AttrArena, AttrRange, SpanId, Sym, TraceId};
 
 /// OTLP span kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -27,34 +27,12 @@ pub enum StatusCode {
     Error,
 }
 
-/// Typed copies of the semantic-convention attributes the detectors read, filled
-/// from current and legacy names alike (`http.response.status_code` or
-/// `http.status_code`, `db.system.name` or `db.system`, ...). Strings are interned
-/// and also kept in [`Span::attrs`], so nothing is stored twice.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Semantics {
-    pub http_status: Option<NonZeroU16>,
-    pub http_method: Option<Sym>,
-    pub http_route: Option<Sym>,
-    /// `rpc.grpc.status_code`.
-    pub grpc_status: Option<u8>,
-    pub rpc_system: Option<Sym>,
-    pub rpc_service: Option<Sym>,
-    pub rpc_method: Option<Sym>,
-    pub db_system: Option<Sym>,
-    pub db_namespace: Option<Sym>,
-    /// `server.address`, or legacy `net.peer.name`.
-    pub server_address: Option<Sym>,
-    pub peer_service: Option<Sym>,
-    pub error_type: Option<Sym>,
-}
-
 /// A span event (`exception` events carry the error type and message).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub time_ns: u64,
     pub name: Sym,
-    pub attrs: Attrs,
+    pub attrs: AttrRange,
 }
 
 /// A link to another span (OTLP links; OpenTracing FOLLOWS_FROM arrives as one).
@@ -62,10 +40,22 @@ pub struct Event {
 pub struct Link {
     pub trace_id: TraceId,
     pub span_id: SpanId,
-    pub attrs: Attrs,
+    pub attrs: AttrRange,
 }
 
-/// One span, as assembled and analyzed. Times are unix nanoseconds.
+/// What few spans have, kept out of line so the common span stays small.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
+    pub status_message: Option<Box<str>>,
+    pub events: Vec<Event>,
+    pub links: Vec<Link>,
+}
+
+/// One span: 64 bytes. Times are unix nanoseconds; attributes live in the arena
+/// of the [`SpanSet`] or [`crate::model::Trace`] that holds the span, and the
+/// typed semantic-convention fields the detectors read are derived from them by
+/// [`crate::model::Semantics::of`]. The two status codes a timeout check needs
+/// first are kept inline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Span {
     pub span_id: SpanId,
@@ -73,16 +63,15 @@ pub struct Span {
     pub start_ns: u64,
     pub end_ns: u64,
     pub service: Sym,
-    /// The resource's `service.instance.id`.
-    pub instance: Option<Sym>,
     pub operation: Sym,
+    pub attrs: AttrRange,
+    pub extra: Option<Box<Extra>>,
+    /// `http.response.status_code` (or legacy `http.status_code`).
+    pub http_status: Option<NonZeroU16>,
+    /// `rpc.grpc.status_code`.
+    pub grpc_status: Option<u8>,
     pub kind: SpanKind,
     pub status: StatusCode,
-    pub status_message: Option<Box<str>>,
-    pub sem: Semantics,
-    pub attrs: Attrs,
-    pub events: Box<[Event]>,
-    pub links: Box<[Link]>,
 }
 
 impl Span {
@@ -101,15 +90,13 @@ impl Span {
             start_ns,
             end_ns,
             service: Sym::new(service),
-            instance: None,
             operation: Sym::new(operation),
+            attrs: AttrRange::default(),
+            extra: None,
+            http_status: None,
+            grpc_status: None,
             kind,
             status: StatusCode::Unset,
-            status_message: None,
-            sem: Semantics::default(),
-            attrs: Attrs::default(),
-            events: Box::default(),
-            links: Box::default(),
         }
     }
 
@@ -117,21 +104,101 @@ impl Span {
         self.end_ns.saturating_sub(self.start_ns)
     }
 
-    /// Approximate bytes this span holds, inline and on the heap.
+    pub fn status_message(&self) -> Option<&str> {
+        self.extra.as_ref()?.status_message.as_deref()
+    }
+
+    pub fn events(&self) -> &[Event] {
+        self.extra.as_ref().map_or(&[], |e| &e.events)
+    }
+
+    pub fn links(&self) -> &[Link] {
+        self.extra.as_ref().map_or(&[], |e| &e.links)
+    }
+
+    /// Moves every attribute range by `offset` (its arena was appended to another).
+    fn shift(&mut self, offset: u32) {
+        self.attrs = self.attrs.shifted(offset);
+        if let Some(extra) = &mut self.extra {
+            for e in &mut extra.events {
+                e.attrs = e.attrs.shifted(offset);
+            }
+            for l in &mut extra.links {
+                l.attrs = l.attrs.shifted(offset);
+            }
+        }
+    }
+
+    /// Heap bytes held out of line (the `Extra`), not counting the arena.
+    fn extra_bytes(&self) -> usize {
+        self.extra.as_ref().map_or(0, |e| {
+            std::mem::size_of::<Extra>()
+                + e.status_message.as_ref().map_or(0, |m| m.len())
+                + e.events.capacity() * std::mem::size_of::<Event>()
+                + e.links.capacity() * std::mem::size_of::<Link>()
+        })
+    }
+}
+
+/// Spans of one trace with the arena their attributes live in.
+#[derive(Debug, Clone, Default)]
+pub struct SpanSet {
+    pub spans: Vec<Span>,
+    pub arena: AttrArena,
+}
+
+impl SpanSet {
+    /// Moves `other`'s spans and attributes into this set.
+    pub fn append(&mut self, other: SpanSet) {
+        if self.spans.is_empty() && self.arena.mark() == 0 {
+            *self = other;
+            return;
+        }
+        let offset = self.arena.append(&other.arena);
+        super::attrs::reserve_modestly(&mut self.spans, other.spans.len());
+        self.spans.extend(other.spans.into_iter().map(|mut s| {
+            s.shift(offset);
+            s
+        }));
+    }
+
+    /// Adds one span whose attributes are in `scratch` (which is then cleared).
+    pub fn push(&mut self, mut span: Span, scratch: &mut AttrArena) {
+        let offset = self.arena.append(scratch);
+        scratch.clear();
+        span.shift(offset);
+        self.spans.push(span);
+    }
+
+    /// Gives back spare capacity (a set about to wait in the buffer).
+    pub fn shrink_to_fit(&mut self) {
+        self.spans.shrink_to_fit();
+        self.arena.shrink_to_fit();
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Heap bytes held (spans, arena, out-of-line extras).
     pub fn size_bytes(&self) -> usize {
-        std::mem::size_of::<Span>()
-            + self.attrs.heap_bytes()
-            + self.status_message.as_ref().map_or(0, |m| m.len())
-            + self
-                .events
-                .iter()
-                .map(|e| std::mem::size_of::<Event>() + e.attrs.heap_bytes())
-                .sum::<usize>()
-            + self
-                .links
-                .iter()
-                .map(|l| std::mem::size_of::<Link>() + l.attrs.heap_bytes())
-                .sum::<usize>()
+        self.spans.capacity() * std::mem::size_of::<Span>()
+            + self.arena.heap_bytes()
+            + self.spans.iter().map(Span::extra_bytes).sum::<usize>()
+    }
+}
+
+/// Spans without attributes (tests, synthetic traces).
+impl FromIterator<Span> for SpanSet {
+    fn from_iter<I: IntoIterator<Item = Span>>(iter: I) -> Self {
+        SpanSet {
+            spans: iter.into_iter().collect(),
+            arena: AttrArena::default(),
+        }
     }
 }
 
@@ -139,7 +206,7 @@ impl Span {
 /// by trace id, and what was refused.
 #[derive(Debug, Default)]
 pub struct SpanBatch {
-    pub traces: Vec<(TraceId, Vec<Span>)>,
+    pub traces: Vec<(TraceId, SpanSet)>,
     pub accepted: u64,
     pub rejected: u64,
     /// Why spans were refused (the first few reasons), for the partial-success message.

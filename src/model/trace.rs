@@ -1,6 +1,6 @@
 //! An assembled trace: spans plus the repaired tree the analyzers walk.
 
-use super::{Span, SpanId, TraceId};
+use super::{AttrArena, AttrIter, Span, SpanId, TraceId};
 
 /// What was wrong with a trace or uncertain about its analysis. Reported with
 /// the trace, never a reason to fail.
@@ -51,6 +51,8 @@ pub enum WarningCode {
 pub struct Trace {
     pub trace_id: TraceId,
     pub spans: Vec<Span>,
+    /// Where the spans' attributes live.
+    pub arena: AttrArena,
     pub root: u32,
     /// Tree parent of each span after repairs (`None` only for the root).
     pub parent: Vec<Option<u32>>,
@@ -82,6 +84,11 @@ impl Trace {
         self.spans[i].end_ns.saturating_add_signed(self.shift_ns[i])
     }
 
+    /// The attributes of span `span`.
+    pub fn attrs(&self, span: u32) -> AttrIter<'_> {
+        self.arena.iter(self.spans[span as usize].attrs)
+    }
+
     pub fn root_span(&self) -> &Span {
         &self.spans[self.root as usize]
     }
@@ -100,7 +107,8 @@ impl Trace {
 
     /// Approximate bytes held by the trace.
     pub fn size_bytes(&self) -> usize {
-        self.spans.iter().map(Span::size_bytes).sum::<usize>()
+        self.spans.capacity() * std::mem::size_of::<Span>()
+            + self.arena.heap_bytes()
             + self.spans.len() * (4 + 4 + 4 + 8 + 4)
             + self
                 .warnings

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use hopscope::model::{Attrs, Semantics, Span, SpanId, SpanKind, StatusCode, Sym, TraceId};
+use hopscope::model::{Span, SpanId, SpanKind, TraceId};
 use serde_json::Value;
 
 /// One Jaeger trace converted to hopscope spans.
@@ -154,22 +154,14 @@ pub fn convert_trace(trace: &Value) -> JaegerTrace {
                 .unwrap_or("unknown");
             let start_ns = u64::try_from(start_us).expect("start time >= 0") * 1_000;
             let end_ns = u64::try_from(start_us + duration_us).expect("end time >= 0") * 1_000;
-            Span {
-                span_id: id,
-                parent_id: parent(s).map(|p| span_id(&p)),
-                start_ns,
-                end_ns,
-                service: Sym::new(service),
-                instance: None,
-                operation: Sym::new(str_field(s, "operationName").unwrap_or("")),
-                kind: kind(s),
-                status: StatusCode::Unset,
-                status_message: None,
-                sem: Semantics::default(),
-                attrs: Attrs::default(),
-                events: Box::new([]),
-                links: Box::new([]),
-            }
+            Span::new(
+                id,
+                parent(s).map(|p| span_id(&p)),
+                service,
+                str_field(s, "operationName").unwrap_or(""),
+                kind(s),
+                (start_ns, end_ns),
+            )
         })
         .collect();
     JaegerTrace {

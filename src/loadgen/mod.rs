@@ -1,0 +1,285 @@
+//! `hopscope loadgen`: realistic OTLP traffic against a daemon, and what it cost.
+//!
+//! * [`generate`]: a deterministic [`Generator`] of realistic traces of a
+//!   configurable [`Shape`] (also used by the pipeline benchmark).
+//! * `template`: requests encoded once and stamped with fresh ids and "now"
+//!   timestamps for each send, so the load generator costs little CPU.
+//! * `send`: N connections (one HTTP/2 or HTTP/1.1 connection each, one request
+//!   in flight), flat out or paced to a rate, retrying retryable refusals.
+//! * `probe`: the daemon's CPU time and memory from `/proc`, and its counters
+//!   from its HTTP API (to detect spans acknowledged but lost).
+//! * [`report`]: what [`run`] measured, printable, and the [`Problem`]s that
+//!   should fail a load test.
+
+pub mod generate;
+mod probe;
+pub mod report;
+mod send;
+mod template;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use generate::{Generator, Shape, ShapeError};
+pub use probe::DaemonUsage;
+pub use report::{Latency, Problem, Progress, Report};
+
+use generate::Rng;
+use send::{Counters, Plan};
+use template::Template;
+
+/// How much memory the request templates may take (fewer, larger requests
+/// repeat sooner; their ids and times are always new).
+const TEMPLATE_BUDGET_BYTES: usize = 32 << 20;
+/// Distinct templates at least and at most (when the run needs that many).
+const TEMPLATES: (usize, usize) = (4, 1024);
+
+/// The wire protocol of the exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// OTLP/gRPC: `TraceService/Export` over HTTP/2.
+    Grpc,
+    /// OTLP/HTTP: protobuf bodies posted to `/v1/traces` over HTTP/1.1.
+    Http,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Grpc => "OTLP/gRPC",
+            Protocol::Http => "OTLP/HTTP",
+        })
+    }
+}
+
+/// When a run stops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Until {
+    /// After this long (requests in flight then still complete).
+    Elapsed(Duration),
+    /// Once at least this many spans were sent (in whole requests).
+    Spans(u64),
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `http://host:port` of the daemon's OTLP receiver (for OTLP/HTTP, a
+    /// trailing `/v1/traces` is added unless present).
+    pub endpoint: String,
+    pub protocol: Protocol,
+    /// Concurrent connections, each with one request in flight.
+    pub connections: usize,
+    /// Spans per request, rounded up to whole traces.
+    pub batch: usize,
+    /// Target spans per second over all connections; `None` is flat out.
+    pub rate: Option<f64>,
+    pub until: Until,
+    /// gzip every request.
+    pub gzip: bool,
+    pub shape: Shape,
+    /// Seeds the traces and their ids.
+    pub seed: u64,
+    /// How often a request refused as retryable is sent again before its spans
+    /// are given up.
+    pub retries: u32,
+    /// The daemon's process, to measure its CPU time and memory from `/proc`.
+    pub daemon_pid: Option<u32>,
+    /// The daemon's HTTP API (`http://host:port`), to compare its
+    /// `spans_accepted` counter with what it acknowledged.
+    pub api: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            endpoint: "http://127.0.0.1:4317".into(),
+            protocol: Protocol::Grpc,
+            connections: 4,
+            batch: 512,
+            rate: None,
+            until: Until::Elapsed(Duration::from_secs(10)),
+            gzip: false,
+            shape: Shape::default(),
+            seed: 1,
+            retries: 5,
+            daemon_pid: None,
+            api: None,
+        }
+    }
+}
+
+/// Why a run could not be made or measured.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    #[error("cannot connect to {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("cannot read /proc/{pid}/{file} (is the daemon's pid right?): {source}")]
+    Proc {
+        pid: u32,
+        file: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot read the daemon's counters from {url}: {message}")]
+    Api { url: String, message: String },
+}
+
+impl Options {
+    fn validate(&self) -> Result<(), LoadgenError> {
+        let invalid = |m: String| Err(LoadgenError::Invalid(m));
+        if !(1..=1024).contains(&self.connections) {
+            return invalid(format!(
+                "connections must be within 1 and 1024, not {}",
+                self.connections
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.batch) {
+            return invalid(format!(
+                "batch must be within 1 and 1000000 spans, not {}",
+                self.batch
+            ));
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return invalid(format!(
+                    "rate must be a positive number of spans per second, not {rate}"
+                ));
+            }
+        }
+        match self.until {
+            Until::Elapsed(d) if d.is_zero() => invalid("duration must be more than zero".into()),
+            Until::Spans(0) => invalid("spans must be more than zero".into()),
+            _ => Ok(()),
+        }?;
+        self.shape.validate()?;
+        Ok(())
+    }
+}
+
+/// Runs a load test: generates the requests, connects, sends until `opts.until`,
+/// and measures. `progress` is called about every second with the rates of the
+/// last second. Spans refused or lost are in the [`Report`] (see
+/// [`Report::problems`]); an error means the run could not be made or measured.
+pub async fn run(
+    opts: &Options,
+    mut progress: impl FnMut(&Progress),
+) -> Result<Report, LoadgenError> {
+    opts.validate()?;
+    let gen = Generator::new(opts.seed, opts.shape.clone())?;
+    let spans_per_trace = gen.spans_per_trace();
+    let (batch, until) = (opts.batch, opts.until);
+    let templates = tokio::task::spawn_blocking(move || templates(gen, batch, until))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let spans_per_request = templates[0].spans();
+
+    let api_before = match &opts.api {
+        Some(url) => Some(probe::spans_accepted(url).await?),
+        None => None,
+    };
+    let cpu_before = opts.daemon_pid.map(probe::CpuSample::read).transpose()?;
+    let mut transports = Vec::with_capacity(opts.connections);
+    for _ in 0..opts.connections {
+        transports.push(send::connect(opts).await?);
+    }
+
+    let start = Instant::now();
+    let plan = Arc::new(Plan {
+        templates: templates.into(),
+        start,
+        deadline: match opts.until {
+            Until::Elapsed(d) => Some(start + d),
+            Until::Spans(_) => None,
+        },
+        max_requests: match opts.until {
+            Until::Spans(n) => Some(n.div_ceil(spans_per_request)),
+            Until::Elapsed(_) => None,
+        },
+        rate: opts.rate,
+        retries: opts.retries,
+        next_request: Default::default(),
+        counters: Counters::default(),
+    });
+    let mut tasks = JoinSet::new();
+    for (i, transport) in transports.into_iter().enumerate() {
+        let rng = Rng::new(opts.seed ^ (0x5eed_0000 + i as u64));
+        tasks.spawn(send::drive(transport, plan.clone(), rng));
+    }
+    let second = Duration::from_secs(1);
+    let mut ticker = tokio::time::interval_at(start + second, second);
+    let mut last = (start, plan.counters.snapshot());
+    let mut done = Vec::with_capacity(opts.connections);
+    while !tasks.is_empty() {
+        tokio::select! {
+            Some(finished) = tasks.join_next() => {
+                done.push(finished.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+            }
+            _ = ticker.tick() => {
+                let now = (Instant::now(), plan.counters.snapshot());
+                progress(&Progress::between(start, &last, &now));
+                last = now;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+
+    let daemon = cpu_before.map(|before| before.usage()).transpose()?;
+    let daemon_accepted = match (&opts.api, api_before) {
+        (Some(url), Some(before)) => Some(probe::spans_accepted(url).await?.saturating_sub(before)),
+        _ => None,
+    };
+    let totals = plan.counters.snapshot();
+    let mut latencies: Vec<Duration> = Vec::new();
+    let mut failures = std::collections::BTreeMap::new();
+    for connection in done {
+        latencies.extend(connection.latencies);
+        for (code, n) in connection.failures {
+            *failures.entry(code).or_insert(0) += n;
+        }
+    }
+    Ok(Report {
+        protocol: opts.protocol,
+        endpoint: opts.endpoint.clone(),
+        connections: opts.connections,
+        gzip: opts.gzip,
+        rate: opts.rate,
+        spans_per_request,
+        spans_per_trace,
+        elapsed,
+        requests: totals.requests,
+        sent: totals.sent,
+        accepted: totals.accepted,
+        refused: totals.refused,
+        retries: totals.retries,
+        given_up: totals.given_up,
+        failures,
+        latency: Latency::of(latencies),
+        daemon,
+        daemon_accepted,
+    })
+}
+
+/// The requests to cycle through: as many as the budget allows, no more than
+/// the run sends.
+fn templates(mut gen: Generator, batch: usize, until: Until) -> Vec<Template> {
+    let first = Template::generate(&mut gen, batch);
+    let affordable = (TEMPLATE_BUDGET_BYTES / first.len().max(1)).clamp(TEMPLATES.0, TEMPLATES.1);
+    let needed = match until {
+        Until::Spans(n) => usize::try_from(n.div_ceil(first.spans())).unwrap_or(usize::MAX),
+        Until::Elapsed(_) => usize::MAX,
+    };
+    let count = affordable.min(needed).max(1);
+    let mut out = Vec::with_capacity(count);
+    out.push(first);
+    while out.len() < count {
+        out.push(Template::generate(&mut gen, batch));
+    }
+    out
+}

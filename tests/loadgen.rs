@@ -1,0 +1,276 @@
+//! `hopscope loadgen` against a daemon on ephemeral ports: every span sent is
+//! acknowledged, counted and analyzed in traces of the generated shape; OTLP/HTTP
+//! against a stand-in receiver that refuses once; the binary's flags.
+
+mod harness;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use hopscope::config::Settings;
+use hopscope::ingest::otlp::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use hopscope::loadgen::{self, LoadgenError, Options, Problem, Protocol, Shape, Until};
+use prost::Message;
+
+fn hopscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hopscope"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_span_sent_over_grpc_is_acknowledged_counted_and_analyzed() {
+    let daemon = harness::start(Settings::default()).await;
+    let shape = Shape {
+        error_fraction: 0.2,
+        ..Shape::default()
+    };
+    let spans_per_trace = shape.spans_per_trace();
+    let mut total = 0;
+    for gzip in [false, true] {
+        let opts = Options {
+            endpoint: daemon.grpc_endpoint.clone(),
+            connections: 2,
+            until: Until::Spans(20_000),
+            gzip,
+            shape: shape.clone(),
+            seed: u64::from(gzip),
+            daemon_pid: Some(std::process::id()),
+            api: Some(daemon.api.clone()),
+            ..Options::default()
+        };
+        let mut ticks = 0;
+        let report = loadgen::run(&opts, |_| ticks += 1).await.expect("run");
+        assert!(
+            (20_000..20_000 + report.spans_per_request).contains(&report.sent),
+            "{report}"
+        );
+        assert_eq!(report.sent % spans_per_trace as u64, 0);
+        assert_eq!(report.accepted, report.sent, "{report}");
+        assert_eq!((report.refused, report.retries, report.given_up), (0, 0, 0));
+        assert!(report.failures.is_empty(), "{report}");
+        assert_eq!(report.daemon_accepted, Some(report.sent), "{report}");
+        assert!(report.problems(false).is_empty());
+        let latency = report.latency.expect("latencies");
+        assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+        let usage = report.daemon.as_ref().expect("daemon usage");
+        assert!(usage.peak_rss_kib >= usage.rss_kib && usage.rss_kib > 0);
+        let text = report.to_string();
+        assert!(text.contains("accepted") && text.contains("p99"), "{text}");
+        total += report.sent;
+    }
+
+    let stats = daemon
+        .wait_for("/api/v1/stats", |status, body| {
+            status == 200 && body["buffered_spans"] == 0 && body["stored_traces"] != 0
+        })
+        .await;
+    assert_eq!(stats["counters"]["spans_accepted"], total);
+    assert_eq!(stats["counters"]["spans_rejected"], 0);
+    assert_eq!(stats["stored_traces"], total / spans_per_trace as u64);
+
+    let list = daemon.get("/api/v1/traces?limit=1000").await.1;
+    let traces = list["traces"].as_array().expect("traces");
+    assert_eq!(traces.len(), 1000);
+    for t in traces {
+        assert_eq!(t["span_count"], spans_per_trace, "{t}");
+        assert_eq!(t["entry"]["service"], "frontend", "{t}");
+    }
+    let errors: Vec<_> = traces.iter().filter(|t| t["error"] == true).collect();
+    assert!(
+        (100..400).contains(&errors.len()),
+        "{} of 1000 traces failed, expected about 200",
+        errors.len()
+    );
+    // A timed-out trace waited for the 1 s deadline of its deepest call.
+    assert!(errors
+        .iter()
+        .all(|t| t["duration_ms"].as_f64().unwrap() >= 1000.0));
+    daemon.stop().await;
+}
+
+/// A stand-in OTLP/HTTP receiver: refuses the first request with 503, then
+/// counts the spans of the protobuf bodies it is posted.
+#[derive(Default)]
+struct Receiver {
+    requests: AtomicU64,
+    spans: AtomicU64,
+}
+
+async fn receive(
+    State(rx): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    assert_eq!(headers[header::CONTENT_TYPE], "application/x-protobuf");
+    assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut raw).unwrap();
+    let request = ExportTraceServiceRequest::decode(&raw[..]).expect("valid protobuf");
+    if rx.requests.fetch_add(1, Ordering::SeqCst) == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+    }
+    let spans = request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len() as u64)
+        .sum();
+    rx.spans.fetch_add(spans, Ordering::SeqCst);
+    (
+        StatusCode::OK,
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_posts_gzipped_protobuf_and_retries_a_refusal() {
+    let rx = Arc::new(Receiver::default());
+    let app = axum::Router::new()
+        .route("/v1/traces", axum::routing::post(receive))
+        .with_state(rx.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let opts = Options {
+        endpoint: format!("http://{addr}"),
+        protocol: Protocol::Http,
+        connections: 2,
+        until: Until::Spans(5_000),
+        gzip: true,
+        ..Options::default()
+    };
+    let report = loadgen::run(&opts, |_| {}).await.expect("run");
+    assert_eq!(report.accepted, report.sent, "{report}");
+    assert_eq!(rx.spans.load(Ordering::SeqCst), report.sent);
+    assert_eq!(report.refused, report.spans_per_request, "{report}");
+    assert_eq!((report.retries, report.given_up), (1, 0));
+    assert_eq!(report.failures.get("HTTP 503"), Some(&1));
+    assert_eq!(
+        report.problems(false),
+        vec![Problem::Refused {
+            spans: report.spans_per_request,
+            given_up: 0
+        }]
+    );
+    assert!(report.problems(true).is_empty());
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_not_there_is_an_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    for protocol in [Protocol::Grpc, Protocol::Http] {
+        let opts = Options {
+            endpoint: format!("http://{addr}"),
+            protocol,
+            until: Until::Spans(1),
+            ..Options::default()
+        };
+        let err = loadgen::run(&opts, |_| {}).await.unwrap_err();
+        assert!(matches!(err, LoadgenError::Connect { .. }), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reports_and_exits_zero_when_nothing_is_refused() {
+    let daemon = harness::start(Settings::default()).await;
+    let args = [
+        "loadgen",
+        "--endpoint",
+        &daemon.grpc_endpoint,
+        "--api",
+        &daemon.api,
+        "--daemon-pid",
+        &std::process::id().to_string(),
+        "--spans",
+        "3000",
+        "--connections",
+        "2",
+        "--rate",
+        "20000",
+    ]
+    .map(String::from);
+    let out = tokio::task::spawn_blocking(move || hopscope().args(args).output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "accepted",
+        "refused",
+        "export latency",
+        "CPU s",
+        "peak RSS",
+        "spans_accepted grew by",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
+    daemon.stop().await;
+
+    // Nothing listens any more: a readable error and a failing exit code.
+    let out = hopscope()
+        .args([
+            "loadgen",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--spans",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect to http://127.0.0.1:9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let out = hopscope().args(["loadgen", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--endpoint",
+        "--protocol",
+        "--connections",
+        "--batch",
+        "--rate",
+        "--duration",
+        "--spans",
+        "--gzip",
+        "--services",
+        "--depth",
+        "--fan-out",
+        "--error-fraction",
+        "--slow-db-fraction",
+        "--seed",
+        "--retries",
+        "--daemon-pid",
+        "--api",
+        "--allow-refused",
+        "--quiet",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+    assert!(help.contains("default: 512"), "{help}");
+
+    let out = hopscope()
+        .args(["loadgen", "--spans", "10", "--duration", "5s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--spans and --duration conflict");
+}
