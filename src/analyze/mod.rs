@@ -9,7 +9,7 @@ mod critical_path;
 
 pub use critical_path::{critical_path, CriticalPath, Segment};
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::model::{SpanKind, StatusCode, Sym, Trace, Warning};
 
@@ -98,7 +98,7 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
         service: root.service,
         operation: root.operation,
     };
-    let mut peers: HashMap<u32, Option<Sym>> = HashMap::new();
+    let mut peers: FxHashMap<u32, Option<Sym>> = FxHashMap::default();
     let segment_hops: Vec<HopKey> = path
         .segments
         .iter()
@@ -124,7 +124,7 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
         })
         .collect();
 
-    let mut by_key: HashMap<HopKey, u64> = HashMap::new();
+    let mut by_key: FxHashMap<HopKey, u64> = FxHashMap::default();
     for (seg, key) in path.segments.iter().zip(&segment_hops) {
         *by_key.entry(*key).or_default() += seg.end_ns - seg.start_ns;
     }

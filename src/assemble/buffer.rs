@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
 use tokio::time::Instant;
 
 use crate::model::{SpanSet, TraceId};
@@ -55,9 +56,9 @@ struct Pending {
 }
 
 pub struct Buffer {
-    pending: DashMap<TraceId, Pending>,
+    pending: DashMap<TraceId, Pending, FxBuildHasher>,
     /// Recently completed trace ids and when they completed.
-    done: DashMap<TraceId, Instant>,
+    done: DashMap<TraceId, Instant, FxBuildHasher>,
     spans: AtomicUsize,
     bytes: AtomicUsize,
     limits: BufferLimits,
@@ -67,8 +68,8 @@ pub struct Buffer {
 impl Buffer {
     pub fn new(limits: BufferLimits, stats: Arc<Stats>) -> Self {
         Buffer {
-            pending: DashMap::new(),
-            done: DashMap::new(),
+            pending: DashMap::with_hasher(FxBuildHasher),
+            done: DashMap::with_hasher(FxBuildHasher),
             spans: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             limits,

@@ -2,7 +2,7 @@
 //! whatever the input. Every repair is reported as a [`Warning`]; nothing here
 //! panics or loops on bad parent links.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::model::{AttrArena, Span, SpanKind, SpanSet, Trace, TraceId, Warning, WarningCode};
 
@@ -73,7 +73,7 @@ pub fn assemble(trace_id: TraceId, set: SpanSet) -> Option<Trace> {
     }
 
     let n = spans.len();
-    let index: HashMap<_, u32> = spans
+    let index: FxHashMap<_, u32> = spans
         .iter()
         .enumerate()
         .map(|(i, s)| (s.span_id, i as u32))
@@ -186,7 +186,6 @@ pub fn assemble(trace_id: TraceId, set: SpanSet) -> Option<Trace> {
         shift_ns: vec![0; n],
         warnings,
     };
-    sort_children(&mut trace);
     adjust_clock_skew(&mut trace);
     sort_children(&mut trace);
     report_timing(&mut trace);
@@ -269,16 +268,14 @@ fn break_cycles(
     }
 }
 
+/// Sorts each span's children by adjusted start time (then id), in place.
 fn sort_children(trace: &mut Trace) {
-    for i in 0..trace.spans.len() {
-        let (lo, hi) = (
-            trace.child_offsets[i] as usize,
-            trace.child_offsets[i + 1] as usize,
-        );
-        let mut kids = trace.child_list[lo..hi].to_vec();
-        kids.sort_by_key(|&c| (trace.start(c), trace.spans[c as usize].span_id));
-        trace.child_list[lo..hi].copy_from_slice(&kids);
+    let mut list = std::mem::take(&mut trace.child_list);
+    for w in trace.child_offsets.windows(2) {
+        list[w[0] as usize..w[1] as usize]
+            .sort_unstable_by_key(|&c| (trace.start(c), trace.spans[c as usize].span_id));
     }
+    trace.child_list = list;
 }
 
 /// Walks the tree top-down; a SERVER span that does not fit inside its CLIENT

@@ -4,7 +4,9 @@
 //! Buckets older than the retention (relative to the newest bucket seen) are
 //! dropped, which bounds memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -35,7 +37,7 @@ impl HopAgg {
 struct Bucket {
     traces: i64,
     root_ns: i128,
-    hops: HashMap<HopKey, HopAgg>,
+    hops: FxHashMap<HopKey, HopAgg>,
 }
 
 /// One hop of an entry point over a window.
@@ -65,14 +67,14 @@ pub struct EntryStats {
 }
 
 pub struct Aggregates {
-    entries: Mutex<HashMap<EntryPoint, BTreeMap<u64, Bucket>>>,
+    entries: Mutex<FxHashMap<EntryPoint, BTreeMap<u64, Bucket>>>,
     retention_buckets: u64,
 }
 
 impl Aggregates {
     pub fn new(retention: Duration) -> Self {
         Aggregates {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(FxHashMap::default()),
             retention_buckets: (retention.as_nanos() as u64 / BUCKET_NS).max(1),
         }
     }
@@ -124,7 +126,7 @@ impl Aggregates {
             .filter_map(|(e, buckets)| {
                 let mut traces = 0;
                 let mut root_ns = 0;
-                let mut hops: HashMap<HopKey, HopAgg> = HashMap::new();
+                let mut hops: FxHashMap<HopKey, HopAgg> = FxHashMap::default();
                 for (_, b) in buckets.range(lo..hi) {
                     traces += b.traces;
                     root_ns += b.root_ns;

@@ -1,10 +1,11 @@
 //! Completed traces, queryable by id and newest first, bounded by count and by
 //! estimated bytes; the oldest completed are dropped first.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
 
 use crate::analyze::AnalyzedTrace;
 use crate::model::TraceId;
@@ -17,7 +18,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<TraceId, Entry>,
+    map: FxHashMap<TraceId, Entry>,
     /// Completion order; entries whose `seq` no longer matches the map are stale.
     order: VecDeque<(u64, TraceId)>,
     bytes: usize,
