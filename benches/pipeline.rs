@@ -297,7 +297,7 @@ fn end_to_end(encoded: &[Bytes], spans: usize, decode: Duration) {
                 .json()
                 .await
                 .unwrap();
-            if s["buffered_spans"] == 0 {
+            if s["buffered_spans"] == 0 && s["analysis_pending"] == 0 {
                 return s;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

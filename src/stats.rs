@@ -40,12 +40,25 @@ counters! {
     traces_evicted_early,
     /// Traces analyzed at shutdown.
     traces_flushed_at_shutdown,
+    /// Traces analyzed and stored (each completion above, once it is done).
+    traces_analyzed,
     /// Spans that arrived after their trace was analyzed (within `late_grace`).
     late_spans,
     /// Traces analyzed again after late spans were merged in.
     traces_reanalyzed,
     /// Completed traces dropped from the trace store to stay within its bounds.
     store_traces_evicted,
+}
+
+impl StatsSnapshot {
+    /// Traces out of the buffer whose analysis is not stored yet.
+    pub fn analysis_pending(&self) -> u64 {
+        (self.traces_completed_idle
+            + self.traces_completed_max_age
+            + self.traces_evicted_early
+            + self.traces_flushed_at_shutdown)
+            .saturating_sub(self.traces_analyzed)
+    }
 }
 
 impl Stats {

@@ -98,16 +98,14 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
         service: root.service,
         operation: root.operation,
     };
-    let mut peers: FxHashMap<u32, Option<Sym>> = FxHashMap::default();
+    // Per span, its callee when it is a CLIENT span of a remote call (computed once).
+    let mut peers: Vec<Option<Option<Sym>>> = vec![None; trace.len()];
     let segment_hops: Vec<HopKey> = path
         .segments
         .iter()
         .map(|seg| {
             let span = trace.span(seg.span);
-            match *peers
-                .entry(seg.span)
-                .or_insert_with(|| remote_peer(&trace, seg.span))
-            {
+            match *peers[seg.span as usize].get_or_insert_with(|| remote_peer(&trace, seg.span)) {
                 Some(peer) => HopKey {
                     kind: HopKind::Wire,
                     service: span.service,
@@ -124,7 +122,8 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
         })
         .collect();
 
-    let mut by_key: FxHashMap<HopKey, u64> = FxHashMap::default();
+    let mut by_key: FxHashMap<HopKey, u64> =
+        FxHashMap::with_capacity_and_hasher(path.segments.len().min(64), Default::default());
     for (seg, key) in path.segments.iter().zip(&segment_hops) {
         *by_key.entry(*key).or_default() += seg.end_ns - seg.start_ns;
     }

@@ -29,6 +29,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 #[derive(Serialize)]
 pub struct StatsBody {
     counters: StatsSnapshot,
+    /// Traces taken out of the buffer whose analysis is not stored yet.
+    analysis_pending: u64,
     buffered_traces: usize,
     buffered_spans: usize,
     buffered_bytes_estimate: usize,
@@ -37,8 +39,10 @@ pub struct StatsBody {
 }
 
 pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
+    let counters = state.stats.snapshot();
     Json(StatsBody {
-        counters: state.stats.snapshot(),
+        analysis_pending: counters.analysis_pending(),
+        counters,
         buffered_traces: state.buffer.trace_count(),
         buffered_spans: state.buffer.span_count(),
         buffered_bytes_estimate: state.buffer.bytes(),

@@ -24,12 +24,14 @@ pub fn assemble(trace_id: TraceId, set: SpanSet) -> Option<Trace> {
     let mut warnings = Vec::new();
 
     // Duplicates: keep the longest copy (then the earliest start), whatever the order.
-    spans.sort_by(|a, b| {
-        a.span_id
-            .cmp(&b.span_id)
-            .then(b.end_ns.cmp(&a.end_ns))
-            .then(a.start_ns.cmp(&b.start_ns))
-            .then_with(|| content_order(&arena, a, b))
+    // The order is total up to identical copies, so an unstable sort is enough.
+    spans.sort_unstable_by(|a, b| {
+        a.span_id.cmp(&b.span_id).then_with(|| {
+            b.end_ns
+                .cmp(&a.end_ns)
+                .then(a.start_ns.cmp(&b.start_ns))
+                .then_with(|| content_order(&arena, a, b))
+        })
     });
     let before = spans.len();
     spans.dedup_by(|later, kept| {
