@@ -1,12 +1,18 @@
-//! Pipeline benchmark: prints spans/s for each stage, bytes per buffered span
-//! from the allocator's own count, and an end-to-end run of the daemon binary.
+//! Pipeline benchmark: spans/s of each stage on one core, bytes per buffered
+//! span counted by the allocator, and critical-path time per trace size. Every
+//! timed stage runs `HOPSCOPE_BENCH_RUNS` times (default 5) and prints the
+//! median with the spread (min–max).
 //!
-//! `cargo bench --bench pipeline` (set `HOPSCOPE_BENCH_SPANS` to change the
-//! volume, default 1,000,000 spans).
+//! ```text
+//! cargo bench --bench pipeline
+//! HOPSCOPE_BENCH_SPANS=3000000 HOPSCOPE_BENCH_DEPTH=1 HOPSCOPE_BENCH_FAN_OUT=5 \
+//!     HOPSCOPE_BENCH_EXTRA_ATTRS=10 cargo bench --bench pipeline
+//! ```
+//!
+//! The workload is the load generator's (`src/loadgen`), so these figures and
+//! `hopscope loadgen` (end to end, against the daemon) measure the same spans.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,10 +21,10 @@ use bytes::Bytes;
 use hopscope::analyze::analyze;
 use hopscope::assemble::{assemble, Buffer, BufferLimits};
 use hopscope::ingest::decode_export;
-use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use hopscope::loadgen::{Generator, Shape};
-use hopscope::model::{Span, SpanId, SpanKind, TraceId};
+use hopscope::model::{Span, SpanId, SpanKind, SpanSet, TraceId};
 use hopscope::stats::Stats;
 use prost::Message;
 
@@ -50,138 +56,221 @@ static ALLOC: Counting = Counting;
 
 const BATCH: usize = 512;
 
-fn rate(spans: usize, elapsed: Duration) -> String {
-    format!("{:>10.0} spans/s", spans as f64 / elapsed.as_secs_f64())
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Median and spread of `runs` timings of `f`, as "items per second".
+fn rate(runs: usize, items: usize, mut f: impl FnMut()) -> String {
+    let mut secs: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    let per = |s: f64| items as f64 / s;
+    format!(
+        "{:>10.0} spans/s  (median of {runs}; {:.0}–{:.0})",
+        per(secs[secs.len() / 2]),
+        per(secs[secs.len() - 1]),
+        per(secs[0])
+    )
+}
+
+fn median_ms(runs: usize, mut f: impl FnMut()) -> String {
+    let mut ms: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    format!(
+        "{:>9.3} ms  (median of {runs}; {:.3}–{:.3})",
+        ms[ms.len() / 2],
+        ms[0],
+        ms[ms.len() - 1]
+    )
+}
+
+/// Adds `n` application attributes with realistic values to every span.
+fn add_attributes(req: &mut ExportTraceServiceRequest, n: usize, seed: &mut u64) {
+    for span in req
+        .resource_spans
+        .iter_mut()
+        .flat_map(|rs| &mut rs.scope_spans)
+        .flat_map(|ss| &mut ss.spans)
+    {
+        for i in 0..n {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let value = if i % 2 == 0 {
+                format!("tenant-{:04}", *seed >> 54)
+            } else {
+                format!("{:016x}", *seed)
+            };
+            span.attributes.push(KeyValue {
+                key: format!("app.attribute_{i}"),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(value)),
+                }),
+                ..Default::default()
+            });
+        }
+    }
 }
 
 fn main() {
-    let total: usize = std::env::var("HOPSCOPE_BENCH_SPANS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let total = env("HOPSCOPE_BENCH_SPANS", 1_000_000);
+    let runs = env("HOPSCOPE_BENCH_RUNS", 5).max(1);
+    let extra = env("HOPSCOPE_BENCH_EXTRA_ATTRS", 0);
+    let defaults = Shape::default();
+    let shape = Shape {
+        depth: env("HOPSCOPE_BENCH_DEPTH", defaults.depth),
+        fan_out: env("HOPSCOPE_BENCH_FAN_OUT", defaults.fan_out),
+        ..defaults
+    };
     let base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    // 16 spans per trace: an entry calling 5 services, each answering from a database.
-    let shape = Shape {
-        depth: 1,
-        fan_out: 5,
-        ..Shape::default()
-    };
     let mut gen = Generator::new(42, shape).expect("a valid shape");
-    let requests: Vec<ExportTraceServiceRequest> = (0..total / BATCH)
-        .map(|i| gen.request(BATCH, base + i as u64 * 1_000_000))
+    let mut seed = 7;
+    let encoded: Vec<Bytes> = (0..total.div_ceil(BATCH))
+        .map(|i| {
+            let mut req = gen.request(BATCH, base + i as u64 * 1_000_000);
+            add_attributes(&mut req, extra, &mut seed);
+            req.encode_to_vec().into()
+        })
         .collect();
-    let spans: usize = requests
+    let spans: usize = encoded
         .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
+        .map(|e| decode_export(e).unwrap().accepted as usize)
         .sum();
-    let encoded: Vec<Bytes> = requests.iter().map(|r| r.encode_to_vec().into()).collect();
+    let attributes: usize = encoded
+        .iter()
+        .take(20)
+        .map(|e| {
+            let req = ExportTraceServiceRequest::decode(e.clone()).unwrap();
+            req.resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans)
+                .map(|s| s.attributes.len())
+                .sum::<usize>()
+        })
+        .sum();
+    let sample: usize = encoded
+        .iter()
+        .take(20)
+        .map(|e| decode_export(e).unwrap().accepted as usize)
+        .sum();
     let wire: usize = encoded.iter().map(Bytes::len).sum();
     println!(
-        "workload: {spans} spans in {} requests of ~{BATCH}, {} spans/trace, {:.0} bytes/span on the wire",
+        "workload: {spans} spans in {} requests, {} spans/trace, {:.1} attributes/span, {:.0} bytes/span on the wire",
         encoded.len(),
         gen.spans_per_trace(),
+        attributes as f64 / sample as f64,
         wire as f64 / spans as f64
     );
 
-    // 1. Raw prost decode: the limit the pipeline is measured against.
-    let t = Instant::now();
-    for e in &encoded {
-        std::hint::black_box(ExportTraceServiceRequest::decode(e.clone()).unwrap());
-    }
-    let decode = t.elapsed();
     println!(
-        "decode (prost)                  {}  (one core)",
-        rate(spans, decode)
+        "decode (prost, raw)             {}",
+        rate(runs, spans, || {
+            for e in &encoded {
+                std::hint::black_box(ExportTraceServiceRequest::decode(e.clone()).unwrap());
+            }
+        })
+    );
+    println!(
+        "decode into the model           {}",
+        rate(runs, spans, || {
+            for e in &encoded {
+                std::hint::black_box(decode_export(e).unwrap());
+            }
+        })
     );
 
-    // 2. Decode straight into the internal model (what the daemon does).
-    let t = Instant::now();
-    for e in &encoded {
-        std::hint::black_box(decode_export(e).unwrap());
-    }
-    println!(
-        "decode into the model            {}  (one core)",
-        rate(spans, t.elapsed())
-    );
-
-    // 3. Decode, convert, insert into the buffer; live heap growth per span.
-    let buffer = Buffer::new(
-        BufferLimits {
-            idle: Duration::from_secs(3600),
-            max_age: Duration::from_secs(3600),
-            late_grace: Duration::from_secs(60),
-            max_spans: usize::MAX,
-        },
-        Arc::new(Stats::default()),
-    );
-    let before = LIVE.load(Ordering::Relaxed);
-    let t = Instant::now();
-    let now = tokio::time::Instant::now();
-    for e in &encoded {
-        for (id, spans) in decode_export(e).unwrap().traces {
-            buffer.insert(id, spans, now);
+    let limits = BufferLimits {
+        idle: Duration::from_secs(3600),
+        max_age: Duration::from_secs(3600),
+        late_grace: Duration::from_secs(60),
+        max_spans: usize::MAX,
+    };
+    let batches: Vec<_> = encoded.iter().map(|e| decode_export(e).unwrap()).collect();
+    let mut held = Vec::new();
+    let mut secs = Vec::new();
+    let mut sets: Vec<(TraceId, SpanSet)> = Vec::new();
+    for _ in 0..runs {
+        drop(std::mem::take(&mut sets));
+        let before = LIVE.load(Ordering::Relaxed);
+        let fresh: Vec<_> = batches.iter().map(|b| b.traces.clone()).collect();
+        let buffer = Buffer::new(limits, Arc::new(Stats::default()));
+        let now = tokio::time::Instant::now();
+        let t = Instant::now();
+        for traces in fresh {
+            for (id, set) in traces {
+                buffer.insert(id, set, now);
+            }
         }
+        secs.push(t.elapsed().as_secs_f64());
+        // Everything the buffer holds: spans, arenas, its map, interned strings.
+        held.push((LIVE.load(Ordering::Relaxed) - before) as f64);
+        sets = buffer
+            .drain()
+            .into_iter()
+            .map(|c| (c.trace_id, c.spans))
+            .collect();
     }
-    let elapsed = t.elapsed();
-    let held = LIVE.load(Ordering::Relaxed) - before;
+    secs.sort_by(f64::total_cmp);
     println!(
-        "decode + buffer insert          {}  (one core)",
-        rate(spans, elapsed)
+        "buffer insert                   {:>10.0} spans/s  (median of {runs}; {:.0}–{:.0})",
+        spans as f64 / secs[runs / 2],
+        spans as f64 / secs[runs - 1],
+        spans as f64 / secs[0]
     );
+    held.sort_by(f64::total_cmp);
+    let arena: usize = sets.iter().map(|(_, s)| s.arena.mark() as usize).sum();
     println!(
-        "buffer memory                   {:>10.0} bytes/span (allocator), {:.0} bytes/span (estimate), span struct {} bytes",
-        held as f64 / spans as f64,
-        buffer.bytes() as f64 / spans as f64,
-        std::mem::size_of::<Span>()
-    );
-
-    // 4. Assembly + critical path on one trace of each size.
-    let done = buffer.drain();
-    let arena: usize = done.iter().map(|c| c.spans.arena.mark() as usize).sum();
-    println!(
-        "  of which attributes           {:>10.0} bytes/span packed in the arenas",
+        "buffer memory                   {:>10.0} bytes/span held (allocator count, {} in flight); span struct {} bytes, attributes {:.0} bytes/span",
+        held[held.len() / 2] / spans as f64,
+        spans,
+        std::mem::size_of::<Span>(),
         arena as f64 / spans as f64
     );
-    let t = Instant::now();
-    let traces = done.len();
-    for c in done {
-        std::hint::black_box(analyze(assemble(c.trace_id, c.spans).unwrap()));
-    }
-    println!(
-        "assemble + analyze              {}  ({:.1} µs per {}-span trace)",
-        rate(spans, t.elapsed()),
-        t.elapsed().as_secs_f64() * 1e6 / traces as f64,
-        gen.spans_per_trace()
-    );
-    for (label, spans) in [
-        ("10 spans, fan-out", tree(10, false)),
-        ("1,000 spans, fan-out", tree(1_000, false)),
-        ("100,000 spans, fan-out", tree(100_000, false)),
-        ("10,000-deep chain", tree(10_000, true)),
-    ] {
-        let n = spans.len();
-        let t = Instant::now();
-        let a = analyze(
-            assemble(
-                TraceId::from_bytes(&[3; 16]).unwrap(),
-                spans.into_iter().collect(),
-            )
-            .unwrap(),
-        );
-        std::hint::black_box(&a);
-        println!(
-            "critical path {label:<24} {:>10.3} ms  ({})",
-            t.elapsed().as_secs_f64() * 1e3,
-            rate(n, t.elapsed())
-        );
-    }
 
-    end_to_end(&encoded, spans, decode);
+    let traces = sets.len();
+    println!(
+        "assemble + analyze              {}  ({traces} traces)",
+        rate(runs, spans, || {
+            for (id, set) in sets.iter().cloned() {
+                std::hint::black_box(analyze(assemble(id, set).unwrap()));
+            }
+        })
+    );
+    for (label, n, chain) in [
+        ("10 spans, fan-out", 10, false),
+        ("1,000 spans, fan-out", 1_000, false),
+        ("100,000 spans, fan-out", 100_000, false),
+        ("10,000-deep chain", 10_000, true),
+    ] {
+        let set: SpanSet = tree(n, chain).into_iter().collect();
+        println!(
+            "critical path {label:<24}{}",
+            median_ms(runs, || {
+                let a =
+                    analyze(assemble(TraceId::from_bytes(&[3; 16]).unwrap(), set.clone()).unwrap());
+                std::hint::black_box(a);
+            })
+        );
+    }
 }
 
 /// `n` spans: a chain, or a tree where span `i` hangs under `i / 8`.
@@ -204,125 +293,4 @@ fn tree(n: usize, chain: bool) -> Vec<Span> {
             )
         })
         .collect()
-}
-
-fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in seconds (clock ticks of 100 Hz).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
-/// The daemon binary on loopback, 4 concurrent OTLP/gRPC connections.
-fn end_to_end(encoded: &[Bytes], spans: usize, decode: Duration) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hopscope"))
-        .args([
-            "serve",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--trace-idle",
-            "2s",
-        ])
-        .env("HOPSCOPE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daemon starts");
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find(|l| l.contains("hopscope listening"))
-        .expect("daemon logs its addresses");
-    std::thread::spawn(move || lines.for_each(drop));
-    let addr = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .unwrap()
-            .to_owned()
-    };
-    let (grpc, api) = (addr("otlp_grpc_addr="), addr("api_addr="));
-
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let requests: Vec<ExportTraceServiceRequest> = encoded
-        .iter()
-        .map(|e| ExportTraceServiceRequest::decode(e.clone()).unwrap())
-        .collect();
-    let requests = Arc::new(requests);
-    let cpu_before = cpu_seconds(pid);
-    let t = Instant::now();
-    rt.block_on(async {
-        let mut tasks = Vec::new();
-        for c in 0..4 {
-            let requests = requests.clone();
-            let grpc = format!("http://{grpc}");
-            tasks.push(tokio::spawn(async move {
-                let mut client = TraceServiceClient::connect(grpc).await.unwrap();
-                for r in requests.iter().skip(c).step_by(4) {
-                    client.export(r.clone()).await.unwrap();
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-    });
-    let sent = t.elapsed();
-    let cpu_ingest = cpu_seconds(pid) - cpu_before;
-    let rss_peak_ingest = proc_field(pid, "status", "VmHWM:");
-    // Wait until every trace went idle and was analyzed.
-    let stats = rt.block_on(async {
-        loop {
-            let s: serde_json::Value = reqwest::get(format!("http://{api}/api/v1/stats"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if s["buffered_spans"] == 0 && s["analysis_pending"] == 0 {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    let cpu_total = cpu_seconds(pid) - cpu_before;
-    println!(
-        "end to end (gRPC, 4 conns)      {}  wall; {:.0} spans per daemon CPU-second ingesting, {:.0} including analysis",
-        rate(spans, sent),
-        spans as f64 / cpu_ingest.max(0.01),
-        spans as f64 / cpu_total.max(0.01),
-    );
-    println!(
-        "  ratio to raw prost decode      {:.2} (daemon spans per CPU-second incl. analysis / decoded spans per CPU-second)",
-        (spans as f64 / cpu_total.max(0.01)) / (spans as f64 / decode.as_secs_f64())
-    );
-    println!(
-        "  daemon peak RSS                {} MiB while ingesting; accepted {} spans, analyzed {} traces",
-        rss_peak_ingest / 1024,
-        stats["counters"]["spans_accepted"],
-        stats["stored_traces"]
-    );
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .ok();
-    child.wait().ok();
 }

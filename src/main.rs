@@ -31,8 +31,10 @@ enum Command {
         settings: Settings,
     },
     /// Send realistic traces over OTLP and report accepted and refused spans/s,
-    /// export latency, and the daemon's CPU time and memory. Exits non-zero if the
-    /// daemon refused or lost spans.
+    /// export latency, the daemon's CPU time and memory, its spans per CPU-second
+    /// against raw prost decoding, and API latency under load. Exits non-zero if
+    /// the daemon refused or lost spans, did not finish analyzing, or an API
+    /// probe failed.
     Loadgen(LoadgenArgs),
 }
 
@@ -113,6 +115,38 @@ struct LoadgenArgs {
     #[arg(long, value_name = "URL")]
     api: Option<String>,
 
+    /// After sending, wait until the daemon has analyzed every trace (its
+    /// buffered_spans and analysis_pending are 0) and report its CPU time for
+    /// ingest plus analysis
+    #[arg(long, requires_all = ["api", "daemon_pid"])]
+    wait_analysis: bool,
+
+    /// Give up --wait-analysis (and fail) after this long; it must cover the
+    /// daemon's --trace-idle (10s by default) plus its analysis time
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        requires = "wait_analysis"
+    )]
+    wait_timeout: HumanDuration,
+
+    /// Before sending, time raw prost decoding of the run's requests on one
+    /// thread for this long: the ratio's denominator [default: 1s with
+    /// --daemon-pid, otherwise none; 0s: none]
+    #[arg(long, value_name = "DURATION")]
+    decode_baseline: Option<HumanDuration>,
+
+    /// While sending, GET this API path (with its query, e.g.
+    /// '/api/v1/hops?since=5m') every --probe-interval on a connection of its
+    /// own, and report its latency; repeatable
+    #[arg(long, value_name = "PATH", requires = "api")]
+    probe_api: Vec<String>,
+
+    /// Interval between the requests of each --probe-api
+    #[arg(long, value_name = "DURATION", default_value = "50ms")]
+    probe_interval: HumanDuration,
+
     /// Exit zero even if the daemon refused spans (lost spans still fail)
     #[arg(long)]
     allow_refused: bool,
@@ -155,6 +189,13 @@ impl LoadgenArgs {
             retries: self.retries,
             daemon_pid: self.daemon_pid,
             api: self.api.clone(),
+            decode_baseline: match self.decode_baseline {
+                Some(HumanDuration(d)) => Some(d).filter(|d| !d.is_zero()),
+                None => self.daemon_pid.map(|_| std::time::Duration::from_secs(1)),
+            },
+            wait_analysis: self.wait_analysis.then_some(self.wait_timeout.0),
+            probe_api: self.probe_api.clone(),
+            probe_interval: self.probe_interval.0,
         }
     }
 }

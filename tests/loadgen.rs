@@ -1,5 +1,6 @@
 //! `hopscope loadgen` against a daemon on ephemeral ports: every span sent is
-//! acknowledged, counted and analyzed in traces of the generated shape; OTLP/HTTP
+//! acknowledged, counted and analyzed in traces of the generated shape; waiting
+//! for analysis, the ratio to raw decoding and API latency probes; OTLP/HTTP
 //! against a stand-in receiver that refuses once; the binary's flags.
 
 mod harness;
@@ -7,6 +8,7 @@ mod harness;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,7 +18,9 @@ use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use hopscope::loadgen::{self, LoadgenError, Options, Problem, Protocol, Shape, Until};
+use hopscope::loadgen::{
+    self, AnalysisWait, LoadgenError, Options, Problem, Protocol, Shape, Until,
+};
 use prost::Message;
 
 fn hopscope() -> Command {
@@ -92,6 +96,167 @@ async fn every_span_sent_over_grpc_is_acknowledged_counted_and_analyzed() {
         .iter()
         .all(|t| t["duration_ms"].as_f64().unwrap() >= 1000.0));
     daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_analysis_gives_the_ratio_to_raw_decode_and_probes_measure_the_api() {
+    let daemon = harness::start(Settings::default()).await;
+    let bad_path = "/api/v1/traces/not-a-trace-id";
+    let opts = Options {
+        endpoint: daemon.grpc_endpoint.clone(),
+        connections: 2,
+        until: Until::Spans(20_000),
+        rate: Some(40_000.0),
+        // The in-process daemon's pid is this test's: acceptable for a test.
+        daemon_pid: Some(std::process::id()),
+        api: Some(daemon.api.clone()),
+        decode_baseline: Some(Duration::from_millis(200)),
+        wait_analysis: Some(Duration::from_secs(30)),
+        probe_api: vec!["/api/v1/hops".into(), bad_path.into()],
+        probe_interval: Duration::from_millis(20),
+        ..Options::default()
+    };
+    let report = loadgen::run(&opts, |_| {}).await.expect("run");
+    assert_eq!(report.accepted, report.sent, "{report}");
+
+    let [hops, bad] = &report.api_latency[..] else {
+        panic!("two probes expected: {report}");
+    };
+    assert_eq!(hops.path, "/api/v1/hops");
+    assert!(hops.requests > 0, "{report}");
+    assert_eq!((hops.non_2xx, hops.failed), (0, 0), "{report}");
+    let latency = hops.latency.expect("answered probes");
+    assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+    assert_eq!(bad.non_2xx, bad.requests, "{report}");
+    assert!(bad.requests > 0 && bad.failed == 0, "{report}");
+    assert_eq!(
+        report.problems(false),
+        vec![Problem::ApiErrors {
+            path: bad_path.into(),
+            non_2xx: bad.non_2xx,
+            failed: 0
+        }]
+    );
+
+    let Some(AnalysisWait::Done {
+        waited,
+        daemon: usage,
+    }) = &report.analysis
+    else {
+        panic!("analysis did not complete: {report}");
+    };
+    let stats = daemon.get("/api/v1/stats").await.1;
+    assert_eq!(stats["buffered_spans"], 0, "{stats}");
+    assert!(
+        matches!(stats["analysis_pending"].as_u64(), None | Some(0)),
+        "{stats}"
+    );
+    assert_eq!(stats["counters"]["spans_accepted"], report.sent, "{stats}");
+    assert!(*waited < Duration::from_secs(30));
+    let sending = report.daemon.as_ref().expect("daemon usage");
+    assert!(usage.cpu_seconds >= sending.cpu_seconds, "{report}");
+
+    let decode = report.decode.as_ref().expect("decode baseline");
+    assert!(decode.elapsed >= Duration::from_millis(200), "{report}");
+    assert!(decode.spans_per_sec().is_finite() && decode.spans_per_sec() > 0.0);
+    let ratio = report.ratio_to_raw_decode().expect("a ratio");
+    assert!(ratio.includes_analysis, "{report}");
+    assert!(ratio.value.is_finite() && ratio.value > 0.0, "{report}");
+    let per_cpu = report
+        .spans_per_daemon_cpu_second_with_analysis()
+        .expect("spans per CPU second");
+    assert!((ratio.value - per_cpu / decode.spans_per_sec()).abs() < 1e-9);
+
+    let text = report.to_string();
+    for line in [
+        "API latency         GET /api/v1/hops: ",
+        "daemon + analysis",
+        "raw prost decode",
+        "ratio to raw decode",
+        "incl. analysis",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_analysis_that_runs_out_is_a_problem_and_the_ratio_is_ingest_only() {
+    let daemon = harness::start(Settings {
+        trace_idle: Some("1h".parse().unwrap()),
+        trace_max_age: Some("1h".parse().unwrap()),
+        ..Settings::default()
+    })
+    .await;
+    let opts = Options {
+        endpoint: daemon.grpc_endpoint.clone(),
+        connections: 1,
+        until: Until::Spans(2_000),
+        daemon_pid: Some(std::process::id()),
+        api: Some(daemon.api.clone()),
+        decode_baseline: Some(Duration::from_millis(50)),
+        wait_analysis: Some(Duration::from_millis(300)),
+        ..Options::default()
+    };
+    let report = loadgen::run(&opts, |_| {}).await.expect("run");
+    let Some(AnalysisWait::TimedOut {
+        buffered_spans,
+        analysis_pending,
+        ..
+    }) = report.analysis
+    else {
+        panic!("the traces cannot have been analyzed: {report}");
+    };
+    assert_eq!((buffered_spans, analysis_pending), (report.sent, 0));
+    assert!(matches!(
+        report.problems(false)[..],
+        [Problem::AnalysisTimedOut { buffered_spans: n, .. }] if n == report.sent
+    ));
+    assert_eq!(report.spans_per_daemon_cpu_second_with_analysis(), None);
+    if let Some(ratio) = report.ratio_to_raw_decode() {
+        assert!(!ratio.includes_analysis);
+        assert!(report.to_string().contains("ingest only"), "{report}");
+    }
+    assert!(report.to_string().contains("GAVE UP"), "{report}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn waiting_and_probing_need_the_api() {
+    let base = Options {
+        until: Until::Spans(1),
+        ..Options::default()
+    };
+    for opts in [
+        Options {
+            wait_analysis: Some(Duration::from_secs(1)),
+            daemon_pid: Some(1),
+            ..base.clone()
+        },
+        Options {
+            wait_analysis: Some(Duration::from_secs(1)),
+            api: Some("http://127.0.0.1:9".into()),
+            ..base.clone()
+        },
+        Options {
+            probe_api: vec!["/api/v1/hops".into()],
+            ..base.clone()
+        },
+        Options {
+            probe_api: vec!["api/v1/hops".into()],
+            api: Some("http://127.0.0.1:9".into()),
+            ..base.clone()
+        },
+        Options {
+            probe_api: vec!["/api/v1/hops".into()],
+            api: Some("http://127.0.0.1:9".into()),
+            probe_interval: Duration::ZERO,
+            ..base.clone()
+        },
+    ] {
+        let err = loadgen::run(&opts, |_| {}).await.unwrap_err();
+        assert!(matches!(err, LoadgenError::Invalid(_)), "{err}");
+    }
 }
 
 /// A stand-in OTLP/HTTP receiver: refuses the first request with 503, then
@@ -196,6 +361,13 @@ async fn the_binary_reports_and_exits_zero_when_nothing_is_refused() {
         "2",
         "--rate",
         "20000",
+        "--wait-analysis",
+        "--wait-timeout",
+        "30s",
+        "--decode-baseline",
+        "100ms",
+        "--probe-api",
+        "/api/v1/hops?since=5m",
     ]
     .map(String::from);
     let out = tokio::task::spawn_blocking(move || hopscope().args(args).output())
@@ -215,6 +387,10 @@ async fn the_binary_reports_and_exits_zero_when_nothing_is_refused() {
         "CPU s",
         "peak RSS",
         "spans_accepted grew by",
+        "API latency         GET /api/v1/hops?since=5m: ",
+        "daemon + analysis",
+        "raw prost decode",
+        "ratio to raw decode",
     ] {
         assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
     }
@@ -261,12 +437,33 @@ fn help_documents_every_flag() {
         "--retries",
         "--daemon-pid",
         "--api",
+        "--wait-analysis",
+        "--wait-timeout",
+        "--decode-baseline",
+        "--probe-api",
+        "--probe-interval",
         "--allow-refused",
         "--quiet",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
-    assert!(help.contains("default: 512"), "{help}");
+    for default in ["default: 512", "default: 60s", "default: 50ms"] {
+        assert!(help.contains(default), "{default} missing from:\n{help}");
+    }
+    for needs_api in [
+        &["--wait-analysis", "--daemon-pid", "1"][..],
+        &["--wait-analysis", "--api", "http://127.0.0.1:9"],
+        &["--probe-api", "/api/v1/hops"],
+    ] {
+        let out = hopscope()
+            .args(["loadgen", "--spans", "1"])
+            .args(needs_api)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{needs_api:?} should be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("required"), "{err}");
+    }
 
     let out = hopscope()
         .args(["loadgen", "--spans", "10", "--duration", "5s"])

@@ -6,11 +6,16 @@
 //!   timestamps for each send, so the load generator costs little CPU.
 //! * `send`: N connections (one HTTP/2 or HTTP/1.1 connection each, one request
 //!   in flight), flat out or paced to a rate, retrying retryable refusals.
-//! * `probe`: the daemon's CPU time and memory from `/proc`, and its counters
-//!   from its HTTP API (to detect spans acknowledged but lost).
+//! * `baseline`: how fast prost alone decodes the run's requests on one core,
+//!   timed before sending: what the daemon's spans per CPU-second are compared
+//!   with.
+//! * `probe`: the daemon's CPU time and memory from `/proc`; its counters from
+//!   its HTTP API (to detect spans acknowledged but lost, and to wait until
+//!   everything sent was analyzed); the latency of API requests during the run.
 //! * [`report`]: what [`run`] measured, printable, and the [`Problem`]s that
 //!   should fail a load test.
 
+mod baseline;
 pub mod generate;
 mod probe;
 pub mod report;
@@ -22,12 +27,15 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+pub use baseline::DecodeBaseline;
 pub use generate::{Generator, Shape, ShapeError};
-pub use probe::DaemonUsage;
-pub use report::{Latency, Problem, Progress, Report};
+pub use probe::{AnalysisWait, ApiLatency, DaemonUsage};
+pub use report::{Latency, Problem, Progress, Ratio, Report};
 
 use generate::Rng;
+use probe::ApiClient;
 use send::{Counters, Plan};
 use template::Template;
 
@@ -91,6 +99,18 @@ pub struct Options {
     /// The daemon's HTTP API (`http://host:port`), to compare its
     /// `spans_accepted` counter with what it acknowledged.
     pub api: Option<String>,
+    /// Before connecting, time raw prost decoding of the run's requests on one
+    /// thread for at least this long; `None`: no baseline.
+    pub decode_baseline: Option<Duration>,
+    /// After sending, wait at most this long for the daemon to have analyzed
+    /// everything, and measure its CPU time until then (needs `api` and
+    /// `daemon_pid`); `None`: do not wait.
+    pub wait_analysis: Option<Duration>,
+    /// API paths, with their query (`/api/v1/hops?since=5m`), to GET from `api`
+    /// every `probe_interval` while sending, each on its own connection.
+    pub probe_api: Vec<String>,
+    /// Between the GETs of each probe (longer when an answer takes longer).
+    pub probe_interval: Duration,
 }
 
 impl Default for Options {
@@ -108,6 +128,10 @@ impl Default for Options {
             retries: 5,
             daemon_pid: None,
             api: None,
+            decode_baseline: None,
+            wait_analysis: None,
+            probe_api: Vec::new(),
+            probe_interval: Duration::from_millis(50),
         }
     }
 }
@@ -127,7 +151,7 @@ pub enum LoadgenError {
         file: &'static str,
         source: std::io::Error,
     },
-    #[error("cannot read the daemon's counters from {url}: {message}")]
+    #[error("cannot use the daemon's API at {url}: {message}")]
     Api { url: String, message: String },
 }
 
@@ -158,6 +182,33 @@ impl Options {
             Until::Spans(0) => invalid("spans must be more than zero".into()),
             _ => Ok(()),
         }?;
+        if let Some(timeout) = self.wait_analysis {
+            if self.api.is_none() || self.daemon_pid.is_none() {
+                return invalid("waiting for analysis needs the daemon's API and pid".into());
+            }
+            if timeout.is_zero() {
+                return invalid("the analysis wait's timeout must be more than zero".into());
+            }
+        }
+        if !self.probe_api.is_empty() {
+            if self.api.is_none() {
+                return invalid("probing API latency needs the daemon's API".into());
+            }
+            if self.probe_interval.is_zero() {
+                return invalid("the probe interval must be more than zero".into());
+            }
+        }
+        for path in &self.probe_api {
+            let valid = path.starts_with('/')
+                && path
+                    .parse::<hyper::Uri>()
+                    .is_ok_and(|u| u.scheme().is_none() && u.authority().is_none());
+            if !valid {
+                return invalid(format!(
+                    "API probe `{path}` is not a path like /api/v1/hops?since=5m"
+                ));
+            }
+        }
         self.shape.validate()?;
         Ok(())
     }
@@ -174,16 +225,31 @@ pub async fn run(
     opts.validate()?;
     let gen = Generator::new(opts.seed, opts.shape.clone())?;
     let spans_per_trace = gen.spans_per_trace();
-    let (batch, until) = (opts.batch, opts.until);
-    let templates = tokio::task::spawn_blocking(move || templates(gen, batch, until))
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let (batch, until, at_least) = (opts.batch, opts.until, opts.decode_baseline);
+    // Before anything else runs, so that the baseline has its core to itself.
+    let (templates, decode) = tokio::task::spawn_blocking(move || {
+        let templates = templates(gen, batch, until);
+        let decode = at_least.map(|d| baseline::measure(&templates, d));
+        (templates, decode)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     let spans_per_request = templates[0].spans();
 
-    let api_before = match &opts.api {
-        Some(url) => Some(probe::spans_accepted(url).await?),
+    let mut api = match &opts.api {
+        Some(url) => Some(ApiClient::connect(url).await?),
         None => None,
     };
+    let api_before = match &mut api {
+        Some(api) => Some(api.spans_accepted().await?),
+        None => None,
+    };
+    let mut probe_clients = Vec::with_capacity(opts.probe_api.len());
+    if let Some(url) = &opts.api {
+        for _ in &opts.probe_api {
+            probe_clients.push(ApiClient::connect(url).await?);
+        }
+    }
     let cpu_before = opts.daemon_pid.map(probe::CpuSample::read).transpose()?;
     let mut transports = Vec::with_capacity(opts.connections);
     for _ in 0..opts.connections {
@@ -207,6 +273,21 @@ pub async fn run(
         next_request: Default::default(),
         counters: Counters::default(),
     });
+    let stop_probes = CancellationToken::new();
+    // Should the run end early (an error), the probes end with it.
+    let _stop_probes_on_return = stop_probes.clone().drop_guard();
+    let probes: Vec<_> = probe_clients
+        .into_iter()
+        .zip(&opts.probe_api)
+        .map(|(client, path)| {
+            tokio::spawn(probe::measure_latency(
+                client,
+                path.clone(),
+                opts.probe_interval,
+                stop_probes.clone(),
+            ))
+        })
+        .collect();
     let mut tasks = JoinSet::new();
     for (i, transport) in transports.into_iter().enumerate() {
         let rng = Rng::new(opts.seed ^ (0x5eed_0000 + i as u64));
@@ -229,10 +310,25 @@ pub async fn run(
         }
     }
     let elapsed = start.elapsed();
-
     let daemon = cpu_before.map(|before| before.usage()).transpose()?;
-    let daemon_accepted = match (&opts.api, api_before) {
-        (Some(url), Some(before)) => Some(probe::spans_accepted(url).await?.saturating_sub(before)),
+    stop_probes.cancel();
+
+    let mut api_latency = Vec::with_capacity(probes.len());
+    for probe in probes {
+        api_latency.push(
+            probe
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+        );
+    }
+    let daemon_accepted = match (&mut api, api_before) {
+        (Some(api), Some(before)) => Some(api.spans_accepted().await?.saturating_sub(before)),
+        _ => None,
+    };
+    let analysis = match (opts.wait_analysis, &mut api, cpu_before) {
+        (Some(timeout), Some(api), Some(since)) => {
+            Some(probe::wait_for_analysis(api, since, timeout).await?)
+        }
         _ => None,
     };
     let totals = plan.counters.snapshot();
@@ -263,6 +359,9 @@ pub async fn run(
         latency: Latency::of(latencies),
         daemon,
         daemon_accepted,
+        analysis,
+        decode,
+        api_latency,
     })
 }
 

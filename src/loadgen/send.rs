@@ -301,7 +301,7 @@ fn gzip(body: &[u8]) -> Bytes {
         .into()
 }
 
-fn authority(uri: &Uri) -> &str {
+pub(super) fn authority(uri: &Uri) -> &str {
     uri.authority().map_or("localhost", |a| a.as_str())
 }
 
@@ -328,32 +328,8 @@ pub(super) async fn http1(uri: &Uri) -> Result<SendRequest<Full<Bytes>>, String>
     Ok(sender)
 }
 
-/// GETs `path` from an `http://` base URL and parses the JSON answer.
-pub(super) async fn get_json(base: &str, path: &str) -> Result<serde_json::Value, String> {
-    let uri: Uri = base.parse().map_err(|e| format!("not a URL: {e}"))?;
-    let mut sender = http1(&uri).await?;
-    let full = format!("{}{path}", uri.path().trim_end_matches('/'));
-    let request = hyper::Request::get(full)
-        .header(HOST, authority(&uri))
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        Ok::<_, hyper::Error>((status, response.into_body().collect().await?.to_bytes()))
-    };
-    let (status, body) = tokio::time::timeout(EXPORT_TIMEOUT, exchange)
-        .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| chain(&e))?;
-    if !status.is_success() {
-        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
-}
-
 /// An error and its sources, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -20,7 +20,7 @@ const BASE_NS: u64 = 1_600_000_000_000_000_000;
 
 /// One encoded request and the places to rewrite in it.
 pub(super) struct Template {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     trace_ids: Vec<usize>,
     span_ids: Vec<usize>,
     times: Vec<usize>,
@@ -41,7 +41,7 @@ impl Template {
             times: Vec::new(),
             last_end: 0,
             spans: 0,
-            bytes: Vec::new(),
+            bytes: Bytes::new(),
         };
         // ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.scope_spans = 2,
         // ScopeSpans.spans = 2; a Span's trace_id = 1, span_id = 2,
@@ -67,7 +67,7 @@ impl Template {
                 }
             }
         }
-        t.bytes = bytes;
+        t.bytes = bytes.into();
         t
     }
 
@@ -81,6 +81,11 @@ impl Template {
         self.bytes.len()
     }
 
+    /// The request as generated (shared, not copied).
+    pub(super) fn encoded(&self) -> Bytes {
+        self.bytes.clone()
+    }
+
     /// A copy with new ids (from `rng`) whose last span ends at `now_ns`.
     pub(super) fn stamp(&self, rng: &mut Rng, now_ns: u64) -> Bytes {
         // Ids end in an odd byte per 8 (see `Rng::id8`); masks keep that bit, so
@@ -89,7 +94,7 @@ impl Template {
         let trace_mask = [mask(rng), mask(rng)].concat();
         let span_mask = mask(rng);
         let shift = now_ns.wrapping_sub(self.last_end);
-        let mut out = self.bytes.clone();
+        let mut out = self.bytes.to_vec();
         for &at in &self.trace_ids {
             for (b, m) in out[at..at + 16].iter_mut().zip(&trace_mask) {
                 *b ^= m;
