@@ -22,7 +22,10 @@ use crate::config::Config;
 use crate::ingest::{OtlpGrpc, SpanSink};
 use crate::model::{SpanBatch, SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
-use crate::store::{Aggregates, Store, TraceStore};
+use crate::store::{Aggregates, FindingStore, Store, TraceStore};
+
+/// Distinct findings kept (merged by kind and culprit; least recently seen dropped).
+const MAX_FINDINGS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -120,6 +123,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let store = Arc::new(Store::new(
         TraceStore::new(config.store_max_traces, config.store_max_bytes),
         Aggregates::new(config.aggregate_retention),
+        FindingStore::new(MAX_FINDINGS),
         stats.clone(),
     ));
     let full = Arc::new(Notify::new());

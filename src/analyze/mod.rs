@@ -1,13 +1,20 @@
-//! Analysis of one assembled trace: pure functions, no I/O, no clock.
+//! Analysis of one assembled trace: pure functions, no I/O, no clock. Per-trace
+//! detectors (`cascade.rs`) run here and leave [`Observation`]s on the result.
 //!
 //! [`analyze`] computes the critical path and turns it into hops: each segment
 //! is charged to the span it belongs to, except the own time of a CLIENT span that
 //! called a SERVER span of another service, which is the edge's wire-and-queue time
 //! and is charged to a *wire* hop (caller service, client operation, callee).
 
+mod cascade;
 mod critical_path;
+pub mod finding;
+mod timeout;
 
+pub use cascade::cascading_timeout;
 pub use critical_path::{critical_path, CriticalPath, Segment};
+pub use finding::{finding_id, ChainHop, Culprit, FindingKind, Observation, Severity};
+pub use timeout::{says_timeout, timeout, TimeoutCause};
 
 use rustc_hash::FxHashMap;
 
@@ -61,6 +68,12 @@ pub struct AnalyzedTrace {
     pub hops: Vec<Hop>,
     pub warnings: Vec<Warning>,
     pub error: bool,
+    /// Per span: did it end in a timeout ([`timeout`]).
+    pub timed_out: Vec<bool>,
+    /// What the per-trace detectors found (moved to the findings when stored).
+    pub observations: Vec<Observation>,
+    /// The findings this trace contributed to (set when stored).
+    pub finding_ids: Vec<u64>,
 }
 
 impl AnalyzedTrace {
@@ -155,6 +168,12 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
     let mut warnings = trace.warnings.clone();
     warnings.extend(path.notes.iter().cloned());
     let error = trace.spans.iter().any(|s| s.status == StatusCode::Error);
+    let timed_out: Vec<bool> = trace
+        .spans
+        .iter()
+        .map(|s| timeout(s, &trace.arena).is_some())
+        .collect();
+    let observations = cascading_timeout(&trace, &timed_out).into_iter().collect();
     AnalyzedTrace {
         trace,
         entry,
@@ -163,5 +182,8 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
         hops,
         warnings,
         error,
+        timed_out,
+        observations,
+        finding_ids: Vec::new(),
     }
 }

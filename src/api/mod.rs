@@ -6,6 +6,7 @@
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 
 mod error;
+mod findings;
 mod health;
 mod hops;
 mod params;
@@ -41,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/traces", get(traces::list))
         .route("/api/v1/traces/{trace_id}", get(traces::get))
         .route("/api/v1/hops", get(hops::list))
+        .route("/api/v1/findings", get(findings::list))
+        .route("/api/v1/findings/{id}", get(findings::get))
         .fallback(error::not_found)
         .with_state(state)
 }

@@ -175,6 +175,8 @@ pub struct TraceBody {
     critical_path: Vec<SegmentBody>,
     hops: Vec<HopBody>,
     warnings: Vec<Warning>,
+    /// The findings this trace contributed to.
+    findings: Vec<super::findings::FindingBody>,
 }
 
 fn attributes(arena: &AttrArena, range: AttrRange) -> BTreeMap<&'static str, Value> {
@@ -271,5 +273,12 @@ pub async fn get(
             .map(|h| HopBody::new(h.key, h.critical_ns, h.share))
             .collect(),
         warnings: t.warnings.clone(),
+        findings: state
+            .store
+            .findings
+            .for_trace(t.trace.trace_id, &t.finding_ids)
+            .into_iter()
+            .map(Into::into)
+            .collect(),
     }))
 }

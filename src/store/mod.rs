@@ -1,29 +1,39 @@
-//! What outlives the buffer: recent analyzed traces and the per-hop aggregates.
+//! What outlives the buffer: recent analyzed traces, the per-hop aggregates and
+//! the findings.
 
 mod aggregates;
+mod findings;
 mod sketch;
 mod traces;
 
 pub use aggregates::{Aggregates, EntryStats, HopStats};
+pub use findings::{Finding, FindingFilter, FindingStore};
 pub use sketch::Sketch;
 pub use traces::TraceStore;
 
 use std::sync::Arc;
 
-use crate::analyze::AnalyzedTrace;
+use crate::analyze::{finding_id, AnalyzedTrace};
 use crate::stats::Stats;
 
 pub struct Store {
     pub traces: TraceStore,
     pub aggregates: Aggregates,
+    pub findings: FindingStore,
     stats: Arc<Stats>,
 }
 
 impl Store {
-    pub fn new(traces: TraceStore, aggregates: Aggregates, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        traces: TraceStore,
+        aggregates: Aggregates,
+        findings: FindingStore,
+        stats: Arc<Stats>,
+    ) -> Self {
         Store {
             traces,
             aggregates,
+            findings,
             stats,
         }
     }
@@ -32,7 +42,21 @@ impl Store {
     /// in) replaces its earlier analysis, whose contribution to the aggregates is
     /// retracted first. A late trace whose earlier analysis already left the store
     /// is kept for viewing but not aggregated again, so no trace counts twice.
-    pub fn put(&self, trace: AnalyzedTrace, late: bool) {
+    pub fn put(&self, mut trace: AnalyzedTrace, late: bool) {
+        // Observations go to the findings; a trace analyzed again reports only
+        // what its earlier analysis did not, so no trace counts twice.
+        let previous = late
+            .then(|| self.traces.get(&trace.trace.trace_id))
+            .flatten();
+        for o in std::mem::take(&mut trace.observations) {
+            let seen = previous
+                .as_ref()
+                .is_some_and(|p| p.finding_ids.contains(&finding_id(o.kind, &o.culprit)));
+            trace.finding_ids.push(finding_id(o.kind, &o.culprit));
+            if !seen {
+                self.findings.record(o);
+            }
+        }
         let trace = Arc::new(trace);
         let displaced = self.traces.put(trace.clone());
         if let Some(old) = &displaced.replaced {

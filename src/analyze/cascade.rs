@@ -1,0 +1,151 @@
+//! `cascading_timeout`: on one ancestor chain at least two spans timed out. The
+//! culprit is the deepest hop whose own slowness explains it — the slow span its
+//! callers waited on — not the first span that reported the failure.
+
+use serde_json::json;
+
+use super::finding::{ChainHop, Culprit, FindingKind, Observation, Severity};
+use crate::model::{Semantics, SpanKind, Trace};
+
+/// A child "explains" its parent's wait when it ran for at least this share of
+/// the parent's duration.
+const EXPLAINS: f64 = 0.5;
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// The span the caller at `span` was waiting on: the (synchronous) child that
+/// ended last, if it covered most of `span`'s time.
+fn waited_on(trace: &Trace, span: u32) -> Option<u32> {
+    let (start, end) = (trace.start(span), trace.end(span));
+    let parent_kind = trace.span(span).kind;
+    let child = trace
+        .children(span)
+        .iter()
+        .copied()
+        .filter(|&c| parent_kind != SpanKind::Producer && trace.span(c).kind != SpanKind::Consumer)
+        .max_by_key(|&c| (trace.end(c), std::cmp::Reverse(trace.start(c))))?;
+    let covered = trace
+        .end(child)
+        .min(end)
+        .saturating_sub(trace.start(child).max(start));
+    (covered as f64 >= EXPLAINS * (end - start) as f64 && end > start).then_some(child)
+}
+
+/// Reports the trace's cascade, if it has one. `timed_out[i]` says whether span
+/// `i` ended in a timeout (see [`super::timeout::timeout`]).
+pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observation> {
+    // The topmost timed-out span: walk down from the root along what it waited on.
+    let mut path = vec![trace.root];
+    let mut cur = trace.root;
+    while let Some(next) = waited_on(trace, cur) {
+        path.push(next);
+        cur = next;
+    }
+    let failed = path.iter().filter(|&&s| timed_out[s as usize]).count();
+    if failed < 2 {
+        return None;
+    }
+    let culprit_idx = *path.last().expect("the root at least");
+    let culprit = trace.span(culprit_idx);
+    let sem = Semantics::of(culprit, &trace.arena);
+    let peer = if culprit.kind == SpanKind::Client {
+        sem.peer_service.or(sem.server_address).or(sem.db_system)
+    } else {
+        None
+    };
+    // The callers that gave up: timed-out spans above the culprit. The first to
+    // give up is the one that ended earliest.
+    let gave_up = path[..path.len() - 1]
+        .iter()
+        .filter(|&&s| timed_out[s as usize])
+        .map(|&s| trace.end(s))
+        .min();
+    let wasted_ns = gave_up.map_or(0, |g| trace.end(culprit_idx).saturating_sub(g));
+    // Retries: calls with the culprit's operation made by the caller of the
+    // culprit's call (a CLIENT span retried by its parent).
+    let call = path
+        .iter()
+        .rev()
+        .copied()
+        .find(|&s| trace.span(s).kind == SpanKind::Client);
+    let retries = call
+        .and_then(|c| trace.parent[c as usize].map(|p| (c, p)))
+        .map_or(0, |(c, p)| {
+            let op = trace.span(c).operation;
+            trace
+                .children(p)
+                .iter()
+                .filter(|&&k| {
+                    trace.span(k).operation == op && trace.span(k).kind == SpanKind::Client
+                })
+                .count()
+                .saturating_sub(1)
+        });
+    let chain: Vec<ChainHop> = path
+        .iter()
+        .map(|&s| {
+            let span = trace.span(s);
+            ChainHop {
+                span_id: Some(span.span_id),
+                service: span.service,
+                operation: span.operation,
+                duration_ms: ms(span.duration_ns()),
+                timed_out: timed_out[s as usize],
+            }
+        })
+        .collect();
+    let root_timed_out = timed_out[trace.root as usize];
+    let callers: Vec<&str> = chain[..chain.len() - 1]
+        .iter()
+        .filter(|h| h.timed_out)
+        .map(|h| h.service.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let summary = format!(
+        "{} {} took {:.0} ms and {} caller span(s) above it ({}) timed out waiting for it; the slow hop is {}, not the first span that failed{}.",
+        culprit.service,
+        culprit.operation,
+        ms(culprit.duration_ns()),
+        failed - usize::from(timed_out[culprit_idx as usize]),
+        callers.join(", "),
+        culprit.service,
+        if wasted_ns > 0 {
+            format!(", and it kept working {:.0} ms after its callers gave up", ms(wasted_ns))
+        } else {
+            String::new()
+        }
+    );
+    Some(Observation {
+        kind: FindingKind::CascadingTimeout,
+        severity: if root_timed_out {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        culprit: Culprit {
+            service: culprit.service,
+            operation: culprit.operation,
+            peer,
+        },
+        summary,
+        remedy: format!(
+            "Fix the slow {} call and propagate deadlines: pass the remaining budget down and subtract elapsed time at each hop, so callers stop early and {} stops work nobody waits for; raising timeouts only moves the 504.",
+            culprit.operation, culprit.service
+        ),
+        evidence: json!({
+            "chain": chain,
+            "timed_out_spans": failed,
+            "culprit_duration_ms": ms(culprit.duration_ns()),
+            "wasted_ms": ms(wasted_ns),
+            "retries": retries,
+            "entry_timed_out": root_timed_out,
+        }),
+        chain,
+        trace_ids: vec![trace.trace_id],
+        count: 1,
+        seen_ns: trace.end(trace.root),
+    })
+}
