@@ -39,12 +39,15 @@ pub struct StatsBody {
 }
 
 pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
+    // The buffer first, then the counters: see `Buffer::hand_out`.
+    let (buffered_traces, buffered_spans) = (state.buffer.trace_count(), state.buffer.span_count());
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     let counters = state.stats.snapshot();
     Json(StatsBody {
         analysis_pending: counters.analysis_pending(),
         counters,
-        buffered_traces: state.buffer.trace_count(),
-        buffered_spans: state.buffer.span_count(),
+        buffered_traces,
+        buffered_spans,
         buffered_bytes_estimate: state.buffer.bytes(),
         stored_traces: state.store.traces.len(),
         stored_bytes_estimate: state.store.traces.bytes(),

@@ -200,9 +200,10 @@ impl Buffer {
             .collect()
     }
 
+    /// Counts the completion before the spans leave the buffer's count, so a
+    /// reader that looks at the buffer first and the counters second always sees
+    /// a trace in one or the other (`analysis_pending` never misses it).
     fn hand_out(&self, trace_id: TraceId, p: Pending, completion: Completion) -> Completed {
-        self.spans.fetch_sub(p.spans.len(), Ordering::Relaxed);
-        self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
         let counter = match completion {
             Completion::Idle => &self.stats.traces_completed_idle,
             Completion::MaxAge => &self.stats.traces_completed_max_age,
@@ -210,6 +211,9 @@ impl Buffer {
             Completion::Shutdown => &self.stats.traces_flushed_at_shutdown,
         };
         Stats::add(counter, 1);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.spans.fetch_sub(p.spans.len(), Ordering::Relaxed);
+        self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
         Completed {
             trace_id,
             spans: p.spans,
