@@ -55,13 +55,12 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
     } else {
         None
     };
-    // The callers that gave up: timed-out spans above the culprit. The first to
-    // give up is the one that ended earliest.
+    // The caller that gave up on the culprit: the nearest timed-out span above it.
     let gave_up = path[..path.len() - 1]
         .iter()
-        .filter(|&&s| timed_out[s as usize])
-        .map(|&s| trace.end(s))
-        .min();
+        .rev()
+        .find(|&&s| timed_out[s as usize])
+        .map(|&s| trace.end(s));
     let wasted_ns = gave_up.map_or(0, |g| trace.end(culprit_idx).saturating_sub(g));
     // Retries: calls with the culprit's operation made by the caller of the
     // culprit's call (a CLIENT span retried by its parent).

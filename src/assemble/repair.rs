@@ -280,9 +280,9 @@ fn sort_children(trace: &mut Trace) {
     trace.child_list = list;
 }
 
-/// Walks the tree top-down; a SERVER span that does not fit inside its CLIENT
-/// parent of another service is shifted (with its subtree) to the middle of the
-/// client span, or to its start when it is longer, as Jaeger's adjuster does.
+/// Walks the tree top-down; a SERVER span that starts outside its CLIENT parent
+/// of another service is shifted (with its subtree) to the middle of the client
+/// span, or to its start when it is longer, as Jaeger's adjuster does.
 fn adjust_clock_skew(trace: &mut Trace) {
     let mut stack = vec![trace.root];
     while let Some(p) = stack.pop() {
@@ -296,8 +296,10 @@ fn adjust_clock_skew(trace: &mut Trace) {
             {
                 let (pstart, pend) = (trace.start(p), trace.end(p));
                 let cstart = cs.start_ns.saturating_add_signed(shift);
-                let cend = cs.end_ns.saturating_add_signed(shift);
-                if cstart < pstart || cend > pend {
+                // Starting before the call or after it ended is impossible without
+                // skew. Ending after it is not: the caller may have given up (a
+                // timeout), which is reported as a child outliving its parent.
+                if cstart < pstart || cstart >= pend {
                     let (pdur, cdur) = (pend - pstart, cs.duration_ns());
                     let target = if cdur <= pdur {
                         pstart + (pdur - cdur) / 2

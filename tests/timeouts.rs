@@ -1,0 +1,419 @@
+//! Timeout findings end to end: spans exported through the real OTLP exporter,
+//! findings read from the HTTP API.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use harness::{base_time, exporter, span_data, SpanSpec, TestDaemon};
+use hopscope::config::Settings;
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::SpanExporter as _;
+use serde_json::Value;
+
+/// One span of a hand-written trace.
+struct Hop {
+    service: &'static str,
+    spec: SpanSpec,
+    /// An error status message (the span failed).
+    error: Option<&'static str>,
+    http_status: Option<i64>,
+}
+
+fn hop(
+    service: &'static str,
+    id: u64,
+    parent: u64,
+    name: &'static str,
+    kind: SpanKind,
+    (start_ms, end_ms): (u64, u64),
+) -> Hop {
+    Hop {
+        service,
+        spec: SpanSpec {
+            id,
+            parent,
+            name,
+            kind,
+            start_ms,
+            end_ms,
+        },
+        error: None,
+        http_status: None,
+    }
+}
+
+impl Hop {
+    fn failed(mut self, message: &'static str, status: i64) -> Hop {
+        self.error = Some(message);
+        self.http_status = Some(status);
+        self
+    }
+
+    fn status(mut self, status: i64) -> Hop {
+        self.http_status = Some(status);
+        self
+    }
+}
+
+/// Exports a trace, one exporter (resource) per service, and waits for its analysis.
+async fn send(d: &TestDaemon, hops: Vec<Hop>, base: SystemTime) -> Value {
+    let trace_id = harness::random_trace_id();
+    let n = hops.len();
+    let mut by_service: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+    for h in hops {
+        let mut data = span_data(trace_id, base, &h.spec);
+        if let Some(message) = h.error {
+            data.status = Status::error(message);
+        }
+        if let Some(code) = h.http_status {
+            data.attributes
+                .push(KeyValue::new("http.response.status_code", code));
+        }
+        by_service.entry(h.service).or_default().push(data);
+    }
+    for (service, batch) in by_service {
+        exporter(&d.grpc_endpoint, service, false)
+            .export(batch)
+            .await
+            .expect("export accepted");
+    }
+    d.wait_trace(trace_id, n).await
+}
+
+/// gateway → frontend → orders → inventory; each caller's own timeout, none
+/// propagated; inventory is slow and keeps working after orders gave up.
+fn cascade() -> Vec<Hop> {
+    vec![
+        hop(
+            "gateway",
+            1,
+            0,
+            "POST /checkout",
+            SpanKind::Server,
+            (0, 2900),
+        )
+        .failed("Endpoint request timed out", 504),
+        hop(
+            "gateway",
+            2,
+            1,
+            "POST /checkout",
+            SpanKind::Client,
+            (5, 2900),
+        )
+        .failed("context deadline exceeded", 504),
+        hop(
+            "frontend",
+            3,
+            2,
+            "POST /checkout",
+            SpanKind::Server,
+            (10, 3000),
+        )
+        .failed("upstream orders timed out", 504),
+        hop(
+            "frontend",
+            4,
+            3,
+            "POST /orders",
+            SpanKind::Client,
+            (15, 3015),
+        )
+        .failed("context deadline exceeded", 504),
+        hop("orders", 5, 4, "POST /orders", SpanKind::Server, (20, 3030))
+            .failed("upstream inventory timed out", 504),
+        hop(
+            "orders",
+            6,
+            5,
+            "GET /inventory",
+            SpanKind::Client,
+            (25, 3025),
+        )
+        .failed("context deadline exceeded", 504),
+        hop(
+            "inventory",
+            7,
+            6,
+            "GET /inventory",
+            SpanKind::Server,
+            (30, 4000),
+        )
+        .status(200),
+    ]
+}
+
+async fn findings(d: &TestDaemon, query: &str) -> Vec<Value> {
+    let (status, body) = d.get(&format!("/api/v1/findings{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["findings"].as_array().expect("findings").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_names_the_slow_leaf_not_the_first_span_that_failed() {
+    let d = harness::start(Settings::default()).await;
+    let base = base_time();
+    let trace = send(&d, cascade(), base).await;
+    let trace_id = trace["trace_id"].as_str().unwrap().to_owned();
+
+    let found = findings(&d, "?kind=cascading_timeout").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = &found[0];
+    assert_eq!(f["culprit"]["service"], "inventory");
+    assert_eq!(f["culprit"]["operation"], "GET /inventory");
+    assert_eq!(
+        f["severity"], "critical",
+        "the entry point itself timed out"
+    );
+    assert_eq!(f["count"], 1);
+    assert_eq!(f["trace_ids"][0], trace_id.as_str());
+    let chain: Vec<&str> = f["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            "gateway",
+            "gateway",
+            "frontend",
+            "frontend",
+            "orders",
+            "orders",
+            "inventory"
+        ]
+    );
+    assert_eq!(f["evidence"]["timed_out_spans"], 6);
+    assert_eq!(
+        f["evidence"]["wasted_ms"], 975.0,
+        "inventory ran 975 ms after orders gave up"
+    );
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap()
+            .contains("inventory GET /inventory took 3970 ms"),
+        "{}",
+        f["summary"]
+    );
+    assert!(f["remedy"]
+        .as_str()
+        .unwrap()
+        .contains("propagate deadlines"));
+
+    // The trace shows the finding it contributed to, and the finding stands alone.
+    assert_eq!(trace["findings"][0]["id"], f["id"]);
+    let (status, one) = d
+        .get(&format!("/api/v1/findings/{}", f["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(one["culprit"], f["culprit"]);
+    // The callers' overrun is the child-outlives-parent signature, not clock skew.
+    let codes: Vec<&str> = trace["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&"child_outlives_parent") && !codes.contains(&"clock_skew"),
+        "{codes:?}"
+    );
+
+    // A second occurrence merges into the same finding.
+    send(&d, cascade(), base).await;
+    let again = findings(
+        &d,
+        "?kind=cascading_timeout&service=inventory&severity=critical&since=1h",
+    )
+    .await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["count"], 2);
+    assert_eq!(again[0]["id"], f["id"]);
+    assert_eq!(findings(&d, "?service=nobody").await.len(), 0);
+    assert_eq!(findings(&d, "?until=2000-01-01T00:00:00Z").await.len(), 0);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_cascade() {
+    let d = harness::start(Settings::default()).await;
+    let base = base_time();
+    // The same topology, everyone waiting for a slow inventory within budget.
+    let slow_but_in_budget = vec![
+        hop(
+            "gateway",
+            1,
+            0,
+            "POST /checkout",
+            SpanKind::Server,
+            (0, 2500),
+        )
+        .status(200),
+        hop(
+            "gateway",
+            2,
+            1,
+            "POST /checkout",
+            SpanKind::Client,
+            (5, 2495),
+        )
+        .status(200),
+        hop(
+            "frontend",
+            3,
+            2,
+            "POST /checkout",
+            SpanKind::Server,
+            (10, 2490),
+        )
+        .status(200),
+        hop(
+            "frontend",
+            4,
+            3,
+            "POST /orders",
+            SpanKind::Client,
+            (15, 2485),
+        )
+        .status(200),
+        hop("orders", 5, 4, "POST /orders", SpanKind::Server, (20, 2480)).status(200),
+        hop(
+            "orders",
+            6,
+            5,
+            "GET /inventory",
+            SpanKind::Client,
+            (25, 2475),
+        )
+        .status(200),
+        hop(
+            "inventory",
+            7,
+            6,
+            "GET /inventory",
+            SpanKind::Server,
+            (30, 2470),
+        )
+        .status(200),
+    ];
+    let t = send(&d, slow_but_in_budget, base).await;
+    assert_eq!(t["findings"], Value::Array(vec![]));
+    assert_eq!(
+        t["hops"][0]["service"], "inventory",
+        "the slow hop still leads the latency share"
+    );
+
+    let fast: Vec<Hop> = cascade()
+        .into_iter()
+        .map(|mut h| {
+            h.spec.end_ms = h.spec.start_ms + 20 - h.spec.id;
+            h.error = None;
+            h.http_status = Some(200);
+            h
+        })
+        .collect();
+    send(&d, fast, base).await;
+    assert_eq!(findings(&d, "?kind=cascading_timeout").await.len(), 0);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_fast_502s_is_not_a_timeout() {
+    let d = harness::start(Settings::default()).await;
+    let base = base_time();
+    for _ in 0..5 {
+        let bad_gateway = vec![
+            hop("gateway", 1, 0, "POST /checkout", SpanKind::Server, (0, 40))
+                .failed("502 Bad Gateway", 502),
+            hop("gateway", 2, 1, "POST /checkout", SpanKind::Client, (5, 35))
+                .failed("502 Bad Gateway", 502),
+            hop(
+                "frontend",
+                3,
+                2,
+                "POST /checkout",
+                SpanKind::Server,
+                (8, 32),
+            )
+            .failed("upstream orders: connection refused", 502),
+            hop("frontend", 4, 3, "POST /orders", SpanKind::Client, (10, 30))
+                .failed("dial tcp 10.0.0.9:8080: connect: connection refused", 502),
+        ];
+        let t = send(&d, bad_gateway, base).await;
+        assert_eq!(t["error"], true);
+        assert_eq!(t["findings"], Value::Array(vec![]));
+    }
+    assert_eq!(findings(&d, "?kind=cascading_timeout").await.len(), 0);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_timeout_handled_by_its_caller_is_not_a_cascade() {
+    let d = harness::start(Settings::default()).await;
+    // orders gives up on inventory and answers from a cache: one timeout, no cascade.
+    let handled = vec![
+        hop(
+            "frontend",
+            1,
+            0,
+            "GET /product",
+            SpanKind::Server,
+            (0, 1100),
+        )
+        .status(200),
+        hop("frontend", 2, 1, "GET /orders", SpanKind::Client, (5, 1095)).status(200),
+        hop("orders", 3, 2, "GET /orders", SpanKind::Server, (10, 1090)).status(200),
+        hop(
+            "orders",
+            4,
+            3,
+            "GET /inventory",
+            SpanKind::Client,
+            (15, 1015),
+        )
+        .failed("context deadline exceeded", 504),
+        hop(
+            "inventory",
+            5,
+            4,
+            "GET /inventory",
+            SpanKind::Server,
+            (20, 1500),
+        )
+        .status(200),
+    ];
+    let t = send(&d, handled, base_time()).await;
+    assert_eq!(t["findings"], Value::Array(vec![]));
+    assert_eq!(findings(&d, "").await.len(), 0);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_requests_with_bad_parameters_get_json_errors() {
+    let d = harness::start(Settings::default()).await;
+    for (path, status, code) in [
+        ("/api/v1/findings?kind=slowness", 400, "invalid_kind"),
+        ("/api/v1/findings?severity=urgent", 400, "invalid_severity"),
+        ("/api/v1/findings?since=last-tuesday", 400, "invalid_time"),
+        ("/api/v1/findings/xyz", 400, "invalid_finding_id"),
+        (
+            "/api/v1/findings/0123456789abcdef",
+            404,
+            "finding_not_found",
+        ),
+    ] {
+        let (got, body) = d.get(path).await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    d.stop().await;
+}
