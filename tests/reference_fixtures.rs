@@ -207,6 +207,20 @@ fn keys(reference: &Value) -> Vec<String> {
 
 const JUI_REF: &str = "jaeger-ui-critical-path/reference-outputs/cross_reference.json";
 
+/// Same time per span and same sections as Jaeger UI's output `jui`.
+fn assert_matches_jaeger_ui(run: &Run, jui: &Value, key: &str) {
+    assert_eq!(
+        run.time_by_span(),
+        us_map(&jui["time_by_span"]),
+        "{key}: time per span"
+    );
+    assert_eq!(
+        run.sections(),
+        jaeger_sections(&jui["sections"]),
+        "{key}: sections"
+    );
+}
+
 fn jui_file(key: &str) -> String {
     format!(
         "jaeger-ui-critical-path/{}",
@@ -242,13 +256,7 @@ fn jaeger_ui_test_cases_agree_with_jaeger_ui() {
         assert_eq!(run.a.trace.len() as u64, r["n_spans"], "{key}: spans");
         let jui = &r["jaeger_ui"];
         assert_eq!(jui["failed"], false, "{key}: Jaeger UI ran");
-        let theirs = us_map(&jui["time_by_span"]);
-        assert_eq!(run.time_by_span(), theirs, "{key}: time per span");
-        assert_eq!(
-            run.sections(),
-            jaeger_sections(&jui["sections"]),
-            "{key}: sections"
-        );
+        assert_matches_jaeger_ui(&run, jui, &key);
         // The upstream test's own expectation, as shipped in the fixture.
         assert_eq!(
             run.sections(),
@@ -361,16 +369,7 @@ fn crisp_test_cases_agree_with_jaeger_ui_where_it_ran() {
             );
             continue;
         }
-        assert_eq!(
-            run.time_by_span(),
-            us_map(&jui["time_by_span"]),
-            "{key}: time per span"
-        );
-        assert_eq!(
-            run.sections(),
-            jaeger_sections(&jui["sections"]),
-            "{key}: sections"
-        );
+        assert_matches_jaeger_ui(&run, jui, &key);
         agreed += 1;
     }
     assert_eq!(agreed, 28);
