@@ -417,3 +417,73 @@ async fn finding_requests_with_bad_parameters_get_json_errors() {
     }
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_of_the_slow_call_are_counted() {
+    let d = harness::start(Settings::default()).await;
+    // orders calls inventory, times out after 1 s, and retries: both slow.
+    let retried = vec![
+        hop(
+            "frontend",
+            1,
+            0,
+            "POST /orders",
+            SpanKind::Server,
+            (0, 2100),
+        )
+        .failed("context deadline exceeded", 504),
+        hop(
+            "frontend",
+            2,
+            1,
+            "POST /orders",
+            SpanKind::Client,
+            (5, 2095),
+        )
+        .failed("context deadline exceeded", 504),
+        hop("orders", 3, 2, "POST /orders", SpanKind::Server, (10, 2200))
+            .failed("upstream timed out", 504),
+        hop(
+            "orders",
+            4,
+            3,
+            "GET /inventory",
+            SpanKind::Client,
+            (15, 1015),
+        )
+        .failed("context deadline exceeded", 504),
+        hop(
+            "inventory",
+            5,
+            4,
+            "GET /inventory",
+            SpanKind::Server,
+            (20, 1800),
+        )
+        .status(200),
+        hop(
+            "orders",
+            6,
+            3,
+            "GET /inventory",
+            SpanKind::Client,
+            (1020, 2020),
+        )
+        .failed("context deadline exceeded", 504),
+        hop(
+            "inventory",
+            7,
+            6,
+            "GET /inventory",
+            SpanKind::Server,
+            (1025, 2600),
+        )
+        .status(200),
+    ];
+    send(&d, retried, base_time()).await;
+    let found = findings(&d, "?kind=cascading_timeout").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["culprit"]["service"], "inventory");
+    assert_eq!(found[0]["evidence"]["retries"], 1);
+    d.stop().await;
+}

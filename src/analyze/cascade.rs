@@ -7,30 +7,43 @@ use serde_json::json;
 use super::finding::{ChainHop, Culprit, FindingKind, Observation, Severity};
 use crate::model::{Semantics, SpanKind, Trace};
 
-/// A child "explains" its parent's wait when it ran for at least this share of
-/// the parent's duration.
-const EXPLAINS: f64 = 0.5;
+/// A caller was waiting (rather than working) when its synchronous children
+/// cover at least this share of its time.
+const WAITING: f64 = 0.5;
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// The span the caller at `span` was waiting on: the (synchronous) child that
-/// ended last, if it covered most of `span`'s time.
+/// The span the caller at `span` was waiting on: when its synchronous children
+/// cover most of its time (it was waiting, not working), the one that ended last
+/// (what it was still waiting for when it finished or gave up).
 fn waited_on(trace: &Trace, span: u32) -> Option<u32> {
     let (start, end) = (trace.start(span), trace.end(span));
-    let parent_kind = trace.span(span).kind;
-    let child = trace
-        .children(span)
-        .iter()
-        .copied()
-        .filter(|&c| parent_kind != SpanKind::Producer && trace.span(c).kind != SpanKind::Consumer)
-        .max_by_key(|&c| (trace.end(c), std::cmp::Reverse(trace.start(c))))?;
-    let covered = trace
-        .end(child)
-        .min(end)
-        .saturating_sub(trace.start(child).max(start));
-    (covered as f64 >= EXPLAINS * (end - start) as f64 && end > start).then_some(child)
+    if end <= start {
+        return None;
+    }
+    let producer = trace.span(span).kind == SpanKind::Producer;
+    let sync = || {
+        trace
+            .children(span)
+            .iter()
+            .copied()
+            .filter(move |&c| !producer && trace.span(c).kind != SpanKind::Consumer)
+    };
+    // Children are sorted by start: sweep their union, clipped to the caller.
+    let (mut covered, mut reach) = (0, start);
+    for c in sync() {
+        let (cs, ce) = (trace.start(c).max(reach), trace.end(c).min(end));
+        if ce > cs {
+            covered += ce - cs;
+            reach = ce;
+        }
+    }
+    if (covered as f64) < WAITING * (end - start) as f64 {
+        return None;
+    }
+    sync().max_by_key(|&c| (trace.end(c), std::cmp::Reverse(trace.start(c))))
 }
 
 /// Reports the trace's cascade, if it has one. `timed_out[i]` says whether span
