@@ -18,12 +18,14 @@
 //! * [`store`]: bounded trace store and mergeable per-hop aggregates.
 //! * [`api`]: the HTTP API and its JSON shapes.
 //! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
+//! * [`demo`]: `hopscope demo`, the daemon with instrumented services in process.
 
 pub mod analyze;
 pub mod api;
 pub mod assemble;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod ingest;
 pub mod loadgen;
 pub mod model;

@@ -1,11 +1,13 @@
 //! The `hopscope` command line.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hopscope::config::{Config, HumanDuration, Settings};
+use hopscope::demo::{Demo, DemoOptions, Scenario};
 use hopscope::loadgen::{self, Protocol, Shape, Until};
 use tracing_subscriber::EnvFilter;
 
@@ -36,6 +38,59 @@ enum Command {
     /// the daemon refused or lost spans, did not finish analyzing, or an API
     /// probe failed.
     Loadgen(LoadgenArgs),
+    /// Run the daemon with four small instrumented services in process
+    /// (gateway → frontend → orders → inventory, exporting OTLP to it), drive a
+    /// scenario's requests through them, and print the latency share per hop and
+    /// the findings the daemon produced.
+    Demo(DemoArgs),
+}
+
+/// Flags of `hopscope demo`.
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// What goes wrong behind the gateway
+    #[arg(long, value_enum, default_value_t = DemoOptions::default().scenario)]
+    scenario: Scenario,
+
+    /// Requests sent through the gateway
+    #[arg(long, value_name = "N", default_value_t = DemoOptions::default().requests)]
+    requests: usize,
+
+    /// Requests in flight at once
+    #[arg(long, value_name = "N", default_value_t = DemoOptions::default().concurrency)]
+    concurrency: usize,
+
+    /// Wall-clock seconds per scenario second: 0.01 makes the gateway's 29 s
+    /// timeout last 290 ms; 1 runs real durations
+    #[arg(long, value_name = "F", default_value_t = DemoOptions::default().time_scale)]
+    time_scale: f64,
+
+    /// Listen address of the daemon's HTTP API [default: an ephemeral port on
+    /// 127.0.0.1, printed]
+    #[arg(long, value_name = "ADDR")]
+    api_addr: Option<SocketAddr>,
+
+    /// After the report, keep the daemon and the services running (to explore
+    /// the API with curl, or send more requests) until Ctrl-C
+    #[arg(long)]
+    keep_running: bool,
+
+    /// Log filter of the daemon and the services, in `tracing` EnvFilter syntax
+    #[arg(long, value_name = "FILTER", default_value = "warn")]
+    log: String,
+}
+
+impl DemoArgs {
+    fn options(&self) -> DemoOptions {
+        let defaults = DemoOptions::default();
+        DemoOptions {
+            scenario: self.scenario,
+            requests: self.requests,
+            concurrency: self.concurrency,
+            time_scale: self.time_scale,
+            api_addr: self.api_addr.unwrap_or(defaults.api_addr),
+        }
+    }
 }
 
 /// Flags of `hopscope loadgen`.
@@ -228,7 +283,52 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?
             .block_on(load(args)),
+        Command::Demo(args) => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_env_filter(
+                    EnvFilter::try_new(&args.log)
+                        .with_context(|| format!("invalid log filter `{}`", args.log))?,
+                )
+                .init();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(demo(args))
+        }
     }
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let options = args.options();
+    let demo = Demo::start(&options).await?;
+    eprintln!(
+        "hopscope API on {}; sending {} requests to {} ({})",
+        demo.api_url(),
+        options.requests,
+        demo.gateway_url(),
+        options.scenario
+    );
+    let report = match demo.drive().await {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = demo.stop().await;
+            return Err(e.into());
+        }
+    };
+    print!("{report}");
+    if args.keep_running {
+        println!(
+            "\nStill running until Ctrl-C: the daemon's API on {}, the gateway on {}",
+            demo.api_url(),
+            demo.gateway_url()
+        );
+        shutdown_signal().await;
+    }
+    demo.stop().await?;
+    Ok(())
 }
 
 async fn load(args: LoadgenArgs) -> anyhow::Result<()> {
