@@ -95,6 +95,11 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_OTLP_MAX_MESSAGE_MIB", value_name = "MIB")]
     pub otlp_max_message_mib: Option<usize>,
 
+    /// How often the cross-trace detectors (timeout inference, budgets, gateway
+    /// limits, headroom) run over the call window [default: 5s]
+    #[arg(long, env = "HOPSCOPE_DETECT_INTERVAL", value_name = "DURATION")]
+    pub detect_interval: Option<HumanDuration>,
+
     /// How long shutdown may take to analyze what is buffered [default: 30s]
     #[arg(long, env = "HOPSCOPE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
@@ -130,6 +135,7 @@ impl Settings {
             store_max_mib: self.store_max_mib.or(fallback.store_max_mib),
             aggregate_retention: self.aggregate_retention.or(fallback.aggregate_retention),
             otlp_max_message_mib: self.otlp_max_message_mib.or(fallback.otlp_max_message_mib),
+            detect_interval: self.detect_interval.or(fallback.detect_interval),
             shutdown_timeout: self.shutdown_timeout.or(fallback.shutdown_timeout),
             log: self.log.or(fallback.log),
         }
@@ -149,6 +155,7 @@ pub struct Config {
     pub store_max_bytes: usize,
     pub aggregate_retention: Duration,
     pub otlp_max_message_bytes: usize,
+    pub detect_interval: Duration,
     pub shutdown_timeout: Duration,
     pub log: String,
 }
@@ -179,6 +186,7 @@ impl TryFrom<Settings> for Config {
             store_max_bytes: s.store_max_mib.unwrap_or(512).saturating_mul(MIB),
             aggregate_retention: d(s.aggregate_retention, 24 * 3600),
             otlp_max_message_bytes: s.otlp_max_message_mib.unwrap_or(16).saturating_mul(MIB),
+            detect_interval: d(s.detect_interval, 5),
             shutdown_timeout: d(s.shutdown_timeout, 30),
             log: s.log.unwrap_or_else(|| "info".to_owned()),
         };
@@ -188,6 +196,9 @@ impl TryFrom<Settings> for Config {
         }
         if config.trace_max_age < config.trace_idle {
             return invalid("trace_max_age must be at least trace_idle");
+        }
+        if config.detect_interval.is_zero() {
+            return invalid("detect_interval must be greater than 0");
         }
         if config.max_buffered_spans == 0 || config.store_max_traces == 0 {
             return invalid("max_buffered_spans and store_max_traces must be at least 1");
@@ -219,6 +230,7 @@ mod tests {
         assert_eq!(c.api_addr.port(), 1234);
         assert_eq!(c.otlp_grpc_addr.port(), 4317);
         assert_eq!(c.trace_max_age, Duration::from_secs(300));
+        assert_eq!(c.detect_interval, Duration::from_secs(5));
     }
 
     #[test]
@@ -228,6 +240,11 @@ mod tests {
         let s = Settings {
             trace_idle: Some("10s".parse().unwrap()),
             trace_max_age: Some("1s".parse().unwrap()),
+            ..Settings::default()
+        };
+        assert!(matches!(Config::try_from(s), Err(ConfigError::Invalid(_))));
+        let s = Settings {
+            detect_interval: Some("0s".parse().unwrap()),
             ..Settings::default()
         };
         assert!(matches!(Config::try_from(s), Err(ConfigError::Invalid(_))));

@@ -1,6 +1,6 @@
-//! Wiring and lifecycle: binds the listeners, starts the servers and the
-//! completion sweeper, and shuts down in order (stop accepting, analyze what is
-//! buffered, exit) on one cancellation signal.
+//! Wiring and lifecycle: binds the listeners, starts the servers, the
+//! completion sweeper and the window detectors, and shuts down in order (stop
+//! accepting, analyze what is buffered, exit) on one cancellation signal.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::analyze::analyze;
+use crate::analyze::{analyze, budget};
 use crate::api::{self, AppState};
 use crate::assemble::{assemble, Buffer, BufferLimits, Completed};
 use crate::config::Config;
@@ -185,6 +185,12 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         sweeper_stop.clone(),
     ));
 
+    let detector = tokio::spawn(detect(
+        store.clone(),
+        config.detect_interval,
+        sweeper_stop.clone(),
+    ));
+
     ready.store(true, Ordering::Release);
     tracing::info!(%otlp_grpc_addr, %api_addr, "hopscope listening");
 
@@ -198,7 +204,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         stop_servers.cancel();
         let (grpc_result, api_result) = tokio::join!(grpc_task, api_task);
         sweeper_stop.cancel();
-        let _ = sweeper.await;
+        let _ = tokio::join!(sweeper, detector);
         let drained = buffer.drain();
         let count = drained.len();
         let flush = tokio::task::spawn_blocking(move || finish(&store, &stats, drained));
@@ -263,6 +269,35 @@ async fn sweep(
         let (store, stats) = (store.clone(), stats.clone());
         if let Err(e) = tokio::task::spawn_blocking(move || finish(&store, &stats, done)).await {
             tracing::error!(error = %e, "analysis task failed");
+        }
+    }
+}
+
+/// Runs the cross-trace detectors over the call window every `every`, when it
+/// changed since the last run, and merges what they report into the findings,
+/// replacing their counts ([`crate::store::FindingStore::set`]).
+async fn detect(store: Arc<Store>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let generation = store.window.generation();
+        if last == Some(generation) {
+            continue;
+        }
+        last = Some(generation);
+        let store = store.clone();
+        let run = tokio::task::spawn_blocking(move || {
+            for o in budget::detect(&store.window.snapshot(None, None)) {
+                store.findings.set(o);
+            }
+        });
+        if let Err(e) = run.await {
+            tracing::error!(error = %e, "window detectors failed");
         }
     }
 }

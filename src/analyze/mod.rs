@@ -1,11 +1,13 @@
 //! Analysis of one assembled trace: pure functions, no I/O, no clock. Per-trace
-//! detectors (`cascade.rs`) run here and leave [`Observation`]s on the result.
+//! detectors (`cascade.rs`) run here and leave [`Observation`]s on the result;
+//! the cross-trace detectors ([`budget`]) run over the call records of many.
 //!
 //! [`analyze`] computes the critical path and turns it into hops: each segment
 //! is charged to the span it belongs to, except the own time of a CLIENT span that
 //! called a SERVER span of another service, which is the edge's wire-and-queue time
 //! and is charged to a *wire* hop (caller service, client operation, callee).
 
+pub mod budget;
 mod cascade;
 mod critical_path;
 pub mod finding;

@@ -71,14 +71,30 @@ impl FindingStore {
         }
     }
 
-    /// Merges an observation into the finding of its kind and culprit.
+    /// Merges an observation into the finding of its kind and culprit: its
+    /// count adds to the finding's (per-trace detectors: one per trace).
     pub fn record(&self, o: Observation) {
+        self.merge(o, false);
+    }
+
+    /// Merges the observation of a window detector, which recounts what the
+    /// window holds on every run: its count replaces the finding's, so an
+    /// occurrence is never counted twice across runs.
+    pub fn set(&self, o: Observation) {
+        self.merge(o, true);
+    }
+
+    fn merge(&self, o: Observation, replace_count: bool) {
         let id = finding_id(o.kind, &o.culprit);
         let mut inner = self.inner.write();
         match inner.get_mut(&id) {
             Some(f) => {
                 f.severity = f.severity.max(o.severity);
-                f.count += o.count;
+                f.count = if replace_count {
+                    o.count
+                } else {
+                    f.count + o.count
+                };
                 f.first_seen_ns = f.first_seen_ns.min(o.seen_ns);
                 if o.seen_ns >= f.last_seen_ns {
                     f.last_seen_ns = o.seen_ns;
@@ -157,5 +173,45 @@ impl FindingStore {
             .collect();
         out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(&b.id)));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Sym;
+
+    fn observation(count: u64, seen_ns: u64) -> Observation {
+        Observation {
+            kind: FindingKind::TimeoutInversion,
+            severity: Severity::Warning,
+            culprit: Culprit {
+                service: Sym::new("api"),
+                operation: Sym::new("GET /b"),
+                peer: Some(Sym::new("b")),
+            },
+            chain: Vec::new(),
+            summary: format!("{count} calls"),
+            remedy: String::new(),
+            evidence: serde_json::Value::Null,
+            trace_ids: vec![TraceId::from_bytes(&[count as u8 + 1; 16]).unwrap()],
+            count,
+            seen_ns,
+        }
+    }
+
+    #[test]
+    fn window_observations_replace_the_count_and_trace_observations_add_to_it() {
+        let store = FindingStore::new(10);
+        store.set(observation(4, 10));
+        store.set(observation(6, 20));
+        let f = store.list(&FindingFilter::default(), 10).remove(0);
+        assert_eq!((f.count, f.first_seen_ns, f.last_seen_ns), (6, 10, 20));
+        assert_eq!(f.summary, "6 calls");
+        assert_eq!(f.trace_ids.len(), 2);
+
+        store.record(observation(1, 30));
+        store.record(observation(1, 40));
+        assert_eq!(store.get(f.id).unwrap().count, 8);
     }
 }

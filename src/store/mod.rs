@@ -1,18 +1,21 @@
-//! What outlives the buffer: recent analyzed traces, the per-hop aggregates and
-//! the findings.
+//! What outlives the buffer: recent analyzed traces, the per-hop aggregates,
+//! the findings, and the call window the cross-trace detectors read.
 
 mod aggregates;
 mod findings;
 mod sketch;
 mod traces;
+mod window;
 
 pub use aggregates::{Aggregates, EntryStats, HopStats};
 pub use findings::{Finding, FindingFilter, FindingStore};
 pub use sketch::Sketch;
 pub use traces::TraceStore;
+pub use window::{CallWindow, WindowStats, WINDOW_MAX_AGE, WINDOW_MAX_RECORDS};
 
 use std::sync::Arc;
 
+use crate::analyze::budget::call_records;
 use crate::analyze::{finding_id, AnalyzedTrace};
 use crate::stats::Stats;
 
@@ -20,6 +23,8 @@ pub struct Store {
     pub traces: TraceStore,
     pub aggregates: Aggregates,
     pub findings: FindingStore,
+    /// Call records of recent traces ([`WINDOW_MAX_AGE`], [`WINDOW_MAX_RECORDS`]).
+    pub window: CallWindow,
     stats: Arc<Stats>,
 }
 
@@ -34,6 +39,7 @@ impl Store {
             traces,
             aggregates,
             findings,
+            window: CallWindow::new(WINDOW_MAX_AGE, WINDOW_MAX_RECORDS),
             stats,
         }
     }
@@ -42,6 +48,9 @@ impl Store {
     /// in) replaces its earlier analysis, whose contribution to the aggregates is
     /// retracted first. A late trace whose earlier analysis already left the store
     /// is kept for viewing but not aggregated again, so no trace counts twice.
+    /// The call window follows the aggregates: a trace analyzed again replaces
+    /// its records, and a late part alone (whose earlier analysis left) is not
+    /// added, since its spans hang under a stand-in root.
     pub fn put(&self, mut trace: AnalyzedTrace, late: bool) {
         // Observations go to the findings; a trace analyzed again reports only
         // what its earlier analysis did not, so no trace counts twice.
@@ -64,6 +73,7 @@ impl Store {
         }
         if !late || displaced.replaced.is_some() {
             self.aggregates.record(&trace, 1);
+            self.window.put(call_records(&trace));
         }
         Stats::add(&self.stats.store_traces_evicted, displaced.evicted as u64);
     }

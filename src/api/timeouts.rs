@@ -1,0 +1,233 @@
+//! `GET /api/v1/timeouts?entry=&since=&until=`: the inferred timeout budget of
+//! each entry point.
+//!
+//! Computed on request from the call window (the last 15 minutes of trace time
+//! at most; `since`/`until` select traces by root start, as in `/api/v1/hops`;
+//! `entry` is `SERVICE` or `SERVICE:OPERATION` and selects what is shown, while
+//! timeouts are still inferred from every trace selected by time). The answer:
+//!
+//! ```json
+//! {"window": {"traces": 12, "calls": 40, "oldest_end": "...", "newest_end": "...",
+//!             "dropped_traces": 0, "dropped_calls": 0},
+//!  "entries": [{
+//!    "entry": {"service": "gateway", "operation": "GET /report"},
+//!    "traces": 4, "timed_out": 4,
+//!    "timeout_ms": 29000.0, "supporting_calls": 4, "layer": "aws_api_gateway",
+//!    "timeout_relayed_from": null, "p95_ms": null, "p99_ms": null,
+//!    "edges": [{
+//!      "caller": "api", "callee": "reports", "operation": "GET /build", "depth": 1,
+//!      "timeout_ms": 30000.0, "supporting_calls": 4, "calls": 4, "timed_out": 4,
+//!      "p95_ms": null, "p99_ms": null,
+//!      "budget_left_ms": 28950.0, "budget_from": {"kind": "entry", "timeout_ms": 29000.0},
+//!      "overrunning_calls": 4, "max_overrun_ms": 9950.0,
+//!      "violations": [{"id": "...", "kind": "timeout_inversion", "severity": "warning",
+//!                      "summary": "...", "remedy": "...", "count": 4,
+//!                      "evidence": {...}, "trace_ids": ["..."]}]}],
+//!    "violations": [{"kind": "gateway_timeout", ...}]}]}
+//! ```
+//!
+//! * Entry `timeout_ms` / `supporting_calls`: where the entry's timed-out roots
+//!   cluster, and how many are in the cluster (`null` / 0 without one); `layer`
+//!   names a known limit (`aws_api_gateway`, `nginx_or_alb`, `cloudflare`);
+//!   `timeout_relayed_from` is the edge whose timeout the roots only reported
+//!   (then it is no budget for the edges). `p95_ms` / `p99_ms` are of the roots
+//!   that did not time out.
+//! * Edge `timeout_ms` / `supporting_calls`: inferred from the timed-out calls of
+//!   the edge under every entry point (calls that gave up themselves, not those
+//!   that relayed their callee's timeout); `calls`, `timed_out` (either kind),
+//!   the percentiles (of calls that did not time out), `budget_left_ms`
+//!   (median, negative when the deadline above had passed), `overrunning_calls`
+//!   and `max_overrun_ms` are this entry point's. `depth` is the fewest calls
+//!   above it on a chain.
+//!   `budget_from` is the deadline the budget is measured against: the entry's
+//!   timeout or an enclosing edge's (`{"kind": "edge", "caller", "callee",
+//!   "operation", "timeout_ms"}`); `null` when no timeout above is known.
+//! * `violations`: what the window detectors report, as they will appear in
+//!   `/api/v1/findings` (`id` is the finding's); the entry's own
+//!   (`gateway_timeout`, `timeout_headroom`) and each edge's
+//!   (`timeout_inversion`, `deadline_not_propagated`, `timeout_headroom`).
+
+use std::time::SystemTime;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::params::{self, ms, rfc3339};
+use super::traces::EntryBody;
+use super::{ApiError, AppState};
+use crate::analyze::budget::{budget_map, edge_json, outer_json, EdgeBudget, EntryBudget, Layer};
+use crate::analyze::{finding_id, FindingKind, Observation, Severity};
+use crate::model::{Sym, TraceId};
+
+#[derive(Deserialize)]
+pub struct TimeoutParams {
+    entry: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ViolationBody {
+    id: String,
+    kind: FindingKind,
+    severity: Severity,
+    summary: String,
+    remedy: String,
+    count: u64,
+    evidence: Value,
+    trace_ids: Vec<TraceId>,
+}
+
+impl From<Observation> for ViolationBody {
+    fn from(o: Observation) -> Self {
+        ViolationBody {
+            id: format!("{:016x}", finding_id(o.kind, &o.culprit)),
+            kind: o.kind,
+            severity: o.severity,
+            summary: o.summary,
+            remedy: o.remedy,
+            count: o.count,
+            evidence: o.evidence,
+            trace_ids: o.trace_ids,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct EdgeBody {
+    caller: Sym,
+    callee: Option<Sym>,
+    operation: Sym,
+    depth: u16,
+    timeout_ms: Option<f64>,
+    supporting_calls: u64,
+    calls: u64,
+    timed_out: u64,
+    p95_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    budget_left_ms: Option<f64>,
+    budget_from: Option<Value>,
+    overrunning_calls: u64,
+    max_overrun_ms: f64,
+    violations: Vec<ViolationBody>,
+}
+
+impl From<EdgeBudget> for EdgeBody {
+    fn from(e: EdgeBudget) -> Self {
+        EdgeBody {
+            caller: e.edge.caller,
+            callee: e.edge.callee,
+            operation: e.edge.operation,
+            depth: e.depth,
+            timeout_ms: e.timeout.map(|t| ms(t.value_ns)),
+            supporting_calls: e.timeout.map_or(0, |t| t.supporting),
+            calls: e.calls,
+            timed_out: e.timed_out,
+            p95_ms: e.p95_ns.map(ms),
+            p99_ms: e.p99_ns.map(ms),
+            budget_left_ms: e.budget_left_ns.map(|l| l as f64 / 1e6),
+            budget_from: e.outer.map(outer_json),
+            overrunning_calls: e.overran,
+            max_overrun_ms: ms(e.max_overrun_ns),
+            violations: e.violations.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct EntryTimeoutBody {
+    entry: EntryBody,
+    traces: u64,
+    timed_out: u64,
+    timeout_ms: Option<f64>,
+    supporting_calls: u64,
+    layer: Option<Layer>,
+    timeout_relayed_from: Option<Value>,
+    p95_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    edges: Vec<EdgeBody>,
+    violations: Vec<ViolationBody>,
+}
+
+impl From<EntryBudget> for EntryTimeoutBody {
+    fn from(e: EntryBudget) -> Self {
+        EntryTimeoutBody {
+            entry: e.entry.into(),
+            traces: e.traces,
+            timed_out: e.timed_out,
+            timeout_ms: e.timeout.map(|t| ms(t.value_ns)),
+            supporting_calls: e.timeout.map_or(0, |t| t.supporting),
+            layer: e.layer,
+            timeout_relayed_from: e.source.map(edge_json),
+            p95_ms: e.p95_ns.map(ms),
+            p99_ms: e.p99_ns.map(ms),
+            edges: e.edges.into_iter().map(Into::into).collect(),
+            violations: e.violations.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct WindowBody {
+    traces: usize,
+    calls: usize,
+    oldest_end: Option<String>,
+    newest_end: Option<String>,
+    dropped_traces: u64,
+    dropped_calls: u64,
+}
+
+#[derive(Serialize)]
+pub struct TimeoutsBody {
+    window: WindowBody,
+    entries: Vec<EntryTimeoutBody>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<TimeoutParams>, QueryRejection>,
+) -> Result<Json<TimeoutsBody>, ApiError> {
+    let p = params::query(q)?;
+    let now = SystemTime::now();
+    let since = params::time_ns("since", p.since.as_deref(), now)?;
+    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    let entry = p.entry.filter(|e| !e.is_empty()).map(|text| {
+        let (service, operation) = params::entry(&text);
+        (service.to_owned(), operation.map(str::to_owned))
+    });
+    let stats = state.store.window.stats();
+    let store = state.store.clone();
+    let entries = tokio::task::spawn_blocking(move || {
+        let mut entries = budget_map(&store.window.snapshot(since, until));
+        if let Some((service, operation)) = entry {
+            entries.retain(|e| {
+                e.entry.service.as_str() == service
+                    && operation
+                        .as_deref()
+                        .is_none_or(|o| e.entry.operation.as_str() == o)
+            });
+        }
+        entries
+    })
+    .await
+    .map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "internal",
+        message: format!("computing the budget map failed: {e}"),
+    })?;
+    Ok(Json(TimeoutsBody {
+        window: WindowBody {
+            traces: stats.traces,
+            calls: stats.calls,
+            oldest_end: stats.oldest_end_ns.map(rfc3339),
+            newest_end: stats.newest_end_ns.map(rfc3339),
+            dropped_traces: stats.dropped_traces,
+            dropped_calls: stats.dropped_calls,
+        },
+        entries: entries.into_iter().map(Into::into).collect(),
+    }))
+}

@@ -1,0 +1,226 @@
+//! The call window: the call records ([`TraceCalls`]) of recent traces, which
+//! the cross-trace detectors and `GET /api/v1/timeouts` read.
+//!
+//! Bounded by trace time and by size: a trace leaves when it ended more than
+//! `max_age` before the newest trace in the window ended (trace time, not the
+//! wall clock, so replayed or late data keeps its meaning), and the oldest
+//! traces leave first when the window holds more than `max_records` records
+//! (each call is one, each trace's root one more). Every trace dropped is
+//! counted. A trace put again (analyzed again after late spans) replaces its
+//! earlier records, so it counts once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+
+use crate::analyze::budget::TraceCalls;
+use crate::model::TraceId;
+
+/// How much trace time the window spans.
+pub const WINDOW_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+/// Most records the window holds (about 64 bytes each).
+pub const WINDOW_MAX_RECORDS: usize = 200_000;
+
+#[derive(Default)]
+struct Inner {
+    /// By trace end, then id: the oldest first.
+    by_end: BTreeMap<(u64, TraceId), Arc<TraceCalls>>,
+    ends: FxHashMap<TraceId, u64>,
+    records: usize,
+    calls: usize,
+    newest_end_ns: u64,
+    generation: u64,
+    dropped_traces: u64,
+    dropped_calls: u64,
+}
+
+impl Inner {
+    fn remove(&mut self, key: (u64, TraceId)) -> Option<Arc<TraceCalls>> {
+        let t = self.by_end.remove(&key)?;
+        self.ends.remove(&key.1);
+        self.records -= t.calls.len() + 1;
+        self.calls -= t.calls.len();
+        Some(t)
+    }
+}
+
+/// What the window holds and has dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowStats {
+    pub traces: usize,
+    pub calls: usize,
+    /// End of the oldest and of the newest trace held (unix ns).
+    pub oldest_end_ns: Option<u64>,
+    pub newest_end_ns: Option<u64>,
+    /// Dropped to stay within the bounds, since start.
+    pub dropped_traces: u64,
+    pub dropped_calls: u64,
+}
+
+pub struct CallWindow {
+    inner: Mutex<Inner>,
+    max_age_ns: u64,
+    max_records: usize,
+}
+
+impl CallWindow {
+    pub fn new(max_age: Duration, max_records: usize) -> Self {
+        CallWindow {
+            inner: Mutex::new(Inner::default()),
+            max_age_ns: max_age.as_nanos() as u64,
+            max_records: max_records.max(1),
+        }
+    }
+
+    /// Adds the records of one trace, replacing any earlier ones of it.
+    pub fn put(&self, trace: TraceCalls) {
+        let id = trace.trace_id;
+        let end = trace.end_ns();
+        let mut inner = self.inner.lock();
+        if let Some(old) = inner.ends.get(&id).copied() {
+            inner.remove((old, id));
+        }
+        inner.records += trace.calls.len() + 1;
+        inner.calls += trace.calls.len();
+        inner.ends.insert(id, end);
+        inner.by_end.insert((end, id), Arc::new(trace));
+        inner.newest_end_ns = inner.newest_end_ns.max(end);
+        inner.generation += 1;
+        let oldest_kept = inner.newest_end_ns.saturating_sub(self.max_age_ns);
+        while let Some(&key) = inner.by_end.keys().next() {
+            if key.0 >= oldest_kept && inner.records <= self.max_records {
+                break;
+            }
+            let t = inner.remove(key).expect("the first key is there");
+            inner.dropped_traces += 1;
+            inner.dropped_calls += t.calls.len() as u64;
+        }
+    }
+
+    /// The traces whose root started in `[since_ns, until_ns)`, oldest end first.
+    pub fn snapshot(&self, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec<Arc<TraceCalls>> {
+        let inner = self.inner.lock();
+        inner
+            .by_end
+            .values()
+            .filter(|t| {
+                since_ns.is_none_or(|s| t.root.start_ns >= s)
+                    && until_ns.is_none_or(|u| t.root.start_ns < u)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Changes on every [`CallWindow::put`]: a detector run over an unchanged
+    /// window can be skipped.
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    pub fn stats(&self) -> WindowStats {
+        let inner = self.inner.lock();
+        WindowStats {
+            traces: inner.by_end.len(),
+            calls: inner.calls,
+            oldest_end_ns: inner.by_end.keys().next().map(|k| k.0),
+            newest_end_ns: inner.by_end.keys().next_back().map(|k| k.0),
+            dropped_traces: inner.dropped_traces,
+            dropped_calls: inner.dropped_calls,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::budget::{CallRecord, EdgeKey, RootRecord};
+    use crate::analyze::EntryPoint;
+    use crate::model::{SpanKind, Sym};
+
+    const S: u64 = 1_000_000_000;
+
+    fn trace(n: u8, start_s: u64, calls: usize) -> TraceCalls {
+        let edge = EdgeKey {
+            caller: Sym::new("a"),
+            callee: Some(Sym::new("b")),
+            operation: Sym::new("op"),
+        };
+        TraceCalls {
+            trace_id: TraceId::from_bytes(&[n; 16]).unwrap(),
+            root: RootRecord {
+                entry: EntryPoint {
+                    service: Sym::new("a"),
+                    operation: Sym::new("GET /"),
+                },
+                start_ns: start_s * S,
+                duration_ns: S,
+                timed_out: false,
+                kind: SpanKind::Server,
+                http_status: None,
+                relayed_from: None,
+            },
+            calls: vec![
+                CallRecord {
+                    edge,
+                    start_offset_ns: 0,
+                    duration_ns: S / 2,
+                    timed_out: false,
+                    relayed: false,
+                    overrun_ns: 0,
+                    depth: 0,
+                    parent: None,
+                    root_span: false,
+                };
+                calls
+            ],
+        }
+    }
+
+    fn ids(w: &CallWindow) -> Vec<u8> {
+        w.snapshot(None, None)
+            .iter()
+            .map(|t| t.trace_id.as_bytes()[0])
+            .collect()
+    }
+
+    #[test]
+    fn traces_older_than_the_newest_by_max_age_leave_and_are_counted() {
+        let w = CallWindow::new(Duration::from_secs(60), 1_000);
+        w.put(trace(1, 1_000, 2));
+        w.put(trace(2, 1_030, 1));
+        w.put(trace(3, 1_070, 3));
+        // Trace 1 ended at 1,001 s, more than 60 s before trace 3's end (1,071 s).
+        assert_eq!(ids(&w), vec![2, 3]);
+        let s = w.stats();
+        assert_eq!(
+            (s.traces, s.calls, s.dropped_traces, s.dropped_calls),
+            (2, 4, 1, 2)
+        );
+        assert_eq!(s.oldest_end_ns, Some(1_031 * S));
+        // A late trace already out of the window is dropped at once.
+        w.put(trace(4, 900, 1));
+        assert_eq!(ids(&w), vec![2, 3]);
+        assert_eq!(w.stats().dropped_traces, 2);
+    }
+
+    #[test]
+    fn the_oldest_leave_first_past_the_record_bound_and_a_trace_put_again_counts_once() {
+        let w = CallWindow::new(Duration::from_secs(3_600), 10);
+        for n in 1..=4 {
+            w.put(trace(n, 1_000 + n as u64, 2));
+        }
+        assert_eq!(ids(&w), vec![2, 3, 4], "3 records each: 12 > 10");
+        let g = w.generation();
+        w.put(trace(3, 1_003, 1));
+        assert_eq!(ids(&w), vec![2, 3, 4]);
+        assert_eq!(w.stats().calls, 5);
+        assert!(w.generation() > g);
+        // By root start: [1,003 s, 1,004 s).
+        let picked = w.snapshot(Some(1_003 * S), Some(1_004 * S));
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].trace_id.as_bytes()[0], 3);
+    }
+}
