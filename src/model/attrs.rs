@@ -165,8 +165,51 @@ impl AttrArena {
         }
     }
 
+    /// The interned value of `key` (ingest interns semantic-convention values),
+    /// without resolving it to text.
+    pub fn get_sym(&self, range: AttrRange, key: Sym) -> Option<Sym> {
+        let mut it = self.entry(range, key)?;
+        match it.tag {
+            TAG_SYM => Some(Sym::from_u32(it.iter.varint() as u32)),
+            TAG_STR => Sym::lookup(it.iter.text()),
+            _ => None,
+        }
+    }
+
+    /// The value of `key`, decoding only that value: the others are skipped
+    /// without resolving symbols or checking text.
     pub fn get(&self, range: AttrRange, key: Sym) -> Option<AttrValue<'_>> {
-        self.iter(range).find(|(k, _)| *k == key).map(|(_, v)| v)
+        let mut found = self.entry(range, key)?;
+        Some(found.iter.value(found.tag))
+    }
+
+    /// Positions an iterator on the payload of `key`'s entry.
+    fn entry(&self, range: AttrRange, key: Sym) -> Option<Entry<'_>> {
+        let want = key.to_u32() as u64;
+        let mut it = self.iter(range);
+        while !it.rest.is_empty() {
+            let head = it.varint();
+            if head >> 3 == want {
+                return Some(Entry {
+                    iter: it,
+                    tag: head & 7,
+                });
+            }
+            match head & 7 {
+                TAG_STR | TAG_JSON => {
+                    let len = it.varint() as usize;
+                    it.take_bytes(len);
+                }
+                TAG_SYM | TAG_INT => {
+                    it.varint();
+                }
+                TAG_DOUBLE => {
+                    it.take_bytes(8);
+                }
+                _ => {}
+            }
+        }
+        None
     }
 }
 
@@ -176,12 +219,18 @@ impl std::fmt::Debug for AttrArena {
     }
 }
 
+/// An entry found by key: the iterator stands on its payload.
+struct Entry<'a> {
+    iter: AttrIter<'a>,
+    tag: u64,
+}
+
 pub struct AttrIter<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> AttrIter<'a> {
-    fn take(&mut self, n: usize) -> &'a [u8] {
+    fn take_bytes(&mut self, n: usize) -> &'a [u8] {
         let (head, tail) = self.rest.split_at(n);
         self.rest = tail;
         head
@@ -191,7 +240,7 @@ impl<'a> AttrIter<'a> {
         let mut value = 0u64;
         let mut shift = 0;
         loop {
-            let byte = self.take(1)[0];
+            let byte = self.take_bytes(1)[0];
             value |= ((byte & 0x7f) as u64) << shift;
             shift += 7;
             if byte & 0x80 == 0 {
@@ -203,7 +252,7 @@ impl<'a> AttrIter<'a> {
     fn text(&mut self) -> &'a str {
         let len = self.varint() as usize;
         // Only `AttrArena` writes these bytes, from `&str`s.
-        std::str::from_utf8(self.take(len)).expect("attribute text written from a str")
+        std::str::from_utf8(self.take_bytes(len)).expect("attribute text written from a str")
     }
 }
 
@@ -216,7 +265,14 @@ impl<'a> Iterator for AttrIter<'a> {
         }
         let head = self.varint();
         let key = Sym::from_u32((head >> 3) as u32);
-        let value = match head & 7 {
+        Some((key, self.value(head & 7)))
+    }
+}
+
+impl<'a> AttrIter<'a> {
+    /// Decodes the payload of an entry with tag `tag`.
+    fn value(&mut self, tag: u64) -> AttrValue<'a> {
+        match tag {
             TAG_STR => AttrValue::Str(self.text()),
             TAG_SYM => AttrValue::Str(Sym::from_u32(self.varint() as u32).as_str()),
             TAG_INT => {
@@ -224,13 +280,12 @@ impl<'a> Iterator for AttrIter<'a> {
                 AttrValue::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
             }
             TAG_DOUBLE => AttrValue::Double(f64::from_le_bytes(
-                self.take(8).try_into().expect("8 bytes"),
+                self.take_bytes(8).try_into().expect("8 bytes"),
             )),
             TAG_FALSE => AttrValue::Bool(false),
             TAG_TRUE => AttrValue::Bool(true),
             _ => AttrValue::Json(self.text()),
-        };
-        Some((key, value))
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use super::super::{AnalyzedTrace, EntryPoint};
-use crate::model::{AttrValue, SpanKind, Sym, Trace, TraceId};
+use crate::model::{SpanKind, Sym, Trace, TraceId};
 
 /// Who called whom: timeouts are inferred per edge, whatever entry point the
 /// call served (a client timeout is the caller's setting).
@@ -127,19 +127,10 @@ static PEER_KEYS: LazyLock<[Sym; 5]> = LazyLock::new(|| {
 /// the few keys that can, not a full [`crate::model::Semantics`] read (this runs
 /// for every client span without a SERVER child).
 fn named_peer(trace: &Trace, span: u32) -> Option<Sym> {
-    let keys = &*PEER_KEYS;
-    let mut best: Option<(usize, &str)> = None;
-    for (key, value) in trace.attrs(span) {
-        let (Some(rank), AttrValue::Str(text)) = (keys.iter().position(|k| *k == key), value)
-        else {
-            continue;
-        };
-        if best.is_none_or(|(r, _)| rank < r) {
-            best = Some((rank, text));
-        }
-    }
-    // Ingest interned these values: the thread's cache finds them.
-    best.map(|(_, text)| Sym::from_utf8_lossy(text.as_bytes()))
+    let range = trace.span(span).attrs;
+    PEER_KEYS
+        .iter()
+        .find_map(|&key| trace.arena.get_sym(range, key))
 }
 
 /// Adds the record of the call `span` makes (to its SERVER child `callee`, if
