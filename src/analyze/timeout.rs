@@ -7,7 +7,14 @@
 //! message says timeout or deadline. A 502 or a refused connection is a failure,
 //! not a timeout: the upstream answered (or was not there), it was not slow.
 
+use std::sync::LazyLock;
+
 use crate::model::{AttrArena, AttrValue, Span, StatusCode, Sym};
+
+static ERROR_TYPE: LazyLock<Sym> = LazyLock::new(|| Sym::new("error.type"));
+static EXCEPTION: LazyLock<Sym> = LazyLock::new(|| Sym::new("exception"));
+static EXCEPTION_TYPE: LazyLock<Sym> = LazyLock::new(|| Sym::new("exception.type"));
+static EXCEPTION_MESSAGE: LazyLock<Sym> = LazyLock::new(|| Sym::new("exception.message"));
 
 /// Why a span counts as timed out.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -54,22 +61,16 @@ pub fn timeout(span: &Span, arena: &AttrArena) -> Option<TimeoutCause> {
             return Some(TimeoutCause::StatusMessage(message.to_owned()));
         }
     }
-    let error_type = Sym::lookup("error.type");
-    if let Some(AttrValue::Str(t)) = error_type.and_then(|k| arena.get(span.attrs, k)) {
-        if says_timeout(t) {
-            return Some(TimeoutCause::ErrorType(t.to_owned()));
+    // Ingest flags spans that have an `error.type`: most spans skip the lookup.
+    if span.has_error_type {
+        if let Some(AttrValue::Str(t)) = arena.get(span.attrs, *ERROR_TYPE) {
+            if says_timeout(t) {
+                return Some(TimeoutCause::ErrorType(t.to_owned()));
+            }
         }
     }
-    let (exc_type, exc_message) = (
-        Sym::lookup("exception.type"),
-        Sym::lookup("exception.message"),
-    );
-    for event in span
-        .events()
-        .iter()
-        .filter(|e| e.name.as_str() == "exception")
-    {
-        for key in [exc_type, exc_message].into_iter().flatten() {
+    for event in span.events().iter().filter(|e| e.name == *EXCEPTION) {
+        for key in [*EXCEPTION_TYPE, *EXCEPTION_MESSAGE] {
             if let Some(AttrValue::Str(text)) = arena.get(event.attrs, key) {
                 if says_timeout(text) {
                     return Some(TimeoutCause::Exception(text.to_owned()));
@@ -183,6 +184,7 @@ mod tests {
         );
         let mut typed = span();
         typed.attrs = arena.finish(mark);
+        typed.has_error_type = true;
         assert!(matches!(
             timeout(&typed, &arena),
             Some(TimeoutCause::ErrorType(_))

@@ -84,11 +84,12 @@ struct Decoder {
 
 static SERVICE_NAME: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.name"));
 static SERVICE_INSTANCE: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.instance.id"));
-/// The status codes a span keeps inline.
+/// What a span keeps inline from its attributes.
 #[derive(Default)]
 struct Codes {
     http: Option<NonZeroU16>,
     grpc: Option<u8>,
+    error_type: bool,
 }
 
 /// The SDK specification's fallback when a resource names no service.
@@ -270,6 +271,7 @@ impl Decoder {
                 Some(Field::GrpcStatus) => {
                     codes.grpc = as_int(any).and_then(|c| u8::try_from(c).ok())
                 }
+                Some(Field::ErrorType) => codes.error_type = true,
                 _ => {}
             }
         }
@@ -389,6 +391,7 @@ impl Decoder {
                 extra,
                 http_status: codes.http,
                 grpc_status: codes.grpc,
+                has_error_type: codes.error_type,
             },
         )))
     }

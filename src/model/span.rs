@@ -72,6 +72,8 @@ pub struct Span {
     pub grpc_status: Option<u8>,
     pub kind: SpanKind,
     pub status: StatusCode,
+    /// Whether an `error.type` attribute is present (a cheap check before a lookup).
+    pub has_error_type: bool,
 }
 
 impl Span {
@@ -97,6 +99,7 @@ impl Span {
             grpc_status: None,
             kind,
             status: StatusCode::Unset,
+            has_error_type: false,
         }
     }
 
