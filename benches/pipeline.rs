@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hopscope::analyze::analyze;
+use hopscope::analyze::budget::{budget_map, call_records, detect};
 use hopscope::assemble::{assemble, Buffer, BufferLimits};
 use hopscope::ingest::decode_export;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -253,6 +254,31 @@ fn main() {
             for (id, set) in sets.iter().cloned() {
                 std::hint::black_box(analyze(assemble(id, set).unwrap()));
             }
+        })
+    );
+    // The cross-trace timeout detectors on a full window (the store keeps at
+    // most 200,000 call records).
+    let mut window = Vec::new();
+    let mut calls = 0;
+    for (id, set) in sets.iter().cloned() {
+        let record = call_records(&analyze(assemble(id, set).unwrap()));
+        calls += record.calls.len();
+        window.push(Arc::new(record));
+        if calls >= 200_000 {
+            break;
+        }
+    }
+    println!(
+        "timeout detectors, full window  {}  ({} traces, {calls} calls)",
+        median_ms(runs, || {
+            std::hint::black_box(detect(&window));
+        }),
+        window.len()
+    );
+    println!(
+        "timeout budget map, same window {}",
+        median_ms(runs, || {
+            std::hint::black_box(budget_map(&window));
         })
     );
     for (label, n, chain) in [
