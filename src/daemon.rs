@@ -295,6 +295,9 @@ async fn detect(store: Arc<Store>, every: Duration, stop: CancellationToken) {
             for o in budget::detect(&store.window.snapshot(None, None)) {
                 store.findings.set(o);
             }
+            store
+                .detected_generation
+                .store(generation, std::sync::atomic::Ordering::Release);
         });
         if let Err(e) = run.await {
             tracing::error!(error = %e, "window detectors failed");

@@ -31,6 +31,8 @@ pub struct StatsBody {
     counters: StatsSnapshot,
     /// Traces taken out of the buffer whose analysis is not stored yet.
     analysis_pending: u64,
+    /// Whether the cross-trace detectors have run on every analyzed trace.
+    detectors_current: bool,
     buffered_traces: usize,
     buffered_spans: usize,
     buffered_bytes_estimate: usize,
@@ -43,7 +45,9 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     let (buffered_traces, buffered_spans) = (state.buffer.trace_count(), state.buffer.span_count());
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     let counters = state.stats.snapshot();
+    let detected = state.store.detected_generation.load(Ordering::Acquire);
     Json(StatsBody {
+        detectors_current: detected == state.store.window.generation(),
         analysis_pending: counters.analysis_pending(),
         counters,
         buffered_traces,

@@ -45,6 +45,8 @@ use services::{Call, InFlight, Service, Spec};
 const ENTRY_SERVICE: &str = "gateway";
 /// How often the daemon's counters are read while waiting for analysis.
 const POLL: Duration = Duration::from_millis(50);
+/// How often the demo's daemon runs its cross-trace detectors.
+const DETECT_INTERVAL: Duration = Duration::from_millis(200);
 /// How long the daemon may take to analyze, beyond its trace idle time.
 const ANALYSIS_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one API request may take.
@@ -171,6 +173,8 @@ impl Demo {
             api_addr: options.api_addr,
             trace_idle,
             trace_max_age: (trace_idle * 4).max(Config::default().trace_max_age),
+            // The cross-trace detectors run soon after the last trace is analyzed.
+            detect_interval: DETECT_INTERVAL,
             ..Config::default()
         })
         .await?;
@@ -391,7 +395,8 @@ impl Demo {
             let (_, stats) = self.get("/api/v1/stats").await?;
             let done = stats["counters"]["spans_accepted"].as_u64() >= Some(spans_exported)
                 && stats["buffered_spans"] == 0
-                && stats["analysis_pending"] == 0;
+                && stats["analysis_pending"] == 0
+                && stats["detectors_current"] == true;
             if done {
                 return Ok(());
             }

@@ -25,6 +25,8 @@ pub struct Store {
     pub findings: FindingStore,
     /// Call records of recent traces ([`WINDOW_MAX_AGE`], [`WINDOW_MAX_RECORDS`]).
     pub window: CallWindow,
+    /// The window generation the cross-trace detectors last ran on.
+    pub detected_generation: std::sync::atomic::AtomicU64,
     stats: Arc<Stats>,
 }
 
@@ -40,6 +42,7 @@ impl Store {
             aggregates,
             findings,
             window: CallWindow::new(WINDOW_MAX_AGE, WINDOW_MAX_RECORDS),
+            detected_generation: Default::default(),
             stats,
         }
     }
