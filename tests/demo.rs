@@ -1,8 +1,8 @@
 //! `hopscope demo` end to end, one test per scenario at the default time scale:
 //! what a user notices (the gateway's status codes, which hop holds the latency
 //! share, the traces the daemon assembled from four services' OTLP exports),
-//! whichever findings the daemon's detectors produce. Where the daemon answers
-//! `GET /api/v1/findings`, the scenario's promise about findings is checked too.
+//! whichever findings the daemon's detectors produce, and the scenario's promise
+//! about findings.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -143,10 +143,10 @@ fn error_type(span: &Value) -> Option<&str> {
     span["attributes"]["error.type"].as_str()
 }
 
-/// The findings of a kind, if the daemon has a findings API.
-fn findings_of<'a>(report: &'a DemoReport, kind: &str) -> Option<Vec<&'a Value>> {
-    let findings = report.findings.as_ref()?["findings"].as_array()?;
-    Some(findings.iter().filter(|f| f["kind"] == kind).collect())
+/// The findings of a kind.
+fn findings_of<'a>(report: &'a DemoReport, kind: &str) -> Vec<&'a Value> {
+    let findings = report.findings["findings"].as_array().expect("findings");
+    findings.iter().filter(|f| f["kind"] == kind).collect()
 }
 
 const ALL: [&str; 4] = ["gateway", "frontend", "orders", "inventory"];
@@ -187,14 +187,18 @@ async fn cascading_timeout_every_caller_gives_up_and_inventory_holds_the_share()
             "{trace}"
         );
     }
-    if let Some(cascades) = findings_of(&report, "cascading_timeout") {
-        assert!(
-            cascades
-                .iter()
-                .any(|f| f["culprit"]["service"] == "inventory"),
-            "{report}"
-        );
-    }
+    let cascades = findings_of(&report, "cascading_timeout");
+    assert!(
+        cascades
+            .iter()
+            .any(|f| f["culprit"]["service"] == "inventory"),
+        "{report}"
+    );
+    let inversions = findings_of(&report, "timeout_inversion");
+    assert!(
+        !inversions.is_empty(),
+        "stacked 30 s under a 29 s gateway: {report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,9 +216,10 @@ async fn deadline_propagated_answers_in_time_and_the_slow_hop_still_shows() {
         let spans = check_tree(trace, &ALL);
         assert!(spans.values().all(|s| error_type(s).is_none()), "{trace}");
     }
-    if let Some(cascades) = findings_of(&report, "cascading_timeout") {
-        assert!(cascades.is_empty(), "{report}");
-    }
+    assert!(
+        findings_of(&report, "cascading_timeout").is_empty(),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,18 +259,13 @@ async fn bad_gateway_is_fast_502s_not_timeouts() {
         // Fast: far below the gateway's 29 s (290 ms) limit.
         assert!(trace["duration_ms"].as_f64().unwrap() < 145.0, "{trace}");
     }
-    if let Some(findings) = report
-        .findings
-        .as_ref()
-        .and_then(|f| f["findings"].as_array())
-    {
-        assert!(
-            !findings
-                .iter()
-                .any(|f| f["kind"].as_str().is_some_and(|k| k.contains("timeout"))),
-            "{report}"
-        );
-    }
+    let findings = report.findings["findings"].as_array().expect("findings");
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f["kind"].as_str().is_some_and(|k| k.contains("timeout"))),
+        "{report}"
+    );
 }
 
 /// The command line prints the report.

@@ -317,16 +317,12 @@ impl Demo {
             .await?
             .1;
         let (status, findings) = self.get("/api/v1/findings").await?;
-        let findings = match status {
-            404 => None,
-            200 => Some(findings),
-            _ => {
-                return Err(DemoError::Api {
-                    url: format!("{}/api/v1/findings", self.api),
-                    message: format!("answered {status}: {findings}"),
-                })
-            }
-        };
+        if status != 200 {
+            return Err(DemoError::Api {
+                url: format!("{}/api/v1/findings", self.api),
+                message: format!("answered {status}: {findings}"),
+            });
+        }
         Ok(DemoReport {
             scenario: o.scenario,
             requests: o.requests,

@@ -37,9 +37,8 @@ pub struct DemoReport {
     /// `total_root_ms` and `hops` (service, operation, kind, share, ...), largest
     /// share first; `null` if the daemon has no trace of it.
     pub hops: Value,
-    /// The answer of `GET /api/v1/findings` (`{"findings": [...]}`), or `None`
-    /// if the daemon has no findings API.
-    pub findings: Option<Value>,
+    /// The answer of `GET /api/v1/findings` (`{"findings": [...]}`).
+    pub findings: Value,
     /// The daemon's HTTP API, `http://host:port`.
     pub api: String,
 }
@@ -155,9 +154,7 @@ impl DemoReport {
 
     fn fmt_findings(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "findings (GET {}/api/v1/findings):", self.api)?;
-        let Some(body) = &self.findings else {
-            return writeln!(f, "(findings API not available)");
-        };
+        let body = &self.findings;
         let pretty = serde_json::to_string_pretty(body).map_err(|_| fmt::Error)?;
         writeln!(f, "{pretty}")?;
         let findings = body["findings"].as_array().map_or(&[][..], Vec::as_slice);
