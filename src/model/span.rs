@@ -76,6 +76,9 @@ pub struct Span {
     pub has_error_type: bool,
 }
 
+// The span's size is a design decision (docs/PERFORMANCE.md): keep it.
+const _: () = assert!(std::mem::size_of::<Span>() == 64);
+
 impl Span {
     /// A span with identity and timing only: no attributes, events or links, status unset.
     pub fn new(
