@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::analyze::{analyze, budget};
+use crate::analyze::{analyze, budget, saturation};
 use crate::api::{self, AppState};
 use crate::assemble::{assemble, Buffer, BufferLimits, Completed};
 use crate::config::Config;
@@ -292,7 +292,11 @@ async fn detect(store: Arc<Store>, every: Duration, stop: CancellationToken) {
         last = Some(generation);
         let store = store.clone();
         let run = tokio::task::spawn_blocking(move || {
-            for o in budget::detect(&store.window.snapshot(None, None)) {
+            let window = store.window.snapshot(None, None);
+            for o in budget::detect(&window)
+                .into_iter()
+                .chain(saturation::detect(&window))
+            {
                 store.findings.set(o);
             }
             store

@@ -14,15 +14,21 @@ pub enum FindingKind {
     TimeoutInversion,
     GatewayTimeout,
     TimeoutHeadroom,
+    SlowQuery,
+    SlowHealthCheck,
+    ColdStart,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 5] = [
+    pub const ALL: [FindingKind; 8] = [
         FindingKind::CascadingTimeout,
         FindingKind::DeadlineNotPropagated,
         FindingKind::TimeoutInversion,
         FindingKind::GatewayTimeout,
         FindingKind::TimeoutHeadroom,
+        FindingKind::SlowQuery,
+        FindingKind::SlowHealthCheck,
+        FindingKind::ColdStart,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +38,9 @@ impl FindingKind {
             FindingKind::TimeoutInversion => "timeout_inversion",
             FindingKind::GatewayTimeout => "gateway_timeout",
             FindingKind::TimeoutHeadroom => "timeout_headroom",
+            FindingKind::SlowQuery => "slow_query",
+            FindingKind::SlowHealthCheck => "slow_health_check",
+            FindingKind::ColdStart => "cold_start",
         }
     }
 

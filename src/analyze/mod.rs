@@ -1,6 +1,7 @@
 //! Analysis of one assembled trace: pure functions, no I/O, no clock. Per-trace
-//! detectors (`cascade.rs`) run here and leave [`Observation`]s on the result;
-//! the cross-trace detectors ([`budget`]) run over the call records of many.
+//! detectors (`cascade.rs`, `health_check.rs`) run here and leave
+//! [`Observation`]s on the result; the cross-trace detectors ([`budget`],
+//! [`saturation`]) run over the records of many.
 //!
 //! [`analyze`] computes the critical path and turns it into hops: each segment
 //! is charged to the span it belongs to, except the own time of a CLIENT span that
@@ -11,11 +12,14 @@ pub mod budget;
 mod cascade;
 mod critical_path;
 pub mod finding;
+mod health_check;
+pub mod saturation;
 mod timeout;
 
 pub use cascade::cascading_timeout;
 pub use critical_path::{critical_path, CriticalPath, Segment};
 pub use finding::{finding_id, ChainHop, Culprit, FindingKind, Observation, Severity};
+pub use health_check::{is_health_route, slow_health_checks, HEALTH_CHECK_LIMIT_NS};
 pub use timeout::{says_timeout, timeout, TimeoutCause};
 
 use rustc_hash::FxHashMap;
@@ -175,7 +179,9 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
         .iter()
         .map(|s| timeout(s, &trace.arena).is_some())
         .collect();
-    let observations = cascading_timeout(&trace, &timed_out).into_iter().collect();
+    let mut observations: Vec<Observation> =
+        cascading_timeout(&trace, &timed_out).into_iter().collect();
+    observations.extend(slow_health_checks(&trace));
     AnalyzedTrace {
         trace,
         entry,

@@ -1,5 +1,5 @@
-//! The HTTP API (axum): health, traces, hops, findings, timeout budgets and
-//! counters as JSON. The only place JSON response shapes live.
+//! The HTTP API (axum): health, traces, hops, findings, timeout budgets,
+//! statement shapes and counters as JSON. The only place JSON response shapes live.
 //!
 //! Conventions: ids are lowercase hex, durations are milliseconds as numbers in
 //! fields ending `_ms`, times are RFC 3339, and every error is
@@ -10,6 +10,7 @@ mod findings;
 mod health;
 mod hops;
 mod params;
+mod queries;
 mod timeouts;
 mod traces;
 
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/findings", get(findings::list))
         .route("/api/v1/findings/{id}", get(findings::get))
         .route("/api/v1/timeouts", get(timeouts::list))
+        .route("/api/v1/queries", get(queries::list))
         .fallback(error::not_found)
         .with_state(state)
 }

@@ -5,7 +5,8 @@
 //! `max_age` before the newest trace in the window ended (trace time, not the
 //! wall clock, so replayed or late data keeps its meaning), and the oldest
 //! traces leave first when the window holds more than `max_records` records
-//! (each call is one, each trace's root one more). Every trace dropped is
+//! (each call, database query and instance-tagged SERVER span is one, each
+//! trace's root one more). Every trace dropped is
 //! counted. A trace put again (analyzed again after late spans) replaces its
 //! earlier records, so it counts once.
 
@@ -21,7 +22,8 @@ use crate::model::TraceId;
 
 /// How much trace time the window spans.
 pub const WINDOW_MAX_AGE: Duration = Duration::from_secs(15 * 60);
-/// Most records the window holds (about 64 bytes each).
+/// Most records the window holds (about 64 bytes each; a query record also
+/// holds its statement shape, at most 1 KiB).
 pub const WINDOW_MAX_RECORDS: usize = 200_000;
 
 #[derive(Default)]
@@ -41,7 +43,7 @@ impl Inner {
     fn remove(&mut self, key: (u64, TraceId)) -> Option<Arc<TraceCalls>> {
         let t = self.by_end.remove(&key)?;
         self.ends.remove(&key.1);
-        self.records -= t.calls.len() + 1;
+        self.records -= t.records();
         self.calls -= t.calls.len();
         Some(t)
     }
@@ -83,7 +85,7 @@ impl CallWindow {
         if let Some(old) = inner.ends.get(&id).copied() {
             inner.remove((old, id));
         }
-        inner.records += trace.calls.len() + 1;
+        inner.records += trace.records();
         inner.calls += trace.calls.len();
         inner.ends.insert(id, end);
         inner.by_end.insert((end, id), Arc::new(trace));
@@ -176,6 +178,8 @@ mod tests {
                 };
                 calls
             ],
+            queries: Vec::new(),
+            servers: Vec::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::sync::LazyLock;
 
+use super::super::saturation::{saturation_records, QueryRecord, ServerRecord};
 use super::super::{AnalyzedTrace, EntryPoint};
 use crate::model::{SpanKind, Sym, Trace, TraceId};
 
@@ -97,11 +98,21 @@ pub struct TraceCalls {
     pub root: RootRecord,
     /// Parents before children.
     pub calls: Vec<CallRecord>,
+    /// Its database calls, for `slow_query` ([`crate::analyze::saturation`]).
+    pub queries: Vec<QueryRecord>,
+    /// Its SERVER spans of known instances, for `cold_start`.
+    pub servers: Vec<ServerRecord>,
 }
 
 impl TraceCalls {
     pub fn end_ns(&self) -> u64 {
         self.root.start_ns + self.root.duration_ns
+    }
+
+    /// Records it holds, as the window counts them: the root, each call, each
+    /// query and each SERVER span.
+    pub fn records(&self) -> usize {
+        1 + self.calls.len() + self.queries.len() + self.servers.len()
     }
 }
 
@@ -179,8 +190,9 @@ fn record(
 }
 
 /// Extracts the call records of one analyzed trace (see [`CallRecord`] for what
-/// a call is). Calls under asynchronous spans (PRODUCER, CONSUMER) are skipped:
-/// nobody waited for them.
+/// a call is), with its query and server records ([`saturation_records`]).
+/// Calls under asynchronous spans (PRODUCER, CONSUMER) are skipped: nobody
+/// waited for them.
 pub fn call_records(t: &AnalyzedTrace) -> TraceCalls {
     let trace = &t.trace;
     let mut calls: Vec<CallRecord> = Vec::new();
@@ -230,6 +242,7 @@ pub fn call_records(t: &AnalyzedTrace) -> TraceCalls {
                 .map(|(_, edge)| edge)
         })
         .flatten();
+    let (queries, servers) = saturation_records(t);
     TraceCalls {
         trace_id: trace.trace_id,
         root: RootRecord {
@@ -242,6 +255,8 @@ pub fn call_records(t: &AnalyzedTrace) -> TraceCalls {
             relayed_from,
         },
         calls,
+        queries,
+        servers,
     }
 }
 

@@ -490,6 +490,8 @@ mod tests {
                 relayed_from: None,
             },
             calls,
+            queries: Vec::new(),
+            servers: Vec::new(),
         })
     }
 

@@ -40,7 +40,7 @@ mod map;
 mod report;
 
 pub use calls::{call_records, CallRecord, EdgeKey, RootRecord, TraceCalls};
-pub use infer::{infer_timeout, Inferred, Layer, MIN_SUPPORT};
+pub use infer::{infer_timeout, quantile, Inferred, Layer, MIN_SUPPORT};
 pub use map::{budget_map, EdgeBudget, EntryBudget, Outer, MIN_HEADROOM_SAMPLES};
 pub use report::{edge_json, outer_json};
 

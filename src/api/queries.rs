@@ -1,0 +1,129 @@
+//! `GET /api/v1/queries?target=&since=&until=&limit=`: the slow-query log built
+//! from traces: statement shapes by their time on the critical path.
+//!
+//! Computed on request from the window (`since`/`until` select traces by root
+//! start; `target` keeps shapes whose database system, address, namespace or
+//! `system address/namespace` label equals it; `limit` defaults to 100, at most
+//! 1,000):
+//!
+//! ```json
+//! {"queries": [{"statement": "SELECT * FROM orders WHERE customer_id = ?",
+//!   "target": {"system": "postgresql", "address": "db.internal", "namespace": "shop"},
+//!   "services": ["orders"], "count": 12, "p50_ms": 640.0, "p95_ms": 700.0,
+//!   "max_ms": 702.0, "total_ms": 7700.0, "critical_ms": 7600.0,
+//!   "critical_share": 0.81, "trace_ids": ["..."]}]}
+//! ```
+//!
+//! `critical_share` is the shape's critical time over the summed durations of
+//! every trace of the entry points that ran it; `trace_ids` the most recent
+//! (at most 10).
+
+use std::time::SystemTime;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::params::{self, ms};
+use super::{ApiError, AppState};
+use crate::analyze::saturation::{query_shapes, DbTarget, QueryShape};
+use crate::model::{Sym, TraceId};
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Deserialize)]
+pub struct QueryParams {
+    target: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub struct TargetBody {
+    system: Option<Sym>,
+    address: Option<Sym>,
+    namespace: Option<Sym>,
+}
+
+#[derive(Serialize)]
+pub struct QueryBody {
+    statement: String,
+    target: TargetBody,
+    services: Vec<Sym>,
+    count: u64,
+    p50_ms: f64,
+    p95_ms: f64,
+    max_ms: f64,
+    total_ms: f64,
+    critical_ms: f64,
+    critical_share: f64,
+    trace_ids: Vec<TraceId>,
+}
+
+impl From<QueryShape> for QueryBody {
+    fn from(s: QueryShape) -> Self {
+        QueryBody {
+            statement: s.statement.to_string(),
+            target: TargetBody {
+                system: s.target.system,
+                address: s.target.address,
+                namespace: s.target.namespace,
+            },
+            services: s.services.iter().map(|x| x.0).collect(),
+            count: s.count(),
+            p50_ms: ms(s.p50_ns()),
+            p95_ms: ms(s.p95_ns()),
+            max_ms: ms(s.max_ns()),
+            total_ms: ms(s.total_ns),
+            critical_ms: ms(s.critical_ns),
+            critical_share: s.critical_share,
+            trace_ids: s.trace_ids,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct QueriesBody {
+    queries: Vec<QueryBody>,
+}
+
+fn target_matches(t: &DbTarget, want: &str) -> bool {
+    [t.system, t.address, t.namespace]
+        .iter()
+        .any(|s| s.is_some_and(|s| s.as_str() == want))
+        || t.label() == want
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<QueryParams>, QueryRejection>,
+) -> Result<Json<QueriesBody>, ApiError> {
+    let p = params::query(q)?;
+    let now = SystemTime::now();
+    let since = params::time_ns("since", p.since.as_deref(), now)?;
+    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let target = p.target.filter(|t| !t.is_empty());
+    let store = state.store.clone();
+    let shapes = tokio::task::spawn_blocking(move || {
+        let mut shapes = query_shapes(&store.window.snapshot(since, until));
+        if let Some(want) = target {
+            shapes.retain(|s| target_matches(&s.target, &want));
+        }
+        shapes.truncate(limit);
+        shapes
+    })
+    .await
+    .map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "internal",
+        message: format!("computing the statement shapes failed: {e}"),
+    })?;
+    Ok(Json(QueriesBody {
+        queries: shapes.into_iter().map(Into::into).collect(),
+    }))
+}

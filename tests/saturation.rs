@@ -1,0 +1,370 @@
+//! The saturation detectors end to end: hand-built spans through the real OTLP
+//! exporter, answers read from `/api/v1/findings` and `/api/v1/queries`.
+//!
+//! Each test sends the look-alikes first and waits until they are analyzed,
+//! then the culprit: the finding for the culprit comes from a detector run (or
+//! an analysis) that saw the look-alikes too, so their silence is checked.
+
+mod harness;
+
+use std::collections::BTreeMap;
+
+use harness::{base_time, span_data, SpanSpec, TestDaemon};
+use hopscope::config::Settings;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use opentelemetry_sdk::Resource;
+use serde_json::Value;
+
+/// One span to send: its service instance, its spec and its attributes.
+struct Sp {
+    service: &'static str,
+    instance: String,
+    spec: SpanSpec,
+    attrs: Vec<KeyValue>,
+}
+
+fn sp(
+    service: &'static str,
+    (id, parent): (u64, u64),
+    name: &'static str,
+    kind: SpanKind,
+    (start_ms, end_ms): (u64, u64),
+) -> Sp {
+    Sp {
+        service,
+        instance: format!("{service}-1"),
+        spec: SpanSpec {
+            id,
+            parent,
+            name,
+            kind,
+            start_ms,
+            end_ms,
+        },
+        attrs: Vec::new(),
+    }
+}
+
+impl Sp {
+    fn attr(mut self, key: &'static str, value: impl Into<opentelemetry::Value>) -> Sp {
+        self.attrs.push(KeyValue::new(key, value));
+        self
+    }
+
+    fn instance(mut self, instance: &str) -> Sp {
+        self.instance = instance.to_owned();
+        self
+    }
+}
+
+/// Exports the traces (new trace ids), each service instance through its own
+/// exporter.
+async fn send(d: &TestDaemon, traces: Vec<Vec<Sp>>) {
+    let base = base_time();
+    let mut by_instance: BTreeMap<(&str, String), Vec<SpanData>> = BTreeMap::new();
+    for trace in traces {
+        let trace_id = harness::random_trace_id();
+        for s in trace {
+            let mut data = span_data(trace_id, base, &s.spec);
+            data.attributes = s.attrs;
+            by_instance
+                .entry((s.service, s.instance))
+                .or_default()
+                .push(data);
+        }
+    }
+    for ((service, instance), spans) in by_instance {
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(&d.grpc_endpoint)
+            .build()
+            .expect("exporter builds");
+        exporter.set_resource(
+            &Resource::builder_empty()
+                .with_service_name(service)
+                .with_attribute(KeyValue::new("service.instance.id", instance))
+                .build(),
+        );
+        exporter.export(spans).await.expect("export");
+    }
+}
+
+/// A daemon whose window detectors run every 50 ms; traces complete after 1 s
+/// without spans, so the exports of one trace always meet.
+async fn start() -> TestDaemon {
+    harness::start(Settings {
+        detect_interval: Some("50ms".parse().unwrap()),
+        trace_idle: Some("1s".parse().unwrap()),
+        ..Settings::default()
+    })
+    .await
+}
+
+/// Waits until the window holds `traces` traces.
+async fn window_holds(d: &TestDaemon, traces: usize) {
+    d.wait_for("/api/v1/timeouts", |status, body| {
+        status == 200 && body["window"]["traces"] == traces
+    })
+    .await;
+}
+
+/// The findings of `kind` once at least one is there.
+async fn findings_of(d: &TestDaemon, kind: &str) -> Vec<Value> {
+    d.wait_for(&format!("/api/v1/findings?kind={kind}"), |status, body| {
+        status == 200 && !body["findings"].as_array().unwrap().is_empty()
+    })
+    .await["findings"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Every finding of `kind` now.
+async fn all_of(d: &TestDaemon, kind: &str) -> Vec<Value> {
+    d.get(&format!("/api/v1/findings?kind={kind}")).await.1["findings"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// A request of `service` whose database call starts at `wait_ms` and takes
+/// `db_ms`.
+fn db_request(
+    service: &'static str,
+    route: &'static str,
+    statement: String,
+    wait_ms: u64,
+    db_ms: u64,
+) -> Vec<Sp> {
+    let end = wait_ms + db_ms + 5;
+    vec![
+        sp(service, (1, 0), route, SpanKind::Server, (0, end)).attr("http.route", route),
+        sp(
+            service,
+            (2, 1),
+            "SELECT shop",
+            SpanKind::Client,
+            (wait_ms, wait_ms + db_ms),
+        )
+        .attr("db.system.name", "postgresql")
+        .attr("server.address", "db.internal")
+        .attr("db.namespace", "shop")
+        .attr("db.query.text", statement),
+    ]
+}
+
+/// A slow statement, with different literals in every call, is one shape and
+/// one finding naming it; fast queries, a fast query after a long wait for a
+/// connection, and one slow call of a fast shape are not slow queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_query_names_the_slow_statement_and_only_it() {
+    let d = start().await;
+    let mut lookalikes = Vec::new();
+    for _ in 0..20 {
+        lookalikes.push(db_request(
+            "orders",
+            "GET /items/{id}",
+            "SELECT * FROM items WHERE id = $1".to_owned(),
+            2,
+            5,
+        ));
+    }
+    // Pool exhaustion, not a slow query: 880 ms waiting, an 8 ms update.
+    for n in 0..4 {
+        lookalikes.push(db_request(
+            "payments",
+            "POST /pay",
+            format!("UPDATE accounts SET balance = balance - {n}0 WHERE id = {n}"),
+            880,
+            8,
+        ));
+    }
+    // One slow call among fast ones is an outlier.
+    for n in 0..10 {
+        let ms = if n == 0 { 2_000 } else { 4 };
+        lookalikes.push(db_request(
+            "orders",
+            "GET /cart",
+            format!("SELECT * FROM carts WHERE id = {n}"),
+            1,
+            ms,
+        ));
+    }
+    send(&d, lookalikes).await;
+    window_holds(&d, 34).await;
+
+    let culprits = (0..4)
+        .map(|n| {
+            db_request(
+                "orders",
+                "GET /orders",
+                format!(
+                    "SELECT *  FROM orders\n WHERE customer_id = {n}{n} AND state IN ('new', 'paid', '{n}')"
+                ),
+                20,
+                600 + n,
+            )
+        })
+        .collect();
+    send(&d, culprits).await;
+    window_holds(&d, 38).await;
+
+    let statement = "SELECT * FROM orders WHERE customer_id = ? AND state IN (?)";
+    let found = d
+        .wait_for("/api/v1/findings?kind=slow_query", |status, body| {
+            status == 200 && body["findings"][0]["count"] == 4
+        })
+        .await;
+    println!("slow_query finding: {:#}", found["findings"][0]);
+    let found = found["findings"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "only the slow statement: {found:#?}");
+    let f = &found[0];
+    assert_eq!(f["culprit"]["service"], "orders");
+    assert_eq!(f["culprit"]["operation"], statement);
+    assert_eq!(f["culprit"]["peer"], "postgresql db.internal/shop");
+    assert_eq!(f["evidence"]["calls"], 4);
+    assert_eq!(f["evidence"]["p95_ms"], 603.0);
+    assert_eq!(f["evidence"]["threshold_ms"], 100.0);
+    assert!(f["summary"].as_str().unwrap().contains("p95 603 ms"));
+    assert!(f["remedy"].as_str().unwrap().contains("index"));
+    assert_eq!(f["trace_ids"].as_array().unwrap().len(), 4);
+
+    let log = d.get("/api/v1/queries?target=db.internal").await.1;
+    println!("/api/v1/queries: {log:#}");
+    let rows = log["queries"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "one row per shape: {log:#}");
+    let top = &rows[0];
+    assert_eq!(top["statement"], statement, "the most critical time first");
+    assert_eq!(top["count"], 4);
+    assert_eq!(top["services"], serde_json::json!(["orders"]));
+    assert_eq!(
+        top["target"],
+        serde_json::json!({"system": "postgresql", "address": "db.internal", "namespace": "shop"})
+    );
+    assert_eq!(
+        (top["p50_ms"].as_f64(), top["max_ms"].as_f64()),
+        (Some(601.0), Some(603.0))
+    );
+    assert_eq!(top["total_ms"], 2_406.0);
+    assert_eq!(top["critical_ms"], 2_406.0);
+    let share = top["critical_share"].as_f64().unwrap();
+    assert!((share - 2_406.0 / 2_506.0).abs() < 1e-9, "{share}");
+    let by_statement = |s: &str| rows.iter().find(|r| r["statement"] == s).unwrap().clone();
+    assert_eq!(
+        by_statement("SELECT * FROM carts WHERE id = ?")["count"],
+        10
+    );
+    assert_eq!(
+        by_statement("SELECT * FROM items WHERE id = $1")["count"],
+        20
+    );
+    let update = by_statement("UPDATE accounts SET balance = balance - ? WHERE id = ?");
+    assert_eq!(
+        (update["count"].as_u64(), update["max_ms"].as_f64()),
+        (Some(4), Some(8.0))
+    );
+
+    assert!(d.get("/api/v1/queries?target=mysql").await.1["queries"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let limited = d.get("/api/v1/queries?limit=1").await.1;
+    assert_eq!(limited["queries"].as_array().unwrap().len(), 1);
+    d.stop().await;
+}
+
+/// A slow `/healthz` is a finding naming the service and route; a fast
+/// readiness check and a slow endpoint that only ends in `status` are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
+    let d = start().await;
+    let server = |route: &'static str, ms: u64| {
+        vec![sp("api", (1, 0), route, SpanKind::Server, (0, ms)).attr("http.route", route)]
+    };
+    send(
+        &d,
+        vec![
+            server("/readyz", 20),
+            server("/orders/{id}/status", 900),
+            server("/livez", 499),
+        ],
+    )
+    .await;
+    window_holds(&d, 3).await;
+    send(&d, vec![server("/healthz", 800)]).await;
+    let found = findings_of(&d, "slow_health_check").await;
+    window_holds(&d, 4).await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    assert_eq!(f["culprit"]["service"], "api");
+    assert_eq!(f["culprit"]["operation"], "/healthz");
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(f["evidence"]["duration_ms"], 800.0);
+    assert!(f["summary"].as_str().unwrap().contains("800 ms"));
+    assert!(f["remedy"]
+        .as_str()
+        .unwrap()
+        .contains("independent of dependencies"));
+    assert_eq!(all_of(&d, "slow_health_check").await.len(), 1);
+    d.stop().await;
+}
+
+/// A new instance whose first requests take 600 ms against 20 ms once warm is
+/// a cold start of its service; a new instance that is fast from the start,
+/// and one whose very first request alone is slow, are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_names_the_service_of_the_slow_new_instance() {
+    let d = start().await;
+    let request = |service: &'static str, instance: &str, at: u64, ms: u64| {
+        vec![sp(
+            service,
+            (1, 0),
+            "GET /search",
+            SpanKind::Server,
+            (at, at + ms),
+        )
+        .attr("http.route", "/search")
+        .instance(instance)]
+    };
+    let mut lookalikes = Vec::new();
+    for n in 0..12 {
+        lookalikes.push(request("search", "search-a", n * 100, 20 + n % 3));
+        lookalikes.push(request("search", "search-b", 5_000 + n * 100, 21));
+        let first = if n == 0 { 900 } else { 20 };
+        lookalikes.push(request("search", "search-c", 9_000 + n * 100, first));
+        lookalikes.push(request("checkout", "checkout-a", n * 100, 20 + n % 3));
+    }
+    send(&d, lookalikes).await;
+    window_holds(&d, 48).await;
+    let cold: Vec<Vec<Sp>> = (0..10)
+        .map(|n| {
+            let ms = if n < 3 { 600 + n } else { 20 };
+            request("checkout", "checkout-b", 5_000 + n * 1_000, ms)
+        })
+        .collect();
+    send(&d, cold).await;
+    window_holds(&d, 58).await;
+    let found = d
+        .wait_for("/api/v1/findings?kind=cold_start", |status, body| {
+            status == 200 && body["findings"][0]["count"] == 3
+        })
+        .await;
+    let found = found["findings"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    assert_eq!(f["culprit"]["service"], "checkout");
+    let instances = f["evidence"]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1);
+    assert_eq!(instances[0]["instance"], "checkout-b");
+    assert_eq!(
+        instances[0]["first_ms"],
+        serde_json::json!([600.0, 601.0, 602.0])
+    );
+    assert_eq!(instances[0]["steady_median_ms"], 20.0);
+    assert!(f["summary"].as_str().unwrap().contains("checkout-b"));
+    assert_eq!(f["trace_ids"].as_array().unwrap().len(), 3);
+    d.stop().await;
+}
