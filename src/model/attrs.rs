@@ -165,6 +165,29 @@ impl AttrArena {
         }
     }
 
+    /// The values of several keys in one pass (the first entry of each key);
+    /// values of other keys are skipped without being decoded, and interned
+    /// values come back as symbols, unresolved.
+    pub fn find<const N: usize>(&self, range: AttrRange, keys: [Sym; N]) -> [Option<Found<'_>>; N] {
+        let want = keys.map(|k| k.to_u32() as u64);
+        let mut out = [None; N];
+        let mut it = self.iter(range);
+        while !it.rest.is_empty() {
+            let head = it.varint();
+            let (key, tag) = (head >> 3, head & 7);
+            match want.iter().position(|&w| w == key) {
+                Some(i) if out[i].is_none() => {
+                    out[i] = Some(match tag {
+                        TAG_SYM => Found::Sym(Sym::from_u32(it.varint() as u32)),
+                        _ => Found::Value(it.value(tag)),
+                    });
+                }
+                _ => it.skip_value(tag),
+            }
+        }
+        out
+    }
+
     /// The interned value of `key` (ingest interns semantic-convention values),
     /// without resolving it to text.
     pub fn get_sym(&self, range: AttrRange, key: Sym) -> Option<Sym> {
@@ -195,19 +218,7 @@ impl AttrArena {
                     tag: head & 7,
                 });
             }
-            match head & 7 {
-                TAG_STR | TAG_JSON => {
-                    let len = it.varint() as usize;
-                    it.take_bytes(len);
-                }
-                TAG_SYM | TAG_INT => {
-                    it.varint();
-                }
-                TAG_DOUBLE => {
-                    it.take_bytes(8);
-                }
-                _ => {}
-            }
+            it.skip_value(head & 7);
         }
         None
     }
@@ -216,6 +227,34 @@ impl AttrArena {
 impl std::fmt::Debug for AttrArena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AttrArena({} bytes)", self.0.len())
+    }
+}
+
+/// A value found by [`AttrArena::find`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Found<'a> {
+    /// An interned string value.
+    Sym(Sym),
+    Value(AttrValue<'a>),
+}
+
+impl<'a> Found<'a> {
+    /// The value as a symbol: interned as is, or looked up (never added).
+    pub fn sym(self) -> Option<Sym> {
+        match self {
+            Found::Sym(s) => Some(s),
+            Found::Value(AttrValue::Str(t)) => Sym::lookup(t),
+            Found::Value(_) => None,
+        }
+    }
+
+    /// The value as text, if it is a string.
+    pub fn text(self) -> Option<&'a str> {
+        match self {
+            Found::Sym(s) => Some(s.as_str()),
+            Found::Value(AttrValue::Str(t)) => Some(t),
+            Found::Value(_) => None,
+        }
     }
 }
 
@@ -270,6 +309,23 @@ impl<'a> Iterator for AttrIter<'a> {
 }
 
 impl<'a> AttrIter<'a> {
+    /// Skips the payload of an entry with tag `tag`.
+    fn skip_value(&mut self, tag: u64) {
+        match tag {
+            TAG_STR | TAG_JSON => {
+                let len = self.varint() as usize;
+                self.take_bytes(len);
+            }
+            TAG_SYM | TAG_INT => {
+                self.varint();
+            }
+            TAG_DOUBLE => {
+                self.take_bytes(8);
+            }
+            _ => {}
+        }
+    }
+
     /// Decodes the payload of an entry with tag `tag`.
     fn value(&mut self, tag: u64) -> AttrValue<'a> {
         match tag {

@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 
 use super::normalize::normalize;
 use crate::analyze::AnalyzedTrace;
-use crate::model::{AttrValue, Semantics, SpanKind, Sym};
+use crate::model::{Found, SpanKind, Sym};
 
 /// Where a query ran: the database system, host and namespace (any may be
 /// unknown).
@@ -59,29 +59,63 @@ pub struct ServerRecord {
     pub duration_ns: u64,
 }
 
-static KEYS: LazyLock<[Sym; 5]> = LazyLock::new(|| {
+static KEYS: LazyLock<[Sym; 9]> = LazyLock::new(|| {
     [
         "db.system.name",
         "db.system",
         "db.query.text",
         "db.statement",
+        "server.address",
+        "net.peer.name",
+        "db.namespace",
+        "db.name",
         "service.instance.id",
     ]
     .map(Sym::new)
 });
 
+/// Entries the per-thread statement cache holds before it is cleared.
+const SHAPE_CACHE_LIMIT: usize = 1 << 14;
+
+thread_local! {
+    /// Normalised shapes of interned (repeating) statements, computed once.
+    static SHAPES: std::cell::RefCell<rustc_hash::FxHashMap<Sym, Arc<str>>> =
+        std::cell::RefCell::new(rustc_hash::FxHashMap::default());
+}
+
+/// The shape of a statement; interned statements are normalised once per thread.
+fn shape(statement: Found<'_>) -> Option<Arc<str>> {
+    match statement {
+        Found::Sym(sym) => Some(SHAPES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= SHAPE_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache
+                .entry(sym)
+                .or_insert_with(|| normalize(sym.as_str()).into())
+                .clone()
+        })),
+        other => other.text().map(|t| normalize(t).into()),
+    }
+}
+
 /// The database calls and instance-tagged SERVER spans of one trace. A span is
 /// a database call when it names a database system or carries a statement and
-/// is not a SERVER span; asynchronous spans are not requests.
+/// is not a SERVER span; asynchronous spans are not requests. One pass over
+/// each span's attributes reads everything needed.
 pub fn saturation_records(t: &AnalyzedTrace) -> (Vec<QueryRecord>, Vec<ServerRecord>) {
     let trace = &t.trace;
-    let [system, legacy_system, text, legacy_text, instance_key] = *KEYS;
     let (mut queries, mut servers) = (Vec::new(), Vec::new());
     for i in 0..trace.len() as u32 {
         let span = trace.span(i);
-        let range = span.attrs;
+        if matches!(span.kind, SpanKind::Producer | SpanKind::Consumer) {
+            continue;
+        }
+        let [system, legacy_system, text, legacy_text, address, legacy_address, namespace, legacy_namespace, instance] =
+            trace.arena.find(span.attrs, *KEYS);
         if span.kind == SpanKind::Server {
-            if let Some(instance) = trace.arena.get_sym(range, instance_key) {
+            if let Some(instance) = instance.and_then(Found::sym) {
                 servers.push(ServerRecord {
                     service: span.service,
                     instance,
@@ -91,29 +125,18 @@ pub fn saturation_records(t: &AnalyzedTrace) -> (Vec<QueryRecord>, Vec<ServerRec
             }
             continue;
         }
-        if matches!(span.kind, SpanKind::Producer | SpanKind::Consumer) {
+        let statement = text.or(legacy_text).and_then(shape);
+        let system = system.or(legacy_system).and_then(Found::sym);
+        if statement.is_none() && system.is_none() {
             continue;
         }
-        let statement =
-            [text, legacy_text]
-                .into_iter()
-                .find_map(|k| match trace.arena.get(range, k) {
-                    Some(AttrValue::Str(s)) => Some(s),
-                    _ => None,
-                });
-        let has_system = trace.arena.get_sym(range, system).is_some()
-            || trace.arena.get_sym(range, legacy_system).is_some();
-        if statement.is_none() && !has_system {
-            continue;
-        }
-        let sem = Semantics::of(span, &trace.arena);
         queries.push(QueryRecord {
             service: span.service,
-            statement: normalize(statement.unwrap_or(span.operation.as_str())).into(),
+            statement: statement.unwrap_or_else(|| normalize(span.operation.as_str()).into()),
             target: DbTarget {
-                system: sem.db_system,
-                address: sem.server_address,
-                namespace: sem.db_namespace,
+                system,
+                address: address.or(legacy_address).and_then(Found::sym),
+                namespace: namespace.or(legacy_namespace).and_then(Found::sym),
             },
             duration_ns: trace.end(i) - trace.start(i),
             critical_ns: t.path.critical_ns[i as usize],
