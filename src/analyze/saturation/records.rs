@@ -78,26 +78,27 @@ static KEYS: LazyLock<[Sym; 9]> = LazyLock::new(|| {
 const SHAPE_CACHE_LIMIT: usize = 1 << 14;
 
 thread_local! {
-    /// Normalised shapes of interned (repeating) statements, computed once.
-    static SHAPES: std::cell::RefCell<rustc_hash::FxHashMap<Sym, Arc<str>>> =
+    /// Normalised shapes of recent statement texts: repeated statements (the
+    /// common case: parameterised queries) are normalised once per thread.
+    static SHAPES: std::cell::RefCell<rustc_hash::FxHashMap<Box<str>, Arc<str>>> =
         std::cell::RefCell::new(rustc_hash::FxHashMap::default());
 }
 
-/// The shape of a statement; interned statements are normalised once per thread.
+/// The shape of a statement, through the thread's cache.
 fn shape(statement: Found<'_>) -> Option<Arc<str>> {
-    match statement {
-        Found::Sym(sym) => Some(SHAPES.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            if cache.len() >= SHAPE_CACHE_LIMIT {
-                cache.clear();
-            }
-            cache
-                .entry(sym)
-                .or_insert_with(|| normalize(sym.as_str()).into())
-                .clone()
-        })),
-        other => other.text().map(|t| normalize(t).into()),
-    }
+    let text = statement.text()?;
+    Some(SHAPES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(shape) = cache.get(text) {
+            return shape.clone();
+        }
+        if cache.len() >= SHAPE_CACHE_LIMIT {
+            cache.clear();
+        }
+        let shape: Arc<str> = normalize(text).into();
+        cache.insert(text.into(), shape.clone());
+        shape
+    }))
 }
 
 /// The database calls and instance-tagged SERVER spans of one trace. A span is
