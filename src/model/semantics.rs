@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use rustc_hash::FxHashMap;
 
-use super::{AttrArena, AttrValue, Span, Sym};
+use super::{AttrArena, Found, Span, Sym};
 
 /// Which typed field an attribute key fills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,27 +25,28 @@ pub enum Field {
     Instance,
 }
 
-static FIELDS: LazyLock<FxHashMap<Sym, Field>> = LazyLock::new(|| {
-    [
-        ("http.response.status_code", Field::HttpStatus),
-        ("http.status_code", Field::HttpStatus),
-        ("rpc.grpc.status_code", Field::GrpcStatus),
-        ("http.route", Field::HttpRoute),
-        ("rpc.system", Field::RpcSystem),
-        ("db.system.name", Field::DbSystem),
-        ("db.system", Field::DbSystem),
-        ("db.namespace", Field::DbNamespace),
-        ("db.name", Field::DbNamespace),
-        ("server.address", Field::ServerAddress),
-        ("net.peer.name", Field::ServerAddress),
-        ("peer.service", Field::PeerService),
-        ("error.type", Field::ErrorType),
-        ("service.instance.id", Field::Instance),
-    ]
-    .into_iter()
-    .map(|(k, f)| (Sym::new(k), f))
-    .collect()
-});
+/// Every key a typed field is read from, current names before legacy ones.
+const NAMES: [(&str, Field); 14] = [
+    ("http.response.status_code", Field::HttpStatus),
+    ("http.status_code", Field::HttpStatus),
+    ("rpc.grpc.status_code", Field::GrpcStatus),
+    ("http.route", Field::HttpRoute),
+    ("rpc.system", Field::RpcSystem),
+    ("db.system.name", Field::DbSystem),
+    ("db.system", Field::DbSystem),
+    ("db.namespace", Field::DbNamespace),
+    ("db.name", Field::DbNamespace),
+    ("server.address", Field::ServerAddress),
+    ("net.peer.name", Field::ServerAddress),
+    ("peer.service", Field::PeerService),
+    ("error.type", Field::ErrorType),
+    ("service.instance.id", Field::Instance),
+];
+
+static KEYS: LazyLock<[Sym; 14]> = LazyLock::new(|| NAMES.map(|(k, _)| Sym::new(k)));
+
+static FIELDS: LazyLock<FxHashMap<Sym, Field>> =
+    LazyLock::new(|| KEYS.iter().zip(NAMES).map(|(&k, (_, f))| (k, f)).collect());
 
 /// The typed field `key` fills, if any.
 pub fn field(key: Sym) -> Option<Field> {
@@ -77,23 +78,25 @@ impl Semantics {
             grpc_status: span.grpc_status,
             ..Semantics::default()
         };
-        for (key, value) in arena.iter(span.attrs) {
-            let (Some(f), AttrValue::Str(text)) = (field(key), value) else {
+        // One pass; interned values come back as symbols, unresolved.
+        let found = arena.find(span.attrs, *KEYS);
+        for ((_, f), value) in NAMES.iter().zip(found) {
+            let Some(sym) = value.and_then(Found::sym) else {
                 continue;
             };
-            // Ingest interned these values: this finds the symbol, never adds one.
-            let sym = Sym::lookup(text);
-            match f {
-                Field::HttpRoute => sem.http_route = sym,
-                Field::RpcSystem => sem.rpc_system = sym,
-                Field::DbSystem => sem.db_system = sym,
-                Field::DbNamespace => sem.db_namespace = sym,
-                Field::ServerAddress => sem.server_address = sym,
-                Field::PeerService => sem.peer_service = sym,
-                Field::ErrorType => sem.error_type = sym,
-                Field::Instance => sem.instance = sym,
-                Field::HttpStatus | Field::GrpcStatus => {}
-            }
+            let slot = match f {
+                Field::HttpRoute => &mut sem.http_route,
+                Field::RpcSystem => &mut sem.rpc_system,
+                Field::DbSystem => &mut sem.db_system,
+                Field::DbNamespace => &mut sem.db_namespace,
+                Field::ServerAddress => &mut sem.server_address,
+                Field::PeerService => &mut sem.peer_service,
+                Field::ErrorType => &mut sem.error_type,
+                Field::Instance => &mut sem.instance,
+                Field::HttpStatus | Field::GrpcStatus => continue,
+            };
+            // Current names come first: a legacy name fills only what is empty.
+            slot.get_or_insert(sym);
         }
         sem
     }
