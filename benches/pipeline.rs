@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hopscope::analyze::analyze;
 use hopscope::analyze::budget::{budget_map, call_records, detect};
+use hopscope::analyze::saturation;
 use hopscope::assemble::{assemble, Buffer, BufferLimits};
 use hopscope::ingest::decode_export;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -274,6 +275,12 @@ fn main() {
             std::hint::black_box(detect(&window));
         }),
         window.len()
+    );
+    println!(
+        "saturation detectors, same window {}",
+        median_ms(runs, || {
+            std::hint::black_box(saturation::detect(&window));
+        })
     );
     println!(
         "timeout budget map, same window {}",
