@@ -10,84 +10,14 @@ mod harness;
 
 use std::collections::BTreeMap;
 
-use harness::{base_time, exporter, span_data, SpanSpec, TestDaemon};
+use harness::{sp, Sp, TestDaemon};
 use hopscope::config::Settings;
-use opentelemetry::trace::{SpanKind, Status};
-use opentelemetry::KeyValue;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use opentelemetry::trace::SpanKind;
 use serde_json::Value;
 
-/// One span of a trace to send.
-struct Sp {
-    service: &'static str,
-    spec: SpanSpec,
-    http_status: Option<i64>,
-    error: Option<&'static str>,
-}
-
-fn sp(
-    service: &'static str,
-    (id, parent): (u64, u64),
-    name: &'static str,
-    kind: SpanKind,
-    (start_ms, end_ms): (u64, u64),
-) -> Sp {
-    Sp {
-        service,
-        spec: SpanSpec {
-            id,
-            parent,
-            name,
-            kind,
-            start_ms,
-            end_ms,
-        },
-        http_status: None,
-        error: None,
-    }
-}
-
-impl Sp {
-    fn http(mut self, code: i64) -> Sp {
-        self.http_status = Some(code);
-        self
-    }
-
-    fn error(mut self, message: &'static str) -> Sp {
-        self.error = Some(message);
-        self
-    }
-
-    /// A client that gave up: Go's message for it.
-    fn deadline(self) -> Sp {
-        self.error("context deadline exceeded")
-    }
-}
-
-/// Exports the traces (new trace ids), each service through its own exporter.
+/// Exports the traces through the harness (one exporter per service instance).
 async fn send(d: &TestDaemon, traces: Vec<Vec<Sp>>) {
-    let base = base_time();
-    let mut by_service: BTreeMap<&str, Vec<SpanData>> = BTreeMap::new();
-    for trace in traces {
-        let trace_id = harness::random_trace_id();
-        for s in trace {
-            let mut data = span_data(trace_id, base, &s.spec);
-            if let Some(code) = s.http_status {
-                data.attributes
-                    .push(KeyValue::new("http.response.status_code", code));
-            }
-            if let Some(message) = s.error {
-                data.status = Status::error(message);
-            }
-            by_service.entry(s.service).or_default().push(data);
-        }
-    }
-    for (service, spans) in by_service {
-        exporter(&d.grpc_endpoint, service, false)
-            .export(spans)
-            .await
-            .expect("export");
-    }
+    harness::send(d, traces).await;
 }
 
 /// A daemon whose window detectors run every 50 ms. Traces complete after 1 s

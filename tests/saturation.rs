@@ -7,89 +7,14 @@
 
 mod harness;
 
-use std::collections::BTreeMap;
-
-use harness::{base_time, span_data, SpanSpec, TestDaemon};
+use harness::{sp, Sp, TestDaemon};
 use hopscope::config::Settings;
 use opentelemetry::trace::SpanKind;
-use opentelemetry::KeyValue;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
-use opentelemetry_sdk::Resource;
 use serde_json::Value;
 
-/// One span to send: its service instance, its spec and its attributes.
-struct Sp {
-    service: &'static str,
-    instance: String,
-    spec: SpanSpec,
-    attrs: Vec<KeyValue>,
-}
-
-fn sp(
-    service: &'static str,
-    (id, parent): (u64, u64),
-    name: &'static str,
-    kind: SpanKind,
-    (start_ms, end_ms): (u64, u64),
-) -> Sp {
-    Sp {
-        service,
-        instance: format!("{service}-1"),
-        spec: SpanSpec {
-            id,
-            parent,
-            name,
-            kind,
-            start_ms,
-            end_ms,
-        },
-        attrs: Vec::new(),
-    }
-}
-
-impl Sp {
-    fn attr(mut self, key: &'static str, value: impl Into<opentelemetry::Value>) -> Sp {
-        self.attrs.push(KeyValue::new(key, value));
-        self
-    }
-
-    fn instance(mut self, instance: &str) -> Sp {
-        self.instance = instance.to_owned();
-        self
-    }
-}
-
-/// Exports the traces (new trace ids), each service instance through its own
-/// exporter.
+/// Exports the traces through the harness (one exporter per service instance).
 async fn send(d: &TestDaemon, traces: Vec<Vec<Sp>>) {
-    let base = base_time();
-    let mut by_instance: BTreeMap<(&str, String), Vec<SpanData>> = BTreeMap::new();
-    for trace in traces {
-        let trace_id = harness::random_trace_id();
-        for s in trace {
-            let mut data = span_data(trace_id, base, &s.spec);
-            data.attributes = s.attrs;
-            by_instance
-                .entry((s.service, s.instance))
-                .or_default()
-                .push(data);
-        }
-    }
-    for ((service, instance), spans) in by_instance {
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(&d.grpc_endpoint)
-            .build()
-            .expect("exporter builds");
-        exporter.set_resource(
-            &Resource::builder_empty()
-                .with_service_name(service)
-                .with_attribute(KeyValue::new("service.instance.id", instance))
-                .build(),
-        );
-        exporter.export(spans).await.expect("export");
-    }
+    harness::send(d, traces).await;
 }
 
 /// A daemon whose window detectors run every 50 ms; traces complete after 1 s

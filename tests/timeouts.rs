@@ -3,89 +3,33 @@
 
 mod harness;
 
-use std::collections::BTreeMap;
-use std::time::SystemTime;
-
-use harness::{base_time, exporter, span_data, SpanSpec, TestDaemon};
+use harness::{sp, Sp, TestDaemon};
 use hopscope::config::Settings;
-use opentelemetry::trace::{SpanKind, Status};
-use opentelemetry::KeyValue;
-use opentelemetry_sdk::trace::SpanExporter as _;
+use opentelemetry::trace::SpanKind;
 use serde_json::Value;
 
-/// One span of a hand-written trace.
-struct Hop {
-    service: &'static str,
-    spec: SpanSpec,
-    /// An error status message (the span failed).
-    error: Option<&'static str>,
-    http_status: Option<i64>,
-}
-
+/// A span: `hop(service, id, parent, ...)` reads like the tables below.
 fn hop(
     service: &'static str,
     id: u64,
     parent: u64,
     name: &'static str,
     kind: SpanKind,
-    (start_ms, end_ms): (u64, u64),
-) -> Hop {
-    Hop {
-        service,
-        spec: SpanSpec {
-            id,
-            parent,
-            name,
-            kind,
-            start_ms,
-            end_ms,
-        },
-        error: None,
-        http_status: None,
-    }
+    times: (u64, u64),
+) -> Sp {
+    sp(service, (id, parent), name, kind, times)
 }
 
-impl Hop {
-    fn failed(mut self, message: &'static str, status: i64) -> Hop {
-        self.error = Some(message);
-        self.http_status = Some(status);
-        self
-    }
-
-    fn status(mut self, status: i64) -> Hop {
-        self.http_status = Some(status);
-        self
-    }
-}
-
-/// Exports a trace, one exporter (resource) per service, and waits for its analysis.
-async fn send(d: &TestDaemon, hops: Vec<Hop>, base: SystemTime) -> Value {
-    let trace_id = harness::random_trace_id();
+/// Exports one trace through the harness and waits for its analysis.
+async fn send(d: &TestDaemon, hops: Vec<Sp>) -> Value {
     let n = hops.len();
-    let mut by_service: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-    for h in hops {
-        let mut data = span_data(trace_id, base, &h.spec);
-        if let Some(message) = h.error {
-            data.status = Status::error(message);
-        }
-        if let Some(code) = h.http_status {
-            data.attributes
-                .push(KeyValue::new("http.response.status_code", code));
-        }
-        by_service.entry(h.service).or_default().push(data);
-    }
-    for (service, batch) in by_service {
-        exporter(&d.grpc_endpoint, service, false)
-            .export(batch)
-            .await
-            .expect("export accepted");
-    }
-    d.wait_trace(trace_id, n).await
+    let ids = harness::send(d, vec![hops]).await;
+    d.wait_trace(ids[0], n).await
 }
 
 /// gateway → frontend → orders → inventory; each caller's own timeout, none
 /// propagated; inventory is slow and keeps working after orders gave up.
-fn cascade() -> Vec<Hop> {
+fn cascade() -> Vec<Sp> {
     vec![
         hop(
             "gateway",
@@ -142,7 +86,7 @@ fn cascade() -> Vec<Hop> {
             SpanKind::Server,
             (30, 4000),
         )
-        .status(200),
+        .http(200),
     ]
 }
 
@@ -155,8 +99,7 @@ async fn findings(d: &TestDaemon, query: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cascade_names_the_slow_leaf_not_the_first_span_that_failed() {
     let d = harness::start(Settings::default()).await;
-    let base = base_time();
-    let trace = send(&d, cascade(), base).await;
+    let trace = send(&d, cascade()).await;
     let trace_id = trace["trace_id"].as_str().unwrap().to_owned();
 
     let found = findings(&d, "?kind=cascading_timeout").await;
@@ -226,7 +169,7 @@ async fn a_cascade_names_the_slow_leaf_not_the_first_span_that_failed() {
     );
 
     // A second occurrence merges into the same finding.
-    send(&d, cascade(), base).await;
+    send(&d, cascade()).await;
     let again = findings(
         &d,
         "?kind=cascading_timeout&service=inventory&severity=critical&since=1h",
@@ -243,7 +186,6 @@ async fn a_cascade_names_the_slow_leaf_not_the_first_span_that_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_cascade() {
     let d = harness::start(Settings::default()).await;
-    let base = base_time();
     // The same topology, everyone waiting for a slow inventory within budget.
     let slow_but_in_budget = vec![
         hop(
@@ -254,7 +196,7 @@ async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_ca
             SpanKind::Server,
             (0, 2500),
         )
-        .status(200),
+        .http(200),
         hop(
             "gateway",
             2,
@@ -263,7 +205,7 @@ async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_ca
             SpanKind::Client,
             (5, 2495),
         )
-        .status(200),
+        .http(200),
         hop(
             "frontend",
             3,
@@ -272,7 +214,7 @@ async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_ca
             SpanKind::Server,
             (10, 2490),
         )
-        .status(200),
+        .http(200),
         hop(
             "frontend",
             4,
@@ -281,8 +223,8 @@ async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_ca
             SpanKind::Client,
             (15, 2485),
         )
-        .status(200),
-        hop("orders", 5, 4, "POST /orders", SpanKind::Server, (20, 2480)).status(200),
+        .http(200),
+        hop("orders", 5, 4, "POST /orders", SpanKind::Server, (20, 2480)).http(200),
         hop(
             "orders",
             6,
@@ -291,7 +233,7 @@ async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_ca
             SpanKind::Client,
             (25, 2475),
         )
-        .status(200),
+        .http(200),
         hop(
             "inventory",
             7,
@@ -300,16 +242,16 @@ async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_ca
             SpanKind::Server,
             (30, 2470),
         )
-        .status(200),
+        .http(200),
     ];
-    let t = send(&d, slow_but_in_budget, base).await;
+    let t = send(&d, slow_but_in_budget).await;
     assert_eq!(t["findings"], Value::Array(vec![]));
     assert_eq!(
         t["hops"][0]["service"], "inventory",
         "the slow hop still leads the latency share"
     );
 
-    let fast: Vec<Hop> = cascade()
+    let fast: Vec<Sp> = cascade()
         .into_iter()
         .map(|mut h| {
             h.spec.end_ms = h.spec.start_ms + 20 - h.spec.id;
@@ -318,7 +260,7 @@ async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_ca
             h
         })
         .collect();
-    send(&d, fast, base).await;
+    send(&d, fast).await;
     assert_eq!(findings(&d, "?kind=cascading_timeout").await.len(), 0);
     d.stop().await;
 }
@@ -326,7 +268,6 @@ async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_fast_502s_is_not_a_timeout() {
     let d = harness::start(Settings::default()).await;
-    let base = base_time();
     for _ in 0..5 {
         let bad_gateway = vec![
             hop("gateway", 1, 0, "POST /checkout", SpanKind::Server, (0, 40))
@@ -345,7 +286,7 @@ async fn a_storm_of_fast_502s_is_not_a_timeout() {
             hop("frontend", 4, 3, "POST /orders", SpanKind::Client, (10, 30))
                 .failed("dial tcp 10.0.0.9:8080: connect: connection refused", 502),
         ];
-        let t = send(&d, bad_gateway, base).await;
+        let t = send(&d, bad_gateway).await;
         assert_eq!(t["error"], true);
         assert_eq!(t["findings"], Value::Array(vec![]));
     }
@@ -366,9 +307,9 @@ async fn one_timeout_handled_by_its_caller_is_not_a_cascade() {
             SpanKind::Server,
             (0, 1100),
         )
-        .status(200),
-        hop("frontend", 2, 1, "GET /orders", SpanKind::Client, (5, 1095)).status(200),
-        hop("orders", 3, 2, "GET /orders", SpanKind::Server, (10, 1090)).status(200),
+        .http(200),
+        hop("frontend", 2, 1, "GET /orders", SpanKind::Client, (5, 1095)).http(200),
+        hop("orders", 3, 2, "GET /orders", SpanKind::Server, (10, 1090)).http(200),
         hop(
             "orders",
             4,
@@ -386,9 +327,9 @@ async fn one_timeout_handled_by_its_caller_is_not_a_cascade() {
             SpanKind::Server,
             (20, 1500),
         )
-        .status(200),
+        .http(200),
     ];
-    let t = send(&d, handled, base_time()).await;
+    let t = send(&d, handled).await;
     assert_eq!(t["findings"], Value::Array(vec![]));
     assert_eq!(findings(&d, "").await.len(), 0);
     d.stop().await;
@@ -460,7 +401,7 @@ async fn retries_of_the_slow_call_are_counted() {
             SpanKind::Server,
             (20, 1800),
         )
-        .status(200),
+        .http(200),
         hop(
             "orders",
             6,
@@ -478,9 +419,9 @@ async fn retries_of_the_slow_call_are_counted() {
             SpanKind::Server,
             (1025, 2600),
         )
-        .status(200),
+        .http(200),
     ];
-    send(&d, retried, base_time()).await;
+    send(&d, retried).await;
     let found = findings(&d, "?kind=cascading_timeout").await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["culprit"]["service"], "inventory");

@@ -200,3 +200,112 @@ pub fn hops(body: &Value) -> Vec<(String, String, String, f64)> {
 pub fn approx(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-6
 }
+
+/// One span of a hand-written trace: who sent it, when, and what it says.
+pub struct Sp {
+    pub service: &'static str,
+    /// `service.instance.id` of the resource that exports it.
+    pub instance: String,
+    pub spec: SpanSpec,
+    pub http_status: Option<i64>,
+    /// An error status message (the span failed).
+    pub error: Option<&'static str>,
+    pub attrs: Vec<KeyValue>,
+}
+
+/// A span of `service` (instance `{service}-1`) with id and parent, at offsets
+/// in milliseconds from the trace's base time.
+pub fn sp(
+    service: &'static str,
+    (id, parent): (u64, u64),
+    name: &'static str,
+    kind: SpanKind,
+    (start_ms, end_ms): (u64, u64),
+) -> Sp {
+    Sp {
+        service,
+        instance: format!("{service}-1"),
+        spec: SpanSpec {
+            id,
+            parent,
+            name,
+            kind,
+            start_ms,
+            end_ms,
+        },
+        http_status: None,
+        error: None,
+        attrs: Vec::new(),
+    }
+}
+
+impl Sp {
+    pub fn http(mut self, code: i64) -> Sp {
+        self.http_status = Some(code);
+        self
+    }
+
+    pub fn error(mut self, message: &'static str) -> Sp {
+        self.error = Some(message);
+        self
+    }
+
+    /// Failed with `message`, answering HTTP `code`.
+    pub fn failed(self, message: &'static str, code: i64) -> Sp {
+        self.error(message).http(code)
+    }
+
+    /// A client that gave up: Go's message for it.
+    pub fn deadline(self) -> Sp {
+        self.error("context deadline exceeded")
+    }
+
+    pub fn attr(mut self, key: &'static str, value: impl Into<opentelemetry::Value>) -> Sp {
+        self.attrs.push(KeyValue::new(key, value));
+        self
+    }
+
+    pub fn instance(mut self, instance: &str) -> Sp {
+        self.instance = instance.to_owned();
+        self
+    }
+}
+
+/// Exports the traces (each gets a new trace id), one exporter per service
+/// instance, as real services do; returns the trace ids.
+pub async fn send(d: &TestDaemon, traces: Vec<Vec<Sp>>) -> Vec<TraceId> {
+    use std::collections::BTreeMap;
+    let base = base_time();
+    let mut ids = Vec::new();
+    let mut by_instance: BTreeMap<(&str, String), Vec<SpanData>> = BTreeMap::new();
+    for trace in traces {
+        let trace_id = random_trace_id();
+        ids.push(trace_id);
+        for s in trace {
+            let mut data = span_data(trace_id, base, &s.spec);
+            data.attributes = s.attrs;
+            if let Some(code) = s.http_status {
+                data.attributes
+                    .push(KeyValue::new("http.response.status_code", code));
+            }
+            if let Some(message) = s.error {
+                data.status = Status::error(message);
+            }
+            by_instance
+                .entry((s.service, s.instance))
+                .or_default()
+                .push(data);
+        }
+    }
+    for ((service, instance), spans) in by_instance {
+        let mut exporter = exporter(&d.grpc_endpoint, service, false);
+        exporter.set_resource(
+            &Resource::builder_empty()
+                .with_service_name(service)
+                .with_attribute(KeyValue::new("service.instance.id", instance))
+                .build(),
+        );
+        exporter.export(spans).await.expect("export accepted");
+    }
+    ids
+}
