@@ -45,19 +45,20 @@ pub struct FindingBody {
 
 impl From<Finding> for FindingBody {
     fn from(f: Finding) -> Self {
+        let o = f.latest;
         FindingBody {
             id: format!("{:016x}", f.id),
-            kind: f.kind,
-            severity: f.severity,
-            culprit: f.culprit,
-            chain: f.chain,
-            summary: f.summary,
-            remedy: f.remedy,
-            evidence: f.evidence,
-            trace_ids: f.trace_ids.into(),
-            count: f.count,
+            kind: o.kind,
+            severity: o.severity,
+            culprit: o.culprit,
+            chain: o.chain,
+            summary: o.summary,
+            remedy: o.remedy,
+            evidence: o.evidence,
+            trace_ids: o.trace_ids,
+            count: o.count,
             first_seen: rfc3339(f.first_seen_ns),
-            last_seen: rfc3339(f.last_seen_ns),
+            last_seen: rfc3339(o.seen_ns),
         }
     }
 }

@@ -1,35 +1,23 @@
 //! Findings: observations merged by kind and culprit, bounded in number (the
 //! least recently seen go first).
 
-use std::collections::VecDeque;
-
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 
-use crate::analyze::{finding_id, ChainHop, Culprit, FindingKind, Observation, Severity};
+use crate::analyze::{finding_id, FindingKind, Observation, Severity};
 use crate::model::TraceId;
 
 /// Example traces kept per finding.
 const EXAMPLES: usize = 10;
 
-/// One problem, however many traces showed it.
+/// One problem, however many traces showed it: the latest observation of its
+/// kind and culprit, with what was merged into it — the worst severity, the
+/// count, the most recent example traces first, and `seen_ns` as last seen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     pub id: u64,
-    pub kind: FindingKind,
-    /// The worst severity observed.
-    pub severity: Severity,
-    pub culprit: Culprit,
-    /// From the latest observation.
-    pub chain: Vec<ChainHop>,
-    pub summary: String,
-    pub remedy: String,
-    pub evidence: serde_json::Value,
-    /// The most recent first.
-    pub trace_ids: VecDeque<TraceId>,
-    pub count: u64,
     pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
+    pub latest: Observation,
 }
 
 /// Which findings to list.
@@ -48,12 +36,13 @@ pub struct FindingFilter {
 
 impl FindingFilter {
     fn accepts(&self, f: &Finding) -> bool {
-        self.kind.is_none_or(|k| k == f.kind)
-            && self.severity.is_none_or(|s| f.severity >= s)
-            && self.since_ns.is_none_or(|t| f.last_seen_ns >= t)
+        let o = &f.latest;
+        self.kind.is_none_or(|k| k == o.kind)
+            && self.severity.is_none_or(|s| o.severity >= s)
+            && self.since_ns.is_none_or(|t| o.seen_ns >= t)
             && self.until_ns.is_none_or(|t| f.first_seen_ns < t)
             && self.service.as_deref().is_none_or(|s| {
-                f.culprit.service.as_str() == s || f.chain.iter().any(|h| h.service.as_str() == s)
+                o.culprit.service.as_str() == s || o.chain.iter().any(|h| h.service.as_str() == s)
             })
     }
 }
@@ -84,56 +73,48 @@ impl FindingStore {
         self.merge(o, true);
     }
 
-    fn merge(&self, o: Observation, replace_count: bool) {
+    fn merge(&self, mut o: Observation, replace_count: bool) {
         let id = finding_id(o.kind, &o.culprit);
         let mut inner = self.inner.write();
         match inner.get_mut(&id) {
             Some(f) => {
-                f.severity = f.severity.max(o.severity);
-                f.count = if replace_count {
+                let old = &mut f.latest;
+                let severity = old.severity.max(o.severity);
+                let count = if replace_count {
                     o.count
                 } else {
-                    f.count + o.count
+                    old.count + o.count
                 };
                 f.first_seen_ns = f.first_seen_ns.min(o.seen_ns);
-                if o.seen_ns >= f.last_seen_ns {
-                    f.last_seen_ns = o.seen_ns;
-                    f.chain = o.chain;
-                    f.summary = o.summary;
-                    f.remedy = o.remedy;
-                    f.evidence = o.evidence;
+                // The new examples first; one seen again moves to the front.
+                let mut examples = std::mem::take(&mut o.trace_ids);
+                old.trace_ids.retain(|t| !examples.contains(t));
+                examples.append(&mut old.trace_ids);
+                examples.truncate(EXAMPLES);
+                if o.seen_ns >= old.seen_ns {
+                    *old = o;
                 }
-                for t in o.trace_ids.into_iter().rev() {
-                    f.trace_ids.retain(|x| *x != t);
-                    f.trace_ids.push_front(t);
-                }
-                f.trace_ids.truncate(EXAMPLES);
+                old.severity = severity;
+                old.count = count;
+                old.trace_ids = examples;
             }
             None => {
                 if inner.len() >= self.max {
-                    if let Some(oldest) =
-                        inner.values().min_by_key(|f| f.last_seen_ns).map(|f| f.id)
+                    if let Some(oldest) = inner
+                        .values()
+                        .min_by_key(|f| f.latest.seen_ns)
+                        .map(|f| f.id)
                     {
                         inner.remove(&oldest);
                     }
                 }
-                let mut trace_ids: VecDeque<TraceId> = o.trace_ids.into_iter().collect();
-                trace_ids.truncate(EXAMPLES);
+                o.trace_ids.truncate(EXAMPLES);
                 inner.insert(
                     id,
                     Finding {
                         id,
-                        kind: o.kind,
-                        severity: o.severity,
-                        culprit: o.culprit,
-                        chain: o.chain,
-                        summary: o.summary,
-                        remedy: o.remedy,
-                        evidence: o.evidence,
-                        trace_ids,
-                        count: o.count,
                         first_seen_ns: o.seen_ns,
-                        last_seen_ns: o.seen_ns,
+                        latest: o,
                     },
                 );
             }
@@ -149,10 +130,11 @@ impl FindingStore {
             .cloned()
             .collect();
         out.sort_by(|a, b| {
-            b.severity
-                .cmp(&a.severity)
-                .then(b.count.cmp(&a.count))
-                .then(b.last_seen_ns.cmp(&a.last_seen_ns))
+            let (x, y) = (&a.latest, &b.latest);
+            y.severity
+                .cmp(&x.severity)
+                .then(y.count.cmp(&x.count))
+                .then(y.seen_ns.cmp(&x.seen_ns))
                 .then(a.id.cmp(&b.id))
         });
         out.truncate(limit);
@@ -168,10 +150,14 @@ impl FindingStore {
         let inner = self.inner.read();
         let mut out: Vec<Finding> = inner
             .values()
-            .filter(|f| ids.contains(&f.id) || f.trace_ids.contains(&trace))
+            .filter(|f| ids.contains(&f.id) || f.latest.trace_ids.contains(&trace))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(&b.id)));
+        out.sort_by(|a, b| {
+            (b.latest.severity)
+                .cmp(&a.latest.severity)
+                .then(a.id.cmp(&b.id))
+        });
         out
     }
 }
@@ -179,6 +165,7 @@ impl FindingStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::Culprit;
     use crate::model::Sym;
 
     fn observation(count: u64, seen_ns: u64) -> Observation {
@@ -206,12 +193,15 @@ mod tests {
         store.set(observation(4, 10));
         store.set(observation(6, 20));
         let f = store.list(&FindingFilter::default(), 10).remove(0);
-        assert_eq!((f.count, f.first_seen_ns, f.last_seen_ns), (6, 10, 20));
-        assert_eq!(f.summary, "6 calls");
-        assert_eq!(f.trace_ids.len(), 2);
+        assert_eq!(
+            (f.latest.count, f.first_seen_ns, f.latest.seen_ns),
+            (6, 10, 20)
+        );
+        assert_eq!(f.latest.summary, "6 calls");
+        assert_eq!(f.latest.trace_ids.len(), 2);
 
         store.record(observation(1, 30));
         store.record(observation(1, 40));
-        assert_eq!(store.get(f.id).unwrap().count, 8);
+        assert_eq!(store.get(f.id).unwrap().latest.count, 8);
     }
 }
