@@ -11,25 +11,8 @@ mod harness;
 use std::collections::BTreeMap;
 
 use harness::{sp, Sp, TestDaemon};
-use hopscope::config::Settings;
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
-
-/// Exports the traces through the harness (one exporter per service instance).
-async fn send(d: &TestDaemon, traces: Vec<Vec<Sp>>) {
-    harness::send(d, traces).await;
-}
-
-/// A daemon whose window detectors run every 50 ms. Traces complete after 1 s
-/// without spans, so the services' exports of one trace always meet.
-async fn start() -> TestDaemon {
-    harness::start(Settings {
-        detect_interval: Some("50ms".parse().unwrap()),
-        trace_idle: Some("1s".parse().unwrap()),
-        ..Settings::default()
-    })
-    .await
-}
 
 /// Waits until the call window holds `traces` traces; returns the budget map.
 async fn window_holds(d: &TestDaemon, traces: usize) -> Value {
@@ -125,7 +108,7 @@ fn healthy(service: &'static str, route: &'static str, ms: u64) -> Vec<Sp> {
 /// storm of 502s is not a timeout even at 29 s, and fast traffic says nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_limits_name_the_layer_that_gave_up() {
-    let d = start().await;
+    let d = harness::start_detecting().await;
     let mut lookalikes = vec![gave_up_at(
         "api",
         "GET /once",
@@ -147,7 +130,7 @@ async fn gateway_limits_name_the_layer_that_gave_up() {
     for i in 0..20 {
         lookalikes.push(healthy("shop", "GET /", 100 + 10 * i));
     }
-    send(&d, lookalikes).await;
+    harness::send(&d, lookalikes).await;
     let map = window_holds(&d, 26).await;
     for (service, operation) in [
         ("api", "GET /once"),
@@ -200,7 +183,7 @@ async fn gateway_limits_name_the_layer_that_gave_up() {
             "Gateway Timeout",
         ));
     }
-    send(&d, culprits).await;
+    harness::send(&d, culprits).await;
     let body = d
         .wait_for("/api/v1/findings?kind=gateway_timeout", |status, body| {
             status == 200 && findings(body).len() == 4
@@ -389,10 +372,10 @@ fn stacked() -> Vec<Sp> {
 /// propagated deadlines (smaller than what is left, callees that stop) are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inner_timeout_longer_than_what_is_left_is_an_inversion() {
-    let d = start().await;
+    let d = harness::start_detecting().await;
     let mut lookalikes: Vec<Vec<Sp>> = (0..4).map(|_| propagated(true)).collect();
     lookalikes.extend((0..3).map(|_| propagated(false)));
-    send(&d, lookalikes).await;
+    harness::send(&d, lookalikes).await;
     let map = window_holds(&d, 7).await;
     let quote = entry(&map, "gateway", "GET /quote");
     assert!(approx(&quote["timeout_ms"], 29_000.0), "{quote}");
@@ -412,7 +395,7 @@ async fn an_inner_timeout_longer_than_what_is_left_is_an_inversion() {
 
     let mut culprits: Vec<Vec<Sp>> = (0..4).map(|_| inverted()).collect();
     culprits.extend((0..3).map(|_| stacked()));
-    send(&d, culprits).await;
+    harness::send(&d, culprits).await;
     let body = d
         .wait_for("/api/v1/findings?kind=timeout_inversion", |status, body| {
             status == 200 && findings(body).len() == 2
@@ -546,13 +529,13 @@ fn search(callee: &'static str, i: u64, ok_ms: impl Fn(u64) -> u64) -> Vec<Sp> {
 /// it, is not. An entry point under API Gateway's 29 s with p95 of 17 s is too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p95_above_half_of_the_timeout_in_front_is_a_headroom_warning() {
-    let d = start().await;
+    let d = harness::start_detecting().await;
     // suggest: p99 900 ms under a 2 s timeout. catalog: 1.5–1.98 s, no timeout seen.
     let mut lookalikes: Vec<Vec<Sp>> = (0..28)
         .map(|i| search("suggest", i, |i| 100 + 32 * i))
         .collect();
     lookalikes.extend((3..28).map(|i| search("catalog", i, |i| 1_500 + 20 * (i - 3))));
-    send(&d, lookalikes).await;
+    harness::send(&d, lookalikes).await;
     let map = window_holds(&d, 53).await;
     let shop = entry(&map, "shop", "GET /search");
     assert_eq!(violations(shop), vec!["gateway_timeout"], "{shop}");
@@ -590,7 +573,7 @@ async fn p95_above_half_of_the_timeout_in_front_is_a_headroom_warning() {
             .http(200)]
         });
     }
-    send(&d, culprits).await;
+    harness::send(&d, culprits).await;
     let body = d
         .wait_for("/api/v1/findings?kind=timeout_headroom", |status, body| {
             status == 200 && findings(body).len() == 2
@@ -641,8 +624,8 @@ async fn p95_above_half_of_the_timeout_in_front_is_a_headroom_warning() {
 /// count them again, and a bad query is a JSON error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_findings_count_each_call_once_across_runs() {
-    let d = start().await;
-    send(
+    let d = harness::start_detecting().await;
+    harness::send(
         &d,
         (0..3)
             .map(|_| gave_up_at("lb", "GET /slow", "app", 10_000, 504, "Gateway Timeout"))
@@ -655,7 +638,7 @@ async fn window_findings_count_each_call_once_across_runs() {
         })
         .await;
     let id = findings(&first)[0]["id"].as_str().unwrap().to_owned();
-    send(
+    harness::send(
         &d,
         vec![gave_up_at(
             "lb",

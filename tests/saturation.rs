@@ -8,25 +8,8 @@
 mod harness;
 
 use harness::{sp, Sp, TestDaemon};
-use hopscope::config::Settings;
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
-
-/// Exports the traces through the harness (one exporter per service instance).
-async fn send(d: &TestDaemon, traces: Vec<Vec<Sp>>) {
-    harness::send(d, traces).await;
-}
-
-/// A daemon whose window detectors run every 50 ms; traces complete after 1 s
-/// without spans, so the exports of one trace always meet.
-async fn start() -> TestDaemon {
-    harness::start(Settings {
-        detect_interval: Some("50ms".parse().unwrap()),
-        trace_idle: Some("1s".parse().unwrap()),
-        ..Settings::default()
-    })
-    .await
-}
 
 /// Waits until the window holds `traces` traces.
 async fn window_holds(d: &TestDaemon, traces: usize) {
@@ -86,7 +69,7 @@ fn db_request(
 /// connection, and one slow call of a fast shape are not slow queries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_query_names_the_slow_statement_and_only_it() {
-    let d = start().await;
+    let d = harness::start_detecting().await;
     let mut lookalikes = Vec::new();
     for _ in 0..20 {
         lookalikes.push(db_request(
@@ -118,7 +101,7 @@ async fn slow_query_names_the_slow_statement_and_only_it() {
             ms,
         ));
     }
-    send(&d, lookalikes).await;
+    harness::send(&d, lookalikes).await;
     window_holds(&d, 34).await;
 
     let culprits = (0..4)
@@ -134,7 +117,7 @@ async fn slow_query_names_the_slow_statement_and_only_it() {
             )
         })
         .collect();
-    send(&d, culprits).await;
+    harness::send(&d, culprits).await;
     window_holds(&d, 38).await;
 
     let statement = "SELECT * FROM orders WHERE customer_id = ? AND state IN (?)";
@@ -205,11 +188,11 @@ async fn slow_query_names_the_slow_statement_and_only_it() {
 /// readiness check and a slow endpoint that only ends in `status` are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
-    let d = start().await;
+    let d = harness::start_detecting().await;
     let server = |route: &'static str, ms: u64| {
         vec![sp("api", (1, 0), route, SpanKind::Server, (0, ms)).attr("http.route", route)]
     };
-    send(
+    harness::send(
         &d,
         vec![
             server("/readyz", 20),
@@ -219,7 +202,7 @@ async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
     )
     .await;
     window_holds(&d, 3).await;
-    send(&d, vec![server("/healthz", 800)]).await;
+    harness::send(&d, vec![server("/healthz", 800)]).await;
     let found = findings_of(&d, "slow_health_check").await;
     window_holds(&d, 4).await;
     assert_eq!(found.len(), 1, "{found:#?}");
@@ -242,7 +225,7 @@ async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
 /// and one whose very first request alone is slow, are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_names_the_service_of_the_slow_new_instance() {
-    let d = start().await;
+    let d = harness::start_detecting().await;
     let request = |service: &'static str, instance: &str, at: u64, ms: u64| {
         vec![sp(
             service,
@@ -262,7 +245,7 @@ async fn cold_start_names_the_service_of_the_slow_new_instance() {
         lookalikes.push(request("search", "search-c", 9_000 + n * 100, first));
         lookalikes.push(request("checkout", "checkout-a", n * 100, 20 + n % 3));
     }
-    send(&d, lookalikes).await;
+    harness::send(&d, lookalikes).await;
     window_holds(&d, 48).await;
     let cold: Vec<Vec<Sp>> = (0..10)
         .map(|n| {
@@ -270,7 +253,7 @@ async fn cold_start_names_the_service_of_the_slow_new_instance() {
             request("checkout", "checkout-b", 5_000 + n * 1_000, ms)
         })
         .collect();
-    send(&d, cold).await;
+    harness::send(&d, cold).await;
     window_holds(&d, 58).await;
     let found = d
         .wait_for("/api/v1/findings?kind=cold_start", |status, body| {

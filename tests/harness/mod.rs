@@ -42,6 +42,17 @@ pub async fn start(settings: Settings) -> TestDaemon {
     }
 }
 
+/// A daemon whose cross-trace detectors run every 50 ms; traces complete after
+/// 1 s without spans, so the services' exports of one trace always meet.
+pub async fn start_detecting() -> TestDaemon {
+    start(Settings {
+        detect_interval: Some("50ms".parse().unwrap()),
+        trace_idle: Some("1s".parse().unwrap()),
+        ..Settings::default()
+    })
+    .await
+}
+
 impl TestDaemon {
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
