@@ -17,10 +17,12 @@ pub enum FindingKind {
     SlowQuery,
     SlowHealthCheck,
     ColdStart,
+    PoolExhaustion,
+    BlockedWorker,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 8] = [
+    pub const ALL: [FindingKind; 10] = [
         FindingKind::CascadingTimeout,
         FindingKind::DeadlineNotPropagated,
         FindingKind::TimeoutInversion,
@@ -29,6 +31,8 @@ impl FindingKind {
         FindingKind::SlowQuery,
         FindingKind::SlowHealthCheck,
         FindingKind::ColdStart,
+        FindingKind::PoolExhaustion,
+        FindingKind::BlockedWorker,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,8 @@ impl FindingKind {
             FindingKind::SlowQuery => "slow_query",
             FindingKind::SlowHealthCheck => "slow_health_check",
             FindingKind::ColdStart => "cold_start",
+            FindingKind::PoolExhaustion => "pool_exhaustion",
+            FindingKind::BlockedWorker => "blocked_worker",
         }
     }
 

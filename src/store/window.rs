@@ -178,8 +178,7 @@ mod tests {
                 };
                 calls
             ],
-            queries: Vec::new(),
-            servers: Vec::new(),
+            saturation: Default::default(),
         }
     }
 

@@ -3,9 +3,9 @@
 
 use std::sync::LazyLock;
 
-use super::super::saturation::{saturation_records, QueryRecord, ServerRecord};
+use super::super::saturation::{saturation_records, SaturationRecords};
 use super::super::{AnalyzedTrace, EntryPoint};
-use crate::model::{SpanKind, Sym, Trace, TraceId};
+use crate::model::{Found, SpanKind, Sym, Trace, TraceId};
 
 /// Who called whom: timeouts are inferred per edge, whatever entry point the
 /// call served (a client timeout is the caller's setting).
@@ -98,10 +98,9 @@ pub struct TraceCalls {
     pub root: RootRecord,
     /// Parents before children.
     pub calls: Vec<CallRecord>,
-    /// Its database calls, for `slow_query` ([`crate::analyze::saturation`]).
-    pub queries: Vec<QueryRecord>,
-    /// Its SERVER spans of known instances, for `cold_start`.
-    pub servers: Vec<ServerRecord>,
+    /// Its database calls and SERVER spans of known instances, for the
+    /// saturation detectors ([`crate::analyze::saturation`]).
+    pub saturation: SaturationRecords,
 }
 
 impl TraceCalls {
@@ -109,10 +108,10 @@ impl TraceCalls {
         self.root.start_ns + self.root.duration_ns
     }
 
-    /// Records it holds, as the window counts them: the root, each call, each
-    /// query and each SERVER span.
+    /// Records it holds, as the window counts them: the root, each call and
+    /// the saturation records.
     pub fn records(&self) -> usize {
-        1 + self.calls.len() + self.queries.len() + self.servers.len()
+        1 + self.calls.len() + self.saturation.len()
     }
 }
 
@@ -138,10 +137,11 @@ static PEER_KEYS: LazyLock<[Sym; 5]> = LazyLock::new(|| {
 /// the few keys that can, not a full [`crate::model::Semantics`] read (this runs
 /// for every client span without a SERVER child).
 fn named_peer(trace: &Trace, span: u32) -> Option<Sym> {
-    let range = trace.span(span).attrs;
-    PEER_KEYS
-        .iter()
-        .find_map(|&key| trace.arena.get_sym(range, key))
+    trace
+        .arena
+        .find(trace.span(span).attrs, *PEER_KEYS)
+        .into_iter()
+        .find_map(|found| found.and_then(Found::sym))
 }
 
 /// Adds the record of the call `span` makes (to its SERVER child `callee`, if
@@ -190,7 +190,7 @@ fn record(
 }
 
 /// Extracts the call records of one analyzed trace (see [`CallRecord`] for what
-/// a call is), with its query and server records ([`saturation_records`]).
+/// a call is), with its saturation records ([`saturation_records`]).
 /// Calls under asynchronous spans (PRODUCER, CONSUMER) are skipped: nobody
 /// waited for them.
 pub fn call_records(t: &AnalyzedTrace) -> TraceCalls {
@@ -242,7 +242,6 @@ pub fn call_records(t: &AnalyzedTrace) -> TraceCalls {
                 .map(|(_, edge)| edge)
         })
         .flatten();
-    let (queries, servers) = saturation_records(t);
     TraceCalls {
         trace_id: trace.trace_id,
         root: RootRecord {
@@ -255,8 +254,7 @@ pub fn call_records(t: &AnalyzedTrace) -> TraceCalls {
             relayed_from,
         },
         calls,
-        queries,
-        servers,
+        saturation: saturation_records(t),
     }
 }
 

@@ -490,8 +490,7 @@ mod tests {
                 relayed_from: None,
             },
             calls,
-            queries: Vec::new(),
-            servers: Vec::new(),
+            saturation: Default::default(),
         })
     }
 

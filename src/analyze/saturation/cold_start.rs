@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde_json::json;
 
-use super::records::ServerRecord;
+use super::records::RequestRecord;
 use crate::analyze::budget::{quantile, TraceCalls};
 use crate::analyze::{Culprit, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
@@ -50,10 +50,10 @@ pub fn is_cold(cold_median_ns: u64, steady_median_ns: u64) -> bool {
 /// trace is judged by its first requests in the window, which are reported
 /// only if they are slow.
 pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
-    type Instances = FxHashMap<Sym, Vec<(ServerRecord, TraceId)>>;
+    type Instances = FxHashMap<Sym, Vec<(RequestRecord, TraceId)>>;
     let mut by_service: FxHashMap<Sym, Instances> = FxHashMap::default();
     for t in traces {
-        for s in &t.servers {
+        for s in &t.saturation.requests {
             by_service
                 .entry(s.service)
                 .or_default()
@@ -79,7 +79,7 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
                 .iter()
                 .flat_map(|(&i, r)| {
                     let skip = if i == instance { COLD_REQUESTS } else { 0 };
-                    r[skip..].iter().map(|(s, _)| s.duration_ns)
+                    r[skip..].iter().map(|(s, _)| s.duration_ns())
                 })
                 .collect();
             if steady.len() < MIN_STEADY {
@@ -87,7 +87,7 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
             }
             let first = &requests[..COLD_REQUESTS];
             let (Some(cold_median), Some(steady_median)) = (
-                median(first.iter().map(|(s, _)| s.duration_ns).collect()),
+                median(first.iter().map(|(s, _)| s.duration_ns()).collect()),
                 median(steady),
             ) else {
                 continue;
@@ -124,7 +124,7 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
             evidence: json!({
                 "instances": cold.iter().map(|(i, first, c, s)| json!({
                     "instance": i,
-                    "first_ms": first.iter().map(|(r, _)| ms(r.duration_ns)).collect::<Vec<_>>(),
+                    "first_ms": first.iter().map(|(r, _)| ms(r.duration_ns())).collect::<Vec<_>>(),
                     "cold_median_ms": ms(*c),
                     "steady_median_ms": ms(*s),
                 })).collect::<Vec<_>>(),
@@ -138,7 +138,7 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
             count,
             seen_ns: cold
                 .iter()
-                .flat_map(|c| c.1.iter().map(|(r, _)| r.start_ns + r.duration_ns))
+                .flat_map(|c| c.1.iter().map(|(r, _)| r.end_ns))
                 .max()
                 .unwrap_or(0),
         });

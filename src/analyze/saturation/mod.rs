@@ -1,10 +1,13 @@
-//! Cross-trace saturation detectors: `slow_query` and `cold_start`.
+//! Cross-trace saturation detectors: from the outside each looks like "the
+//! database call is slow"; each has a different fix.
 //!
-//! Each analyzed trace leaves a [`QueryRecord`] per database call (its
-//! statement normalised by [`normalize()`], its target, duration and critical
-//! time) and a [`ServerRecord`] per SERVER span of a known
-//! `service.instance.id` ([`saturation_records`]), next to its call records in
-//! the window; [`detect`] runs over the window with the timeout detectors.
+//! Each analyzed trace leaves its [`SaturationRecords`] next to its call
+//! records in the window ([`saturation_records`], one pass over the spans'
+//! attributes): a [`QueryRecord`] per database call (its statement normalised
+//! by [`normalize()`], its target, duration and critical time) and a
+//! [`RequestRecord`] per SERVER span of a known `service.instance.id` (its self
+//! time, and per downstream [`Target`] its calls and the wait before the
+//! first). [`detect`] runs over the window with the timeout detectors.
 //!
 //! * **`slow_query`** ([`slow_queries`]): the database call itself is slow. Calls
 //!   are grouped by statement shape and target ([`query_shapes`], also
@@ -12,24 +15,42 @@
 //!   at least 100 ms and 5× the median of the other shapes on its target, with
 //!   at least 3 calls that slow. Time spent *before* a fast call (waiting for a
 //!   connection) is not a slow query.
+//! * **`pool_exhaustion`** ([`pool_exhaustion`]): an instance's requests queue
+//!   before their calls to a target while the calls stay fast and the calls in
+//!   flight sit at a ceiling, the estimated pool size; a ceiling that shrinks
+//!   is a suspected leak.
+//! * **`blocked_worker`** ([`blocked_workers`]): requests in flight together on
+//!   one instance whose self times line up in series ([`contention`]).
 //! * **`cold_start`** ([`cold_starts`]): the first 3 SERVER spans of an instance
 //!   have a median at least 3× and 100 ms over the service's steady state (its
 //!   other requests, at least 10).
+//!
+//! Files: `records.rs` extracts the records, `normalize.rs` folds statements,
+//! `timeline.rs` counts intervals in flight; one file per detector.
 
+mod blocked;
 mod cold_start;
 mod normalize;
+mod pool;
 mod queries;
 mod records;
+mod timeline;
 
+pub use blocked::{blocked_workers, contention, Contention};
 pub use cold_start::{
     cold_starts, is_cold, COLD_FACTOR, COLD_MIN_EXTRA_NS, COLD_REQUESTS, MIN_STEADY,
 };
 pub use normalize::normalize;
+pub use pool::{ceilings, pool_exhaustion, shrinking};
 pub use queries::{
     query_shapes, slow_queries, slow_threshold_ns, QueryShape, MIN_SLOW_CALLS, SLOW_ABSOLUTE_NS,
     SLOW_FACTOR, SLOW_MIN_NS,
 };
-pub use records::{saturation_records, DbTarget, QueryRecord, ServerRecord};
+pub use records::{
+    saturation_records, wait_before, DbTarget, PoolUse, QueryRecord, RequestRecord,
+    SaturationRecords, Target,
+};
+pub use timeline::Timeline;
 
 use std::sync::Arc;
 
@@ -39,6 +60,8 @@ use super::Observation;
 /// Runs the saturation detectors over `traces` (the window's contents).
 pub fn detect(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
     let mut out = slow_queries(&query_shapes(traces));
+    out.extend(pool_exhaustion(traces));
+    out.extend(blocked_workers(traces));
     out.extend(cold_starts(traces));
     out
 }

@@ -82,7 +82,7 @@ pub fn query_shapes(traces: &[Arc<TraceCalls>]) -> Vec<QueryShape> {
     let mut acc: FxHashMap<(Arc<str>, DbTarget), Acc> = FxHashMap::default();
     for t in traces {
         *entry_ns.entry(t.root.entry).or_default() += t.root.duration_ns;
-        for q in &t.queries {
+        for q in &t.saturation.queries {
             let a = acc.entry((q.statement.clone(), q.target)).or_default();
             *a.services.entry(q.service).or_default() += 1;
             a.durations.push(q.duration_ns);
