@@ -309,3 +309,48 @@ async fn blocked_worker_names_the_instance_whose_requests_run_in_series() {
     assert_eq!(all_of(&d, "pool_exhaustion").await, Vec::<Value>::new());
     d.stop().await;
 }
+
+/// Half the connections of a pool of 4 never come back midway (a leak): the
+/// calls in flight drop from a ceiling of 4 to 2 while requests keep queueing,
+/// and the finding says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ceiling_that_shrinks_while_requests_queue_is_a_suspected_leak() {
+    let d = harness::start_detecting().await;
+    let before = simulate(4, &vec![(0, 2); 16], 5, 20);
+    let leaked_at = before.iter().map(|&(_, q)| q + 5 * 20).max().unwrap();
+    let after = simulate(2, &vec![(leaked_at, 2); 16], 5, 20);
+    let mut traces = requests(("orders", "orders-3"), &before, (5, 20, FAST), false);
+    traces.extend(requests(
+        ("orders", "orders-3"),
+        &after,
+        (5, 20, FAST),
+        false,
+    ));
+    send(&d, traces).await;
+    let found = d
+        .wait_for("/api/v1/findings?kind=pool_exhaustion", |status, body| {
+            status == 200 && !body["findings"].as_array().unwrap().is_empty()
+        })
+        .await["findings"]
+        .clone();
+    println!("leak: {found:#}");
+    let f = &found[0];
+    assert_eq!(f["culprit"]["service"], "orders");
+    assert_eq!(f["severity"], "critical");
+    let e = &f["evidence"];
+    assert_eq!(e["suspected_leak"], true, "{e}");
+    assert_eq!(e["estimated_pool_size"], 4);
+    let slices: Vec<u64> = e["ceiling_by_slice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(slices.first(), Some(&4), "{slices:?}");
+    assert_eq!(slices.last(), Some(&2), "{slices:?}");
+    assert!(f["summary"]
+        .as_str()
+        .unwrap()
+        .contains("suspected connection leak"));
+    d.stop().await;
+}

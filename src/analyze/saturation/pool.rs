@@ -42,6 +42,8 @@ struct Use {
     trace_id: TraceId,
     request_ns: u64,
     end_ns: u64,
+    /// Its trace's critical path: the root's duration.
+    trace_ns: u64,
     first_call: u64,
     wait_ns: u64,
     explicit: bool,
@@ -89,6 +91,7 @@ struct Exhausted {
     call_p95: u64,
     peak_queued: u32,
     window: (u64, u64),
+    /// Share of the queued requests' traces' critical path spent waiting.
     wait_share: f64,
     saturated_share: f64,
     explicit: bool,
@@ -131,20 +134,10 @@ fn judge(instance: Sym, uses: &[Use], calls: &[(u64, u64)]) -> Option<Exhausted>
     }
     let in_flight = Timeline::of(calls.iter().copied());
     let pool_size = in_flight.max();
-    let near = ((pool_size as f64) * NEAR_CEILING).ceil() as u32;
     let wait_intervals: Vec<(u64, u64)> = queued
         .iter()
         .map(|(u, w)| (u.first_call - w, u.first_call))
         .collect();
-    let saturated: u64 = wait_intervals
-        .iter()
-        .map(|&(a, b)| in_flight.time_at_least(near.max(1), a, b))
-        .sum();
-    let total_wait: u64 = waits.iter().sum();
-    let saturated_share = saturated as f64 / total_wait as f64;
-    if saturated_share < MIN_SATURATED_SHARE {
-        return None;
-    }
     let waiting = Timeline::of(wait_intervals.iter().copied());
     let from = calls
         .iter()
@@ -153,7 +146,24 @@ fn judge(instance: Sym, uses: &[Use], calls: &[(u64, u64)]) -> Option<Exhausted>
         .min(waiting_start(&wait_intervals));
     let to = calls.iter().map(|c| c.1).max()?;
     let ceilings = ceilings(&in_flight, &waiting, (from, to), SLICES);
-    let request_time: u64 = queued.iter().map(|(u, _)| u.end_ns - u.request_ns).sum();
+    // A wait is measured against the ceiling of its time (a leaked connection
+    // lowers it), near it counts.
+    let slice_len = (to - from).div_ceil(SLICES as u64).max(1);
+    let saturated: u64 = wait_intervals
+        .iter()
+        .map(|&(a, b)| {
+            let slice = ((b.saturating_sub(from)) / slice_len).min(SLICES as u64 - 1);
+            let ceiling = ceilings[slice as usize].unwrap_or(pool_size);
+            let near = ((ceiling as f64) * NEAR_CEILING).ceil() as u32;
+            in_flight.time_at_least(near.max(1), a, b)
+        })
+        .sum();
+    let total_wait: u64 = waits.iter().sum();
+    let saturated_share = saturated as f64 / total_wait as f64;
+    if saturated_share < MIN_SATURATED_SHARE {
+        return None;
+    }
+    let critical_ns: u64 = queued.iter().map(|(u, _)| u.trace_ns).sum();
     let window = (
         queued.iter().map(|(u, _)| u.request_ns).min()?,
         queued.iter().map(|(u, _)| u.end_ns).max()?,
@@ -171,7 +181,7 @@ fn judge(instance: Sym, uses: &[Use], calls: &[(u64, u64)]) -> Option<Exhausted>
         call_p95,
         peak_queued: waiting.max(),
         window,
-        wait_share: total_wait as f64 / request_time.max(1) as f64,
+        wait_share: total_wait as f64 / critical_ns.max(1) as f64,
         saturated_share,
         explicit,
         leak: shrinking(&ceilings),
@@ -191,8 +201,9 @@ fn waiting_start(intervals: &[(u64, u64)]) -> u64 {
 /// `MIN_QUEUED_WAIT_NS`; their p95 wait is at least `MIN_P95_WAIT_NS` and
 /// `WAIT_TO_CALL` times the p95 call (the calls are not what is slow); and
 /// for at least `MIN_SATURATED_SHARE` of that waiting, the instance's calls
-/// to the target in flight were at their ceiling (the estimated pool size).
-/// A ceiling that shrinks while requests queue is a suspected leak. One
+/// to the target in flight were near the ceiling of that quarter of the time
+/// ([`ceilings`]); the highest ceiling is the estimated pool size. A ceiling
+/// that shrinks while requests queue is a suspected leak. One
 /// observation per service and target: the instance with the most queued
 /// requests speaks for it, the count is every instance's queued requests.
 pub fn pool_exhaustion(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
@@ -210,6 +221,7 @@ pub fn pool_exhaustion(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
                     trace_id: t.trace_id,
                     request_ns: r.start_ns,
                     end_ns: r.end_ns,
+                    trace_ns: t.root.duration_ns,
                     first_call: calls[0].0,
                     wait_ns: p.wait_ns,
                     explicit: p.explicit,
@@ -257,7 +269,7 @@ fn report(service: Sym, target: Target, found: &[Exhausted]) -> Observation {
     let ceilings: Vec<Option<u32>> = e.ceilings.clone();
     let mut summary = format!(
         "{service} instance {} waits for a connection to {label}: {} of {} requests queued \
-         (wait p95 {:.0} ms, {:.0} % of their time) while its calls stayed at a ceiling of {} \
+         (wait p95 {:.0} ms, {:.0} % of their critical path) while its calls stayed at a ceiling of {} \
          in flight (the pool size) and took p50 {:.0} ms",
         e.instance,
         e.queued.len(),
