@@ -31,12 +31,28 @@ const FAST: &str = "SELECT * FROM items WHERE id = $1";
 /// The statement of the slow look-alike.
 const REPORT: &str = "SELECT day, sum(total) FROM orders GROUP BY day";
 
-/// A query to the shop database.
-fn db(s: Sp, statement: &'static str) -> Sp {
-    s.attr("db.system.name", "postgresql")
-        .attr("server.address", "db.internal")
-        .attr("db.namespace", "shop")
-        .attr("db.query.text", statement)
+/// What a request's calls are.
+#[derive(Clone, Copy)]
+enum Call {
+    /// Queries to the shop database running this statement.
+    Db(&'static str),
+    /// HTTP requests to this peer service.
+    Http(&'static str),
+}
+
+impl Call {
+    fn on(self, s: Sp) -> Sp {
+        match self {
+            Call::Db(statement) => s
+                .attr("db.system.name", "postgresql")
+                .attr("server.address", "db.internal")
+                .attr("db.namespace", "shop")
+                .attr("db.query.text", statement),
+            Call::Http(peer) => s
+                .attr("peer.service", peer)
+                .attr("http.request.method", "GET"),
+        }
+    }
 }
 
 /// Waits until `traces` traces are analyzed and the window detectors have run
@@ -84,12 +100,12 @@ fn simulate(pool: usize, clients: &[(u64, usize)], calls: u64, call_ms: u64) -> 
 }
 
 /// The traces of a simulated load on `who`: a SERVER span per request, its
-/// database calls (`calls` of `call_ms` running `statement`), and with
-/// `acquire` a `pool.acquire` span for its wait.
+/// calls (`calls` of `call_ms`, what `call` says), and with `acquire` a
+/// `pool.acquire` span for its wait.
 fn requests(
     who: (&'static str, &'static str),
     load: &[(u64, u64)],
-    (calls, call_ms, statement): (u64, u64, &'static str),
+    (calls, call_ms, call): (u64, u64, Call),
     acquire: bool,
 ) -> Vec<Vec<Sp>> {
     load.iter()
@@ -113,16 +129,13 @@ fn requests(
             }
             for n in 0..calls {
                 let at = acquired + n * call_ms;
-                spans.push(db(
-                    of(
-                        who,
-                        (10 + n, 1),
-                        "SELECT shop",
-                        SpanKind::Client,
-                        (at, at + call_ms),
-                    ),
-                    statement,
-                ));
+                spans.push(call.on(of(
+                    who,
+                    (10 + n, 1),
+                    "SELECT shop",
+                    SpanKind::Client,
+                    (at, at + call_ms),
+                )));
             }
             spans
         })
@@ -148,7 +161,7 @@ async fn pool_exhaustion_names_the_starved_pool_and_not_its_look_alikes() {
     lookalikes.extend(requests(
         ("catalog", "catalog-1"),
         &healthy,
-        (5, 20, FAST),
+        (5, 20, Call::Db(FAST)),
         true,
     ));
     // Slow queries: 300 ms each, a connection always free.
@@ -156,7 +169,7 @@ async fn pool_exhaustion_names_the_starved_pool_and_not_its_look_alikes() {
     lookalikes.extend(requests(
         ("reports", "reports-1"),
         &slow,
-        (1, 300, REPORT),
+        (1, 300, Call::Db(REPORT)),
         false,
     ));
     // A spike: 3 clients, and 3 more for one request each; waits of a query at most.
@@ -168,7 +181,7 @@ async fn pool_exhaustion_names_the_starved_pool_and_not_its_look_alikes() {
     lookalikes.extend(requests(
         ("search", "search-1"),
         &spike,
-        (1, 20, FAST),
+        (1, 20, Call::Db(FAST)),
         false,
     ));
     let sent = lookalikes.len();
@@ -181,11 +194,16 @@ async fn pool_exhaustion_names_the_starved_pool_and_not_its_look_alikes() {
     let waits: Vec<u64> = starved.iter().map(|(a, q)| q - a - 1).collect();
     assert_eq!(&waits[..8], &[0, 0, 0, 0, 100, 100, 100, 100]);
     assert!(waits.iter().max().unwrap() >= &300);
-    let mut culprits = requests(("orders", "orders-1"), &starved, (5, 20, FAST), true);
+    let mut culprits = requests(
+        ("orders", "orders-1"),
+        &starved,
+        (5, 20, Call::Db(FAST)),
+        true,
+    );
     culprits.extend(requests(
         ("payments", "payments-7"),
         &starved,
-        (5, 20, FAST),
+        (5, 20, Call::Db(FAST)),
         false,
     ));
     let culprit_traces = culprits.len();
@@ -247,16 +265,13 @@ async fn blocked_worker_names_the_instance_whose_requests_run_in_series() {
                    (start, work_end, resume, end): (u64, u64, u64, u64)| {
         vec![
             of(who, (1, 0), "GET /render", SpanKind::Server, (start, end)),
-            db(
-                of(
-                    who,
-                    (2, 1),
-                    "SELECT shop",
-                    SpanKind::Client,
-                    (work_end, resume),
-                ),
-                FAST,
-            ),
+            Call::Db(FAST).on(of(
+                who,
+                (2, 1),
+                "SELECT shop",
+                SpanKind::Client,
+                (work_end, resume),
+            )),
         ]
     };
     // Healthy: 8 requests at once, working in parallel.
@@ -319,11 +334,16 @@ async fn a_ceiling_that_shrinks_while_requests_queue_is_a_suspected_leak() {
     let before = simulate(4, &vec![(0, 2); 16], 5, 20);
     let leaked_at = before.iter().map(|&(_, q)| q + 5 * 20).max().unwrap();
     let after = simulate(2, &vec![(leaked_at, 2); 16], 5, 20);
-    let mut traces = requests(("orders", "orders-3"), &before, (5, 20, FAST), false);
+    let mut traces = requests(
+        ("orders", "orders-3"),
+        &before,
+        (5, 20, Call::Db(FAST)),
+        false,
+    );
     traces.extend(requests(
         ("orders", "orders-3"),
         &after,
-        (5, 20, FAST),
+        (5, 20, Call::Db(FAST)),
         false,
     ));
     send(&d, traces).await;
@@ -352,5 +372,36 @@ async fn a_ceiling_that_shrinks_while_requests_queue_is_a_suspected_leak() {
         .as_str()
         .unwrap()
         .contains("suspected connection leak"));
+    d.stop().await;
+}
+
+/// An HTTP client pool of 4 connections per peer (frontend → inventory) under
+/// 16 concurrent requests is named by its peer, from the gaps alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_client_pool_is_named_by_its_peer() {
+    let d = harness::start_detecting().await;
+    let starved = simulate(4, &sixteen_clients(), 2, 20);
+    send(
+        &d,
+        requests(
+            ("frontend", "frontend-2"),
+            &starved,
+            (2, 20, Call::Http("inventory")),
+            false,
+        ),
+    )
+    .await;
+    let found = d
+        .wait_for("/api/v1/findings?kind=pool_exhaustion", |status, body| {
+            status == 200 && !body["findings"].as_array().unwrap().is_empty()
+        })
+        .await["findings"]
+        .clone();
+    let f = &found[0];
+    assert_eq!(f["culprit"]["service"], "frontend", "{f:#}");
+    assert_eq!(f["culprit"]["peer"], "http inventory");
+    assert_eq!(f["evidence"]["estimated_pool_size"], 4);
+    assert_eq!(f["evidence"]["wait_from"], "gap_before_first_call");
+    assert_eq!(all_of(&d, "slow_query").await, Vec::<Value>::new());
     d.stop().await;
 }
