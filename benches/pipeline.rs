@@ -205,6 +205,7 @@ fn main() {
         max_age: Duration::from_secs(3600),
         late_grace: Duration::from_secs(60),
         max_spans: usize::MAX,
+        max_bytes: usize::MAX,
     };
     let batches: Vec<_> = encoded.iter().map(|e| decode_export(e).unwrap()).collect();
     let mut held = Vec::new();
