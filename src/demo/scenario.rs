@@ -39,7 +39,7 @@ pub enum Scenario {
     /// and every 4th request also runs an unindexed report of a few hundred ms.
     SlowQuery,
     /// orders serves every request on one thread: it awaits inventory, then
-    /// blocks that thread for 3 s, so requests in flight together progress one
+    /// blocks that thread for 5 s, so requests in flight together progress one
     /// at a time.
     BlockedWorker,
     /// pool-exhaustion in orders and slow-query in catalog at the same time,
@@ -98,7 +98,7 @@ impl Scenario {
             }
             Scenario::BlockedWorker => {
                 "orders serves every request on one thread: it awaits inventory (a CLIENT \
-                 span), then blocks that thread for 3 s with no span; 6 requests are in \
+                 span), then blocks that thread for 5 s with no span; 6 requests are in \
                  flight at once, but their own time lines up one after another"
             }
             Scenario::Mixed => {
@@ -441,7 +441,7 @@ const MIN_TRACE_IDLE: Duration = Duration::from_millis(500);
 /// The size of the pool that pool-exhaustion and mixed exhaust.
 pub const POOL_SIZE: u32 = 4;
 /// The blocking work of blocked-worker's orders per request.
-const BLOCKING_WORK: f64 = 3.0;
+const BLOCKING_WORK: f64 = 5.0;
 /// What a database adds to each statement ([`DbPlan::latency`]).
 const DB_LATENCY: f64 = 1.0;
 /// Client timeouts of the saturation scenarios ([`saturation_timeout`]).
