@@ -318,6 +318,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         demo.gateway_url(),
         options.scenario
     );
+    if let Some(dir) = demo.data_dir() {
+        eprintln!(
+            "the SQLite databases are in {} until the demo stops",
+            dir.display()
+        );
+    }
     let report = match demo.drive().await {
         Ok(report) => report,
         Err(e) => {

@@ -326,6 +326,12 @@ impl Demo {
         &self.gateway
     }
 
+    /// The temporary directory holding the scenario's SQLite databases, if it
+    /// has any; [`Demo::stop`] removes it.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data.as_ref().map(tempfile::TempDir::path)
+    }
+
     /// Sends the requests, waits until every service finished its work, every
     /// span was exported and the daemon analyzed every trace, and reads the
     /// entry point's hops, the findings and the statement shapes from the
