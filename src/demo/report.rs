@@ -223,7 +223,7 @@ impl DemoReport {
             writeln!(
                 f,
                 "  {:>5}  {:>8.1}  {:>8.1}  {:>5.1}%  {target:<wt$}  {statement}",
-                q["count"],
+                q["count"].as_u64().unwrap_or(0),
                 ms("p50_ms"),
                 ms("p95_ms"),
                 ms("critical_share") * 100.0,
