@@ -9,6 +9,7 @@ mod error;
 mod findings;
 mod health;
 mod hops;
+mod metrics;
 mod params;
 mod queries;
 mod timeouts;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/findings/{id}", get(findings::get))
         .route("/api/v1/timeouts", get(timeouts::list))
         .route("/api/v1/queries", get(queries::list))
+        .route("/metrics", get(metrics::render))
         .fallback(error::not_found)
         .with_state(state)
 }
