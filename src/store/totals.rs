@@ -157,7 +157,11 @@ mod tests {
         assert_eq!(count("other"), Some(5));
         assert_eq!(count("GET /0"), Some(2), "a known entry keeps its series");
         let hops = totals.hops();
-        assert_eq!(hops.len(), MAX_ENTRIES + 1, "one hop per entry, other included");
+        assert_eq!(
+            hops.len(),
+            MAX_ENTRIES + 1,
+            "one hop per entry, other included"
+        );
         assert_eq!(
             hops.iter().map(|(_, h)| h.critical_ns).sum::<u64>(),
             1_000 * (MAX_ENTRIES as u64 + 6)
