@@ -38,10 +38,11 @@ enum Command {
     /// the daemon refused or lost spans, did not finish analyzing, or an API
     /// probe failed.
     Loadgen(LoadgenArgs),
-    /// Run the daemon with four small instrumented services in process
-    /// (gateway → frontend → orders → inventory, exporting OTLP to it), drive a
-    /// scenario's requests through them, and print the latency share per hop and
-    /// the findings the daemon produced.
+    /// Run the daemon with small instrumented services in process (gateway →
+    /// frontend → orders → inventory, or services over real SQLite pools,
+    /// exporting OTLP to it), drive a scenario's requests through them, and
+    /// print the latency share per hop, the statement shapes and the findings
+    /// the daemon produced.
     Demo(DemoArgs),
 }
 
@@ -52,18 +53,23 @@ struct DemoArgs {
     #[arg(long, value_enum, default_value_t = DemoOptions::default().scenario)]
     scenario: Scenario,
 
-    /// Requests sent through the gateway
-    #[arg(long, value_name = "N", default_value_t = DemoOptions::default().requests)]
-    requests: usize,
+    /// Requests sent through the gateway [default: the scenario's]
+    #[arg(long, value_name = "N")]
+    requests: Option<usize>,
 
-    /// Requests in flight at once
-    #[arg(long, value_name = "N", default_value_t = DemoOptions::default().concurrency)]
-    concurrency: usize,
+    /// Requests in flight at once [default: the scenario's]
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
 
     /// Wall-clock seconds per scenario second: 0.01 makes the gateway's 29 s
     /// timeout last 290 ms; 1 runs real durations
     #[arg(long, value_name = "F", default_value_t = DemoOptions::default().time_scale)]
     time_scale: f64,
+
+    /// Record no pool.acquire span while a request waits for a database
+    /// connection: the wait is then only time before the request's first query
+    #[arg(long)]
+    no_acquire_spans: bool,
 
     /// Listen address of the daemon's HTTP API [default: an ephemeral port on
     /// 127.0.0.1, printed]
@@ -88,6 +94,7 @@ impl DemoArgs {
             requests: self.requests,
             concurrency: self.concurrency,
             time_scale: self.time_scale,
+            acquire_spans: !self.no_acquire_spans,
             api_addr: self.api_addr.unwrap_or(defaults.api_addr),
         }
     }
@@ -307,10 +314,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!(
         "hopscope API on {}; sending {} requests to {} ({})",
         demo.api_url(),
-        options.requests,
+        options.requests(),
         demo.gateway_url(),
         options.scenario
     );
+    if let Some(dir) = demo.data_dir() {
+        eprintln!(
+            "the SQLite databases are in {} until the demo stops",
+            dir.display()
+        );
+    }
     let report = match demo.drive().await {
         Ok(report) => report,
         Err(e) => {

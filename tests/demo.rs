@@ -20,7 +20,7 @@ async fn run(scenario: Scenario) -> (DemoReport, Vec<Value>) {
     let _one = ONE_AT_A_TIME.lock().await;
     let demo = Demo::start(&DemoOptions {
         scenario,
-        requests: REQUESTS,
+        requests: Some(REQUESTS),
         ..DemoOptions::default()
     })
     .await

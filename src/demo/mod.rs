@@ -1,28 +1,36 @@
-//! `hopscope demo`: the daemon plus four small instrumented services in one
+//! `hopscope demo`: the daemon plus small instrumented services in one
 //! process, a scenario's traffic through them, and what the daemon made of it.
 //!
 //! ```text
-//!  user ──► gateway ───────► frontend ──────► orders ────────► inventory
-//!           GET /checkout     GET /checkout     POST /orders      GET /stock/{sku}
+//!  timeouts:   user ──► gateway ──► frontend ──► orders ──► inventory
+//!  pool:       user ──► gateway ──► frontend ──► orders ══► SQLite (pool of 4)
+//!  slow query: user ──► gateway ──► frontend ──► catalog ═► SQLite
+//!  blocked:    user ──► gateway ──► frontend ──► orders (one thread) ──► inventory
+//!  mixed:      user ──► gateway ──► frontend ─┬► orders ══► SQLite (pool of 4)
+//!                                             └► catalog ═► SQLite
 //! ```
 //!
 //! Each service is an axum server with its own OpenTelemetry SDK tracer provider
 //! exporting through `opentelemetry-otlp` (gRPC) to the in-process daemon
 //! (`telemetry`); W3C trace context and real client timeouts connect them
-//! (`services`). A [`Scenario`] sets the timeouts, inventory's latency,
-//! deadline propagation and failures. Times are scaled by
-//! [`DemoOptions::time_scale`], so a 29 s gateway timeout lasts 290 ms by default.
+//! (`services`); a service with a database queries a real SQLite file through
+//! an r2d2 pool (`db`). A [`Scenario`] plans which services run and what each
+//! does: timeouts, latencies, failures, databases, a service served by one
+//! thread. Times are scaled by [`DemoOptions::time_scale`], so a 29 s gateway
+//! timeout lasts 290 ms by default; SQL runs at its real speed.
 //!
 //! [`Demo::start`] starts everything, [`Demo::drive`] sends the requests, waits
 //! until the daemon analyzed every trace and reads its API into a
-//! [`DemoReport`], and [`Demo::stop`] stops it all; [`run`] does the three.
+//! [`DemoReport`], and [`Demo::stop`] stops it all (and removes the databases);
+//! [`run`] does the three.
 
+mod db;
 mod report;
 mod scenario;
 mod services;
 mod telemetry;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,12 +42,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use report::DemoReport;
-pub use scenario::Scenario;
+pub use scenario::{Scenario, POOL_SIZE};
 
 use crate::config::Config;
 use crate::daemon::{self, DaemonError, Running};
-use scenario::{Plan, DEADLINE_MARGIN, FRONTEND_WORK, GATEWAY_WORK, ORDERS_WORK, TRACE_IDLE};
-use services::{Call, InFlight, Service, Spec};
+use db::Database;
+use scenario::{Hop, Plan};
+use services::{Callee, InFlight, Service, Spec};
 
 /// The entry point's service: every request enters through it.
 const ENTRY_SERVICE: &str = "gateway";
@@ -51,19 +60,26 @@ const DETECT_INTERVAL: Duration = Duration::from_millis(200);
 const ANALYSIS_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one API request may take.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// Statement shapes the report lists.
+const TOP_QUERIES: usize = 10;
 
 /// What a demo run does.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// What goes wrong behind the gateway.
     pub scenario: Scenario,
-    /// Requests sent through the gateway.
-    pub requests: usize,
-    /// Requests in flight at once.
-    pub concurrency: usize,
+    /// Requests sent through the gateway (`None`: the scenario's,
+    /// [`Scenario::traffic`]).
+    pub requests: Option<usize>,
+    /// Requests in flight at once (`None`: the scenario's).
+    pub concurrency: Option<usize>,
     /// Wall-clock seconds per scenario second (0.01: the gateway's 29 s limit
     /// lasts 290 ms; 1: real durations). Greater than 0, at most 10.
     pub time_scale: f64,
+    /// Whether a request waiting for a database connection records it in a
+    /// `pool.acquire` span; without, the wait is only the time before its
+    /// first query.
+    pub acquire_spans: bool,
     /// Listen address of the daemon's HTTP API (port 0: an ephemeral port).
     pub api_addr: SocketAddr,
 }
@@ -72,23 +88,28 @@ impl Default for DemoOptions {
     fn default() -> Self {
         DemoOptions {
             scenario: Scenario::CascadingTimeout,
-            requests: 40,
-            concurrency: 4,
+            requests: None,
+            concurrency: None,
             time_scale: 0.01,
+            acquire_spans: true,
             api_addr: ([127, 0, 0, 1], 0).into(),
         }
     }
 }
 
 impl DemoOptions {
-    /// Scenario time in wall-clock time.
-    fn units(&self, units: f64) -> Duration {
-        Duration::from_secs_f64(units * self.time_scale)
+    /// The requests to send.
+    pub fn requests(&self) -> usize {
+        self.requests.unwrap_or(self.scenario.traffic().0)
     }
 
-    /// The daemon's trace idle time: `TRACE_IDLE` units, at least 500 ms.
-    fn trace_idle(&self) -> Duration {
-        self.units(TRACE_IDLE).max(Duration::from_millis(500))
+    /// The requests in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(self.scenario.traffic().1)
+    }
+
+    fn plan(&self) -> Plan {
+        self.scenario.plan(self.time_scale, self.concurrency())
     }
 }
 
@@ -117,6 +138,17 @@ pub enum DemoError {
         /// What failed.
         message: String,
     },
+    /// A demo database could not be created or filled.
+    #[error("the {database} database: {message}")]
+    Database {
+        /// The database (its `db.namespace`).
+        database: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// The directory of the demo's databases could not be created or removed.
+    #[error("the demo's data directory: {0}")]
+    DataDir(std::io::Error),
     /// A service's OTLP exporter could not be built.
     #[error("cannot build the OTLP exporter of {service}: {message}")]
     Exporter {
@@ -152,6 +184,7 @@ pub enum DemoError {
 /// A started demo: the daemon and the services, ready for traffic.
 pub struct Demo {
     options: DemoOptions,
+    plan: Plan,
     daemon: Running,
     services: Vec<Service>,
     in_flight: InFlight,
@@ -159,6 +192,8 @@ pub struct Demo {
     http: reqwest::Client,
     api: String,
     gateway: String,
+    /// Where the databases live, removed on stop.
+    data: Option<tempfile::TempDir>,
 }
 
 impl Demo {
@@ -166,8 +201,8 @@ impl Demo {
     /// `options.api_addr`) and the services of `options.scenario`.
     pub async fn start(options: &DemoOptions) -> Result<Demo, DemoError> {
         validate(options)?;
-        let plan = options.scenario.plan();
-        let trace_idle = options.trace_idle();
+        let plan = options.plan();
+        let trace_idle = plan.trace_idle;
         let daemon = daemon::start(Config {
             otlp_grpc_addr: ([127, 0, 0, 1], 0).into(),
             api_addr: options.api_addr,
@@ -183,6 +218,7 @@ impl Demo {
             .map_err(DemoError::Client)?;
         let mut demo = Demo {
             options: options.clone(),
+            plan,
             api: format!("http://{}", daemon.api_addr),
             daemon,
             services: Vec::new(),
@@ -190,8 +226,9 @@ impl Demo {
             stop: CancellationToken::new(),
             http,
             gateway: String::new(),
+            data: None,
         };
-        if let Err(e) = demo.start_services(&plan).await {
+        if let Err(e) = demo.start_services().await {
             // Stop what did start; the first error is the one to report.
             let _ = demo.stop().await;
             return Err(e);
@@ -199,77 +236,70 @@ impl Demo {
         Ok(demo)
     }
 
-    /// Starts inventory, orders, frontend and the gateway, each calling the one
-    /// started before it.
-    async fn start_services(&mut self, plan: &Plan) -> Result<(), DemoError> {
-        let o = self.options.clone();
-        let margin = plan.propagate_deadlines.then(|| o.units(DEADLINE_MARGIN));
-        let inventory = if plan.inventory_up {
-            let spec = Spec {
-                name: "inventory",
-                serves: services::stock(),
-                work: o.units(plan.inventory_work),
-                call: None,
-                gateway: false,
-                deadline_margin: margin,
+    /// Starts the plan's services in order, each after the ones it calls, and
+    /// their databases.
+    async fn start_services(&mut self) -> Result<(), DemoError> {
+        let mut started: HashMap<&'static str, Callee> = HashMap::new();
+        for hop in self.plan.hops.clone() {
+            let callees = hop
+                .calls
+                .iter()
+                .map(|c| {
+                    started.get(c.service).cloned().ok_or_else(|| {
+                        DemoError::Options(format!(
+                            "{} calls {}, not started before it",
+                            hop.name, c.service
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let (name, endpoint) = (hop.name, hop.serves.clone());
+            let addr = if hop.up {
+                let db = self.database(&hop).await?;
+                self.start_service(Spec { hop, callees, db }).await?
+            } else {
+                // Down: a port nothing listens on, so callers' connections are refused.
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map_err(|source| DemoError::Bind {
+                        service: name,
+                        source,
+                    })?
             };
-            self.start_service(spec).await?
-        } else {
-            // Down: a port nothing listens on, so orders' connection is refused.
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map_err(|source| DemoError::Bind {
-                    service: "inventory",
-                    source,
-                })?
-        };
-        let orders = self
-            .start_service(Spec {
-                name: "orders",
-                serves: services::orders(),
-                work: o.units(ORDERS_WORK),
-                call: Some(Call {
-                    service: "inventory",
-                    target: inventory,
-                    endpoint: services::stock(),
-                    timeout: o.units(plan.orders_timeout),
-                }),
-                gateway: false,
-                deadline_margin: margin,
-            })
-            .await?;
-        let frontend = self
-            .start_service(Spec {
-                name: "frontend",
-                serves: services::checkout(),
-                work: o.units(FRONTEND_WORK),
-                call: Some(Call {
-                    service: "orders",
-                    target: orders,
-                    endpoint: services::orders(),
-                    timeout: o.units(plan.frontend_timeout),
-                }),
-                gateway: false,
-                deadline_margin: margin,
-            })
-            .await?;
-        let gateway = self
-            .start_service(Spec {
-                name: ENTRY_SERVICE,
-                serves: services::checkout(),
-                work: o.units(GATEWAY_WORK),
-                call: Some(Call {
-                    service: "frontend",
-                    target: frontend,
-                    endpoint: services::checkout(),
-                    timeout: o.units(plan.gateway_timeout),
-                }),
-                gateway: true,
-                deadline_margin: margin,
-            })
-            .await?;
-        self.gateway = format!("http://{gateway}{}", services::checkout().path);
+            started.insert(name, Callee { addr, endpoint });
+        }
+        let entry = started
+            .get(ENTRY_SERVICE)
+            .ok_or_else(|| DemoError::Options(format!("the scenario has no {ENTRY_SERVICE}")))?;
+        self.gateway = format!("http://{}{}", entry.addr, entry.endpoint.path);
         Ok(())
+    }
+
+    /// Creates and fills `hop`'s database, if it has one, in the demo's data
+    /// directory (created with the first database).
+    async fn database(&mut self, hop: &Hop) -> Result<Option<Arc<Database>>, DemoError> {
+        let Some(plan) = hop.db else {
+            return Ok(None);
+        };
+        let dir = match &self.data {
+            Some(dir) => dir.path().to_owned(),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("hopscope-demo-")
+                    .tempdir()
+                    .map_err(DemoError::DataDir)?;
+                self.data.insert(dir).path().to_owned()
+            }
+        };
+        let acquire_spans = self.options.acquire_spans;
+        let created =
+            tokio::task::spawn_blocking(move || Database::create(&dir, plan, acquire_spans))
+                .await
+                .map_err(|e| DemoError::Database {
+                    database: plan.data.namespace(),
+                    message: e.to_string(),
+                })??;
+        Ok(Some(Arc::new(created)))
     }
 
     async fn start_service(&mut self, spec: Spec) -> Result<SocketAddr, DemoError> {
@@ -296,9 +326,16 @@ impl Demo {
         &self.gateway
     }
 
+    /// The temporary directory holding the scenario's SQLite databases, if it
+    /// has any; [`Demo::stop`] removes it.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data.as_ref().map(tempfile::TempDir::path)
+    }
+
     /// Sends the requests, waits until every service finished its work, every
     /// span was exported and the daemon analyzed every trace, and reads the
-    /// entry point's hops and the findings from the daemon's API.
+    /// entry point's hops, the findings and the statement shapes from the
+    /// daemon's API.
     pub async fn drive(&self) -> Result<DemoReport, DemoError> {
         let o = &self.options;
         let started = Instant::now();
@@ -316,18 +353,16 @@ impl Demo {
             .get(&format!("/api/v1/hops?entry={}", entry.replace(' ', "%20")))
             .await?
             .1;
-        let (status, findings) = self.get("/api/v1/findings").await?;
-        if status != 200 {
-            return Err(DemoError::Api {
-                url: format!("{}/api/v1/findings", self.api),
-                message: format!("answered {status}: {findings}"),
-            });
-        }
+        let findings = self.get_ok("/api/v1/findings").await?;
+        let queries = self
+            .get_ok(&format!("/api/v1/queries?limit={TOP_QUERIES}"))
+            .await?;
         Ok(DemoReport {
             scenario: o.scenario,
-            requests: o.requests,
-            concurrency: o.concurrency,
+            requests: o.requests(),
+            concurrency: o.concurrency(),
             time_scale: o.time_scale,
+            acquire_spans: o.acquire_spans,
             elapsed,
             outcomes,
             failed,
@@ -335,6 +370,7 @@ impl Demo {
             entry,
             hops: hops["entries"].get(0).cloned().unwrap_or(Value::Null),
             findings,
+            queries,
             api: self.api.clone(),
         })
     }
@@ -342,19 +378,13 @@ impl Demo {
     /// `requests` GETs of the gateway, `concurrency` at a time: how many got
     /// each status, and how many got no answer.
     async fn send_requests(&self) -> (BTreeMap<u16, usize>, usize) {
-        let o = &self.options;
-        let plan = o.scenario.plan();
-        // The user waits longer than the gateway does.
-        let patience = o.units(plan.gateway_timeout) * 2 + Duration::from_secs(1);
+        let (requests, concurrency) = (self.options.requests(), self.options.concurrency());
+        // The user waits longer than anyone behind the gateway does.
+        let patience = self.plan.longest_timeout() * 2 + Duration::from_secs(1);
         let next = Arc::new(AtomicUsize::new(0));
         let mut workers = JoinSet::new();
-        for _ in 0..o.concurrency.min(o.requests) {
-            let (next, http, url, requests) = (
-                next.clone(),
-                self.http.clone(),
-                self.gateway.clone(),
-                o.requests,
-            );
+        for _ in 0..concurrency.min(requests) {
+            let (next, http, url) = (next.clone(), self.http.clone(), self.gateway.clone());
             workers.spawn(async move {
                 let mut got = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < requests {
@@ -385,7 +415,7 @@ impl Demo {
     /// Polls the daemon's counters until it accepted every exported span and
     /// has nothing buffered or being analyzed.
     async fn wait_analysis(&self, spans_exported: u64) -> Result<(), DemoError> {
-        let limit = self.options.trace_idle() + ANALYSIS_TIMEOUT;
+        let limit = self.plan.trace_idle + ANALYSIS_TIMEOUT;
         let deadline = Instant::now() + limit;
         loop {
             let (_, stats) = self.get("/api/v1/stats").await?;
@@ -401,6 +431,18 @@ impl Demo {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// GETs an API path that must answer 200; its JSON body.
+    async fn get_ok(&self, path: &str) -> Result<Value, DemoError> {
+        let (status, body) = self.get(path).await?;
+        if status != 200 {
+            return Err(DemoError::Api {
+                url: format!("{}{path}", self.api),
+                message: format!("answered {status}: {body}"),
+            });
+        }
+        Ok(body)
     }
 
     /// GETs an API path; its status and JSON body.
@@ -422,14 +464,20 @@ impl Demo {
         Ok((status, body))
     }
 
-    /// Stops the services (exporting their last spans), then the daemon (which
-    /// analyzes what is buffered).
+    /// Stops the services (exporting their last spans; their database pools
+    /// close), removes the databases, then stops the daemon (which analyzes
+    /// what is buffered).
     pub async fn stop(self) -> Result<(), DemoError> {
         self.stop.cancel();
         let mut first_error = None;
         for service in self.services {
             if let Err(e) = service.stop().await {
                 first_error.get_or_insert(e);
+            }
+        }
+        if let Some(dir) = self.data {
+            if let Err(e) = dir.close() {
+                first_error.get_or_insert(DemoError::DataDir(e));
             }
         }
         self.daemon.shutdown();
@@ -442,10 +490,10 @@ impl Demo {
 
 fn validate(o: &DemoOptions) -> Result<(), DemoError> {
     let invalid = |m: &str| Err(DemoError::Options(m.to_owned()));
-    if o.requests == 0 {
+    if o.requests() == 0 {
         return invalid("requests must be at least 1");
     }
-    if o.concurrency == 0 {
+    if o.concurrency() == 0 {
         return invalid("concurrency must be at least 1");
     }
     if !(o.time_scale > 0.0 && o.time_scale <= 10.0) {

@@ -11,6 +11,8 @@ use super::Scenario;
 
 /// Hops of the entry point printed, largest share first.
 const TOP_HOPS: usize = 8;
+/// Characters of a statement printed.
+const STATEMENT_WIDTH: usize = 100;
 
 /// The outcome of [`Demo::drive`](super::Demo::drive).
 #[derive(Debug, Clone)]
@@ -23,6 +25,8 @@ pub struct DemoReport {
     pub concurrency: usize,
     /// Wall-clock seconds per scenario second.
     pub time_scale: f64,
+    /// Whether waits for a database connection had `pool.acquire` spans.
+    pub acquire_spans: bool,
     /// How long sending the requests took.
     pub elapsed: Duration,
     /// How many requests got each HTTP status from the gateway.
@@ -39,6 +43,9 @@ pub struct DemoReport {
     pub hops: Value,
     /// The answer of `GET /api/v1/findings` (`{"findings": [...]}`).
     pub findings: Value,
+    /// The answer of `GET /api/v1/queries` (`{"queries": [...]}`): the
+    /// statement shapes by time on the critical path.
+    pub queries: Value,
     /// The daemon's HTTP API, `http://host:port`.
     pub api: String,
 }
@@ -53,6 +60,28 @@ impl DemoReport {
     pub fn hops(&self) -> &[Value] {
         self.hops["hops"].as_array().map_or(&[], Vec::as_slice)
     }
+
+    /// The findings, worst first.
+    pub fn findings(&self) -> &[Value] {
+        self.findings["findings"]
+            .as_array()
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The findings of one kind (`pool_exhaustion`, `slow_query`...).
+    pub fn findings_of(&self, kind: &str) -> Vec<&Value> {
+        self.findings()
+            .iter()
+            .filter(|f| f["kind"] == kind)
+            .collect()
+    }
+
+    /// The statement shapes, most critical time first.
+    pub fn queries(&self) -> &[Value] {
+        self.queries["queries"]
+            .as_array()
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 impl fmt::Display for DemoReport {
@@ -65,6 +94,13 @@ impl fmt::Display for DemoReport {
             self.time_scale,
             Duration::from_secs_f64(self.time_scale)
         )?;
+        if self.scenario.has_databases() && !self.acquire_spans {
+            writeln!(
+                f,
+                "  no pool.acquire spans: the wait for a connection shows only as time \
+                 before the first query"
+            )?;
+        }
         writeln!(f)?;
         writeln!(
             f,
@@ -91,6 +127,10 @@ impl fmt::Display for DemoReport {
         writeln!(f)?;
         self.fmt_hops(f)?;
         writeln!(f)?;
+        if !self.queries().is_empty() {
+            self.fmt_queries(f)?;
+            writeln!(f)?;
+        }
         self.fmt_findings(f)
     }
 }
@@ -152,25 +192,69 @@ impl DemoReport {
         Ok(())
     }
 
+    fn fmt_queries(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "statements by time on the critical path (GET {}/api/v1/queries):",
+            self.api
+        )?;
+        let target = |q: &Value| {
+            let t = &q["target"];
+            ["system", "address", "namespace"]
+                .iter()
+                .filter_map(|k| t[k].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let targets: Vec<String> = self.queries().iter().map(target).collect();
+        let wt = targets.iter().map(|t| t.chars().count()).max().unwrap_or(0);
+        writeln!(
+            f,
+            "  {:>5}  {:>8}  {:>8}  {:>6}  {:<wt$}  statement",
+            "calls", "p50 ms", "p95 ms", "share", "target"
+        )?;
+        for (q, target) in self.queries().iter().zip(&targets) {
+            let ms = |k: &str| q[k].as_f64().unwrap_or(0.0);
+            let text = q["statement"].as_str().unwrap_or("?");
+            let mut statement: String = text.chars().take(STATEMENT_WIDTH).collect();
+            if statement.len() < text.len() {
+                statement.push('…');
+            }
+            writeln!(
+                f,
+                "  {:>5}  {:>8.1}  {:>8.1}  {:>5.1}%  {target:<wt$}  {statement}",
+                q["count"].as_u64().unwrap_or(0),
+                ms("p50_ms"),
+                ms("p95_ms"),
+                ms("critical_share") * 100.0,
+            )?;
+        }
+        Ok(())
+    }
+
     fn fmt_findings(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "findings (GET {}/api/v1/findings):", self.api)?;
         let body = &self.findings;
         let pretty = serde_json::to_string_pretty(body).map_err(|_| fmt::Error)?;
         writeln!(f, "{pretty}")?;
-        let findings = body["findings"].as_array().map_or(&[][..], Vec::as_slice);
+        let findings = self.findings();
         writeln!(f)?;
         if findings.is_empty() {
             return writeln!(f, "no findings");
         }
         for finding in findings {
             let text = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+            let culprit = &finding["culprit"];
+            let peer = culprit["peer"]
+                .as_str()
+                .map_or_else(String::new, |p| format!(" ({p})"));
             writeln!(
                 f,
-                "{} {} {} {}: {}",
+                "{} {} {} {}{peer}: {}",
                 text(&finding["severity"]),
                 text(&finding["kind"]),
-                text(&finding["culprit"]["service"]),
-                text(&finding["culprit"]["operation"]),
+                text(&culprit["service"]),
+                text(&culprit["operation"]),
                 text(&finding["summary"]),
             )?;
         }

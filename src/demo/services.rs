@@ -1,13 +1,15 @@
 //! The demo's services: axum servers on ephemeral ports that create a SERVER
 //! span per request (parent from the W3C `traceparent` header), do some work,
-//! call the next hop over HTTP with a real client timeout inside a CLIENT span
-//! (injecting `traceparent`), and answer. Semantic-convention attributes
-//! throughout; a timed-out call is status ERROR with `error.type` `timeout` and
-//! the caller answers 504.
+//! call the next hops over HTTP with a real client timeout inside a CLIENT span
+//! each (injecting `traceparent`), query their database ([`super::db`]), do
+//! blocking work if the plan says so ([`Hop`]), and answer. Semantic-convention
+//! attributes throughout; a timed-out call is status ERROR with `error.type`
+//! `timeout` and the caller answers 504.
 //!
 //! Each request's work runs in a task of its own, as in a server that does not
 //! cancel work when the caller hangs up: a slow callee keeps working (and ends
-//! its span) after its caller gave up.
+//! its span) after its caller gave up. A service is served by the demo's
+//! runtime, or by one thread of its own ([`Hop::one_thread`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,11 +27,13 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracer;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::db::Database;
+use super::scenario::{Call, Hop};
 use super::telemetry::Telemetry;
 use super::DemoError;
 
@@ -48,6 +52,8 @@ pub(super) struct Endpoint {
     pub method: Method,
     pub route: &'static str,
     pub path: &'static str,
+    /// The message of a successful answer.
+    pub answer: &'static str,
 }
 
 impl Endpoint {
@@ -63,6 +69,7 @@ pub(super) fn checkout() -> Endpoint {
         method: Method::GET,
         route: "/checkout",
         path: "/checkout",
+        answer: "order placed",
     }
 }
 
@@ -72,6 +79,7 @@ pub(super) fn orders() -> Endpoint {
         method: Method::POST,
         route: "/orders",
         path: "/orders",
+        answer: "order placed",
     }
 }
 
@@ -81,32 +89,35 @@ pub(super) fn stock() -> Endpoint {
         method: Method::GET,
         route: "/stock/{sku}",
         path: "/stock/sku-1842",
+        answer: "in stock",
     }
 }
 
-/// A call to the next hop.
-#[derive(Debug, Clone)]
-pub(super) struct Call {
-    pub service: &'static str,
-    pub target: SocketAddr,
-    pub endpoint: Endpoint,
-    /// The client timeout (for the gateway: its own limit).
-    pub timeout: Duration,
+/// `GET /products/{sku}`, served by catalog.
+pub(super) fn products() -> Endpoint {
+    Endpoint {
+        method: Method::GET,
+        route: "/products/{sku}",
+        path: "/products/P-004217",
+        answer: "product found",
+    }
 }
 
-/// What one service does.
+/// Where a call goes: a started service's address and endpoint.
 #[derive(Debug, Clone)]
+pub(super) struct Callee {
+    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
+}
+
+/// What one service does, wired to its callees and its database.
+#[derive(Debug)]
 pub(super) struct Spec {
-    pub name: &'static str,
-    pub serves: Endpoint,
-    /// Own work per request, before the call (the whole work of a leaf).
-    pub work: Duration,
-    pub call: Option<Call>,
-    /// Answers its own timeout like an API gateway ("Endpoint request timed out").
-    pub gateway: bool,
-    /// With deadline propagation: what a callee keeps back from the deadline it
-    /// is given. The gateway's deadline is its own call timeout.
-    pub deadline_margin: Option<Duration>,
+    pub hop: Hop,
+    /// Where each of `hop.calls` goes, in the same order.
+    pub callees: Vec<Callee>,
+    /// The database of `hop.db`.
+    pub db: Option<Arc<Database>>,
 }
 
 /// Requests being worked on, over all services.
@@ -150,6 +161,8 @@ pub(super) struct Service {
 
 impl Service {
     /// Binds 127.0.0.1:0 and serves `spec`, exporting spans to `otlp_endpoint`.
+    /// A one-thread service gets its own HTTP client, so that its connections
+    /// are driven by its thread too; the others share `http`.
     pub(super) async fn start(
         spec: Spec,
         otlp_endpoint: &str,
@@ -157,16 +170,25 @@ impl Service {
         in_flight: InFlight,
         stop: CancellationToken,
     ) -> Result<Service, DemoError> {
-        let name = spec.name;
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .and_then(|l| Ok((l.local_addr()?, l)));
-        let (addr, listener) = listener.map_err(|source| DemoError::Bind {
+        let name = spec.hop.name;
+        let bound = std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| {
+            l.set_nonblocking(true)?;
+            Ok((l.local_addr()?, l))
+        });
+        let (addr, listener) = bound.map_err(|source| DemoError::Bind {
             service: name,
             source,
         })?;
         let telemetry = Telemetry::new(name, format!("{name}-{}", addr.port()), otlp_endpoint)?;
-        let route = match spec.serves.method {
+        let one_thread = spec.hop.one_thread;
+        let http = if one_thread {
+            reqwest::Client::builder()
+                .build()
+                .map_err(DemoError::Client)?
+        } else {
+            http
+        };
+        let route = match spec.hop.serves.method {
             Method::POST => post(handle),
             _ => get(handle),
         };
@@ -179,13 +201,14 @@ impl Service {
             spec,
         });
         let app = Router::new()
-            .route(node.spec.serves.route, route)
+            .route(node.spec.hop.serves.route, route)
             .with_state(node);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        let served = serve(listener, app, stop);
+        let server = if one_thread {
+            on_own_thread(name, served)?
+        } else {
+            tokio::spawn(served)
+        };
         Ok(Service {
             name,
             addr,
@@ -208,6 +231,48 @@ impl Service {
             .map_err(|e| failed(e.to_string()))?;
         Ok(exported)
     }
+}
+
+/// Serves `app` on `listener` until `stop` fires and every request is answered.
+async fn serve(
+    listener: std::net::TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    // Registered with the runtime that polls this future.
+    let listener = TcpListener::from_std(listener)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}
+
+/// Runs `served` on a current-thread runtime of its own OS thread: every
+/// request of the service, its tasks and its connections share that one
+/// thread. The handle finishes when the thread's runtime has shut down.
+fn on_own_thread(
+    service: &'static str,
+    served: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+) -> Result<JoinHandle<std::io::Result<()>>, DemoError> {
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("{service}-worker"))
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| runtime.block_on(served));
+            // The runtime is dropped by now: its tasks are gone too.
+            let _ = done.send(result);
+        })
+        .map_err(|e| DemoError::Server {
+            service,
+            message: format!("cannot start its thread: {e}"),
+        })?;
+    Ok(tokio::spawn(async move {
+        finished
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the service's thread died")))
+    }))
 }
 
 /// A service's request handling.
@@ -242,7 +307,7 @@ impl Node {
         let arrived = Instant::now();
         let parent = self.propagator.extract(&HeaderExtractor(&headers));
         let deadline = self.deadline(arrived, &headers);
-        let serves = &self.spec.serves;
+        let serves = &self.spec.hop.serves;
         let span = self
             .tracer
             .span_builder(serves.operation())
@@ -271,7 +336,7 @@ impl Node {
         span.end();
         (
             status,
-            Json(json!({ "service": self.spec.name, "message": message })),
+            Json(json!({ "service": self.spec.hop.name, "message": message })),
         )
             .into_response()
     }
@@ -279,65 +344,95 @@ impl Node {
     /// The request's deadline, when deadlines are propagated: the gateway's own
     /// limit, or what the caller passed on less the margin.
     fn deadline(&self, arrived: Instant, headers: &HeaderMap) -> Option<Instant> {
-        let margin = self.spec.deadline_margin?;
-        if self.spec.gateway {
-            return self.spec.call.as_ref().map(|c| arrived + c.timeout);
+        let margin = self.spec.hop.deadline_margin?;
+        if self.spec.hop.gateway {
+            return self.spec.hop.calls.first().map(|c| arrived + c.timeout);
         }
         let ms: u64 = headers.get(DEADLINE_HEADER)?.to_str().ok()?.parse().ok()?;
         Some(arrived + Duration::from_millis(ms).saturating_sub(margin))
     }
 
-    /// Own work, then the call to the next hop; the answer's status and message.
+    /// Own work, the calls, the queries, the blocking work; the answer's status
+    /// and message. The first call or query that fails decides the answer.
     async fn work(&self, cx: &Context, deadline: Option<Instant>) -> (StatusCode, String) {
-        let done = Instant::now() + self.spec.work;
+        let hop = &self.spec.hop;
+        let done = Instant::now() + hop.work;
         match deadline {
             Some(deadline) if deadline < done => {
                 tokio::time::sleep_until(deadline).await;
                 return (StatusCode::GATEWAY_TIMEOUT, DEADLINE_EXCEEDED.to_owned());
             }
+            // No work, no yield: on a busy one-thread service, a request
+            // yielding here would wait its turn before its first call.
+            _ if hop.work.is_zero() => {}
             _ => tokio::time::sleep_until(done).await,
         }
-        let Some(call) = &self.spec.call else {
-            return (StatusCode::OK, "in stock".to_owned());
-        };
-        match self.call(cx, call, deadline).await {
-            Upstream::Answered(status) if status.is_success() => {
-                (StatusCode::OK, "order placed".to_owned())
-            }
-            Upstream::Answered(status) => (status, format!("{} answered {status}", call.service)),
-            Upstream::TimedOut if self.spec.gateway => {
-                (StatusCode::GATEWAY_TIMEOUT, GATEWAY_TIMED_OUT.to_owned())
-            }
-            Upstream::TimedOut => (
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("{} did not answer in time", call.service),
-            ),
-            Upstream::Failed(error) => (
-                StatusCode::BAD_GATEWAY,
-                format!("cannot reach {}: {}", call.service, error.replace('_', " ")),
-            ),
+        for (call, callee) in hop.calls.iter().zip(&self.spec.callees) {
+            let failed = match self.call(cx, call, callee, deadline).await {
+                Upstream::Answered(status) if status.is_success() => continue,
+                Upstream::Answered(status) => {
+                    (status, format!("{} answered {status}", call.service))
+                }
+                Upstream::TimedOut if hop.gateway => {
+                    (StatusCode::GATEWAY_TIMEOUT, GATEWAY_TIMED_OUT.to_owned())
+                }
+                Upstream::TimedOut => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("{} did not answer in time", call.service),
+                ),
+                Upstream::Failed(error) => (
+                    StatusCode::BAD_GATEWAY,
+                    format!("cannot reach {}: {}", call.service, error.replace('_', " ")),
+                ),
+            };
+            return failed;
         }
+        if let Some(db) = &self.spec.db {
+            let (db, tracer, cx) = (db.clone(), self.tracer.clone(), cx.clone());
+            // The pool blocks while it waits for a connection, and so do the
+            // queries: off the runtime's threads.
+            let queried = tokio::task::spawn_blocking(move || db.serve(&tracer, &cx)).await;
+            let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, format!("database: {e}"));
+            match queried {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return failed(e.to_string()),
+                Err(e) => return failed(e.to_string()),
+            }
+        }
+        if !hop.blocking.is_zero() {
+            // Synchronous, on the thread serving this request: nothing else
+            // that thread serves moves meanwhile.
+            std::thread::sleep(hop.blocking);
+        }
+        (StatusCode::OK, hop.serves.answer.to_owned())
     }
 
-    /// Calls the next hop inside a CLIENT span, with the client timeout or, if
+    /// Calls `callee` inside a CLIENT span, with the client timeout or, if
     /// shorter, what is left of the propagated deadline.
-    async fn call(&self, cx: &Context, call: &Call, deadline: Option<Instant>) -> Upstream {
+    async fn call(
+        &self,
+        cx: &Context,
+        call: &Call,
+        callee: &Callee,
+        deadline: Option<Instant>,
+    ) -> Upstream {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let (timeout, timeout_message) = match left {
             Some(left) if left < call.timeout => (left, DEADLINE_EXCEEDED),
             _ => (call.timeout, TIMED_OUT),
         };
-        let url = format!("http://{}{}", call.target, call.endpoint.path);
+        let endpoint = &callee.endpoint;
+        let url = format!("http://{}{}", callee.addr, endpoint.path);
         let span = self
             .tracer
-            .span_builder(call.endpoint.operation())
+            .span_builder(endpoint.operation())
             .with_kind(SpanKind::Client)
             .with_attributes([
-                KeyValue::new("http.request.method", call.endpoint.method.to_string()),
+                KeyValue::new("http.request.method", endpoint.method.to_string()),
                 KeyValue::new("url.full", url.clone()),
-                KeyValue::new("url.template", call.endpoint.route),
-                KeyValue::new("server.address", call.target.ip().to_string()),
-                KeyValue::new("server.port", i64::from(call.target.port())),
+                KeyValue::new("url.template", endpoint.route),
+                KeyValue::new("server.address", callee.addr.ip().to_string()),
+                KeyValue::new("server.port", i64::from(callee.addr.port())),
                 KeyValue::new("network.protocol.version", "1.1"),
             ])
             .start_with_context(&self.tracer, cx);
@@ -354,7 +449,7 @@ impl Node {
         let sent = async {
             let response = self
                 .http
-                .request(call.endpoint.method.clone(), &url)
+                .request(endpoint.method.clone(), &url)
                 .headers(headers)
                 .timeout(timeout)
                 .send()
