@@ -15,6 +15,7 @@ mod timeouts;
 mod traces;
 
 pub use error::ApiError;
+pub use traces::{trace_body, TraceBody};
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
