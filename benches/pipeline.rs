@@ -28,6 +28,7 @@ use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use hopscope::loadgen::{Generator, Shape};
 use hopscope::model::{Span, SpanId, SpanKind, SpanSet, TraceId};
 use hopscope::stats::Stats;
+use hopscope::store::WINDOW_MAX_RECORDS;
 use prost::Message;
 
 /// Counts live heap bytes, to measure what the buffer really holds.
@@ -205,6 +206,7 @@ fn main() {
         max_age: Duration::from_secs(3600),
         late_grace: Duration::from_secs(60),
         max_spans: usize::MAX,
+        max_bytes: usize::MAX,
     };
     let batches: Vec<_> = encoded.iter().map(|e| decode_export(e).unwrap()).collect();
     let mut held = Vec::new();
@@ -257,20 +259,21 @@ fn main() {
             }
         })
     );
-    // The cross-trace timeout detectors on a full window (the store keeps at
-    // most 200,000 call records).
+    // The cross-trace detectors on a full window (as many traces as the store's
+    // window keeps: WINDOW_MAX_RECORDS records).
     let mut window = Vec::new();
-    let mut calls = 0;
+    let (mut records, mut calls) = (0, 0);
     for (id, set) in sets.iter().cloned() {
         let record = call_records(&analyze(assemble(id, set).unwrap()));
+        records += record.records();
         calls += record.calls.len();
         window.push(Arc::new(record));
-        if calls >= 200_000 {
+        if records >= WINDOW_MAX_RECORDS {
             break;
         }
     }
     println!(
-        "timeout detectors, full window  {}  ({} traces, {calls} calls)",
+        "timeout detectors, full window  {}  ({} traces, {records} records, {calls} calls)",
         median_ms(runs, || {
             std::hint::black_box(detect(&window));
         }),

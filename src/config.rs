@@ -79,6 +79,12 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_MAX_BUFFERED_SPANS", value_name = "N")]
     pub max_buffered_spans: Option<usize>,
 
+    /// Memory budget for buffered spans and the requests being decoded, in
+    /// MiB; past it exports are refused with a retryable answer (gRPC
+    /// UNAVAILABLE with RetryInfo) and counted [default: 512]
+    #[arg(long, env = "HOPSCOPE_MEMORY_LIMIT_MIB", value_name = "MIB")]
+    pub memory_limit_mib: Option<usize>,
+
     /// Most completed traces kept for the API [default: 10000]
     #[arg(long, env = "HOPSCOPE_STORE_MAX_TRACES", value_name = "N")]
     pub store_max_traces: Option<usize>,
@@ -131,6 +137,7 @@ impl Settings {
             trace_max_age: self.trace_max_age.or(fallback.trace_max_age),
             late_grace: self.late_grace.or(fallback.late_grace),
             max_buffered_spans: self.max_buffered_spans.or(fallback.max_buffered_spans),
+            memory_limit_mib: self.memory_limit_mib.or(fallback.memory_limit_mib),
             store_max_traces: self.store_max_traces.or(fallback.store_max_traces),
             store_max_mib: self.store_max_mib.or(fallback.store_max_mib),
             aggregate_retention: self.aggregate_retention.or(fallback.aggregate_retention),
@@ -151,6 +158,7 @@ pub struct Config {
     pub trace_max_age: Duration,
     pub late_grace: Duration,
     pub max_buffered_spans: usize,
+    pub memory_limit_bytes: usize,
     pub store_max_traces: usize,
     pub store_max_bytes: usize,
     pub aggregate_retention: Duration,
@@ -182,6 +190,7 @@ impl TryFrom<Settings> for Config {
             trace_max_age: d(s.trace_max_age, 300),
             late_grace: d(s.late_grace, 60),
             max_buffered_spans: s.max_buffered_spans.unwrap_or(1_000_000),
+            memory_limit_bytes: s.memory_limit_mib.unwrap_or(512).saturating_mul(MIB),
             store_max_traces: s.store_max_traces.unwrap_or(10_000),
             store_max_bytes: s.store_max_mib.unwrap_or(512).saturating_mul(MIB),
             aggregate_retention: d(s.aggregate_retention, 24 * 3600),
@@ -200,8 +209,13 @@ impl TryFrom<Settings> for Config {
         if config.detect_interval.is_zero() {
             return invalid("detect_interval must be greater than 0");
         }
-        if config.max_buffered_spans == 0 || config.store_max_traces == 0 {
-            return invalid("max_buffered_spans and store_max_traces must be at least 1");
+        if config.max_buffered_spans == 0
+            || config.store_max_traces == 0
+            || config.memory_limit_bytes == 0
+        {
+            return invalid(
+                "max_buffered_spans, memory_limit_mib and store_max_traces must be at least 1",
+            );
         }
         if config.otlp_max_message_bytes == 0 {
             return invalid("otlp_max_message_mib must be at least 1");

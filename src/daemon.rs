@@ -3,7 +3,7 @@
 //! accepting, analyze what is buffered, exit) on one cancellation signal.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +17,9 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::analyze::{analyze, budget, saturation};
 use crate::api::{self, AppState};
-use crate::assemble::{assemble, Buffer, BufferLimits, Completed};
+use crate::assemble::{assemble, Admitted, Buffer, BufferLimits, Completed};
 use crate::config::Config;
-use crate::ingest::{OtlpGrpc, SpanSink};
+use crate::ingest::{OtlpGrpc, Refused, SpanSink};
 use crate::model::{SpanBatch, SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
 use crate::store::{Aggregates, FindingStore, Store, TraceStore};
@@ -75,9 +75,40 @@ struct BufferSink {
     buffer: Arc<Buffer>,
     stats: Arc<Stats>,
     full: Arc<Notify>,
+    /// When a refusal was last logged (ms since `started`): one line per
+    /// [`REFUSAL_LOG_EVERY`], the counters have the rest.
+    refusal_logged_ms: AtomicU64,
+    started: Instant,
 }
 
+/// How often refusals are logged while they go on.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The delay a refused exporter is asked to wait.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 impl SpanSink for BufferSink {
+    type Permit = Admitted;
+
+    fn admit(&self, bytes: usize) -> Result<Admitted, Refused> {
+        self.buffer.admit(bytes).map_err(|full| {
+            let now = self.started.elapsed().as_millis() as u64;
+            let last = self.refusal_logged_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= REFUSAL_LOG_EVERY.as_millis() as u64
+                && self
+                    .refusal_logged_ms
+                    .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                let refused = self.stats.export_requests_refused.load(Ordering::Relaxed);
+                tracing::warn!(%full, refused_so_far = refused, "refusing exports");
+            }
+            Refused {
+                reason: full.to_string(),
+                retry_after: RETRY_AFTER,
+            }
+        })
+    }
+
     fn accept(&self, batch: SpanBatch) {
         Stats::add(&self.stats.export_requests, 1);
         Stats::add(&self.stats.spans_accepted, batch.accepted);
@@ -117,6 +148,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
             max_age: config.trace_max_age,
             late_grace: config.late_grace,
             max_spans: config.max_buffered_spans,
+            max_bytes: config.memory_limit_bytes,
         },
         stats.clone(),
     ));
@@ -136,6 +168,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         buffer: buffer.clone(),
         stats: stats.clone(),
         full: full.clone(),
+        refusal_logged_ms: AtomicU64::new(0),
+        started: Instant::now(),
     });
     let grpc = OtlpGrpc::new(sink, config.otlp_max_message_bytes);
     let grpc_stop = stop_servers.clone();

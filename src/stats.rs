@@ -32,6 +32,11 @@ counters! {
     spans_accepted,
     /// Spans refused through OTLP partial success (malformed ids).
     spans_rejected,
+    /// Export requests refused (retryable) because the buffer was at its
+    /// memory budget.
+    export_requests_refused,
+    /// Their bytes (after decompression).
+    export_bytes_refused,
     /// Traces completed because no span arrived for `trace_idle`.
     traces_completed_idle,
     /// Traces completed because they reached `trace_max_age`.

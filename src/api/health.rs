@@ -36,6 +36,8 @@ pub struct StatsBody {
     buffered_traces: usize,
     buffered_spans: usize,
     buffered_bytes_estimate: usize,
+    /// The memory budget of the buffer: past it exports are refused.
+    memory_budget_bytes: usize,
     stored_traces: usize,
     stored_bytes_estimate: usize,
 }
@@ -53,6 +55,7 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         buffered_traces,
         buffered_spans,
         buffered_bytes_estimate: state.buffer.bytes(),
+        memory_budget_bytes: state.buffer.limits().max_bytes,
         stored_traces: state.store.traces.len(),
         stored_bytes_estimate: state.store.traces.bytes(),
     })

@@ -6,6 +6,12 @@
 //! with the stored trace and analyzes again. When more than `max_spans` spans are
 //! buffered, the oldest traces are handed out early.
 //!
+//! Admission: before a request is decoded, [`Buffer::admit`] checks that the
+//! buffered spans plus the requests being decoded stay within `max_bytes` (the
+//! memory budget); past it the request is refused, to be retried by its
+//! exporter, and counted. Memory never grows past the budget plus one
+//! request per admission that raced the check.
+//!
 //! Time is passed in (`now`), so the policy is tested without a clock.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +32,43 @@ pub struct BufferLimits {
     pub max_age: Duration,
     pub late_grace: Duration,
     pub max_spans: usize,
+    /// The memory budget: most estimated bytes of buffered spans plus requests
+    /// being decoded.
+    pub max_bytes: usize,
+}
+
+/// A request refused because the buffer is at its memory budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "hopscope is at its memory budget for buffered spans ({buffered} bytes buffered,      {in_flight} being decoded, budget {budget}): retry later"
+)]
+pub struct MemoryFull {
+    pub buffered: usize,
+    pub in_flight: usize,
+    pub budget: usize,
+}
+
+/// An admitted request's share of the budget, given back when it is dropped
+/// (once its spans are in the buffer, where they are counted instead).
+pub struct Admitted {
+    buffer: Arc<Buffer>,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted")
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.buffer
+            .in_flight
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// Why a trace left the buffer.
@@ -61,6 +104,8 @@ pub struct Buffer {
     done: DashMap<TraceId, Instant, FxBuildHasher>,
     spans: AtomicUsize,
     bytes: AtomicUsize,
+    /// Bytes of admitted requests not in the buffer yet.
+    in_flight: AtomicUsize,
     limits: BufferLimits,
     stats: Arc<Stats>,
 }
@@ -72,9 +117,32 @@ impl Buffer {
             done: DashMap::with_hasher(FxBuildHasher),
             spans: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             limits,
             stats,
         }
+    }
+
+    /// Admits a request of `bytes` (its decoded spans take about as much) when
+    /// the buffered spans, the requests being decoded and it fit the memory
+    /// budget; counts the refusal otherwise.
+    pub fn admit(self: &Arc<Self>, bytes: usize) -> Result<Admitted, MemoryFull> {
+        let in_flight = self.in_flight.fetch_add(bytes, Ordering::Relaxed);
+        let buffered = self.bytes();
+        if buffered + in_flight + bytes > self.limits.max_bytes {
+            self.in_flight.fetch_sub(bytes, Ordering::Relaxed);
+            Stats::add(&self.stats.export_requests_refused, 1);
+            Stats::add(&self.stats.export_bytes_refused, bytes as u64);
+            return Err(MemoryFull {
+                buffered,
+                in_flight,
+                budget: self.limits.max_bytes,
+            });
+        }
+        Ok(Admitted {
+            buffer: self.clone(),
+            bytes,
+        })
     }
 
     /// Adds spans of one trace. Returns true when the buffer is now over its span limit.
@@ -234,7 +302,41 @@ mod tests {
             max_age: Duration::from_secs(300),
             late_grace: Duration::from_secs(60),
             max_spans: 100,
+            max_bytes: 1 << 20,
         }
+    }
+
+    #[test]
+    fn requests_are_refused_past_the_memory_budget_and_admitted_again_below_it() {
+        let stats = Arc::new(Stats::default());
+        let b = Arc::new(Buffer::new(
+            BufferLimits {
+                max_bytes: 10_000,
+                ..limits()
+            },
+            stats.clone(),
+        ));
+        let first = b.admit(6_000).expect("fits");
+        let full = b
+            .admit(6_000)
+            .expect_err("two requests being decoded pass the budget");
+        assert_eq!((full.in_flight, full.budget), (6_000, 10_000));
+        drop(first);
+        b.insert(tid(1), spans(1..40), Instant::now());
+        let buffered = b.bytes();
+        assert!(buffered > 2_000, "{buffered}");
+        b.admit(10_000 - buffered)
+            .expect("what is left of the budget fits");
+        let full = b
+            .admit(10_001 - buffered)
+            .expect_err("one byte more does not");
+        assert_eq!((full.buffered, full.in_flight), (buffered, 0));
+        let s = stats.snapshot();
+        assert_eq!(s.export_requests_refused, 2);
+        assert_eq!(s.export_bytes_refused, 6_000 + (10_001 - buffered) as u64);
+        b.drain();
+        b.admit(10_000)
+            .expect("an empty buffer takes the whole budget");
     }
 
     fn spans(ids: std::ops::Range<u64>) -> SpanSet {

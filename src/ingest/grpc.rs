@@ -56,7 +56,12 @@ impl<S: SpanSink> UnaryService<Bytes> for Export<S> {
     type Future = Ready<Result<Response<ExportTraceServiceResponse>, Status>>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let result = match decode_export(&request.into_inner()) {
+        let body = request.into_inner();
+        let _admitted = match self.0.admit(body.len()) {
+            Ok(permit) => permit,
+            Err(refused) => return ready(Err(unavailable(&refused))),
+        };
+        let result = match decode_export(&body) {
             Ok(batch) => {
                 let partial_success = (batch.rejected > 0).then(|| ExportTracePartialSuccess {
                     rejected_spans: batch.rejected as i64,
@@ -71,6 +76,18 @@ impl<S: SpanSink> UnaryService<Bytes> for Export<S> {
         };
         ready(result)
     }
+}
+
+/// The retryable refusal: `UNAVAILABLE` with a `RetryInfo` detail (OTLP
+/// exporters retry it with backoff, honouring the delay; a bare
+/// `RESOURCE_EXHAUSTED` would tell them to drop the data).
+fn unavailable(refused: &super::Refused) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    Status::with_error_details(
+        tonic::Code::Unavailable,
+        refused.reason.clone(),
+        ErrorDetails::with_retry_info(Some(refused.retry_after)),
+    )
 }
 
 impl<S, B> Service<http::Request<B>> for OtlpGrpc<S>

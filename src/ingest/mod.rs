@@ -16,7 +16,24 @@ use crate::model::SpanBatch;
 
 /// Where ingest delivers accepted spans (the daemon wires it to the buffer).
 pub trait SpanSink: Send + Sync + 'static {
+    /// Holds a request's admission until its spans are accepted.
+    type Permit: Send;
+
+    /// Admits a request of `bytes` (after decompression) before it is decoded,
+    /// or refuses it for now: the receiver answers with the protocol's
+    /// retryable refusal, so the exporter sends it again later.
+    fn admit(&self, bytes: usize) -> Result<Self::Permit, Refused>;
+
     fn accept(&self, batch: SpanBatch);
+}
+
+/// A request refused for now (the daemon is at its memory budget).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refused {
+    pub reason: String,
+    /// When the exporter should try again.
+    pub retry_after: std::time::Duration,
 }
 
 /// The partial-success answer for a batch: counts and a readable reason.

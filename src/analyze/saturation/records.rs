@@ -165,10 +165,10 @@ impl SaturationRecords {
         u.calls.get(&self.intervals)
     }
 
-    /// Records held, as the window counts them: queries, requests, calls and
-    /// self-time intervals.
+    /// Records held, as the window counts them: queries and requests (a
+    /// request's intervals are part of it).
     pub fn len(&self) -> usize {
-        self.queries.len() + self.requests.len() + self.intervals.len()
+        self.queries.len() + self.requests.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -612,7 +612,7 @@ mod tests {
             (37 * MS, false, 2)
         );
         assert_eq!(r.queries.len(), 2);
-        assert_eq!(r.len(), 2 + 1 + 3 + 2);
+        assert_eq!(r.len(), 2 + 1);
 
         // Explicit: a pool checkout span 1..38 before the query at 40; it is
         // not a query even though it names the database.

@@ -1,0 +1,168 @@
+//! Backpressure end to end: a flood of OTLP/gRPC exports against a small
+//! memory budget is refused with the retryable answer (UNAVAILABLE with
+//! RetryInfo), counted, and never pushes the buffer past the budget; an
+//! exporter that retries as told gets everything in, and nothing accepted is
+//! lost.
+
+mod harness;
+
+use std::time::Duration;
+
+use hopscope::config::Settings;
+use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
+use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use hopscope::ingest::otlp::resource::v1::Resource;
+use hopscope::ingest::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// Requests in the flood, traces per request and spans per trace.
+const REQUESTS: usize = 24;
+const TRACES: usize = 10;
+const SPANS: usize = 20;
+/// The budget: 1 MiB, about a third of what the flood holds.
+const BUDGET_MIB: usize = 1;
+
+fn text(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Request `n`: `TRACES` traces of `SPANS` spans, each span with a few hundred
+/// bytes of attributes (about 130 KB in all).
+fn request(n: usize) -> ExportTraceServiceRequest {
+    let mut spans = Vec::new();
+    for t in 0..TRACES {
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&(n as u64 + 1).to_be_bytes());
+        trace_id[8..].copy_from_slice(&(t as u64 + 1).to_be_bytes());
+        for s in 0..SPANS {
+            spans.push(Span {
+                trace_id: trace_id.to_vec().into(),
+                span_id: (s as u64 + 1).to_be_bytes().to_vec().into(),
+                parent_span_id: if s == 0 {
+                    Default::default()
+                } else {
+                    1u64.to_be_bytes().to_vec().into()
+                },
+                name: format!("op-{s}"),
+                kind: 2,
+                start_time_unix_nano: 1_700_000_000_000_000_000 + s as u64 * 1_000,
+                end_time_unix_nano: 1_700_000_000_010_000_000 - s as u64 * 1_000,
+                attributes: (0..4)
+                    .map(|a| {
+                        text(
+                            &format!("attr.{a}"),
+                            format!("{n}-{t}-{s}-{a}-{}", "x".repeat(120)),
+                        )
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", "flood".to_owned())],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Sends request `n` until it is accepted, waiting as each refusal says.
+/// Returns how many times it was refused.
+async fn export_retrying(endpoint: String, n: usize) -> usize {
+    let mut client = TraceServiceClient::connect(endpoint)
+        .await
+        .expect("connects")
+        .max_decoding_message_size(usize::MAX);
+    let mut refused = 0;
+    loop {
+        match client.export(request(n)).await {
+            Ok(answer) => {
+                assert!(answer.into_inner().partial_success.is_none());
+                return refused;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(
+                    status.message().contains("memory budget"),
+                    "{}",
+                    status.message()
+                );
+                let retry = status
+                    .get_details_retry_info()
+                    .and_then(|r| r.retry_delay)
+                    .expect("the refusal says when to retry");
+                assert!(retry > Duration::ZERO && retry <= Duration::from_secs(5));
+                refused += 1;
+                // The exporter's backoff: as told, shortened to keep the test quick.
+                tokio::time::sleep(retry / 10).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_past_the_memory_budget_is_refused_retryably_and_nothing_accepted_is_lost() {
+    let d = harness::start(Settings {
+        memory_limit_mib: Some(BUDGET_MIB),
+        trace_idle: Some("300ms".parse().unwrap()),
+        ..Settings::default()
+    })
+    .await;
+    let flood: Vec<_> = (0..REQUESTS)
+        .map(|n| tokio::spawn(export_retrying(d.grpc_endpoint.clone(), n)))
+        .collect();
+    let mut refusals = 0;
+    let mut peak = 0u64;
+    for task in flood {
+        refusals += task.await.expect("the exporter finishes");
+        let stats = d.get("/api/v1/stats").await.1;
+        peak = peak.max(stats["buffered_bytes_estimate"].as_u64().unwrap());
+    }
+    assert!(
+        refusals > 0,
+        "the flood holds three budgets: some must wait"
+    );
+
+    // Every span of every request is accepted once and analyzed in its trace.
+    let all = (REQUESTS * TRACES * SPANS) as u64;
+    let stats = d
+        .wait_for("/api/v1/stats", |status, body| {
+            status == 200
+                && body["counters"]["traces_analyzed"] == (REQUESTS * TRACES) as u64
+                && body["analysis_pending"] == 0
+        })
+        .await;
+    let counters = &stats["counters"];
+    assert_eq!(counters["spans_accepted"], all);
+    assert_eq!(counters["spans_rejected"], 0);
+    assert_eq!(counters["export_requests_refused"], refusals as u64);
+    assert!(counters["export_bytes_refused"].as_u64().unwrap() > 100_000 * refusals as u64);
+    assert_eq!(counters["export_requests"], REQUESTS as u64);
+    assert_eq!(stats["memory_budget_bytes"], BUDGET_MIB << 20);
+    assert!(
+        peak <= (BUDGET_MIB << 20) as u64,
+        "the buffer stayed within its budget: {peak}"
+    );
+    let trace = d
+        .get("/api/v1/traces/0000000000000007000000000000000a")
+        .await;
+    assert_eq!(trace.0, 200);
+    assert_eq!(trace.1["spans"].as_array().unwrap().len(), SPANS);
+    d.stop().await;
+}
