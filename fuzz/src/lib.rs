@@ -142,10 +142,13 @@ struct SpanInput {
     status_message: Option<Name>,
     http_status: Option<u16>,
     grpc_status: Option<u8>,
-    attrs: Vec<(Name, Value)>,
-    events: Vec<(Time, Name, Vec<(Name, Value)>)>,
+    attrs: Attrs,
+    events: Vec<(Time, Name, Attrs)>,
     link: Option<(u8, u8)>,
 }
+
+/// Attributes: keys and values.
+type Attrs = Vec<(Name, Value)>;
 
 #[derive(Debug, Arbitrary)]
 enum Parent {
