@@ -5,7 +5,7 @@
 //! API's routes (not `/healthz` and `/readyz`: probes send no tokens), the
 //! OTLP/gRPC service, and any axum router with one line:
 //!
-//! ```ignore
+//! ```text
 //! router.route_layer(RequireToken::new(guard, auth::http_refusal))
 //! ```
 

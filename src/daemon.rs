@@ -242,7 +242,14 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     ));
 
     ready.store(true, Ordering::Release);
-    tracing::info!(%otlp_grpc_addr, %api_addr, "hopscope listening");
+    tracing::info!(
+        %otlp_grpc_addr,
+        %api_addr,
+        tls = tls.is_some(),
+        api_token = config.api_token.is_some(),
+        otlp_token = config.otlp_token.is_some(),
+        "hopscope listening"
+    );
 
     let timeout = config.shutdown_timeout;
     let handle = shutdown.clone();

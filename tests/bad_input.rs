@@ -101,10 +101,14 @@ fn deep_chain() -> SpanSet {
 fn hundred_thousand_deep_trace_runs_on_a_small_stack() {
     let set = deep_chain();
     let trace_id = TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("valid");
-    std::thread::Builder::new()
+    let rendered = std::thread::Builder::new()
         .stack_size(256 * 1024)
-        .spawn(move || fuzz::pipeline(vec![(trace_id, set)]))
+        .spawn(move || {
+            let store = fuzz::pipeline(vec![(trace_id, set)]);
+            fuzz::render(&store, 1, usize::MAX)
+        })
         .expect("thread starts")
         .join()
         .expect("the pipeline finishes without overflowing a 256 KiB stack");
+    assert_eq!(rendered, 1, "the trace was stored and rendered");
 }

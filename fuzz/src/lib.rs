@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
+use hopscope::analyze::analyze;
 use hopscope::analyze::budget::{self, budget_map};
 use hopscope::analyze::saturation::{self, query_shapes};
-use hopscope::analyze::{analyze, AnalyzedTrace};
 use hopscope::api::trace_body;
 use hopscope::assemble::assemble;
 use hopscope::ingest::decode_export;
@@ -44,11 +44,18 @@ pub fn otlp_protobuf(data: &[u8]) {
 
 /// A structured span graph, built into span sets and run through the pipeline.
 pub fn span_graph(graph: Graph) {
-    pipeline(graph.build());
+    let store = pipeline(graph.build());
+    render(&store, RENDERED, RENDERED_MAX_SPANS);
 }
 
-/// The daemon's work on completed traces, with every invariant checked.
-pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) {
+/// Rendering dominates a run's time: the targets render the latest few
+/// traces of at most 1,000 spans (tests/bad_input.rs renders a 100,000-span one).
+const RENDERED: usize = 4;
+const RENDERED_MAX_SPANS: usize = 1_000;
+
+/// The daemon's work on completed traces, with every invariant checked; the
+/// store it filled.
+pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
     let store = Store::new(
         TraceStore::new(1_000, 256 << 20),
         Aggregates::new(Duration::from_secs(24 * 3600)),
@@ -68,9 +75,6 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) {
         }
         store.put(analyzed, false);
     }
-    for t in store.traces.recent(usize::MAX, |_| true) {
-        render(&t, &store.findings);
-    }
     let window = store.window.snapshot(None, None);
     for o in budget::detect(&window)
         .into_iter()
@@ -81,12 +85,19 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) {
     budget_map(&window);
     query_shapes(&window);
     store.aggregates.query(None, None, None);
+    store
 }
 
-fn render(t: &AnalyzedTrace, findings: &FindingStore) {
-    if let Err(e) = serde_json::to_vec(&trace_body(t, findings)) {
-        panic!("trace {} does not render: {e}", t.trace.trace_id);
+/// Renders the trace API's JSON of the latest `limit` stored traces of at
+/// most `max_spans` spans; returns how many it rendered.
+pub fn render(store: &Store, limit: usize, max_spans: usize) -> usize {
+    let traces = store.traces.recent(limit, |t| t.trace.len() <= max_spans);
+    for t in &traces {
+        if let Err(e) = serde_json::to_vec(&trace_body(t, &store.findings)) {
+            panic!("trace {} does not render: {e}", t.trace.trace_id);
+        }
     }
+    traces.len()
 }
 
 /// Traces of arbitrary spans, each possibly repeated (with new ids, later) so
@@ -101,15 +112,17 @@ struct TraceInput {
     spans: Vec<SpanInput>,
     /// Many generated spans on top (huge and deep traces).
     bulk: Option<Bulk>,
-    /// Extra copies of this trace (0 to 15).
+    /// Extra copies of this trace (0 to 7).
     copies: u8,
 }
 
 #[derive(Debug, Arbitrary)]
 struct Bulk {
     shape: BulkShape,
-    /// Up to 65,535 spans.
+    /// Up to 63 spans, or up to 65,535 when `huge` is 255 (so that most
+    /// runs stay quick).
     len: u16,
+    huge: u8,
     /// Generated spans arrive last-first.
     reversed: bool,
     start: Time,
@@ -365,7 +378,11 @@ impl SpanInput {
 
 impl Bulk {
     fn push(&self, set: &mut SpanSet) {
-        let n = u64::from(self.len);
+        let n = u64::from(if self.huge == u8::MAX {
+            self.len
+        } else {
+            self.len % 64
+        });
         let start = self.start.ns();
         let mut spans: Vec<Span> = (0..n)
             .map(|i| {
@@ -409,6 +426,9 @@ impl Bulk {
     }
 }
 
+/// Most spans the copies of one trace may add.
+const MAX_COPIED_SPANS: usize = 20_000;
+
 /// Trace ids of the graph: distinct per trace and copy, never zero.
 fn trace_id(trace: u8, copy: u8) -> TraceId {
     let mut bytes = [0u8; 16];
@@ -419,7 +439,8 @@ fn trace_id(trace: u8, copy: u8) -> TraceId {
 }
 
 impl Graph {
-    /// At most 32 traces, each with at most 15 copies shifted a second apart.
+    /// At most 32 traces, each with at most 7 copies shifted a second apart
+    /// (while the copies add up to at most [`MAX_COPIED_SPANS`]).
     fn build(&self) -> Vec<(TraceId, SpanSet)> {
         let mut out = Vec::new();
         for (t, input) in self.traces.iter().take(32).enumerate() {
@@ -431,7 +452,11 @@ impl Graph {
             if let Some(bulk) = &input.bulk {
                 bulk.push(&mut set);
             }
-            for copy in 1..=input.copies % 16 {
+            let mut copies = input.copies % 8;
+            if set.len() * usize::from(copies) > MAX_COPIED_SPANS {
+                copies = 0;
+            }
+            for copy in 1..=copies {
                 let shift = u64::from(copy) * 1_000_000_000;
                 let mut later = set.clone();
                 for s in &mut later.spans {

@@ -2,7 +2,7 @@
 //! by the load generator (several trace shapes, with attributes, errors and
 //! slow queries) and the test fixtures' Jaeger traces as OTLP requests.
 //!
-//! `cargo run --bin seeds -- seeds/otlp_protobuf` (from `fuzz/`).
+//! `cargo run --example seeds -- seeds/otlp_protobuf` (from `fuzz/`).
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,7 @@ use hopscope::loadgen::{Generator, Shape};
 use prost::Message;
 
 #[allow(dead_code)] // only the loader is used here
-#[path = "../../../tests/common/jaeger.rs"]
+#[path = "../../tests/common/jaeger.rs"]
 mod jaeger;
 
 fn main() {
