@@ -368,6 +368,7 @@ async fn detect(store: Arc<Store>, every: Duration, stop: CancellationToken) {
         last = Some(generation);
         let store = store.clone();
         let run = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let window = store.window.snapshot(None, None);
             for o in budget::detect(&window)
                 .into_iter()
@@ -378,6 +379,7 @@ async fn detect(store: Arc<Store>, every: Duration, stop: CancellationToken) {
             store
                 .detected_generation
                 .store(generation, std::sync::atomic::Ordering::Release);
+            store.stats().detection.observe(started.elapsed());
         });
         if let Err(e) = run.await {
             tracing::error!(error = %e, "window detectors failed");
@@ -389,6 +391,7 @@ async fn detect(store: Arc<Store>, every: Duration, stop: CancellationToken) {
 /// the stored trace, which is analyzed again.
 fn finish(store: &Store, stats: &Stats, completed: Vec<Completed>) {
     for c in completed {
+        let started = std::time::Instant::now();
         let mut spans = c.spans;
         let late_count = spans.len();
         if c.late {
@@ -415,6 +418,7 @@ fn finish(store: &Store, stats: &Stats, completed: Vec<Completed>) {
             });
         }
         store.put(analyze(trace), c.late);
+        stats.analysis.observe(started.elapsed());
         Stats::add(&stats.traces_analyzed, 1);
     }
 }

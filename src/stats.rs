@@ -8,10 +8,14 @@ use tokio::time::Instant;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Process-wide counters (monotonic).
+        /// Process-wide counters (monotonic) and timings.
         #[derive(Debug, Default)]
         pub struct Stats {
             $($(#[$doc])* pub $name: AtomicU64,)*
+            /// How long one trace's assembly, analysis and storing take.
+            pub analysis: Histogram,
+            /// How long one run of the cross-trace detectors takes.
+            pub detection: Histogram,
         }
 
         /// A point-in-time copy of [`Stats`].
@@ -23,6 +27,13 @@ macro_rules! counters {
         impl Stats {
             pub fn snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl StatsSnapshot {
+            /// Each counter: its name, its documentation (one line) and value.
+            pub fn fields(&self) -> Vec<(&'static str, String, u64)> {
+                vec![$((stringify!($name), doc_text(&[$(stringify!($doc)),*]), self.$name),)*]
             }
         }
     };
@@ -79,6 +90,67 @@ impl StatsSnapshot {
     }
 }
 
+/// The text of `doc = r"..."` attributes as `stringify!` gives them, joined.
+fn doc_text(attrs: &[&str]) -> String {
+    attrs
+        .iter()
+        .filter_map(|a| {
+            let (start, end) = (a.find('"')?, a.rfind('"')?);
+            (a.trim_start().starts_with("doc") && end > start).then(|| a[start + 1..end].trim())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Upper bounds (seconds) of the [`Histogram`] buckets.
+pub const HISTOGRAM_BOUNDS: [f64; 12] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// A latency histogram with fixed buckets ([`HISTOGRAM_BOUNDS`]), lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at or under each bound (not cumulative); the last counts
+    /// the ones over every bound.
+    buckets: [AtomicU64; HISTOGRAM_BOUNDS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+/// A point-in-time copy of a [`Histogram`]: cumulative counts per bound, the
+/// total count and the sum in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    pub cumulative: [u64; HISTOGRAM_BOUNDS.len()],
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        let i = HISTOGRAM_BOUNDS.partition_point(|&b| b < seconds);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = [0; HISTOGRAM_BOUNDS.len()];
+        let mut count = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            count += b.load(Ordering::Relaxed);
+            if i < cumulative.len() {
+                cumulative[i] = count;
+            }
+        }
+        HistogramSnapshot {
+            cumulative,
+            count,
+            sum_seconds: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
@@ -119,5 +191,42 @@ impl LogEvery {
                 .last_ms
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn counters_carry_their_documentation() {
+        let fields = Stats::default().snapshot().fields();
+        let (_, doc, _) = fields
+            .iter()
+            .find(|f| f.0 == "spans_rejected")
+            .expect("a counter");
+        assert_eq!(
+            doc,
+            "Spans refused through OTLP partial success (malformed ids)."
+        );
+    }
+
+    #[test]
+    fn a_histogram_counts_each_observation_under_its_bound() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(3));
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_secs(9));
+        let s = h.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.cumulative[0], 1, "3 µs is under 10 µs");
+        assert_eq!(s.cumulative[4], 2, "1 ms is at the 1 ms bound");
+        assert_eq!(
+            s.cumulative[HISTOGRAM_BOUNDS.len() - 1],
+            2,
+            "9 s is over them all"
+        );
+        assert!((s.sum_seconds - 9.001003).abs() < 1e-9);
     }
 }

@@ -9,6 +9,7 @@ mod error;
 mod findings;
 mod health;
 mod hops;
+mod metrics;
 mod params;
 mod queries;
 mod timeouts;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/findings/{id}", get(findings::get))
         .route("/api/v1/timeouts", get(timeouts::list))
         .route("/api/v1/queries", get(queries::list))
+        .route("/metrics", get(metrics::render))
         .route_layer(guard)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -122,6 +122,18 @@ impl FindingStore {
     }
 
     /// Worst first: severity, then occurrences, then the most recent.
+    /// Per kind and severity: how many findings there are and how many
+    /// observations they hold, for every kind and severity present.
+    pub fn counts(&self) -> Vec<((FindingKind, Severity), (u64, u64))> {
+        let mut out: std::collections::BTreeMap<_, (u64, u64)> = Default::default();
+        for f in self.inner.read().values() {
+            let c = out.entry((f.latest.kind, f.latest.severity)).or_default();
+            c.0 += 1;
+            c.1 += f.latest.count;
+        }
+        out.into_iter().collect()
+    }
+
     pub fn list(&self, filter: &FindingFilter, limit: usize) -> Vec<Finding> {
         let inner = self.inner.read();
         let mut out: Vec<Finding> = inner

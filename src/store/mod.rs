@@ -4,12 +4,14 @@
 mod aggregates;
 mod findings;
 mod sketch;
+mod totals;
 mod traces;
 mod window;
 
 pub use aggregates::{Aggregates, EntryStats, HopStats};
 pub use findings::{Finding, FindingFilter, FindingStore};
 pub use sketch::Sketch;
+pub use totals::{EntryTotal, HopTotal, Totals, MAX_ENTRIES, MAX_HOPS};
 pub use traces::TraceStore;
 pub use window::{CallWindow, WindowStats, WINDOW_MAX_AGE, WINDOW_MAX_RECORDS};
 
@@ -25,6 +27,8 @@ pub struct Store {
     pub findings: FindingStore,
     /// Call records of recent traces ([`WINDOW_MAX_AGE`], [`WINDOW_MAX_RECORDS`]).
     pub window: CallWindow,
+    /// Totals since start, for Prometheus.
+    pub totals: Totals,
     /// The window generation the cross-trace detectors last ran on.
     pub detected_generation: std::sync::atomic::AtomicU64,
     stats: Arc<Stats>,
@@ -42,9 +46,15 @@ impl Store {
             aggregates,
             findings,
             window: CallWindow::new(WINDOW_MAX_AGE, WINDOW_MAX_RECORDS),
+            totals: Totals::default(),
             detected_generation: Default::default(),
             stats,
         }
+    }
+
+    /// The counters it bumps (shared with the rest of the daemon).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Keeps an analyzed trace. A trace analyzed again (`late`: spans were merged
@@ -68,6 +78,9 @@ impl Store {
             if !seen {
                 self.findings.record(o);
             }
+        }
+        if !late {
+            self.totals.add(&trace);
         }
         let trace = Arc::new(trace);
         let displaced = self.traces.put(trace.clone());
