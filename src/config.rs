@@ -134,21 +134,11 @@ pub struct Settings {
 
     /// PEM certificate chain: with --tls-key, the OTLP receivers and the API
     /// serve TLS only [default: none, plain text]
-    #[arg(
-        long,
-        env = "HOPSCOPE_TLS_CERT",
-        value_name = "PATH",
-        requires = "tls_key"
-    )]
+    #[arg(long, env = "HOPSCOPE_TLS_CERT", value_name = "PATH")]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key of --tls-cert
-    #[arg(
-        long,
-        env = "HOPSCOPE_TLS_KEY",
-        value_name = "PATH",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "HOPSCOPE_TLS_KEY", value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
 
     /// Log filter, in `tracing` EnvFilter syntax [default: info]

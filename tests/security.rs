@@ -109,11 +109,13 @@ async fn api_routes_need_the_token_and_the_probes_do_not() {
         let answer = http.get(format!("{}{probe}", d.api)).send().await.unwrap();
         assert_eq!(answer.status(), 200, "{probe}");
     }
-    let stats = http.get(format!("{}/api/v1/stats", d.api)).send().await;
-    assert_eq!(stats.unwrap().status(), 401);
+    for protected in ["/api/v1/stats", "/metrics"] {
+        let answer = http.get(format!("{}{protected}", d.api)).send().await;
+        assert_eq!(answer.unwrap().status(), 401, "{protected}");
+    }
 
     let counters = counters(&d, Some(TOKEN)).await;
-    assert_eq!(counters["api_unauthenticated"], 4);
+    assert_eq!(counters["api_unauthenticated"], 5);
     assert_eq!(counters["otlp_unauthenticated"], 0);
     d.stop().await;
 }
