@@ -96,8 +96,8 @@ impl Tls {
     }
 
     /// A listener that hands `axum::serve` connections whose handshake is
-    /// done. Handshakes run in their own tasks (at most [`MAX_HANDSHAKES`] at
-    /// once, each within [`HANDSHAKE_TIMEOUT`]), so a slow client holds up no
+    /// done. Handshakes run in their own tasks (at most 256 at
+    /// once, each within 10 s), so a slow client holds up no
     /// other; a failed one is logged at debug and dropped.
     pub fn listener(&self, tcp: TcpListener) -> TlsListener {
         let (done, ready) = mpsc::channel(MAX_HANDSHAKES);
