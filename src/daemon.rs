@@ -83,6 +83,7 @@ struct BufferSink {
     refusal_log: LogEvery,
     too_large_log: LogEvery,
 }
+
 /// The delay a refused exporter is asked to wait.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
