@@ -97,7 +97,9 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_AGGREGATE_RETENTION", value_name = "DURATION")]
     pub aggregate_retention: Option<HumanDuration>,
 
-    /// Largest OTLP/gRPC request accepted, in MiB (after decompression) [default: 16]
+    /// Largest OTLP request accepted, in MiB (after decompression); larger
+    /// ones are refused (gRPC OUT_OF_RANGE) and counted [default: 4, as the
+    /// OpenTelemetry Collector]
     #[arg(long, env = "HOPSCOPE_OTLP_MAX_MESSAGE_MIB", value_name = "MIB")]
     pub otlp_max_message_mib: Option<usize>,
 
@@ -109,6 +111,35 @@ pub struct Settings {
     /// How long shutdown may take to analyze what is buffered [default: 30s]
     #[arg(long, env = "HOPSCOPE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
+
+    /// Bearer token the HTTP API requires (`authorization: Bearer <token>`);
+    /// /healthz and /readyz stay open for probes [default: none, no auth]
+    #[arg(
+        long,
+        env = "HOPSCOPE_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+
+    /// Bearer token the OTLP receivers require (`authorization: Bearer
+    /// <token>` header or gRPC metadata) [default: none, no auth]
+    #[arg(
+        long,
+        env = "HOPSCOPE_OTLP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub otlp_token: Option<String>,
+
+    /// PEM certificate chain: with --tls-key, the OTLP receivers and the API
+    /// serve TLS only [default: none, plain text]
+    #[arg(long, env = "HOPSCOPE_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "HOPSCOPE_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
 
     /// Log filter, in `tracing` EnvFilter syntax [default: info]
     #[arg(long, env = "HOPSCOPE_LOG", value_name = "FILTER")]
@@ -145,6 +176,10 @@ impl Settings {
             detect_interval: self.detect_interval.or(fallback.detect_interval),
             shutdown_timeout: self.shutdown_timeout.or(fallback.shutdown_timeout),
             log: self.log.or(fallback.log),
+            api_token: self.api_token.or(fallback.api_token),
+            otlp_token: self.otlp_token.or(fallback.otlp_token),
+            tls_cert: self.tls_cert.or(fallback.tls_cert),
+            tls_key: self.tls_key.or(fallback.tls_key),
         }
     }
 }
@@ -166,6 +201,19 @@ pub struct Config {
     pub detect_interval: Duration,
     pub shutdown_timeout: Duration,
     pub log: String,
+    /// The API's bearer token, if it requires one.
+    pub api_token: Option<String>,
+    /// The OTLP receivers' bearer token, if they require one.
+    pub otlp_token: Option<String>,
+    /// PEM certificate chain and key files: every listener serves TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 const MIB: usize = 1 << 20;
@@ -194,10 +242,21 @@ impl TryFrom<Settings> for Config {
             store_max_traces: s.store_max_traces.unwrap_or(10_000),
             store_max_bytes: s.store_max_mib.unwrap_or(512).saturating_mul(MIB),
             aggregate_retention: d(s.aggregate_retention, 24 * 3600),
-            otlp_max_message_bytes: s.otlp_max_message_mib.unwrap_or(16).saturating_mul(MIB),
+            otlp_max_message_bytes: s.otlp_max_message_mib.unwrap_or(4).saturating_mul(MIB),
             detect_interval: d(s.detect_interval, 5),
             shutdown_timeout: d(s.shutdown_timeout, 30),
             log: s.log.unwrap_or_else(|| "info".to_owned()),
+            api_token: s.api_token,
+            otlp_token: s.otlp_token,
+            tls: match (s.tls_cert, s.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "tls_cert and tls_key must be given together".to_owned(),
+                    ))
+                }
+            },
         };
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if config.trace_idle.is_zero() {
@@ -220,8 +279,23 @@ impl TryFrom<Settings> for Config {
         if config.otlp_max_message_bytes == 0 {
             return invalid("otlp_max_message_mib must be at least 1");
         }
+        if [&config.api_token, &config.otlp_token]
+            .into_iter()
+            .flatten()
+            .any(|t| !valid_token(t))
+        {
+            return invalid(
+                "api_token and otlp_token must be non-empty visible ASCII without spaces",
+            );
+        }
         Ok(config)
     }
+}
+
+/// A token a client can send in an `authorization: Bearer` header (RFC 6750's
+/// token characters, loosely: visible ASCII, no spaces).
+fn valid_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -245,6 +319,31 @@ mod tests {
         assert_eq!(c.otlp_grpc_addr.port(), 4317);
         assert_eq!(c.trace_max_age, Duration::from_secs(300));
         assert_eq!(c.detect_interval, Duration::from_secs(5));
+        assert_eq!(c.otlp_max_message_bytes, 4 << 20, "the Collector's default");
+        assert_eq!((c.api_token.as_deref(), c.tls.as_ref()), (None, None));
+    }
+
+    #[test]
+    fn tokens_and_tls_files_come_from_the_file_and_are_checked() {
+        let file: Settings = toml::from_str(
+            "api_token = \"s3cret\"\notlp_token = \"t0ken\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
+        )
+        .unwrap();
+        let c = Config::try_from(file).unwrap();
+        assert_eq!(c.api_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.otlp_token.as_deref(), Some("t0ken"));
+        assert_eq!(c.tls.unwrap().key, PathBuf::from("k.pem"));
+        for bad in [
+            "api_token = \"\"",
+            "otlp_token = \"two words\"",
+            "tls_cert = \"c.pem\"",
+        ] {
+            let s: Settings = toml::from_str(bad).unwrap();
+            assert!(
+                matches!(Config::try_from(s), Err(ConfigError::Invalid(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! accepting, analyze what is buffered, exit) on one cancellation signal.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +18,13 @@ use tonic::transport::server::TcpIncoming;
 use crate::analyze::{analyze, budget, saturation};
 use crate::api::{self, AppState};
 use crate::assemble::{assemble, Admitted, Buffer, BufferLimits, Completed};
+use crate::auth::{self, Guard, Listener, RequireToken};
 use crate::config::Config;
 use crate::ingest::{OtlpGrpc, Refused, SpanSink};
 use crate::model::{SpanBatch, SpanSet, Warning, WarningCode};
-use crate::stats::Stats;
+use crate::stats::{LogEvery, Stats};
 use crate::store::{Aggregates, FindingStore, Store, TraceStore};
+use crate::tls::{Tls, TlsError};
 
 /// Distinct findings kept (merged by kind and culprit; least recently seen dropped).
 const MAX_FINDINGS: usize = 10_000;
@@ -37,6 +39,8 @@ pub enum DaemonError {
     },
     #[error("{what} server failed: {message}")]
     Server { what: &'static str, message: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A started daemon.
@@ -75,14 +79,11 @@ struct BufferSink {
     buffer: Arc<Buffer>,
     stats: Arc<Stats>,
     full: Arc<Notify>,
-    /// When a refusal was last logged (ms since `started`): one line per
-    /// [`REFUSAL_LOG_EVERY`], the counters have the rest.
-    refusal_logged_ms: AtomicU64,
-    started: Instant,
+    /// Refusals are logged once in a while; the counters have the rest.
+    refusal_log: LogEvery,
+    too_large_log: LogEvery,
 }
 
-/// How often refusals are logged while they go on.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// The delay a refused exporter is asked to wait.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -91,14 +92,7 @@ impl SpanSink for BufferSink {
 
     fn admit(&self, bytes: usize) -> Result<Admitted, Refused> {
         self.buffer.admit(bytes).map_err(|full| {
-            let now = self.started.elapsed().as_millis() as u64;
-            let last = self.refusal_logged_ms.load(Ordering::Relaxed);
-            if now.saturating_sub(last) >= REFUSAL_LOG_EVERY.as_millis() as u64
-                && self
-                    .refusal_logged_ms
-                    .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
+            if self.refusal_log.ready() {
                 let refused = self.stats.export_requests_refused.load(Ordering::Relaxed);
                 tracing::warn!(%full, refused_so_far = refused, "refusing exports");
             }
@@ -107,6 +101,18 @@ impl SpanSink for BufferSink {
                 retry_after: RETRY_AFTER,
             }
         })
+    }
+
+    fn too_large(&self, limit: usize) {
+        Stats::add(&self.stats.otlp_too_large, 1);
+        if self.too_large_log.ready() {
+            let refused = self.stats.otlp_too_large.load(Ordering::Relaxed);
+            tracing::warn!(
+                limit_bytes = limit,
+                refused_so_far = refused,
+                "refusing OTLP requests over the size limit (otlp_max_message_mib)"
+            );
+        }
     }
 
     fn accept(&self, batch: SpanBatch) {
@@ -132,6 +138,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Daemo
 
 /// Binds the listeners and starts the daemon.
 pub async fn start(config: Config) -> Result<Running, DaemonError> {
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
     let grpc_listener = bind("OTLP/gRPC", config.otlp_grpc_addr).await?;
     let api_listener = bind("the HTTP API", config.api_addr).await?;
     let local = |l: &TcpListener, what, addr| {
@@ -168,14 +175,26 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         buffer: buffer.clone(),
         stats: stats.clone(),
         full: full.clone(),
-        refusal_logged_ms: AtomicU64::new(0),
-        started: Instant::now(),
+        refusal_log: LogEvery::default(),
+        too_large_log: LogEvery::default(),
     });
     let grpc = OtlpGrpc::new(sink, config.otlp_max_message_bytes);
     let grpc_stop = stop_servers.clone();
+    let mut grpc_server = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        grpc_server = grpc_server
+            .tls_config(tls.grpc())
+            .map_err(|e| DaemonError::Server {
+                what: "OTLP/gRPC",
+                message: e.to_string(),
+            })?;
+    }
+    let otlp_guard = Guard::new(config.otlp_token.as_deref(), Listener::Otlp, stats.clone());
+    let grpc_server = grpc_server
+        .layer(RequireToken::new(otlp_guard, auth::grpc_refusal))
+        .add_service(grpc);
     let grpc_task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(grpc)
+        grpc_server
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 grpc_stop.cancelled(),
@@ -192,23 +211,21 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         buffer: buffer.clone(),
         stats: stats.clone(),
         ready: ready.clone(),
+        api_guard: Guard::new(config.api_token.as_deref(), Listener::Api, stats.clone()),
     });
     let api_stop = stop_servers.clone();
-    let api_task = tokio::spawn(async move {
-        // Small JSON answers must not wait for Nagle's algorithm.
-        let api_listener = api_listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an API connection");
-            }
-        });
-        axum::serve(api_listener, app)
-            .with_graceful_shutdown(async move { api_stop.cancelled().await })
-            .await
-            .map_err(|e| DaemonError::Server {
-                what: "HTTP API",
-                message: e.to_string(),
-            })
-    });
+    let api_task = match &tls {
+        Some(tls) => tokio::spawn(serve_api(tls.listener(api_listener), app, api_stop)),
+        None => {
+            // Small JSON answers must not wait for Nagle's algorithm.
+            let api_listener = api_listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on an API connection");
+                }
+            });
+            tokio::spawn(serve_api(api_listener, app, api_stop))
+        }
+    };
 
     let sweeper_stop = CancellationToken::new();
     let sweeper = tokio::spawn(sweep(
@@ -226,7 +243,14 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     ));
 
     ready.store(true, Ordering::Release);
-    tracing::info!(%otlp_grpc_addr, %api_addr, "hopscope listening");
+    tracing::info!(
+        %otlp_grpc_addr,
+        %api_addr,
+        tls = tls.is_some(),
+        api_token = config.api_token.is_some(),
+        otlp_token = config.otlp_token.is_some(),
+        "hopscope listening"
+    );
 
     let timeout = config.shutdown_timeout;
     let handle = shutdown.clone();
@@ -266,6 +290,25 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         shutdown: handle,
         task,
     })
+}
+
+/// Serves the API on `listener` (plain TCP or TLS) until `stop`.
+async fn serve_api<L>(
+    listener: L,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> Result<(), DaemonError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .map_err(|e| DaemonError::Server {
+            what: "HTTP API",
+            message: e.to_string(),
+        })
 }
 
 /// Hands complete traces to analysis: on every tick (idle and max-age policy) and

@@ -23,6 +23,7 @@
 pub mod analyze;
 pub mod api;
 pub mod assemble;
+pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -31,3 +32,4 @@ pub mod loadgen;
 pub mod model;
 pub mod stats;
 pub mod store;
+pub mod tls;

@@ -2,6 +2,9 @@
 //! completed early, merged late or evicted. Nothing is dropped without a count.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
@@ -64,6 +67,16 @@ counters! {
     traces_reanalyzed,
     /// Completed traces dropped from the trace store to stay within its bounds.
     store_traces_evicted,
+    /// HTTP API requests refused for a missing or wrong bearer token (401).
+    api_unauthenticated,
+    /// HTTP API requests refused for a body over its limit (413).
+    api_too_large,
+    /// OTLP requests refused for a missing or wrong bearer token (gRPC
+    /// UNAUTHENTICATED, HTTP 401).
+    otlp_unauthenticated,
+    /// OTLP requests refused for being over `otlp_max_message_mib` (gRPC
+    /// OUT_OF_RANGE, HTTP 413).
+    otlp_too_large,
 }
 
 impl StatsSnapshot {
@@ -141,6 +154,43 @@ impl Histogram {
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Lets a repeated log line through at most once per period (10 s by
+/// default) while the events go on; the counters have the rest.
+#[derive(Debug)]
+pub struct LogEvery {
+    period: Duration,
+    started: Instant,
+    /// When a line last went through (ms since `started`, plus one; 0: never).
+    last_ms: AtomicU64,
+}
+
+impl Default for LogEvery {
+    fn default() -> Self {
+        LogEvery::new(Duration::from_secs(10))
+    }
+}
+
+impl LogEvery {
+    pub fn new(period: Duration) -> Self {
+        LogEvery {
+            period,
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether this event may log (true for one caller per period).
+    pub fn ready(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= self.period.as_millis() as u64)
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 

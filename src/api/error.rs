@@ -1,8 +1,14 @@
 //! The API's one error shape.
 
-use axum::http::{StatusCode, Uri};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+
+use crate::stats::Stats;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -39,4 +45,25 @@ impl IntoResponse for ApiError {
 
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found("not_found", format!("no such endpoint: {}", uri.path()))
+}
+
+/// Answers 413 to a request whose declared body is over [`super::MAX_BODY_BYTES`].
+pub async fn limit_body(State(stats): State<Arc<Stats>>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > super::MAX_BODY_BYTES as u64) {
+        Stats::add(&stats.api_too_large, 1);
+        return ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body_too_large",
+            message: format!(
+                "request bodies are limited to {} bytes",
+                super::MAX_BODY_BYTES
+            ),
+        }
+        .into_response();
+    }
+    next.run(request).await
 }

@@ -14,6 +14,7 @@ use crate::analyze::{AnalyzedTrace, EntryPoint, HopKey, HopKind};
 use crate::model::{
     AttrArena, AttrRange, Semantics, SpanId, SpanKind, StatusCode, Sym, TraceId, Warning,
 };
+use crate::store::FindingStore;
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1000;
@@ -202,6 +203,13 @@ pub async fn get(
             format!("trace {id} is not among the completed traces kept"),
         )
     })?;
+    Ok(Json(trace_body(&t, &state.store.findings)))
+}
+
+/// The JSON body of one analyzed trace: its spans, critical path, hops,
+/// warnings and the findings it contributed to. Flat lists, so rendering takes
+/// the same stack however deep the trace is.
+pub fn trace_body(t: &AnalyzedTrace, findings: &FindingStore) -> TraceBody {
     let trace = &t.trace;
     let root_start = trace.start(trace.root);
     let spans = (0..trace.len() as u32)
@@ -263,8 +271,8 @@ pub async fn get(
             }
         })
         .collect();
-    Ok(Json(TraceBody {
-        summary: summary(&t),
+    TraceBody {
+        summary: summary(t),
         spans,
         critical_path,
         hops: t
@@ -273,12 +281,10 @@ pub async fn get(
             .map(|h| HopBody::new(h.key, h.critical_ns, h.share))
             .collect(),
         warnings: t.warnings.clone(),
-        findings: state
-            .store
-            .findings
+        findings: findings
             .for_trace(t.trace.trace_id, &t.finding_ids)
             .into_iter()
             .map(Into::into)
             .collect(),
-    }))
+    }
 }

@@ -12,7 +12,7 @@ use tonic::body::Body as TonicBody;
 use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::codec::ServerCodec;
 use super::otlp::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
@@ -109,7 +109,8 @@ where
             let status = Status::unimplemented(format!("no such method: {}", request.uri().path()));
             return Box::pin(ready(Ok(status.into_http())));
         }
-        let export = Export(self.sink.clone());
+        let sink = self.sink.clone();
+        let export = Export(sink.clone());
         let max = self.max_message_bytes;
         Box::pin(async move {
             let mut gzip = EnabledCompressionEncodings::default();
@@ -117,7 +118,16 @@ where
             let mut grpc = Grpc::new(ServerCodec::default())
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(export, request).await)
+            let response = grpc.unary(export, request).await;
+            // tonic answers a request over the limit with OUT_OF_RANGE, or
+            // RESOURCE_EXHAUSTED when it grows past it while decompressing;
+            // `Export` never answers either.
+            if let Some(status) = Status::from_header_map(response.headers()) {
+                if matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted) {
+                    sink.too_large(max);
+                }
+            }
+            Ok(response)
         })
     }
 }

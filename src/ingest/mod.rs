@@ -25,6 +25,10 @@ pub trait SpanSink: Send + Sync + 'static {
     fn admit(&self, bytes: usize) -> Result<Self::Permit, Refused>;
 
     fn accept(&self, batch: SpanBatch);
+
+    /// A request over `limit` bytes (after decompression) was refused before
+    /// it was decoded.
+    fn too_large(&self, limit: usize);
 }
 
 /// A request refused for now (the daemon is at its memory budget).

@@ -1,0 +1,114 @@
+//! Bad input, in the normal test suite: the fuzz targets' committed inputs
+//! (`fuzz/seeds/`, and every crash the fuzzers found, minimized, in
+//! `fuzz/regressions/`) replayed through the code the targets run
+//! (`fuzz/src/lib.rs`, compiled in here), and a trace deeper than any stack.
+
+use std::path::{Path, PathBuf};
+
+use arbitrary::{Arbitrary, Unstructured};
+use hopscope::model::{AttrArena, Span, SpanId, SpanKind, SpanSet, Sym, TraceId};
+
+#[path = "../fuzz/src/lib.rs"]
+mod fuzz;
+
+/// The committed inputs of a target, in name order.
+fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut files: Vec<PathBuf> = ["seeds", "regressions"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(root.join(dir).join(target)).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("readable input");
+            (path, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn otlp_protobuf_inputs_replay() {
+    let inputs = inputs("otlp_protobuf");
+    assert!(inputs.len() >= 40, "the seed corpus is committed");
+    for (path, bytes) in inputs {
+        eprintln!("{}", path.display());
+        fuzz::otlp_protobuf(&bytes);
+    }
+}
+
+#[test]
+fn span_graph_inputs_replay() {
+    for (path, bytes) in inputs("span_graph") {
+        eprintln!("{}", path.display());
+        // As libfuzzer-sys builds a target's structured input.
+        if let Ok(graph) = fuzz::Graph::arbitrary_take_rest(Unstructured::new(&bytes)) {
+            fuzz::span_graph(graph);
+        }
+    }
+}
+
+const DEEP: u64 = 100_000;
+
+/// A 100,000-deep chain of CLIENT → SERVER hops between two services, each
+/// nested in its parent, the servers with an instance (request records) and
+/// a statement every tenth span (query records).
+fn deep_chain() -> SpanSet {
+    let mut set = SpanSet::default();
+    let mut scratch = AttrArena::default();
+    let (instance, system, statement) = (
+        Sym::new("service.instance.id"),
+        Sym::new("db.system.name"),
+        Sym::new("db.query.text"),
+    );
+    let epoch = 1_700_000_000_000_000_000u64;
+    for i in 1..=DEEP {
+        let server = i % 2 == 0;
+        let mut span = Span::new(
+            SpanId::from_u64(i).expect("not zero"),
+            (i > 1).then(|| SpanId::from_u64(i - 1).expect("not zero")),
+            if server { "orders" } else { "frontend" },
+            if i % 10 == 0 { "SELECT" } else { "call" },
+            if server {
+                SpanKind::Server
+            } else {
+                SpanKind::Client
+            },
+            (epoch + i * 1_000, epoch + (2 * DEEP - i) * 1_000 + 1_000),
+        );
+        let mark = scratch.mark();
+        if server {
+            scratch.str(instance, "orders-1");
+        }
+        if i % 10 == 0 {
+            scratch.str(system, "postgresql");
+            scratch.str(statement, "SELECT * FROM t WHERE id = 1");
+        }
+        span.attrs = scratch.finish(mark);
+        set.push(span, &mut scratch);
+    }
+    set
+}
+
+/// Assembly, analysis, every detector, the call and saturation records, and
+/// the trace API's JSON of a 100,000-deep trace, on a thread with a 256 KiB
+/// stack: nothing recurses over the tree.
+#[test]
+fn hundred_thousand_deep_trace_runs_on_a_small_stack() {
+    let set = deep_chain();
+    let trace_id = TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("valid");
+    let rendered = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let store = fuzz::pipeline(vec![(trace_id, set)]);
+            fuzz::render(&store, 1, usize::MAX)
+        })
+        .expect("thread starts")
+        .join()
+        .expect("the pipeline finishes without overflowing a 256 KiB stack");
+    assert_eq!(rendered, 1, "the trace was stored and rendered");
+}
