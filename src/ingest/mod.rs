@@ -2,6 +2,7 @@
 //! [`SpanBatch`]es and hands them to a [`SpanSink`]. Ingest never touches the
 //! buffer directly.
 
+mod build;
 pub mod codec;
 mod convert;
 mod grpc;
