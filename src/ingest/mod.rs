@@ -6,11 +6,13 @@ mod build;
 pub mod codec;
 mod convert;
 mod grpc;
+mod json;
 pub mod otlp;
 mod wire;
 
 pub use convert::decode_export;
 pub use grpc::OtlpGrpc;
+pub use json::{decode_export_json, JsonError};
 pub use wire::DecodeError;
 
 use crate::model::SpanBatch;
