@@ -19,7 +19,7 @@ use crate::analyze::{analyze, budget, saturation};
 use crate::api::{self, AppState};
 use crate::assemble::{assemble, Buffer, BufferLimits, Completed};
 use crate::config::Config;
-use crate::ingest::{OtlpGrpc, SpanSink};
+use crate::ingest::{OtlpGrpc, OtlpHttp, SpanSink};
 use crate::model::{SpanBatch, SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
 use crate::store::{Aggregates, FindingStore, Store, TraceStore};
@@ -42,6 +42,7 @@ pub enum DaemonError {
 /// A started daemon.
 pub struct Running {
     pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
     pub api_addr: SocketAddr,
     store: Arc<Store>,
     shutdown: CancellationToken,
@@ -102,12 +103,14 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Daemo
 /// Binds the listeners and starts the daemon.
 pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let grpc_listener = bind("OTLP/gRPC", config.otlp_grpc_addr).await?;
+    let otlp_http_listener = bind("OTLP/HTTP", config.otlp_http_addr).await?;
     let api_listener = bind("the HTTP API", config.api_addr).await?;
     let local = |l: &TcpListener, what, addr| {
         l.local_addr()
             .map_err(|source| DaemonError::Bind { what, addr, source })
     };
     let otlp_grpc_addr = local(&grpc_listener, "OTLP/gRPC", config.otlp_grpc_addr)?;
+    let otlp_http_addr = local(&otlp_http_listener, "OTLP/HTTP", config.otlp_http_addr)?;
     let api_addr = local(&api_listener, "the HTTP API", config.api_addr)?;
 
     let stats = Arc::new(Stats::default());
@@ -137,6 +140,13 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         stats: stats.clone(),
         full: full.clone(),
     });
+    let otlp_http = OtlpHttp::new(sink.clone(), stats.clone(), config.otlp_max_message_bytes);
+    let otlp_http_task = serve_http(
+        "OTLP/HTTP",
+        otlp_http_listener,
+        otlp_http.router(),
+        stop_servers.clone(),
+    );
     let grpc = OtlpGrpc::new(sink, config.otlp_max_message_bytes);
     let grpc_stop = stop_servers.clone();
     let grpc_task = tokio::spawn(async move {
@@ -159,22 +169,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         stats: stats.clone(),
         ready: ready.clone(),
     });
-    let api_stop = stop_servers.clone();
-    let api_task = tokio::spawn(async move {
-        // Small JSON answers must not wait for Nagle's algorithm.
-        let api_listener = api_listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an API connection");
-            }
-        });
-        axum::serve(api_listener, app)
-            .with_graceful_shutdown(async move { api_stop.cancelled().await })
-            .await
-            .map_err(|e| DaemonError::Server {
-                what: "HTTP API",
-                message: e.to_string(),
-            })
-    });
+    let api_task = serve_http("HTTP API", api_listener, app, stop_servers.clone());
 
     let sweeper_stop = CancellationToken::new();
     let sweeper = tokio::spawn(sweep(
@@ -192,7 +187,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     ));
 
     ready.store(true, Ordering::Release);
-    tracing::info!(%otlp_grpc_addr, %api_addr, "hopscope listening");
+    tracing::info!(%otlp_grpc_addr, %otlp_http_addr, %api_addr, "hopscope listening");
 
     let timeout = config.shutdown_timeout;
     let handle = shutdown.clone();
@@ -202,7 +197,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         tracing::info!("shutting down: no new exports; analyzing what is buffered");
         ready.store(false, Ordering::Release);
         stop_servers.cancel();
-        let (grpc_result, api_result) = tokio::join!(grpc_task, api_task);
+        let (grpc_result, otlp_http_result, api_result) =
+            tokio::join!(grpc_task, otlp_http_task, api_task);
         sweeper_stop.cancel();
         let _ = tokio::join!(sweeper, detector);
         let drained = buffer.drain();
@@ -216,7 +212,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         } else {
             tracing::info!(traces = count, "buffered traces analyzed; stopped");
         }
-        for result in [grpc_result, api_result] {
+        for result in [grpc_result, otlp_http_result, api_result] {
             result.map_err(|e| DaemonError::Server {
                 what: "task",
                 message: e.to_string(),
@@ -227,10 +223,35 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
 
     Ok(Running {
         otlp_grpc_addr,
+        otlp_http_addr,
         api_addr,
         store: store_handle,
         shutdown: handle,
         task,
+    })
+}
+
+/// Serves `app` on `listener` until `stop`, letting requests in flight finish.
+fn serve_http(
+    what: &'static str,
+    listener: TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> JoinHandle<Result<(), DaemonError>> {
+    tokio::spawn(async move {
+        // Small answers must not wait for Nagle's algorithm.
+        let listener = listener.tap_io(move |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, what, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(|e| DaemonError::Server {
+                what,
+                message: e.to_string(),
+            })
     })
 }
 

@@ -6,12 +6,14 @@ mod build;
 pub mod codec;
 mod convert;
 mod grpc;
+mod http;
 mod json;
 pub mod otlp;
 mod wire;
 
 pub use convert::decode_export;
 pub use grpc::OtlpGrpc;
+pub use http::{OtlpHttp, TRACES_PATH};
 pub use json::{decode_export_json, JsonError};
 pub use wire::DecodeError;
 
