@@ -14,6 +14,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -22,8 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use prost::Message;
 
 use super::otlp::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
@@ -72,21 +72,9 @@ impl<S: SpanSink> OtlpHttp<S> {
         let encoding = Encoding::of(headers)?;
         let gzip = gzipped(headers)?;
         let limit = self.max_body_bytes;
-        let declared = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(Refusal::TooLarge { limit });
-        }
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(Refusal::TooLarge { limit })
-            }
-            Err(e) => return Err(Refusal::Read(e.to_string())),
-        };
+        let body = read_body(body, headers, limit).await?;
         let body = if gzip {
-            Bytes::from(gunzip(&body[..], limit)?)
+            gunzip(&body[..], limit)?
         } else {
             body
         };
@@ -252,6 +240,53 @@ fn gzipped(headers: &HeaderMap) -> Result<bool, Refusal> {
     }
 }
 
+/// Reads a body of at most `limit` bytes. A longer one (as declared, or as it
+/// arrives) is refused, but what is left of it is read and dropped first (at
+/// most `limit` bytes more, for at most [`DRAIN_TIME`]), so that a client still
+/// sending gets to read the refusal instead of a reset connection.
+async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, Refusal> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        drain(body, limit).await;
+        return Err(Refusal::TooLarge { limit });
+    }
+    let mut out = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Refusal::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if out.len() + data.len() > limit {
+            drain(body, limit).await;
+            return Err(Refusal::TooLarge { limit });
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out)
+}
+
+/// How long a refused body may take to be read and dropped.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops up to `most` bytes of what is left of a body.
+async fn drain(mut body: Body, most: usize) {
+    let mut left = most;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            left = left.saturating_sub(data.len());
+            if left == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 /// Inflates a gzip body (every member), refusing as soon as it passes `limit`
 /// bytes: what lies beyond is never inflated.
 fn gunzip(body: impl Read, limit: usize) -> Result<Vec<u8>, Refusal> {
@@ -361,6 +396,25 @@ mod tests {
         assert!(matches!(
             gunzip(&b"not gzip"[..], 1 << 20),
             Err(Refusal::Gzip(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_body_is_refused_once_it_passes_the_limit_declared_or_not() {
+        let none = HeaderMap::new();
+        let read = |n: usize, headers: HeaderMap| async move {
+            read_body(Body::from(vec![7; n]), &headers, 10).await
+        };
+        assert_eq!(read(10, none.clone()).await.unwrap(), vec![7; 10]);
+        assert!(matches!(
+            read(11, none).await,
+            Err(Refusal::TooLarge { limit: 10 })
+        ));
+        let mut declared = HeaderMap::new();
+        declared.insert(CONTENT_LENGTH, HeaderValue::from_static("11"));
+        assert!(matches!(
+            read(11, declared).await,
+            Err(Refusal::TooLarge { limit: 10 })
         ));
     }
 
