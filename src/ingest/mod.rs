@@ -1,6 +1,7 @@
-//! The OTLP edge: decodes export requests straight from the wire format into
-//! [`SpanBatch`]es and hands them to a [`SpanSink`]. Ingest never touches the
-//! buffer directly.
+//! The OTLP edge: receives export requests over gRPC ([`OtlpGrpc`]) and HTTP
+//! ([`OtlpHttp`]), decodes them straight from protobuf ([`decode_export`]) or
+//! OTLP/JSON ([`decode_export_json`]) into [`SpanBatch`]es, and hands them to a
+//! [`SpanSink`]. Ingest never touches the buffer directly.
 
 mod build;
 pub mod codec;
