@@ -22,9 +22,9 @@ use hopscope::analyze::analyze;
 use hopscope::analyze::budget::{budget_map, call_records, detect};
 use hopscope::analyze::saturation;
 use hopscope::assemble::{assemble, Buffer, BufferLimits};
-use hopscope::ingest::decode_export;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use hopscope::ingest::{decode_export, decode_export_json};
 use hopscope::loadgen::{Generator, Shape};
 use hopscope::model::{Span, SpanId, SpanKind, SpanSet, TraceId};
 use hopscope::stats::Stats;
@@ -199,6 +199,28 @@ fn main() {
                 std::hint::black_box(decode_export(e).unwrap());
             }
         })
+    );
+    // The same requests as OTLP/JSON (what an `http/json` exporter sends).
+    let json: Vec<Vec<u8>> = encoded
+        .iter()
+        .map(|e| {
+            use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest as Otlp;
+            serde_json::to_vec(&Otlp::decode(e.clone()).unwrap()).unwrap()
+        })
+        .collect();
+    let json_accepted: usize = json
+        .iter()
+        .map(|j| decode_export_json(j).unwrap().accepted as usize)
+        .sum();
+    assert_eq!(json_accepted, spans, "the JSON form holds the same spans");
+    println!(
+        "decode OTLP/JSON into the model {} ({:.0} bytes/span)",
+        rate(runs, spans, || {
+            for j in &json {
+                std::hint::black_box(decode_export_json(j).unwrap());
+            }
+        }),
+        json.iter().map(Vec::len).sum::<usize>() as f64 / spans as f64
     );
 
     let limits = BufferLimits {

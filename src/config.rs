@@ -57,6 +57,11 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_OTLP_GRPC_ADDR", value_name = "ADDR")]
     pub otlp_grpc_addr: Option<SocketAddr>,
 
+    /// OTLP/HTTP listen address (POST /v1/traces, protobuf or JSON)
+    /// [default: 127.0.0.1:4318]
+    #[arg(long, env = "HOPSCOPE_OTLP_HTTP_ADDR", value_name = "ADDR")]
+    pub otlp_http_addr: Option<SocketAddr>,
+
     /// HTTP API listen address [default: 127.0.0.1:9980]
     #[arg(long, env = "HOPSCOPE_API_ADDR", value_name = "ADDR")]
     pub api_addr: Option<SocketAddr>,
@@ -97,9 +102,10 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_AGGREGATE_RETENTION", value_name = "DURATION")]
     pub aggregate_retention: Option<HumanDuration>,
 
-    /// Largest OTLP request accepted, in MiB (after decompression); larger
-    /// ones are refused (gRPC OUT_OF_RANGE) and counted [default: 4, as the
-    /// OpenTelemetry Collector]
+    /// Largest OTLP request accepted, in MiB: a gRPC message, or an HTTP body
+    /// both as received and after decompression; larger ones are refused (gRPC
+    /// OUT_OF_RANGE, HTTP 413) and counted [default: 4, as the OpenTelemetry
+    /// Collector]
     #[arg(long, env = "HOPSCOPE_OTLP_MAX_MESSAGE_MIB", value_name = "MIB")]
     pub otlp_max_message_mib: Option<usize>,
 
@@ -163,6 +169,7 @@ impl Settings {
     pub fn or(self, fallback: Settings) -> Settings {
         Settings {
             otlp_grpc_addr: self.otlp_grpc_addr.or(fallback.otlp_grpc_addr),
+            otlp_http_addr: self.otlp_http_addr.or(fallback.otlp_http_addr),
             api_addr: self.api_addr.or(fallback.api_addr),
             trace_idle: self.trace_idle.or(fallback.trace_idle),
             trace_max_age: self.trace_max_age.or(fallback.trace_max_age),
@@ -188,6 +195,7 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
     pub api_addr: SocketAddr,
     pub trace_idle: Duration,
     pub trace_max_age: Duration,
@@ -233,6 +241,7 @@ impl TryFrom<Settings> for Config {
         };
         let config = Config {
             otlp_grpc_addr: s.otlp_grpc_addr.unwrap_or(([127, 0, 0, 1], 4317).into()),
+            otlp_http_addr: s.otlp_http_addr.unwrap_or(([127, 0, 0, 1], 4318).into()),
             api_addr: s.api_addr.unwrap_or(([127, 0, 0, 1], 9980).into()),
             trace_idle: d(s.trace_idle, 10),
             trace_max_age: d(s.trace_max_age, 300),
@@ -317,6 +326,7 @@ mod tests {
         assert_eq!(c.max_buffered_spans, 50);
         assert_eq!(c.api_addr.port(), 1234);
         assert_eq!(c.otlp_grpc_addr.port(), 4317);
+        assert_eq!(c.otlp_http_addr.port(), 4318);
         assert_eq!(c.trace_max_age, Duration::from_secs(300));
         assert_eq!(c.detect_interval, Duration::from_secs(5));
         assert_eq!(c.otlp_max_message_bytes, 4 << 20, "the Collector's default");

@@ -20,7 +20,7 @@ use crate::api::{self, AppState};
 use crate::assemble::{assemble, Admitted, Buffer, BufferLimits, Completed};
 use crate::auth::{self, Guard, Listener, RequireToken};
 use crate::config::Config;
-use crate::ingest::{OtlpGrpc, Refused, SpanSink};
+use crate::ingest::{OtlpGrpc, OtlpHttp, Refused, SpanSink};
 use crate::model::{SpanBatch, SpanSet, Warning, WarningCode};
 use crate::stats::{LogEvery, Stats};
 use crate::store::{Aggregates, FindingStore, Store, TraceStore};
@@ -46,6 +46,7 @@ pub enum DaemonError {
 /// A started daemon.
 pub struct Running {
     pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
     pub api_addr: SocketAddr,
     store: Arc<Store>,
     shutdown: CancellationToken,
@@ -140,12 +141,14 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Daemo
 pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let tls = config.tls.as_ref().map(Tls::load).transpose()?;
     let grpc_listener = bind("OTLP/gRPC", config.otlp_grpc_addr).await?;
+    let otlp_http_listener = bind("OTLP/HTTP", config.otlp_http_addr).await?;
     let api_listener = bind("the HTTP API", config.api_addr).await?;
     let local = |l: &TcpListener, what, addr| {
         l.local_addr()
             .map_err(|source| DaemonError::Bind { what, addr, source })
     };
     let otlp_grpc_addr = local(&grpc_listener, "OTLP/gRPC", config.otlp_grpc_addr)?;
+    let otlp_http_addr = local(&otlp_http_listener, "OTLP/HTTP", config.otlp_http_addr)?;
     let api_addr = local(&api_listener, "the HTTP API", config.api_addr)?;
 
     let stats = Arc::new(Stats::default());
@@ -178,6 +181,17 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         refusal_log: LogEvery::default(),
         too_large_log: LogEvery::default(),
     });
+    let otlp_guard = Guard::new(config.otlp_token.as_deref(), Listener::Otlp, stats.clone());
+    let otlp_http = OtlpHttp::new(sink.clone(), stats.clone(), config.otlp_max_message_bytes)
+        .router()
+        .route_layer(RequireToken::new(otlp_guard.clone(), auth::http_refusal));
+    let otlp_http_task = serve_http(
+        "OTLP/HTTP",
+        otlp_http_listener,
+        tls.as_ref(),
+        otlp_http,
+        stop_servers.clone(),
+    );
     let grpc = OtlpGrpc::new(sink, config.otlp_max_message_bytes);
     let grpc_stop = stop_servers.clone();
     let mut grpc_server = tonic::transport::Server::builder();
@@ -189,7 +203,6 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
                 message: e.to_string(),
             })?;
     }
-    let otlp_guard = Guard::new(config.otlp_token.as_deref(), Listener::Otlp, stats.clone());
     let grpc_server = grpc_server
         .layer(RequireToken::new(otlp_guard, auth::grpc_refusal))
         .add_service(grpc);
@@ -213,19 +226,13 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         ready: ready.clone(),
         api_guard: Guard::new(config.api_token.as_deref(), Listener::Api, stats.clone()),
     });
-    let api_stop = stop_servers.clone();
-    let api_task = match &tls {
-        Some(tls) => tokio::spawn(serve_api(tls.listener(api_listener), app, api_stop)),
-        None => {
-            // Small JSON answers must not wait for Nagle's algorithm.
-            let api_listener = api_listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on an API connection");
-                }
-            });
-            tokio::spawn(serve_api(api_listener, app, api_stop))
-        }
-    };
+    let api_task = serve_http(
+        "HTTP API",
+        api_listener,
+        tls.as_ref(),
+        app,
+        stop_servers.clone(),
+    );
 
     let sweeper_stop = CancellationToken::new();
     let sweeper = tokio::spawn(sweep(
@@ -245,6 +252,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     ready.store(true, Ordering::Release);
     tracing::info!(
         %otlp_grpc_addr,
+        %otlp_http_addr,
         %api_addr,
         tls = tls.is_some(),
         api_token = config.api_token.is_some(),
@@ -260,7 +268,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         tracing::info!("shutting down: no new exports; analyzing what is buffered");
         ready.store(false, Ordering::Release);
         stop_servers.cancel();
-        let (grpc_result, api_result) = tokio::join!(grpc_task, api_task);
+        let (grpc_result, otlp_http_result, api_result) =
+            tokio::join!(grpc_task, otlp_http_task, api_task);
         sweeper_stop.cancel();
         let _ = tokio::join!(sweeper, detector);
         let drained = buffer.drain();
@@ -274,7 +283,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         } else {
             tracing::info!(traces = count, "buffered traces analyzed; stopped");
         }
-        for result in [grpc_result, api_result] {
+        for result in [grpc_result, otlp_http_result, api_result] {
             result.map_err(|e| DaemonError::Server {
                 what: "task",
                 message: e.to_string(),
@@ -285,6 +294,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
 
     Ok(Running {
         otlp_grpc_addr,
+        otlp_http_addr,
         api_addr,
         store: store_handle,
         shutdown: handle,
@@ -292,8 +302,31 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     })
 }
 
-/// Serves the API on `listener` (plain TCP or TLS) until `stop`.
-async fn serve_api<L>(
+/// Serves `app` on `listener` (TLS when configured) until `stop`, letting
+/// requests in flight finish.
+fn serve_http(
+    what: &'static str,
+    listener: TcpListener,
+    tls: Option<&Tls>,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> JoinHandle<Result<(), DaemonError>> {
+    match tls {
+        Some(tls) => tokio::spawn(serve(what, tls.listener(listener), app, stop)),
+        None => {
+            // Small answers must not wait for Nagle's algorithm.
+            let listener = listener.tap_io(move |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, what, "cannot set TCP_NODELAY");
+                }
+            });
+            tokio::spawn(serve(what, listener, app, stop))
+        }
+    }
+}
+
+async fn serve<L>(
+    what: &'static str,
     listener: L,
     app: axum::Router,
     stop: CancellationToken,
@@ -306,7 +339,7 @@ where
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
         .map_err(|e| DaemonError::Server {
-            what: "HTTP API",
+            what,
             message: e.to_string(),
         })
 }

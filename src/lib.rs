@@ -4,15 +4,16 @@
 //!
 //! ```text
 //!  OTLP/gRPC ──► ingest ──SpanBatch──► assemble::Buffer ──Completed──► assemble::assemble
-//!  (exporters)   decode,               by trace id,                    one repaired tree
-//!                convert               idle/max-age/limit                    │ Trace
+//!  OTLP/HTTP ──► decode,               by trace id,                    one repaired tree
+//!  (exporters)   convert               idle/max-age/limit                    │ Trace
 //!                                                                            ▼
 //!  HTTP API ◄──────────── store ◄──────────AnalyzedTrace─────────── analyze::analyze
 //!  (people, Grafana)      recent traces,                             critical path,
 //!                         hop aggregates                             latency share per hop
 //! ```
 //!
-//! * [`ingest`]: the OTLP edge; the only module that sees protobuf types.
+//! * [`ingest`]: the OTLP edge (gRPC and HTTP, protobuf and JSON); the only
+//!   module that sees OTLP's wire formats.
 //! * [`assemble`]: the in-flight buffer and the repairs that make a tree.
 //! * [`analyze`]: pure functions over an assembled [`model::Trace`].
 //! * [`store`]: bounded trace store and mergeable per-hop aggregates.

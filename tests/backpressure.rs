@@ -1,6 +1,6 @@
-//! Backpressure end to end: a flood of OTLP/gRPC exports against a small
-//! memory budget is refused with the retryable answer (UNAVAILABLE with
-//! RetryInfo), counted, and never pushes the buffer past the budget; an
+//! Backpressure end to end: a flood of OTLP/gRPC and OTLP/HTTP exports
+//! against a small memory budget is refused with the retryable answers
+//! (UNAVAILABLE with RetryInfo; 503 with Retry-After), counted, and never pushes the buffer past the budget; an
 //! exporter that retries as told gets everything in, and nothing accepted is
 //! lost.
 
@@ -14,6 +14,7 @@ use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use hopscope::ingest::otlp::resource::v1::Resource;
 use hopscope::ingest::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -82,38 +83,76 @@ fn request(n: usize) -> ExportTraceServiceRequest {
     }
 }
 
-/// Sends request `n` until it is accepted, waiting as each refusal says.
-/// Returns how many times it was refused.
-async fn export_retrying(endpoint: String, n: usize) -> usize {
-    let mut client = TraceServiceClient::connect(endpoint)
+/// Sends request `n` until it is accepted, waiting as each refusal says:
+/// even requests over OTLP/gRPC, odd ones over OTLP/HTTP. Returns how many
+/// times it was refused.
+async fn export_retrying(d: Endpoints, n: usize) -> usize {
+    let mut refused = 0;
+    loop {
+        let retry = if n % 2 == 0 {
+            grpc_export(&d.grpc, n).await
+        } else {
+            http_export(&d.http, n).await
+        };
+        let Some(retry) = retry else {
+            return refused;
+        };
+        assert!(retry > Duration::ZERO && retry <= Duration::from_secs(5));
+        refused += 1;
+        // The exporter's backoff: as told, shortened to keep the test quick.
+        tokio::time::sleep(retry / 10).await;
+    }
+}
+
+#[derive(Clone)]
+struct Endpoints {
+    grpc: String,
+    http: String,
+}
+
+/// One gRPC export: `None` when accepted, else the delay the refusal asks for.
+async fn grpc_export(endpoint: &str, n: usize) -> Option<Duration> {
+    let mut client = TraceServiceClient::connect(endpoint.to_owned())
         .await
         .expect("connects")
         .max_decoding_message_size(usize::MAX);
-    let mut refused = 0;
-    loop {
-        match client.export(request(n)).await {
-            Ok(answer) => {
-                assert!(answer.into_inner().partial_success.is_none());
-                return refused;
-            }
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                assert!(
-                    status.message().contains("memory budget"),
-                    "{}",
-                    status.message()
-                );
-                let retry = status
-                    .get_details_retry_info()
-                    .and_then(|r| r.retry_delay)
-                    .expect("the refusal says when to retry");
-                assert!(retry > Duration::ZERO && retry <= Duration::from_secs(5));
-                refused += 1;
-                // The exporter's backoff: as told, shortened to keep the test quick.
-                tokio::time::sleep(retry / 10).await;
-            }
+    match client.export(request(n)).await {
+        Ok(answer) => {
+            assert!(answer.into_inner().partial_success.is_none());
+            None
+        }
+        Err(status) => {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert!(
+                status.message().contains("memory budget"),
+                "{}",
+                status.message()
+            );
+            let retry = status.get_details_retry_info().and_then(|r| r.retry_delay);
+            Some(retry.expect("the refusal says when to retry"))
         }
     }
+}
+
+/// One OTLP/HTTP export (protobuf): `None` when accepted, else the
+/// `Retry-After` of the 503.
+async fn http_export(endpoint: &str, n: usize) -> Option<Duration> {
+    let answer = reqwest::Client::new()
+        .post(format!("{endpoint}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(request(n).encode_to_vec())
+        .send()
+        .await
+        .expect("the receiver answers");
+    let status = answer.status().as_u16();
+    if status == 200 {
+        return None;
+    }
+    assert_eq!(status, 503, "the retryable refusal");
+    let retry = answer.headers()["retry-after"].to_str().unwrap().parse();
+    let message = String::from_utf8_lossy(&answer.bytes().await.unwrap()).into_owned();
+    assert!(message.contains("memory budget"), "{message}");
+    Some(Duration::from_secs(retry.expect("Retry-After in seconds")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,19 +164,27 @@ async fn a_flood_past_the_memory_budget_is_refused_retryably_and_nothing_accepte
     })
     .await;
     let flood: Vec<_> = (0..REQUESTS)
-        .map(|n| tokio::spawn(export_retrying(d.grpc_endpoint.clone(), n)))
+        .map(|n| {
+            let endpoints = Endpoints {
+                grpc: d.grpc_endpoint.clone(),
+                http: d.http_endpoint.clone(),
+            };
+            tokio::spawn(export_retrying(endpoints, n))
+        })
         .collect();
-    let mut refusals = 0;
+    // Refusals over gRPC (even requests) and over HTTP (odd ones).
+    let mut by_protocol = [0, 0];
     let mut peak = 0u64;
-    for task in flood {
-        refusals += task.await.expect("the exporter finishes");
+    for (n, task) in flood.into_iter().enumerate() {
+        by_protocol[n % 2] += task.await.expect("the exporter finishes");
         let stats = d.get("/api/v1/stats").await.1;
         peak = peak.max(stats["buffered_bytes_estimate"].as_u64().unwrap());
     }
     assert!(
-        refusals > 0,
-        "the flood holds three budgets: some must wait"
+        by_protocol.iter().all(|&r| r > 0),
+        "the flood holds three budgets: some must wait on either protocol: {by_protocol:?}"
     );
+    let refusals: usize = by_protocol.iter().sum();
 
     // Every span of every request is accepted once and analyzed in its trace.
     let all = (REQUESTS * TRACES * SPANS) as u64;

@@ -33,7 +33,8 @@ async fn serve_binds_logs_its_addresses_and_stops_cleanly_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("hopscope-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("hopscope.toml");
-    // The file sets the API address; the environment sets the gRPC one.
+    // The file sets the API address, the environment the gRPC one, a flag the
+    // OTLP/HTTP one.
     std::fs::write(
         &config,
         "api_addr = \"127.0.0.1:0\"\ntrace_idle = \"250ms\"\n",
@@ -43,6 +44,7 @@ async fn serve_binds_logs_its_addresses_and_stops_cleanly_on_sigterm() {
         .args(["serve", "--config"])
         .arg(&config)
         .env("HOPSCOPE_OTLP_GRPC_ADDR", "127.0.0.1:0")
+        .args(["--otlp-http-addr", "127.0.0.1:0"])
         .env("HOPSCOPE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -75,6 +77,7 @@ fn help_documents_every_setting_with_its_environment_variable() {
     let help = String::from_utf8(out.stdout).unwrap();
     for (flag, env) in [
         ("--otlp-grpc-addr", "HOPSCOPE_OTLP_GRPC_ADDR"),
+        ("--otlp-http-addr", "HOPSCOPE_OTLP_HTTP_ADDR"),
         ("--api-addr", "HOPSCOPE_API_ADDR"),
         ("--trace-idle", "HOPSCOPE_TRACE_IDLE"),
         ("--trace-max-age", "HOPSCOPE_TRACE_MAX_AGE"),
@@ -89,6 +92,7 @@ fn help_documents_every_setting_with_its_environment_variable() {
         );
     }
     assert!(help.contains("default: 127.0.0.1:4317"));
+    assert!(help.contains("default: 127.0.0.1:4318"));
 }
 
 #[test]

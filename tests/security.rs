@@ -151,8 +151,26 @@ async fn otlp_exports_need_the_token() {
     result.expect("the right token is accepted");
     d.wait_trace(trace_id, 1).await;
 
+    // The OTLP/HTTP receiver takes the same token; an empty request checks it.
+    let http = reqwest::Client::new();
+    for (authorization, expected) in [
+        (None, 401),
+        (Some("Bearer wrong"), 401),
+        (Some(with_token.as_str()), 200),
+    ] {
+        let mut request = http
+            .post(format!("{}/v1/traces", d.http_endpoint))
+            .header("content-type", "application/json")
+            .body("{}");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), expected, "{authorization:?}");
+    }
+
     let counters = counters(&d, None).await;
-    assert_eq!(counters["otlp_unauthenticated"], 4);
+    assert_eq!(counters["otlp_unauthenticated"], 6);
     assert_eq!(counters["spans_accepted"], 1);
     d.stop().await;
 }

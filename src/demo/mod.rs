@@ -205,6 +205,7 @@ impl Demo {
         let trace_idle = plan.trace_idle;
         let daemon = daemon::start(Config {
             otlp_grpc_addr: ([127, 0, 0, 1], 0).into(),
+            otlp_http_addr: ([127, 0, 0, 1], 0).into(),
             api_addr: options.api_addr,
             trace_idle,
             trace_max_age: (trace_idle * 4).max(Config::default().trace_max_age),

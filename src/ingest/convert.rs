@@ -1,109 +1,34 @@
 //! OTLP `ExportTraceServiceRequest` bytes → the internal span model, in one walk
 //! over the wire format: ids are read in place, names and attribute keys are
-//! interned through a per-thread cache, attributes are packed as they are read.
-//! Nothing is first decoded into prost's owned structs.
+//! interned through a per-thread cache, attributes are packed as they are read
+//! (by the [`Builder`] the JSON decoder shares). Nothing is first decoded into
+//! prost's owned structs.
 
-use std::num::NonZeroU16;
-use std::sync::LazyLock;
-
-use rustc_hash::FxHashMap;
-
-use super::wire::{DecodeError, Reader, Value};
-use crate::model::{
-    field, AttrArena, Event, Extra, Field, Link, Span, SpanBatch, SpanId, SpanKind, SpanSet,
-    StatusCode, Sym, TraceId,
+use super::build::{
+    event, link, lossy, span_ids, Builder, Codes, Resource, ResourceAttrs, SpanFields, Value,
+    MAX_VALUE_DEPTH,
 };
-
-/// How many refusal reasons a partial-success message quotes.
-const MAX_REASONS: usize = 3;
-
-/// Deepest nesting of array/map attribute values accepted.
-const MAX_VALUE_DEPTH: usize = 32;
-
-/// String values up to this long are interned while their key's values repeat.
-const MAX_INTERNED_VALUE: usize = 512;
-
-/// New values a key may intern on one thread before its values are stored inline
-/// (a key with many distinct values, such as `url.full`, never fills the interner).
-const MAX_INTERNED_PER_KEY: u32 = 1024;
-
-thread_local! {
-    /// Per attribute key: how many of its values missed the interning cache.
-    static KEY_MISSES: std::cell::RefCell<FxHashMap<Sym, u32>> =
-        std::cell::RefCell::new(FxHashMap::default());
-}
-
-/// Interns a short string value while its key's values keep repeating; `None`
-/// means store it inline.
-fn intern_value(key: Sym, value: &[u8]) -> Option<Sym> {
-    if value.len() > MAX_INTERNED_VALUE {
-        return None;
-    }
-    KEY_MISSES.with(|misses| {
-        let mut misses = misses.borrow_mut();
-        let count = misses.entry(key).or_default();
-        if *count >= MAX_INTERNED_PER_KEY {
-            return None;
-        }
-        let (sym, hit) = Sym::cached(value);
-        if !hit {
-            *count += 1;
-        }
-        Some(sym)
-    })
-}
+use super::wire::{DecodeError, Reader, Value as Wire};
+use crate::model::{Event, Link, SpanBatch, SpanId, TraceId};
 
 /// Decodes one export request. Spans with a malformed trace, span or parent id
 /// are refused and counted; the rest are accepted. Bytes that are not a valid
 /// protobuf message fail the whole request.
 pub fn decode_export(request: &[u8]) -> Result<SpanBatch, DecodeError> {
-    let mut d = Decoder {
-        batch: SpanBatch::default(),
-        groups: FxHashMap::default(),
-        scratch: AttrArena::default(),
-    };
+    let mut b = Builder::default();
     let mut r = Reader::new(request);
     let mut index = 0;
     while let Some((field, v)) = r.next()? {
         if field == 1 {
-            d.resource_spans(r.nested(v.bytes()), index)?;
+            resource_spans(&mut b, r.nested(v.bytes()), index)?;
             index += 1;
         }
     }
-    Ok(d.batch)
-}
-
-struct Decoder {
-    batch: SpanBatch,
-    /// Where each trace's spans are in `batch.traces`: one set per trace, however
-    /// its spans are spread over the request's resources.
-    groups: FxHashMap<TraceId, usize>,
-    /// The attributes of the span being decoded (and its events and links).
-    scratch: AttrArena,
-}
-
-static SERVICE_NAME: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.name"));
-static SERVICE_INSTANCE: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.instance.id"));
-/// What a span keeps inline from its attributes.
-#[derive(Default)]
-struct Codes {
-    http: Option<NonZeroU16>,
-    grpc: Option<u8>,
-    error_type: bool,
-}
-
-/// The SDK specification's fallback when a resource names no service.
-static UNKNOWN_SERVICE: LazyLock<Sym> = LazyLock::new(|| Sym::new("unknown_service"));
-
-fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.into(),
-        Err(_) => String::from_utf8_lossy(bytes),
-    }
+    Ok(b.finish())
 }
 
 /// The set field of an `AnyValue` (its number and value).
-type Any<'a> = (u32, Value<'a>);
+type Any<'a> = (u32, Wire<'a>);
 
 /// A `KeyValue` message: its key bytes and its `AnyValue`, if set.
 fn key_value<'a>(mut r: Reader<'a>) -> Result<(&'a [u8], Option<Any<'a>>), DecodeError> {
@@ -121,7 +46,7 @@ fn key_value<'a>(mut r: Reader<'a>) -> Result<(&'a [u8], Option<Any<'a>>), Decod
 /// An `AnyValue` as JSON (arrays, maps and bytes in the trace view).
 fn any_json(
     r: &Reader<'_>,
-    (field, v): (u32, Value<'_>),
+    (field, v): (u32, Wire<'_>),
     depth: usize,
 ) -> Result<serde_json::Value, DecodeError> {
     if depth > MAX_VALUE_DEPTH {
@@ -171,271 +96,156 @@ fn any_json(
     })
 }
 
-fn as_int((field, v): Any<'_>) -> Option<i64> {
-    match field {
-        3 => Some(v.varint() as i64),
-        1 => std::str::from_utf8(v.bytes()).ok()?.trim().parse().ok(),
-        4 => {
-            let d = f64::from_bits(v.fixed64());
-            (d.fract() == 0.0).then_some(d as i64)
-        }
-        _ => None,
-    }
+/// One `KeyValue` into the builder (see [`Builder::attribute`]).
+fn attribute(b: &mut Builder, r: Reader<'_>, codes: Option<&mut Codes>) -> Result<(), DecodeError> {
+    let reader = r.clone();
+    let (key, any) = key_value(r)?;
+    let Some(any) = any else {
+        return Ok(());
+    };
+    let (kind, v) = any;
+    let value = match kind {
+        1 => Value::Str(v.bytes()),
+        2 => Value::Bool(v.varint() != 0),
+        3 => Value::Int(v.varint() as i64),
+        4 => Value::Double(f64::from_bits(v.fixed64())),
+        _ => Value::Json(any_json(&reader, any, 0)?),
+    };
+    b.attribute(key, value, codes);
+    Ok(())
 }
 
-impl Decoder {
-    fn reject(&mut self, resource: usize, span: usize, why: String) {
-        self.batch.rejected += 1;
-        if self.batch.errors.len() < MAX_REASONS {
-            self.batch
-                .errors
-                .push(format!("resource_spans[{resource}] span[{span}]: {why}"));
+fn resource_spans(b: &mut Builder, r: Reader<'_>, index: usize) -> Result<(), DecodeError> {
+    // The resource may come after its spans on the wire: find it first.
+    let mut attrs = ResourceAttrs::default();
+    let mut scan = r.clone();
+    while let Some((field, v)) = scan.next()? {
+        if field != 1 {
+            continue;
         }
-    }
-
-    fn resource_spans(&mut self, r: Reader<'_>, index: usize) -> Result<(), DecodeError> {
-        // The resource may come after its spans on the wire: find it first.
-        let (mut service, mut instance) = (None, None);
-        let mut scan = r.clone();
-        while let Some((field, v)) = scan.next()? {
-            if field != 1 {
+        let mut res = scan.nested(v.bytes());
+        while let Some((f, kv)) = res.next()? {
+            if f != 1 {
                 continue;
             }
-            let mut res = scan.nested(v.bytes());
-            while let Some((f, kv)) = res.next()? {
-                if f != 1 {
-                    continue;
-                }
-                if let (key, Some((1, value))) = key_value(res.nested(kv.bytes()))? {
-                    let key = Sym::from_utf8_lossy(key);
-                    if key == *SERVICE_NAME {
-                        service = Some(Sym::from_utf8_lossy(value.bytes()));
-                    } else if key == *SERVICE_INSTANCE {
-                        instance = Some(Sym::from_utf8_lossy(value.bytes()));
-                    }
-                }
+            if let (key, Some((1, value))) = key_value(res.nested(kv.bytes()))? {
+                attrs.string(key, value.bytes());
             }
         }
-        let service = service.unwrap_or(*UNKNOWN_SERVICE);
-        let mut r = r;
-        let mut span_index = 0;
-        while let Some((field, v)) = r.next()? {
-            if field != 2 {
+    }
+    let resource = attrs.finish();
+    let mut r = r;
+    let mut span_index = 0;
+    while let Some((field, v)) = r.next()? {
+        if field != 2 {
+            continue;
+        }
+        let mut scope = r.nested(v.bytes());
+        while let Some((f, s)) = scope.next()? {
+            if f != 2 {
                 continue;
             }
-            let mut scope = r.nested(v.bytes());
-            while let Some((f, s)) = scope.next()? {
-                if f != 2 {
-                    continue;
-                }
-                match self.span(scope.nested(s.bytes()), service, instance)? {
-                    Ok((trace_id, span)) => {
-                        self.batch.accepted += 1;
-                        let next = self.batch.traces.len();
-                        let at = *self.groups.entry(trace_id).or_insert(next);
-                        if at == next {
-                            self.batch.traces.push((trace_id, SpanSet::default()));
-                        }
-                        let (_, set) = &mut self.batch.traces[at];
-                        set.push(span, &mut self.scratch);
-                    }
-                    Err(why) => {
-                        self.scratch.clear();
-                        self.reject(index, span_index, why)
-                    }
-                }
-                span_index += 1;
-            }
+            span(b, scope.nested(s.bytes()), resource, (index, span_index))?;
+            span_index += 1;
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    /// One attribute into the scratch arena; with `codes`, a span's attribute, whose
-    /// HTTP and gRPC status codes are also kept inline.
-    fn attribute(&mut self, r: Reader<'_>, codes: Option<&mut Codes>) -> Result<(), DecodeError> {
-        let reader = r.clone();
-        let (key, any) = key_value(r)?;
-        let Some(any) = any else {
+/// One span, accepted or (with malformed ids) rejected; `at` is its place in
+/// the request, for the rejection message.
+fn span(
+    b: &mut Builder,
+    mut r: Reader<'_>,
+    resource: Resource,
+    at: (usize, usize),
+) -> Result<(), DecodeError> {
+    let (mut trace_id, mut span_id, mut parent) = (&[][..], &[][..], &[][..]);
+    let mut fields = SpanFields::default();
+    b.begin_span(resource);
+    let mut events = Vec::new();
+    let mut links = Vec::new();
+    while let Some((field, v)) = r.next()? {
+        match field {
+            1 => trace_id = v.bytes(),
+            2 => span_id = v.bytes(),
+            4 => parent = v.bytes(),
+            5 => fields.name = v.bytes(),
+            6 => fields.kind = v.varint(),
+            7 => fields.start_ns = v.fixed64(),
+            8 => fields.end_ns = v.fixed64(),
+            9 => attribute(b, r.nested(v.bytes()), Some(&mut fields.codes))?,
+            11 => events.push(r.nested(v.bytes())),
+            13 => links.push(r.nested(v.bytes())),
+            15 => {
+                let mut st = r.nested(v.bytes());
+                while let Some((f, sv)) = st.next()? {
+                    match f {
+                        2 => fields.status_message = sv.bytes(),
+                        3 => fields.status = sv.varint(),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let attrs = b.attrs_since(0);
+    let ids = span_ids(
+        TraceId::from_bytes(trace_id),
+        SpanId::from_bytes(span_id),
+        (!parent.is_empty()).then(|| SpanId::from_bytes(parent)),
+    );
+    let ids = match ids {
+        Ok(ids) => ids,
+        Err(why) => {
+            b.reject(at.0, at.1, &why);
             return Ok(());
-        };
-        let key = Sym::from_utf8_lossy(key);
-        let (kind, v) = any;
-        let semantic = field(key);
-        if let Some(codes) = codes {
-            match semantic {
-                Some(Field::HttpStatus) => {
-                    codes.http = as_int(any)
-                        .and_then(|c| u16::try_from(c).ok())
-                        .and_then(NonZeroU16::new)
-                }
-                Some(Field::GrpcStatus) => {
-                    codes.grpc = as_int(any).and_then(|c| u8::try_from(c).ok())
-                }
-                Some(Field::ErrorType) => codes.error_type = true,
-                _ => {}
-            }
         }
-        match kind {
-            // Semantic-convention values are always interned: the detectors look them up.
-            1 if semantic.is_some() => self.scratch.sym(key, Sym::from_utf8_lossy(v.bytes())),
-            1 => match intern_value(key, v.bytes()) {
-                Some(sym) => self.scratch.sym(key, sym),
-                None => self.scratch.str(key, &lossy(v.bytes())),
-            },
-            2 => self.scratch.bool(key, v.varint() != 0),
-            3 => self.scratch.int(key, v.varint() as i64),
-            4 => self.scratch.double(key, f64::from_bits(v.fixed64())),
-            _ => {
-                let json = any_json(&reader, any, 0)?;
-                self.scratch.json(key, &json.to_string());
-            }
-        }
-        Ok(())
-    }
+    };
+    let events = events
+        .into_iter()
+        .map(|e| span_event(b, e))
+        .collect::<Result<_, _>>()?;
+    let links = links
+        .into_iter()
+        .filter_map(|l| span_link(b, l).transpose())
+        .collect::<Result<_, _>>()?;
+    b.accept(ids, resource, fields, attrs, events, links);
+    Ok(())
+}
 
-    /// One span: `Ok(Err(reason))` when its ids are malformed.
-    fn span(
-        &mut self,
-        mut r: Reader<'_>,
-        service: Sym,
-        instance: Option<Sym>,
-    ) -> Result<Result<(TraceId, Span), String>, DecodeError> {
-        let (mut trace_id, mut span_id, mut parent) = (&[][..], &[][..], &[][..]);
-        let mut name = &[][..];
-        let (mut kind, mut start, mut end) = (0, 0, 0);
-        let (mut status, mut status_message) = (StatusCode::Unset, None);
-        let mut codes = Codes::default();
-        if let Some(instance) = instance {
-            // The resource's instance id travels with each span, as an attribute.
-            self.scratch.sym(*SERVICE_INSTANCE, instance);
+fn span_event(b: &mut Builder, mut r: Reader<'_>) -> Result<Event, DecodeError> {
+    let (mut time_ns, mut name) = (0, &[][..]);
+    let mark = b.mark();
+    while let Some((field, v)) = r.next()? {
+        match field {
+            1 => time_ns = v.fixed64(),
+            2 => name = v.bytes(),
+            3 => attribute(b, r.nested(v.bytes()), None)?,
+            _ => {}
         }
-        let mut events = Vec::new();
-        let mut links = Vec::new();
-        while let Some((field, v)) = r.next()? {
-            match field {
-                1 => trace_id = v.bytes(),
-                2 => span_id = v.bytes(),
-                4 => parent = v.bytes(),
-                5 => name = v.bytes(),
-                6 => kind = v.varint(),
-                7 => start = v.fixed64(),
-                8 => end = v.fixed64(),
-                9 => self.attribute(r.nested(v.bytes()), Some(&mut codes))?,
-                11 => events.push(r.nested(v.bytes())),
-                13 => links.push(r.nested(v.bytes())),
-                15 => {
-                    let mut st = r.nested(v.bytes());
-                    while let Some((f, sv)) = st.next()? {
-                        match (f, sv.varint()) {
-                            (2, _) if !sv.bytes().is_empty() => {
-                                status_message = Some(lossy(sv.bytes()).into())
-                            }
-                            (3, 1) => status = StatusCode::Ok,
-                            (3, 2) => status = StatusCode::Error,
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        let span_attrs = self.scratch.finish(0);
-        let ids = (|| {
-            let trace_id = TraceId::from_bytes(trace_id).map_err(|e| e.to_string())?;
-            let span_id = SpanId::from_bytes(span_id).map_err(|e| e.to_string())?;
-            let parent_id = match parent {
-                [] => None,
-                p => Some(SpanId::from_bytes(p).map_err(|e| format!("parent {e}"))?),
-            };
-            Ok::<_, String>((trace_id, span_id, parent_id))
-        })();
-        let (trace_id, span_id, parent_id) = match ids {
-            Ok(ids) => ids,
-            Err(why) => return Ok(Err(why)),
-        };
-        let events: Vec<Event> = events
-            .into_iter()
-            .map(|e| self.event(e))
-            .collect::<Result<_, _>>()?;
-        let links: Vec<Link> = links
-            .into_iter()
-            .filter_map(|l| self.link(l).transpose())
-            .collect::<Result<_, _>>()?;
-        let extra =
-            (status_message.is_some() || !events.is_empty() || !links.is_empty()).then(|| {
-                Box::new(Extra {
-                    status_message,
-                    events,
-                    links,
-                })
-            });
-        Ok(Ok((
-            trace_id,
-            Span {
-                span_id,
-                parent_id,
-                start_ns: start,
-                end_ns: end,
-                service,
-                operation: Sym::from_utf8_lossy(name),
-                kind: match kind {
-                    1 => SpanKind::Internal,
-                    2 => SpanKind::Server,
-                    3 => SpanKind::Client,
-                    4 => SpanKind::Producer,
-                    5 => SpanKind::Consumer,
-                    _ => SpanKind::Unspecified,
-                },
-                status,
-                attrs: span_attrs,
-                extra,
-                http_status: codes.http,
-                grpc_status: codes.grpc,
-                has_error_type: codes.error_type,
-            },
-        )))
     }
+    Ok(event(b, mark, time_ns, name))
+}
 
-    fn event(&mut self, mut r: Reader<'_>) -> Result<Event, DecodeError> {
-        let (mut time_ns, mut name) = (0, &[][..]);
-        let mark = self.scratch.mark();
-        while let Some((field, v)) = r.next()? {
-            match field {
-                1 => time_ns = v.fixed64(),
-                2 => name = v.bytes(),
-                3 => self.attribute(r.nested(v.bytes()), None)?,
-                _ => {}
-            }
+fn span_link(b: &mut Builder, mut r: Reader<'_>) -> Result<Option<Link>, DecodeError> {
+    let (mut trace_id, mut span_id) = (&[][..], &[][..]);
+    let mark = b.mark();
+    while let Some((field, v)) = r.next()? {
+        match field {
+            1 => trace_id = v.bytes(),
+            2 => span_id = v.bytes(),
+            4 => attribute(b, r.nested(v.bytes()), None)?,
+            _ => {}
         }
-        Ok(Event {
-            time_ns,
-            name: Sym::from_utf8_lossy(name),
-            attrs: self.scratch.finish(mark),
-        })
     }
-
-    /// A link; `None` when its ids are malformed (a link is context, not a span).
-    fn link(&mut self, mut r: Reader<'_>) -> Result<Option<Link>, DecodeError> {
-        let (mut trace_id, mut span_id) = (&[][..], &[][..]);
-        let mark = self.scratch.mark();
-        while let Some((field, v)) = r.next()? {
-            match field {
-                1 => trace_id = v.bytes(),
-                2 => span_id = v.bytes(),
-                4 => self.attribute(r.nested(v.bytes()), None)?,
-                _ => {}
-            }
-        }
-        let attrs = self.scratch.finish(mark);
-        Ok(TraceId::from_bytes(trace_id)
-            .ok()
-            .zip(SpanId::from_bytes(span_id).ok())
-            .map(|(trace_id, span_id)| Link {
-                trace_id,
-                span_id,
-                attrs,
-            }))
-    }
+    Ok(link(
+        b,
+        mark,
+        TraceId::from_bytes(trace_id),
+        SpanId::from_bytes(span_id),
+    ))
 }
 
 #[cfg(test)]
@@ -449,7 +259,7 @@ mod tests {
     use crate::ingest::otlp::trace::v1::{
         span, ResourceSpans, ScopeSpans, Span as OtlpSpan, Status,
     };
-    use crate::model::{AttrValue, Semantics};
+    use crate::model::{AttrValue, Semantics, SpanKind, StatusCode, Sym};
 
     fn kv(key: &str, value: any_value::Value) -> KeyValue {
         KeyValue {

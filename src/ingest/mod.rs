@@ -1,15 +1,21 @@
-//! The OTLP edge: decodes export requests straight from the wire format into
-//! [`SpanBatch`]es and hands them to a [`SpanSink`]. Ingest never touches the
-//! buffer directly.
+//! The OTLP edge: receives export requests over gRPC ([`OtlpGrpc`]) and HTTP
+//! ([`OtlpHttp`]), decodes them straight from protobuf ([`decode_export`]) or
+//! OTLP/JSON ([`decode_export_json`]) into [`SpanBatch`]es, and hands them to a
+//! [`SpanSink`]. Ingest never touches the buffer directly.
 
+mod build;
 pub mod codec;
 mod convert;
 mod grpc;
+mod http;
+mod json;
 pub mod otlp;
 mod wire;
 
 pub use convert::decode_export;
 pub use grpc::OtlpGrpc;
+pub use http::{OtlpHttp, TRACES_PATH};
+pub use json::{decode_export_json, JsonError};
 pub use wire::DecodeError;
 
 use crate::model::SpanBatch;

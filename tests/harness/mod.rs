@@ -20,6 +20,8 @@ use serde_json::Value;
 pub struct TestDaemon {
     running: Option<Running>,
     pub grpc_endpoint: String,
+    /// The OTLP/HTTP receiver's base URL (exporters append `/v1/traces`).
+    pub http_endpoint: String,
     pub api: String,
     http: reqwest::Client,
 }
@@ -28,6 +30,7 @@ pub struct TestDaemon {
 pub async fn start(settings: Settings) -> TestDaemon {
     let defaults = Settings {
         otlp_grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        otlp_http_addr: Some("127.0.0.1:0".parse().unwrap()),
         api_addr: Some("127.0.0.1:0".parse().unwrap()),
         trace_idle: Some("300ms".parse().unwrap()),
         ..Settings::default()
@@ -36,6 +39,7 @@ pub async fn start(settings: Settings) -> TestDaemon {
     let running = daemon::start(config).await.expect("daemon starts");
     TestDaemon {
         grpc_endpoint: format!("http://{}", running.otlp_grpc_addr),
+        http_endpoint: format!("http://{}", running.otlp_http_addr),
         api: format!("http://{}", running.api_addr),
         running: Some(running),
         http: reqwest::Client::new(),

@@ -1,0 +1,321 @@
+//! What both OTLP decoders share: decoded fields → the span model.
+//!
+//! [`super::convert`] walks protobuf bytes and [`super::json`] the OTLP JSON
+//! mapping; both hand each resource's attributes, each span attribute and each
+//! span's fields to a [`Builder`], which interns names and keys, packs attributes
+//! into a per-span scratch arena, checks ids (a span with a malformed one is
+//! refused and counted), and groups accepted spans into one [`SpanSet`] per trace.
+
+use std::num::NonZeroU16;
+use std::sync::LazyLock;
+
+use rustc_hash::FxHashMap;
+
+use crate::model::{
+    field, AttrArena, AttrRange, Event, Extra, Field, IdError, Link, Span, SpanBatch, SpanId,
+    SpanKind, SpanSet, StatusCode, Sym, TraceId,
+};
+
+/// How many refusal reasons a partial-success message quotes.
+const MAX_REASONS: usize = 3;
+
+/// Deepest nesting of array/map attribute values accepted.
+pub(super) const MAX_VALUE_DEPTH: usize = 32;
+
+/// String values up to this long are interned while their key's values repeat.
+const MAX_INTERNED_VALUE: usize = 512;
+
+/// New values a key may intern on one thread before its values are stored inline
+/// (a key with many distinct values, such as `url.full`, never fills the interner).
+const MAX_INTERNED_PER_KEY: u32 = 1024;
+
+thread_local! {
+    /// Per attribute key: how many of its values missed the interning cache.
+    static KEY_MISSES: std::cell::RefCell<FxHashMap<Sym, u32>> =
+        std::cell::RefCell::new(FxHashMap::default());
+}
+
+/// Interns a short string value while its key's values keep repeating; `None`
+/// means store it inline.
+fn intern_value(key: Sym, value: &[u8]) -> Option<Sym> {
+    if value.len() > MAX_INTERNED_VALUE {
+        return None;
+    }
+    KEY_MISSES.with(|misses| {
+        let mut misses = misses.borrow_mut();
+        let count = misses.entry(key).or_default();
+        if *count >= MAX_INTERNED_PER_KEY {
+            return None;
+        }
+        let (sym, hit) = Sym::cached(value);
+        if !hit {
+            *count += 1;
+        }
+        Some(sym)
+    })
+}
+
+static SERVICE_NAME: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.name"));
+static SERVICE_INSTANCE: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.instance.id"));
+/// The SDK specification's fallback when a resource names no service.
+static UNKNOWN_SERVICE: LazyLock<Sym> = LazyLock::new(|| Sym::new("unknown_service"));
+
+/// Text from the wire: UTF-8 as is, anything else repaired.
+pub(super) fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// An attribute value as a decoder found it.
+pub(super) enum Value<'a> {
+    Str(&'a [u8]),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    /// Arrays, maps and bytes, rendered as JSON (bytes as a hex string).
+    Json(serde_json::Value),
+}
+
+impl Value<'_> {
+    /// The value as an integer status code: an int, a decimal string or a whole double.
+    fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Str(s) => std::str::from_utf8(s).ok()?.trim().parse().ok(),
+            Value::Double(d) => (d.fract() == 0.0).then_some(*d as i64),
+            _ => None,
+        }
+    }
+}
+
+/// What a span keeps inline from its attributes.
+#[derive(Default)]
+pub(super) struct Codes {
+    http: Option<NonZeroU16>,
+    grpc: Option<u8>,
+    error_type: bool,
+}
+
+/// What every span of a resource carries: its service and instance.
+#[derive(Clone, Copy)]
+pub(super) struct Resource {
+    pub(super) service: Sym,
+    pub(super) instance: Option<Sym>,
+}
+
+/// Collects a resource's service name and instance id from its attributes.
+#[derive(Default)]
+pub(super) struct ResourceAttrs {
+    service: Option<Sym>,
+    instance: Option<Sym>,
+}
+
+impl ResourceAttrs {
+    /// Notes one string-valued resource attribute.
+    pub(super) fn string(&mut self, key: &[u8], value: &[u8]) {
+        let key = Sym::from_utf8_lossy(key);
+        if key == *SERVICE_NAME {
+            self.service = Some(Sym::from_utf8_lossy(value));
+        } else if key == *SERVICE_INSTANCE {
+            self.instance = Some(Sym::from_utf8_lossy(value));
+        }
+    }
+
+    pub(super) fn finish(self) -> Resource {
+        Resource {
+            service: self.service.unwrap_or(*UNKNOWN_SERVICE),
+            instance: self.instance,
+        }
+    }
+}
+
+/// A span's fields other than ids, attributes, events and links, as decoded.
+#[derive(Default)]
+pub(super) struct SpanFields<'a> {
+    pub(super) name: &'a [u8],
+    /// The OTLP `SpanKind` number.
+    pub(super) kind: u64,
+    pub(super) start_ns: u64,
+    pub(super) end_ns: u64,
+    /// The OTLP `Status.code` number.
+    pub(super) status: u64,
+    pub(super) status_message: &'a [u8],
+    pub(super) codes: Codes,
+}
+
+/// A span's validated ids, or why they are malformed. An empty parent id means
+/// a root; any other parent id must be valid.
+pub(super) fn span_ids(
+    trace_id: Result<TraceId, IdError>,
+    span_id: Result<SpanId, IdError>,
+    parent_id: Option<Result<SpanId, IdError>>,
+) -> Result<(TraceId, SpanId, Option<SpanId>), String> {
+    let trace_id = trace_id.map_err(|e| e.to_string())?;
+    let span_id = span_id.map_err(|e| e.to_string())?;
+    let parent_id = parent_id.transpose().map_err(|e| format!("parent {e}"))?;
+    Ok((trace_id, span_id, parent_id))
+}
+
+/// Builds one request's [`SpanBatch`].
+#[derive(Default)]
+pub(super) struct Builder {
+    batch: SpanBatch,
+    /// Where each trace's spans are in `batch.traces`: one set per trace, however
+    /// its spans are spread over the request's resources.
+    groups: FxHashMap<TraceId, usize>,
+    /// The attributes of the span being decoded (and its events and links).
+    scratch: AttrArena,
+}
+
+impl Builder {
+    pub(super) fn finish(self) -> SpanBatch {
+        self.batch
+    }
+
+    /// Starts a span of `resource`: its instance id travels with it, as an attribute.
+    pub(super) fn begin_span(&mut self, resource: Resource) {
+        self.scratch.clear();
+        if let Some(instance) = resource.instance {
+            self.scratch.sym(*SERVICE_INSTANCE, instance);
+        }
+    }
+
+    /// Where the next attribute list starts (an event's or a link's).
+    pub(super) fn mark(&self) -> u32 {
+        self.scratch.mark()
+    }
+
+    /// The attributes added since `mark`.
+    pub(super) fn attrs_since(&self, mark: u32) -> AttrRange {
+        self.scratch.finish(mark)
+    }
+
+    /// One attribute into the scratch arena; with `codes`, a span's attribute, whose
+    /// HTTP and gRPC status codes are also kept inline.
+    pub(super) fn attribute(&mut self, key: &[u8], value: Value<'_>, codes: Option<&mut Codes>) {
+        let key = Sym::from_utf8_lossy(key);
+        let semantic = field(key);
+        if let Some(codes) = codes {
+            match semantic {
+                Some(Field::HttpStatus) => {
+                    codes.http = value
+                        .as_int()
+                        .and_then(|c| u16::try_from(c).ok())
+                        .and_then(NonZeroU16::new)
+                }
+                Some(Field::GrpcStatus) => {
+                    codes.grpc = value.as_int().and_then(|c| u8::try_from(c).ok())
+                }
+                Some(Field::ErrorType) => codes.error_type = true,
+                _ => {}
+            }
+        }
+        match value {
+            // Semantic-convention values are always interned: the detectors look them up.
+            Value::Str(v) if semantic.is_some() => self.scratch.sym(key, Sym::from_utf8_lossy(v)),
+            Value::Str(v) => match intern_value(key, v) {
+                Some(sym) => self.scratch.sym(key, sym),
+                None => self.scratch.str(key, &lossy(v)),
+            },
+            Value::Bool(b) => self.scratch.bool(key, b),
+            Value::Int(i) => self.scratch.int(key, i),
+            Value::Double(d) => self.scratch.double(key, d),
+            Value::Json(json) => self.scratch.json(key, &json.to_string()),
+        }
+    }
+
+    /// Refuses the span being decoded, with the reason quoted in partial success.
+    pub(super) fn reject(&mut self, resource: usize, span: usize, why: &str) {
+        self.scratch.clear();
+        self.batch.rejected += 1;
+        if self.batch.errors.len() < MAX_REASONS {
+            self.batch
+                .errors
+                .push(format!("resource_spans[{resource}] span[{span}]: {why}"));
+        }
+    }
+
+    /// Accepts the span being decoded, its attributes being those in the scratch
+    /// arena (`attrs` for the span's own, and its events' and links').
+    pub(super) fn accept(
+        &mut self,
+        (trace_id, span_id, parent_id): (TraceId, SpanId, Option<SpanId>),
+        resource: Resource,
+        fields: SpanFields<'_>,
+        attrs: AttrRange,
+        events: Vec<Event>,
+        links: Vec<Link>,
+    ) {
+        let status_message = (!fields.status_message.is_empty())
+            .then(|| Box::<str>::from(lossy(fields.status_message)));
+        let extra =
+            (status_message.is_some() || !events.is_empty() || !links.is_empty()).then(|| {
+                Box::new(Extra {
+                    status_message,
+                    events,
+                    links,
+                })
+            });
+        let span = Span {
+            span_id,
+            parent_id,
+            start_ns: fields.start_ns,
+            end_ns: fields.end_ns,
+            service: resource.service,
+            operation: Sym::from_utf8_lossy(fields.name),
+            kind: match fields.kind {
+                1 => SpanKind::Internal,
+                2 => SpanKind::Server,
+                3 => SpanKind::Client,
+                4 => SpanKind::Producer,
+                5 => SpanKind::Consumer,
+                _ => SpanKind::Unspecified,
+            },
+            status: match fields.status {
+                1 => StatusCode::Ok,
+                2 => StatusCode::Error,
+                _ => StatusCode::Unset,
+            },
+            attrs,
+            extra,
+            http_status: fields.codes.http,
+            grpc_status: fields.codes.grpc,
+            has_error_type: fields.codes.error_type,
+        };
+        self.batch.accepted += 1;
+        let next = self.batch.traces.len();
+        let at = *self.groups.entry(trace_id).or_insert(next);
+        if at == next {
+            self.batch.traces.push((trace_id, SpanSet::default()));
+        }
+        let (_, set) = &mut self.batch.traces[at];
+        set.push(span, &mut self.scratch);
+    }
+}
+
+/// An event whose attributes were added since `mark`.
+pub(super) fn event(b: &Builder, mark: u32, time_ns: u64, name: &[u8]) -> Event {
+    Event {
+        time_ns,
+        name: Sym::from_utf8_lossy(name),
+        attrs: b.attrs_since(mark),
+    }
+}
+
+/// A link whose attributes were added since `mark`; `None` when its ids are
+/// malformed (a link is context, not a span: it is dropped, the span kept).
+pub(super) fn link(
+    b: &Builder,
+    mark: u32,
+    trace_id: Result<TraceId, IdError>,
+    span_id: Result<SpanId, IdError>,
+) -> Option<Link> {
+    let attrs = b.attrs_since(mark);
+    Some(Link {
+        trace_id: trace_id.ok()?,
+        span_id: span_id.ok()?,
+        attrs,
+    })
+}
