@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::store::wal::WalSync;
+
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -107,6 +109,45 @@ pub struct Settings {
     /// Log filter, in `tracing` EnvFilter syntax [default: info]
     #[arg(long, env = "HOPSCOPE_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// Data directory: the write-ahead log of accepted spans and the state
+    /// file of findings and hop aggregates [default for `serve`:
+    /// $XDG_STATE_HOME/hopscope, else ~/.local/state/hopscope, else
+    /// ./hopscope-data]
+    #[arg(long, env = "HOPSCOPE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep nothing on disk: no write-ahead log, no state file (a restart
+    /// forgets everything)
+    #[arg(long, env = "HOPSCOPE_NO_WAL", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub no_wal: Option<bool>,
+
+    /// When the write-ahead log is synced to disk: `always` (before every
+    /// answer, in groups), an interval like `100ms` (answers do not wait; a
+    /// power loss loses up to that long, a killed process nothing), or `none`
+    /// [default: always]
+    #[arg(long, env = "HOPSCOPE_WAL_SYNC", value_name = "POLICY")]
+    pub wal_sync: Option<WalSync>,
+
+    /// Size at which a write-ahead log segment is closed and a new one begun,
+    /// in MiB [default: 64]
+    #[arg(long, env = "HOPSCOPE_WAL_SEGMENT_MIB", value_name = "MIB")]
+    pub wal_segment_mib: Option<u64>,
+
+    /// How often the state file is written and log segments no longer needed
+    /// are deleted [default: 10s]
+    #[arg(long, env = "HOPSCOPE_CHECKPOINT_INTERVAL", value_name = "DURATION")]
+    pub checkpoint_interval: Option<HumanDuration>,
+
+    /// Findings not seen for this long (before the newest finding) are
+    /// forgotten [default: 7d]
+    #[arg(long, env = "HOPSCOPE_RETENTION", value_name = "DURATION")]
+    pub retention: Option<HumanDuration>,
+
+    /// Most disk the data directory may use, in MiB; past it the log segments
+    /// of already analyzed traces are deleted first [default: 2048]
+    #[arg(long, env = "HOPSCOPE_RETENTION_MAX_MIB", value_name = "MIB")]
+    pub retention_max_mib: Option<u64>,
 }
 
 impl Settings {
@@ -120,6 +161,15 @@ impl Settings {
             path: path.to_owned(),
             source,
         })
+    }
+
+    /// The defaults `hopscope serve` adds to the library's: a data directory
+    /// ([`default_data_dir`]), so the write-ahead log is on unless `no_wal`.
+    pub fn serve_defaults() -> Settings {
+        Settings {
+            data_dir: Some(default_data_dir()),
+            ..Settings::default()
+        }
     }
 
     /// These settings, with `fallback` filling what they leave unset.
@@ -138,6 +188,13 @@ impl Settings {
             detect_interval: self.detect_interval.or(fallback.detect_interval),
             shutdown_timeout: self.shutdown_timeout.or(fallback.shutdown_timeout),
             log: self.log.or(fallback.log),
+            data_dir: self.data_dir.or(fallback.data_dir),
+            no_wal: self.no_wal.or(fallback.no_wal),
+            wal_sync: self.wal_sync.or(fallback.wal_sync),
+            wal_segment_mib: self.wal_segment_mib.or(fallback.wal_segment_mib),
+            checkpoint_interval: self.checkpoint_interval.or(fallback.checkpoint_interval),
+            retention: self.retention.or(fallback.retention),
+            retention_max_mib: self.retention_max_mib.or(fallback.retention_max_mib),
         }
     }
 }
@@ -158,6 +215,26 @@ pub struct Config {
     pub detect_interval: Duration,
     pub shutdown_timeout: Duration,
     pub log: String,
+    /// Where the write-ahead log and the state file live; `None`: nothing on disk.
+    pub data_dir: Option<PathBuf>,
+    pub wal_sync: WalSync,
+    pub wal_segment_bytes: u64,
+    pub checkpoint_interval: Duration,
+    pub retention: Duration,
+    pub retention_max_bytes: u64,
+}
+
+/// `$XDG_STATE_HOME/hopscope`, else `$HOME/.local/state/hopscope` (the XDG
+/// default), else `./hopscope-data`.
+pub fn default_data_dir() -> PathBuf {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(state) = var("XDG_STATE_HOME") {
+        return PathBuf::from(state).join("hopscope");
+    }
+    if let Some(home) = var("HOME") {
+        return PathBuf::from(home).join(".local/state/hopscope");
+    }
+    PathBuf::from("hopscope-data")
 }
 
 const MIB: usize = 1 << 20;
@@ -189,6 +266,15 @@ impl TryFrom<Settings> for Config {
             detect_interval: d(s.detect_interval, 5),
             shutdown_timeout: d(s.shutdown_timeout, 30),
             log: s.log.unwrap_or_else(|| "info".to_owned()),
+            data_dir: s.data_dir.filter(|_| s.no_wal != Some(true)),
+            wal_sync: s.wal_sync.unwrap_or(WalSync::Always),
+            wal_segment_bytes: s.wal_segment_mib.unwrap_or(64).saturating_mul(MIB as u64),
+            checkpoint_interval: d(s.checkpoint_interval, 10),
+            retention: d(s.retention, 7 * 24 * 3600),
+            retention_max_bytes: s
+                .retention_max_mib
+                .unwrap_or(2048)
+                .saturating_mul(MIB as u64),
         };
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if config.trace_idle.is_zero() {
@@ -205,6 +291,12 @@ impl TryFrom<Settings> for Config {
         }
         if config.otlp_max_message_bytes == 0 {
             return invalid("otlp_max_message_mib must be at least 1");
+        }
+        if config.wal_segment_bytes == 0 || config.retention_max_bytes == 0 {
+            return invalid("wal_segment_mib and retention_max_mib must be at least 1");
+        }
+        if config.checkpoint_interval.is_zero() {
+            return invalid("checkpoint_interval must be greater than 0");
         }
         Ok(config)
     }

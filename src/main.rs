@@ -263,7 +263,7 @@ fn main() -> anyhow::Result<()> {
                 Some(path) => Settings::from_file(&path)?,
                 None => Settings::default(),
             };
-            let config = Config::try_from(settings.or(file))?;
+            let config = Config::try_from(settings.or(file).or(Settings::serve_defaults()))?;
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())

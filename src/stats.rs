@@ -48,6 +48,30 @@ counters! {
     traces_reanalyzed,
     /// Completed traces dropped from the trace store to stay within its bounds.
     store_traces_evicted,
+    /// Export requests refused (retryably) because the write-ahead log failed.
+    wal_write_errors,
+    /// Write-ahead log records replayed at start.
+    wal_records_replayed,
+    /// Spans replayed from the write-ahead log at start.
+    wal_spans_replayed,
+    /// Log segments cut short at start (a torn or corrupt record and what followed).
+    wal_segments_damaged,
+    /// Bytes skipped in damaged segments.
+    wal_bytes_skipped,
+    /// Replayed records that no longer decode (none expected: a decoder change).
+    wal_records_undecodable,
+    /// Log segments deleted once their traces were analyzed and stored.
+    wal_segments_deleted,
+    /// Log segments of analyzed traces deleted to stay within the data directory's size.
+    wal_segments_dropped_for_size,
+    /// Replayed traces dropped because their older spans were already covered.
+    wal_fragments_dropped,
+    /// State files written.
+    checkpoints,
+    /// State files that could not be written.
+    checkpoint_errors,
+    /// Findings dropped by age (`retention`).
+    findings_expired,
 }
 
 impl StatsSnapshot {

@@ -5,5 +5,5 @@
 mod buffer;
 mod repair;
 
-pub use buffer::{Buffer, BufferLimits, Completed, Completion};
+pub use buffer::{Buffer, BufferLimits, Completed, Completion, LogRange};
 pub use repair::assemble;
