@@ -73,7 +73,8 @@ impl Daemon {
                 };
             }
         }
-        panic!("the daemon exited before listening");
+        let status = child.wait().expect("reaped");
+        panic!("the daemon exited before listening: {status}");
     }
 
     fn kill(mut self) {

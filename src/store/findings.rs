@@ -129,7 +129,7 @@ impl FindingStore {
     /// Adds findings kept before a restart (within the bound, most recently
     /// seen first).
     pub fn import(&self, mut findings: Vec<Finding>) {
-        findings.sort_by(|a, b| b.latest.seen_ns.cmp(&a.latest.seen_ns));
+        findings.sort_by_key(|f| std::cmp::Reverse(f.latest.seen_ns));
         let mut inner = self.inner.write();
         for f in findings {
             if inner.len() >= self.max {

@@ -1,7 +1,7 @@
 //! The state file: findings, hop aggregates and the ledger of counted traces,
 //! written whole and atomically (temporary file, sync, rename, sync of the
 //! directory), so a crash leaves the previous state or the new one, never a
-//! mix. Layout: [`MAGIC`], the CRC-32C of the body (u32 LE), the body's length
+//! mix. Layout: the magic `HSSTATE1`, the CRC-32C of the body (u32 LE), the body's length
 //! (u64 LE), then the body as JSON.
 
 use std::io::Write as _;

@@ -1,6 +1,6 @@
 //! The write-ahead log: every accepted export request, as received, appended
 //! before the exporter is answered, in numbered segment files
-//! ([`record`] has the format). One writer thread commits appends in groups
+//! (`record.rs` has the format). One writer thread commits appends in groups
 //! (one write and at most one sync per batch); an append resolves once its
 //! batch is written and synced per the [`WalSync`] policy, with an [`Ack`] that
 //! keeps its segment from deletion until the spans are in the buffer.

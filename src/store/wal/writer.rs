@@ -42,11 +42,17 @@ impl Shared {
     }
 }
 
+/// An append's answer: the segment it is in, or why it failed.
+pub(super) type Done = oneshot::Sender<Result<u64, String>>;
+
+/// An append waiting in a batch: format, body, answer.
+type Pending = (u8, Bytes, Done);
+
 pub(super) enum Msg {
     Append {
         format: u8,
         body: Bytes,
-        done: oneshot::Sender<Result<u64, String>>,
+        done: Done,
     },
     /// Sync what is written and stop.
     Close(oneshot::Sender<()>),
@@ -113,7 +119,7 @@ impl Writer {
 
     fn write_batch(
         &mut self,
-        batch: &[(u8, Bytes, oneshot::Sender<Result<u64, String>>)],
+        batch: &[Pending],
         buf: &mut Vec<u8>,
         dirty: &mut bool,
         last_sync: &mut Instant,
@@ -161,11 +167,7 @@ impl Writer {
     }
 
     /// Pins the segment for every append still waiting, then answers them.
-    fn acknowledge(
-        &self,
-        batch: &mut Vec<(u8, Bytes, oneshot::Sender<Result<u64, String>>)>,
-        result: Result<u64, String>,
-    ) {
+    fn acknowledge(&self, batch: &mut Vec<Pending>, result: Result<u64, String>) {
         if let Ok(segment) = result {
             *self.shared.pins.lock().entry(segment).or_default() += batch.len();
         }
