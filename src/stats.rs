@@ -66,6 +66,8 @@ counters! {
     wal_segments_dropped_for_size,
     /// Replayed traces dropped because their older spans were already covered.
     wal_fragments_dropped,
+    /// Replayed traces the restored state already counted: shown again, not counted twice.
+    wal_traces_already_counted,
     /// State files written.
     checkpoints,
     /// State files that could not be written.

@@ -27,9 +27,9 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the binary on `data_dir` (or without a log) and waits until it
-    /// has replayed its log and listens.
-    fn start(data_dir: Option<&Path>) -> Daemon {
+    /// Starts the binary on `data_dir` (or without a log) with `extra` flags
+    /// and waits until it has replayed its log and listens.
+    fn start(data_dir: Option<&Path>, extra: &[&str]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hopscope"));
         cmd.args([
             "serve",
@@ -44,6 +44,7 @@ impl Daemon {
             "--log",
             "info",
         ]);
+        cmd.args(extra);
         match data_dir {
             Some(dir) => cmd.arg("--data-dir").arg(dir),
             None => cmd.arg("--no-wal"),
@@ -263,7 +264,7 @@ async fn every_acknowledged_span_survives_sigkill_and_the_findings_match_an_unin
     let traces: Vec<_> = (0..TRACES).map(|n| trace(n, base)).collect();
 
     // The uninterrupted run.
-    let reference = Daemon::start(None);
+    let reference = Daemon::start(None, &[]);
     let all = export(&reference.grpc, &traces, 4, |_| {}).await;
     assert_eq!(all.len(), TRACES);
     reference.settled().await;
@@ -276,16 +277,25 @@ async fn every_acknowledged_span_survives_sigkill_and_the_findings_match_an_unin
     assert_eq!(aggregated(&reference).await, TRACES as u64);
     reference.kill();
 
-    // Killed mid-stream: after half the traces are acknowledged, while more
-    // are in flight, and after some were analyzed and checkpointed.
+    // A third is analyzed and checkpointed; then the daemon is killed
+    // mid-stream, after half of the rest is acknowledged, with more in flight.
     let dir = temp_dir("kill");
-    let daemon = Daemon::start(Some(&dir));
+    let daemon = Daemon::start(Some(&dir), &[]);
+    let (early, late) = traces.split_at(TRACES / 3);
+    let mut acked = export(&daemon.grpc, early, 4, |_| {}).await;
+    daemon.settled().await;
+    let checkpoints = |s: &Value| s["counters"]["checkpoints"].as_u64().unwrap();
+    let before = checkpoints(&daemon.get("/api/v1/stats").await.1);
+    daemon
+        .wait_for("/api/v1/stats", |_, s| checkpoints(s) > before)
+        .await;
     let pid = daemon.child.id();
     let killed = Arc::new(std::sync::Once::new());
-    let acked = {
+    let half = late.len() / 2;
+    acked.extend({
         let killed = killed.clone();
-        export(&daemon.grpc, &traces, 4, move |count| {
-            if count == TRACES / 2 {
+        export(&daemon.grpc, late, 4, move |count| {
+            if count == half {
                 killed.call_once(|| {
                     // SAFETY: signalling a child process this test started.
                     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -293,15 +303,15 @@ async fn every_acknowledged_span_survives_sigkill_and_the_findings_match_an_unin
             }
         })
         .await
-    };
+    });
     daemon.kill();
     assert!(
-        acked.len() >= TRACES / 2 && acked.len() < TRACES,
+        acked.len() >= early.len() + late.len() / 2 && acked.len() < TRACES,
         "{}",
         acked.len()
     );
 
-    let daemon = Daemon::start(Some(&dir));
+    let daemon = Daemon::start(Some(&dir), &[]);
     daemon.settled().await;
     let (_, stats) = daemon.get("/api/v1/stats").await;
     assert!(
@@ -373,10 +383,10 @@ async fn a_torn_tail_and_a_corrupt_record_are_cut_and_the_rest_recovered() {
     let second: Vec<_> = (21..=40).map(|n| trace(n, base)).collect();
 
     // Two lives, one segment each (a restart starts a new segment).
-    let d = Daemon::start(Some(&dir));
+    let d = Daemon::start(Some(&dir), &[]);
     assert_eq!(export(&d.grpc, &first, 1, |_| {}).await.len(), 20);
     d.kill();
-    let d = Daemon::start(Some(&dir));
+    let d = Daemon::start(Some(&dir), &[]);
     assert_eq!(export(&d.grpc, &second, 1, |_| {}).await.len(), 20);
     d.kill();
 
@@ -394,7 +404,7 @@ async fn a_torn_tail_and_a_corrupt_record_are_cut_and_the_rest_recovered() {
     bytes.extend_from_slice(&torn);
     std::fs::write(&segs[1], &bytes).unwrap();
 
-    let d = Daemon::start(Some(&dir));
+    let d = Daemon::start(Some(&dir), &[]);
     d.settled().await;
     let (_, stats) = d.get("/api/v1/stats").await;
     assert_eq!(stats["counters"]["wal_segments_damaged"], 2, "{stats}");
@@ -410,6 +420,57 @@ async fn a_torn_tail_and_a_corrupt_record_are_cut_and_the_rest_recovered() {
     for (id, _) in &second {
         assert_eq!(span_count(&d, *id).await, Some(3));
     }
+    d.kill();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_goes_once_its_traces_left_the_store_and_its_counts_stay() {
+    let base = base_time();
+    let dir = temp_dir("delete");
+    let old: Vec<_> = (0..30).map(|n| trace(n, base)).collect();
+    let new: Vec<_> = (30..60).map(|n| trace(n, base)).collect();
+    let small_store = ["--store-max-traces", "10"];
+
+    let d = Daemon::start(Some(&dir), &small_store);
+    assert_eq!(export(&d.grpc, &old, 2, |_| {}).await.len(), 30);
+    d.kill();
+    let first_segment = segments(&dir)[0].clone();
+
+    // The old traces are replayed, analyzed and counted; once the new ones
+    // push them out of the store, their segment is deleted.
+    let d = Daemon::start(Some(&dir), &small_store);
+    d.settled().await;
+    assert!(first_segment.exists(), "still shown: kept");
+    assert_eq!(export(&d.grpc, &new, 2, |_| {}).await.len(), 30);
+    d.settled().await;
+    d.wait_for("/api/v1/stats", |_, s| {
+        s["counters"]["wal_segments_deleted"].as_u64() >= Some(1)
+    })
+    .await;
+    assert!(!first_segment.exists());
+    assert_eq!(aggregated(&d).await, 60);
+    d.kill();
+
+    // History stays; what is replayed is not counted twice.
+    let d = Daemon::start(Some(&dir), &small_store);
+    d.settled().await;
+    assert_eq!(aggregated(&d).await, 60);
+    let cascades: u64 = findings(&d).await.iter().map(|f| f.3).sum();
+    assert_eq!(cascades, 20);
+    assert_eq!(
+        span_count(&d, old[0].0).await,
+        None,
+        "left the store, and the log"
+    );
+    let mut shown = 0;
+    for (id, _) in &new {
+        shown += usize::from(span_count(&d, *id).await == Some(3));
+    }
+    assert_eq!(
+        shown, 10,
+        "the store's worth of the replayed traces is shown"
+    );
     d.kill();
     std::fs::remove_dir_all(&dir).unwrap();
 }

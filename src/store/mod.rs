@@ -74,7 +74,10 @@ impl Store {
         let id = trace.trace.trace_id;
         let counted = match self.ledger.lock().replayed(&id) {
             Replay::New => false,
-            Replay::Counted => true,
+            Replay::Counted => {
+                Stats::add(&self.stats.wal_traces_already_counted, 1);
+                true
+            }
             Replay::Fragment => {
                 Stats::add(&self.stats.wal_fragments_dropped, 1);
                 return;
