@@ -347,7 +347,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
 
 /// Hands complete traces to analysis: on every tick (idle and max-age policy) and
 /// whenever the buffer is over its span limit.
-/// With a data directory, every `checkpoint_interval` it also writes the state
+/// With a data directory, every `checkpoint_interval` (or sooner, when the log
+/// grew by an eighth of the directory's bound) it also writes the state
 /// file and deletes the log segments no longer needed: here, between two
 /// analyses, so no trace is between the buffer and the store meanwhile.
 async fn sweep(
@@ -387,7 +388,7 @@ async fn sweep(
             }
         }
         if let Some((durable, every)) = &durable {
-            if last_checkpoint.elapsed() >= *every {
+            if last_checkpoint.elapsed() >= *every || durable.checkpoint_due() {
                 last_checkpoint = Instant::now();
                 let (d, store, stats, buffer) = (
                     durable.clone(),

@@ -63,6 +63,8 @@ pub struct Durable {
     replay_until: u64,
     replay_from: u64,
     state_bytes: std::sync::atomic::AtomicU64,
+    /// Log bytes written when the last checkpoint began.
+    checkpointed: std::sync::atomic::AtomicU64,
     _lock: File,
 }
 
@@ -98,6 +100,7 @@ impl Durable {
             replay_until: first_new,
             replay_from: state.log_start,
             state_bytes: Default::default(),
+            checkpointed: Default::default(),
             options,
             wal,
             _lock: lock,
@@ -116,6 +119,15 @@ impl Durable {
         )?)
     }
 
+    /// Whether the log grew by an eighth of the directory's bound since the
+    /// last checkpoint: under heavy load, checkpoints come that often, so
+    /// deletable segments do not pile up between two intervals.
+    pub fn checkpoint_due(&self) -> bool {
+        let since =
+            self.wal.written() - self.checkpointed.load(std::sync::atomic::Ordering::Relaxed);
+        since > self.options.max_bytes / 8
+    }
+
     /// Appends a request to the log (see [`Wal::append`]).
     pub async fn append(&self, format: u8, body: Bytes) -> Result<Ack, WalError> {
         self.wal.append(format, body).await
@@ -132,6 +144,8 @@ impl Durable {
         stats: &Stats,
         buffered: impl FnOnce() -> Option<u64>,
     ) -> Result<Checkpoint, DurableError> {
+        self.checkpointed
+            .store(self.wal.written(), std::sync::atomic::Ordering::Relaxed);
         let pinned = self.wal.oldest_pinned();
         let needed = buffered().map_or(pinned, |b| b.min(pinned));
         let shown = store.traces.oldest_log().unwrap_or(needed);

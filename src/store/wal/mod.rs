@@ -182,6 +182,11 @@ impl Wal {
         pinned.map_or(open, |p| p.min(open))
     }
 
+    /// Bytes written since the start.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+
     /// Deletes the segments older than `segment` (never the open one);
     /// returns how many and their bytes.
     pub fn remove_below(&self, segment: u64) -> Result<(u64, u64), WalError> {

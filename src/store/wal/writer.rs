@@ -28,6 +28,8 @@ pub(super) struct Shared {
     pub open: AtomicU64,
     /// Acknowledged appends whose spans are not yet in the buffer, by segment.
     pub pins: Mutex<BTreeMap<u64, usize>>,
+    /// Bytes written since the start.
+    pub written: AtomicU64,
 }
 
 impl Shared {
@@ -150,6 +152,9 @@ impl Writer {
             ));
         }
         self.written += buf.len() as u64;
+        self.shared
+            .written
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         match self.sync {
             WalSync::Always => *last_sync = Instant::now(),
             WalSync::Interval(every) => {
