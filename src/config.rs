@@ -341,4 +341,31 @@ mod tests {
         };
         assert!(matches!(Config::try_from(s), Err(ConfigError::Invalid(_))));
     }
+
+    #[test]
+    fn the_log_is_off_unless_a_data_dir_is_given_and_no_wal_wins() {
+        assert!(Config::default().data_dir.is_none(), "library default: off");
+        let with_dir = Settings {
+            data_dir: Some("/srv/hopscope".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            Config::try_from(with_dir.clone()).unwrap().data_dir,
+            Some(PathBuf::from("/srv/hopscope"))
+        );
+        let off = Settings {
+            no_wal: Some(true),
+            ..Settings::default()
+        };
+        assert!(Config::try_from(off.or(with_dir))
+            .unwrap()
+            .data_dir
+            .is_none());
+        let file: Settings = toml::from_str("wal_sync = \"250ms\"\nno_wal = false").unwrap();
+        let c = Config::try_from(file).unwrap();
+        assert_eq!(c.wal_sync, WalSync::Interval(Duration::from_millis(250)));
+        assert_eq!(Config::default().wal_sync, WalSync::Always);
+        assert!(toml::from_str::<Settings>("wal_sync = \"sometimes\"").is_err());
+        assert!(Settings::serve_defaults().data_dir.is_some());
+    }
 }

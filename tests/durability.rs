@@ -474,3 +474,41 @@ async fn a_segment_goes_once_its_traces_left_the_store_and_its_counts_stay() {
     d.kill();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_write_is_a_retryable_refusal_never_a_success() {
+    let base = base_time();
+    let dir = temp_dir("failure");
+    let d = Daemon::start(Some(&dir), &["--wal-segment-mib", "1"]);
+    // One request over a segment's size, so the next one starts a segment.
+    let big: Vec<SpanData> = (0..4000)
+        .flat_map(|n| {
+            let (_, mut spans) = trace(n, base);
+            for s in &mut spans {
+                s.attributes.push(KeyValue::new("padding", "x".repeat(100)));
+            }
+            spans
+        })
+        .collect();
+    let exporter = harness::exporter(&d.grpc, "shop", false);
+    exporter.export(big).await.expect("first request logged");
+
+    // The log's directory is gone: the new segment cannot be created.
+    std::fs::remove_dir_all(dir.join("wal")).unwrap();
+    let (id, spans) = trace(1, base);
+    assert!(exporter.export(spans.clone()).await.is_err(), "refused");
+    let (_, stats) = d.get("/api/v1/stats").await;
+    let refusals = stats["counters"]["wal_write_errors"].as_u64().unwrap();
+    assert!(
+        refusals >= 2,
+        "the exporter retried (UNAVAILABLE is retryable) before giving up: {stats}"
+    );
+
+    // Once the disk is back, the retry is accepted and the spans arrive.
+    std::fs::create_dir_all(dir.join("wal")).unwrap();
+    exporter.export(spans).await.expect("retry logged");
+    d.settled().await;
+    assert_eq!(span_count(&d, id).await, Some(3));
+    d.kill();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
