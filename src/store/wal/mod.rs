@@ -1,7 +1,8 @@
 //! The write-ahead log: every accepted export request, as received, appended
 //! before the exporter is answered, in numbered segment files
-//! (`record.rs` has the format). One writer thread commits appends in groups
-//! (one write and at most one sync per batch); an append resolves once its
+//! (`record.rs` has the format). A writer thread commits appends in groups
+//! (one write per batch) and a sync thread makes them durable, pipelined
+//! (`writer.rs`); an append resolves once its
 //! batch is written and synced per the [`WalSync`] policy, with an [`Ack`] that
 //! keeps its segment from deletion until the spans are in the buffer.
 //! [`replay`] reads every segment back in order, cutting torn or corrupt tails.
@@ -36,7 +37,7 @@ pub enum WalSync {
     /// answers do not wait for the disk. A killed process loses nothing (the
     /// data is in the page cache); a power loss loses up to this long.
     Interval(Duration),
-    /// Left to the operating system (and at shutdown and segment ends).
+    /// Left to the operating system (and synced at shutdown).
     Never,
 }
 
@@ -140,7 +141,7 @@ impl Wal {
             sync,
             segment_bytes,
             shared: shared.clone(),
-            file: Some(file),
+            file: Some(Arc::new(file)),
             written: record::MAGIC.len() as u64,
         };
         let thread = std::thread::Builder::new()

@@ -1,14 +1,17 @@
-//! The writer thread: takes appends from a bounded channel, writes each batch
-//! with one `write`, syncs once per the policy, then acknowledges every append
-//! of the batch (group commit). It rolls to a new segment past the segment size,
-//! and after a failed write or sync, so a torn record never has acknowledged
-//! records behind it.
+//! The writer thread takes appends from a bounded channel and writes each batch
+//! with one `write`; a second thread, the syncer, makes them durable. Under
+//! `always` the syncer syncs each written batch and then answers its appends,
+//! while the writer already writes the next one (a two-stage pipeline: a sync
+//! covers every batch written before it). Under an interval the writer answers
+//! at once and hands the syncer a sync at most every interval and when idle.
+//! The writer rolls to a new segment past the segment size, and after a failed
+//! write or sync, so a torn record never has acknowledged records behind it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,15 +24,20 @@ use super::{record, segment, WalSync};
 /// Most bytes written in one batch.
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
-/// State shared by the writer and the handles.
+/// Written batches waiting for the syncer; past it, the writer waits.
+const SYNC_QUEUE: usize = 2;
+
+/// State shared by the writer, the syncer and the handles.
 #[derive(Default)]
 pub(super) struct Shared {
     /// The segment being written.
     pub open: AtomicU64,
-    /// Acknowledged appends whose spans are not yet in the buffer, by segment.
+    /// Appends written whose spans are not yet in the buffer, by segment.
     pub pins: Mutex<BTreeMap<u64, usize>>,
     /// Bytes written since the start.
     pub written: AtomicU64,
+    /// A sync failed: the writer starts a new segment.
+    broken: AtomicBool,
 }
 
 impl Shared {
@@ -60,35 +68,84 @@ pub(super) enum Msg {
     Close(oneshot::Sender<()>),
 }
 
+/// A sync for the syncer, and the appends it answers (none under an interval).
+struct SyncJob {
+    file: Arc<File>,
+    segment: u64,
+    batch: Vec<Pending>,
+}
+
+/// Answers a batch. Its appends were pinned on `segment` when written; an
+/// answer that is an error, or that nobody waits for any more, unpins.
+fn answer(shared: &Shared, batch: Vec<Pending>, result: Result<u64, String>) {
+    for (_, _, done) in batch {
+        let delivered = done.send(result.clone()).is_ok();
+        if let (false, Ok(segment)) = (delivered, &result) {
+            shared.unpin(*segment);
+        }
+    }
+}
+
+fn syncer(shared: Arc<Shared>, jobs: std::sync::mpsc::Receiver<SyncJob>) {
+    for job in jobs {
+        let result = match job.file.sync_data() {
+            Ok(()) => Ok(job.segment),
+            Err(e) => {
+                tracing::error!(error = %e, segment = job.segment, "cannot sync the write-ahead log; starting a new segment");
+                shared.broken.store(true, Ordering::Release);
+                for _ in &job.batch {
+                    shared.unpin(job.segment);
+                }
+                Err(format!("cannot sync segment {}: {e}", job.segment))
+            }
+        };
+        answer(&shared, job.batch, result);
+    }
+}
+
 pub(super) struct Writer {
     pub dir: PathBuf,
     pub sync: WalSync,
     pub segment_bytes: u64,
     pub shared: Arc<Shared>,
-    pub file: Option<File>,
+    pub file: Option<Arc<File>>,
     pub written: u64,
 }
 
 impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let (jobs, queue) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+        let shared = self.shared.clone();
+        let syncer = std::thread::Builder::new()
+            .name("hopscope-wal-sync".into())
+            .spawn(move || syncer(shared, queue));
+        let syncer = match syncer {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the write-ahead log's sync thread");
+                return;
+            }
+        };
         let mut buf = Vec::new();
-        let mut batch = Vec::new();
         let mut dirty = false;
         let mut last_sync = Instant::now();
-        loop {
+        let closing = loop {
             let first = match rx.try_recv() {
                 Ok(m) => m,
                 Err(_) => {
                     // Idle: what the interval policy left unsynced is synced now.
                     if dirty {
-                        self.sync_now(&mut dirty, &mut last_sync);
+                        self.request_sync(&jobs, true);
+                        dirty = false;
+                        last_sync = Instant::now();
                     }
                     match rx.blocking_recv() {
                         Some(m) => m,
-                        None => return self.close(dirty),
+                        None => break None,
                     }
                 }
             };
+            let mut batch = Vec::new();
             let mut closing = None;
             let mut bytes = 0;
             let mut next = Some(first);
@@ -108,28 +165,80 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
-                let result = self.write_batch(&batch, &mut buf, &mut dirty, &mut last_sync);
-                self.acknowledge(&mut batch, result);
+                match self.write_batch(&batch, &mut buf, &jobs, dirty) {
+                    Err(e) => answer(&self.shared, batch, Err(e)),
+                    Ok((segment, file)) => {
+                        *self.shared.pins.lock().entry(segment).or_default() += batch.len();
+                        match self.sync {
+                            WalSync::Always => {
+                                let _ = jobs.send(SyncJob {
+                                    file,
+                                    segment,
+                                    batch,
+                                });
+                            }
+                            WalSync::Interval(every) => {
+                                answer(&self.shared, batch, Ok(segment));
+                                dirty = true;
+                                if last_sync.elapsed() >= every && self.request_sync(&jobs, false) {
+                                    dirty = false;
+                                    last_sync = Instant::now();
+                                }
+                            }
+                            WalSync::Never => answer(&self.shared, batch, Ok(segment)),
+                        }
+                    }
+                }
             }
-            if let Some(done) = closing {
-                self.close(dirty);
-                let _ = done.send(());
-                return;
+            if closing.is_some() {
+                break closing;
             }
+        };
+        if self.sync != WalSync::Always {
+            self.request_sync(&jobs, true);
+        }
+        drop(jobs);
+        let _ = syncer.join();
+        self.file = None;
+        if let Some(done) = closing {
+            let _ = done.send(());
         }
     }
 
+    /// Hands the open segment to the syncer (`wait`: even if it is busy).
+    /// Returns whether it was handed over.
+    fn request_sync(&self, jobs: &std::sync::mpsc::SyncSender<SyncJob>, wait: bool) -> bool {
+        let Some(file) = self.file.clone() else {
+            return false;
+        };
+        let job = SyncJob {
+            file,
+            segment: self.shared.open.load(Ordering::Relaxed),
+            batch: Vec::new(),
+        };
+        if wait {
+            jobs.send(job).is_ok()
+        } else {
+            jobs.try_send(job).is_ok()
+        }
+    }
+
+    /// Writes a batch; returns its segment and file.
     fn write_batch(
         &mut self,
         batch: &[Pending],
         buf: &mut Vec<u8>,
-        dirty: &mut bool,
-        last_sync: &mut Instant,
-    ) -> Result<u64, String> {
-        if self.file.is_none() || self.written >= self.segment_bytes {
-            self.roll(*dirty)
+        jobs: &std::sync::mpsc::SyncSender<SyncJob>,
+        dirty: bool,
+    ) -> Result<(u64, Arc<File>), String> {
+        let broken = self.shared.broken.swap(false, Ordering::AcqRel);
+        if broken || self.file.is_none() || self.written >= self.segment_bytes {
+            if dirty && !broken {
+                // The sealed segment is synced in the background.
+                self.request_sync(jobs, true);
+            }
+            self.roll()
                 .map_err(|e| format!("cannot start a new segment: {e}"))?;
-            *dirty = false;
         }
         let segment = self.shared.open.load(Ordering::Relaxed);
         buf.clear();
@@ -137,12 +246,8 @@ impl Writer {
             buf.extend_from_slice(&record::header(*format, body));
             buf.extend_from_slice(body);
         }
-        let file = self.file.as_mut().ok_or("no open segment")?;
-        let written = file.write_all(buf).and_then(|()| match self.sync {
-            WalSync::Always => file.sync_data(),
-            _ => Ok(()),
-        });
-        if let Err(e) = written {
+        let file = self.file.clone().ok_or("no open segment")?;
+        if let Err(e) = (&*file).write_all(buf) {
             // The tail of this segment may be torn: acknowledged records must
             // not follow it, so the next batch starts a new segment.
             self.file = None;
@@ -155,68 +260,19 @@ impl Writer {
         self.shared
             .written
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
-        match self.sync {
-            WalSync::Always => *last_sync = Instant::now(),
-            WalSync::Interval(every) => {
-                *dirty = true;
-                if last_sync.elapsed() >= every {
-                    self.sync_now(dirty, last_sync);
-                }
-            }
-            WalSync::Never => {}
-        }
         if buf.capacity() > 2 * MAX_BATCH_BYTES {
             *buf = Vec::new();
         }
-        Ok(segment)
+        Ok((segment, file))
     }
 
-    /// Pins the segment for every append still waiting, then answers them.
-    fn acknowledge(&self, batch: &mut Vec<Pending>, result: Result<u64, String>) {
-        if let Ok(segment) = result {
-            *self.shared.pins.lock().entry(segment).or_default() += batch.len();
-        }
-        for (_, _, done) in batch.drain(..) {
-            if done.send(result.clone()).is_err() {
-                if let Ok(segment) = result {
-                    self.shared.unpin(segment);
-                }
-            }
-        }
-    }
-
-    fn sync_now(&mut self, dirty: &mut bool, last_sync: &mut Instant) {
-        if let Some(file) = &self.file {
-            if let Err(e) = file.sync_data() {
-                tracing::error!(error = %e, "cannot sync the write-ahead log; starting a new segment");
-                self.file = None;
-            }
-        }
-        *dirty = false;
-        *last_sync = Instant::now();
-    }
-
-    /// Seals the open segment (synced unless the policy is `none`) and starts
-    /// the next one.
-    fn roll(&mut self, dirty: bool) -> std::io::Result<()> {
-        if let Some(file) = self.file.take() {
-            if dirty {
-                file.sync_data()?;
-            }
-        }
+    /// Starts the next segment.
+    fn roll(&mut self) -> std::io::Result<()> {
+        self.file = None;
         let next = self.shared.open.load(Ordering::Relaxed) + 1;
-        self.file = Some(segment::create(&self.dir, next)?);
+        self.file = Some(Arc::new(segment::create(&self.dir, next)?));
         self.shared.open.store(next, Ordering::Release);
         self.written = record::MAGIC.len() as u64;
         Ok(())
-    }
-
-    fn close(&mut self, dirty: bool) {
-        if let (true, Some(file)) = (dirty || self.sync != WalSync::Always, &self.file) {
-            if let Err(e) = file.sync_data() {
-                tracing::error!(error = %e, "cannot sync the write-ahead log at shutdown");
-            }
-        }
-        self.file = None;
     }
 }
