@@ -330,6 +330,13 @@ async fn every_acknowledged_span_survives_sigkill_and_the_findings_match_an_unin
         lost.len(),
         acked.len()
     );
+    eprintln!(
+        "SIGKILL after {} of {TRACES} traces were acknowledged ({} spans): all {} spans in their traces after the restart ({} spans replayed from the log)",
+        acked.len(),
+        acked.len() * 3,
+        (acked.len() - lost.len()) * 3,
+        stats["counters"]["wal_spans_replayed"]
+    );
 
     // The exporters retry what was not acknowledged.
     let rest: Vec<_> = traces
