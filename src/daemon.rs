@@ -284,12 +284,20 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     if let Some(d) = &durable {
         // New exports are taken meanwhile (into new segments); ready after.
         let (sink, d) = (sink.clone(), d.clone());
-        tokio::task::spawn_blocking(move || sink.replay(&d))
+        let replayed = tokio::task::spawn_blocking(move || sink.replay(&d))
             .await
             .map_err(|e| DaemonError::Server {
                 what: "replay",
                 message: e.to_string(),
-            })??;
+            })
+            .and_then(|r| r.map_err(DaemonError::from));
+        if let Err(e) = replayed {
+            // The log cannot be read (not damage, which is cut and skipped):
+            // stop what was started and report it.
+            shutdown.cancel();
+            sweeper_stop.cancel();
+            return Err(e);
+        }
     }
     ready.store(true, Ordering::Release);
     tracing::info!(%otlp_grpc_addr, %api_addr, "hopscope listening");
@@ -322,7 +330,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
                     closing.close().await;
                 }
             }
-            _ => tracing::warn!(
+            Ok(Err(e)) => tracing::error!(error = %e, "analysis failed at shutdown"),
+            Err(_) => tracing::warn!(
                 traces = count,
                 "shutdown timeout reached before every buffered trace was analyzed"
             ),
@@ -347,6 +356,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
 
 /// Hands complete traces to analysis: on every tick (idle and max-age policy) and
 /// whenever the buffer is over its span limit.
+///
 /// With a data directory, every `checkpoint_interval` (or sooner, when the log
 /// grew by an eighth of the directory's bound) it also writes the state
 /// file and deletes the log segments no longer needed: here, between two
