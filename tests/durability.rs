@@ -126,11 +126,29 @@ impl Drop for Daemon {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A data directory of this test process, removed when dropped (also when
+/// the test fails).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir =
         std::env::temp_dir().join(format!("hopscope-durability-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    TempDir(dir)
 }
 
 /// One trace of three spans in one request. Every third is a cascading
@@ -356,7 +374,6 @@ async fn every_acknowledged_span_survives_sigkill_and_the_findings_match_an_unin
         "no trace counted twice or lost"
     );
     daemon.kill();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The log's segments, oldest first.
@@ -428,7 +445,6 @@ async fn a_torn_tail_and_a_corrupt_record_are_cut_and_the_rest_recovered() {
         assert_eq!(span_count(&d, *id).await, Some(3));
     }
     d.kill();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,7 +495,6 @@ async fn a_segment_goes_once_its_traces_left_the_store_and_its_counts_stay() {
         "the store's worth of the replayed traces is shown"
     );
     d.kill();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,5 +532,4 @@ async fn a_failed_log_write_is_a_retryable_refusal_never_a_success() {
     d.settled().await;
     assert_eq!(span_count(&d, id).await, Some(3));
     d.kill();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
