@@ -243,7 +243,7 @@ fn main() {
         let t = Instant::now();
         for traces in fresh {
             for (id, set) in traces {
-                buffer.insert(id, set, now);
+                buffer.insert(id, set, now, None);
             }
         }
         secs.push(t.elapsed().as_secs_f64());

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::store::wal::WalSync;
+
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -150,6 +152,45 @@ pub struct Settings {
     /// Log filter, in `tracing` EnvFilter syntax [default: info]
     #[arg(long, env = "HOPSCOPE_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// Data directory: the write-ahead log of accepted spans and the state
+    /// file of findings and hop aggregates [default for `serve`:
+    /// $XDG_STATE_HOME/hopscope, else ~/.local/state/hopscope, else
+    /// ./hopscope-data]
+    #[arg(long, env = "HOPSCOPE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep nothing on disk: no write-ahead log, no state file (a restart
+    /// forgets everything)
+    #[arg(long, env = "HOPSCOPE_NO_WAL", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub no_wal: Option<bool>,
+
+    /// When the write-ahead log is synced to disk: `always` (before every
+    /// answer, in groups), an interval like `100ms` (answers do not wait; a
+    /// power loss loses up to that long, a killed process nothing), or `none`
+    /// [default: always]
+    #[arg(long, env = "HOPSCOPE_WAL_SYNC", value_name = "POLICY")]
+    pub wal_sync: Option<WalSync>,
+
+    /// Size at which a write-ahead log segment is closed and a new one begun,
+    /// in MiB [default: 64]
+    #[arg(long, env = "HOPSCOPE_WAL_SEGMENT_MIB", value_name = "MIB")]
+    pub wal_segment_mib: Option<u64>,
+
+    /// How often the state file is written and log segments no longer needed
+    /// are deleted [default: 10s]
+    #[arg(long, env = "HOPSCOPE_CHECKPOINT_INTERVAL", value_name = "DURATION")]
+    pub checkpoint_interval: Option<HumanDuration>,
+
+    /// Findings not seen for this long (before the newest finding) are
+    /// forgotten [default: 7d]
+    #[arg(long, env = "HOPSCOPE_RETENTION", value_name = "DURATION")]
+    pub retention: Option<HumanDuration>,
+
+    /// Most disk the data directory may use, in MiB; past it the log segments
+    /// of already analyzed traces are deleted first [default: 2048]
+    #[arg(long, env = "HOPSCOPE_RETENTION_MAX_MIB", value_name = "MIB")]
+    pub retention_max_mib: Option<u64>,
 }
 
 impl Settings {
@@ -163,6 +204,15 @@ impl Settings {
             path: path.to_owned(),
             source,
         })
+    }
+
+    /// The defaults `hopscope serve` adds to the library's: a data directory
+    /// ([`default_data_dir`]), so the write-ahead log is on unless `no_wal`.
+    pub fn serve_defaults() -> Settings {
+        Settings {
+            data_dir: Some(default_data_dir()),
+            ..Settings::default()
+        }
     }
 
     /// These settings, with `fallback` filling what they leave unset.
@@ -187,6 +237,13 @@ impl Settings {
             otlp_token: self.otlp_token.or(fallback.otlp_token),
             tls_cert: self.tls_cert.or(fallback.tls_cert),
             tls_key: self.tls_key.or(fallback.tls_key),
+            data_dir: self.data_dir.or(fallback.data_dir),
+            no_wal: self.no_wal.or(fallback.no_wal),
+            wal_sync: self.wal_sync.or(fallback.wal_sync),
+            wal_segment_mib: self.wal_segment_mib.or(fallback.wal_segment_mib),
+            checkpoint_interval: self.checkpoint_interval.or(fallback.checkpoint_interval),
+            retention: self.retention.or(fallback.retention),
+            retention_max_mib: self.retention_max_mib.or(fallback.retention_max_mib),
         }
     }
 }
@@ -215,6 +272,13 @@ pub struct Config {
     pub otlp_token: Option<String>,
     /// PEM certificate chain and key files: every listener serves TLS.
     pub tls: Option<TlsFiles>,
+    /// Where the write-ahead log and the state file live; `None`: nothing on disk.
+    pub data_dir: Option<PathBuf>,
+    pub wal_sync: WalSync,
+    pub wal_segment_bytes: u64,
+    pub checkpoint_interval: Duration,
+    pub retention: Duration,
+    pub retention_max_bytes: u64,
 }
 
 /// The PEM files of a TLS listener.
@@ -222,6 +286,19 @@ pub struct Config {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// `$XDG_STATE_HOME/hopscope`, else `$HOME/.local/state/hopscope` (the XDG
+/// default), else `./hopscope-data`.
+pub fn default_data_dir() -> PathBuf {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(state) = var("XDG_STATE_HOME") {
+        return PathBuf::from(state).join("hopscope");
+    }
+    if let Some(home) = var("HOME") {
+        return PathBuf::from(home).join(".local/state/hopscope");
+    }
+    PathBuf::from("hopscope-data")
 }
 
 const MIB: usize = 1 << 20;
@@ -266,6 +343,15 @@ impl TryFrom<Settings> for Config {
                     ))
                 }
             },
+            data_dir: s.data_dir.filter(|_| s.no_wal != Some(true)),
+            wal_sync: s.wal_sync.unwrap_or(WalSync::Always),
+            wal_segment_bytes: s.wal_segment_mib.unwrap_or(64).saturating_mul(MIB as u64),
+            checkpoint_interval: d(s.checkpoint_interval, 10),
+            retention: d(s.retention, 7 * 24 * 3600),
+            retention_max_bytes: s
+                .retention_max_mib
+                .unwrap_or(2048)
+                .saturating_mul(MIB as u64),
         };
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if config.trace_idle.is_zero() {
@@ -296,6 +382,12 @@ impl TryFrom<Settings> for Config {
             return invalid(
                 "api_token and otlp_token must be non-empty visible ASCII without spaces",
             );
+        }
+        if config.wal_segment_bytes == 0 || config.retention_max_bytes == 0 {
+            return invalid("wal_segment_mib and retention_max_mib must be at least 1");
+        }
+        if config.checkpoint_interval.is_zero() {
+            return invalid("checkpoint_interval must be greater than 0");
         }
         Ok(config)
     }
@@ -371,5 +463,32 @@ mod tests {
             ..Settings::default()
         };
         assert!(matches!(Config::try_from(s), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_log_is_off_unless_a_data_dir_is_given_and_no_wal_wins() {
+        assert!(Config::default().data_dir.is_none(), "library default: off");
+        let with_dir = Settings {
+            data_dir: Some("/srv/hopscope".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            Config::try_from(with_dir.clone()).unwrap().data_dir,
+            Some(PathBuf::from("/srv/hopscope"))
+        );
+        let off = Settings {
+            no_wal: Some(true),
+            ..Settings::default()
+        };
+        assert!(Config::try_from(off.or(with_dir))
+            .unwrap()
+            .data_dir
+            .is_none());
+        let file: Settings = toml::from_str("wal_sync = \"250ms\"\nno_wal = false").unwrap();
+        let c = Config::try_from(file).unwrap();
+        assert_eq!(c.wal_sync, WalSync::Interval(Duration::from_millis(250)));
+        assert_eq!(Config::default().wal_sync, WalSync::Always);
+        assert!(toml::from_str::<Settings>("wal_sync = \"sometimes\"").is_err());
+        assert!(Settings::serve_defaults().data_dir.is_some());
     }
 }

@@ -20,9 +20,10 @@ use crate::api::{self, AppState};
 use crate::assemble::{assemble, Admitted, Buffer, BufferLimits, Completed};
 use crate::auth::{self, Guard, Listener, RequireToken};
 use crate::config::Config;
-use crate::ingest::{OtlpGrpc, OtlpHttp, Refused, SpanSink};
+use crate::ingest::{ExportBody, OtlpGrpc, OtlpHttp, Refused, SinkError, SpanSink};
 use crate::model::{SpanBatch, SpanSet, Warning, WarningCode};
 use crate::stats::{LogEvery, Stats};
+use crate::store::durable::{Durable, DurableError, DurableOptions};
 use crate::store::{Aggregates, FindingStore, Store, TraceStore};
 use crate::tls::{Tls, TlsError};
 
@@ -41,6 +42,8 @@ pub enum DaemonError {
     Server { what: &'static str, message: String },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Data(#[from] DurableError),
 }
 
 /// A started daemon.
@@ -75,7 +78,8 @@ impl Running {
     }
 }
 
-/// Delivers ingested spans to the buffer and wakes the sweeper when it is full.
+/// Delivers ingested spans to the buffer, after the write-ahead log when there
+/// is one, and wakes the sweeper when the buffer is full.
 struct BufferSink {
     buffer: Arc<Buffer>,
     stats: Arc<Stats>,
@@ -83,6 +87,60 @@ struct BufferSink {
     /// Refusals are logged once in a while; the counters have the rest.
     refusal_log: LogEvery,
     too_large_log: LogEvery,
+    durable: Option<Arc<Durable>>,
+}
+
+impl BufferSink {
+    /// Puts spans logged in segment `log` into the buffer.
+    fn deliver(&self, batch: SpanBatch, log: Option<u64>) {
+        let now = Instant::now();
+        let mut over = false;
+        for (trace_id, spans) in batch.traces {
+            over |= self.buffer.insert(trace_id, spans, now, log);
+        }
+        if over {
+            self.full.notify_one();
+        }
+    }
+
+    /// Feeds the log written before this start back through decode and the
+    /// buffer (blocking); the traces complete and are analyzed as usual.
+    fn replay(&self, durable: &Durable) -> Result<(), DurableError> {
+        let replayed = durable.replay(|segment, code, bytes| {
+            let Some(format) = crate::ingest::BodyFormat::from_code(code) else {
+                Stats::add(&self.stats.wal_records_undecodable, 1);
+                tracing::warn!(segment, code, "log record of an unknown format skipped");
+                return;
+            };
+            match crate::ingest::decode(&ExportBody { format, bytes }) {
+                Ok(batch) => {
+                    Stats::add(&self.stats.wal_spans_replayed, batch.accepted);
+                    self.deliver(batch, Some(segment));
+                }
+                Err(e) => {
+                    Stats::add(&self.stats.wal_records_undecodable, 1);
+                    tracing::warn!(segment, error = %e, "log record no longer decodes; skipped");
+                }
+            }
+        })?;
+        Stats::add(&self.stats.wal_records_replayed, replayed.records);
+        Stats::add(
+            &self.stats.wal_segments_damaged,
+            replayed.damaged.len() as u64,
+        );
+        Stats::add(
+            &self.stats.wal_bytes_skipped,
+            replayed.damaged.iter().map(|d| d.1.skipped).sum(),
+        );
+        tracing::info!(
+            segments = replayed.segments,
+            records = replayed.records,
+            spans = self.stats.snapshot().wal_spans_replayed,
+            damaged = replayed.damaged.len(),
+            "write-ahead log replayed"
+        );
+        Ok(())
+    }
 }
 
 /// The delay a refused exporter is asked to wait.
@@ -116,18 +174,27 @@ impl SpanSink for BufferSink {
         }
     }
 
-    fn accept(&self, batch: SpanBatch) {
+    async fn accept(&self, body: ExportBody, batch: SpanBatch) -> Result<(), SinkError> {
         Stats::add(&self.stats.export_requests, 1);
+        let ack = match &self.durable {
+            Some(durable) if batch.accepted > 0 => {
+                match durable.append(body.format.code(), body.bytes).await {
+                    Ok(ack) => Some(ack),
+                    Err(e) => {
+                        Stats::add(&self.stats.wal_write_errors, 1);
+                        tracing::error!(error = %e, "write-ahead log append failed: export refused (retryable)");
+                        return Err(SinkError::Durability(e.to_string()));
+                    }
+                }
+            }
+            _ => None,
+        };
         Stats::add(&self.stats.spans_accepted, batch.accepted);
         Stats::add(&self.stats.spans_rejected, batch.rejected);
-        let now = Instant::now();
-        let mut over = false;
-        for (trace_id, spans) in batch.traces {
-            over |= self.buffer.insert(trace_id, spans, now);
-        }
-        if over {
-            self.full.notify_one();
-        }
+        // The ack keeps its segment until the spans are in the buffer.
+        self.deliver(batch, ack.as_ref().map(|a| a.segment()));
+        drop(ack);
+        Ok(())
     }
 }
 
@@ -168,6 +235,27 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         FindingStore::new(MAX_FINDINGS),
         stats.clone(),
     ));
+    let durable = match &config.data_dir {
+        Some(dir) => {
+            let options = DurableOptions {
+                dir: dir.clone(),
+                sync: config.wal_sync,
+                segment_bytes: config.wal_segment_bytes,
+                retention: config.retention,
+                max_bytes: config.retention_max_bytes,
+            };
+            let store = store.clone();
+            let durable = tokio::task::spawn_blocking(move || Durable::open(options, &store))
+                .await
+                .map_err(|e| DaemonError::Server {
+                    what: "data directory",
+                    message: e.to_string(),
+                })??;
+            tracing::info!(data_dir = %dir.display(), sync = %config.wal_sync, "write-ahead log on");
+            Some(Arc::new(durable))
+        }
+        None => None,
+    };
     let full = Arc::new(Notify::new());
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();
@@ -180,6 +268,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         full: full.clone(),
         refusal_log: LogEvery::default(),
         too_large_log: LogEvery::default(),
+        durable: durable.clone(),
     });
     let otlp_guard = Guard::new(config.otlp_token.as_deref(), Listener::Otlp, stats.clone());
     let otlp_http = OtlpHttp::new(sink.clone(), stats.clone(), config.otlp_max_message_bytes)
@@ -192,7 +281,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         otlp_http,
         stop_servers.clone(),
     );
-    let grpc = OtlpGrpc::new(sink, config.otlp_max_message_bytes);
+    let grpc = OtlpGrpc::new(sink.clone(), config.otlp_max_message_bytes);
     let grpc_stop = stop_servers.clone();
     let mut grpc_server = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
@@ -240,6 +329,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         store.clone(),
         stats.clone(),
         full,
+        durable.clone().map(|d| (d, config.checkpoint_interval)),
         sweeper_stop.clone(),
     ));
 
@@ -249,6 +339,24 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         sweeper_stop.clone(),
     ));
 
+    if let Some(d) = &durable {
+        // New exports are taken meanwhile (into new segments); ready after.
+        let (sink, d) = (sink.clone(), d.clone());
+        let replayed = tokio::task::spawn_blocking(move || sink.replay(&d))
+            .await
+            .map_err(|e| DaemonError::Server {
+                what: "replay",
+                message: e.to_string(),
+            })
+            .and_then(|r| r.map_err(DaemonError::from));
+        if let Err(e) = replayed {
+            // The log cannot be read (not damage, which is cut and skipped):
+            // stop what was started and report it.
+            shutdown.cancel();
+            sweeper_stop.cancel();
+            return Err(e);
+        }
+    }
     ready.store(true, Ordering::Release);
     tracing::info!(
         %otlp_grpc_addr,
@@ -274,14 +382,26 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         let _ = tokio::join!(sweeper, detector);
         let drained = buffer.drain();
         let count = drained.len();
-        let flush = tokio::task::spawn_blocking(move || finish(&store, &stats, drained));
-        if tokio::time::timeout(timeout, flush).await.is_err() {
-            tracing::warn!(
+        let flush = tokio::task::spawn_blocking(move || {
+            finish(&store, &stats, drained);
+            (store, stats)
+        });
+        match tokio::time::timeout(timeout, flush).await {
+            Ok(Ok((store, stats))) => {
+                tracing::info!(traces = count, "buffered traces analyzed; stopped");
+                if let Some(d) = durable {
+                    let closing = d.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || checkpoint(&d, &store, &stats, None))
+                            .await;
+                    closing.close().await;
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "analysis failed at shutdown"),
+            Err(_) => tracing::warn!(
                 traces = count,
                 "shutdown timeout reached before every buffered trace was analyzed"
-            );
-        } else {
-            tracing::info!(traces = count, "buffered traces analyzed; stopped");
+            ),
         }
         for result in [grpc_result, otlp_http_result, api_result] {
             result.map_err(|e| DaemonError::Server {
@@ -346,13 +466,20 @@ where
 
 /// Hands complete traces to analysis: on every tick (idle and max-age policy) and
 /// whenever the buffer is over its span limit.
+///
+/// With a data directory, every `checkpoint_interval` (or sooner, when the log
+/// grew by an eighth of the directory's bound) it also writes the state
+/// file and deletes the log segments no longer needed: here, between two
+/// analyses, so no trace is between the buffer and the store meanwhile.
 async fn sweep(
     buffer: Arc<Buffer>,
     store: Arc<Store>,
     stats: Arc<Stats>,
     full: Arc<Notify>,
+    durable: Option<(Arc<Durable>, Duration)>,
     stop: CancellationToken,
 ) {
+    let mut last_checkpoint = Instant::now();
     let period =
         (buffer.limits().idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
@@ -373,12 +500,47 @@ async fn sweep(
             );
         }
         done.extend(buffer.take_complete(now));
-        if done.is_empty() {
-            continue;
+        if !done.is_empty() {
+            let (store, stats) = (store.clone(), stats.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || finish(&store, &stats, done)).await
+            {
+                tracing::error!(error = %e, "analysis task failed");
+            }
         }
-        let (store, stats) = (store.clone(), stats.clone());
-        if let Err(e) = tokio::task::spawn_blocking(move || finish(&store, &stats, done)).await {
-            tracing::error!(error = %e, "analysis task failed");
+        if let Some((durable, every)) = &durable {
+            if last_checkpoint.elapsed() >= *every || durable.checkpoint_due() {
+                last_checkpoint = Instant::now();
+                let (d, store, stats, buffer) = (
+                    durable.clone(),
+                    store.clone(),
+                    stats.clone(),
+                    buffer.clone(),
+                );
+                let _ = tokio::task::spawn_blocking(move || {
+                    checkpoint(&d, &store, &stats, Some(&buffer))
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// Writes the state file and deletes unneeded log segments, logging failures
+/// (the log is kept, so nothing is lost; the next checkpoint tries again).
+fn checkpoint(durable: &Durable, store: &Store, stats: &Stats, buffer: Option<&Buffer>) {
+    match durable.checkpoint(store, stats, || buffer.and_then(Buffer::oldest_log)) {
+        Ok(c) => {
+            Stats::add(&stats.checkpoints, 1);
+            tracing::debug!(
+                log_start = c.log_start,
+                segments_deleted = c.segments_deleted,
+                state_bytes = c.state_bytes,
+                "checkpoint written"
+            );
+        }
+        Err(e) => {
+            Stats::add(&stats.checkpoint_errors, 1);
+            tracing::error!(error = %e, "checkpoint failed; the log is kept");
         }
     }
 }
@@ -451,7 +613,7 @@ fn finish(store: &Store, stats: &Stats, completed: Vec<Completed>) {
                 ),
             });
         }
-        store.put(analyze(trace), c.late);
+        store.put(analyze(trace), c.late, c.log);
         stats.analysis.observe(started.elapsed());
         Stats::add(&stats.traces_analyzed, 1);
     }

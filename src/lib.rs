@@ -16,7 +16,10 @@
 //!   module that sees OTLP's wire formats.
 //! * [`assemble`]: the in-flight buffer and the repairs that make a tree.
 //! * [`analyze`]: pure functions over an assembled [`model::Trace`].
-//! * [`store`]: bounded trace store and mergeable per-hop aggregates.
+//! * [`store`]: bounded trace store and mergeable per-hop aggregates; with a
+//!   data directory, the write-ahead log every accepted request goes to
+//!   before its answer ([`store::wal`]) and the state file that keeps findings
+//!   and aggregates across restarts ([`store::durable`]).
 //! * [`api`]: the HTTP API and its JSON shapes.
 //! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
 //! * [`demo`]: `hopscope demo`, the daemon with instrumented services in process.

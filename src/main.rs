@@ -29,8 +29,9 @@ enum Command {
         /// TOML file with any of the settings below (flags and environment win)
         #[arg(long, env = "HOPSCOPE_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
+        // Boxed: the settings dwarf the other commands' arguments.
         #[command(flatten)]
-        settings: Settings,
+        settings: Box<Settings>,
     },
     /// Send realistic traces over OTLP and report accepted and refused spans/s,
     /// export latency, the daemon's CPU time and memory, its spans per CPU-second
@@ -270,7 +271,7 @@ fn main() -> anyhow::Result<()> {
                 Some(path) => Settings::from_file(&path)?,
                 None => Settings::default(),
             };
-            let config = Config::try_from(settings.or(file))?;
+            let config = Config::try_from((*settings).or(file).or(Settings::serve_defaults()))?;
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
@@ -362,24 +363,29 @@ async fn load(args: LoadgenArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     let running = hopscope::daemon::start(config).await?;
-    shutdown_signal().await;
+    stop.await;
     running.shutdown();
     running.wait().await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed when this
+/// is called, not when it is first awaited, so a signal that comes while the
+/// daemon starts is not lost (nor fatal).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
         }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

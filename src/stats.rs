@@ -83,6 +83,32 @@ counters! {
     /// OTLP requests refused for being over `otlp_max_message_mib` (gRPC
     /// OUT_OF_RANGE, HTTP 413).
     otlp_too_large,
+    /// Export requests refused (retryably) because the write-ahead log failed.
+    wal_write_errors,
+    /// Write-ahead log records replayed at start.
+    wal_records_replayed,
+    /// Spans replayed from the write-ahead log at start.
+    wal_spans_replayed,
+    /// Log segments cut short at start (a torn or corrupt record and what followed).
+    wal_segments_damaged,
+    /// Bytes skipped in damaged segments.
+    wal_bytes_skipped,
+    /// Replayed records that no longer decode (none expected: a decoder change).
+    wal_records_undecodable,
+    /// Log segments deleted once their traces were analyzed and stored.
+    wal_segments_deleted,
+    /// Log segments of analyzed traces deleted to stay within the data directory's size.
+    wal_segments_dropped_for_size,
+    /// Replayed traces dropped because their older spans were already covered.
+    wal_fragments_dropped,
+    /// Replayed traces the restored state already counted: shown again, not counted twice.
+    wal_traces_already_counted,
+    /// State files written.
+    checkpoints,
+    /// State files that could not be written.
+    checkpoint_errors,
+    /// Findings dropped by age (`retention`).
+    findings_expired,
 }
 
 impl StatsSnapshot {

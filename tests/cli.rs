@@ -45,6 +45,7 @@ async fn serve_binds_logs_its_addresses_and_stops_cleanly_on_sigterm() {
         .arg(&config)
         .env("HOPSCOPE_OTLP_GRPC_ADDR", "127.0.0.1:0")
         .args(["--otlp-http-addr", "127.0.0.1:0"])
+        .env("HOPSCOPE_DATA_DIR", dir.join("data"))
         .env("HOPSCOPE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

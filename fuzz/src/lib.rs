@@ -73,7 +73,7 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
         if let Err(e) = checks::check_analysis(&analyzed) {
             panic!("analysis is broken: {e}");
         }
-        store.put(analyzed, false);
+        store.put(analyzed, false, None);
     }
     let window = store.window.snapshot(None, None);
     for o in budget::detect(&window)

@@ -56,7 +56,9 @@ impl FindingKind {
 }
 
 /// How urgent: ordered, worst last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -84,7 +86,9 @@ impl Severity {
 }
 
 /// The hop a finding blames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Culprit {
     pub service: Sym,
     pub operation: Sym,
@@ -93,7 +97,7 @@ pub struct Culprit {
 }
 
 /// One hop of the chain from the entry point to the culprit.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChainHop {
     pub span_id: Option<SpanId>,
     pub service: Sym,
@@ -103,7 +107,7 @@ pub struct ChainHop {
 }
 
 /// One detector's report about one trace or one window of traces.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Observation {
     pub kind: FindingKind,
     pub severity: Severity,

@@ -27,7 +27,9 @@ use rustc_hash::FxHashMap;
 use crate::model::{SpanKind, StatusCode, Sym, Trace, Warning};
 
 /// Whether a hop is a span's own work or the network/queue time of an edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HopKind {
     Span,
@@ -35,7 +37,9 @@ pub enum HopKind {
 }
 
 /// What a hop is, for aggregation across traces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct HopKey {
     pub kind: HopKind,
     /// For wire hops, the caller.
@@ -56,7 +60,9 @@ pub struct Hop {
 }
 
 /// Where requests enter: the root span's service and operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct EntryPoint {
     pub service: Sym,
     pub operation: Sym,

@@ -80,6 +80,32 @@ pub enum Completion {
     Shutdown,
 }
 
+/// The write-ahead log segments holding a trace's spans, oldest and newest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl LogRange {
+    /// The segments of both.
+    pub fn union(self, other: LogRange) -> LogRange {
+        LogRange {
+            first: self.first.min(other.first),
+            last: self.last.max(other.last),
+        }
+    }
+
+    /// Adds a segment to an optional range.
+    pub fn with(range: Option<LogRange>, segment: u64) -> LogRange {
+        let one = LogRange {
+            first: segment,
+            last: segment,
+        };
+        range.map_or(one, |r| r.union(one))
+    }
+}
+
 /// A trace handed from the buffer to analysis.
 #[derive(Debug)]
 pub struct Completed {
@@ -88,6 +114,8 @@ pub struct Completed {
     pub completion: Completion,
     /// The spans arrived after the trace was analyzed once: merge with the stored trace.
     pub late: bool,
+    /// Where the spans are in the write-ahead log (none without one).
+    pub log: Option<LogRange>,
 }
 
 struct Pending {
@@ -96,6 +124,7 @@ struct Pending {
     first_seen: Instant,
     last_seen: Instant,
     late: bool,
+    log: Option<LogRange>,
 }
 
 pub struct Buffer {
@@ -145,8 +174,15 @@ impl Buffer {
         })
     }
 
-    /// Adds spans of one trace. Returns true when the buffer is now over its span limit.
-    pub fn insert(&self, trace_id: TraceId, mut spans: SpanSet, now: Instant) -> bool {
+    /// Adds spans of one trace, logged in write-ahead log segment `log` (if
+    /// any). Returns true when the buffer is now over its span limit.
+    pub fn insert(
+        &self,
+        trace_id: TraceId,
+        mut spans: SpanSet,
+        now: Instant,
+        log: Option<u64>,
+    ) -> bool {
         let n = spans.len();
         spans.shrink_to_fit();
         let mut entry = self.pending.entry(trace_id).or_insert_with(|| {
@@ -160,8 +196,12 @@ impl Buffer {
                 first_seen: now,
                 last_seen: now,
                 late,
+                log: None,
             }
         });
+        if let Some(segment) = log {
+            entry.log = Some(LogRange::with(entry.log, segment));
+        }
         if entry.late {
             Stats::add(&self.stats.late_spans, n as u64);
         }
@@ -190,6 +230,14 @@ impl Buffer {
 
     pub fn limits(&self) -> BufferLimits {
         self.limits
+    }
+
+    /// The oldest write-ahead log segment holding buffered spans.
+    pub fn oldest_log(&self) -> Option<u64> {
+        self.pending
+            .iter()
+            .filter_map(|e| e.log.map(|l| l.first))
+            .min()
     }
 
     /// Hands out every trace that is idle or too old, and forgets completed ids
@@ -287,6 +335,7 @@ impl Buffer {
             spans: p.spans,
             completion,
             late: p.late,
+            log: p.log,
         }
     }
 }
@@ -322,7 +371,7 @@ mod tests {
             .expect_err("two requests being decoded pass the budget");
         assert_eq!((full.in_flight, full.budget), (6_000, 10_000));
         drop(first);
-        b.insert(tid(1), spans(1..40), Instant::now());
+        b.insert(tid(1), spans(1..40), Instant::now(), None);
         let buffered = b.bytes();
         assert!(buffered > 2_000, "{buffered}");
         b.admit(10_000 - buffered)
@@ -362,8 +411,8 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let b = Buffer::new(limits(), stats.clone());
         let t0 = Instant::now();
-        b.insert(tid(1), spans(1..3), t0);
-        b.insert(tid(1), spans(3..4), t0 + Duration::from_secs(5));
+        b.insert(tid(1), spans(1..3), t0, None);
+        b.insert(tid(1), spans(3..4), t0 + Duration::from_secs(5), None);
         assert!(
             b.take_complete(t0 + Duration::from_secs(14)).is_empty(),
             "idle counts from the last span"
@@ -375,13 +424,13 @@ mod tests {
         assert_eq!((b.span_count(), b.bytes()), (0, 0));
 
         // Within the grace period: a late entry, counted.
-        b.insert(tid(1), spans(4..5), t0 + Duration::from_secs(20));
+        b.insert(tid(1), spans(4..5), t0 + Duration::from_secs(20), None);
         let late = b.take_complete(t0 + Duration::from_secs(30));
         assert!(late[0].late);
         assert_eq!(stats.snapshot().late_spans, 1);
 
         // Past the grace period the id is forgotten: a new trace.
-        b.insert(tid(1), spans(5..6), t0 + Duration::from_secs(100));
+        b.insert(tid(1), spans(5..6), t0 + Duration::from_secs(100), None);
         assert!(!b.take_complete(t0 + Duration::from_secs(110))[0].late);
     }
 
@@ -391,7 +440,12 @@ mod tests {
         let b = Buffer::new(limits(), stats.clone());
         let t0 = Instant::now();
         for s in 0..61 {
-            b.insert(tid(2), spans(s + 1..s + 2), t0 + Duration::from_secs(s * 5));
+            b.insert(
+                tid(2),
+                spans(s + 1..s + 2),
+                t0 + Duration::from_secs(s * 5),
+                None,
+            );
             let done = b.take_complete(t0 + Duration::from_secs(s * 5));
             if s * 5 >= 300 {
                 assert_eq!(done[0].completion, Completion::MaxAge);
@@ -413,6 +467,7 @@ mod tests {
                 tid(n + 1),
                 spans(1..26),
                 t0 + Duration::from_millis(n as u64),
+                None,
             );
             assert_eq!(full, n >= 4, "over 100 spans only with the fifth trace");
         }

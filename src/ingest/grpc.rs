@@ -3,7 +3,7 @@
 //! span model. gzip-compressed requests are accepted.
 
 use std::convert::Infallible;
-use std::future::{ready, Ready};
+use std::future::ready;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,7 +16,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::codec::ServerCodec;
 use super::otlp::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
-use super::{decode_export, partial_success_message, SpanSink};
+use super::{decode_export, partial_success_message, BodyFormat, ExportBody, SpanSink};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -53,28 +53,36 @@ struct Export<S>(Arc<S>);
 
 impl<S: SpanSink> UnaryService<Bytes> for Export<S> {
     type Response = ExportTraceServiceResponse;
-    type Future = Ready<Result<Response<ExportTraceServiceResponse>, Status>>;
+    type Future = BoxFuture<Response<ExportTraceServiceResponse>, Status>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let body = request.into_inner();
-        let _admitted = match self.0.admit(body.len()) {
+        let bytes = request.into_inner();
+        // Held until the spans are buffered: the budget counts them meanwhile.
+        let admitted = match self.0.admit(bytes.len()) {
             Ok(permit) => permit,
-            Err(refused) => return ready(Err(unavailable(&refused))),
+            Err(refused) => return Box::pin(ready(Err(unavailable(&refused)))),
         };
-        let result = match decode_export(&body) {
-            Ok(batch) => {
-                let partial_success = (batch.rejected > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: batch.rejected as i64,
-                    error_message: partial_success_message(&batch),
-                });
-                self.0.accept(batch);
-                Ok(Response::new(ExportTraceServiceResponse {
-                    partial_success,
-                }))
-            }
-            Err(e) => Err(Status::invalid_argument(e.to_string())),
+        let batch = match decode_export(&bytes) {
+            Ok(batch) => batch,
+            Err(e) => return Box::pin(ready(Err(Status::invalid_argument(e.to_string())))),
         };
-        ready(result)
+        let sink = self.0.clone();
+        Box::pin(async move {
+            let partial_success = (batch.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: batch.rejected as i64,
+                error_message: partial_success_message(&batch),
+            });
+            let body = ExportBody {
+                format: BodyFormat::Protobuf,
+                bytes,
+            };
+            let accepted = sink.accept(body, batch).await;
+            drop(admitted);
+            accepted.map_err(|e| Status::unavailable(e.to_string()))?;
+            Ok(Response::new(ExportTraceServiceResponse {
+                partial_success,
+            }))
+        })
     }
 }
 

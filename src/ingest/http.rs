@@ -32,10 +32,9 @@ use prost::Message;
 
 use super::otlp::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use super::{
-    decode_export, decode_export_json, partial_success_message, DecodeError, JsonError, Refused,
+    decode, partial_success_message, BodyError, BodyFormat, ExportBody, Refused, SinkError,
     SpanSink,
 };
-use crate::model::SpanBatch;
 use crate::stats::Stats;
 
 /// Where exporters post traces (the SDKs append it to their endpoint).
@@ -86,39 +85,17 @@ impl<S: SpanSink> OtlpHttp<S> {
         // Held until the spans are in the buffer, so the budget counts them
         // while they are decoded.
         let _admitted = self.sink.admit(body.len()).map_err(Refusal::Busy)?;
-        let batch = match encoding {
-            Encoding::Protobuf => decode_export(&body)?,
-            Encoding::Json => decode_export_json(&body)?,
+        let body = ExportBody {
+            format: encoding.format(),
+            bytes: body.into(),
         };
-        Ok(self.deliver(batch, encoding))
-    }
-
-    /// Hands the spans to the sink and answers with the partial success, if any.
-    fn deliver(&self, batch: SpanBatch, encoding: Encoding) -> Response {
+        let batch = decode(&body)?;
         let partial_success = (batch.rejected > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: batch.rejected as i64,
             error_message: partial_success_message(&batch),
         });
-        self.sink.accept(batch);
-        let body = match encoding {
-            Encoding::Protobuf => ExportTraceServiceResponse { partial_success }.encode_to_vec(),
-            // int64 is a decimal string in the JSON mapping.
-            Encoding::Json => match partial_success {
-                Some(p) => serde_json::json!({"partialSuccess": {
-                    "rejectedSpans": p.rejected_spans.to_string(),
-                    "errorMessage": p.error_message,
-                }}),
-                None => serde_json::json!({}),
-            }
-            .to_string()
-            .into_bytes(),
-        };
-        (
-            StatusCode::OK,
-            [(CONTENT_TYPE, encoding.content_type())],
-            body,
-        )
-            .into_response()
+        self.sink.accept(body, batch).await?;
+        Ok(answer(partial_success, encoding))
     }
 
     /// Counts and logs a refusal, and answers it with a `google.rpc.Status`.
@@ -127,7 +104,7 @@ impl<S: SpanSink> OtlpHttp<S> {
         let message = refusal.to_string();
         match &refusal {
             // The sink counts and logs these (rate-limited), as for gRPC.
-            Refusal::Busy(_) => {}
+            Refusal::Busy(_) | Refusal::Sink(_) => {}
             Refusal::TooLarge { limit } | Refusal::TooLargeInflated { limit } => {
                 self.sink.too_large(*limit)
             }
@@ -167,6 +144,9 @@ impl<S: SpanSink> OtlpHttp<S> {
                 let seconds = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
             }
+            Refusal::Sink(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(1));
+            }
             _ => {}
         }
         response
@@ -203,6 +183,29 @@ async fn not_found<S: SpanSink>(
     )
 }
 
+/// The success answer, with the partial success if any spans were rejected.
+fn answer(partial_success: Option<ExportTracePartialSuccess>, encoding: Encoding) -> Response {
+    let body = match encoding {
+        Encoding::Protobuf => ExportTraceServiceResponse { partial_success }.encode_to_vec(),
+        // int64 is a decimal string in the JSON mapping.
+        Encoding::Json => match partial_success {
+            Some(p) => serde_json::json!({"partialSuccess": {
+                "rejectedSpans": p.rejected_spans.to_string(),
+                "errorMessage": p.error_message,
+            }}),
+            None => serde_json::json!({}),
+        }
+        .to_string()
+        .into_bytes(),
+    };
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
+}
+
 /// `google.rpc.Status`, the body of every OTLP/HTTP error answer (without details).
 #[derive(Clone, PartialEq, prost::Message)]
 struct RpcStatus {
@@ -236,6 +239,14 @@ impl Encoding {
     /// the request's is unknown.
     fn answering(headers: &HeaderMap) -> Encoding {
         Encoding::of(headers).unwrap_or(Encoding::Json)
+    }
+
+    /// The body format the sink (and the write-ahead log) is told.
+    fn format(self) -> BodyFormat {
+        match self {
+            Encoding::Protobuf => BodyFormat::Protobuf,
+            Encoding::Json => BodyFormat::Json,
+        }
     }
 
     fn content_type(self) -> &'static str {
@@ -339,9 +350,9 @@ enum Refusal {
     #[error("request body is not valid gzip: {0}")]
     Gzip(String),
     #[error(transparent)]
-    Protobuf(#[from] DecodeError),
+    Body(#[from] BodyError),
     #[error(transparent)]
-    Json(#[from] JsonError),
+    Sink(#[from] SinkError),
     #[error("{0}; retry later")]
     Busy(Refused),
     #[error("method {0} not allowed: export with POST")]
@@ -366,12 +377,10 @@ impl Refusal {
             Refusal::TooLarge { .. } | Refusal::TooLargeInflated { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            Refusal::Read(_) | Refusal::Gzip(_) | Refusal::Protobuf(_) | Refusal::Json(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Refusal::Read(_) | Refusal::Gzip(_) | Refusal::Body(_) => StatusCode::BAD_REQUEST,
             Refusal::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::Path(_) => StatusCode::NOT_FOUND,
-            Refusal::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Busy(_) | Refusal::Sink(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

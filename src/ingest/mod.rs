@@ -18,9 +18,78 @@ pub use http::{OtlpHttp, TRACES_PATH};
 pub use json::{decode_export_json, JsonError};
 pub use wire::DecodeError;
 
+use std::future::Future;
+
+use bytes::Bytes;
+
 use crate::model::SpanBatch;
 
+/// How a request body is encoded (the write-ahead log keeps bodies as received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// An OTLP `ExportTraceServiceRequest` in protobuf (gRPC, or HTTP protobuf).
+    Protobuf,
+    /// The same request in the OTLP/JSON mapping (HTTP JSON).
+    Json,
+}
+
+impl BodyFormat {
+    /// The format's code in a write-ahead log record.
+    pub fn code(self) -> u8 {
+        match self {
+            BodyFormat::Protobuf => 1,
+            BodyFormat::Json => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<BodyFormat> {
+        match code {
+            1 => Some(BodyFormat::Protobuf),
+            2 => Some(BodyFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// A request body as received (after decompression).
+#[derive(Debug, Clone)]
+pub struct ExportBody {
+    pub format: BodyFormat,
+    pub bytes: Bytes,
+}
+
+/// Why a body does not decode, in either format.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Protobuf(#[from] DecodeError),
+    #[error(transparent)]
+    Json(#[from] JsonError),
+}
+
+/// Decodes a body of either format (the receivers and a replay of the log).
+pub fn decode(body: &ExportBody) -> Result<SpanBatch, BodyError> {
+    Ok(match body.format {
+        BodyFormat::Protobuf => decode_export(&body.bytes)?,
+        BodyFormat::Json => decode_export_json(&body.bytes)?,
+    })
+}
+
+/// Why a sink did not take a request: the receiver answers with a retryable
+/// error (gRPC `UNAVAILABLE`), never a success.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot make the request durable, retry: {0}")]
+    Durability(String),
+}
+
 /// Where ingest delivers accepted spans (the daemon wires it to the buffer).
+///
+/// A receiver decodes the body, then awaits `accept` with the batch and the
+/// body as received, and answers the exporter only when it resolves: `Ok`
+/// means the spans are durable (written to the write-ahead log per its sync
+/// policy, when there is one) and buffered; an error means the exporter must
+/// retry.
 pub trait SpanSink: Send + Sync + 'static {
     /// Holds a request's admission until its spans are accepted.
     type Permit: Send;
@@ -30,7 +99,12 @@ pub trait SpanSink: Send + Sync + 'static {
     /// retryable refusal, so the exporter sends it again later.
     fn admit(&self, bytes: usize) -> Result<Self::Permit, Refused>;
 
-    fn accept(&self, batch: SpanBatch);
+    /// Takes a decoded request; see the trait's documentation.
+    fn accept(
+        &self,
+        body: ExportBody,
+        batch: SpanBatch,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// A request over `limit` bytes (after decompression) was refused before
     /// it was decoded.

@@ -16,7 +16,7 @@ use crate::analyze::{AnalyzedTrace, EntryPoint, HopKey};
 
 const BUCKET_NS: u64 = 60_000_000_000;
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct HopAgg {
     traces: i64,
     critical_ns: i128,
@@ -38,6 +38,16 @@ struct Bucket {
     traces: i64,
     root_ns: i128,
     hops: FxHashMap<HopKey, HopAgg>,
+}
+
+/// One minute of one entry point, as the state file keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct BucketState {
+    entry: EntryPoint,
+    minute: u64,
+    traces: i64,
+    root_ns: i128,
+    hops: Vec<(HopKey, HopAgg)>,
 }
 
 /// One hop of an entry point over a window.
@@ -106,6 +116,49 @@ impl Aggregates {
         }
         if buckets.is_empty() {
             entries.remove(&t.entry);
+        }
+    }
+
+    /// Every bucket, for the state file.
+    pub fn export(&self) -> Vec<BucketState> {
+        let entries = self.entries.lock();
+        let mut out = Vec::new();
+        for (entry, buckets) in entries.iter() {
+            for (minute, b) in buckets {
+                out.push(BucketState {
+                    entry: *entry,
+                    minute: *minute,
+                    traces: b.traces,
+                    root_ns: b.root_ns,
+                    hops: b
+                        .hops
+                        .iter()
+                        .map(|(k, h)| {
+                            let mut copy = HopAgg::default();
+                            copy.merge(h);
+                            (*k, copy)
+                        })
+                        .collect(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Adds exported buckets (a restart's history) to these aggregates.
+    pub fn import(&self, state: Vec<BucketState>) {
+        let mut entries = self.entries.lock();
+        for s in state {
+            let bucket = entries
+                .entry(s.entry)
+                .or_default()
+                .entry(s.minute)
+                .or_default();
+            bucket.traces += s.traces;
+            bucket.root_ns += s.root_ns;
+            for (key, h) in s.hops {
+                bucket.hops.entry(key).or_default().merge(&h);
+            }
         }
     }
 

@@ -13,7 +13,7 @@ const EXAMPLES: usize = 10;
 /// One problem, however many traces showed it: the latest observation of its
 /// kind and culprit, with what was merged into it — the worst severity, the
 /// count, the most recent example traces first, and `seen_ns` as last seen.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Finding {
     pub id: u64,
     pub first_seen_ns: u64,
@@ -119,6 +119,37 @@ impl FindingStore {
                 );
             }
         }
+    }
+
+    /// Every finding, for the state file.
+    pub fn export(&self) -> Vec<Finding> {
+        self.inner.read().values().cloned().collect()
+    }
+
+    /// Adds findings kept before a restart (within the bound, most recently
+    /// seen first).
+    pub fn import(&self, mut findings: Vec<Finding>) {
+        findings.sort_by_key(|f| std::cmp::Reverse(f.latest.seen_ns));
+        let mut inner = self.inner.write();
+        for f in findings {
+            if inner.len() >= self.max {
+                break;
+            }
+            inner.entry(f.id).or_insert(f);
+        }
+    }
+
+    /// Drops the findings last seen before `seen_ns` (unix ns); returns how many.
+    pub fn retain_seen_since(&self, seen_ns: u64) -> usize {
+        let mut inner = self.inner.write();
+        let before = inner.len();
+        inner.retain(|_, f| f.latest.seen_ns >= seen_ns);
+        before - inner.len()
+    }
+
+    /// When the most recently seen finding was seen (unix ns).
+    pub fn newest_seen_ns(&self) -> Option<u64> {
+        self.inner.read().values().map(|f| f.latest.seen_ns).max()
     }
 
     /// Worst first: severity, then occurrences, then the most recent.

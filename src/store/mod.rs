@@ -2,14 +2,19 @@
 //! the findings, and the call window the cross-trace detectors read.
 
 mod aggregates;
+pub mod durable;
 mod findings;
+mod ledger;
 mod sketch;
+pub mod snapshot;
 mod totals;
 mod traces;
+pub mod wal;
 mod window;
 
-pub use aggregates::{Aggregates, EntryStats, HopStats};
+pub use aggregates::{Aggregates, BucketState, EntryStats, HopStats};
 pub use findings::{Finding, FindingFilter, FindingStore};
+pub use ledger::{Ledger, Replay};
 pub use sketch::Sketch;
 pub use totals::{EntryTotal, HopTotal, Totals, MAX_ENTRIES, MAX_HOPS};
 pub use traces::TraceStore;
@@ -17,8 +22,11 @@ pub use window::{CallWindow, WindowStats, WINDOW_MAX_AGE, WINDOW_MAX_RECORDS};
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use crate::analyze::budget::call_records;
 use crate::analyze::{finding_id, AnalyzedTrace};
+use crate::assemble::LogRange;
 use crate::stats::Stats;
 
 pub struct Store {
@@ -31,6 +39,8 @@ pub struct Store {
     pub totals: Totals,
     /// The window generation the cross-trace detectors last ran on.
     pub detected_generation: std::sync::atomic::AtomicU64,
+    /// Which traces are counted, by log segment (with a write-ahead log).
+    pub ledger: Mutex<Ledger>,
     stats: Arc<Stats>,
 }
 
@@ -48,6 +58,7 @@ impl Store {
             window: CallWindow::new(WINDOW_MAX_AGE, WINDOW_MAX_RECORDS),
             totals: Totals::default(),
             detected_generation: Default::default(),
+            ledger: Mutex::new(Ledger::default()),
             stats,
         }
     }
@@ -64,18 +75,33 @@ impl Store {
     /// The call window follows the aggregates: a trace analyzed again replaces
     /// its records, and a late part alone (whose earlier analysis left) is not
     /// added, since its spans hang under a stand-in root.
-    pub fn put(&self, mut trace: AnalyzedTrace, late: bool) {
+    ///
+    /// `log` is where the spans are in the write-ahead log. A trace replayed
+    /// after a restart that the restored aggregates and findings already count
+    /// ([`Ledger`]) is kept and joins the call window without counting again;
+    /// a fragment of one (its older spans were not replayed) is dropped.
+    pub fn put(&self, mut trace: AnalyzedTrace, late: bool, log: Option<LogRange>) {
+        let id = trace.trace.trace_id;
+        let counted = match self.ledger.lock().replayed(&id) {
+            Replay::New => false,
+            Replay::Counted => {
+                Stats::add(&self.stats.wal_traces_already_counted, 1);
+                true
+            }
+            Replay::Fragment => {
+                Stats::add(&self.stats.wal_fragments_dropped, 1);
+                return;
+            }
+        };
         // Observations go to the findings; a trace analyzed again reports only
         // what its earlier analysis did not, so no trace counts twice.
-        let previous = late
-            .then(|| self.traces.get(&trace.trace.trace_id))
-            .flatten();
+        let previous = late.then(|| self.traces.get(&id)).flatten();
         for o in std::mem::take(&mut trace.observations) {
             let seen = previous
                 .as_ref()
                 .is_some_and(|p| p.finding_ids.contains(&finding_id(o.kind, &o.culprit)));
             trace.finding_ids.push(finding_id(o.kind, &o.culprit));
-            if !seen {
+            if !seen && !counted {
                 self.findings.record(o);
             }
         }
@@ -83,13 +109,18 @@ impl Store {
             self.totals.add(&trace);
         }
         let trace = Arc::new(trace);
-        let displaced = self.traces.put(trace.clone());
+        let displaced = self.traces.put(trace.clone(), log);
         if let Some(old) = &displaced.replaced {
             self.aggregates.record(old, -1);
         }
         if !late || displaced.replaced.is_some() {
-            self.aggregates.record(&trace, 1);
+            if !counted {
+                self.aggregates.record(&trace, 1);
+            }
             self.window.put(call_records(&trace));
+        }
+        if let Some(log) = log {
+            self.ledger.lock().count(id, log);
         }
         Stats::add(&self.stats.store_traces_evicted, displaced.evicted as u64);
     }

@@ -12,7 +12,7 @@ fn gamma_ln() -> f64 {
     ((1.0 + ACCURACY) / (1.0 - ACCURACY)).ln()
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sketch {
     /// Values below `MIN_VALUE` (zero shares).
     zeros: i64,

@@ -8,12 +8,15 @@ use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 
 use crate::analyze::AnalyzedTrace;
+use crate::assemble::LogRange;
 use crate::model::TraceId;
 
 struct Entry {
     seq: u64,
     bytes: usize,
     trace: Arc<AnalyzedTrace>,
+    /// Where its spans are in the write-ahead log: kept while it is here.
+    log: Option<LogRange>,
 }
 
 #[derive(Default)]
@@ -48,13 +51,26 @@ impl TraceStore {
         }
     }
 
-    pub fn put(&self, trace: Arc<AnalyzedTrace>) -> Displaced {
+    /// Keeps a trace whose spans are in `log` (with those of the analysis it
+    /// replaces).
+    pub fn put(&self, trace: Arc<AnalyzedTrace>, mut log: Option<LogRange>) -> Displaced {
         let id = trace.trace.trace_id;
         let bytes = trace.size_bytes();
         let mut inner = self.inner.write();
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        let replaced = inner.map.insert(id, Entry { seq, bytes, trace });
+        if let Some(old) = inner.map.get(&id).and_then(|e| e.log) {
+            log = Some(log.map_or(old, |l| l.union(old)));
+        }
+        let replaced = inner.map.insert(
+            id,
+            Entry {
+                seq,
+                bytes,
+                trace,
+                log,
+            },
+        );
         if let Some(old) = &replaced {
             inner.bytes -= old.bytes;
         }
@@ -84,6 +100,16 @@ impl TraceStore {
             replaced: replaced.map(|e| e.trace),
             evicted,
         }
+    }
+
+    /// The oldest write-ahead log segment holding spans of a kept trace.
+    pub fn oldest_log(&self) -> Option<u64> {
+        self.inner
+            .read()
+            .map
+            .values()
+            .filter_map(|e| e.log.map(|l| l.first))
+            .min()
     }
 
     pub fn get(&self, id: &TraceId) -> Option<Arc<AnalyzedTrace>> {
@@ -150,7 +176,7 @@ mod tests {
     fn the_oldest_completed_traces_leave_first_by_count_and_by_bytes() {
         let store = TraceStore::new(3, usize::MAX);
         for n in 1..=4 {
-            store.put(trace(n, 1));
+            store.put(trace(n, 1), None);
         }
         let ids: Vec<u8> = store
             .recent(10, |_| true)
@@ -160,7 +186,7 @@ mod tests {
         assert_eq!(ids, vec![4, 3, 2]);
 
         // Replacing a trace makes it the newest, without counting it twice.
-        let d = store.put(trace(2, 2));
+        let d = store.put(trace(2, 2), None);
         assert!(d.replaced.is_some());
         assert_eq!(d.evicted, 0);
         let ids: Vec<u8> = store
@@ -173,7 +199,7 @@ mod tests {
         let one = trace(9, 50).size_bytes();
         let small = TraceStore::new(100, one * 2);
         for n in 10..15 {
-            small.put(trace(n, 50));
+            small.put(trace(n, 50), None);
         }
         assert_eq!(small.len(), 2);
         assert!(small.bytes() <= one * 2);
