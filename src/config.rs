@@ -92,6 +92,12 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_MEMORY_LIMIT_MIB", value_name = "MIB")]
     pub memory_limit_mib: Option<usize>,
 
+    /// Memory for distinct names from the wire (services, operations,
+    /// attribute keys, repeated values), in MiB; past it new names read as
+    /// `hopscope.names_over_limit` and are counted [default: 64]
+    #[arg(long, env = "HOPSCOPE_NAMES_MAX_MIB", value_name = "MIB")]
+    pub names_max_mib: Option<usize>,
+
     /// Most completed traces kept for the API [default: 10000]
     #[arg(long, env = "HOPSCOPE_STORE_MAX_TRACES", value_name = "N")]
     pub store_max_traces: Option<usize>,
@@ -226,6 +232,7 @@ impl Settings {
             late_grace: self.late_grace.or(fallback.late_grace),
             max_buffered_spans: self.max_buffered_spans.or(fallback.max_buffered_spans),
             memory_limit_mib: self.memory_limit_mib.or(fallback.memory_limit_mib),
+            names_max_mib: self.names_max_mib.or(fallback.names_max_mib),
             store_max_traces: self.store_max_traces.or(fallback.store_max_traces),
             store_max_mib: self.store_max_mib.or(fallback.store_max_mib),
             aggregate_retention: self.aggregate_retention.or(fallback.aggregate_retention),
@@ -259,6 +266,8 @@ pub struct Config {
     pub late_grace: Duration,
     pub max_buffered_spans: usize,
     pub memory_limit_bytes: usize,
+    /// Bytes the interner may hold for names from the wire.
+    pub names_max_bytes: usize,
     pub store_max_traces: usize,
     pub store_max_bytes: usize,
     pub aggregate_retention: Duration,
@@ -325,6 +334,7 @@ impl TryFrom<Settings> for Config {
             late_grace: d(s.late_grace, 60),
             max_buffered_spans: s.max_buffered_spans.unwrap_or(1_000_000),
             memory_limit_bytes: s.memory_limit_mib.unwrap_or(512).saturating_mul(MIB),
+            names_max_bytes: s.names_max_mib.unwrap_or(64).saturating_mul(MIB),
             store_max_traces: s.store_max_traces.unwrap_or(10_000),
             store_max_bytes: s.store_max_mib.unwrap_or(512).saturating_mul(MIB),
             aggregate_retention: d(s.aggregate_retention, 24 * 3600),
@@ -366,9 +376,10 @@ impl TryFrom<Settings> for Config {
         if config.max_buffered_spans == 0
             || config.store_max_traces == 0
             || config.memory_limit_bytes == 0
+            || config.names_max_bytes == 0
         {
             return invalid(
-                "max_buffered_spans, memory_limit_mib and store_max_traces must be at least 1",
+                "max_buffered_spans, memory_limit_mib, names_max_mib and store_max_traces must be at least 1",
             );
         }
         if config.otlp_max_message_bytes == 0 {

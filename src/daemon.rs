@@ -207,6 +207,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Daemo
 /// Binds the listeners and starts the daemon.
 pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+    crate::model::intern::set_wire_limit(config.names_max_bytes);
     let grpc_listener = bind("OTLP/gRPC", config.otlp_grpc_addr).await?;
     let otlp_http_listener = bind("OTLP/HTTP", config.otlp_http_addr).await?;
     let api_listener = bind("the HTTP API", config.api_addr).await?;

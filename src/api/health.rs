@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::model::intern::{self, InternerUsage};
 use crate::stats::StatsSnapshot;
 
 pub async fn healthz() -> Json<Value> {
@@ -40,6 +41,8 @@ pub struct StatsBody {
     memory_budget_bytes: usize,
     stored_traces: usize,
     stored_bytes_estimate: usize,
+    /// Distinct names from the wire held, against `names_max_mib`.
+    interner: InternerUsage,
 }
 
 pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
@@ -58,5 +61,6 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         memory_budget_bytes: state.buffer.limits().max_bytes,
         stored_traces: state.store.traces.len(),
         stored_bytes_estimate: state.store.traces.bytes(),
+        interner: intern::usage(),
     })
 }

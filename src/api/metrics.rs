@@ -85,6 +85,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             [(String::new(), value as f64)],
         );
     }
+    let names = crate::model::intern::usage();
     let gauges = [
         (
             "hopscope_buffered_traces",
@@ -117,6 +118,16 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             state.store.traces.bytes() as f64,
         ),
         (
+            "hopscope_interned_names",
+            "Distinct names from the wire held by the interner.",
+            names.names as f64,
+        ),
+        (
+            "hopscope_interned_bytes",
+            "Their estimated bytes, against names_max_mib.",
+            names.bytes as f64,
+        ),
+        (
             "hopscope_analysis_pending",
             "Traces out of the buffer whose analysis is not stored yet.",
             counters.analysis_pending() as f64,
@@ -125,6 +136,13 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     for (name, help, value) in gauges {
         family(&mut out, name, "gauge", help, [(String::new(), value)]);
     }
+    family(
+        &mut out,
+        "hopscope_names_refused_total",
+        "counter",
+        "New names from the wire read as hopscope.names_over_limit (names_max_mib reached).",
+        [(String::new(), names.names_refused as f64)],
+    );
     histogram(
         &mut out,
         "hopscope_trace_analysis_seconds",

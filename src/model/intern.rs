@@ -5,15 +5,64 @@
 //! A [`Sym`] is 4 bytes and compares in one instruction. The interner only grows;
 //! high-cardinality text (statements, URLs, messages) is never interned but stored
 //! inline in [`crate::model::AttrArena`].
+//!
+//! What the wire brings is bounded: names first seen through [`Sym::cached`]
+//! (every name and value ingest interns) count against [`set_wire_limit`]'s
+//! bytes, each at its length plus [`ENTRY_OVERHEAD`]. Past the limit a new
+//! name reads as [`OVER_LIMIT`] and is counted ([`usage`]): a client that puts
+//! ids in span names degrades its own names instead of growing the process.
 
 use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 
 use lasso::{Spur, ThreadedRodeo};
 use rustc_hash::FxHashMap;
 
 static INTERNER: LazyLock<ThreadedRodeo> = LazyLock::new(ThreadedRodeo::new);
+
+/// What a name from the wire reads as once the limit is reached.
+pub const OVER_LIMIT: &str = "hopscope.names_over_limit";
+
+/// The interner's cost per name beyond its bytes (map entry, span, key).
+pub const ENTRY_OVERHEAD: usize = 32;
+
+/// Bytes of names from the wire the interner may hold ([`set_wire_limit`]).
+static WIRE_LIMIT: AtomicUsize = AtomicUsize::new(64 << 20);
+static WIRE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static WIRE_NAMES: AtomicUsize = AtomicUsize::new(0);
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+static WARNED: AtomicBool = AtomicBool::new(false);
+static OVER: LazyLock<Sym> = LazyLock::new(|| Sym::new(OVER_LIMIT));
+
+/// Sets the bytes the interner may hold for names from the wire (the daemon
+/// does, from `names_max_mib`); names already held stay.
+pub fn set_wire_limit(bytes: usize) {
+    WIRE_LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// How much of its limit the interner uses, and how many new names it refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct InternerUsage {
+    /// Distinct names interned from the wire.
+    pub names: usize,
+    /// Their cost in bytes, overhead included.
+    pub bytes: usize,
+    /// The limit on `bytes`.
+    pub limit_bytes: usize,
+    /// New names read as [`OVER_LIMIT`] because the limit was reached.
+    pub names_refused: u64,
+}
+
+pub fn usage() -> InternerUsage {
+    InternerUsage {
+        names: WIRE_NAMES.load(Ordering::Relaxed),
+        bytes: WIRE_BYTES.load(Ordering::Relaxed),
+        limit_bytes: WIRE_LIMIT.load(Ordering::Relaxed),
+        names_refused: REFUSED.load(Ordering::Relaxed),
+    }
+}
 
 /// Entries a thread's lookup cache holds before it is cleared.
 const CACHE_LIMIT: usize = 1 << 16;
@@ -47,8 +96,8 @@ impl Sym {
                 return (sym, true);
             }
             let sym = match std::str::from_utf8(bytes) {
-                Ok(text) => Sym::new(text),
-                Err(_) => Sym::new(&String::from_utf8_lossy(bytes)),
+                Ok(text) => Sym::bounded(text),
+                Err(_) => Sym::bounded(&String::from_utf8_lossy(bytes)),
             };
             let mut cache = cache.borrow_mut();
             if cache.len() >= CACHE_LIMIT {
@@ -57,6 +106,30 @@ impl Sym {
             cache.insert(bytes.into(), sym);
             (sym, false)
         })
+    }
+
+    /// Interns a name from the wire within the limit, or reads it as
+    /// [`OVER_LIMIT`]. (Concurrent first sightings of one name may both count
+    /// it: the count errs high, never low.)
+    fn bounded(text: &str) -> Sym {
+        if let Some(key) = INTERNER.get(text) {
+            return Sym(key);
+        }
+        let cost = text.len() + ENTRY_OVERHEAD;
+        let held = WIRE_BYTES.fetch_add(cost, Ordering::Relaxed);
+        if held + cost > WIRE_LIMIT.load(Ordering::Relaxed) {
+            WIRE_BYTES.fetch_sub(cost, Ordering::Relaxed);
+            REFUSED.fetch_add(1, Ordering::Relaxed);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    limit_bytes = WIRE_LIMIT.load(Ordering::Relaxed),
+                    "too many distinct names (services, operations, attribute keys): new ones read as {OVER_LIMIT}; see names_max_mib"
+                );
+            }
+            return *OVER;
+        }
+        WIRE_NAMES.fetch_add(1, Ordering::Relaxed);
+        Sym::new(text)
     }
 
     /// The symbol for `text` if it was ever interned; never grows the interner,

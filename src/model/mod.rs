@@ -3,7 +3,7 @@
 
 mod attrs;
 mod ids;
-mod intern;
+pub mod intern;
 mod semantics;
 mod span;
 mod trace;
