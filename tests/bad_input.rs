@@ -42,6 +42,16 @@ fn otlp_protobuf_inputs_replay() {
 }
 
 #[test]
+fn otlp_json_inputs_replay() {
+    let inputs = inputs("otlp_json");
+    assert!(inputs.len() >= 6, "the seed corpus is committed");
+    for (path, bytes) in inputs {
+        eprintln!("{}", path.display());
+        fuzz::otlp_json(&bytes);
+    }
+}
+
+#[test]
 fn span_graph_inputs_replay() {
     for (path, bytes) in inputs("span_graph") {
         eprintln!("{}", path.display());

@@ -3,7 +3,7 @@
 //! file too and replay the committed seeds and regressions on stable Rust in
 //! the normal test suite.
 //!
-//! Both targets end in [`pipeline`]: what the daemon does with a completed
+//! Every target ends in [`pipeline`]: what the daemon does with a completed
 //! trace (assemble, analyze with the per-trace detectors, store: aggregates,
 //! findings and the call and saturation records of the window), the trace API's
 //! JSON, and the cross-trace detectors over the window. A panic anywhere, a
@@ -18,9 +18,10 @@ use hopscope::analyze::budget::{self, budget_map};
 use hopscope::analyze::saturation::{self, query_shapes};
 use hopscope::api::trace_body;
 use hopscope::assemble::assemble;
-use hopscope::ingest::decode_export;
+use hopscope::ingest::{decode_export, decode_export_json};
 use hopscope::model::{
-    AttrArena, Event, Extra, Link, Span, SpanId, SpanKind, SpanSet, StatusCode, Sym, TraceId,
+    AttrArena, Event, Extra, Link, Span, SpanBatch, SpanId, SpanKind, SpanSet, StatusCode, Sym,
+    TraceId,
 };
 use hopscope::stats::Stats;
 use hopscope::store::{Aggregates, FindingStore, Store, TraceStore};
@@ -31,7 +32,17 @@ mod checks;
 /// OTLP protobuf bytes: undecodable bytes are an error; whatever decodes goes
 /// through the pipeline.
 pub fn otlp_protobuf(data: &[u8]) {
-    let Ok(batch) = decode_export(data) else {
+    decoded(decode_export(data).ok());
+}
+
+/// OTLP/JSON bytes, as the HTTP receiver takes them: the same.
+pub fn otlp_json(data: &[u8]) {
+    decoded(decode_export_json(data).ok());
+}
+
+/// A decoded batch counts its spans right and goes through the pipeline.
+fn decoded(batch: Option<SpanBatch>) {
+    let Some(batch) = batch else {
         return;
     };
     let spans: usize = batch.traces.iter().map(|(_, set)| set.len()).sum();
