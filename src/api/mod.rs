@@ -5,6 +5,7 @@
 //! fields ending `_ms`, times are RFC 3339, and every error is
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 
+mod edges;
 mod error;
 mod findings;
 mod health;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/findings/{id}", get(findings::get))
         .route("/api/v1/timeouts", get(timeouts::list))
         .route("/api/v1/queries", get(queries::list))
+        .route("/api/v1/edges", get(edges::list))
         .route("/metrics", get(metrics::render))
         .fallback(error::not_found)
         .with_state(state)

@@ -1,7 +1,9 @@
 //! What outlives the buffer: recent analyzed traces, the per-hop aggregates,
-//! the findings, and the call window the cross-trace detectors read.
+//! the service graph, the findings, and the call window the cross-trace
+//! detectors read.
 
 mod aggregates;
+mod edges;
 mod findings;
 mod sketch;
 mod totals;
@@ -9,6 +11,7 @@ mod traces;
 mod window;
 
 pub use aggregates::{Aggregates, EntryStats, HopStats};
+pub use edges::{EdgeKey, EdgeStats, Edges, MAX_EDGES};
 pub use findings::{Finding, FindingFilter, FindingStore};
 pub use sketch::Sketch;
 pub use totals::{EntryTotal, HopTotal, Totals, MAX_ENTRIES, MAX_HOPS};
@@ -24,6 +27,8 @@ use crate::stats::Stats;
 pub struct Store {
     pub traces: TraceStore,
     pub aggregates: Aggregates,
+    /// The service graph, in the aggregates' buckets and retention.
+    pub edges: Edges,
     pub findings: FindingStore,
     /// Call records of recent traces ([`WINDOW_MAX_AGE`], [`WINDOW_MAX_RECORDS`]).
     pub window: CallWindow,
@@ -43,6 +48,7 @@ impl Store {
     ) -> Self {
         Store {
             traces,
+            edges: Edges::new(aggregates.retention()),
             aggregates,
             findings,
             window: CallWindow::new(WINDOW_MAX_AGE, WINDOW_MAX_RECORDS),
@@ -86,9 +92,11 @@ impl Store {
         let displaced = self.traces.put(trace.clone());
         if let Some(old) = &displaced.replaced {
             self.aggregates.record(old, -1);
+            self.edges.record(old, -1);
         }
         if !late || displaced.replaced.is_some() {
             self.aggregates.record(&trace, 1);
+            self.edges.record(&trace, 1);
             self.window.put(call_records(&trace));
         }
         Stats::add(&self.stats.store_traces_evicted, displaced.evicted as u64);
