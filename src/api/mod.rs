@@ -8,6 +8,7 @@
 mod edges;
 mod error;
 mod findings;
+mod grafana;
 mod health;
 mod hops;
 mod metrics;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/queries", get(queries::list))
         .route("/api/v1/edges", get(edges::list))
         .route("/metrics", get(metrics::render))
+        .merge(grafana::router())
         .fallback(error::not_found)
         .with_state(state)
 }
