@@ -437,3 +437,84 @@ async fn the_plugin_requests_get_what_a_grafana_user_expects() {
     );
     d.stop().await;
 }
+
+/// Every query of the shipped dashboard names a metric the datasource offers,
+/// through the datasource `hopscope-json`, and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_asks_only_for_metrics_the_datasource_offers() {
+    let d = harness::start(Default::default()).await;
+    let (status, metrics) = post(&d, "/grafana/metrics", "{}".into()).await;
+    assert_eq!(status, 200);
+    let offered: BTreeSet<String> = metrics
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_owned())
+        .collect();
+
+    let path = format!(
+        "{}/deploy/grafana/dashboards/hopscope.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard parses");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut targets: Vec<&Value> = Vec::new();
+    for panel in panels {
+        let own = panel["targets"]
+            .as_array()
+            .expect("every panel has targets");
+        assert!(!own.is_empty(), "panel {} has no query", panel["title"]);
+        targets.extend(own);
+    }
+    let annotations: Vec<&Value> = dashboard["annotations"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["datasource"]["uid"] == "hopscope-json")
+        .collect();
+    assert_eq!(annotations.len(), 1, "the findings annotations");
+    targets.extend(annotations.iter().map(|a| &a["target"]));
+
+    let mut used = BTreeSet::new();
+    for t in targets {
+        assert_eq!(t["datasource"]["uid"], "hopscope-json", "{t}");
+        let metric = t["target"].as_str().expect("a target names a metric");
+        assert!(
+            offered.contains(metric),
+            "`{metric}` is not offered: {offered:?}"
+        );
+        used.insert(metric.to_owned());
+        // Grafana fills the template variables in before it sends the query.
+        let query = serde_json::json!({"range": {"from": "now-1h", "to": "now"}, "targets": [t]})
+            .to_string()
+            .replace("$entry", "gateway:POST /checkout");
+        let (status, answer) = post(&d, "/grafana/query", query).await;
+        assert_eq!(status, 200, "{metric}: {answer}");
+    }
+    for panel_metric in [
+        "hop_share",
+        "hop_latency",
+        "findings_over_time",
+        "findings",
+        "findings_annotations",
+        "timeout_budget",
+        "slow_queries",
+        "service_graph",
+    ] {
+        assert!(used.contains(panel_metric), "no panel shows {panel_metric}");
+    }
+
+    // The entry point variable is a query the datasource answers.
+    let entry = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "entry")
+        .expect("an entry variable");
+    assert_eq!(entry["datasource"]["uid"], "hopscope-json");
+    let body = serde_json::json!({"payload": {"target": entry["query"]["query"]}});
+    let (status, answer) = post(&d, "/grafana/variable", body.to_string()).await;
+    assert_eq!((status, answer.is_array()), (200, true), "{answer}");
+    d.stop().await;
+}

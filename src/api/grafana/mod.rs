@@ -171,7 +171,8 @@ impl Payload {
     }
 }
 
-/// A time range as the plugin sends it (ISO 8601 texts).
+/// A time range as the plugin sends it: ISO 8601 texts (also unix
+/// milliseconds, `now` and `now-DURATION`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RangeBody {
@@ -185,7 +186,12 @@ impl RangeBody {
         let end = |name: &str, v: &Option<Value>| match v {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => Ok(n.as_f64().map(|ms| (ms.max(0.0) * 1e6) as u64)),
-            Some(Value::String(s)) => params::time_ns(name, Some(s), now),
+            // Grafana's relative times (`now`, `now-6h`) as well as the API's.
+            Some(Value::String(s)) if s.trim() == "now" => Ok(Some(params::unix_ns(now))),
+            Some(Value::String(s)) => {
+                let s = s.trim();
+                params::time_ns(name, Some(s.strip_prefix("now-").unwrap_or(s)), now)
+            }
             Some(other) => Err(ApiError::bad_request(
                 "invalid_range",
                 format!("`range.{name}` must be a time, got {other}"),

@@ -20,11 +20,12 @@
 //! and last sighting span the bucket: how many problems were open then.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::super::params::unix_ns;
 use super::super::{edges, findings, hops, queries, timeouts};
 use super::{ApiError, Payload, RangeBody, TAG_KEYS};
 use crate::analyze::{EntryPoint, HopKey, HopKind};
@@ -225,10 +226,6 @@ const DEFAULT_MAX_POINTS: u64 = 1_000;
 const MAX_POINTS: u64 = 10_000;
 const DEFAULT_LIMIT: usize = 100;
 const MINUTE_NS: u64 = 60_000_000_000;
-
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-}
 
 fn ms(ns: u64) -> u64 {
     ns / 1_000_000
