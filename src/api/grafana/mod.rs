@@ -20,6 +20,8 @@
 //! written `SERVICE:OPERATION`, as in `/api/v1`.
 
 mod query;
+mod series;
+mod tables;
 
 use std::collections::BTreeSet;
 use std::time::SystemTime;
