@@ -7,6 +7,7 @@
 
 mod harness;
 
+use harness::scenarios::db_request;
 use harness::{sp, Sp, TestDaemon};
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
@@ -36,32 +37,6 @@ async fn all_of(d: &TestDaemon, kind: &str) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
-}
-
-/// A request of `service` whose database call starts at `wait_ms` and takes
-/// `db_ms`.
-fn db_request(
-    service: &'static str,
-    route: &'static str,
-    statement: String,
-    wait_ms: u64,
-    db_ms: u64,
-) -> Vec<Sp> {
-    let end = wait_ms + db_ms + 5;
-    vec![
-        sp(service, (1, 0), route, SpanKind::Server, (0, end)).attr("http.route", route),
-        sp(
-            service,
-            (2, 1),
-            "SELECT shop",
-            SpanKind::Client,
-            (wait_ms, wait_ms + db_ms),
-        )
-        .attr("db.system.name", "postgresql")
-        .attr("server.address", "db.internal")
-        .attr("db.namespace", "shop")
-        .attr("db.query.text", statement),
-    ]
 }
 
 /// A slow statement, with different literals in every call, is one shape and

@@ -109,13 +109,13 @@ async fn api_routes_need_the_token_and_the_probes_do_not() {
         let answer = http.get(format!("{}{probe}", d.api)).send().await.unwrap();
         assert_eq!(answer.status(), 200, "{probe}");
     }
-    for protected in ["/api/v1/stats", "/metrics"] {
+    for protected in ["/api/v1/stats", "/metrics", "/api/v1/edges", "/grafana/"] {
         let answer = http.get(format!("{}{protected}", d.api)).send().await;
         assert_eq!(answer.unwrap().status(), 401, "{protected}");
     }
 
     let counters = counters(&d, Some(TOKEN)).await;
-    assert_eq!(counters["api_unauthenticated"], 5);
+    assert_eq!(counters["api_unauthenticated"], 7);
     assert_eq!(counters["otlp_unauthenticated"], 0);
     d.stop().await;
 }

@@ -3,6 +3,7 @@
 
 mod harness;
 
+use harness::scenarios::cascade;
 use harness::{sp, Sp, TestDaemon};
 use hopscope::config::Settings;
 use opentelemetry::trace::SpanKind;
@@ -25,69 +26,6 @@ async fn send(d: &TestDaemon, hops: Vec<Sp>) -> Value {
     let n = hops.len();
     let ids = harness::send(d, vec![hops]).await;
     d.wait_trace(ids[0], n).await
-}
-
-/// gateway → frontend → orders → inventory; each caller's own timeout, none
-/// propagated; inventory is slow and keeps working after orders gave up.
-fn cascade() -> Vec<Sp> {
-    vec![
-        hop(
-            "gateway",
-            1,
-            0,
-            "POST /checkout",
-            SpanKind::Server,
-            (0, 2900),
-        )
-        .failed("Endpoint request timed out", 504),
-        hop(
-            "gateway",
-            2,
-            1,
-            "POST /checkout",
-            SpanKind::Client,
-            (5, 2900),
-        )
-        .failed("context deadline exceeded", 504),
-        hop(
-            "frontend",
-            3,
-            2,
-            "POST /checkout",
-            SpanKind::Server,
-            (10, 3000),
-        )
-        .failed("upstream orders timed out", 504),
-        hop(
-            "frontend",
-            4,
-            3,
-            "POST /orders",
-            SpanKind::Client,
-            (15, 3015),
-        )
-        .failed("context deadline exceeded", 504),
-        hop("orders", 5, 4, "POST /orders", SpanKind::Server, (20, 3030))
-            .failed("upstream inventory timed out", 504),
-        hop(
-            "orders",
-            6,
-            5,
-            "GET /inventory",
-            SpanKind::Client,
-            (25, 3025),
-        )
-        .failed("context deadline exceeded", 504),
-        hop(
-            "inventory",
-            7,
-            6,
-            "GET /inventory",
-            SpanKind::Server,
-            (30, 4000),
-        )
-        .http(200),
-    ]
 }
 
 async fn findings(d: &TestDaemon, query: &str) -> Vec<Value> {

@@ -102,17 +102,24 @@ impl AnalyzedTrace {
     }
 }
 
-/// The callee service when `span` is a CLIENT span that called a SERVER span of
-/// another service.
-fn remote_peer(trace: &Trace, span: u32) -> Option<Sym> {
+/// The SERVER span of another service that `span` called, when `span` is a
+/// CLIENT span of a remote call: the two ends of a service-graph edge, whose
+/// CLIENT time outside its children is the edge's wire time.
+pub fn remote_server(trace: &Trace, span: u32) -> Option<u32> {
     let s = trace.span(span);
     if s.kind != SpanKind::Client {
         return None;
     }
-    trace.children(span).iter().find_map(|&c| {
+    trace.children(span).iter().copied().find(|&c| {
         let child = trace.span(c);
-        (child.kind == SpanKind::Server && child.service != s.service).then_some(child.service)
+        child.kind == SpanKind::Server && child.service != s.service
     })
+}
+
+/// The callee service when `span` is a CLIENT span that called a SERVER span of
+/// another service.
+fn remote_peer(trace: &Trace, span: u32) -> Option<Sym> {
+    remote_server(trace, span).map(|c| trace.span(c).service)
 }
 
 /// Analyzes one trace.

@@ -14,7 +14,8 @@ use crate::model::TraceId;
 use crate::store::{Finding, FindingFilter};
 
 const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
+/// Most findings one answer lists.
+pub const MAX_LIMIT: usize = 1000;
 
 #[derive(Deserialize)]
 pub struct ListParams {
@@ -68,35 +69,43 @@ pub struct ListBody {
     findings: Vec<FindingBody>,
 }
 
+/// A finding kind by name (absent or empty: any).
+pub fn parse_kind(text: Option<&str>) -> Result<Option<FindingKind>, ApiError> {
+    let Some(k) = text.filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    FindingKind::parse(k).map(Some).ok_or_else(|| {
+        let known: Vec<&str> = FindingKind::ALL.iter().map(|k| k.as_str()).collect();
+        ApiError::bad_request(
+            "invalid_kind",
+            format!("unknown finding kind `{k}`; known: {}", known.join(", ")),
+        )
+    })
+}
+
+/// A severity by name (absent or empty: any).
+pub fn parse_severity(text: Option<&str>) -> Result<Option<Severity>, ApiError> {
+    let Some(s) = text.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    Severity::parse(s).map(Some).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_severity",
+            format!("`severity` must be info, warning or critical; got `{s}`"),
+        )
+    })
+}
+
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<ListBody>, ApiError> {
     let p = params::query(q)?;
     let now = SystemTime::now();
-    let kind = match p.kind.as_deref().filter(|k| !k.is_empty()) {
-        None => None,
-        Some(k) => Some(FindingKind::parse(k).ok_or_else(|| {
-            let known: Vec<&str> = FindingKind::ALL.iter().map(|k| k.as_str()).collect();
-            ApiError::bad_request(
-                "invalid_kind",
-                format!("unknown finding kind `{k}`; known: {}", known.join(", ")),
-            )
-        })?),
-    };
-    let severity = match p.severity.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(Severity::parse(s).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_severity",
-                format!("`severity` must be info, warning or critical; got `{s}`"),
-            )
-        })?),
-    };
     let filter = FindingFilter {
-        kind,
+        kind: parse_kind(p.kind.as_deref())?,
         service: p.service.filter(|s| !s.is_empty()),
-        severity,
+        severity: parse_severity(p.severity.as_deref())?,
         since_ns: params::time_ns("since", p.since.as_deref(), now)?,
         until_ns: params::time_ns("until", p.until.as_deref(), now)?,
     };

@@ -59,12 +59,27 @@ fn hop_body(h: &HopStats) -> HopAggBody {
     }
 }
 
-fn entry_body(e: &EntryStats) -> EntryAggBody {
+/// An entry point over a window as the API shows it.
+pub fn entry_body(e: &EntryStats) -> EntryAggBody {
     EntryAggBody {
         entry: e.entry.into(),
         traces: e.traces,
         total_root_ms: ms(e.root_ns),
         hops: e.hops.iter().map(hop_body).collect(),
+    }
+}
+
+/// Parses `SERVICE:OPERATION`; `None` for an entry point never seen (no
+/// traces, so nothing to report).
+pub fn parse_entry(text: &str) -> Result<Option<EntryPoint>, ApiError> {
+    match params::entry(text) {
+        (service, Some(operation)) => Ok(Sym::lookup(service)
+            .zip(Sym::lookup(operation))
+            .map(|(service, operation)| EntryPoint { service, operation })),
+        _ => Err(ApiError::bad_request(
+            "invalid_entry",
+            format!("`entry` must be SERVICE:OPERATION, got `{text}`"),
+        )),
     }
 }
 
@@ -78,21 +93,12 @@ pub async fn list(
     let until = params::time_ns("until", p.until.as_deref(), now)?;
     let entry = match p.entry.as_deref() {
         None | Some("") => None,
-        Some(text) => match params::entry(text) {
-            (service, Some(operation)) => match (Sym::lookup(service), Sym::lookup(operation)) {
-                (Some(service), Some(operation)) => Some(EntryPoint { service, operation }),
-                // Never seen: no traces, so nothing to report.
-                _ => {
-                    return Ok(Json(HopsBody {
-                        entries: Vec::new(),
-                    }))
-                }
-            },
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_entry",
-                    format!("`entry` must be SERVICE:OPERATION, got `{text}`"),
-                ))
+        Some(text) => match parse_entry(text)? {
+            Some(entry) => Some(entry),
+            None => {
+                return Ok(Json(HopsBody {
+                    entries: Vec::new(),
+                }))
             }
         },
     };

@@ -5,8 +5,10 @@
 //! fields ending `_ms`, times are RFC 3339, and every error is
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 
+mod edges;
 mod error;
 mod findings;
+mod grafana;
 mod health;
 mod hops;
 mod metrics;
@@ -61,7 +63,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/findings/{id}", get(findings::get))
         .route("/api/v1/timeouts", get(timeouts::list))
         .route("/api/v1/queries", get(queries::list))
+        .route("/api/v1/edges", get(edges::list))
         .route("/metrics", get(metrics::render))
+        .merge(grafana::router())
         .route_layer(guard)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

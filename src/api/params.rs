@@ -32,9 +32,12 @@ pub fn time_ns(name: &str, value: Option<&str>, now: SystemTime) -> Result<Optio
             format!("`{name}` must be RFC 3339, unix milliseconds or a duration ago like 15m; got `{text}`"),
         ));
     };
-    Ok(Some(
-        at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64,
-    ))
+    Ok(Some(unix_ns(at)))
+}
+
+/// A point in time as unix nanoseconds (0 before the epoch).
+pub fn unix_ns(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
 }
 
 pub fn rfc3339(ns: u64) -> String {

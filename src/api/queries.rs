@@ -18,6 +18,7 @@
 //! every trace of the entry points that ran it; `trace_ids` the most recent
 //! (at most 10).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::rejection::QueryRejection;
@@ -30,9 +31,11 @@ use super::params::{self, ms};
 use super::{ApiError, AppState};
 use crate::analyze::saturation::{query_shapes, DbTarget, QueryShape};
 use crate::model::{Sym, TraceId};
+use crate::store::Store;
 
 const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
+/// Most shapes one answer lists.
+pub const MAX_LIMIT: usize = 1000;
 
 #[derive(Deserialize)]
 pub struct QueryParams {
@@ -98,19 +101,19 @@ fn target_matches(t: &DbTarget, want: &str) -> bool {
         || t.label() == want
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    q: Result<Query<QueryParams>, QueryRejection>,
-) -> Result<Json<QueriesBody>, ApiError> {
-    let p = params::query(q)?;
-    let now = SystemTime::now();
-    let since = params::time_ns("since", p.since.as_deref(), now)?;
-    let until = params::time_ns("until", p.until.as_deref(), now)?;
-    let limit = p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
-    let target = p.target.filter(|t| !t.is_empty());
-    let store = state.store.clone();
+/// The statement shapes of the window's traces that started in `[since_ns,
+/// until_ns)`, as the API shows them: those of `target` only when given, at
+/// most `limit`.
+pub async fn shapes(
+    store: Arc<Store>,
+    target: Option<&str>,
+    since_ns: Option<u64>,
+    until_ns: Option<u64>,
+    limit: usize,
+) -> Result<Vec<QueryBody>, ApiError> {
+    let target = target.filter(|t| !t.is_empty()).map(str::to_owned);
     let shapes = tokio::task::spawn_blocking(move || {
-        let mut shapes = query_shapes(&store.window.snapshot(since, until));
+        let mut shapes = query_shapes(&store.window.snapshot(since_ns, until_ns));
         if let Some(want) = target {
             shapes.retain(|s| target_matches(&s.target, &want));
         }
@@ -123,7 +126,26 @@ pub async fn list(
         code: "internal",
         message: format!("computing the statement shapes failed: {e}"),
     })?;
+    Ok(shapes.into_iter().map(Into::into).collect())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<QueryParams>, QueryRejection>,
+) -> Result<Json<QueriesBody>, ApiError> {
+    let p = params::query(q)?;
+    let now = SystemTime::now();
+    let since = params::time_ns("since", p.since.as_deref(), now)?;
+    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     Ok(Json(QueriesBody {
-        queries: shapes.into_iter().map(Into::into).collect(),
+        queries: shapes(
+            state.store.clone(),
+            p.target.as_deref(),
+            since,
+            until,
+            limit,
+        )
+        .await?,
     }))
 }

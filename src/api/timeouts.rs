@@ -47,6 +47,7 @@
 //!   (`gateway_timeout`, `timeout_headroom`) and each edge's
 //!   (`timeout_inversion`, `deadline_not_propagated`, `timeout_headroom`).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::rejection::QueryRejection;
@@ -62,6 +63,7 @@ use super::{ApiError, AppState};
 use crate::analyze::budget::{budget_map, edge_json, outer_json, EdgeBudget, EntryBudget, Layer};
 use crate::analyze::{finding_id, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
+use crate::store::Store;
 
 #[derive(Deserialize)]
 pub struct TimeoutParams {
@@ -187,22 +189,22 @@ pub struct TimeoutsBody {
     entries: Vec<EntryTimeoutBody>,
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    q: Result<Query<TimeoutParams>, QueryRejection>,
-) -> Result<Json<TimeoutsBody>, ApiError> {
-    let p = params::query(q)?;
-    let now = SystemTime::now();
-    let since = params::time_ns("since", p.since.as_deref(), now)?;
-    let until = params::time_ns("until", p.until.as_deref(), now)?;
-    let entry = p.entry.filter(|e| !e.is_empty()).map(|text| {
-        let (service, operation) = params::entry(&text);
+/// The budget map of the window's traces that started in `[since_ns,
+/// until_ns)`, as the API shows it; with `entry` (`SERVICE` or
+/// `SERVICE:OPERATION`), only its entry points (timeouts are still inferred
+/// from every trace selected by time).
+pub async fn budgets(
+    store: Arc<Store>,
+    entry: Option<&str>,
+    since_ns: Option<u64>,
+    until_ns: Option<u64>,
+) -> Result<Vec<EntryTimeoutBody>, ApiError> {
+    let entry = entry.filter(|e| !e.is_empty()).map(|text| {
+        let (service, operation) = params::entry(text);
         (service.to_owned(), operation.map(str::to_owned))
     });
-    let stats = state.store.window.stats();
-    let store = state.store.clone();
     let entries = tokio::task::spawn_blocking(move || {
-        let mut entries = budget_map(&store.window.snapshot(since, until));
+        let mut entries = budget_map(&store.window.snapshot(since_ns, until_ns));
         if let Some((service, operation)) = entry {
             entries.retain(|e| {
                 e.entry.service.as_str() == service
@@ -219,6 +221,19 @@ pub async fn list(
         code: "internal",
         message: format!("computing the budget map failed: {e}"),
     })?;
+    Ok(entries.into_iter().map(Into::into).collect())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<TimeoutParams>, QueryRejection>,
+) -> Result<Json<TimeoutsBody>, ApiError> {
+    let p = params::query(q)?;
+    let now = SystemTime::now();
+    let since = params::time_ns("since", p.since.as_deref(), now)?;
+    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    let stats = state.store.window.stats();
+    let entries = budgets(state.store.clone(), p.entry.as_deref(), since, until).await?;
     Ok(Json(TimeoutsBody {
         window: WindowBody {
             traces: stats.traces,
@@ -228,6 +243,6 @@ pub async fn list(
             dropped_traces: stats.dropped_traces,
             dropped_calls: stats.dropped_calls,
         },
-        entries: entries.into_iter().map(Into::into).collect(),
+        entries,
     }))
 }

@@ -14,7 +14,8 @@ use parking_lot::Mutex;
 use super::sketch::Sketch;
 use crate::analyze::{AnalyzedTrace, EntryPoint, HopKey};
 
-const BUCKET_NS: u64 = 60_000_000_000;
+/// The width of a bucket: one minute.
+pub(super) const BUCKET_NS: u64 = 60_000_000_000;
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct HopAgg {
@@ -87,6 +88,11 @@ impl Aggregates {
             entries: Mutex::new(FxHashMap::default()),
             retention_buckets: (retention.as_nanos() as u64 / BUCKET_NS).max(1),
         }
+    }
+
+    /// How much trace time is kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_nanos(self.retention_buckets * BUCKET_NS)
     }
 
     /// Adds (`weight` 1) or retracts (`weight` -1) one analyzed trace.

@@ -1,8 +1,10 @@
 //! What outlives the buffer: recent analyzed traces, the per-hop aggregates,
-//! the findings, and the call window the cross-trace detectors read.
+//! the service graph, the findings, and the call window the cross-trace
+//! detectors read.
 
 mod aggregates;
 pub mod durable;
+mod edges;
 mod findings;
 mod ledger;
 mod sketch;
@@ -13,6 +15,7 @@ pub mod wal;
 mod window;
 
 pub use aggregates::{Aggregates, BucketState, EntryStats, HopStats};
+pub use edges::{EdgeKey, EdgeStats, Edges, MAX_EDGES};
 pub use findings::{Finding, FindingFilter, FindingStore};
 pub use ledger::{Ledger, Replay};
 pub use sketch::Sketch;
@@ -32,6 +35,8 @@ use crate::stats::Stats;
 pub struct Store {
     pub traces: TraceStore,
     pub aggregates: Aggregates,
+    /// The service graph, in the aggregates' buckets and retention.
+    pub edges: Edges,
     pub findings: FindingStore,
     /// Call records of recent traces ([`WINDOW_MAX_AGE`], [`WINDOW_MAX_RECORDS`]).
     pub window: CallWindow,
@@ -53,6 +58,7 @@ impl Store {
     ) -> Self {
         Store {
             traces,
+            edges: Edges::new(aggregates.retention()),
             aggregates,
             findings,
             window: CallWindow::new(WINDOW_MAX_AGE, WINDOW_MAX_RECORDS),
@@ -112,10 +118,12 @@ impl Store {
         let displaced = self.traces.put(trace.clone(), log);
         if let Some(old) = &displaced.replaced {
             self.aggregates.record(old, -1);
+            self.edges.record(old, -1);
         }
         if !late || displaced.replaced.is_some() {
             if !counted {
                 self.aggregates.record(&trace, 1);
+                self.edges.record(&trace, 1);
             }
             self.window.put(call_records(&trace));
         }

@@ -1,6 +1,8 @@
 //! A daemon on ephemeral ports, real OTLP exporters, and an HTTP client for the API.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod scenarios;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -1,0 +1,86 @@
+//! `GET /api/v1/edges?since=&until=`: the service graph, caller service →
+//! callee service, over a window of trace start times (one-minute resolution):
+//!
+//! ```json
+//! {"edges": [{"caller": "frontend", "callee": "orders", "calls": 40,
+//!   "errors": 3, "wire_ms": 120.0, "wire_p50_ms": 2.9, "wire_p95_ms": 4.1,
+//!   "critical_wire_ms": 118.5}]}
+//! ```
+//!
+//! `wire_ms` is the summed time of the CLIENT spans outside the SERVER spans
+//! they called (network, queueing, connection setup); `critical_wire_ms` the
+//! part of it on the traces' critical paths. The most called edges come first.
+
+use std::time::SystemTime;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::params::{self, ms};
+use super::{ApiError, AppState};
+use crate::model::Sym;
+use crate::store::{EdgeStats, Store};
+
+#[derive(Deserialize)]
+pub struct EdgeParams {
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// One edge as the API shows it.
+#[derive(Serialize)]
+pub struct EdgeBody {
+    caller: Sym,
+    callee: Sym,
+    calls: u64,
+    errors: u64,
+    wire_ms: f64,
+    wire_p50_ms: f64,
+    wire_p95_ms: f64,
+    critical_wire_ms: f64,
+}
+
+impl From<EdgeStats> for EdgeBody {
+    fn from(e: EdgeStats) -> Self {
+        EdgeBody {
+            caller: e.key.caller,
+            callee: e.key.callee,
+            calls: e.calls,
+            errors: e.errors,
+            wire_ms: ms(e.wire_ns),
+            wire_p50_ms: e.wire_p50_ns / 1e6,
+            wire_p95_ms: e.wire_p95_ns / 1e6,
+            critical_wire_ms: ms(e.critical_wire_ns),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct EdgesBody {
+    edges: Vec<EdgeBody>,
+}
+
+/// The edges of `[since_ns, until_ns)` as the API shows them.
+pub fn edges(store: &Store, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec<EdgeBody> {
+    store
+        .edges
+        .query(since_ns, until_ns)
+        .into_iter()
+        .map(Into::into)
+        .collect()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<EdgeParams>, QueryRejection>,
+) -> Result<Json<EdgesBody>, ApiError> {
+    let p = params::query(q)?;
+    let now = SystemTime::now();
+    let since = params::time_ns("since", p.since.as_deref(), now)?;
+    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    Ok(Json(EdgesBody {
+        edges: edges(&state.store, since, until),
+    }))
+}
