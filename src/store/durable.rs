@@ -94,6 +94,7 @@ impl Durable {
         let first_new = last.max(state.log_start) + 1;
         *store.ledger.lock() = Ledger::restore(state.counted, state.log_start);
         store.aggregates.import(state.aggregates);
+        store.edges.import(state.edges);
         store.findings.import(state.findings);
         let wal = Wal::open(&wal_dir, first_new, options.sync, options.segment_bytes)?;
         Ok(Durable {
@@ -189,6 +190,7 @@ impl Durable {
             counted,
             findings: store.findings.export(),
             aggregates: store.aggregates.export(),
+            edges: store.edges.export(),
         };
         out.state_bytes = snapshot::write(&self.options.dir, &state)?;
         self.state_bytes

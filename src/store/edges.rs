@@ -30,13 +30,13 @@ use crate::model::{StatusCode, Sym};
 pub const MAX_EDGES: usize = 2_000;
 
 /// A caller service and the service it called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct EdgeKey {
     pub caller: Sym,
     pub callee: Sym,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct EdgeAgg {
     calls: i64,
     errors: i64,
@@ -95,6 +95,13 @@ impl Inner {
     }
 }
 
+/// One minute of the service graph, as the state file keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct EdgeBucketState {
+    minute: u64,
+    edges: Vec<(EdgeKey, EdgeAgg)>,
+}
+
 /// The service-graph aggregate.
 pub struct Edges {
     inner: Mutex<Inner>,
@@ -149,6 +156,37 @@ impl Edges {
         if let Some(&newest) = inner.buckets.keys().next_back() {
             let oldest_kept = newest.saturating_sub(self.retention_buckets);
             inner.buckets = inner.buckets.split_off(&oldest_kept);
+        }
+    }
+
+    /// Every bucket, for the state file.
+    pub fn export(&self) -> Vec<EdgeBucketState> {
+        let inner = self.inner.lock();
+        let copy = |agg: &EdgeAgg| {
+            let mut out = EdgeAgg::default();
+            out.merge(agg);
+            out
+        };
+        inner
+            .buckets
+            .iter()
+            .map(|(minute, bucket)| EdgeBucketState {
+                minute: *minute,
+                edges: bucket.iter().map(|(k, agg)| (*k, copy(agg))).collect(),
+            })
+            .collect()
+    }
+
+    /// Adds exported buckets (a restart's history), admitting their edges
+    /// within [`MAX_EDGES`] as if they had just been seen.
+    pub fn import(&self, state: Vec<EdgeBucketState>) {
+        let mut inner = self.inner.lock();
+        for s in state {
+            for (key, agg) in s.edges {
+                let key = inner.series(key);
+                let bucket = inner.buckets.entry(s.minute).or_default();
+                bucket.entry(key).or_default().merge(&agg);
+            }
         }
     }
 
@@ -268,5 +306,25 @@ mod tests {
             other.calls, 2,
             "a retraction lands where its trace was added"
         );
+    }
+
+    #[test]
+    fn the_state_file_form_restores_the_same_graph() {
+        let edges = Edges::new(Duration::from_secs(3600));
+        for (n, start) in [(0, 1_000), (0, BUCKET_NS * 3), (1, BUCKET_NS * 3)] {
+            edges.record(&trace(n, start), 1);
+        }
+        let json = serde_json::to_string(&edges.export()).unwrap();
+        let restored = Edges::new(Duration::from_secs(3600));
+        restored.import(serde_json::from_str(&json).unwrap());
+        assert_eq!(restored.query(None, None), edges.query(None, None));
+        assert_eq!(
+            restored.query(Some(BUCKET_NS * 3), None)[0].calls,
+            1,
+            "buckets kept apart"
+        );
+        // A trace counted before the restart is retracted from the restored graph.
+        restored.record(&trace(1, BUCKET_NS * 3), -1);
+        assert_eq!(restored.query(None, None).len(), 1);
     }
 }

@@ -15,7 +15,7 @@ pub mod wal;
 mod window;
 
 pub use aggregates::{Aggregates, BucketState, EntryStats, HopStats};
-pub use edges::{EdgeKey, EdgeStats, Edges, MAX_EDGES};
+pub use edges::{EdgeBucketState, EdgeKey, EdgeStats, Edges, MAX_EDGES};
 pub use findings::{Finding, FindingFilter, FindingStore};
 pub use ledger::{Ledger, Replay};
 pub use sketch::Sketch;

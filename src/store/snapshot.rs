@@ -1,4 +1,4 @@
-//! The state file: findings, hop aggregates and the ledger of counted traces,
+//! The state file: findings, hop aggregates, the service graph and the ledger of counted traces,
 //! written whole and atomically (temporary file, sync, rename, sync of the
 //! directory), so a crash leaves the previous state or the new one, never a
 //! mix. Layout: the magic `HSSTATE1`, the CRC-32C of the body (u32 LE), the body's length
@@ -7,7 +7,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{BucketState, Finding};
+use super::{BucketState, EdgeBucketState, Finding};
 use crate::assemble::LogRange;
 use crate::model::TraceId;
 
@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub counted: Vec<(TraceId, LogRange)>,
     pub findings: Vec<Finding>,
     pub aggregates: Vec<BucketState>,
+    /// The service graph's buckets (absent from older state files).
+    #[serde(default)]
+    pub edges: Vec<EdgeBucketState>,
 }
 
 /// Why the state file could not be written or read.
