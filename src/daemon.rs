@@ -176,6 +176,7 @@ impl SpanSink for BufferSink {
 
     async fn accept(&self, body: ExportBody, batch: SpanBatch) -> Result<(), SinkError> {
         Stats::add(&self.stats.export_requests, 1);
+        Stats::add(&self.stats.export_bytes, body.bytes.len() as u64);
         let ack = match &self.durable {
             Some(durable) if batch.accepted > 0 => {
                 match durable.append(body.format.code(), body.bytes).await {

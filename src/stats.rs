@@ -42,6 +42,8 @@ macro_rules! counters {
 counters! {
     /// OTLP export requests received.
     export_requests,
+    /// Their bytes (after decompression).
+    export_bytes,
     /// Spans accepted into the buffer.
     spans_accepted,
     /// Spans refused through OTLP partial success (malformed ids).

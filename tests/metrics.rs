@@ -103,6 +103,15 @@ async fn metrics_count_what_was_ingested_and_how_the_latency_splits() {
         )),
         0.0
     );
+    for reason in ["memory_budget", "too_large", "unauthenticated", "malformed"] {
+        let refused = sample(
+            &scrape,
+            "hopscope_otlp_requests_refused_total",
+            &[("reason", reason)],
+        );
+        assert_eq!(value(refused), 0.0, "{reason}");
+    }
+    assert!(value(sample(&scrape, "hopscope_export_bytes_total", &[])) > 9.0 * 50.0);
     assert_eq!(value(sample(&scrape, "hopscope_buffered_spans", &[])), 0.0);
     assert_eq!(value(sample(&scrape, "hopscope_stored_traces", &[])), 3.0);
     assert_eq!(

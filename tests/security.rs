@@ -251,6 +251,19 @@ async fn requests_over_the_size_limits_are_refused_and_counted() {
     assert_eq!(counters["otlp_too_large"], 2);
     assert_eq!(counters["api_too_large"], 1);
     assert_eq!(counters["spans_accepted"], 1);
+    // Prometheus sees them by reason.
+    let metrics = reqwest::get(format!("{}/metrics", d.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "hopscope_otlp_requests_refused_total{reason=\"too_large\"} 2"),
+        "{metrics}"
+    );
     d.stop().await;
 }
 

@@ -2,6 +2,8 @@
 //! (version 0.0.4), one registry per daemon.
 //!
 //! - every counter of [`crate::stats::Stats`] as `hopscope_<name>_total`;
+//! - the refused OTLP requests again as one family by `reason`
+//!   (`hopscope_otlp_requests_refused_total`);
 //! - gauges of the buffer, the trace store and the memory budget;
 //! - `hopscope_trace_analysis_seconds` and `hopscope_detection_run_seconds`
 //!   histograms;
@@ -85,6 +87,21 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             [(String::new(), value as f64)],
         );
     }
+    let refused = [
+        ("memory_budget", counters.export_requests_refused),
+        ("too_large", counters.otlp_too_large),
+        ("unauthenticated", counters.otlp_unauthenticated),
+        ("malformed", counters.otlp_http_malformed),
+        ("unsupported", counters.otlp_http_unsupported),
+        ("log_write_failed", counters.wal_write_errors),
+    ];
+    family(
+        &mut out,
+        "hopscope_otlp_requests_refused_total",
+        "counter",
+        "OTLP export requests refused, by reason (the same counts as the per-reason counters).",
+        refused.map(|(reason, n)| (format!("reason=\"{reason}\""), n as f64)),
+    );
     let names = crate::model::intern::usage();
     let gauges = [
         (
