@@ -87,6 +87,7 @@ struct BufferSink {
     /// Refusals are logged once in a while; the counters have the rest.
     refusal_log: LogEvery,
     too_large_log: LogEvery,
+    malformed_log: LogEvery,
     durable: Option<Arc<Durable>>,
 }
 
@@ -171,6 +172,14 @@ impl SpanSink for BufferSink {
                 refused_so_far = refused,
                 "refusing OTLP requests over the size limit (otlp_max_message_mib)"
             );
+        }
+    }
+
+    fn malformed(&self, error: &dyn std::fmt::Display) {
+        Stats::add(&self.stats.otlp_malformed, 1);
+        if self.malformed_log.ready() {
+            let refused = self.stats.otlp_malformed.load(Ordering::Relaxed);
+            tracing::warn!(%error, refused_so_far = refused, "refusing undecodable OTLP requests");
         }
     }
 
@@ -270,6 +279,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         full: full.clone(),
         refusal_log: LogEvery::default(),
         too_large_log: LogEvery::default(),
+        malformed_log: LogEvery::default(),
         durable: durable.clone(),
     });
     let otlp_guard = Guard::new(config.otlp_token.as_deref(), Listener::Otlp, stats.clone());

@@ -53,9 +53,9 @@ counters! {
     export_requests_refused,
     /// Their bytes (after decompression).
     export_bytes_refused,
-    /// OTLP/HTTP requests refused as undecodable (400: not protobuf, not JSON,
-    /// not gzip).
-    otlp_http_malformed,
+    /// OTLP requests refused as undecodable (gRPC INVALID_ARGUMENT; HTTP 400:
+    /// not protobuf, not JSON, not gzip).
+    otlp_malformed,
     /// OTLP/HTTP requests refused for their content type or encoding (415),
     /// method (405) or path (404).
     otlp_http_unsupported,

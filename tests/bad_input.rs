@@ -3,6 +3,8 @@
 //! `fuzz/regressions/`) replayed through the code the targets run
 //! (`fuzz/src/lib.rs`, compiled in here), and a trace deeper than any stack.
 
+mod harness;
+
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -121,4 +123,54 @@ fn hundred_thousand_deep_trace_runs_on_a_small_stack() {
         .join()
         .expect("the pipeline finishes without overflowing a 256 KiB stack");
     assert_eq!(rendered, 1, "the trace was stored and rendered");
+}
+
+/// Not an export request: its `resource_spans` holds a `resource` that claims
+/// 127 bytes and has 1.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotAnExport {
+    #[prost(bytes = "vec", tag = "1")]
+    resource_spans: Vec<u8>,
+}
+
+#[tokio::test]
+async fn undecodable_requests_are_refused_and_counted_on_both_receivers() {
+    use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceResponse;
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    let d = harness::start(Default::default()).await;
+    let channel = tonic::transport::Endpoint::from_shared(d.grpc_endpoint.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<NotAnExport, ExportTraceServiceResponse, _>(
+            tonic::Request::new(NotAnExport {
+                resource_spans: vec![0x0a, 0x7f, 0x01],
+            }),
+            PathAndQuery::from_static(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            ),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("not an export request");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/traces", d.http_endpoint))
+        .header("content-type", "application/json")
+        .body("{\"resourceSpans\": 7}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 400);
+
+    let (_, stats) = d.get("/api/v1/stats").await;
+    assert_eq!(stats["counters"]["otlp_malformed"], 2, "{stats}");
+    assert_eq!(stats["counters"]["spans_accepted"], 0);
+    d.stop().await;
 }

@@ -671,7 +671,7 @@ async fn each_refusal_has_its_status_a_message_and_a_count() {
 
     let stats = d.get("/api/v1/stats").await.1;
     let counters = &stats["counters"];
-    assert_eq!(counters["otlp_http_malformed"], 3, "{counters}");
+    assert_eq!(counters["otlp_malformed"], 3, "{counters}");
     assert_eq!(counters["otlp_too_large"], 2, "{counters}");
     assert_eq!(counters["otlp_http_unsupported"], 5, "{counters}");
     assert_eq!(

@@ -91,7 +91,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         ("memory_budget", counters.export_requests_refused),
         ("too_large", counters.otlp_too_large),
         ("unauthenticated", counters.otlp_unauthenticated),
-        ("malformed", counters.otlp_http_malformed),
+        ("malformed", counters.otlp_malformed),
         ("unsupported", counters.otlp_http_unsupported),
         ("log_write_failed", counters.wal_write_errors),
     ];

@@ -64,7 +64,10 @@ impl<S: SpanSink> UnaryService<Bytes> for Export<S> {
         };
         let batch = match decode_export(&bytes) {
             Ok(batch) => batch,
-            Err(e) => return Box::pin(ready(Err(Status::invalid_argument(e.to_string())))),
+            Err(e) => {
+                self.0.malformed(&e);
+                return Box::pin(ready(Err(Status::invalid_argument(e.to_string()))));
+            }
         };
         let sink = self.0.clone();
         Box::pin(async move {

@@ -108,12 +108,9 @@ impl<S: SpanSink> OtlpHttp<S> {
             Refusal::TooLarge { limit } | Refusal::TooLargeInflated { limit } => {
                 self.sink.too_large(*limit)
             }
+            _ if status == StatusCode::BAD_REQUEST => self.sink.malformed(&message),
             _ => {
-                let counter = match status {
-                    StatusCode::BAD_REQUEST => &self.stats.otlp_http_malformed,
-                    _ => &self.stats.otlp_http_unsupported,
-                };
-                Stats::add(counter, 1);
+                Stats::add(&self.stats.otlp_http_unsupported, 1);
                 tracing::warn!(status = status.as_u16(), error = %message, "OTLP/HTTP export refused");
             }
         }

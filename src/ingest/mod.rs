@@ -109,6 +109,9 @@ pub trait SpanSink: Send + Sync + 'static {
     /// A request over `limit` bytes (after decompression) was refused before
     /// it was decoded.
     fn too_large(&self, limit: usize);
+
+    /// A request was refused because it does not decode.
+    fn malformed(&self, error: &dyn std::fmt::Display);
 }
 
 /// A request refused for now (the daemon is at its memory budget).
