@@ -5,7 +5,17 @@ use crate::model::{SpanId, Sym, TraceId};
 
 /// What was found.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
@@ -56,7 +66,9 @@ impl FindingKind {
 }
 
 /// How urgent: ordered, worst last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -84,7 +96,9 @@ impl Severity {
 }
 
 /// The hop a finding blames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
 pub struct Culprit {
     pub service: Sym,
     pub operation: Sym,
@@ -93,7 +107,7 @@ pub struct Culprit {
 }
 
 /// One hop of the chain from the entry point to the culprit.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ChainHop {
     pub span_id: Option<SpanId>,
     pub service: Sym,

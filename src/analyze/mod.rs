@@ -27,7 +27,9 @@ use rustc_hash::FxHashMap;
 use crate::model::{SpanKind, StatusCode, Sym, Trace, Warning};
 
 /// Whether a hop is a span's own work or the network/queue time of an edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HopKind {
     Span,

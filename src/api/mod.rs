@@ -10,12 +10,14 @@ mod findings;
 mod health;
 mod hops;
 mod metrics;
+mod openapi;
 mod params;
 mod queries;
 mod timeouts;
 mod traces;
 
 pub use error::ApiError;
+pub use openapi::{document as openapi_document, v1_routes};
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -41,14 +43,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/api/v1/stats", get(health::stats))
-        .route("/api/v1/traces", get(traces::list))
-        .route("/api/v1/traces/{trace_id}", get(traces::get))
-        .route("/api/v1/hops", get(hops::list))
-        .route("/api/v1/findings", get(findings::list))
-        .route("/api/v1/findings/{id}", get(findings::get))
-        .route("/api/v1/timeouts", get(timeouts::list))
-        .route("/api/v1/queries", get(queries::list))
+        .merge(openapi::v1_routes())
         .route("/metrics", get(metrics::render))
         .fallback(error::not_found)
         .with_state(state)
