@@ -23,6 +23,7 @@
 //! * [`api`]: the HTTP API and its JSON shapes.
 //! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
 //! * [`demo`]: `hopscope demo`, the daemon with instrumented services in process.
+//! * [`healthcheck`]: `hopscope healthcheck`, one probe of a running daemon's API.
 
 pub mod analyze;
 pub mod api;
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod healthcheck;
 pub mod ingest;
 pub mod loadgen;
 pub mod model;

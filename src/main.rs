@@ -45,6 +45,31 @@ enum Command {
     /// print the latency share per hop, the statement shapes and the findings
     /// the daemon produced.
     Demo(DemoArgs),
+    /// Probe a running daemon's API: exit 0 if GET /healthz (or /readyz with
+    /// --ready) answers 200, 1 with the reason otherwise. For container
+    /// HEALTHCHECKs in images without curl.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `hopscope healthcheck`.
+#[derive(clap::Args)]
+struct HealthcheckArgs {
+    /// The daemon's HTTP API address; a wildcard (0.0.0.0) is probed on
+    /// loopback [default: the config file's api_addr, else 127.0.0.1:9980]
+    #[arg(long, env = "HOPSCOPE_API_ADDR", value_name = "ADDR")]
+    api_addr: Option<SocketAddr>,
+
+    /// The daemon's TOML config file, read for api_addr
+    #[arg(long, env = "HOPSCOPE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Probe readiness (/readyz: every listener bound) instead of liveness
+    #[arg(long)]
+    ready: bool,
+
+    /// Give up after this long
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    timeout: HumanDuration,
 }
 
 /// Flags of `hopscope demo`.
@@ -291,6 +316,34 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?
             .block_on(load(args)),
+        Command::Healthcheck(args) => {
+            let file = match &args.config {
+                Some(path) => Settings::from_file(path)?,
+                None => Settings::default(),
+            };
+            let settings = Settings {
+                api_addr: args.api_addr,
+                ..Settings::default()
+            };
+            let addr = Config::try_from(settings.or(file))?.api_addr;
+            let path = if args.ready { "/readyz" } else { "/healthz" };
+            let probe = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(hopscope::healthcheck::probe(addr, path, args.timeout.0));
+            match probe {
+                Ok(body) => {
+                    println!("{}", body.trim());
+                    Ok(())
+                }
+                // One line, no backtrace: it ends up in `docker inspect`.
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    std::process::exit(1)
+                }
+            }
+        }
         Command::Demo(args) => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -339,7 +392,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             demo.api_url(),
             demo.gateway_url()
         );
-        shutdown_signal().await;
+        shutdown_signal()?.await;
     }
     demo.stop().await?;
     Ok(())
@@ -363,29 +416,32 @@ async fn load(args: LoadgenArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let stop = shutdown_signal();
+    // The handlers first: a SIGTERM right after the daemon is ready must drain
+    // it, not kill it.
+    let signal = shutdown_signal()?;
     let running = hopscope::daemon::start(config).await?;
-    stop.await;
+    signal.await;
     running.shutdown();
     running.wait().await?;
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed when this
-/// is called, not when it is first awaited, so a signal that comes while the
-/// daemon starts is not lost (nor fatal).
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+/// Installs the SIGTERM and Ctrl-C handlers now; the future resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

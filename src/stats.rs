@@ -19,7 +19,7 @@ macro_rules! counters {
         }
 
         /// A point-in-time copy of [`Stats`].
-        #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
         pub struct StatsSnapshot {
             $($(#[$doc])* pub $name: u64,)*
         }

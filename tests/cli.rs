@@ -117,3 +117,87 @@ fn bad_settings_exit_non_zero_with_a_readable_reason() {
         "{err}"
     );
 }
+
+/// `hopscope healthcheck` as a container HEALTHCHECK runs it.
+fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = hopscope()
+        .arg("healthcheck")
+        .args(args)
+        .env_remove("HOPSCOPE_API_ADDR")
+        .env_remove("HOPSCOPE_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn healthcheck_exits_zero_while_the_api_answers_and_one_once_it_is_gone() {
+    let mut child = hopscope()
+        .args(["serve", "--api-addr", "127.0.0.1:0"])
+        .args(["--otlp-grpc-addr", "127.0.0.1:0"])
+        .env_remove("HOPSCOPE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let addr = api_addr(&mut child);
+    let port = addr.rsplit(':').next().unwrap();
+
+    let (ok, out, err) = healthcheck(&["--api-addr", &addr], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("ok"), "{out}");
+    let (ok, out, err) = healthcheck(&["--ready"], &[("HOPSCOPE_API_ADDR", &addr)]);
+    assert!(ok && out.contains("ready"), "{out} {err}");
+    // The address a container binds (0.0.0.0), as in its environment, is
+    // probed on loopback.
+    let wildcard = format!("0.0.0.0:{port}");
+    let (ok, _, err) = healthcheck(&[], &[("HOPSCOPE_API_ADDR", &wildcard)]);
+    assert!(ok, "{err}");
+    // So is the config file's api_addr.
+    let dir = std::env::temp_dir().join(format!("hopscope-healthcheck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hopscope.toml");
+    std::fs::write(&config, format!("api_addr = \"{wildcard}\"\n")).unwrap();
+    let (ok, _, err) = healthcheck(&["--config", config.to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (ok, out, err) = healthcheck(&["--api-addr", &addr], &[]);
+    assert!(!ok, "healthy after the daemon was killed: {out}");
+    assert!(
+        err.starts_with("unhealthy: cannot reach hopscope at") && err.contains(&addr),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn healthcheck_reports_a_non_200_answer() {
+    // Something else on the port that answers, but not 200: a plain TCP
+    // listener writing an HTTP 503.
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = conn.read(&mut buf).unwrap();
+        let body = r#"{"status":"starting"}"#;
+        let head = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(format!("{head}{body}").as_bytes()).unwrap();
+    });
+    let (ok, _, err) = healthcheck(&["--ready", "--api-addr", &addr], &[]);
+    server.join().unwrap();
+    assert!(!ok);
+    assert!(err.contains("/readyz answered 503"), "{err}");
+}

@@ -28,7 +28,17 @@ use crate::model::{SpanKind, StatusCode, Sym, Trace, Warning};
 
 /// Whether a hop is a span's own work or the network/queue time of an edge.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum HopKind {

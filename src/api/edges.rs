@@ -17,21 +17,28 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, ms};
 use super::{ApiError, AppState};
 use crate::model::Sym;
 use crate::store::{EdgeStats, Store};
 
-#[derive(Deserialize)]
+/// The window of `GET /api/v1/edges`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EdgeParams {
+    /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).
+    #[param(schema_with = super::openapi::time_schema)]
     since: Option<String>,
+    /// Traces whose root started before: RFC 3339, unix ms, or a duration ago.
+    #[param(schema_with = super::openapi::time_schema)]
     until: Option<String>,
 }
 
 /// One edge as the API shows it.
-#[derive(Serialize)]
-pub struct EdgeBody {
+#[derive(Serialize, ToSchema)]
+pub struct ServiceEdgeBody {
     caller: Sym,
     callee: Sym,
     calls: u64,
@@ -42,9 +49,9 @@ pub struct EdgeBody {
     critical_wire_ms: f64,
 }
 
-impl From<EdgeStats> for EdgeBody {
+impl From<EdgeStats> for ServiceEdgeBody {
     fn from(e: EdgeStats) -> Self {
-        EdgeBody {
+        ServiceEdgeBody {
             caller: e.key.caller,
             callee: e.key.callee,
             calls: e.calls,
@@ -57,13 +64,14 @@ impl From<EdgeStats> for EdgeBody {
     }
 }
 
-#[derive(Serialize)]
-pub struct EdgesBody {
-    edges: Vec<EdgeBody>,
+/// The service graph, the most called edges first.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceGraphBody {
+    edges: Vec<ServiceEdgeBody>,
 }
 
 /// The edges of `[since_ns, until_ns)` as the API shows them.
-pub fn edges(store: &Store, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec<EdgeBody> {
+pub fn edges(store: &Store, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec<ServiceEdgeBody> {
     store
         .edges
         .query(since_ns, until_ns)
@@ -72,15 +80,27 @@ pub fn edges(store: &Store, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec
         .collect()
 }
 
+/// The service graph: caller → callee service edges.
+#[utoipa::path(
+    get,
+    path = "/api/v1/edges",
+    operation_id = "list_edges",
+    tag = "edges",
+    params(EdgeParams),
+    responses(
+        (status = 200, description = "Caller → callee edges with calls, errors and wire time", body = ServiceGraphBody),
+        (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<EdgeParams>, QueryRejection>,
-) -> Result<Json<EdgesBody>, ApiError> {
+) -> Result<Json<ServiceGraphBody>, ApiError> {
     let p = params::query(q)?;
     let now = SystemTime::now();
     let since = params::time_ns("since", p.since.as_deref(), now)?;
     let until = params::time_ns("until", p.until.as_deref(), now)?;
-    Ok(Json(EdgesBody {
+    Ok(Json(ServiceGraphBody {
         edges: edges(&state.store, since, until),
     }))
 }

@@ -6,6 +6,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, rfc3339};
 use super::{ApiError, AppState};
@@ -17,18 +18,31 @@ const DEFAULT_LIMIT: usize = 100;
 /// Most findings one answer lists.
 pub const MAX_LIMIT: usize = 1000;
 
-#[derive(Deserialize)]
+/// Filters of `GET /api/v1/findings`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// One finding kind (`cascading_timeout`, `slow_query`, ...).
+    #[param(schema_with = super::openapi::kind_schema)]
     kind: Option<String>,
+    /// Findings whose culprit or chain involves this service.
     service: Option<String>,
+    /// At least this severity: `info`, `warning` or `critical`.
+    #[param(schema_with = super::openapi::severity_schema)]
     severity: Option<String>,
+    /// Last seen at or after: RFC 3339, unix ms, or a duration ago (`15m`).
+    #[param(schema_with = super::openapi::time_schema)]
     since: Option<String>,
+    /// Last seen before: RFC 3339, unix ms, or a duration ago.
+    #[param(schema_with = super::openapi::time_schema)]
     until: Option<String>,
+    /// At most this many, worst first (default 100, at most 1000).
+    #[param(schema_with = super::openapi::limit_schema)]
     limit: Option<usize>,
 }
 
 /// A finding as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FindingBody {
     id: String,
     kind: FindingKind,
@@ -37,6 +51,8 @@ pub struct FindingBody {
     chain: Vec<ChainHop>,
     summary: String,
     remedy: String,
+    /// Kind-specific numbers.
+    #[schema(value_type = Object)]
     evidence: serde_json::Value,
     trace_ids: Vec<TraceId>,
     count: u64,
@@ -64,8 +80,9 @@ impl From<Finding> for FindingBody {
     }
 }
 
-#[derive(Serialize)]
-pub struct ListBody {
+/// Findings, worst first.
+#[derive(Serialize, ToSchema)]
+pub struct FindingListBody {
     findings: Vec<FindingBody>,
 }
 
@@ -96,10 +113,22 @@ pub fn parse_severity(text: Option<&str>) -> Result<Option<Severity>, ApiError> 
     })
 }
 
+/// What is wrong, worst first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/findings",
+    operation_id = "list_findings",
+    tag = "findings",
+    params(ListParams),
+    responses(
+        (status = 200, description = "Matching findings, worst first", body = FindingListBody),
+        (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<ListBody>, ApiError> {
+) -> Result<Json<FindingListBody>, ApiError> {
     let p = params::query(q)?;
     let now = SystemTime::now();
     let filter = FindingFilter {
@@ -110,7 +139,7 @@ pub async fn list(
         until_ns: params::time_ns("until", p.until.as_deref(), now)?,
     };
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    Ok(Json(ListBody {
+    Ok(Json(FindingListBody {
         findings: state
             .store
             .findings
@@ -121,11 +150,25 @@ pub async fn list(
     }))
 }
 
+/// One finding by id.
+#[utoipa::path(
+    get,
+    path = "/api/v1/findings/{id}",
+    operation_id = "get_finding",
+    tag = "findings",
+    params(("id" = String, Path, description = "16 hex digits", pattern = "^[0-9a-fA-F]{16}$")),
+    responses(
+        (status = 200, description = "The finding", body = FindingBody),
+        (status = 400, description = "Not a finding id", body = super::error::ErrorBody),
+        (status = 404, description = "No such finding", body = super::error::ErrorBody)
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<Json<FindingBody>, ApiError> {
-    let id = (raw.len() == 16)
+    // `from_str_radix` alone would take a leading `+`.
+    let id = (raw.len() == 16 && raw.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| u64::from_str_radix(&raw, 16).ok())
         .flatten()
         .ok_or_else(|| {

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::model::intern::{self, InternerUsage};
@@ -27,7 +28,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     }
 }
 
-#[derive(Serialize)]
+/// Counters and buffer and store sizes.
+#[derive(Serialize, ToSchema)]
 pub struct StatsBody {
     counters: StatsSnapshot,
     /// Traces taken out of the buffer whose analysis is not stored yet.
@@ -45,6 +47,14 @@ pub struct StatsBody {
     interner: InternerUsage,
 }
 
+/// Counters, buffer and store sizes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats",
+    operation_id = "stats",
+    tag = "meta",
+    responses((status = 200, description = "Counters, buffer and store sizes", body = StatsBody))
+)]
 pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     // The buffer first, then the counters: see `Buffer::hand_out`.
     let (buffered_traces, buffered_spans) = (state.buffer.trace_count(), state.buffer.span_count());

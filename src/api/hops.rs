@@ -7,6 +7,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, ms};
 use super::traces::{EntryBody, HopBody};
@@ -15,14 +16,23 @@ use crate::analyze::EntryPoint;
 use crate::model::Sym;
 use crate::store::{EntryStats, HopStats};
 
-#[derive(Deserialize)]
+/// Filters of `GET /api/v1/hops`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HopParams {
+    /// One entry point, `SERVICE:OPERATION`.
+    #[param(schema_with = super::openapi::entry_schema)]
     entry: Option<String>,
+    /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).
+    #[param(schema_with = super::openapi::time_schema)]
     since: Option<String>,
+    /// Traces whose root started before: RFC 3339, unix ms, or a duration ago.
+    #[param(schema_with = super::openapi::time_schema)]
     until: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A hop of an entry point over the window.
+#[derive(Serialize, ToSchema)]
 pub struct HopAggBody {
     #[serde(flatten)]
     hop: HopBody,
@@ -34,7 +44,8 @@ pub struct HopAggBody {
     critical_p99_ms: f64,
 }
 
-#[derive(Serialize)]
+/// An entry point and the hops it waited on.
+#[derive(Serialize, ToSchema)]
 pub struct EntryAggBody {
     entry: EntryBody,
     traces: u64,
@@ -42,7 +53,8 @@ pub struct EntryAggBody {
     hops: Vec<HopAggBody>,
 }
 
-#[derive(Serialize)]
+/// Latency share per hop of each entry point.
+#[derive(Serialize, ToSchema)]
 pub struct HopsBody {
     entries: Vec<EntryAggBody>,
 }
@@ -83,6 +95,18 @@ pub fn parse_entry(text: &str) -> Result<Option<EntryPoint>, ApiError> {
     }
 }
 
+/// Which hops each entry point waits on, over a window.
+#[utoipa::path(
+    get,
+    path = "/api/v1/hops",
+    operation_id = "list_hops",
+    tag = "hops",
+    params(HopParams),
+    responses(
+        (status = 200, description = "Latency share per hop of each entry point", body = HopsBody),
+        (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<HopParams>, QueryRejection>,

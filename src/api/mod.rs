@@ -12,12 +12,14 @@ mod grafana;
 mod health;
 mod hops;
 mod metrics;
+mod openapi;
 mod params;
 mod queries;
 mod timeouts;
 mod traces;
 
 pub use error::ApiError;
+pub use openapi::{document as openapi_document, v1_routes};
 pub use traces::{trace_body, TraceBody};
 
 use std::sync::atomic::AtomicBool;
@@ -55,15 +57,7 @@ pub const MAX_BODY_BYTES: usize = 64 << 10;
 pub fn router(state: AppState) -> Router {
     let guard = RequireToken::new(state.api_guard.clone(), auth::http_refusal);
     Router::new()
-        .route("/api/v1/stats", get(health::stats))
-        .route("/api/v1/traces", get(traces::list))
-        .route("/api/v1/traces/{trace_id}", get(traces::get))
-        .route("/api/v1/hops", get(hops::list))
-        .route("/api/v1/findings", get(findings::list))
-        .route("/api/v1/findings/{id}", get(findings::get))
-        .route("/api/v1/timeouts", get(timeouts::list))
-        .route("/api/v1/queries", get(queries::list))
-        .route("/api/v1/edges", get(edges::list))
+        .merge(openapi::v1_routes())
         .route("/metrics", get(metrics::render))
         .merge(grafana::router())
         .route_layer(guard)

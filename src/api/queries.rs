@@ -26,6 +26,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, ms};
 use super::{ApiError, AppState};
@@ -37,22 +38,33 @@ const DEFAULT_LIMIT: usize = 100;
 /// Most shapes one answer lists.
 pub const MAX_LIMIT: usize = 1000;
 
-#[derive(Deserialize)]
+/// Filters of `GET /api/v1/queries`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueryParams {
+    /// A database system, address, namespace or `system address/namespace` label.
     target: Option<String>,
+    /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).
+    #[param(schema_with = super::openapi::time_schema)]
     since: Option<String>,
+    /// Traces whose root started before: RFC 3339, unix ms, or a duration ago.
+    #[param(schema_with = super::openapi::time_schema)]
     until: Option<String>,
+    /// At most this many shapes (default 100, at most 1000).
+    #[param(schema_with = super::openapi::limit_schema)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+/// The database a statement ran against.
+#[derive(Serialize, ToSchema)]
 pub struct TargetBody {
     system: Option<Sym>,
     address: Option<Sym>,
     namespace: Option<Sym>,
 }
 
-#[derive(Serialize)]
+/// A statement shape and its timings.
+#[derive(Serialize, ToSchema)]
 pub struct QueryBody {
     statement: String,
     target: TargetBody,
@@ -89,7 +101,8 @@ impl From<QueryShape> for QueryBody {
     }
 }
 
-#[derive(Serialize)]
+/// Statement shapes by time on the critical path.
+#[derive(Serialize, ToSchema)]
 pub struct QueriesBody {
     queries: Vec<QueryBody>,
 }
@@ -129,6 +142,19 @@ pub async fn shapes(
     Ok(shapes.into_iter().map(Into::into).collect())
 }
 
+/// The slow-query log built from traces.
+#[utoipa::path(
+    get,
+    path = "/api/v1/queries",
+    operation_id = "list_queries",
+    tag = "queries",
+    params(QueryParams),
+    responses(
+        (status = 200, description = "Statement shapes, most critical time first", body = QueriesBody),
+        (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody),
+        (status = 500, description = "The computation failed", body = super::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<QueryParams>, QueryRejection>,

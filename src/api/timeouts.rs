@@ -56,6 +56,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, ms, rfc3339};
 use super::traces::EntryBody;
@@ -65,14 +66,22 @@ use crate::analyze::{finding_id, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
 use crate::store::Store;
 
-#[derive(Deserialize)]
+/// Filters of `GET /api/v1/timeouts`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TimeoutParams {
+    /// The entry points shown: `SERVICE` or `SERVICE:OPERATION`.
     entry: Option<String>,
+    /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).
+    #[param(schema_with = super::openapi::time_schema)]
     since: Option<String>,
+    /// Traces whose root started before: RFC 3339, unix ms, or a duration ago.
+    #[param(schema_with = super::openapi::time_schema)]
     until: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A budget violation, as it appears among the findings.
+#[derive(Serialize, ToSchema)]
 pub struct ViolationBody {
     id: String,
     kind: FindingKind,
@@ -80,6 +89,7 @@ pub struct ViolationBody {
     summary: String,
     remedy: String,
     count: u64,
+    #[schema(value_type = Object)]
     evidence: Value,
     trace_ids: Vec<TraceId>,
 }
@@ -99,7 +109,8 @@ impl From<Observation> for ViolationBody {
     }
 }
 
-#[derive(Serialize)]
+/// A call edge under an entry point and its timeout budget.
+#[derive(Serialize, ToSchema)]
 pub struct EdgeBody {
     caller: Sym,
     callee: Option<Sym>,
@@ -112,6 +123,8 @@ pub struct EdgeBody {
     p95_ms: Option<f64>,
     p99_ms: Option<f64>,
     budget_left_ms: Option<f64>,
+    /// `{"kind": "entry" | "edge", "timeout_ms", ...edge}`.
+    #[schema(value_type = Option<Object>)]
     budget_from: Option<Value>,
     overrunning_calls: u64,
     max_overrun_ms: f64,
@@ -140,7 +153,8 @@ impl From<EdgeBudget> for EdgeBody {
     }
 }
 
-#[derive(Serialize)]
+/// An entry point's timeout budget.
+#[derive(Serialize, ToSchema)]
 pub struct EntryTimeoutBody {
     entry: EntryBody,
     traces: u64,
@@ -148,6 +162,8 @@ pub struct EntryTimeoutBody {
     timeout_ms: Option<f64>,
     supporting_calls: u64,
     layer: Option<Layer>,
+    /// `{"caller", "callee", "operation"}`.
+    #[schema(value_type = Option<Object>)]
     timeout_relayed_from: Option<Value>,
     p95_ms: Option<f64>,
     p99_ms: Option<f64>,
@@ -173,7 +189,8 @@ impl From<EntryBudget> for EntryTimeoutBody {
     }
 }
 
-#[derive(Serialize)]
+/// What the call window holds.
+#[derive(Serialize, ToSchema)]
 pub struct WindowBody {
     traces: usize,
     calls: usize,
@@ -183,7 +200,8 @@ pub struct WindowBody {
     dropped_calls: u64,
 }
 
-#[derive(Serialize)]
+/// The timeout budget map.
+#[derive(Serialize, ToSchema)]
 pub struct TimeoutsBody {
     window: WindowBody,
     entries: Vec<EntryTimeoutBody>,
@@ -224,6 +242,19 @@ pub async fn budgets(
     Ok(entries.into_iter().map(Into::into).collect())
 }
 
+/// The inferred timeout budget of each entry point.
+#[utoipa::path(
+    get,
+    path = "/api/v1/timeouts",
+    operation_id = "list_timeouts",
+    tag = "timeouts",
+    params(TimeoutParams),
+    responses(
+        (status = 200, description = "The budget map", body = TimeoutsBody),
+        (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody),
+        (status = 500, description = "The computation failed", body = super::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<TimeoutParams>, QueryRejection>,

@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, ms, rfc3339};
 use super::{ApiError, AppState};
@@ -19,15 +20,23 @@ use crate::store::FindingStore;
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1000;
 
-#[derive(Deserialize)]
+/// Filters of `GET /api/v1/traces`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Traces with a span of this service.
     service: Option<String>,
+    /// Traces of this entry point: `SERVICE` or `SERVICE:OPERATION`.
     entry: Option<String>,
+    /// Traces at least this long.
     min_duration_ms: Option<f64>,
+    /// At most this many, most recent first (default 20, at most 1000).
+    #[param(schema_with = super::openapi::limit_schema)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+/// An entry point: the root span's service and operation.
+#[derive(Serialize, ToSchema)]
 pub struct EntryBody {
     service: Sym,
     operation: Sym,
@@ -42,7 +51,8 @@ impl From<EntryPoint> for EntryBody {
     }
 }
 
-#[derive(Serialize)]
+/// One analyzed trace in a list.
+#[derive(Serialize, ToSchema)]
 pub struct TraceSummary {
     trace_id: TraceId,
     entry: EntryBody,
@@ -63,15 +73,28 @@ fn summary(t: &AnalyzedTrace) -> TraceSummary {
     }
 }
 
-#[derive(Serialize)]
-pub struct ListBody {
+/// The most recent analyzed traces.
+#[derive(Serialize, ToSchema)]
+pub struct TraceListBody {
     traces: Vec<TraceSummary>,
 }
 
+/// The most recent analyzed traces, filtered.
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces",
+    operation_id = "list_traces",
+    tag = "traces",
+    params(ListParams),
+    responses(
+        (status = 200, description = "The most recent matching traces", body = TraceListBody),
+        (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<ListBody>, ApiError> {
+) -> Result<Json<TraceListBody>, ApiError> {
     let p = params::query(q)?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let min_ns = p.min_duration_ms.map(|m| (m.max(0.0) * 1e6) as u64);
@@ -85,33 +108,37 @@ pub async fn list(
                 t.entry.service.as_str() == s && o.is_none_or(|o| t.entry.operation.as_str() == o)
             })
     });
-    Ok(Json(ListBody {
+    Ok(Json(TraceListBody {
         traces: traces.iter().map(|t| summary(t)).collect(),
     }))
 }
 
-#[derive(Serialize)]
+/// The span's OTLP status.
+#[derive(Serialize, ToSchema)]
 pub struct StatusBody {
     code: StatusCode,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A span event.
+#[derive(Serialize, ToSchema)]
 pub struct EventBody {
     time: String,
     name: Sym,
     attributes: BTreeMap<&'static str, Value>,
 }
 
-#[derive(Serialize)]
+/// A link to another span.
+#[derive(Serialize, ToSchema)]
 pub struct LinkBody {
     trace_id: TraceId,
     span_id: SpanId,
     attributes: BTreeMap<&'static str, Value>,
 }
 
-#[derive(Serialize)]
+/// A span with its self and critical time.
+#[derive(Serialize, ToSchema)]
 pub struct SpanBody {
     span_id: SpanId,
     parent_span_id: Option<SpanId>,
@@ -133,7 +160,8 @@ pub struct SpanBody {
     links: Vec<LinkBody>,
 }
 
-#[derive(Serialize)]
+/// One stretch of the critical path.
+#[derive(Serialize, ToSchema)]
 pub struct SegmentBody {
     span_id: SpanId,
     service: Sym,
@@ -144,7 +172,8 @@ pub struct SegmentBody {
     duration_ms: f64,
 }
 
-#[derive(Serialize)]
+/// A hop and its share of the request.
+#[derive(Serialize, ToSchema)]
 pub struct HopBody {
     service: Sym,
     operation: Sym,
@@ -168,7 +197,8 @@ impl HopBody {
     }
 }
 
-#[derive(Serialize)]
+/// One analyzed trace in full.
+#[derive(Serialize, ToSchema)]
 pub struct TraceBody {
     #[serde(flatten)]
     summary: TraceSummary,
@@ -187,6 +217,19 @@ fn attributes(arena: &AttrArena, range: AttrRange) -> BTreeMap<&'static str, Val
         .collect()
 }
 
+/// One analyzed trace: spans, critical path, hops, warnings and findings.
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces/{trace_id}",
+    operation_id = "get_trace",
+    tag = "traces",
+    params(("trace_id" = String, Path, description = "32 hex digits", pattern = "^(?!0{32})[0-9a-fA-F]{32}$")),
+    responses(
+        (status = 200, description = "The trace", body = TraceBody),
+        (status = 400, description = "Not a trace id", body = super::error::ErrorBody),
+        (status = 404, description = "Not among the completed traces kept", body = super::error::ErrorBody)
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(raw): Path<String>,

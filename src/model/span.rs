@@ -5,7 +5,7 @@ use std::num::NonZeroU16;
 use super::{AttrArena, AttrRange, SpanId, Sym, TraceId};
 
 /// OTLP span kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum SpanKind {
@@ -18,7 +18,7 @@ pub enum SpanKind {
 }
 
 /// OTLP span status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum StatusCode {

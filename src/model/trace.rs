@@ -4,7 +4,7 @@ use super::{AttrArena, AttrIter, Span, SpanId, TraceId};
 
 /// What was wrong with a trace or uncertain about its analysis. Reported with
 /// the trace, never a reason to fail.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Warning {
     pub code: WarningCode,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -12,7 +12,7 @@ pub struct Warning {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WarningCode {
     /// The same span id arrived more than once; one copy was kept.

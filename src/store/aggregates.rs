@@ -177,7 +177,8 @@ impl Aggregates {
         until_ns: Option<u64>,
     ) -> Vec<EntryStats> {
         let lo = since_ns.map_or(0, |s| s / BUCKET_NS);
-        let hi = until_ns.map_or(u64::MAX, |u| u.div_ceil(BUCKET_NS));
+        // `since` after `until` selects nothing (a reversed range would panic).
+        let hi = until_ns.map_or(u64::MAX, |u| u.div_ceil(BUCKET_NS)).max(lo);
         let entries = self.entries.lock();
         let mut out: Vec<EntryStats> = entries
             .iter()

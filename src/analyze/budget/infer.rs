@@ -70,7 +70,7 @@ fn width_ns(duration_ns: u64) -> u64 {
 
 /// A layer whose limit is a known fingerprint (DOMAIN.md, "Layers and their
 /// limits").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Layer {
     /// 29 s, hard: cannot be raised on proxy integrations.
