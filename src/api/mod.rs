@@ -9,6 +9,7 @@ mod error;
 mod findings;
 mod health;
 mod hops;
+pub mod jaeger;
 mod metrics;
 mod params;
 mod queries;

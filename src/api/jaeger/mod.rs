@@ -1,0 +1,359 @@
+//! Jaeger's query API (`/api/...`), for Grafana's Jaeger datasource and trace
+//! view, at the root of its own listener (`--jaeger-addr`): the datasource
+//! drops path prefixes on search, so it cannot share the API's listener.
+//!
+//! Every answer is Jaeger's envelope `{data, total, limit, offset, errors}`,
+//! errors included (`errors: [{code, msg}]` with the HTTP status). Everything
+//! is read from the trace store and the analysis stored with each trace; each
+//! span carries that analysis as `hopscope.*` tags ([`convert`]).
+
+mod convert;
+mod query;
+
+use convert::{trace_json, TraceJson};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+use crate::analyze::AnalyzedTrace;
+use crate::auth::{self, RequireToken};
+use crate::model::Sym;
+use crate::store::FindingStore;
+use query::{Pairs, Search};
+
+/// The Jaeger query API's routes, behind the API's bearer token (if set).
+pub fn router(state: AppState) -> Router {
+    let guard = RequireToken::new(state.api_guard.clone(), auth::http_refusal);
+    Router::new()
+        .route("/api/services", get(services))
+        .route(
+            "/api/services/{service}/operations",
+            get(service_operations),
+        )
+        .route("/api/operations", get(operations))
+        .route("/api/traces", get(search))
+        .route("/api/traces/{trace_id}", get(trace))
+        .route("/api/dependencies", get(dependencies))
+        .route_layer(guard)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.stats.clone(),
+            super::error::limit_body,
+        ))
+        .layer(DefaultBodyLimit::max(super::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Jaeger's answer envelope (`structuredResponse`).
+#[derive(Serialize)]
+struct Envelope<T> {
+    data: T,
+    total: usize,
+    limit: usize,
+    offset: usize,
+    errors: Option<Vec<ErrorEntry>>,
+}
+
+#[derive(Serialize)]
+struct ErrorEntry {
+    code: u16,
+    msg: String,
+}
+
+fn answer<T: Serialize>(data: T, total: usize) -> Json<Envelope<T>> {
+    Json(Envelope {
+        data,
+        total,
+        limit: 0,
+        offset: 0,
+        errors: None,
+    })
+}
+
+/// An error as Jaeger answers it: the status, and `{data: null, errors: [{code, msg}]}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {msg}")]
+pub struct JaegerError {
+    pub status: StatusCode,
+    pub msg: String,
+}
+
+impl JaegerError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        JaegerError {
+            status: StatusCode::BAD_REQUEST,
+            msg: msg.into(),
+        }
+    }
+
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        JaegerError {
+            status: StatusCode::NOT_FOUND,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl IntoResponse for JaegerError {
+    fn into_response(self) -> Response {
+        let body = Envelope {
+            data: (),
+            total: 0,
+            limit: 0,
+            offset: 0,
+            errors: Some(vec![ErrorEntry {
+                code: self.status.as_u16(),
+                msg: self.msg,
+            }]),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+async fn not_found(uri: Uri) -> JaegerError {
+    JaegerError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+fn pairs(q: Result<Query<Pairs>, QueryRejection>) -> Result<Pairs, JaegerError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| JaegerError::bad_request(e.body_text()))
+}
+
+/// Every stored trace, newest completed first (a snapshot: the store's lock is
+/// not held while a request walks them).
+fn stored(state: &AppState) -> Vec<Arc<AnalyzedTrace>> {
+    state.store.traces.recent(usize::MAX, |_| true)
+}
+
+/// The Jaeger rendering of a stored trace, with the kinds of the findings it
+/// contributed to on the spans they name.
+fn render(t: &AnalyzedTrace, findings: &FindingStore) -> TraceJson {
+    let kinds = convert::finding_kinds(t, &findings.for_trace(t.trace.trace_id, &t.finding_ids));
+    trace_json(t, &kinds)
+}
+
+/// `GET /api/services`: every service with a span in the stored traces, sorted.
+async fn services(State(state): State<AppState>) -> impl IntoResponse {
+    let mut names = BTreeSet::new();
+    for t in stored(&state) {
+        names.extend(t.trace.spans.iter().map(|s| s.service.as_str()));
+    }
+    let total = names.len();
+    answer(names, total)
+}
+
+/// The distinct operations of `service`'s spans, with their span kinds as
+/// Jaeger names them ([`convert::span_kind`]).
+fn operation_set(state: &AppState, service: &str) -> BTreeSet<(&'static str, &'static str)> {
+    let Some(service) = Sym::lookup(service) else {
+        return BTreeSet::new();
+    };
+    let mut ops = BTreeSet::new();
+    for t in stored(state) {
+        ops.extend(
+            t.trace
+                .spans
+                .iter()
+                .filter(|s| s.service == service)
+                .map(|s| (s.operation.as_str(), convert::span_kind(s.kind))),
+        );
+    }
+    ops
+}
+
+/// `GET /api/services/{service}/operations`: operation names, sorted.
+async fn service_operations(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+) -> impl IntoResponse {
+    let names: BTreeSet<&str> = operation_set(&state, &service)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let total = names.len();
+    answer(names, total)
+}
+
+#[derive(Serialize)]
+struct Operation {
+    name: &'static str,
+    #[serde(rename = "spanKind")]
+    span_kind: &'static str,
+}
+
+/// `GET /api/operations?service=&spanKind=`: `{name, spanKind}` per operation
+/// and kind (`spanKind` is `""` for an unspecified kind).
+async fn operations(
+    State(state): State<AppState>,
+    q: Result<Query<Pairs>, QueryRejection>,
+) -> Result<impl IntoResponse, JaegerError> {
+    let p = pairs(q)?;
+    let get = |key: &str| {
+        p.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    let service = get("service")
+        .ok_or_else(|| JaegerError::bad_request("parameter 'service' is required"))?;
+    let kind = get("spanKind");
+    let ops: Vec<Operation> = operation_set(&state, service)
+        .into_iter()
+        .map(|(name, span_kind)| Operation { name, span_kind })
+        .filter(|o| kind.is_none_or(|k| o.span_kind == k))
+        .collect();
+    let total = ops.len();
+    Ok(answer(ops, total))
+}
+
+/// Whether `t` has a span that passes every condition of the search (Jaeger's
+/// stores: one span must match the service, operation, times, durations and
+/// all the tags together).
+fn matches(t: &AnalyzedTrace, q: &Search, findings: &FindingStore) -> bool {
+    let trace = &t.trace;
+    let candidates: Vec<usize> = (0..trace.len())
+        .filter(|&i| q.span_passes(&trace.spans[i], trace.start(i as u32)))
+        .collect();
+    if candidates.is_empty() {
+        return false;
+    }
+    if q.tags.is_empty() {
+        return true;
+    }
+    // Tags are matched on the rendering, so a search sees exactly the tags a
+    // user sees (`error`, `span.kind`, `hopscope.*`, process tags).
+    let json = if q.tags.iter().any(|(k, _)| k == "hopscope.findings") {
+        render(t, findings)
+    } else {
+        trace_json(t, &[])
+    };
+    candidates.into_iter().any(|i| {
+        let span = &json.spans[i];
+        let process = json
+            .processes
+            .get(span.process_id())
+            .map_or(&[][..], |p| &p.tags[..]);
+        q.tags_match(span, process)
+    })
+}
+
+/// `GET /api/traces`: the stored traces with a span matching the search,
+/// newest (by start) first, at most `limit` (default 100); `traceID=`
+/// parameters name traces directly.
+async fn search(
+    State(state): State<AppState>,
+    q: Result<Query<Pairs>, QueryRejection>,
+) -> Result<impl IntoResponse, JaegerError> {
+    let q = Search::parse(&pairs(q)?)?;
+    let findings = &state.store.findings;
+    let traces: Vec<Arc<AnalyzedTrace>> = if q.trace_ids.is_empty() {
+        let mut found: Vec<Arc<AnalyzedTrace>> = stored(&state)
+            .into_iter()
+            .filter(|t| matches(t, &q, findings))
+            .collect();
+        found.sort_by_key(|t| std::cmp::Reverse(t.trace.start(t.trace.root)));
+        found.truncate(q.limit);
+        found
+    } else {
+        q.trace_ids
+            .iter()
+            .filter_map(|id| state.store.traces.get(id))
+            .collect()
+    };
+    let data: Vec<TraceJson> = traces
+        .iter()
+        .map(|t| render(t, findings))
+        // An assembled trace always has a span; an empty `spans` list would
+        // crash Grafana's datasource, so none is ever sent.
+        .filter(|j| !j.spans.is_empty())
+        .collect();
+    Ok(answer(data, 0))
+}
+
+/// `GET /api/traces/{traceID}`: one trace (`start`/`end` query parameters,
+/// which Grafana may add in µs or ms, are hints and are not read).
+async fn trace(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<impl IntoResponse, JaegerError> {
+    let id = query::parse_trace_id(&raw)
+        .map_err(|e| JaegerError::bad_request(format!("`{raw}` is not a trace id: {e}")))?;
+    let t = state
+        .store
+        .traces
+        .get(&id)
+        .ok_or_else(|| JaegerError::not_found("trace not found"))?;
+    let json = render(&t, &state.store.findings);
+    if json.spans.is_empty() {
+        return Err(JaegerError::not_found("trace not found"));
+    }
+    Ok(answer(vec![json], 0))
+}
+
+/// One edge of Jaeger's dependency graph.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    pub parent: &'static str,
+    pub child: &'static str,
+    #[serde(rename = "callCount")]
+    pub call_count: u64,
+}
+
+/// Parent service → child service calls in `traces` that started within
+/// `[from_ns, to_ns]`: a span whose own parent (not a stand-in after repair)
+/// belongs to another service is one call, as Jaeger counts them. Sorted by
+/// parent, then child.
+///
+/// Computed from the stored traces on each request; the store's service-graph
+/// edge aggregate could answer it without walking traces once it is there.
+pub fn dependency_edges(
+    traces: &[Arc<AnalyzedTrace>],
+    (from_ns, to_ns): (u64, u64),
+) -> Vec<Dependency> {
+    let mut edges: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+    for t in traces {
+        let trace = &t.trace;
+        let start = trace.start(trace.root);
+        if start < from_ns || start > to_ns {
+            continue;
+        }
+        for (i, s) in trace.spans.iter().enumerate() {
+            let Some(p) = trace.parent[i] else { continue };
+            let parent = trace.span(p);
+            if s.parent_id == Some(parent.span_id) && parent.service != s.service {
+                *edges
+                    .entry((parent.service.as_str(), s.service.as_str()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    edges
+        .into_iter()
+        .map(|((parent, child), call_count)| Dependency {
+            parent,
+            child,
+            call_count,
+        })
+        .collect()
+}
+
+/// `GET /api/dependencies?endTs=&lookback=` (unix ms and ms).
+async fn dependencies(
+    State(state): State<AppState>,
+    q: Result<Query<Pairs>, QueryRejection>,
+) -> Result<impl IntoResponse, JaegerError> {
+    let window = query::dependencies_window(&pairs(q)?, SystemTime::now())?;
+    Ok(answer(dependency_edges(&stored(&state), window), 0))
+}
