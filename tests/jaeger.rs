@@ -600,10 +600,9 @@ async fn post_otlp_json(d: &TestDaemon, body: Vec<u8>) {
 /// answer for the same requests. Deviations, each deliberate or a limit of
 /// what hopscope stores: a span sent twice is kept once (Jaeger keeps both
 /// copies; hopscope warns `duplicate_span`), which `comparable_spans`
-/// accounts for by comparing distinct spans; the instrumentation scope is not
-/// stored (no `otel.scope.*` tags); and of the resource, hopscope keeps the
-/// service name and `service.instance.id` only, so other resource attributes
-/// (`telemetry.sdk.*` here) are not among the process tags.
+/// accounts for by comparing distinct spans; and the instrumentation scope is
+/// not stored (no `otel.scope.*` tags). The resource's attributes
+/// (`telemetry.sdk.*` here) are the process's tags, as in Jaeger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_fixtures_answer_as_jaeger_converts_them() {
     let pairs = [
@@ -644,18 +643,76 @@ async fn otlp_fixtures_answer_as_jaeger_converts_them() {
                 assert_eq!(body[key], expected[key], "{key}");
             }
         }
-        let mut want = comparable_spans(&expected["data"][0]);
+        let want = comparable_spans(&expected["data"][0]);
         let got = comparable_spans(&body["data"][0]);
-        if input.contains("multi") {
-            // Resource attributes other than the instance are not kept.
-            for s in &mut want {
-                s["process"]["tags"] = json!([]);
-            }
-        }
         assert_eq!(got, want, "{input}");
         assert_eq!(got.len(), spans);
         d.stop().await;
     }
+}
+
+/// A resource's attributes are its process's tags, typed, and a search can
+/// name them; two instances of one service are two processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_attributes_are_the_process_tags() {
+    let d = harness::start(Settings::default()).await;
+    let resource = |instance: &str| {
+        json!({"attributes": [
+            {"key": "service.name", "value": {"stringValue": "cart"}},
+            {"key": "service.instance.id", "value": {"stringValue": instance}},
+            {"key": "host.cpus", "value": {"intValue": "8"}},
+            {"key": "canary", "value": {"boolValue": instance == "cart-2"}},
+            {"key": "load", "value": {"doubleValue": 0.25}},
+            {"key": "zones", "value": {"arrayValue": {"values": [{"stringValue": "a"}]}}}
+        ]})
+    };
+    let id = "5b8efff798038103d269b633813fc60c";
+    let otlp_span = |span_id: &str, parent: &str, start: u64| {
+        json!({"traceId": id, "spanId": span_id, "parentSpanId": parent, "name": "GET /cart",
+               "kind": 2, "startTimeUnixNano": start.to_string(),
+               "endTimeUnixNano": (start + 1_000_000).to_string()})
+    };
+    let start = 1_764_000_000_000_000_000u64;
+    let body = json!({"resourceSpans": [
+        {"resource": resource("cart-1"), "scopeSpans": [{"spans": [otlp_span("eee19b7ec3c1b174", "", start)]}]},
+        {"resource": resource("cart-2"), "scopeSpans": [{"spans": [otlp_span("eee19b7ec3c1b175", "eee19b7ec3c1b174", start + 100_000)]}]}
+    ]});
+    post_otlp_json(&d, body.to_string().into_bytes()).await;
+    d.wait_for(&format!("/api/v1/traces/{id}"), |status, body| {
+        status == 200 && body["span_count"] == 2
+    })
+    .await;
+    let t = jaeger_trace(&d, id).await;
+    let processes = t["processes"].as_object().unwrap();
+    assert_eq!(processes.len(), 2, "{t}");
+    let canary = span(&t, 0xeee19b7ec3c1b175);
+    let process = &t["processes"][canary["processID"].as_str().unwrap()];
+    assert_eq!(process["serviceName"], "cart");
+    assert_eq!(
+        process["tags"],
+        json!([
+            {"key": "service.instance.id", "type": "string", "value": "cart-2"},
+            {"key": "host.cpus", "type": "int64", "value": 8},
+            {"key": "canary", "type": "bool", "value": true},
+            {"key": "load", "type": "float64", "value": 0.25},
+            {"key": "zones", "type": "string", "value": "[\"a\"]"},
+        ])
+    );
+    // Resource attributes are the process's, not the span's.
+    assert!(tag(canary, "host.cpus").is_none(), "{canary}");
+    let ours = d.get(&format!("/api/v1/traces/{id}")).await.1;
+    assert!(
+        ours["spans"][0]["attributes"]
+            .get("hopscope.resource")
+            .is_none(),
+        "{ours}"
+    );
+    assert_eq!(found(&d, r#"tags={"canary":"true"}"#).await, [id]);
+    assert_eq!(
+        found(&d, r#"tags={"host.cpus":"4"}"#).await,
+        Vec::<String>::new()
+    );
+    d.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::analyze::AnalyzedTrace;
 use crate::api::params::ms;
-use crate::model::{AttrValue, SpanId, SpanKind, StatusCode, Sym, TraceId};
+use crate::model::{
+    resource_attrs, AttrValue, SpanId, SpanKind, StatusCode, Sym, TraceId, RESOURCE_ATTRS,
+};
 use crate::store::Finding;
 
 static INSTANCE: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.instance.id"));
@@ -55,6 +57,19 @@ impl Tag {
         }
     }
 
+    /// An `int64`, as a string beyond JavaScript's safe integers.
+    fn int(key: &'static str, value: i64) -> Tag {
+        Tag {
+            key,
+            kind: "int64",
+            value: if value.unsigned_abs() > MAX_SAFE_INTEGER as u64 {
+                Value::String(value.to_string())
+            } else {
+                value.into()
+            },
+        }
+    }
+
     /// An attribute as Jaeger's OTLP translator types it: arrays and maps as
     /// their JSON text, bytes (which ingest keeps as a hex string) as base64.
     fn of(key: Sym, value: AttrValue<'_>) -> Tag {
@@ -63,15 +78,7 @@ impl Tag {
             AttrValue::Str(s) => Tag::string(key, s),
             AttrValue::Bool(b) => Tag::bool(key, b),
             AttrValue::Double(d) => Tag::float(key, d),
-            AttrValue::Int(i) => Tag {
-                key,
-                kind: "int64",
-                value: if i.abs() > MAX_SAFE_INTEGER {
-                    Value::String(i.to_string())
-                } else {
-                    i.into()
-                },
-            },
+            AttrValue::Int(i) => Tag::int(key, i),
             AttrValue::Json(text) => match serde_json::from_str::<Value>(text) {
                 Ok(Value::String(hex_text)) => match hex::decode(&hex_text) {
                     Ok(bytes) => Tag {
@@ -233,17 +240,24 @@ pub fn trace_json(t: &AnalyzedTrace, kinds: &[String]) -> TraceJson {
             None => trace_warnings.push(w.message.clone()),
         }
     }
-    let mut process_ids: FxHashMap<(Sym, Option<Sym>), String> = FxHashMap::default();
+    let mut process_ids: FxHashMap<(Sym, Option<Sym>, Option<Sym>), String> = FxHashMap::default();
     let mut processes = BTreeMap::new();
     let spans = (0..trace.len())
         .map(|i| {
             let s = &trace.spans[i];
             let shift = trace.shift_ns[i];
             let mut instance = None;
+            let mut resource = None;
             let mut tags: Vec<Tag> = trace
                 .attrs(i as u32)
                 .filter_map(|(k, v)| {
-                    // The resource's instance (ingest interns it) belongs to the process.
+                    // The resource's attributes (ingest interns them) belong to the process.
+                    if k == *RESOURCE_ATTRS {
+                        if let AttrValue::Str(text) = v {
+                            resource = Sym::lookup(text);
+                        }
+                        return None;
+                    }
                     if k == *INSTANCE && instance.is_none() {
                         if let AttrValue::Str(text) = v {
                             instance = Sym::lookup(text);
@@ -268,16 +282,13 @@ pub fn trace_json(t: &AnalyzedTrace, kinds: &[String]) -> TraceJson {
             }
             let next = format!("p{}", process_ids.len() + 1);
             let process_id = process_ids
-                .entry((s.service, instance))
+                .entry((s.service, instance, resource))
                 .or_insert_with(|| {
                     processes.insert(
                         next.clone(),
                         Process {
                             service_name: s.service,
-                            tags: instance
-                                .map(|i| Tag::string("service.instance.id", i.as_str()))
-                                .into_iter()
-                                .collect(),
+                            tags: process_tags(instance, resource),
                         },
                     );
                     next
@@ -338,6 +349,37 @@ pub fn trace_json(t: &AnalyzedTrace, kinds: &[String]) -> TraceJson {
     }
 }
 
+/// A process's tags: the resource's instance and its other attributes, typed
+/// as Jaeger types them (strings, bools, integers, floats; arrays and maps as
+/// their JSON text).
+fn process_tags(instance: Option<Sym>, resource: Option<Sym>) -> Vec<Tag> {
+    let mut tags: Vec<Tag> = instance
+        .map(|i| Tag::string(INSTANCE.as_str(), i.as_str()))
+        .into_iter()
+        .collect();
+    for (key, value) in resource
+        .map(|r| resource_attrs(r.as_str()))
+        .unwrap_or_default()
+    {
+        // Keys were interned at ingest, so this finds them.
+        let Some(key) = Sym::lookup(&key) else {
+            continue;
+        };
+        let key = key.as_str();
+        tags.push(match value {
+            Value::String(s) => Tag::string(key, s),
+            Value::Bool(b) => Tag::bool(key, b),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Tag::int(key, i),
+                (None, Some(f)) => Tag::float(key, f),
+                (None, None) => Tag::string(key, n.to_string()),
+            },
+            other => Tag::string(key, other.to_string()),
+        });
+    }
+    tags
+}
+
 /// Jaeger's status tags: `otel.status_code` (`OK`/`ERROR`), `error=true` on
 /// an error, and `otel.status_description` with the message.
 fn status_tags(status: StatusCode, message: Option<&str>) -> Vec<Tag> {
@@ -370,6 +412,11 @@ mod tests {
                 AttrValue::Int(i64::MAX),
                 "int64",
                 Value::from("9223372036854775807"),
+            ),
+            (
+                AttrValue::Int(i64::MIN),
+                "int64",
+                Value::from("-9223372036854775808"),
             ),
             (AttrValue::Double(0.5), "float64", Value::from(0.5)),
             (AttrValue::Bool(true), "bool", Value::from(true)),
