@@ -10,7 +10,9 @@
 mod convert;
 mod query;
 
-use convert::{trace_json, TraceJson};
+pub use convert::TraceJson;
+
+use convert::trace_json;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -138,7 +140,7 @@ fn stored(state: &AppState) -> Vec<Arc<AnalyzedTrace>> {
 
 /// The Jaeger rendering of a stored trace, with the kinds of the findings it
 /// contributed to on the spans they name.
-fn render(t: &AnalyzedTrace, findings: &FindingStore) -> TraceJson {
+pub fn render(t: &AnalyzedTrace, findings: &FindingStore) -> TraceJson {
     let kinds = convert::finding_kinds(t, &findings.for_trace(t.trace.trace_id, &t.finding_ids));
     trace_json(t, &kinds)
 }
