@@ -299,6 +299,18 @@ async fn a_trace_answers_in_jaegers_shape_with_the_analysis_as_tags() {
             .unwrap()
             > 2800.0
     );
+    // A search can name a finding kind; the audit is not named by the cascade.
+    let by_finding = r#"tags={"hopscope.findings":"cascading_timeout"}"#;
+    assert_eq!(found(&d, by_finding).await, [id.as_str()]);
+    assert!(found(&d, r#"tags={"hopscope.findings":"slow_query"}"#)
+        .await
+        .is_empty());
+    let audit_named = format!("service=frontend&operation=audit&{by_finding}");
+    assert!(found(&d, &audit_named).await.is_empty());
+    assert_eq!(
+        found(&d, "service=frontend&operation=audit").await,
+        [id.as_str()]
+    );
 
     // hopscope's repair warnings are the spans' warnings: frontend's server
     // span outlived the gateway's call to it.

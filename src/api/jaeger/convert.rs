@@ -19,6 +19,9 @@ use crate::store::Finding;
 
 static INSTANCE: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.instance.id"));
 
+/// The tag listing the kinds of the findings that name a span.
+pub const FINDINGS_TAG: &str = "hopscope.findings";
+
 /// Integers beyond this lose precision in JavaScript: Jaeger UI's model writes
 /// them as strings.
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
@@ -278,7 +281,7 @@ pub fn trace_json(t: &AnalyzedTrace, kinds: &[String]) -> TraceJson {
             tags.push(Tag::float("hopscope.self_ms", ms(t.path.self_ns[i])));
             tags.push(Tag::bool("hopscope.on_critical_path", critical_ns > 0));
             if let Some(k) = kinds.get(i).filter(|k| !k.is_empty()) {
-                tags.push(Tag::string("hopscope.findings", k.as_str()));
+                tags.push(Tag::string(FINDINGS_TAG, k.as_str()));
             }
             let next = format!("p{}", process_ids.len() + 1);
             let process_id = process_ids

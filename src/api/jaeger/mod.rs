@@ -236,7 +236,7 @@ fn matches(t: &AnalyzedTrace, q: &Search, findings: &FindingStore) -> bool {
     }
     // Tags are matched on the rendering, so a search sees exactly the tags a
     // user sees (`error`, `span.kind`, `hopscope.*`, process tags).
-    let json = if q.tags.iter().any(|(k, _)| k == "hopscope.findings") {
+    let json = if q.tags.iter().any(|(k, _)| k == convert::FINDINGS_TAG) {
         render(t, findings)
     } else {
         trace_json(t, &[])

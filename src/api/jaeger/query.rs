@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::convert::SpanJson;
+use super::convert::{SpanJson, FINDINGS_TAG};
 use super::JaegerError;
 use crate::model::{Span, TraceId};
 
@@ -217,14 +217,22 @@ impl Search {
     }
 
     /// Whether every searched tag is among the span's tags, its logs' fields
-    /// or its process's tags (as Jaeger's stores match them, by text).
+    /// or its process's tags (as Jaeger's stores match them, by text);
+    /// `hopscope.findings` matches any one of the span's finding kinds.
     pub fn tags_match(&self, span: &SpanJson, process_tags: &[super::convert::Tag]) -> bool {
         self.tags.iter().all(|(key, value)| {
             span.tags
                 .iter()
                 .chain(span.logs.iter().flat_map(|l| l.fields()))
                 .chain(process_tags)
-                .any(|t| t.key == key && t.text() == *value)
+                .any(|t| {
+                    t.key == key
+                        && if key == FINDINGS_TAG {
+                            t.text().split(',').any(|kind| kind == value)
+                        } else {
+                            t.text() == *value
+                        }
+                })
         })
     }
 }
