@@ -17,7 +17,8 @@
 //! * [`assemble`]: the in-flight buffer and the repairs that make a tree.
 //! * [`analyze`]: pure functions over an assembled [`model::Trace`].
 //! * [`store`]: bounded trace store and mergeable per-hop aggregates.
-//! * [`api`]: the HTTP API and its JSON shapes.
+//! * [`api`]: the HTTP API and its JSON shapes, and Jaeger's query API
+//!   ([`api::jaeger`]) on a listener of its own.
 //! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
 //! * [`demo`]: `hopscope demo`, the daemon with instrumented services in process.
 

@@ -5,7 +5,7 @@
 //! Every answer is Jaeger's envelope `{data, total, limit, offset, errors}`,
 //! errors included (`errors: [{code, msg}]` with the HTTP status). Everything
 //! is read from the trace store and the analysis stored with each trace; each
-//! span carries that analysis as `hopscope.*` tags ([`convert`]).
+//! span carries that analysis as `hopscope.*` tags.
 
 mod convert;
 mod query;
