@@ -132,6 +132,19 @@ fn pairs(q: Result<Query<Pairs>, QueryRejection>) -> Result<Pairs, JaegerError> 
         .map_err(|e| JaegerError::bad_request(e.body_text()))
 }
 
+/// Runs `work` on the blocking pool: walking (and rendering) the stored traces
+/// takes time linear in the store, which must not hold up the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, JaegerError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| JaegerError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            msg: format!("the request failed: {e}"),
+        })
+}
+
 /// Every stored trace, newest completed first (a snapshot: the store's lock is
 /// not held while a request walks them).
 fn stored(state: &AppState) -> Vec<Arc<AnalyzedTrace>> {
@@ -146,18 +159,29 @@ pub fn render(t: &AnalyzedTrace, findings: &FindingStore) -> TraceJson {
 }
 
 /// `GET /api/services`: every service with a span in the stored traces, sorted.
-async fn services(State(state): State<AppState>) -> impl IntoResponse {
-    let mut names = BTreeSet::new();
-    for t in stored(&state) {
-        names.extend(t.trace.spans.iter().map(|s| s.service.as_str()));
-    }
+async fn services(State(state): State<AppState>) -> Result<impl IntoResponse, JaegerError> {
+    let names = blocking(move || {
+        let mut names = BTreeSet::new();
+        for t in stored(&state) {
+            names.extend(t.trace.spans.iter().map(|s| s.service.as_str()));
+        }
+        names
+    })
+    .await?;
     let total = names.len();
-    answer(names, total)
+    Ok(answer(names, total))
 }
 
 /// The distinct operations of `service`'s spans, with their span kinds as
 /// Jaeger names them ([`convert::span_kind`]).
-fn operation_set(state: &AppState, service: &str) -> BTreeSet<(&'static str, &'static str)> {
+async fn operation_set(
+    state: AppState,
+    service: String,
+) -> Result<BTreeSet<(&'static str, &'static str)>, JaegerError> {
+    blocking(move || operations_of(&state, &service)).await
+}
+
+fn operations_of(state: &AppState, service: &str) -> BTreeSet<(&'static str, &'static str)> {
     let Some(service) = Sym::lookup(service) else {
         return BTreeSet::new();
     };
@@ -178,13 +202,14 @@ fn operation_set(state: &AppState, service: &str) -> BTreeSet<(&'static str, &'s
 async fn service_operations(
     State(state): State<AppState>,
     Path(service): Path<String>,
-) -> impl IntoResponse {
-    let names: BTreeSet<&str> = operation_set(&state, &service)
+) -> Result<impl IntoResponse, JaegerError> {
+    let names: BTreeSet<&str> = operation_set(state, service)
+        .await?
         .into_iter()
         .map(|(name, _)| name)
         .collect();
     let total = names.len();
-    answer(names, total)
+    Ok(answer(names, total))
 }
 
 #[derive(Serialize)]
@@ -211,7 +236,8 @@ async fn operations(
     let service = get("service")
         .ok_or_else(|| JaegerError::bad_request("parameter 'service' is required"))?;
     let kind = get("spanKind");
-    let ops: Vec<Operation> = operation_set(&state, service)
+    let ops: Vec<Operation> = operation_set(state, service.to_owned())
+        .await?
         .into_iter()
         .map(|(name, span_kind)| Operation { name, span_kind })
         .filter(|o| kind.is_none_or(|k| o.span_kind == k))
@@ -259,11 +285,17 @@ async fn search(
     q: Result<Query<Pairs>, QueryRejection>,
 ) -> Result<impl IntoResponse, JaegerError> {
     let q = Search::parse(&pairs(q)?)?;
+    let data = blocking(move || search_traces(&state, &q)).await?;
+    Ok(answer(data, 0))
+}
+
+/// The renderings of the traces a search finds.
+fn search_traces(state: &AppState, q: &Search) -> Vec<TraceJson> {
     let findings = &state.store.findings;
     let traces: Vec<Arc<AnalyzedTrace>> = if q.trace_ids.is_empty() {
-        let mut found: Vec<Arc<AnalyzedTrace>> = stored(&state)
+        let mut found: Vec<Arc<AnalyzedTrace>> = stored(state)
             .into_iter()
-            .filter(|t| matches(t, &q, findings))
+            .filter(|t| matches(t, q, findings))
             .collect();
         found.sort_by_key(|t| std::cmp::Reverse(t.trace.start(t.trace.root)));
         found.truncate(q.limit);
@@ -274,14 +306,13 @@ async fn search(
             .filter_map(|id| state.store.traces.get(id))
             .collect()
     };
-    let data: Vec<TraceJson> = traces
+    traces
         .iter()
         .map(|t| render(t, findings))
         // An assembled trace always has a span; an empty `spans` list would
         // crash Grafana's datasource, so none is ever sent.
         .filter(|j| !j.spans.is_empty())
-        .collect();
-    Ok(answer(data, 0))
+        .collect()
 }
 
 /// `GET /api/traces/{traceID}`: one trace (`start`/`end` query parameters,
@@ -357,5 +388,6 @@ async fn dependencies(
     q: Result<Query<Pairs>, QueryRejection>,
 ) -> Result<impl IntoResponse, JaegerError> {
     let window = query::dependencies_window(&pairs(q)?, SystemTime::now())?;
-    Ok(answer(dependency_edges(&stored(&state), window), 0))
+    let edges = blocking(move || dependency_edges(&stored(&state), window)).await?;
+    Ok(answer(edges, 0))
 }
