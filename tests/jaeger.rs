@@ -727,6 +727,74 @@ async fn resource_attributes_are_the_process_tags() {
     d.stop().await;
 }
 
+/// Events are logs (the name as the `event` field first, unless an attribute
+/// says it), links are FOLLOWS_FROM references, bytes are binary; a search
+/// matches log fields too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_logs_and_links_are_follows_from_references() {
+    let d = harness::start(Settings::default()).await;
+    let id = "0af7651916cd43dd8448eb211c80319c";
+    let start = 1_764_000_000_000_000_000u64;
+    let body = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": id, "spanId": "b7ad6b7169203331", "name": "checkout", "kind": 1,
+            "startTimeUnixNano": start.to_string(),
+            "endTimeUnixNano": (start + 2_000_000).to_string(),
+            "attributes": [{"key": "digest", "value": {"bytesValue": "AAAwOQ=="}}],
+            "events": [
+                {"timeUnixNano": (start + 500_000).to_string(), "name": "exception",
+                 "attributes": [
+                     {"key": "exception.type", "value": {"stringValue": "TimeoutError"}},
+                     {"key": "attempt", "value": {"intValue": "2"}}
+                 ]},
+                {"timeUnixNano": (start + 1_500_000).to_string(), "name": "ignored",
+                 "attributes": [{"key": "event", "value": {"stringValue": "cache miss"}}]}
+            ],
+            "links": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7"}]
+        }]}]
+    }]});
+    post_otlp_json(&d, body.to_string().into_bytes()).await;
+    d.wait_for(&format!("/api/v1/traces/{id}"), |status, body| {
+        status == 200 && body["span_count"] == 1
+    })
+    .await;
+    let t = jaeger_trace(&d, id).await;
+    let s = span(&t, 0xb7ad6b7169203331);
+    let start_us = start / 1000;
+    assert_eq!(
+        s["logs"],
+        json!([
+            {"timestamp": start_us + 500, "fields": [
+                {"key": "event", "type": "string", "value": "exception"},
+                {"key": "exception.type", "type": "string", "value": "TimeoutError"},
+                {"key": "attempt", "type": "int64", "value": 2},
+            ]},
+            {"timestamp": start_us + 1500, "fields": [
+                {"key": "event", "type": "string", "value": "cache miss"},
+            ]},
+        ])
+    );
+    assert_eq!(
+        s["references"],
+        json!([{"refType": "FOLLOWS_FROM", "traceID": "4bf92f3577b34da6a3ce929d0e0e4736",
+                "spanID": "00f067aa0ba902b7"}])
+    );
+    assert_eq!(
+        tag(s, "digest").unwrap(),
+        &json!({"key": "digest", "type": "binary", "value": "AAAwOQ=="})
+    );
+    assert_eq!(tag_value(s, "span.kind"), "internal");
+    assert_eq!(
+        found(&d, r#"tags={"exception.type":"TimeoutError"}"#).await,
+        [id]
+    );
+    assert!(found(&d, r#"tags={"exception.type":"OtherError"}"#)
+        .await
+        .is_empty());
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jaeger_listener_takes_the_api_token() {
     let d = harness::start(Settings {

@@ -304,6 +304,45 @@ mod tests {
         }
     }
 
+    fn pairs(query: &[(&str, &str)]) -> Pairs {
+        query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_search_answers_100_traces_unless_told_and_never_more_than_the_store_holds() {
+        let limit = |q: &[(&str, &str)]| Search::parse(&pairs(q)).unwrap().limit;
+        assert_eq!(limit(&[]), DEFAULT_LIMIT);
+        assert_eq!(DEFAULT_LIMIT, 100);
+        assert_eq!(limit(&[("limit", "0")]), DEFAULT_LIMIT);
+        assert_eq!(limit(&[("limit", "20")]), 20);
+        assert_eq!(limit(&[("limit", "99999999")]), MAX_LIMIT);
+        // Empty parameters are absent (Grafana sends `operation=` and `tags=`).
+        let q = Search::parse(&pairs(&[
+            ("operation", ""),
+            ("tags", ""),
+            ("minDuration", ""),
+        ]))
+        .unwrap();
+        assert!(q.operation.is_none() && q.tags.is_empty() && q.min_duration.is_none());
+    }
+
+    #[test]
+    fn the_dependency_window_defaults_to_a_day_before_now() {
+        let now = UNIX_EPOCH + Duration::from_secs(100_000);
+        assert_eq!(
+            dependencies_window(&pairs(&[]), now).unwrap(),
+            (13_600 * 1_000_000_000, 100_000 * 1_000_000_000)
+        );
+        assert_eq!(
+            dependencies_window(&pairs(&[("endTs", "5000"), ("lookback", "2000")]), now).unwrap(),
+            (3_000_000_000, 5_000_000_000)
+        );
+        assert!(dependencies_window(&pairs(&[("lookback", "1h")]), now).is_err());
+    }
+
     #[test]
     fn trace_ids_take_64_and_128_bits() {
         assert_eq!(
