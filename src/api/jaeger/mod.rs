@@ -14,7 +14,7 @@ pub use convert::TraceJson;
 
 use convert::trace_json;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -25,6 +25,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use super::AppState;
@@ -161,11 +162,15 @@ pub fn render(t: &AnalyzedTrace, findings: &FindingStore) -> TraceJson {
 /// `GET /api/services`: every service with a span in the stored traces, sorted.
 async fn services(State(state): State<AppState>) -> Result<impl IntoResponse, JaegerError> {
     let names = blocking(move || {
-        let mut names = BTreeSet::new();
+        // Symbols while walking (a hash of a number per span), text once.
+        let mut services = FxHashSet::default();
         for t in stored(&state) {
-            names.extend(t.trace.spans.iter().map(|s| s.service.as_str()));
+            services.extend(t.trace.spans.iter().map(|s| s.service));
         }
-        names
+        services
+            .into_iter()
+            .map(Sym::as_str)
+            .collect::<BTreeSet<_>>()
     })
     .await?;
     let total = names.len();
@@ -185,17 +190,19 @@ fn operations_of(state: &AppState, service: &str) -> BTreeSet<(&'static str, &'s
     let Some(service) = Sym::lookup(service) else {
         return BTreeSet::new();
     };
-    let mut ops = BTreeSet::new();
+    let mut ops = FxHashSet::default();
     for t in stored(state) {
         ops.extend(
             t.trace
                 .spans
                 .iter()
                 .filter(|s| s.service == service)
-                .map(|s| (s.operation.as_str(), convert::span_kind(s.kind))),
+                .map(|s| (s.operation, s.kind)),
         );
     }
-    ops
+    ops.into_iter()
+        .map(|(operation, kind)| (operation.as_str(), convert::span_kind(kind)))
+        .collect()
 }
 
 /// `GET /api/services/{service}/operations`: operation names, sorted.
@@ -355,7 +362,7 @@ pub fn dependency_edges(
     traces: &[Arc<AnalyzedTrace>],
     (from_ns, to_ns): (u64, u64),
 ) -> Vec<Dependency> {
-    let mut edges: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+    let mut edges: FxHashMap<(Sym, Sym), u64> = FxHashMap::default();
     for t in traces {
         let trace = &t.trace;
         let start = trace.start(trace.root);
@@ -366,20 +373,20 @@ pub fn dependency_edges(
             let Some(p) = trace.parent[i] else { continue };
             let parent = trace.span(p);
             if s.parent_id == Some(parent.span_id) && parent.service != s.service {
-                *edges
-                    .entry((parent.service.as_str(), s.service.as_str()))
-                    .or_default() += 1;
+                *edges.entry((parent.service, s.service)).or_default() += 1;
             }
         }
     }
-    edges
+    let mut edges: Vec<Dependency> = edges
         .into_iter()
         .map(|((parent, child), call_count)| Dependency {
-            parent,
-            child,
+            parent: parent.as_str(),
+            child: child.as_str(),
             call_count,
         })
-        .collect()
+        .collect();
+    edges.sort_by(|a, b| (a.parent, a.child).cmp(&(b.parent, b.child)));
+    edges
 }
 
 /// `GET /api/dependencies?endTs=&lookback=` (unix ms and ms).
