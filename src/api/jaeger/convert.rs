@@ -145,18 +145,11 @@ pub struct SpanJson {
     #[serde(rename = "startTime")]
     start_time: u64,
     duration: u64,
-    pub tags: Vec<Tag>,
-    pub logs: Vec<Log>,
+    tags: Vec<Tag>,
+    logs: Vec<Log>,
     #[serde(rename = "processID")]
     process_id: String,
     warnings: Option<Vec<String>>,
-}
-
-impl SpanJson {
-    /// The key of the span's process in [`TraceJson::processes`].
-    pub fn process_id(&self) -> &str {
-        &self.process_id
-    }
 }
 
 /// What emitted spans: a service and its resource's tags.
@@ -164,7 +157,7 @@ impl SpanJson {
 pub struct Process {
     #[serde(rename = "serviceName")]
     service_name: Sym,
-    pub tags: Vec<Tag>,
+    tags: Vec<Tag>,
 }
 
 /// One trace of a Jaeger answer.
@@ -173,7 +166,7 @@ pub struct TraceJson {
     #[serde(rename = "traceID")]
     trace_id: TraceId,
     pub spans: Vec<SpanJson>,
-    pub processes: BTreeMap<String, Process>,
+    processes: BTreeMap<String, Process>,
     warnings: Option<Vec<String>>,
 }
 
@@ -222,7 +215,88 @@ pub fn finding_kinds(t: &AnalyzedTrace, findings: &[Finding]) -> Vec<String> {
         .collect()
 }
 
-/// Renders one analyzed trace. `kinds` is [`finding_kinds`]' answer (or empty
+/// A span's tags, and the resource they leave to its process.
+pub struct SpanTags {
+    /// Its attributes, Jaeger's kind and status tags, and the analysis.
+    pub tags: Vec<Tag>,
+    /// The resource's `service.instance.id`.
+    pub instance: Option<Sym>,
+    /// The resource's other attributes ([`RESOURCE_ATTRS`]).
+    pub resource: Option<Sym>,
+}
+
+/// The tags of span `i` of `t`: its own attributes, `span.kind`, the status
+/// tags, and the analysis (`hopscope.*`, with `kinds` the kinds of the
+/// findings that name it, comma-separated, or empty). What a user sees is
+/// what a search matches: both come from here.
+pub fn span_tags(t: &AnalyzedTrace, i: usize, kinds: &str) -> SpanTags {
+    let s = &t.trace.spans[i];
+    let (mut instance, mut resource) = (None, None);
+    let mut tags: Vec<Tag> = t
+        .trace
+        .attrs(i as u32)
+        .filter_map(|(k, v)| {
+            // The resource's attributes (ingest interns them) belong to the process.
+            if k == *RESOURCE_ATTRS {
+                if let AttrValue::Str(text) = v {
+                    resource = Sym::lookup(text);
+                }
+                return None;
+            }
+            if k == *INSTANCE && instance.is_none() {
+                if let AttrValue::Str(text) = v {
+                    instance = Sym::lookup(text);
+                    if instance.is_some() {
+                        return None;
+                    }
+                }
+            }
+            Some(Tag::of(k, v))
+        })
+        .collect();
+    tags.extend(status_tags(s.status, s.status_message()));
+    if let Some(kind) = kind_name(s.kind) {
+        tags.push(Tag::string("span.kind", kind));
+    }
+    let critical_ns = t.path.critical_ns[i];
+    tags.push(Tag::float("hopscope.critical_ms", ms(critical_ns)));
+    tags.push(Tag::float("hopscope.self_ms", ms(t.path.self_ns[i])));
+    tags.push(Tag::bool("hopscope.on_critical_path", critical_ns > 0));
+    if !kinds.is_empty() {
+        tags.push(Tag::string(FINDINGS_TAG, kinds));
+    }
+    SpanTags {
+        tags,
+        instance,
+        resource,
+    }
+}
+
+/// The events of span `i` of `t` as Jaeger logs, at the span's (skew-adjusted) times.
+pub fn logs(t: &AnalyzedTrace, i: usize) -> Vec<Log> {
+    let trace = &t.trace;
+    let shift = trace.shift_ns[i];
+    trace.spans[i]
+        .events()
+        .iter()
+        .map(|e| {
+            let mut fields: Vec<Tag> = trace
+                .arena
+                .iter(e.attrs)
+                .map(|(k, v)| Tag::of(k, v))
+                .collect();
+            if !e.name.as_str().is_empty() && !fields.iter().any(|f| f.key == "event") {
+                fields.insert(0, Tag::string("event", e.name.as_str()));
+            }
+            Log {
+                timestamp: micros(e.time_ns.saturating_add_signed(shift)),
+                fields,
+            }
+        })
+        .collect()
+}
+
+/// Renders one analyzed trace. `kinds` is [`finding_kinds`]' answer (empty
 /// strings when the findings are not wanted). Flat loops only, so rendering
 /// takes the same stack however deep the trace is. Times are the ones the
 /// analysis used: a span shifted for clock skew is shown shifted (as Jaeger's
@@ -248,41 +322,11 @@ pub fn trace_json(t: &AnalyzedTrace, kinds: &[String]) -> TraceJson {
     let spans = (0..trace.len())
         .map(|i| {
             let s = &trace.spans[i];
-            let shift = trace.shift_ns[i];
-            let mut instance = None;
-            let mut resource = None;
-            let mut tags: Vec<Tag> = trace
-                .attrs(i as u32)
-                .filter_map(|(k, v)| {
-                    // The resource's attributes (ingest interns them) belong to the process.
-                    if k == *RESOURCE_ATTRS {
-                        if let AttrValue::Str(text) = v {
-                            resource = Sym::lookup(text);
-                        }
-                        return None;
-                    }
-                    if k == *INSTANCE && instance.is_none() {
-                        if let AttrValue::Str(text) = v {
-                            instance = Sym::lookup(text);
-                            if instance.is_some() {
-                                return None;
-                            }
-                        }
-                    }
-                    Some(Tag::of(k, v))
-                })
-                .collect();
-            tags.extend(status_tags(s.status, s.status_message()));
-            if let Some(kind) = kind_name(s.kind) {
-                tags.push(Tag::string("span.kind", kind));
-            }
-            let critical_ns = t.path.critical_ns[i];
-            tags.push(Tag::float("hopscope.critical_ms", ms(critical_ns)));
-            tags.push(Tag::float("hopscope.self_ms", ms(t.path.self_ns[i])));
-            tags.push(Tag::bool("hopscope.on_critical_path", critical_ns > 0));
-            if let Some(k) = kinds.get(i).filter(|k| !k.is_empty()) {
-                tags.push(Tag::string(FINDINGS_TAG, k.as_str()));
-            }
+            let SpanTags {
+                tags,
+                instance,
+                resource,
+            } = span_tags(t, i, kinds.get(i).map_or("", String::as_str));
             let next = format!("p{}", process_ids.len() + 1);
             let process_id = process_ids
                 .entry((s.service, instance, resource))
@@ -311,24 +355,7 @@ pub fn trace_json(t: &AnalyzedTrace, kinds: &[String]) -> TraceJson {
                     span_id: l.span_id,
                 }))
                 .collect();
-            let logs = s
-                .events()
-                .iter()
-                .map(|e| {
-                    let mut fields: Vec<Tag> = trace
-                        .arena
-                        .iter(e.attrs)
-                        .map(|(k, v)| Tag::of(k, v))
-                        .collect();
-                    if !e.name.as_str().is_empty() && !fields.iter().any(|f| f.key == "event") {
-                        fields.insert(0, Tag::string("event", e.name.as_str()));
-                    }
-                    Log {
-                        timestamp: micros(e.time_ns.saturating_add_signed(shift)),
-                        fields,
-                    }
-                })
-                .collect();
+            let logs = logs(t, i);
             let warnings = std::mem::take(&mut span_warnings[i]);
             SpanJson {
                 trace_id: trace.trace_id,
@@ -355,7 +382,7 @@ pub fn trace_json(t: &AnalyzedTrace, kinds: &[String]) -> TraceJson {
 /// A process's tags: the resource's instance and its other attributes, typed
 /// as Jaeger types them (strings, bools, integers, floats; arrays and maps as
 /// their JSON text).
-fn process_tags(instance: Option<Sym>, resource: Option<Sym>) -> Vec<Tag> {
+pub fn process_tags(instance: Option<Sym>, resource: Option<Sym>) -> Vec<Tag> {
     let mut tags: Vec<Tag> = instance
         .map(|i| Tag::string(INSTANCE.as_str(), i.as_str()))
         .into_iter()

@@ -256,7 +256,15 @@ async fn operations(
 /// Whether `t` has a span that passes every condition of the search (Jaeger's
 /// stores: one span must match the service, operation, times, durations and
 /// all the tags together).
-fn matches(t: &AnalyzedTrace, q: &Search, findings: &FindingStore) -> bool {
+/// Process tags by instance and resource: one search reads each resource once.
+type ProcessCache = FxHashMap<(Option<Sym>, Option<Sym>), Vec<convert::Tag>>;
+
+fn matches(
+    t: &AnalyzedTrace,
+    q: &Search,
+    findings: &FindingStore,
+    processes: &mut ProcessCache,
+) -> bool {
     let trace = &t.trace;
     let candidates: Vec<usize> = (0..trace.len())
         .filter(|&i| q.span_passes(&trace.spans[i], trace.start(i as u32)))
@@ -267,20 +275,20 @@ fn matches(t: &AnalyzedTrace, q: &Search, findings: &FindingStore) -> bool {
     if q.tags.is_empty() {
         return true;
     }
-    // Tags are matched on the rendering, so a search sees exactly the tags a
-    // user sees (`error`, `span.kind`, `hopscope.*`, process tags).
-    let json = if q.tags.iter().any(|(k, _)| k == convert::FINDINGS_TAG) {
-        render(t, findings)
+    // Tags are matched on what the rendering shows, so a search sees exactly
+    // the tags a user sees (`error`, `span.kind`, `hopscope.*`, process tags),
+    // built for the candidate spans only.
+    let kinds = if q.tags.iter().any(|(k, _)| k == convert::FINDINGS_TAG) {
+        convert::finding_kinds(t, &findings.for_trace(t.trace.trace_id, &t.finding_ids))
     } else {
-        trace_json(t, &[])
+        Vec::new()
     };
     candidates.into_iter().any(|i| {
-        let span = &json.spans[i];
-        let process = json
-            .processes
-            .get(span.process_id())
-            .map_or(&[][..], |p| &p.tags[..]);
-        q.tags_match(span, process)
+        let span = convert::span_tags(t, i, kinds.get(i).map_or("", String::as_str));
+        let process = processes
+            .entry((span.instance, span.resource))
+            .or_insert_with(|| convert::process_tags(span.instance, span.resource));
+        q.tags_match(&span.tags, &convert::logs(t, i), process)
     })
 }
 
@@ -299,10 +307,11 @@ async fn search(
 /// The renderings of the traces a search finds.
 fn search_traces(state: &AppState, q: &Search) -> Vec<TraceJson> {
     let findings = &state.store.findings;
+    let mut processes = ProcessCache::default();
     let traces: Vec<Arc<AnalyzedTrace>> = if q.trace_ids.is_empty() {
         let mut found: Vec<Arc<AnalyzedTrace>> = stored(state)
             .into_iter()
-            .filter(|t| matches(t, q, findings))
+            .filter(|t| matches(t, q, findings, &mut processes))
             .collect();
         found.sort_by_key(|t| std::cmp::Reverse(t.trace.start(t.trace.root)));
         found.truncate(q.limit);

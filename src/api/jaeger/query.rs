@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::convert::{SpanJson, FINDINGS_TAG};
+use super::convert::{Log, Tag, FINDINGS_TAG};
 use super::JaegerError;
 use crate::model::{Span, TraceId};
 
@@ -219,11 +219,10 @@ impl Search {
     /// Whether every searched tag is among the span's tags, its logs' fields
     /// or its process's tags (as Jaeger's stores match them, by text);
     /// `hopscope.findings` matches any one of the span's finding kinds.
-    pub fn tags_match(&self, span: &SpanJson, process_tags: &[super::convert::Tag]) -> bool {
+    pub fn tags_match(&self, tags: &[Tag], logs: &[Log], process_tags: &[Tag]) -> bool {
         self.tags.iter().all(|(key, value)| {
-            span.tags
-                .iter()
-                .chain(span.logs.iter().flat_map(|l| l.fields()))
+            tags.iter()
+                .chain(logs.iter().flat_map(|l| l.fields()))
                 .chain(process_tags)
                 .any(|t| {
                     t.key == key
