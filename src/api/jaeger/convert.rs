@@ -296,8 +296,8 @@ pub fn logs(t: &AnalyzedTrace, i: usize) -> Vec<Log> {
         .collect()
 }
 
-/// Renders one analyzed trace. `kinds` is [`finding_kinds`]' answer (empty
-/// strings when the findings are not wanted). Flat loops only, so rendering
+/// Renders one analyzed trace. `kinds` is [`finding_kinds`]' answer (an
+/// empty string for a span no finding names). Flat loops only, so rendering
 /// takes the same stack however deep the trace is. Times are the ones the
 /// analysis used: a span shifted for clock skew is shown shifted (as Jaeger's
 /// own adjuster does) and says so in its warnings.
