@@ -68,6 +68,11 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_API_ADDR", value_name = "ADDR")]
     pub api_addr: Option<SocketAddr>,
 
+    /// Jaeger query API listen address, for Grafana's Jaeger datasource
+    /// (GET /api/services, /api/traces, ...) [default: 127.0.0.1:16686]
+    #[arg(long, env = "HOPSCOPE_JAEGER_ADDR", value_name = "ADDR")]
+    pub jaeger_addr: Option<SocketAddr>,
+
     /// A trace is complete when no span arrived for this long [default: 10s]
     #[arg(long, env = "HOPSCOPE_TRACE_IDLE", value_name = "DURATION")]
     pub trace_idle: Option<HumanDuration>,
@@ -227,6 +232,7 @@ impl Settings {
             otlp_grpc_addr: self.otlp_grpc_addr.or(fallback.otlp_grpc_addr),
             otlp_http_addr: self.otlp_http_addr.or(fallback.otlp_http_addr),
             api_addr: self.api_addr.or(fallback.api_addr),
+            jaeger_addr: self.jaeger_addr.or(fallback.jaeger_addr),
             trace_idle: self.trace_idle.or(fallback.trace_idle),
             trace_max_age: self.trace_max_age.or(fallback.trace_max_age),
             late_grace: self.late_grace.or(fallback.late_grace),
@@ -261,6 +267,8 @@ pub struct Config {
     pub otlp_grpc_addr: SocketAddr,
     pub otlp_http_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The Jaeger query API's listener.
+    pub jaeger_addr: SocketAddr,
     pub trace_idle: Duration,
     pub trace_max_age: Duration,
     pub late_grace: Duration,
@@ -329,6 +337,7 @@ impl TryFrom<Settings> for Config {
             otlp_grpc_addr: s.otlp_grpc_addr.unwrap_or(([127, 0, 0, 1], 4317).into()),
             otlp_http_addr: s.otlp_http_addr.unwrap_or(([127, 0, 0, 1], 4318).into()),
             api_addr: s.api_addr.unwrap_or(([127, 0, 0, 1], 9980).into()),
+            jaeger_addr: s.jaeger_addr.unwrap_or(([127, 0, 0, 1], 16686).into()),
             trace_idle: d(s.trace_idle, 10),
             trace_max_age: d(s.trace_max_age, 300),
             late_grace: d(s.late_grace, 60),
@@ -430,6 +439,7 @@ mod tests {
         assert_eq!(c.api_addr.port(), 1234);
         assert_eq!(c.otlp_grpc_addr.port(), 4317);
         assert_eq!(c.otlp_http_addr.port(), 4318);
+        assert_eq!(c.jaeger_addr.port(), 16686, "Jaeger query's own port");
         assert_eq!(c.trace_max_age, Duration::from_secs(300));
         assert_eq!(c.detect_interval, Duration::from_secs(5));
         assert_eq!(c.otlp_max_message_bytes, 4 << 20, "the Collector's default");

@@ -51,6 +51,8 @@ pub struct Running {
     pub otlp_grpc_addr: SocketAddr,
     pub otlp_http_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The Jaeger query API's listener.
+    pub jaeger_addr: SocketAddr,
     store: Arc<Store>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), DaemonError>>,
@@ -221,6 +223,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let grpc_listener = bind("OTLP/gRPC", config.otlp_grpc_addr).await?;
     let otlp_http_listener = bind("OTLP/HTTP", config.otlp_http_addr).await?;
     let api_listener = bind("the HTTP API", config.api_addr).await?;
+    let jaeger_listener = bind("the Jaeger query API", config.jaeger_addr).await?;
     let local = |l: &TcpListener, what, addr| {
         l.local_addr()
             .map_err(|source| DaemonError::Bind { what, addr, source })
@@ -228,6 +231,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let otlp_grpc_addr = local(&grpc_listener, "OTLP/gRPC", config.otlp_grpc_addr)?;
     let otlp_http_addr = local(&otlp_http_listener, "OTLP/HTTP", config.otlp_http_addr)?;
     let api_addr = local(&api_listener, "the HTTP API", config.api_addr)?;
+    let jaeger_addr = local(&jaeger_listener, "the Jaeger query API", config.jaeger_addr)?;
 
     let stats = Arc::new(Stats::default());
     let buffer = Arc::new(Buffer::new(
@@ -320,13 +324,21 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
             })
     });
 
-    let app = api::router(AppState {
+    let state = AppState {
         store: store.clone(),
         buffer: buffer.clone(),
         stats: stats.clone(),
         ready: ready.clone(),
         api_guard: Guard::new(config.api_token.as_deref(), Listener::Api, stats.clone()),
-    });
+    };
+    let jaeger_task = serve_http(
+        "Jaeger query API",
+        jaeger_listener,
+        tls.as_ref(),
+        api::jaeger::router(state.clone()),
+        stop_servers.clone(),
+    );
+    let app = api::router(state);
     let api_task = serve_http(
         "HTTP API",
         api_listener,
@@ -374,6 +386,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         %otlp_grpc_addr,
         %otlp_http_addr,
         %api_addr,
+        %jaeger_addr,
         tls = tls.is_some(),
         api_token = config.api_token.is_some(),
         otlp_token = config.otlp_token.is_some(),
@@ -388,8 +401,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         tracing::info!("shutting down: no new exports; analyzing what is buffered");
         ready.store(false, Ordering::Release);
         stop_servers.cancel();
-        let (grpc_result, otlp_http_result, api_result) =
-            tokio::join!(grpc_task, otlp_http_task, api_task);
+        let (grpc_result, otlp_http_result, api_result, jaeger_result) =
+            tokio::join!(grpc_task, otlp_http_task, api_task, jaeger_task);
         sweeper_stop.cancel();
         let _ = tokio::join!(sweeper, detector);
         let drained = buffer.drain();
@@ -415,7 +428,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
                 "shutdown timeout reached before every buffered trace was analyzed"
             ),
         }
-        for result in [grpc_result, otlp_http_result, api_result] {
+        for result in [grpc_result, otlp_http_result, api_result, jaeger_result] {
             result.map_err(|e| DaemonError::Server {
                 what: "task",
                 message: e.to_string(),
@@ -428,6 +441,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         otlp_grpc_addr,
         otlp_http_addr,
         api_addr,
+        jaeger_addr,
         store: store_handle,
         shutdown: handle,
         task,

@@ -20,7 +20,8 @@
 //!   data directory, the write-ahead log every accepted request goes to
 //!   before its answer ([`store::wal`]) and the state file that keeps findings
 //!   and aggregates across restarts ([`store::durable`]).
-//! * [`api`]: the HTTP API and its JSON shapes.
+//! * [`api`]: the HTTP API and its JSON shapes, the Grafana JSON datasource,
+//!   and Jaeger's query API ([`api::jaeger`]) on a listener of its own.
 //! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
 //! * [`demo`]: `hopscope demo`, the daemon with instrumented services in process.
 //! * [`healthcheck`]: `hopscope healthcheck`, one probe of a running daemon's API.

@@ -37,7 +37,7 @@ async fn serve_binds_logs_its_addresses_and_stops_cleanly_on_sigterm() {
     // OTLP/HTTP one.
     std::fs::write(
         &config,
-        "api_addr = \"127.0.0.1:0\"\ntrace_idle = \"250ms\"\n",
+        "api_addr = \"127.0.0.1:0\"\njaeger_addr = \"127.0.0.1:0\"\ntrace_idle = \"250ms\"\n",
     )
     .unwrap();
     let mut child = hopscope()
@@ -80,6 +80,7 @@ fn help_documents_every_setting_with_its_environment_variable() {
         ("--otlp-grpc-addr", "HOPSCOPE_OTLP_GRPC_ADDR"),
         ("--otlp-http-addr", "HOPSCOPE_OTLP_HTTP_ADDR"),
         ("--api-addr", "HOPSCOPE_API_ADDR"),
+        ("--jaeger-addr", "HOPSCOPE_JAEGER_ADDR"),
         ("--trace-idle", "HOPSCOPE_TRACE_IDLE"),
         ("--trace-max-age", "HOPSCOPE_TRACE_MAX_AGE"),
         ("--late-grace", "HOPSCOPE_LATE_GRACE"),

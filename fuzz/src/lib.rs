@@ -16,7 +16,7 @@ use arbitrary::Arbitrary;
 use hopscope::analyze::analyze;
 use hopscope::analyze::budget::{self, budget_map};
 use hopscope::analyze::saturation::{self, query_shapes};
-use hopscope::api::trace_body;
+use hopscope::api::{jaeger, trace_body};
 use hopscope::assemble::assemble;
 use hopscope::ingest::{decode_export, decode_export_json};
 use hopscope::model::{
@@ -107,7 +107,14 @@ pub fn render(store: &Store, limit: usize, max_spans: usize) -> usize {
         if let Err(e) = serde_json::to_vec(&trace_body(t, &store.findings)) {
             panic!("trace {} does not render: {e}", t.trace.trace_id);
         }
+        // The Jaeger query API's rendering, which Grafana reads.
+        let jaeger = jaeger::render(t, &store.findings);
+        assert!(!jaeger.spans.is_empty(), "a Jaeger trace without spans");
+        if let Err(e) = serde_json::to_vec(&jaeger) {
+            panic!("trace {} does not render for Jaeger: {e}", t.trace.trace_id);
+        }
     }
+    jaeger::dependency_edges(store, (0, u64::MAX));
     traces.len()
 }
 

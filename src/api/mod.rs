@@ -11,6 +11,7 @@ mod findings;
 mod grafana;
 mod health;
 mod hops;
+pub mod jaeger;
 mod metrics;
 mod openapi;
 mod params;

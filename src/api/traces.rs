@@ -14,6 +14,7 @@ use super::{ApiError, AppState};
 use crate::analyze::{AnalyzedTrace, EntryPoint, HopKey, HopKind};
 use crate::model::{
     AttrArena, AttrRange, Semantics, SpanId, SpanKind, StatusCode, Sym, TraceId, Warning,
+    RESOURCE_ATTRS,
 };
 use crate::store::FindingStore;
 
@@ -210,9 +211,12 @@ pub struct TraceBody {
     findings: Vec<super::findings::FindingBody>,
 }
 
+/// A span's (or event's, or link's) own attributes: the resource's, which
+/// travel with each span under [`RESOURCE_ATTRS`], are not among them.
 fn attributes(arena: &AttrArena, range: AttrRange) -> BTreeMap<&'static str, Value> {
     arena
         .iter(range)
+        .filter(|(k, _)| *k != *RESOURCE_ATTRS)
         .map(|(k, v)| (k.as_str(), v.to_json()))
         .collect()
 }

@@ -207,6 +207,7 @@ impl Demo {
             otlp_grpc_addr: ([127, 0, 0, 1], 0).into(),
             otlp_http_addr: ([127, 0, 0, 1], 0).into(),
             api_addr: options.api_addr,
+            jaeger_addr: ([127, 0, 0, 1], 0).into(),
             trace_idle,
             trace_max_age: (trace_idle * 4).max(Config::default().trace_max_age),
             // The cross-trace detectors run soon after the last trace is analyzed.

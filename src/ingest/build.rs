@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 
 use crate::model::{
     field, AttrArena, AttrRange, Event, Extra, Field, IdError, Link, Span, SpanBatch, SpanId,
-    SpanKind, SpanSet, StatusCode, Sym, TraceId,
+    SpanKind, SpanSet, StatusCode, Sym, TraceId, RESOURCE_ATTRS,
 };
 
 /// How many refusal reasons a partial-success message quotes.
@@ -29,16 +29,20 @@ const MAX_INTERNED_VALUE: usize = 512;
 /// (a key with many distinct values, such as `url.full`, never fills the interner).
 const MAX_INTERNED_PER_KEY: u32 = 1024;
 
+/// Longest text of a resource's other attributes ([`RESOURCE_ATTRS`]);
+/// attributes that would make it longer are left out.
+const MAX_RESOURCE_TEXT: usize = 4096;
+
 thread_local! {
     /// Per attribute key: how many of its values missed the interning cache.
     static KEY_MISSES: std::cell::RefCell<FxHashMap<Sym, u32>> =
         std::cell::RefCell::new(FxHashMap::default());
 }
 
-/// Interns a short string value while its key's values keep repeating; `None`
-/// means store it inline.
-fn intern_value(key: Sym, value: &[u8]) -> Option<Sym> {
-    if value.len() > MAX_INTERNED_VALUE {
+/// Interns a string value of at most `max_len` bytes while its key's values
+/// keep repeating; `None` means store it inline.
+fn intern_value(key: Sym, value: &[u8], max_len: usize) -> Option<Sym> {
+    if value.len() > max_len {
         return None;
     }
     KEY_MISSES.with(|misses| {
@@ -98,35 +102,66 @@ pub(super) struct Codes {
     error_type: bool,
 }
 
-/// What every span of a resource carries: its service and instance.
+/// What every span of a resource carries: its service and instance, and its
+/// other attributes as one interned text ([`RESOURCE_ATTRS`]).
 #[derive(Clone, Copy)]
 pub(super) struct Resource {
     pub(super) service: Sym,
     pub(super) instance: Option<Sym>,
+    pub(super) attrs: Option<Sym>,
 }
 
-/// Collects a resource's service name and instance id from its attributes.
+/// Collects a resource's service name, instance id and other attributes.
 #[derive(Default)]
 pub(super) struct ResourceAttrs {
     service: Option<Sym>,
     instance: Option<Sym>,
+    /// The other attributes as JSON `[key, value]` pairs, comma-separated.
+    others: String,
 }
 
 impl ResourceAttrs {
-    /// Notes one string-valued resource attribute.
-    pub(super) fn string(&mut self, key: &[u8], value: &[u8]) {
+    /// Notes one resource attribute.
+    pub(super) fn attribute(&mut self, key: &[u8], value: Value<'_>) {
         let key = Sym::from_utf8_lossy(key);
-        if key == *SERVICE_NAME {
-            self.service = Some(Sym::from_utf8_lossy(value));
-        } else if key == *SERVICE_INSTANCE {
-            self.instance = Some(Sym::from_utf8_lossy(value));
+        let json = match value {
+            Value::Str(v) if key == *SERVICE_NAME => {
+                self.service = Some(Sym::from_utf8_lossy(v));
+                return;
+            }
+            Value::Str(v) if key == *SERVICE_INSTANCE => {
+                self.instance = Some(Sym::from_utf8_lossy(v));
+                return;
+            }
+            Value::Str(v) => serde_json::Value::from(lossy(v).as_ref()),
+            Value::Bool(b) => b.into(),
+            Value::Int(i) => i.into(),
+            Value::Double(d) => {
+                serde_json::Number::from_f64(d).map_or(serde_json::Value::Null, Into::into)
+            }
+            Value::Json(v) => v,
+        };
+        let Ok(pair) = serde_json::to_string(&(key.as_str(), json)) else {
+            return;
+        };
+        // Two brackets and a comma around it.
+        if self.others.len() + pair.len() + 3 > MAX_RESOURCE_TEXT {
+            return;
         }
+        if !self.others.is_empty() {
+            self.others.push(',');
+        }
+        self.others.push_str(&pair);
     }
 
     pub(super) fn finish(self) -> Resource {
+        let attrs = (!self.others.is_empty())
+            .then(|| format!("[{}]", self.others))
+            .and_then(|text| intern_value(*RESOURCE_ATTRS, text.as_bytes(), MAX_RESOURCE_TEXT));
         Resource {
             service: self.service.unwrap_or(*UNKNOWN_SERVICE),
             instance: self.instance,
+            attrs,
         }
     }
 }
@@ -174,11 +209,15 @@ impl Builder {
         self.batch
     }
 
-    /// Starts a span of `resource`: its instance id travels with it, as an attribute.
+    /// Starts a span of `resource`: its instance id and its other attributes
+    /// travel with it, as attributes (interned: a few bytes per span).
     pub(super) fn begin_span(&mut self, resource: Resource) {
         self.scratch.clear();
         if let Some(instance) = resource.instance {
             self.scratch.sym(*SERVICE_INSTANCE, instance);
+        }
+        if let Some(attrs) = resource.attrs {
+            self.scratch.sym(*RESOURCE_ATTRS, attrs);
         }
     }
 
@@ -215,7 +254,7 @@ impl Builder {
         match value {
             // Semantic-convention values are always interned: the detectors look them up.
             Value::Str(v) if semantic.is_some() => self.scratch.sym(key, Sym::from_utf8_lossy(v)),
-            Value::Str(v) => match intern_value(key, v) {
+            Value::Str(v) => match intern_value(key, v, MAX_INTERNED_VALUE) {
                 Some(sym) => self.scratch.sym(key, sym),
                 None => self.scratch.str(key, &lossy(v)),
             },

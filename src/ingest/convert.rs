@@ -4,6 +4,10 @@
 //! (by the [`Builder`] the JSON decoder shares). Nothing is first decoded into
 //! prost's owned structs.
 
+use std::cell::RefCell;
+
+use rustc_hash::FxHashMap;
+
 use super::build::{
     event, link, lossy, span_ids, Builder, Codes, Resource, ResourceAttrs, SpanFields, Value,
     MAX_VALUE_DEPTH,
@@ -103,37 +107,91 @@ fn attribute(b: &mut Builder, r: Reader<'_>, codes: Option<&mut Codes>) -> Resul
     let Some(any) = any else {
         return Ok(());
     };
+    b.attribute(key, value_of(&reader, any)?, codes);
+    Ok(())
+}
+
+/// The value of a `KeyValue` read by `reader`.
+fn value_of<'a>(reader: &Reader<'a>, any: Any<'a>) -> Result<Value<'a>, DecodeError> {
     let (kind, v) = any;
-    let value = match kind {
+    Ok(match kind {
         1 => Value::Str(v.bytes()),
         2 => Value::Bool(v.varint() != 0),
         3 => Value::Int(v.varint() as i64),
         4 => Value::Double(f64::from_bits(v.fixed64())),
-        _ => Value::Json(any_json(&reader, any, 0)?),
-    };
-    b.attribute(key, value, codes);
-    Ok(())
+        _ => Value::Json(any_json(reader, any, 0)?),
+    })
 }
 
-fn resource_spans(b: &mut Builder, r: Reader<'_>, index: usize) -> Result<(), DecodeError> {
-    // The resource may come after its spans on the wire: find it first.
-    let mut attrs = ResourceAttrs::default();
-    let mut scan = r.clone();
-    while let Some((field, v)) = scan.next()? {
-        if field != 1 {
+/// Resources read lately on this thread, at most this many.
+const MAX_CACHED_RESOURCES: usize = 256;
+
+thread_local! {
+    /// Resources by their encoded bytes: a service sends the same resource with
+    /// every request, so its attributes are read (and their text built and
+    /// interned) once, not once per request.
+    static RESOURCES: RefCell<FxHashMap<Box<[u8]>, Resource>> = RefCell::default();
+}
+
+/// A resource's attributes into `attrs`.
+fn read_resource(attrs: &mut ResourceAttrs, mut res: Reader<'_>) -> Result<(), DecodeError> {
+    while let Some((f, kv)) = res.next()? {
+        if f != 1 {
             continue;
         }
-        let mut res = scan.nested(v.bytes());
-        while let Some((f, kv)) = res.next()? {
-            if f != 1 {
-                continue;
-            }
-            if let (key, Some((1, value))) = key_value(res.nested(kv.bytes()))? {
-                attrs.string(key, value.bytes());
+        let reader = res.nested(kv.bytes());
+        if let (key, Some(any)) = key_value(reader.clone())? {
+            // A value nested too deeply is left out of the resource, not an error.
+            if let Ok(value) = value_of(&reader, any) {
+                attrs.attribute(key, value);
             }
         }
     }
-    let resource = attrs.finish();
+    Ok(())
+}
+
+/// The resource of a `ResourceSpans` read by `r`.
+fn resource(r: &Reader<'_>) -> Result<Resource, DecodeError> {
+    // The resource may come after its spans on the wire: find it first.
+    let mut scan = r.clone();
+    let (mut found, mut several) = (None, false);
+    while let Some((field, v)) = scan.next()? {
+        if field == 1 {
+            several |= found.is_some();
+            found = Some(v.bytes());
+        }
+    }
+    match found {
+        Some(bytes) if !several => RESOURCES.with(|cache| {
+            if let Some(resource) = cache.borrow().get(bytes) {
+                return Ok(*resource);
+            }
+            let mut attrs = ResourceAttrs::default();
+            read_resource(&mut attrs, r.nested(bytes))?;
+            let resource = attrs.finish();
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= MAX_CACHED_RESOURCES {
+                cache.clear();
+            }
+            cache.insert(bytes.into(), resource);
+            Ok(resource)
+        }),
+        // None, or (unusually) several parts to merge.
+        _ => {
+            let mut attrs = ResourceAttrs::default();
+            let mut scan = r.clone();
+            while let Some((field, v)) = scan.next()? {
+                if field == 1 {
+                    read_resource(&mut attrs, scan.nested(v.bytes()))?;
+                }
+            }
+            Ok(attrs.finish())
+        }
+    }
+}
+
+fn resource_spans(b: &mut Builder, r: Reader<'_>, index: usize) -> Result<(), DecodeError> {
+    let resource = resource(&r)?;
     let mut r = r;
     let mut span_index = 0;
     while let Some((field, v)) = r.next()? {

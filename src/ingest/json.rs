@@ -53,8 +53,8 @@ pub fn decode_export_json(body: &[u8]) -> Result<SpanBatch, JsonError> {
             .iter()
             .flat_map(|r| r.attributes.iter().flatten())
         {
-            if let (Some(key), Some(Value::Str(value))) = (&kv.key, kv.value()?) {
-                attrs.string(key.0.as_bytes(), value);
+            if let (Some(key), Some(value)) = (&kv.key, kv.value()?) {
+                attrs.attribute(key.0.as_bytes(), value);
             }
         }
         let resource = attrs.finish();
@@ -551,6 +551,10 @@ mod tests {
                     attributes: vec![
                         kv("service.name", V::StringValue("checkout".into())),
                         kv("service.instance.id", V::StringValue("pod-7".into())),
+                        kv("host.name", V::StringValue("node-1".into())),
+                        kv("host.cpus", V::IntValue(8)),
+                        kv("canary", V::BoolValue(true)),
+                        kv("load", V::DoubleValue(0.25)),
                     ],
                     ..Default::default()
                 }),
@@ -624,10 +628,17 @@ mod tests {
             }],
         };
         let from_pb = decode_export(&pb.encode_to_vec()).unwrap();
+        // The second time, the resource comes from the thread's cache: the same.
+        let again = decode_export(&pb.encode_to_vec()).unwrap();
+        assert!(again.traces[0].1.arena == from_pb.traces[0].1.arena);
         let from_json = decode(json!({"resourceSpans": [{
             "resource": {"attributes": [
                 {"key": "service.name", "value": {"stringValue": "checkout"}},
-                {"key": "service.instance.id", "value": {"stringValue": "pod-7"}}
+                {"key": "service.instance.id", "value": {"stringValue": "pod-7"}},
+                {"key": "host.name", "value": {"stringValue": "node-1"}},
+                {"key": "host.cpus", "value": {"intValue": "8"}},
+                {"key": "canary", "value": {"boolValue": true}},
+                {"key": "load", "value": {"doubleValue": 0.25}}
             ]},
             "scopeSpans": [{"scope": {"name": "lib"}, "spans": [{
                 "traceId": "abababababababababababababababab",
@@ -681,6 +692,20 @@ mod tests {
         assert_eq!(
             arena.get(sp.attrs, Sym::new("tags")).unwrap().to_json(),
             json!(["a", -2, null])
+        );
+        // The resource's other attributes travel with the span, typed.
+        let resource = arena.get(sp.attrs, *crate::model::RESOURCE_ATTRS);
+        let Some(AttrValue::Str(text)) = resource else {
+            panic!("resource attributes: {resource:?}")
+        };
+        assert_eq!(
+            crate::model::resource_attrs(text),
+            vec![
+                ("host.name".to_owned(), json!("node-1")),
+                ("host.cpus".to_owned(), json!(8)),
+                ("canary".to_owned(), json!(true)),
+                ("load".to_owned(), json!(0.25)),
+            ]
         );
     }
 

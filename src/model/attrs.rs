@@ -15,7 +15,21 @@
 //! decoder interned (semantic-convention values, and repeated short values) are
 //! stored as a `sym` of a few bytes.
 
+use std::sync::LazyLock;
+
 use super::Sym;
+
+/// The attribute under which ingest keeps the resource attributes of a span
+/// other than `service.name` and `service.instance.id`: one interned JSON
+/// text, `[[key, value], ...]`, shared by every span of the resource. An
+/// internal key: the APIs show its contents as the resource's, never as a
+/// span attribute ([`resource_attrs`]).
+pub static RESOURCE_ATTRS: LazyLock<Sym> = LazyLock::new(|| Sym::new("hopscope.resource"));
+
+/// The `[key, value]` pairs of a [`RESOURCE_ATTRS`] text (empty if malformed).
+pub fn resource_attrs(text: &str) -> Vec<(String, serde_json::Value)> {
+    serde_json::from_str(text).unwrap_or_default()
+}
 
 const TAG_STR: u64 = 0;
 const TAG_SYM: u64 = 1;

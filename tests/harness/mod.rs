@@ -25,6 +25,8 @@ pub struct TestDaemon {
     /// The OTLP/HTTP receiver's base URL (exporters append `/v1/traces`).
     pub http_endpoint: String,
     pub api: String,
+    /// The Jaeger query API's base URL.
+    pub jaeger: String,
     http: reqwest::Client,
 }
 
@@ -34,6 +36,7 @@ pub async fn start(settings: Settings) -> TestDaemon {
         otlp_grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
         otlp_http_addr: Some("127.0.0.1:0".parse().unwrap()),
         api_addr: Some("127.0.0.1:0".parse().unwrap()),
+        jaeger_addr: Some("127.0.0.1:0".parse().unwrap()),
         trace_idle: Some("300ms".parse().unwrap()),
         ..Settings::default()
     };
@@ -43,6 +46,7 @@ pub async fn start(settings: Settings) -> TestDaemon {
         grpc_endpoint: format!("http://{}", running.otlp_grpc_addr),
         http_endpoint: format!("http://{}", running.otlp_http_addr),
         api: format!("http://{}", running.api_addr),
+        jaeger: format!("http://{}", running.jaeger_addr),
         running: Some(running),
         http: reqwest::Client::new(),
     }
