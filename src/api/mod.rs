@@ -5,6 +5,7 @@
 //! fields ending `_ms`, times are RFC 3339, and every error is
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 
+mod console;
 mod error;
 mod findings;
 mod health;
@@ -48,8 +49,9 @@ pub struct AppState {
 pub const MAX_BODY_BYTES: usize = 64 << 10;
 
 /// The API's routes. `/healthz` and `/readyz` stay open (probes send no
-/// tokens); every other route requires the API's bearer token, if one is set,
-/// and request bodies are bounded ([`MAX_BODY_BYTES`]).
+/// tokens), and so do the web console's pages and assets (they hold no data;
+/// see [`console`]); every other route requires the API's bearer token, if one
+/// is set, and request bodies are bounded ([`MAX_BODY_BYTES`]).
 pub fn router(state: AppState) -> Router {
     let guard = RequireToken::new(state.api_guard.clone(), auth::http_refusal);
     Router::new()
@@ -57,12 +59,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/traces", get(traces::list))
         .route("/api/v1/traces/{trace_id}", get(traces::get))
         .route("/api/v1/hops", get(hops::list))
+        .route("/api/v1/hops/series", get(hops::series))
         .route("/api/v1/findings", get(findings::list))
         .route("/api/v1/findings/{id}", get(findings::get))
         .route("/api/v1/timeouts", get(timeouts::list))
         .route("/api/v1/queries", get(queries::list))
         .route("/metrics", get(metrics::render))
+        .merge(console::data())
         .route_layer(guard)
+        .merge(console::pages())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(error::not_found)
