@@ -50,7 +50,7 @@ pub const MAX_BODY_BYTES: usize = 64 << 10;
 
 /// The API's routes. `/healthz` and `/readyz` stay open (probes send no
 /// tokens), and so do the web console's pages and assets (they hold no data;
-/// see [`console`]); every other route requires the API's bearer token, if one
+/// see `api/console/`); every other route requires the API's bearer token, if one
 /// is set, and request bodies are bounded ([`MAX_BODY_BYTES`]).
 pub fn router(state: AppState) -> Router {
     let guard = RequireToken::new(state.api_guard.clone(), auth::http_refusal);

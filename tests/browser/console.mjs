@@ -192,6 +192,8 @@ const traceId = cascade.trace_ids[0];
   assert.ok(kinds.includes("cascading_timeout"));
   pass("trace", "the trace's findings are shown, cascading_timeout among them");
   await shot(page, "trace");
+  // The first screenful, as the README shows it (docs/console-trace.png).
+  await page.screenshot({ path: `${shots}/trace-screen.png` });
   page.noProblems();
   await page.close();
 }
