@@ -74,6 +74,11 @@ async function open(context, name) {
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("requestfailed", (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
   page.on("response", (r) => r.status() >= 400 && !page.allow401 && problems.push(`HTTP ${r.status()}: ${r.url()}`));
+  page.fitsWidth = async () => {
+    const [content, width] = await page.evaluate(() => [document.documentElement.scrollWidth, innerWidth]);
+    assert.ok(content <= width, `${name}: ${content} px wide on a ${width} px screen`);
+    pass(name, `fits a ${width} px wide screen without scrolling sideways`);
+  };
   page.noProblems = () => {
     assert.deepEqual(problems, [], `${name}: the page had errors`);
     pass(name, "no console errors, page errors or failed requests");
@@ -101,7 +106,8 @@ await waitFor("the demo's timeout inversions", async () => {
 });
 
 const browser = await chromium.launch({ executablePath: browserPath, args: ["--no-sandbox"] });
-const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
+// A laptop screen.
+const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, deviceScaleFactor: 1 });
 
 // --- findings ---------------------------------------------------------------
 {
@@ -114,8 +120,7 @@ const context = await browser.newContext({ viewport: { width: 1440, height: 900 
   assert.match(text, /inventory GET \/stock\/\{sku\}/);
   assert.match(text, /Remedy:/);
   pass("findings", "cascading_timeout naming inventory GET /stock/{sku} is first, with its remedy");
-  await first.locator("details summary").click();
-  assert.ok(await first.locator("dl.evidence dt").count() > 0, "evidence shown as a list");
+  assert.ok(await first.locator("dl.evidence dt").first().isVisible(), "evidence shown as a list, open");
   assert.ok(await first.locator("ol.chain li.timed-out").count() > 0, "the chain marks timed-out hops");
   const links = first.locator(".traces a");
   assert.ok(await links.count() > 0, "example trace links");
@@ -135,6 +140,13 @@ const context = await browser.newContext({ viewport: { width: 1440, height: 900 
   const paused = await fetched().then(() => false, () => true);
   assert.ok(paused, "no refresh while paused");
   pass("findings", "pausing stops the refresh");
+  // Closing a finding's evidence survives the refresh.
+  await first.locator("details summary").click();
+  await page.locator("input[name=refresh]").check();
+  await fetched();
+  assert.ok(!(await page.locator("article.finding").first().locator("dl.evidence").isVisible()), "closed evidence stays closed");
+  await page.locator("article.finding").first().locator("details summary").click();
+  pass("findings", "evidence open by default; a reader's closing it survives the refresh");
   // Filter by kind: only timeout inversions, and the URL keeps the filter.
   await page.locator("select[name=kind]").selectOption("timeout_inversion");
   await page.waitForFunction(() => {
@@ -152,6 +164,7 @@ const context = await browser.newContext({ viewport: { width: 1440, height: 900 
   await page.locator("input[name=service]").press("Enter");
   await page.locator("article.finding").first().waitFor();
   await shot(page, "findings");
+  await page.fitsWidth();
   page.noProblems();
   await page.close();
 }
@@ -194,6 +207,7 @@ const traceId = cascade.trace_ids[0];
   await shot(page, "trace");
   // The first screenful, as the README shows it (docs/console-trace.png).
   await page.screenshot({ path: `${shots}/trace-screen.png` });
+  await page.fitsWidth();
   page.noProblems();
   await page.close();
 }
@@ -219,6 +233,7 @@ const traceId = cascade.trace_ids[0];
   assert.match(page.url(), /step=5m/);
   pass("entry", "changing the step refetches the series");
   await shot(page, "entry");
+  await page.fitsWidth();
   page.noProblems();
   await page.close();
 }
@@ -245,6 +260,7 @@ const traceId = cascade.trace_ids[0];
   assert.ok(await block.locator(".meter .fill.over").count() >= 1, "a timeout longer than the time left drawn over the limit");
   pass("timeouts", "the timeout-vs-time-left meter shows the overrun");
   await shot(page, "timeouts");
+  await page.fitsWidth();
   page.noProblems();
   await page.close();
 }
