@@ -344,6 +344,13 @@ async fn the_hop_series_has_one_point_per_step_with_that_steps_shares() {
         ))
         .await;
     assert_eq!((status, points(&body)), (200, vec![]));
+    let (status, body) = d
+        .get(&format!(
+            "/api/v1/hops?since={until}&until={}",
+            starts[0] * 1000
+        ))
+        .await;
+    assert_eq!((status, &body["entries"]), (200, &serde_json::json!([])));
 
     // An entry never seen has no points; bad input answers 400 in the API's shape.
     let (status, body) = d.get("/api/v1/hops/series?entry=web:GET%20/nothing").await;
