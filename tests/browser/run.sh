@@ -30,6 +30,6 @@ if ((${#missing[@]})); then
     apt-get install -y -qq "${missing[@]}" >/dev/null || skip "apt-get install ${missing[*]} failed"
 fi
 
-(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) || skip "npm ci (playwright-core from the npm registry) failed"
 cargo build --quiet
 HOPSCOPE_BIN="${HOPSCOPE_BIN:-target/debug/hopscope}" node tests/browser/console.mjs
