@@ -44,12 +44,20 @@ pub async fn findings(
     ))
 }
 
+/// Example traces linked per finding.
+const EXAMPLES: usize = 5;
+
 fn row(f: &Finding) -> String {
     let o = &f.latest;
     let traces: String = o
         .trace_ids
         .iter()
-        .map(|t| format!("<a href=\"/api/v1/traces/{t}\" class=\"mono\">{t}</a><br>"))
+        .take(EXAMPLES)
+        .map(|t| {
+            let hex = t.to_string();
+            let short = hex.get(..12).unwrap_or(&hex);
+            format!("<a href=\"/api/v1/traces/{hex}\" class=\"mono\">{short}</a> ")
+        })
         .collect();
     format!(
         "<tr><td><span class=\"badge sev-{sev}\">{sev}</span></td><td>{kind}</td><td>{culprit}</td>\
