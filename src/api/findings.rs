@@ -129,7 +129,16 @@ pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<FindingListBody>, ApiError> {
-    let p = params::query(q)?;
+    Ok(Json(FindingListBody {
+        findings: select(&state, params::query(q)?)?
+            .into_iter()
+            .map(FindingBody::from)
+            .collect(),
+    }))
+}
+
+/// The findings `p` asks for, worst first (also the console's plain page).
+pub(super) fn select(state: &AppState, p: ListParams) -> Result<Vec<Finding>, ApiError> {
     let now = SystemTime::now();
     let filter = FindingFilter {
         kind: parse_kind(p.kind.as_deref())?,
@@ -139,15 +148,7 @@ pub async fn list(
         until_ns: params::time_ns("until", p.until.as_deref(), now)?,
     };
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    Ok(Json(FindingListBody {
-        findings: state
-            .store
-            .findings
-            .list(&filter, limit)
-            .into_iter()
-            .map(FindingBody::from)
-            .collect(),
-    }))
+    Ok(state.store.findings.list(&filter, limit))
 }
 
 /// One finding by id.

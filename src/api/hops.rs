@@ -1,7 +1,22 @@
 //! `GET /api/v1/hops?entry=SERVICE:OPERATION&since=&until=`: latency share per hop
 //! of each entry point over a window.
+//!
+//! `GET /api/v1/hops/series?entry=SERVICE:OPERATION&since=&until=&step=5m`: the
+//! same for one entry point, step by step (the console's stacked chart):
+//!
+//! ```json
+//! {"step_ms": 60000.0,
+//!  "points": [{"start": "...", "traces": 12, "total_root_ms": 3480.0,
+//!              "hops": [{"service": "inventory", ..., "share": 0.81, ...}]},
+//!             {"start": "...", "traces": 0, "total_root_ms": 0.0, "hops": []}]}
+//! ```
+//!
+//! `step` is a duration rounded down to whole minutes (the aggregates'
+//! resolution; at least 1m, at most 24h, default 1m). Points run from the step
+//! of the entry's first trace in the window to that of its last; a step
+//! without traces is present with `traces` 0.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -129,5 +144,115 @@ pub async fn list(
     let entries = state.store.aggregates.query(entry, since, until);
     Ok(Json(HopsBody {
         entries: entries.iter().map(entry_body).collect(),
+    }))
+}
+
+const DEFAULT_STEP: Duration = Duration::from_secs(60);
+const MAX_STEP: Duration = Duration::from_secs(24 * 3600);
+
+/// A step: whole minutes (`5m`) or hours (`2h`), at least a minute; longer
+/// than [`MAX_STEP`] is taken as it.
+fn parse_step(text: &str) -> Result<Duration, ApiError> {
+    let minutes = |n: &str, per: u64| n.parse::<u64>().ok().map(|n| n.saturating_mul(per));
+    let parsed = match text.as_bytes().last() {
+        Some(b'm') => minutes(&text[..text.len() - 1], 1),
+        Some(b'h') => minutes(&text[..text.len() - 1], 60),
+        _ => None,
+    };
+    parsed
+        .filter(|&m| m > 0)
+        .map(|m| Duration::from_secs(m.saturating_mul(60)).min(MAX_STEP))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_step",
+                format!("`step` must be whole minutes or hours, like 5m or 1h; got `{text}`"),
+            )
+        })
+}
+
+/// Parameters of `GET /api/v1/hops/series`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesParams {
+    /// The entry point, `SERVICE:OPERATION` (default: the busiest of the window).
+    #[param(schema_with = super::openapi::entry_schema)]
+    entry: Option<String>,
+    /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).
+    #[param(schema_with = super::openapi::time_schema)]
+    since: Option<String>,
+    /// Traces whose root started before: RFC 3339, unix ms, or a duration ago.
+    #[param(schema_with = super::openapi::time_schema)]
+    until: Option<String>,
+    /// The width of a point: whole minutes or hours (`5m`, `1h`; default `1m`,
+    /// at most `24h`).
+    #[param(schema_with = super::openapi::step_schema)]
+    step: Option<String>,
+}
+
+/// One step of the series.
+#[derive(Serialize, ToSchema)]
+pub struct PointBody {
+    start: String,
+    traces: u64,
+    total_root_ms: f64,
+    hops: Vec<HopAggBody>,
+}
+
+/// Per-hop latency share of an entry point, step by step.
+#[derive(Serialize, ToSchema)]
+pub struct SeriesBody {
+    step_ms: f64,
+    points: Vec<PointBody>,
+}
+
+/// The hops of one entry point over time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/hops/series",
+    operation_id = "hop_series",
+    tag = "hops",
+    params(SeriesParams),
+    responses(
+        (status = 200, description = "One point per step, oldest first", body = SeriesBody),
+        (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
+    )
+)]
+pub async fn series(
+    State(state): State<AppState>,
+    q: Result<Query<SeriesParams>, QueryRejection>,
+) -> Result<Json<SeriesBody>, ApiError> {
+    let p = params::query(q)?;
+    let now = SystemTime::now();
+    let since = params::time_ns("since", p.since.as_deref(), now)?;
+    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    let step = match p.step.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => DEFAULT_STEP,
+        Some(text) => parse_step(text)?,
+    };
+    let entry = match p.entry.as_deref().filter(|e| !e.is_empty()) {
+        Some(text) => parse_entry(text)?,
+        // The busiest entry point of the window (the aggregates answer busiest first).
+        None => state
+            .store
+            .aggregates
+            .query(None, since, until)
+            .first()
+            .map(|e| e.entry),
+    };
+    let points = match entry {
+        None => Vec::new(),
+        Some(entry) => state.store.aggregates.series(entry, since, until, step),
+    };
+    Ok(Json(SeriesBody {
+        step_ms: (step.as_secs() / 60 * 60_000) as f64,
+        points: points
+            .into_iter()
+            .map(|(start, stats)| PointBody {
+                start: params::rfc3339(start),
+                traces: stats.as_ref().map_or(0, |s| s.traces),
+                total_root_ms: stats.as_ref().map_or(0.0, |s| ms(s.root_ns)),
+                hops: stats.map_or_else(Vec::new, |s| s.hops.iter().map(hop_body).collect()),
+            })
+            .collect(),
     }))
 }

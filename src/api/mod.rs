@@ -5,6 +5,7 @@
 //! fields ending `_ms`, times are RFC 3339, and every error is
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 
+mod console;
 mod edges;
 mod error;
 mod findings;
@@ -53,15 +54,18 @@ pub struct AppState {
 pub const MAX_BODY_BYTES: usize = 64 << 10;
 
 /// The API's routes. `/healthz` and `/readyz` stay open (probes send no
-/// tokens); every other route requires the API's bearer token, if one is set,
-/// and request bodies are bounded ([`MAX_BODY_BYTES`]).
+/// tokens), and so do the web console's pages and assets (they hold no data;
+/// see `api/console/`); every other route requires the API's bearer token, if one
+/// is set, and request bodies are bounded ([`MAX_BODY_BYTES`]).
 pub fn router(state: AppState) -> Router {
     let guard = RequireToken::new(state.api_guard.clone(), auth::http_refusal);
     Router::new()
         .merge(openapi::v1_routes())
         .route("/metrics", get(metrics::render))
         .merge(grafana::router())
+        .merge(console::data())
         .route_layer(guard)
+        .merge(console::pages())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(error::not_found)

@@ -38,6 +38,7 @@ pub fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(traces::list))
         .routes(routes!(traces::get))
         .routes(routes!(hops::list))
+        .routes(routes!(hops::series))
         .routes(routes!(findings::list))
         .routes(routes!(findings::get))
         .routes(routes!(timeouts::list))
@@ -85,6 +86,14 @@ pub(super) fn time_schema() -> RefOr<Schema> {
             "[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|\\+00:00)?",
             "|[0-9]{1,6}(ms|s|m|h|d))$"
         )),
+    )
+}
+
+/// A step of a series: whole minutes or hours (`parse_step` in `hops.rs`).
+pub(super) fn step_schema() -> RefOr<Schema> {
+    string_schema(
+        "Whole minutes or hours (`5m`, `1h`), at most 24 h; empty means 1 minute.",
+        Some("^(|[1-9][0-9]{0,5}[mh])$"),
     )
 }
 

@@ -176,55 +176,102 @@ impl Aggregates {
         since_ns: Option<u64>,
         until_ns: Option<u64>,
     ) -> Vec<EntryStats> {
-        let lo = since_ns.map_or(0, |s| s / BUCKET_NS);
-        // `since` after `until` selects nothing (a reversed range would panic).
-        let hi = until_ns.map_or(u64::MAX, |u| u.div_ceil(BUCKET_NS)).max(lo);
+        let (lo, hi) = bucket_range(since_ns, until_ns);
         let entries = self.entries.lock();
         let mut out: Vec<EntryStats> = entries
             .iter()
             .filter(|(e, _)| entry.is_none_or(|want| want == **e))
-            .filter_map(|(e, buckets)| {
-                let mut traces = 0;
-                let mut root_ns = 0;
-                let mut hops: FxHashMap<HopKey, HopAgg> = FxHashMap::default();
-                for (_, b) in buckets.range(lo..hi) {
-                    traces += b.traces;
-                    root_ns += b.root_ns;
-                    for (k, h) in &b.hops {
-                        hops.entry(*k).or_default().merge(h);
-                    }
-                }
-                if traces <= 0 {
-                    return None;
-                }
-                let mut hops: Vec<HopStats> = hops
-                    .into_iter()
-                    .map(|(key, h)| HopStats {
-                        key,
-                        traces: h.traces.max(0) as u64,
-                        critical_ns: h.critical_ns.max(0) as u64,
-                        share: if root_ns > 0 {
-                            h.critical_ns as f64 / root_ns as f64
-                        } else {
-                            h.traces as f64 / traces as f64
-                        },
-                        share_p50: h.share.quantile(0.5).unwrap_or(0.0),
-                        share_p95: h.share.quantile(0.95).unwrap_or(0.0),
-                        critical_p50_ns: h.critical.quantile(0.5).unwrap_or(0.0),
-                        critical_p95_ns: h.critical.quantile(0.95).unwrap_or(0.0),
-                        critical_p99_ns: h.critical.quantile(0.99).unwrap_or(0.0),
-                    })
-                    .collect();
-                hops.sort_by(|a, b| b.share.total_cmp(&a.share).then(a.key.cmp(&b.key)));
-                Some(EntryStats {
-                    entry: *e,
-                    traces: traces as u64,
-                    root_ns: root_ns.max(0) as u64,
-                    hops,
-                })
-            })
+            .filter_map(|(e, buckets)| entry_stats(*e, buckets.range(lo..hi).map(|(_, b)| b)))
             .collect();
         out.sort_by(|a, b| b.traces.cmp(&a.traces).then(a.entry.cmp(&b.entry)));
         out
     }
+
+    /// One entry point over `[since_ns, until_ns)` in steps of `step` (whole
+    /// minutes, at least one), from the step of its first bucket in the window
+    /// to the step of its last: each step's start (unix ns) and its stats,
+    /// `None` for a step without traces. Empty when the entry has no traces in
+    /// the window. At most retention / step points.
+    pub fn series(
+        &self,
+        entry: EntryPoint,
+        since_ns: Option<u64>,
+        until_ns: Option<u64>,
+        step: Duration,
+    ) -> Vec<(u64, Option<EntryStats>)> {
+        let step = (step.as_nanos() as u64 / BUCKET_NS).max(1);
+        let (lo, hi) = bucket_range(since_ns, until_ns);
+        let entries = self.entries.lock();
+        let Some(buckets) = entries.get(&entry) else {
+            return Vec::new();
+        };
+        let mut in_window = buckets.range(lo..hi);
+        let (Some((&first, _)), Some((&last, _))) =
+            (in_window.next(), buckets.range(lo..hi).next_back())
+        else {
+            return Vec::new();
+        };
+        let first = first - first % step;
+        (first..=last)
+            .step_by(step as usize)
+            .map(|from| {
+                let to = (from + step).min(hi);
+                let stats = entry_stats(entry, buckets.range(from.max(lo)..to).map(|(_, b)| b));
+                (from * BUCKET_NS, stats)
+            })
+            .collect()
+    }
+}
+
+/// The buckets `[lo, hi)` that hold trace starts in `[since_ns, until_ns)`.
+fn bucket_range(since_ns: Option<u64>, until_ns: Option<u64>) -> (u64, u64) {
+    let lo = since_ns.map_or(0, |s| s / BUCKET_NS);
+    let hi = until_ns.map_or(u64::MAX, |u| u.div_ceil(BUCKET_NS));
+    (lo, hi.max(lo))
+}
+
+/// An entry point's buckets merged, hops by share (largest first); `None`
+/// without traces.
+fn entry_stats<'a>(
+    entry: EntryPoint,
+    buckets: impl Iterator<Item = &'a Bucket>,
+) -> Option<EntryStats> {
+    let mut traces = 0;
+    let mut root_ns = 0;
+    let mut hops: FxHashMap<HopKey, HopAgg> = FxHashMap::default();
+    for b in buckets {
+        traces += b.traces;
+        root_ns += b.root_ns;
+        for (k, h) in &b.hops {
+            hops.entry(*k).or_default().merge(h);
+        }
+    }
+    if traces <= 0 {
+        return None;
+    }
+    let mut hops: Vec<HopStats> = hops
+        .into_iter()
+        .map(|(key, h)| HopStats {
+            key,
+            traces: h.traces.max(0) as u64,
+            critical_ns: h.critical_ns.max(0) as u64,
+            share: if root_ns > 0 {
+                h.critical_ns as f64 / root_ns as f64
+            } else {
+                h.traces as f64 / traces as f64
+            },
+            share_p50: h.share.quantile(0.5).unwrap_or(0.0),
+            share_p95: h.share.quantile(0.95).unwrap_or(0.0),
+            critical_p50_ns: h.critical.quantile(0.5).unwrap_or(0.0),
+            critical_p95_ns: h.critical.quantile(0.95).unwrap_or(0.0),
+            critical_p99_ns: h.critical.quantile(0.99).unwrap_or(0.0),
+        })
+        .collect();
+    hops.sort_by(|a, b| b.share.total_cmp(&a.share).then(a.key.cmp(&b.key)));
+    Some(EntryStats {
+        entry,
+        traces: traces as u64,
+        root_ns: root_ns.max(0) as u64,
+        hops,
+    })
 }

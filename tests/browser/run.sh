@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The web console in headless Chromium (see console.mjs): installs Debian's
+# chromium and Node.js/npm with apt when missing and possible, installs the
+# pinned playwright-core (npm ci), builds hopscope and runs the browser checks.
+# Screenshots go to target/console-screenshots/ (or $SCREENSHOT_DIR).
+#
+# Exit status: that of the checks; 0 with a loud SKIPPED message only when
+# the browser or Node.js is missing and cannot be installed (no root, no apt).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+skip() {
+    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
+    echo "!! SKIPPED: the web console's browser test: $1" >&2
+    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
+    exit 0
+}
+
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+        skip "${missing[*]} missing, and apt-get as root is not available to install them"
+    fi
+    echo "installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || skip "apt-get update failed"
+    apt-get install -y -qq "${missing[@]}" >/dev/null || skip "apt-get install ${missing[*]} failed"
+fi
+
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) || skip "npm ci (playwright-core from the npm registry) failed"
+cargo build --quiet
+HOPSCOPE_BIN="${HOPSCOPE_BIN:-target/debug/hopscope}" node tests/browser/console.mjs
