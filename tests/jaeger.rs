@@ -112,69 +112,19 @@ fn tag_value<'a>(span: &'a Value, key: &str) -> &'a Value {
     &tag(span, key).unwrap_or_else(|| panic!("tag {key} in {span}"))["value"]
 }
 
-/// gateway → frontend → orders → inventory, each caller with its own timeout,
-/// inventory slow; frontend also runs an audit beside its call to orders,
-/// which nobody waits for.
+/// The harness's cascade (gateway → frontend → orders → inventory, each
+/// caller with its own timeout, inventory slow), plus an audit that frontend
+/// runs beside its call to orders and nobody waits for.
 fn cascade() -> Vec<Sp> {
-    vec![
-        sp(
-            "gateway",
-            (1, 0),
-            "POST /checkout",
-            SpanKind::Server,
-            (0, 2900),
-        )
-        .failed("Endpoint request timed out", 504),
-        sp(
-            "gateway",
-            (2, 1),
-            "POST /checkout",
-            SpanKind::Client,
-            (5, 2900),
-        )
-        .deadline(),
-        sp(
-            "frontend",
-            (3, 2),
-            "POST /checkout",
-            SpanKind::Server,
-            (10, 3000),
-        )
-        .failed("upstream orders timed out", 504),
-        sp(
-            "frontend",
-            (4, 3),
-            "POST /orders",
-            SpanKind::Client,
-            (15, 3015),
-        )
-        .deadline(),
-        sp("frontend", (8, 3), "audit", SpanKind::Internal, (12, 100)),
-        sp(
-            "orders",
-            (5, 4),
-            "POST /orders",
-            SpanKind::Server,
-            (20, 3030),
-        )
-        .failed("upstream inventory timed out", 504),
-        sp(
-            "orders",
-            (6, 5),
-            "GET /inventory",
-            SpanKind::Client,
-            (25, 3025),
-        )
-        .deadline(),
-        sp(
-            "inventory",
-            (7, 6),
-            "GET /inventory",
-            SpanKind::Server,
-            (30, 4000),
-        )
-        .http(200),
-    ]
+    let mut spans = harness::scenarios::cascade();
+    spans.push(sp(
+        "frontend",
+        (8, 3),
+        "audit",
+        SpanKind::Internal,
+        (12, 100),
+    ));
+    spans
 }
 
 /// The keys of every span object in Jaeger's answers.

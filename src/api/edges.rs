@@ -11,8 +11,6 @@
 //! they called (network, queueing, connection setup); `critical_wire_ms` the
 //! part of it on the traces' critical paths. The most called edges come first.
 
-use std::time::SystemTime;
-
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
@@ -97,9 +95,7 @@ pub async fn list(
     q: Result<Query<EdgeParams>, QueryRejection>,
 ) -> Result<Json<ServiceGraphBody>, ApiError> {
     let p = params::query(q)?;
-    let now = SystemTime::now();
-    let since = params::time_ns("since", p.since.as_deref(), now)?;
-    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
     Ok(Json(ServiceGraphBody {
         edges: edges(&state.store, since, until),
     }))

@@ -16,7 +16,7 @@
 //! of the entry's first trace in the window to that of its last; a step
 //! without traces is present with `traces` 0.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -127,9 +127,7 @@ pub async fn list(
     q: Result<Query<HopParams>, QueryRejection>,
 ) -> Result<Json<HopsBody>, ApiError> {
     let p = params::query(q)?;
-    let now = SystemTime::now();
-    let since = params::time_ns("since", p.since.as_deref(), now)?;
-    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
     let entry = match p.entry.as_deref() {
         None | Some("") => None,
         Some(text) => match parse_entry(text)? {
@@ -222,9 +220,7 @@ pub async fn series(
     q: Result<Query<SeriesParams>, QueryRejection>,
 ) -> Result<Json<SeriesBody>, ApiError> {
     let p = params::query(q)?;
-    let now = SystemTime::now();
-    let since = params::time_ns("since", p.since.as_deref(), now)?;
-    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
     let step = match p.step.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => DEFAULT_STEP,
         Some(text) => parse_step(text)?,

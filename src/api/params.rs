@@ -14,6 +14,16 @@ pub fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> Result
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
+/// The `since` and `until` of a request, each as [`time_ns`] reads it,
+/// relative to the same now.
+pub fn window(
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<(Option<u64>, Option<u64>), ApiError> {
+    let now = SystemTime::now();
+    Ok((time_ns("since", since, now)?, time_ns("until", until, now)?))
+}
+
 /// A point in time: RFC 3339 (`2026-11-25T18:00:00Z`), unix milliseconds
 /// (`1764093600000`), or a duration meaning that long ago (`15m`).
 pub fn time_ns(name: &str, value: Option<&str>, now: SystemTime) -> Result<Option<u64>, ApiError> {

@@ -19,7 +19,6 @@
 //! (at most 10).
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -160,9 +159,7 @@ pub async fn list(
     q: Result<Query<QueryParams>, QueryRejection>,
 ) -> Result<Json<QueriesBody>, ApiError> {
     let p = params::query(q)?;
-    let now = SystemTime::now();
-    let since = params::time_ns("since", p.since.as_deref(), now)?;
-    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     Ok(Json(QueriesBody {
         queries: shapes(

@@ -48,7 +48,6 @@
 //!   (`timeout_inversion`, `deadline_not_propagated`, `timeout_headroom`).
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -260,9 +259,7 @@ pub async fn list(
     q: Result<Query<TimeoutParams>, QueryRejection>,
 ) -> Result<Json<TimeoutsBody>, ApiError> {
     let p = params::query(q)?;
-    let now = SystemTime::now();
-    let since = params::time_ns("since", p.since.as_deref(), now)?;
-    let until = params::time_ns("until", p.until.as_deref(), now)?;
+    let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
     let stats = state.store.window.stats();
     let entries = budgets(state.store.clone(), p.entry.as_deref(), since, until).await?;
     Ok(Json(TimeoutsBody {
