@@ -34,6 +34,8 @@ pub mod demo;
 pub mod ingest;
 pub mod loadgen;
 pub mod model;
+pub mod offline;
+pub mod pipeline;
 pub mod stats;
 pub mod store;
 pub mod tls;

@@ -59,7 +59,8 @@ fn hop_body(h: &HopStats) -> HopAggBody {
     }
 }
 
-fn entry_body(e: &EntryStats) -> EntryAggBody {
+/// One entry point's hops over a window, as `GET /api/v1/hops` shows it.
+pub fn entry_body(e: &EntryStats) -> EntryAggBody {
     EntryAggBody {
         entry: e.entry.into(),
         traces: e.traces,

@@ -16,6 +16,9 @@ mod timeouts;
 mod traces;
 
 pub use error::ApiError;
+pub use findings::FindingBody;
+pub use hops::{entry_body, EntryAggBody};
+pub use params::rfc3339;
 pub use traces::{trace_body, TraceBody};
 
 use std::sync::atomic::AtomicBool;
