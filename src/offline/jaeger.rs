@@ -25,9 +25,24 @@ use super::ids::{span_id, trace_id};
 use crate::ingest::build::{event, link, span_ids, Builder, Codes, Resource, SpanFields, Value};
 use crate::model::{Event, Link, SpanBatch, Sym};
 
+/// Every trace of a Jaeger JSON document of any accepted shape, each
+/// converted into a batch (spans with malformed ids or times are refused and
+/// counted, as OTLP's partial success does).
+pub fn read(doc: &[u8]) -> Result<Vec<SpanBatch>, serde_json::Error> {
+    let traces = match doc.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice::<Vec<TraceJson>>(doc)?,
+        _ => serde_json::from_slice::<Document>(doc)?.traces(),
+    };
+    Ok(traces
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| convert(t, i))
+        .collect())
+}
+
 /// A Jaeger JSON document of any accepted shape.
 #[derive(Deserialize)]
-pub(super) struct Document {
+struct Document {
     #[serde(default)]
     data: Option<Vec<TraceJson>>,
     /// Jaeger UI's test wrapper.
@@ -39,7 +54,7 @@ pub(super) struct Document {
 
 impl Document {
     /// The document's traces.
-    pub(super) fn traces(self) -> Vec<TraceJson> {
+    fn traces(self) -> Vec<TraceJson> {
         match (self.data, self.trace) {
             (Some(data), _) => data,
             (None, Some(trace)) => vec![trace],
@@ -50,7 +65,9 @@ impl Document {
 
 /// One trace as the query API writes it.
 #[derive(Deserialize, Default)]
-pub struct TraceJson {
+struct TraceJson {
+    #[serde(rename = "traceID", default)]
+    trace_id: Option<String>,
     #[serde(default)]
     spans: Option<Vec<SpanJson>>,
     #[serde(default)]
@@ -205,13 +222,13 @@ fn kind(text: &str) -> u64 {
     }
 }
 
-/// Converts one trace into a batch (spans with malformed ids or times are
-/// refused and counted, as OTLP's partial success does).
-pub(super) fn convert(trace: TraceJson, index: usize) -> SpanBatch {
+/// Converts one trace (the `index`th of its document) into a batch.
+fn convert(trace: TraceJson, index: usize) -> SpanBatch {
     let mut b = Builder::default();
     let processes = trace.processes.unwrap_or_default();
+    let trace_id = trace.trace_id.unwrap_or_default();
     for (n, s) in trace.spans.into_iter().flatten().enumerate() {
-        span(&mut b, s, &processes, (index, n));
+        span(&mut b, s, &processes, &trace_id, (index, n));
     }
     b.finish()
 }
@@ -220,6 +237,7 @@ fn span(
     b: &mut Builder,
     s: SpanJson,
     processes: &HashMap<String, ProcessJson>,
+    trace_id_text: &str,
     (index, n): (usize, usize),
 ) {
     let process = s
@@ -251,7 +269,8 @@ fn span(
         .trace_id
         .as_deref()
         .or_else(|| parent_ref.and_then(|i| refs[i].trace_id.as_deref()))
-        .unwrap_or_default();
+        .filter(|t| !t.is_empty())
+        .unwrap_or(trace_id_text);
     let ids = span_ids(
         trace_id(trace_text),
         span_id(s.span_id.as_deref().unwrap_or_default()),

@@ -480,13 +480,9 @@ impl Reading<'_> {
                 self.batch(format, batch);
             }
             Format::Jaeger => {
-                let traces = match doc.iter().find(|b| !b.is_ascii_whitespace()) {
-                    Some(b'[') => serde_json::from_slice::<Vec<jaeger::TraceJson>>(doc),
-                    _ => serde_json::from_slice::<jaeger::Document>(doc).map(|d| d.traces()),
-                }
-                .map_err(|e| self.malformed(at, format, e))?;
-                for (i, t) in traces.into_iter().enumerate() {
-                    self.batch(format, jaeger::convert(t, i));
+                let batches = jaeger::read(doc).map_err(|e| self.malformed(at, format, e))?;
+                for batch in batches {
+                    self.batch(format, batch);
                 }
             }
             Format::Zipkin => {

@@ -98,6 +98,8 @@ const TOP_HOPS: usize = 5;
 /// Spans whose log events are quoted, and events per span.
 const NOTED_SPANS: usize = 3;
 const NOTED_EVENTS: usize = 3;
+/// Warnings listed per trace.
+const MAX_WARNINGS: usize = 10;
 
 fn ms(ns: u64) -> String {
     format!("{:.2}", ns as f64 / 1e6)
@@ -329,12 +331,19 @@ impl<W: Write> Report for Text<W> {
         self.notes(t)?;
         if !t.warnings.is_empty() {
             writeln!(self.out, "  warnings:")?;
-            for w in &t.warnings {
+            for w in t.warnings.iter().take(MAX_WARNINGS) {
                 let code = serde_json::to_value(w.code)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default();
                 writeln!(self.out, "    [{code}] {}", w.message)?;
+            }
+            if t.warnings.len() > MAX_WARNINGS {
+                writeln!(
+                    self.out,
+                    "    … {} more (--format json has them all)",
+                    t.warnings.len() - MAX_WARNINGS
+                )?;
             }
         }
         let own = store.findings.for_trace(trace.trace_id, &t.finding_ids);
@@ -389,12 +398,13 @@ impl<W: Write> Report for Text<W> {
                 o.summary,
                 o.remedy
             )?;
-            let examples: Vec<String> = o
-                .trace_ids
-                .iter()
-                .take(3)
-                .map(ToString::to_string)
-                .collect();
+            let mut examples: Vec<String> = Vec::new();
+            for id in &o.trace_ids {
+                let id = id.to_string();
+                if examples.len() < 3 && !examples.contains(&id) {
+                    examples.push(id);
+                }
+            }
             writeln!(
                 self.out,
                 "  seen {} time(s); traces: {}\n",
