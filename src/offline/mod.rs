@@ -99,6 +99,12 @@ pub enum OfflineError {
         at: String,
         why: String,
     },
+    #[error("{input}{at}: malformed JSON: {why}")]
+    Json {
+        input: String,
+        at: String,
+        why: String,
+    },
     #[error("{input}{at}: malformed {format}: {why}")]
     Malformed {
         input: String,
@@ -353,13 +359,9 @@ impl Session {
                                 reading.protobuf(&doc, "")?;
                                 break;
                             }
-                            return Err(OfflineError::Malformed {
+                            return Err(OfflineError::Json {
                                 input: name,
                                 at,
-                                format: detect::json_format(&doc[start..])
-                                    .ok()
-                                    .flatten()
-                                    .unwrap_or(Format::OtlpJson),
                                 why: e.to_string(),
                             });
                         }
@@ -468,7 +470,11 @@ impl Reading<'_> {
     /// One JSON document of any format we read.
     fn json(&mut self, doc: &[u8], at: &str) -> Result<(), OfflineError> {
         let format = detect::json_format(doc)
-            .map_err(|e| self.malformed(at, Format::OtlpJson, e))?
+            .map_err(|e| OfflineError::Json {
+                input: self.summary.input.clone(),
+                at: at.to_owned(),
+                why: e.to_string(),
+            })?
             .ok_or_else(|| OfflineError::Unknown {
                 input: self.summary.input.clone(),
                 at: at.to_owned(),
