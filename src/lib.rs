@@ -22,6 +22,9 @@
 //!   and aggregates across restarts ([`store::durable`]).
 //! * [`api`]: the HTTP API and its JSON shapes.
 //! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
+//! * [`pipeline`]: what happens to a completed trace, shared by the daemon,
+//!   `hopscope analyze` and the fuzz targets.
+//! * [`offline`]: `hopscope analyze`, the same analysis of exported files.
 //! * [`demo`]: `hopscope demo`, the daemon with instrumented services in process.
 
 pub mod analyze;
