@@ -2,9 +2,11 @@
 //!
 //! * Not JSON (the first byte that is not whitespace is neither `{` nor `[`):
 //!   OTLP protobuf, either one `ExportTraceServiceRequest` (it starts with
-//!   field 1's tag, 0x0A) or a stream of requests each behind a 4-byte
-//!   big-endian length, as the OpenTelemetry Collector's file exporter writes
-//!   them (a length below 16 MiB starts with 0x00).
+//!   field 1's tag, 0x0A, which reads as whitespace and is skipped) or a
+//!   stream of requests each behind a 4-byte big-endian length, as the
+//!   OpenTelemetry Collector's file exporter writes them (a length below
+//!   16 MiB starts with 0x00). A single request whose bytes after the tag
+//!   happen to read as JSON is tried as protobuf when it is not JSON.
 //! * A JSON object whose first line is a whole JSON value: JSON Lines, one
 //!   document per line (the Collector's file exporter writes OTLP/JSON so).
 //! * Otherwise one JSON document. An object is OTLP/JSON when it has
@@ -73,8 +75,7 @@ pub fn layout(head: &[u8]) -> Option<Layout> {
                 Layout::JsonDocument
             }
         }
-        0x0A => Layout::ProtobufSingle,
-        _ if first == 0 && text.len() >= 4 && text[0] == 0 => Layout::ProtobufStream,
+        0 if text.len() >= 4 => Layout::ProtobufStream,
         _ => Layout::ProtobufSingle,
     })
 }

@@ -205,8 +205,8 @@ fn resource(process: Option<&ProcessJson>) -> Resource {
         })
     });
     Resource {
-        service: Sym::new(service),
-        instance: instance.map(|i| Sym::new(&i)),
+        service: Sym::from_utf8_lossy(service.as_bytes()),
+        instance: instance.map(|i| Sym::from_utf8_lossy(i.as_bytes())),
     }
 }
 

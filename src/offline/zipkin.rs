@@ -151,12 +151,12 @@ fn span(b: &mut Builder, s: &SpanJson, split: &SharedServers, n: usize) {
     let instance = s.local_endpoint.as_ref().and_then(|e| {
         let ip = e.ipv4.as_deref().or(e.ipv6.as_deref())?;
         Some(match e.port {
-            Some(port) => Sym::new(&format!("{ip}:{port}")),
-            None => Sym::new(ip),
+            Some(port) => Sym::from_utf8_lossy(format!("{ip}:{port}").as_bytes()),
+            None => Sym::from_utf8_lossy(ip.as_bytes()),
         })
     });
     let resource = Resource {
-        service: Sym::new(local.unwrap_or("unknown_service")),
+        service: Sym::from_utf8_lossy(local.unwrap_or("unknown_service").as_bytes()),
         instance,
     };
     b.begin_span(resource);
