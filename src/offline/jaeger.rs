@@ -19,47 +19,97 @@
 
 use std::collections::HashMap;
 
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::ids::{span_id, trace_id};
 use crate::ingest::build::{event, link, span_ids, Builder, Codes, Resource, SpanFields, Value};
 use crate::model::{Event, Link, SpanBatch, Sym};
 
-/// Every trace of a Jaeger JSON document of any accepted shape, each
-/// converted into a batch (spans with malformed ids or times are refused and
-/// counted, as OTLP's partial success does).
-pub fn read(doc: &[u8]) -> Result<Vec<SpanBatch>, serde_json::Error> {
-    let traces = match doc.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => serde_json::from_slice::<Vec<TraceJson>>(doc)?,
-        _ => serde_json::from_slice::<Document>(doc)?.traces(),
-    };
-    Ok(traces
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| convert(t, i))
-        .collect())
+/// Converts every trace of a Jaeger JSON document of any accepted shape,
+/// handing each to `each` as a batch as soon as it is parsed (spans with
+/// malformed ids or times are refused and counted, as OTLP's partial success
+/// does). A `data` array is converted trace by trace: only one trace's parsed
+/// JSON is held at a time.
+pub fn read(doc: &[u8], each: &mut dyn FnMut(SpanBatch)) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(doc);
+    Traces { each, index: 0 }.deserialize(&mut de)?;
+    de.end()
 }
 
-/// A Jaeger JSON document of any accepted shape.
-#[derive(Deserialize)]
-struct Document {
-    #[serde(default)]
-    data: Option<Vec<TraceJson>>,
-    /// Jaeger UI's test wrapper.
-    #[serde(default)]
-    trace: Option<TraceJson>,
-    #[serde(flatten)]
-    bare: TraceJson,
+/// Streams the traces of a document (or of its `data` array) to `each`.
+struct Traces<'a> {
+    each: &'a mut dyn FnMut(SpanBatch),
+    index: usize,
 }
 
-impl Document {
-    /// The document's traces.
-    fn traces(self) -> Vec<TraceJson> {
-        match (self.data, self.trace) {
-            (Some(data), _) => data,
-            (None, Some(trace)) => vec![trace],
-            (None, None) => vec![self.bare],
+impl Traces<'_> {
+    fn trace(&mut self, trace: TraceJson) {
+        (self.each)(convert(trace, self.index));
+        self.index += 1;
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Traces<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Traces<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Jaeger trace, an array of traces or {\"data\": [trace...]}")
+    }
+
+    /// An array of traces (a document, or its `data`).
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(trace) = seq.next_element::<TraceJson>()? {
+            self.trace(trace);
         }
+        Ok(())
+    }
+
+    /// `data: null`.
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    /// The envelope (`data`), Jaeger UI's test wrapper (`trace`) or a bare trace.
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut bare = TraceJson::default();
+        let mut wrapped = false;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "data" => {
+                    map.next_value_seed(Traces {
+                        each: &mut *self.each,
+                        index: self.index,
+                    })?;
+                    wrapped = true;
+                }
+                "trace" => {
+                    let trace: TraceJson = map.next_value()?;
+                    self.trace(trace);
+                    wrapped = true;
+                }
+                "traceID" => bare.trace_id = map.next_value()?,
+                "spans" => bare.spans = map.next_value()?,
+                "processes" => bare.processes = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !wrapped {
+            self.trace(bare);
+        }
+        Ok(())
     }
 }
 

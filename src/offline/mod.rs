@@ -13,7 +13,8 @@
 //!
 //! Memory: requests (protobuf, JSON Lines) are read and decoded one at a time;
 //! a JSON document (a Jaeger or Zipkin export, a single OTLP/JSON request) is
-//! read whole, so it costs about its size again while it is converted. The
+//! read whole, bounded by the file, and a Jaeger `data` array is then
+//! converted trace by trace. The
 //! buffer holds at most [`Options::max_buffered_spans`]: past it the oldest
 //! traces are analyzed early, as in the daemon, and spans of theirs that come
 //! later are merged and the trace analyzed again (a `late_spans` warning).
@@ -486,10 +487,8 @@ impl Reading<'_> {
                 self.batch(format, batch);
             }
             Format::Jaeger => {
-                let batches = jaeger::read(doc).map_err(|e| self.malformed(at, format, e))?;
-                for batch in batches {
-                    self.batch(format, batch);
-                }
+                let read = jaeger::read(doc, &mut |batch| self.batch(format, batch));
+                read.map_err(|e| self.malformed(at, format, e))?;
             }
             Format::Zipkin => {
                 let spans = serde_json::from_slice::<zipkin::Document>(doc)

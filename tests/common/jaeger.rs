@@ -64,7 +64,8 @@ fn traces(doc: &Value) -> Vec<&Value> {
 /// Every trace in a Jaeger JSON document of any accepted shape.
 pub fn load_all(doc: &Value) -> Vec<JaegerTrace> {
     let bytes = serde_json::to_vec(doc).expect("JSON");
-    let batches = jaeger::read(&bytes).expect("a Jaeger JSON document");
+    let mut batches = Vec::new();
+    jaeger::read(&bytes, &mut |batch| batches.push(batch)).expect("a Jaeger JSON document");
     traces(doc)
         .into_iter()
         .zip(batches)
