@@ -399,3 +399,82 @@ fn span(
     }
     b.accept(ids, resource, fields, attrs, events, links);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::{timeout, TimeoutCause};
+    use crate::model::{Semantics, SpanKind, StatusCode};
+
+    #[test]
+    fn tags_logs_references_and_the_process_map_onto_the_span_model() {
+        let doc = br#"{"data": [{"traceID": "abc", "spans": [
+            {"spanID": "1", "operationName": "GetDriver", "startTime": 10, "duration": 5,
+             "processID": "p1",
+             "references": [{"refType": "CHILD_OF", "spanID": "2"},
+                            {"refType": "FOLLOWS_FROM", "traceID": "def", "spanID": "3"}],
+             "tags": [{"key": "span.kind", "type": "string", "value": "client"},
+                      {"key": "error", "type": "bool", "value": true},
+                      {"key": "http.status_code", "type": "int64", "value": "503"},
+                      {"key": "retry", "type": "float64", "value": 1.5}],
+             "logs": [{"timestamp": 12, "fields": [
+                 {"key": "event", "type": "string", "value": "redis timeout"},
+                 {"key": "error", "type": "string", "value": "redis timeout"}]}]},
+            {"spanID": "4", "startTime": 1}
+        ]}], "processes": null}"#;
+        let mut batches = Vec::new();
+        read(doc, &mut |b| batches.push(b)).unwrap();
+        let [batch] = &batches[..] else {
+            panic!("one trace: {}", batches.len())
+        };
+        // The span without a duration is refused, with where it was.
+        assert_eq!((batch.accepted, batch.rejected), (1, 1));
+        assert!(
+            batch.errors[0].starts_with("data[0].spans[1]"),
+            "{:?}",
+            batch.errors
+        );
+        let (trace_id, set) = &batch.traces[0];
+        assert_eq!(trace_id.to_string(), "00000000000000000000000000000abc");
+        let s = &set.spans[0];
+        assert_eq!(s.span_id.to_string(), "0000000000000001");
+        assert_eq!(
+            s.parent_id.map(|p| p.to_string()).as_deref(),
+            Some("0000000000000002")
+        );
+        assert_eq!((s.start_ns, s.end_ns), (10_000, 15_000));
+        assert_eq!(s.kind, SpanKind::Client);
+        assert_eq!(s.status, StatusCode::Error);
+        assert_eq!(s.http_status.map(|c| c.get()), Some(503));
+        assert_eq!(s.service.as_str(), "unknown_service");
+        // The error log's text is the status message: a timeout to the one classifier.
+        assert_eq!(
+            timeout(s, &set.arena),
+            Some(TimeoutCause::StatusMessage("redis timeout".into()))
+        );
+        assert_eq!(s.events()[0].name.as_str(), "redis timeout");
+        assert_eq!(s.events()[0].time_ns, 12_000);
+        assert_eq!(s.links()[0].span_id.to_string(), "0000000000000003");
+        let attrs: Vec<String> = set
+            .arena
+            .iter(s.attrs)
+            .map(|(k, v)| format!("{k}={}", v.to_json()))
+            .collect();
+        assert_eq!(attrs, ["http.status_code=503", "retry=1.5"]);
+    }
+
+    #[test]
+    fn the_service_and_instance_come_from_the_process() {
+        let doc = br#"{"traceID": "1", "processes": {"p1": {"serviceName": "mysql", "tags": [
+            {"key": "hostname", "type": "string", "value": "host-a"},
+            {"key": "client-uuid", "type": "string", "value": "264deb062c77e666"}]}},
+          "spans": [{"spanID": "1", "startTime": 1, "duration": 2, "processID": "p1"}]}"#;
+        let mut batches = Vec::new();
+        read(doc, &mut |b| batches.push(b)).unwrap();
+        let set = &batches[0].traces[0].1;
+        let s = &set.spans[0];
+        assert_eq!(s.service.as_str(), "mysql");
+        let instance = Semantics::of(s, &set.arena).instance.map(|i| i.as_str());
+        assert_eq!(instance, Some("264deb062c77e666"));
+    }
+}

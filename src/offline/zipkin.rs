@@ -252,3 +252,61 @@ fn span(b: &mut Builder, s: &SpanJson, split: &SharedServers, n: usize) {
         Vec::new(),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SpanKind, StatusCode};
+
+    fn spans(doc: &str) -> Vec<SpanJson> {
+        serde_json::from_str::<Document>(doc).unwrap().spans()
+    }
+
+    #[test]
+    fn a_shared_server_half_becomes_the_client_halfs_child_with_its_own_children() {
+        let doc = r#"[
+            {"traceId": "a", "id": "1", "kind": "SERVER", "name": "get", "timestamp": 100, "duration": 50,
+             "localEndpoint": {"serviceName": "front"}},
+            {"traceId": "a", "id": "2", "parentId": "1", "kind": "CLIENT", "name": "post", "timestamp": 110,
+             "duration": 30, "localEndpoint": {"serviceName": "front"},
+             "remoteEndpoint": {"serviceName": "back"}, "tags": {"http.status_code": "500", "error": "boom"}},
+            {"traceId": "a", "id": "2", "parentId": "1", "kind": "SERVER", "shared": true, "name": "post",
+             "timestamp": 112, "duration": 26, "localEndpoint": {"serviceName": "back", "ipv4": "10.0.0.2", "port": 80}},
+            {"traceId": "a", "id": "3", "parentId": "2", "name": "query", "timestamp": 115, "duration": 5,
+             "localEndpoint": {"serviceName": "back"}, "annotations": [{"timestamp": 116, "value": "wr"}]}
+        ]"#;
+        let batch = convert(spans(doc));
+        assert_eq!((batch.accepted, batch.rejected), (4, 0));
+        let set = &batch.traces[0].1;
+        let id = |n: &str| span_id(n).unwrap();
+        let client = &set.spans[1];
+        let server = &set.spans[2];
+        let query = &set.spans[3];
+        assert_eq!((client.span_id, client.kind), (id("2"), SpanKind::Client));
+        assert_eq!(client.status, StatusCode::Error);
+        assert_eq!(client.status_message(), Some("boom"));
+        assert_eq!(client.http_status.map(|c| c.get()), Some(500));
+        assert_eq!(server.kind, SpanKind::Server);
+        assert_eq!(server.parent_id, Some(id("2")));
+        assert_ne!(server.span_id, id("2"));
+        assert_eq!(query.parent_id, Some(server.span_id));
+        assert_eq!(query.kind, SpanKind::Internal);
+        assert_eq!(query.events()[0].name.as_str(), "wr");
+    }
+
+    #[test]
+    fn a_shared_span_without_its_client_half_keeps_its_id_and_traces_of_spans_are_read() {
+        let doc = r#"[[{"traceId": "a", "id": "2", "parentId": "1", "kind": "SERVER", "shared": true,
+                        "timestamp": 112, "duration": 26, "localEndpoint": {"serviceName": "back"}}],
+                      [{"traceId": "b", "id": "5"}]]"#;
+        let batch = convert(spans(doc));
+        assert_eq!(
+            (batch.accepted, batch.rejected),
+            (1, 1),
+            "no timestamp: refused"
+        );
+        let s = &batch.traces[0].1.spans[0];
+        assert_eq!(s.span_id, span_id("2").unwrap());
+        assert_eq!(s.parent_id, Some(span_id("1").unwrap()));
+    }
+}
