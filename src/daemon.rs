@@ -15,13 +15,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::analyze::{analyze, budget, saturation};
 use crate::api::{self, AppState};
-use crate::assemble::{assemble, Admitted, Buffer, BufferLimits, Completed};
+use crate::assemble::{Admitted, Buffer, BufferLimits};
 use crate::auth::{self, Guard, Listener, RequireToken};
 use crate::config::Config;
 use crate::ingest::{ExportBody, OtlpGrpc, OtlpHttp, Refused, SinkError, SpanSink};
-use crate::model::{SpanBatch, SpanSet, Warning, WarningCode};
+use crate::model::SpanBatch;
+use crate::pipeline;
 use crate::stats::{LogEvery, Stats};
 use crate::store::durable::{Durable, DurableError, DurableOptions};
 use crate::store::{Aggregates, FindingStore, Store, TraceStore};
@@ -408,7 +408,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         let drained = buffer.drain();
         let count = drained.len();
         let flush = tokio::task::spawn_blocking(move || {
-            finish(&store, &stats, drained);
+            pipeline::finish(&store, drained);
             (store, stats)
         });
         match tokio::time::timeout(timeout, flush).await {
@@ -527,8 +527,9 @@ async fn sweep(
         }
         done.extend(buffer.take_complete(now));
         if !done.is_empty() {
-            let (store, stats) = (store.clone(), stats.clone());
-            if let Err(e) = tokio::task::spawn_blocking(move || finish(&store, &stats, done)).await
+            let store = store.clone();
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || pipeline::finish(&store, done)).await
             {
                 tracing::error!(error = %e, "analysis task failed");
             }
@@ -591,13 +592,7 @@ async fn detect(store: Arc<Store>, every: Duration, stop: CancellationToken) {
         let store = store.clone();
         let run = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let window = store.window.snapshot(None, None);
-            for o in budget::detect(&window)
-                .into_iter()
-                .chain(saturation::detect(&window))
-            {
-                store.findings.set(o);
-            }
+            pipeline::detect_window(&store);
             store
                 .detected_generation
                 .store(generation, std::sync::atomic::Ordering::Release);
@@ -606,41 +601,5 @@ async fn detect(store: Arc<Store>, every: Duration, stop: CancellationToken) {
         if let Err(e) = run.await {
             tracing::error!(error = %e, "window detectors failed");
         }
-    }
-}
-
-/// Assembles, analyzes and stores completed traces. Late spans are merged with
-/// the stored trace, which is analyzed again.
-fn finish(store: &Store, stats: &Stats, completed: Vec<Completed>) {
-    for c in completed {
-        let started = std::time::Instant::now();
-        let mut spans = c.spans;
-        let late_count = spans.len();
-        if c.late {
-            if let Some(prev) = store.traces.get(&c.trace_id) {
-                spans.append(SpanSet {
-                    spans: prev.trace.spans.clone(),
-                    arena: prev.trace.arena.clone(),
-                });
-            }
-            Stats::add(&stats.traces_reanalyzed, 1);
-        }
-        let Some(mut trace) = assemble(c.trace_id, spans) else {
-            // Buffered sets are never empty; count it done all the same.
-            Stats::add(&stats.traces_analyzed, 1);
-            continue;
-        };
-        if c.late {
-            trace.warnings.push(Warning {
-                code: WarningCode::LateSpans,
-                span_id: None,
-                message: format!(
-                    "{late_count} span(s) arrived after this trace was first analyzed; they were merged and the trace analyzed again"
-                ),
-            });
-        }
-        store.put(analyze(trace), c.late, c.log);
-        stats.analysis.observe(started.elapsed());
-        Stats::add(&stats.traces_analyzed, 1);
     }
 }

@@ -23,6 +23,9 @@
 //! * [`api`]: the HTTP API and its JSON shapes, the Grafana JSON datasource,
 //!   and Jaeger's query API ([`api::jaeger`]) on a listener of its own.
 //! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
+//! * [`pipeline`]: what happens to a completed trace, shared by the daemon,
+//!   `hopscope analyze` and the fuzz targets.
+//! * [`offline`]: `hopscope analyze`, the same analysis of exported files.
 //! * [`demo`]: `hopscope demo`, the daemon with instrumented services in process.
 //! * [`healthcheck`]: `hopscope healthcheck`, one probe of a running daemon's API.
 
@@ -37,6 +40,8 @@ pub mod healthcheck;
 pub mod ingest;
 pub mod loadgen;
 pub mod model;
+pub mod offline;
+pub mod pipeline;
 pub mod stats;
 pub mod store;
 pub mod tls;

@@ -49,6 +49,12 @@ enum Command {
     /// --ready) answers 200, 1 with the reason otherwise. For container
     /// HEALTHCHECKs in images without curl.
     Healthcheck(HealthcheckArgs),
+    /// Analyze exported trace files without a daemon: OTLP protobuf or JSON
+    /// (one request or JSON Lines), Jaeger query-API JSON or Zipkin v2 JSON,
+    /// detected from the content. Prints per trace its entry, duration, the
+    /// critical path as a waterfall and the hops by share, then the findings
+    /// with their remedies.
+    Analyze(AnalyzeArgs),
 }
 
 /// Flags of `hopscope healthcheck`.
@@ -70,6 +76,29 @@ struct HealthcheckArgs {
     /// Give up after this long
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     timeout: HumanDuration,
+}
+
+/// Flags of `hopscope analyze`.
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Files to read, in order (`-` for stdin); spans of one trace may be spread over several
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<String>,
+
+    /// A report for people, or the API's JSON shapes (traces, findings, entries)
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReportFormat,
+
+    /// Most spans held at once: past it the oldest traces are analyzed early
+    /// (spans of theirs read later are merged and the trace analyzed again)
+    #[arg(long, value_name = "N", default_value_t = hopscope::offline::Options::default().max_buffered_spans)]
+    max_buffered_spans: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 /// Flags of `hopscope demo`.
@@ -344,6 +373,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Analyze(args) => analyze(args),
         Command::Demo(args) => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -360,6 +390,45 @@ fn main() -> anyhow::Result<()> {
                 .block_on(demo(args))
         }
     }
+}
+
+/// Inputs at least this large (in all) get a progress bar, on a terminal.
+const PROGRESS_MIN_BYTES: u64 = 16 << 20;
+
+fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
+    use hopscope::offline::{self, report, Input};
+    let inputs: Vec<Input> = args.files.iter().map(|f| Input::parse(f)).collect();
+    if inputs.iter().filter(|i| **i == Input::Stdin).count() > 1 {
+        anyhow::bail!("`-` (stdin) can be read only once");
+    }
+    let total: u64 = inputs.iter().filter_map(Input::size).sum();
+    let bar = (std::io::stderr().is_terminal() && total >= PROGRESS_MIN_BYTES).then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut report: Box<dyn report::Report> = match args.format {
+        ReportFormat::Text => Box::new(report::Text::new(out)),
+        ReportFormat::Json => Box::new(report::Json::new(out)),
+    };
+    let options = offline::Options {
+        max_buffered_spans: args.max_buffered_spans,
+    };
+    let result = offline::run(&inputs, options, report.as_mut(), &mut |read| {
+        if let Some(bar) = &bar {
+            bar.set_position(read);
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(result?)
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {

@@ -85,8 +85,7 @@ struct Run {
 
 impl Run {
     fn new(name: &str, jt: JaegerTrace) -> Run {
-        let trace =
-            assemble(jt.trace_id, jt.spans.iter().cloned().collect()).expect("fixture has spans");
+        let trace = assemble(jt.trace_id, jt.set()).expect("fixture has spans");
         check_tree(&trace).unwrap_or_else(|e| panic!("{name}: {e}"));
         let a = analyze(trace);
         check_analysis(&a).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use hopscope::analyze::analyze;
-use hopscope::analyze::budget::{self, budget_map};
-use hopscope::analyze::saturation::{self, query_shapes};
+use hopscope::analyze::budget::budget_map;
+use hopscope::analyze::saturation::query_shapes;
 use hopscope::api::{jaeger, trace_body};
 use hopscope::assemble::assemble;
 use hopscope::ingest::{decode_export, decode_export_json};
@@ -86,13 +86,8 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
         }
         store.put(analyzed, false, None);
     }
+    hopscope::pipeline::detect_window(&store);
     let window = store.window.snapshot(None, None);
-    for o in budget::detect(&window)
-        .into_iter()
-        .chain(saturation::detect(&window))
-    {
-        store.findings.set(o);
-    }
     budget_map(&window);
     query_shapes(&window);
     store.aggregates.query(None, None, None);

@@ -86,7 +86,7 @@ fn hop_body(h: &HopStats) -> HopAggBody {
     }
 }
 
-/// An entry point over a window as the API shows it.
+/// One entry point's hops over a window, as `GET /api/v1/hops` shows it.
 pub fn entry_body(e: &EntryStats) -> EntryAggBody {
     EntryAggBody {
         entry: e.entry.into(),

@@ -21,7 +21,10 @@ mod timeouts;
 mod traces;
 
 pub use error::ApiError;
+pub use findings::FindingBody;
+pub use hops::{entry_body, EntryAggBody};
 pub use openapi::{document as openapi_document, v1_routes};
+pub use params::rfc3339;
 pub use traces::{trace_body, TraceBody};
 
 use std::sync::atomic::AtomicBool;

@@ -5,6 +5,8 @@
 //! span's fields to a [`Builder`], which interns names and keys, packs attributes
 //! into a per-span scratch arena, checks ids (a span with a malformed one is
 //! refused and counted), and groups accepted spans into one [`SpanSet`] per trace.
+//! The offline readers of Jaeger and Zipkin JSON ([`crate::offline`]) build
+//! their spans through it too.
 
 use std::num::NonZeroU16;
 use std::sync::LazyLock;
@@ -20,7 +22,7 @@ use crate::model::{
 const MAX_REASONS: usize = 3;
 
 /// Deepest nesting of array/map attribute values accepted.
-pub(super) const MAX_VALUE_DEPTH: usize = 32;
+pub(crate) const MAX_VALUE_DEPTH: usize = 32;
 
 /// String values up to this long are interned while their key's values repeat.
 const MAX_INTERNED_VALUE: usize = 512;
@@ -65,7 +67,7 @@ static SERVICE_INSTANCE: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.inst
 static UNKNOWN_SERVICE: LazyLock<Sym> = LazyLock::new(|| Sym::new("unknown_service"));
 
 /// Text from the wire: UTF-8 as is, anything else repaired.
-pub(super) fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+pub(crate) fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     match std::str::from_utf8(bytes) {
         Ok(text) => text.into(),
         Err(_) => String::from_utf8_lossy(bytes),
@@ -73,7 +75,7 @@ pub(super) fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 /// An attribute value as a decoder found it.
-pub(super) enum Value<'a> {
+pub(crate) enum Value<'a> {
     Str(&'a [u8]),
     Bool(bool),
     Int(i64),
@@ -96,7 +98,7 @@ impl Value<'_> {
 
 /// What a span keeps inline from its attributes.
 #[derive(Default)]
-pub(super) struct Codes {
+pub(crate) struct Codes {
     http: Option<NonZeroU16>,
     grpc: Option<u8>,
     error_type: bool,
@@ -105,15 +107,15 @@ pub(super) struct Codes {
 /// What every span of a resource carries: its service and instance, and its
 /// other attributes as one interned text ([`RESOURCE_ATTRS`]).
 #[derive(Clone, Copy)]
-pub(super) struct Resource {
-    pub(super) service: Sym,
-    pub(super) instance: Option<Sym>,
-    pub(super) attrs: Option<Sym>,
+pub(crate) struct Resource {
+    pub(crate) service: Sym,
+    pub(crate) instance: Option<Sym>,
+    pub(crate) attrs: Option<Sym>,
 }
 
 /// Collects a resource's service name, instance id and other attributes.
 #[derive(Default)]
-pub(super) struct ResourceAttrs {
+pub(crate) struct ResourceAttrs {
     service: Option<Sym>,
     instance: Option<Sym>,
     /// The other attributes as JSON `[key, value]` pairs, comma-separated.
@@ -122,7 +124,7 @@ pub(super) struct ResourceAttrs {
 
 impl ResourceAttrs {
     /// Notes one resource attribute.
-    pub(super) fn attribute(&mut self, key: &[u8], value: Value<'_>) {
+    pub(crate) fn attribute(&mut self, key: &[u8], value: Value<'_>) {
         let key = Sym::from_utf8_lossy(key);
         let json = match value {
             Value::Str(v) if key == *SERVICE_NAME => {
@@ -154,7 +156,7 @@ impl ResourceAttrs {
         self.others.push_str(&pair);
     }
 
-    pub(super) fn finish(self) -> Resource {
+    pub(crate) fn finish(self) -> Resource {
         let attrs = (!self.others.is_empty())
             .then(|| format!("[{}]", self.others))
             .and_then(|text| intern_value(*RESOURCE_ATTRS, text.as_bytes(), MAX_RESOURCE_TEXT));
@@ -168,21 +170,21 @@ impl ResourceAttrs {
 
 /// A span's fields other than ids, attributes, events and links, as decoded.
 #[derive(Default)]
-pub(super) struct SpanFields<'a> {
-    pub(super) name: &'a [u8],
+pub(crate) struct SpanFields<'a> {
+    pub(crate) name: &'a [u8],
     /// The OTLP `SpanKind` number.
-    pub(super) kind: u64,
-    pub(super) start_ns: u64,
-    pub(super) end_ns: u64,
+    pub(crate) kind: u64,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
     /// The OTLP `Status.code` number.
-    pub(super) status: u64,
-    pub(super) status_message: &'a [u8],
-    pub(super) codes: Codes,
+    pub(crate) status: u64,
+    pub(crate) status_message: &'a [u8],
+    pub(crate) codes: Codes,
 }
 
 /// A span's validated ids, or why they are malformed. An empty parent id means
 /// a root; any other parent id must be valid.
-pub(super) fn span_ids(
+pub(crate) fn span_ids(
     trace_id: Result<TraceId, IdError>,
     span_id: Result<SpanId, IdError>,
     parent_id: Option<Result<SpanId, IdError>>,
@@ -195,7 +197,7 @@ pub(super) fn span_ids(
 
 /// Builds one request's [`SpanBatch`].
 #[derive(Default)]
-pub(super) struct Builder {
+pub(crate) struct Builder {
     batch: SpanBatch,
     /// Where each trace's spans are in `batch.traces`: one set per trace, however
     /// its spans are spread over the request's resources.
@@ -205,13 +207,13 @@ pub(super) struct Builder {
 }
 
 impl Builder {
-    pub(super) fn finish(self) -> SpanBatch {
+    pub(crate) fn finish(self) -> SpanBatch {
         self.batch
     }
 
     /// Starts a span of `resource`: its instance id and its other attributes
     /// travel with it, as attributes (interned: a few bytes per span).
-    pub(super) fn begin_span(&mut self, resource: Resource) {
+    pub(crate) fn begin_span(&mut self, resource: Resource) {
         self.scratch.clear();
         if let Some(instance) = resource.instance {
             self.scratch.sym(*SERVICE_INSTANCE, instance);
@@ -222,18 +224,18 @@ impl Builder {
     }
 
     /// Where the next attribute list starts (an event's or a link's).
-    pub(super) fn mark(&self) -> u32 {
+    pub(crate) fn mark(&self) -> u32 {
         self.scratch.mark()
     }
 
     /// The attributes added since `mark`.
-    pub(super) fn attrs_since(&self, mark: u32) -> AttrRange {
+    pub(crate) fn attrs_since(&self, mark: u32) -> AttrRange {
         self.scratch.finish(mark)
     }
 
     /// One attribute into the scratch arena; with `codes`, a span's attribute, whose
     /// HTTP and gRPC status codes are also kept inline.
-    pub(super) fn attribute(&mut self, key: &[u8], value: Value<'_>, codes: Option<&mut Codes>) {
+    pub(crate) fn attribute(&mut self, key: &[u8], value: Value<'_>, codes: Option<&mut Codes>) {
         let key = Sym::from_utf8_lossy(key);
         let semantic = field(key);
         if let Some(codes) = codes {
@@ -265,20 +267,19 @@ impl Builder {
         }
     }
 
-    /// Refuses the span being decoded, with the reason quoted in partial success.
-    pub(super) fn reject(&mut self, resource: usize, span: usize, why: &str) {
+    /// Refuses the span being decoded (`at`: where it is in the input), with
+    /// the reason quoted in partial success.
+    pub(crate) fn reject(&mut self, at: std::fmt::Arguments<'_>, why: &str) {
         self.scratch.clear();
         self.batch.rejected += 1;
         if self.batch.errors.len() < MAX_REASONS {
-            self.batch
-                .errors
-                .push(format!("resource_spans[{resource}] span[{span}]: {why}"));
+            self.batch.errors.push(format!("{at}: {why}"));
         }
     }
 
     /// Accepts the span being decoded, its attributes being those in the scratch
     /// arena (`attrs` for the span's own, and its events' and links').
-    pub(super) fn accept(
+    pub(crate) fn accept(
         &mut self,
         (trace_id, span_id, parent_id): (TraceId, SpanId, Option<SpanId>),
         resource: Resource,
@@ -335,7 +336,7 @@ impl Builder {
 }
 
 /// An event whose attributes were added since `mark`.
-pub(super) fn event(b: &Builder, mark: u32, time_ns: u64, name: &[u8]) -> Event {
+pub(crate) fn event(b: &Builder, mark: u32, time_ns: u64, name: &[u8]) -> Event {
     Event {
         time_ns,
         name: Sym::from_utf8_lossy(name),
@@ -345,7 +346,7 @@ pub(super) fn event(b: &Builder, mark: u32, time_ns: u64, name: &[u8]) -> Event 
 
 /// A link whose attributes were added since `mark`; `None` when its ids are
 /// malformed (a link is context, not a span: it is dropped, the span kept).
-pub(super) fn link(
+pub(crate) fn link(
     b: &Builder,
     mark: u32,
     trace_id: Result<TraceId, IdError>,

@@ -257,7 +257,10 @@ fn span(
     let ids = match ids {
         Ok(ids) => ids,
         Err(why) => {
-            b.reject(at.0, at.1, &why);
+            b.reject(
+                format_args!("resource_spans[{}] span[{}]", at.0, at.1),
+                &why,
+            );
             return Ok(());
         }
     };

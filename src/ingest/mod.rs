@@ -3,7 +3,7 @@
 //! OTLP/JSON ([`decode_export_json`]) into [`SpanBatch`]es, and hands them to a
 //! [`SpanSink`]. Ingest never touches the buffer directly.
 
-mod build;
+pub(crate) mod build;
 pub mod codec;
 mod convert;
 mod grpc;

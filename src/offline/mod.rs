@@ -1,0 +1,540 @@
+//! `hopscope analyze FILE...`: the daemon's analysis of exported trace files,
+//! without a daemon.
+//!
+//! Each input's format is detected from its content ([`detect`]): OTLP
+//! protobuf (one request, or length-delimited requests), OTLP/JSON (one
+//! request, or JSON Lines of requests), Jaeger query-API JSON ([`jaeger`]) and
+//! Zipkin v2 JSON ([`zipkin`]). Whatever the format, spans reach the same
+//! [`Buffer`] the daemon's receivers feed, grouped by trace however many
+//! requests or files a trace is spread over; completed traces go through
+//! [`pipeline::finish`] (assembly, analysis, the store) and, at the end, the
+//! cross-trace detectors ([`pipeline::detect_window`]). [`report`] renders
+//! the result for people or as the API's JSON.
+//!
+//! Memory: requests (protobuf, JSON Lines) are read and decoded one at a time;
+//! a JSON document (a Jaeger or Zipkin export, a single OTLP/JSON request) is
+//! read whole, bounded by the file, and a Jaeger `data` array is then
+//! converted trace by trace. The
+//! buffer holds at most [`Options::max_buffered_spans`]: past it the oldest
+//! traces are analyzed early, as in the daemon, and spans of theirs that come
+//! later are merged and the trace analyzed again (a `late_spans` warning).
+
+pub mod detect;
+mod ids;
+pub mod jaeger;
+pub mod report;
+pub mod zipkin;
+
+pub use detect::{Format, Layout};
+pub use ids::{span_id, trace_id};
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use serde::de::IgnoredAny;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::analyze::AnalyzedTrace;
+use crate::assemble::{Buffer, BufferLimits, Completed};
+use crate::ingest::{decode_export, decode_export_json};
+use crate::model::{SpanBatch, TraceId};
+use crate::pipeline;
+use crate::stats::Stats;
+use crate::store::{Aggregates, FindingStore, Store, TraceStore};
+
+/// Largest protobuf request or JSON line read (the OTLP receivers' default
+/// limit is 4 MiB; the Collector's file exporter writes one batch per entry).
+pub const MAX_RECORD_BYTES: usize = 256 << 20;
+
+/// Where spans are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// `-`
+    Stdin,
+    File(PathBuf),
+}
+
+impl Input {
+    /// `-` is stdin, anything else a path.
+    pub fn parse(text: &str) -> Input {
+        if text == "-" {
+            Input::Stdin
+        } else {
+            Input::File(PathBuf::from(text))
+        }
+    }
+
+    /// How it is named in messages.
+    pub fn name(&self) -> String {
+        match self {
+            Input::Stdin => "<stdin>".to_owned(),
+            Input::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// Its size in bytes, when known (a regular file).
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            Input::Stdin => None,
+            Input::File(p) => std::fs::metadata(p)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()),
+        }
+    }
+}
+
+/// Why an input could not be analyzed.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("{input}: {source}")]
+    Io { input: String, source: io::Error },
+    #[error("{input}: empty input, no spans")]
+    Empty { input: String },
+    #[error("{input}{at}: not a trace format hopscope reads (OTLP protobuf or JSON, Jaeger JSON, Zipkin v2 JSON): {why}")]
+    Unknown {
+        input: String,
+        at: String,
+        why: String,
+    },
+    #[error("{input}{at}: malformed JSON: {why}")]
+    Json {
+        input: String,
+        at: String,
+        why: String,
+    },
+    #[error("{input}{at}: malformed {format}: {why}")]
+    Malformed {
+        input: String,
+        at: String,
+        format: Format,
+        why: String,
+    },
+    #[error("cannot write the report: {0}")]
+    Output(#[source] io::Error),
+    #[error("{input}{at}: a record of {bytes} bytes is over the {limit}-byte limit")]
+    TooLarge {
+        input: String,
+        at: String,
+        bytes: usize,
+        limit: usize,
+    },
+}
+
+/// Knobs of an offline run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Most spans buffered before the oldest traces are analyzed early.
+    pub max_buffered_spans: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_buffered_spans: 1_000_000,
+        }
+    }
+}
+
+/// What was read from one input.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InputSummary {
+    pub input: String,
+    pub format: Format,
+    /// Requests, lines or documents read.
+    pub records: u64,
+    /// Bytes read.
+    #[serde(skip)]
+    pub bytes: u64,
+    pub spans: u64,
+    /// Spans refused for malformed ids or times.
+    pub rejected: u64,
+    /// Why (the first few).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// Analyzes `inputs` in order into `report`; `progress` is told the bytes
+/// read so far over all inputs. Stops at the first input that cannot be read.
+pub fn run(
+    inputs: &[Input],
+    options: Options,
+    report: &mut dyn report::Report,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), OfflineError> {
+    let mut session = Session::new(options);
+    let mut written: io::Result<()> = Ok(());
+    let mut on_trace = |store: &Store, t: &AnalyzedTrace| {
+        if written.is_ok() {
+            written = report.trace(store, t);
+        }
+    };
+    let mut done = 0;
+    for input in inputs {
+        let summary = session.read(input, &mut |n| progress(done + n), &mut on_trace)?;
+        done += summary.bytes;
+    }
+    session.finish(&mut on_trace);
+    written.map_err(OfflineError::Output)?;
+    report
+        .finish(session.store(), &session.inputs)
+        .map_err(OfflineError::Output)
+}
+
+/// An offline analysis: the daemon's buffer and store, fed from files.
+pub struct Session {
+    store: Store,
+    buffer: Buffer,
+    started: Instant,
+    /// Inputs read so far.
+    pub inputs: Vec<InputSummary>,
+}
+
+/// Every trace id of a run is analyzed within it: nothing completes by time.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Session {
+    pub fn new(options: Options) -> Session {
+        let stats = Arc::new(Stats::default());
+        let limits = BufferLimits {
+            idle: NEVER,
+            max_age: NEVER,
+            late_grace: NEVER,
+            max_spans: options.max_buffered_spans.max(1),
+            max_bytes: usize::MAX,
+        };
+        Session {
+            store: Store::new(
+                // Each analyzed trace is handed to the report before the next
+                // is stored, so the store needs to hold few.
+                TraceStore::new(1_000, 256 << 20),
+                Aggregates::new(NEVER),
+                FindingStore::new(10_000),
+                stats.clone(),
+            ),
+            buffer: Buffer::new(limits, stats),
+            started: Instant::now(),
+            inputs: Vec::new(),
+        }
+    }
+
+    /// The store the analysis fills.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Reads one input into the buffer, analyzing the oldest traces early when
+    /// it is full (each handed to `on_trace`); `progress` is told the bytes read.
+    pub fn read(
+        &mut self,
+        input: &Input,
+        progress: &mut dyn FnMut(u64),
+        on_trace: &mut dyn FnMut(&Store, &AnalyzedTrace),
+    ) -> Result<InputSummary, OfflineError> {
+        let name = input.name();
+        let io_error = |source| OfflineError::Io {
+            input: name.clone(),
+            source,
+        };
+        let file: Box<dyn Read> = match input {
+            Input::Stdin => Box::new(io::stdin().lock()),
+            Input::File(path) => Box::new(std::fs::File::open(path).map_err(io_error)?),
+        };
+        let mut reader = BufReader::with_capacity(
+            1 << 16,
+            Counting {
+                inner: file,
+                read: 0,
+                progress,
+            },
+        );
+        let head = reader.fill_buf().map_err(io_error)?;
+        let Some(layout) = detect::layout(head) else {
+            return Err(OfflineError::Empty { input: name });
+        };
+        let mut reading = Reading {
+            session: self,
+            summary: InputSummary {
+                input: name.clone(),
+                format: match layout {
+                    Layout::ProtobufSingle | Layout::ProtobufStream => Format::OtlpProtobuf,
+                    _ => Format::OtlpJson,
+                },
+                records: 0,
+                bytes: 0,
+                spans: 0,
+                rejected: 0,
+                errors: Vec::new(),
+            },
+            on_trace,
+        };
+        match layout {
+            Layout::ProtobufSingle => {
+                let body = read_bounded(&mut reader, &name, "")?;
+                reading.protobuf(&body, "")?;
+            }
+            Layout::ProtobufStream => {
+                for n in 1.. {
+                    let mut len = [0u8; 4];
+                    match reader.read_exact(&mut len) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                        Err(e) => return Err(io_error(e)),
+                    }
+                    let at = format!(": request {n}");
+                    let len = u32::from_be_bytes(len) as usize;
+                    if len > MAX_RECORD_BYTES {
+                        return Err(OfflineError::TooLarge {
+                            input: name,
+                            at,
+                            bytes: len,
+                            limit: MAX_RECORD_BYTES,
+                        });
+                    }
+                    let mut body = vec![0u8; len];
+                    reader
+                        .read_exact(&mut body)
+                        .map_err(|e| OfflineError::Malformed {
+                            input: name.clone(),
+                            at: at.clone(),
+                            format: Format::OtlpProtobuf,
+                            why: format!("a request of {len} bytes is cut short: {e}"),
+                        })?;
+                    reading.protobuf(&body, &at)?;
+                }
+            }
+            Layout::JsonLines => {
+                let mut line = Vec::new();
+                for n in 1.. {
+                    line.clear();
+                    let read = (&mut reader)
+                        .take(MAX_RECORD_BYTES as u64 + 1)
+                        .read_until(b'\n', &mut line)
+                        .map_err(io_error)?;
+                    if read == 0 {
+                        break;
+                    }
+                    let at = format!(":{n}");
+                    if line.len() > MAX_RECORD_BYTES {
+                        return Err(OfflineError::TooLarge {
+                            input: name,
+                            at,
+                            bytes: line.len(),
+                            limit: MAX_RECORD_BYTES,
+                        });
+                    }
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    reading.json(&line, &at)?;
+                }
+            }
+            Layout::JsonDocument => {
+                // One document, read whole: bounded by the file. Several
+                // documents one after the other are read one by one.
+                let mut doc = Vec::new();
+                reader.read_to_end(&mut doc).map_err(io_error)?;
+                let mut values =
+                    serde_json::Deserializer::from_slice(&doc).into_iter::<IgnoredAny>();
+                let mut start = 0;
+                for n in 1.. {
+                    let at = if n == 1 {
+                        String::new()
+                    } else {
+                        format!(": document {n}")
+                    };
+                    match values.next() {
+                        None => break,
+                        Some(Ok(_)) => {
+                            let end = values.byte_offset();
+                            reading.json(&doc[start..end], &at)?;
+                            start = end;
+                        }
+                        Some(Err(e)) => {
+                            // A protobuf request that happens to start like JSON.
+                            if n == 1 && doc.first() == Some(&b'\n') && decode_export(&doc).is_ok()
+                            {
+                                reading.protobuf(&doc, "")?;
+                                break;
+                            }
+                            return Err(OfflineError::Json {
+                                input: name,
+                                at,
+                                why: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let mut summary = reading.summary;
+        summary.bytes = reader.get_ref().read;
+        if summary.records == 0 {
+            return Err(OfflineError::Empty { input: name });
+        }
+        self.inputs.push(summary.clone());
+        Ok(summary)
+    }
+
+    /// Analyzes everything still buffered, then runs the cross-trace detectors.
+    pub fn finish(&mut self, on_trace: &mut dyn FnMut(&Store, &AnalyzedTrace)) {
+        let drained = self.buffer.drain();
+        self.complete(drained, on_trace);
+        pipeline::detect_window(&self.store);
+    }
+
+    /// Spans of one decoded record into the buffer; the oldest traces out
+    /// when it is full.
+    fn add(&mut self, batch: SpanBatch, on_trace: &mut dyn FnMut(&Store, &AnalyzedTrace)) {
+        let mut full = false;
+        for (trace_id, set) in batch.traces {
+            let now = self.now();
+            full |= self.buffer.insert(trace_id, set, now, None);
+        }
+        if full {
+            let now = self.now();
+            let early = self.buffer.take_oldest(now);
+            self.complete(early, on_trace);
+        }
+    }
+
+    /// Arrival order: each call a nanosecond later, so the oldest trace is
+    /// the one read first.
+    fn now(&mut self) -> Instant {
+        self.started += Duration::from_nanos(1);
+        self.started
+    }
+
+    /// Completed traces through the daemon's pipeline, in start order, each
+    /// handed to `on_trace` as soon as it is stored.
+    fn complete(
+        &mut self,
+        mut completed: Vec<Completed>,
+        on_trace: &mut dyn FnMut(&Store, &AnalyzedTrace),
+    ) {
+        let start = |c: &Completed| c.spans.spans.iter().map(|s| s.start_ns).min();
+        completed.sort_by_cached_key(|c| (start(c), c.trace_id));
+        for c in completed {
+            let id: TraceId = c.trace_id;
+            pipeline::finish(&self.store, vec![c]);
+            if let Some(t) = self.store.traces.get(&id) {
+                on_trace(&self.store, &t);
+            }
+        }
+    }
+}
+
+/// One input being read: its summary grows with each record.
+struct Reading<'a> {
+    session: &'a mut Session,
+    summary: InputSummary,
+    on_trace: &'a mut dyn FnMut(&Store, &AnalyzedTrace),
+}
+
+/// How many refusal reasons an input's summary keeps.
+const MAX_ERRORS: usize = 3;
+
+impl Reading<'_> {
+    fn batch(&mut self, format: Format, batch: SpanBatch) {
+        if self.summary.records == 0 {
+            self.summary.format = format;
+        }
+        self.summary.records += 1;
+        self.summary.spans += batch.accepted;
+        self.summary.rejected += batch.rejected;
+        for e in &batch.errors {
+            if self.summary.errors.len() < MAX_ERRORS {
+                self.summary.errors.push(e.clone());
+            }
+        }
+        self.session.add(batch, self.on_trace);
+    }
+
+    fn malformed(&self, at: &str, format: Format, why: impl ToString) -> OfflineError {
+        OfflineError::Malformed {
+            input: self.summary.input.clone(),
+            at: at.to_owned(),
+            format,
+            why: why.to_string(),
+        }
+    }
+
+    fn protobuf(&mut self, body: &[u8], at: &str) -> Result<(), OfflineError> {
+        let batch = decode_export(body).map_err(|e| self.malformed(at, Format::OtlpProtobuf, e))?;
+        self.batch(Format::OtlpProtobuf, batch);
+        Ok(())
+    }
+
+    /// One JSON document of any format we read.
+    fn json(&mut self, doc: &[u8], at: &str) -> Result<(), OfflineError> {
+        let format = detect::json_format(doc)
+            .map_err(|e| OfflineError::Json {
+                input: self.summary.input.clone(),
+                at: at.to_owned(),
+                why: e.to_string(),
+            })?
+            .ok_or_else(|| OfflineError::Unknown {
+                input: self.summary.input.clone(),
+                at: at.to_owned(),
+                why: "a JSON document with none of resourceSpans, data, spans, or an array of spans with traceId".to_owned(),
+            })?;
+        match format {
+            Format::OtlpJson => {
+                let batch = decode_export_json(doc).map_err(|e| self.malformed(at, format, e))?;
+                self.batch(format, batch);
+            }
+            Format::Jaeger => {
+                let read = jaeger::read(doc, &mut |batch| self.batch(format, batch));
+                read.map_err(|e| self.malformed(at, format, e))?;
+            }
+            Format::Zipkin => {
+                let spans = serde_json::from_slice::<zipkin::Document>(doc)
+                    .map_err(|e| self.malformed(at, format, e))?
+                    .spans();
+                self.batch(format, zipkin::convert(spans));
+            }
+            Format::OtlpProtobuf => return Err(self.malformed(at, format, "not JSON")),
+        }
+        Ok(())
+    }
+}
+
+/// The rest of `reader`, at most [`MAX_RECORD_BYTES`].
+fn read_bounded(reader: &mut impl Read, input: &str, at: &str) -> Result<Vec<u8>, OfflineError> {
+    let mut body = Vec::new();
+    reader
+        .take(MAX_RECORD_BYTES as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|source| OfflineError::Io {
+            input: input.to_owned(),
+            source,
+        })?;
+    if body.len() > MAX_RECORD_BYTES {
+        return Err(OfflineError::TooLarge {
+            input: input.to_owned(),
+            at: at.to_owned(),
+            bytes: body.len(),
+            limit: MAX_RECORD_BYTES,
+        });
+    }
+    Ok(body)
+}
+
+/// A reader that reports how many bytes went through it.
+struct Counting<'a, R> {
+    inner: R,
+    read: u64,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        (self.progress)(self.read);
+        Ok(n)
+    }
+}

@@ -1,0 +1,435 @@
+//! `hopscope analyze` as a user runs it: the real binary on public trace
+//! files (tests/fixtures/), in every format it reads, from files and stdin.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use hopscope::ingest::otlp::resource::v1::Resource;
+use hopscope::ingest::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde_json::Value;
+
+const HOTROD: &str = "tests/fixtures/hotrod/opensearch-dashboards-observability/jaeger-api-json";
+const SKEW: &str = "tests/fixtures/zipkin/skew.json";
+const JSON_LINES: &str =
+    "tests/fixtures/otlp-json/jaeger-ui-otlp2jaeger/otlp2jaeger-multi-in.json.txt";
+
+fn analyze(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hopscope"))
+        .arg("analyze")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("hopscope runs")
+}
+
+/// Stdout of a run that must succeed.
+fn report(args: &[&str]) -> String {
+    let out = analyze(args);
+    assert!(
+        out.status.success(),
+        "hopscope analyze {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 report")
+}
+
+/// The report's section of each trace, by trace id (as printed).
+fn sections(report: &str) -> Vec<(String, String)> {
+    report
+        .split("\ntrace ")
+        .map(|s| s.strip_prefix("trace ").unwrap_or(s))
+        .filter(|s| s.len() > 32 && s.as_bytes()[..32].iter().all(u8::is_ascii_hexdigit))
+        .map(|s| (s[..32].to_owned(), s.to_owned()))
+        .collect()
+}
+
+/// A directory of its own for a test's files.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hopscope-analyze-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+fn hotrod_files() -> Vec<String> {
+    let mut files: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(HOTROD))
+            .expect("HotROD fixtures")
+            .map(|e| {
+                format!(
+                    "{HOTROD}/{}",
+                    e.expect("entry").file_name().to_string_lossy()
+                )
+            })
+            .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn hotrod_traces_show_the_mysql_lock_queue_and_the_redis_timeouts_with_retries() {
+    let files = hotrod_files();
+    assert_eq!(files.len(), 8);
+    let args: Vec<&str> = files.iter().map(String::as_str).collect();
+    let out = report(&args);
+    let traces = sections(&out);
+    assert_eq!(traces.len(), 8, "{out}");
+    // Seven complete /dispatch traces; one lost its customer and driver subtrees.
+    let complete: Vec<&(String, String)> = traces
+        .iter()
+        .filter(|(id, _)| !id.ends_with("67ff600cc7c84a67"))
+        .collect();
+    assert_eq!(complete.len(), 7);
+    for (id, text) in &complete {
+        assert!(
+            text.starts_with(&format!("{id}  frontend  HTTP GET /dispatch")),
+            "{text}"
+        );
+        // The mysql query is the hop the request waited on longest...
+        let top = text
+            .split("top hops by share of the request:\n")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .unwrap_or_default();
+        assert!(top.ends_with("mysql  SQL SELECT"), "{id}: top hop {top:?}");
+        let share: f64 = top.trim().split(' ').next().unwrap().parse().unwrap();
+        assert!(share > 30.0, "{id}: mysql's share {share} %");
+        // ...and on the waterfall it holds the critical path from its start to its end.
+        let row = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("mysql  SQL SELECT"))
+            .expect("the mysql span on the critical path");
+        assert!(row.contains("████████████"), "{row}");
+        // Redis timed out (two or three times) and each time the driver asked again.
+        let timeouts = text
+            .lines()
+            .find(|l| l.contains("redis  GetDriver (redis timeout)"))
+            .unwrap_or_else(|| panic!("{id}: no redis timeouts in\n{text}"));
+        assert!(timeouts.ends_with("each retried"), "{timeouts}");
+        let n: u32 = timeouts.trim().split(' ').next().unwrap().parse().unwrap();
+        assert!((2..=3).contains(&n), "{timeouts}");
+        assert!(
+            text.contains(" · ok, "),
+            "{id}: the request itself succeeded"
+        );
+    }
+    // The two requests that queued behind another's transaction say so on the span
+    // that held their critical path longest.
+    let queued: Vec<&str> = complete
+        .iter()
+        .filter(|(_, text)| {
+            text.lines().any(|l| {
+                l.trim_start().starts_with("mysql  SQL SELECT (")
+                    && l.contains("Waiting for lock behind 1 transactions")
+            })
+        })
+        .map(|(id, _)| &id[16..])
+        .collect();
+    assert_eq!(queued, ["4675486d2742b7da", "516bb55b76860a26"]);
+    // The incomplete trace: its root waited on children that never arrived.
+    let (_, partial) = traces
+        .iter()
+        .find(|(id, _)| id.ends_with("67ff600cc7c84a67"))
+        .unwrap();
+    assert!(!partial.contains("mysql"), "{partial}");
+    for file in &files {
+        assert!(
+            out.contains(&format!("read {file} (Jaeger JSON): 1 record(s)")),
+            "{out}"
+        );
+    }
+    assert!(out.contains("8 trace(s) analyzed"));
+}
+
+#[test]
+fn zipkin_clock_skew_is_adjusted_and_said() {
+    let out = report(&[SKEW]);
+    let traces = sections(&out);
+    assert_eq!(traces.len(), 1, "{out}");
+    let text = &traces[0].1;
+    assert!(
+        text.contains("00000000000000001e223ff1f80f1c69  servicea  get"),
+        "{text}"
+    );
+    // The shared span's server half is servicea's child, shifted into its client span.
+    let warning = text
+        .lines()
+        .find(|l| l.contains("[clock_skew]"))
+        .unwrap_or_else(|| panic!("no skew warning in\n{text}"));
+    assert!(
+        warning.contains("(serviceb)") && warning.contains("(servicea)"),
+        "{warning}"
+    );
+    assert!(warning.contains("shifted by +65.922 ms"), "{warning}");
+    assert!(
+        text.contains("servicea → serviceb  post (network and queueing)"),
+        "{text}"
+    );
+
+    let json: Value = serde_json::from_str(&report(&["--format", "json", SKEW])).expect("JSON");
+    let spans = json["traces"][0]["spans"].as_array().expect("spans");
+    let shifted: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["skew_adjustment_ms"].as_f64().is_some_and(|ms| ms > 65.0))
+        .collect();
+    // The server span and the span under it move together.
+    assert_eq!(shifted.len(), 2, "{spans:?}");
+    assert!(shifted.iter().all(|s| s["service"] == "serviceb"));
+}
+
+/// One OTLP request with spans of the JSON Lines fixture's trace, built with
+/// the generated protobuf types.
+fn protobuf_request(spans: &[(u8, Option<u8>, &str, u64, u64)]) -> ExportTraceServiceRequest {
+    let trace_id: Vec<u8> = (1..=16).collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("checkout".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: spans
+                    .iter()
+                    .map(|&(id, parent, name, start_ms, end_ms)| Span {
+                        trace_id: trace_id.clone().into(),
+                        span_id: vec![0, 0, 0, 0, 0, 0, 0, id].into(),
+                        parent_span_id: parent
+                            .map(|p| vec![0, 0, 0, 0, 0, 0, 0, p].into())
+                            .unwrap_or_default(),
+                        name: name.into(),
+                        kind: 2,
+                        start_time_unix_nano: 1_700_000_000_000_000_000 + start_ms * 1_000_000,
+                        end_time_unix_nano: 1_700_000_000_000_000_000 + end_ms * 1_000_000,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[test]
+fn formats_are_detected_from_the_content_not_the_name() {
+    let dir = scratch("formats");
+    let first = protobuf_request(&[
+        (1, None, "GET /cart", 0, 100),
+        (2, Some(1), "load cart", 10, 90),
+    ]);
+    let second = protobuf_request(&[(3, Some(1), "price cart", 90, 99)]);
+    let single = dir.join("request.json");
+    std::fs::write(&single, first.encode_to_vec()).unwrap();
+    // The Collector's file exporter: each request behind its 4-byte length.
+    let stream = dir.join("export.txt");
+    let mut bytes = Vec::new();
+    for r in [&first, &second] {
+        let body = r.encode_to_vec();
+        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&body);
+    }
+    std::fs::write(&stream, bytes).unwrap();
+    let zipkin_named_otlp = dir.join("trace.otlp.pb");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(SKEW),
+        &zipkin_named_otlp,
+    )
+    .unwrap();
+    let jaeger_named_zipkin = dir.join("zipkin.json");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{HOTROD}/15b0b4004a651c4c.json")),
+        &jaeger_named_zipkin,
+    )
+    .unwrap();
+    let cases: [(&Path, &str, &str); 6] = [
+        (&single, "OTLP protobuf", "1 record(s), 2 spans"),
+        (&stream, "OTLP protobuf", "2 record(s), 3 spans"),
+        (
+            Path::new("tests/fixtures/otlp-json/trace.json"),
+            "OTLP/JSON",
+            "1 record(s), 1 spans",
+        ),
+        (Path::new(JSON_LINES), "OTLP/JSON", "4 record(s), 4 spans"),
+        (&zipkin_named_otlp, "Zipkin v2 JSON", "1 record(s), 4 spans"),
+        (&jaeger_named_zipkin, "Jaeger JSON", "1 record(s), 50 spans"),
+    ];
+    for (path, format, counts) in cases {
+        let name = path.to_str().unwrap();
+        let out = report(&[name]);
+        assert!(
+            out.contains(&format!("read {name} ({format}): {counts}\n")),
+            "{name}:\n{out}"
+        );
+        assert!(out.contains("1 trace(s) analyzed"), "{name}:\n{out}");
+    }
+    // The stream's two requests are one trace.
+    let out = report(&[stream.to_str().unwrap()]);
+    assert!(
+        out.contains("checkout  GET /cart\n  100.00 ms · 3 spans"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn stdin_is_read_for_a_dash() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hopscope"))
+        .args(["analyze", "-"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hopscope runs");
+    let lines = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(JSON_LINES)).unwrap();
+    child.stdin.take().unwrap().write_all(&lines).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.contains("read <stdin> (OTLP/JSON): 4 record(s), 4 spans"),
+        "{out}"
+    );
+    assert!(
+        out.contains("c620759e5d60fafb8ee0922b30e06bc6  example-trace  main"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_trace_spread_over_several_files_is_one_trace_even_past_the_span_limit() {
+    let dir = scratch("spread");
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(JSON_LINES)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4);
+    let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    std::fs::write(&a, lines[..2].join("\n")).unwrap();
+    std::fs::write(&b, lines[2..].join("\n")).unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let out = report(&[a, b]);
+    assert!(
+        out.contains("example-trace  main\n  176.32 ms · 4 spans"),
+        "{out}"
+    );
+    assert!(out.contains("1 trace(s) analyzed"), "{out}");
+    assert!(!out.contains("late_spans"), "{out}");
+
+    // With room for one span only, the first file's part is analyzed early and
+    // the rest merged into it: the same trace, analyzed again, and said so.
+    let out = report(&["--max-buffered-spans", "1", a, b]);
+    let traces = sections(&out);
+    let last = &traces.last().expect("a trace").1;
+    assert!(
+        last.contains("example-trace  main\n  176.32 ms · 4 spans"),
+        "{out}"
+    );
+    assert!(last.contains("[late_spans]"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn json_output_has_the_api_shapes_and_the_findings() {
+    let file = "tests/fixtures/zipkin/smartthings-mobile-web-install.json";
+    let json: Value =
+        serde_json::from_str(&report(&["--format", "json", file])).expect("one JSON document");
+    let traces = json["traces"].as_array().expect("traces");
+    assert_eq!(traces.len(), 1);
+    let trace = &traces[0];
+    // GET /api/v1/traces/{id}'s shape: shares of the hops sum to 1.
+    let shares: f64 = trace["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["share"].as_f64().unwrap())
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-6, "{shares}");
+    assert!(trace["critical_path"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty()));
+    assert_eq!(json["inputs"][0]["format"], "zipkin");
+    assert_eq!(
+        json["inputs"][0]["rejected"], 84,
+        "spans without a timestamp"
+    );
+    // New instances that joined during the trace answered slowly at first.
+    let findings = json["findings"].as_array().expect("findings");
+    let cold: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["kind"] == "cold_start")
+        .collect();
+    assert!(!cold.is_empty(), "{findings:?}");
+    assert!(
+        cold.iter()
+            .any(|f| f["culprit"]["service"] == "platformapi"),
+        "{cold:?}"
+    );
+    for f in &cold {
+        assert!(f["remedy"].as_str().is_some_and(|r| !r.is_empty()));
+        assert!(f["id"].as_str().is_some_and(|id| id.len() == 16));
+    }
+    // GET /api/v1/hops' shape, per entry point.
+    assert!(json["entries"][0]["hops"]
+        .as_array()
+        .is_some_and(|h| !h.is_empty()));
+
+    // The text report lists the same findings with their remedies.
+    let text = report(&[file]);
+    assert!(text.contains("Findings, worst first:"), "{text}");
+    assert!(
+        text.contains("[warning] cold_start") && text.contains("platformapi"),
+        "{text}"
+    );
+    assert!(text.contains("remedy: Warm instances up"), "{text}");
+}
+
+#[test]
+fn a_malformed_input_is_a_clear_error_not_a_panic() {
+    let dir = scratch("malformed");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(SKEW)).unwrap();
+    let cut = dir.join("cut.json");
+    std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+    let garbage = dir.join("garbage.bin");
+    std::fs::write(&garbage, [0xffu8, 0x13, 0x37, 0x00, 0x42, 0x99]).unwrap();
+    let other = dir.join("other.json");
+    std::fs::write(&other, "{\"hello\": \"world\"}\n").unwrap();
+    let empty = dir.join("empty.json");
+    std::fs::write(&empty, "  \n").unwrap();
+    let bad_line = dir.join("lines.jsonl");
+    let lines =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(JSON_LINES)).unwrap();
+    let mut lines: Vec<&str> = lines.lines().collect();
+    lines[2] = "{\"resourceSpans\": [{\"scopeSpans\": 7}]}";
+    std::fs::write(&bad_line, lines.join("\n")).unwrap();
+    let missing = dir.join("missing.json");
+    let cases: [(&Path, &str); 6] = [
+        (&cut, "cut.json: malformed JSON: EOF while parsing"),
+        (&garbage, "garbage.bin: malformed OTLP protobuf"),
+        (&other, "other.json:1: not a trace format hopscope reads"),
+        (&empty, "empty.json: empty input, no spans"),
+        (&bad_line, "lines.jsonl:3: malformed OTLP/JSON"),
+        (&missing, "missing.json: No such file or directory"),
+    ];
+    for (path, message) in cases {
+        // Also after a good file: the error names the bad one.
+        let out = analyze(&[SKEW, path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{path:?} was accepted");
+        assert!(stderr.contains(message), "{path:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
