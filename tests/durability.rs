@@ -39,6 +39,8 @@ impl Daemon {
             "127.0.0.1:0",
             "--otlp-http-addr",
             "127.0.0.1:0",
+            "--jaeger-addr",
+            "127.0.0.1:0",
             "--api-addr",
             "127.0.0.1:0",
             "--trace-idle",

@@ -93,6 +93,7 @@ async function shot(page, name) {
 const demoUrl = launch(["demo", "--scenario", "cascading-timeout", "--keep-running"], /hopscope API on http:\/\/(\S+?);/);
 const tokenUrl = launch(
   ["serve", "--api-addr", "127.0.0.1:0", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
+    "--jaeger-addr", "127.0.0.1:0",
     "--no-wal", "--api-token", TOKEN, "--log", "info"],
   /api_addr=(\S+)/);
 const base = await demoUrl;
