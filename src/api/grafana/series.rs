@@ -1,5 +1,7 @@
 //! The time series: `hop_share` and `findings_over_time`.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use super::query::{hop_label, Ctx, MINUTE_NS};
@@ -28,10 +30,18 @@ impl Ctx {
             .filter(|k| self.hop_accepted(k))
             .collect();
         let mut series: Vec<Vec<Value>> = vec![Vec::new(); keys.len()];
-        for (start, end) in self.buckets(MINUTE_NS) {
-            let Some(e) = aggregates.query(Some(entry), Some(start), Some(end)).pop() else {
-                continue;
-            };
+        let step = self
+            .buckets(MINUTE_NS)
+            .first()
+            .map_or(MINUTE_NS, |(start, end)| end - start);
+        let steps = aggregates.series(
+            entry,
+            Some(self.from_ns),
+            Some(self.to_ns),
+            Duration::from_nanos(step),
+        );
+        for (start, e) in steps {
+            let Some(e) = e else { continue };
             let t = self.stamp(start);
             for (key, points) in keys.iter().zip(&mut series) {
                 let share = e
