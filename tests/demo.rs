@@ -4,6 +4,8 @@
 //! whichever findings the daemon's detectors produce, and the scenario's promise
 //! about findings.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 
 use hopscope::demo::{Demo, DemoOptions, DemoReport, Scenario};
@@ -26,25 +28,9 @@ async fn run(scenario: Scenario) -> (DemoReport, Vec<Value>) {
     .await
     .expect("the demo starts");
     let report = demo.drive().await.expect("the demo runs");
-    let http = reqwest::Client::new();
-    let list = get(
-        &http,
-        &format!("{}/api/v1/traces?limit=1000", demo.api_url()),
-    )
-    .await;
-    let mut traces = Vec::new();
-    for t in list["traces"].as_array().expect("traces") {
-        let id = t["trace_id"].as_str().expect("trace id");
-        traces.push(get(&http, &format!("{}/api/v1/traces/{id}", demo.api_url())).await);
-    }
+    let traces = common::demo::stored_traces(&demo).await;
     demo.stop().await.expect("the demo stops cleanly");
     (report, traces)
-}
-
-async fn get(http: &reqwest::Client, url: &str) -> Value {
-    let response = http.get(url).send().await.expect("the API answers");
-    assert_eq!(response.status(), 200, "{url}");
-    response.json().await.expect("JSON")
 }
 
 /// The entry point's hop with the largest share that is not a network edge.

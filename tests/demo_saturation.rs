@@ -4,6 +4,8 @@
 //! findings: the right kind naming the right service and target, and the
 //! look-alikes absent.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
@@ -22,17 +24,7 @@ async fn run(options: DemoOptions) -> (DemoReport, Vec<Value>) {
         assert!(dir.is_dir(), "{dir:?}");
     }
     let report = demo.drive().await.expect("the demo runs");
-    let http = reqwest::Client::new();
-    let list = get(
-        &http,
-        &format!("{}/api/v1/traces?limit=1000", demo.api_url()),
-    )
-    .await;
-    let mut traces = Vec::new();
-    for t in list["traces"].as_array().expect("traces") {
-        let id = t["trace_id"].as_str().expect("trace id");
-        traces.push(get(&http, &format!("{}/api/v1/traces/{id}", demo.api_url())).await);
-    }
+    let traces = common::demo::stored_traces(&demo).await;
     demo.stop().await.expect("the demo stops cleanly");
     if let Some(dir) = &data {
         assert!(!dir.exists(), "{dir:?} is left behind");
@@ -47,12 +39,6 @@ fn options(scenario: Scenario) -> DemoOptions {
         scenario,
         ..DemoOptions::default()
     }
-}
-
-async fn get(http: &reqwest::Client, url: &str) -> Value {
-    let response = http.get(url).send().await.expect("the API answers");
-    assert_eq!(response.status(), 200, "{url}");
-    response.json().await.expect("JSON")
 }
 
 /// A span of a stored trace, with its times in microseconds since the epoch.

@@ -92,30 +92,12 @@ impl Daemon {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.api))
-            .send()
-            .await
-            .expect("API answers");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        harness::api_get(&self.http, &self.api, path).await
     }
 
     /// Polls until `check` accepts the answer (at most 30 s).
     async fn wait_for(&self, path: &str, check: impl Fn(u16, &Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let (status, body) = self.get(path).await;
-            if check(status, &body) {
-                return body;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "gave up waiting on {path}; last answer {status}: {body}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
+        harness::api_wait_for(&self.http, &self.api, path, check).await
     }
 
     /// Waits until nothing is buffered or being analyzed.

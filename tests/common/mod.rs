@@ -4,4 +4,5 @@
 #![allow(dead_code)]
 
 pub mod checks;
+pub mod demo;
 pub mod jaeger;

@@ -63,33 +63,48 @@ pub async fn start_detecting() -> TestDaemon {
     .await
 }
 
+/// `GET {api}{path}` on any daemon's API: the status and the JSON body.
+pub async fn api_get(http: &reqwest::Client, api: &str, path: &str) -> (u16, Value) {
+    let resp = http
+        .get(format!("{api}{path}"))
+        .send()
+        .await
+        .expect("API answers");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.expect("API answers JSON");
+    (status, body)
+}
+
+/// Polls any daemon's API until `check` accepts the answer to `path` (at
+/// most 30 s).
+pub async fn api_wait_for(
+    http: &reqwest::Client,
+    api: &str,
+    path: &str,
+    check: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = api_get(http, api, path).await;
+        if check(status, &body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting on {path}; last answer {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 impl TestDaemon {
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{}", self.api, path))
-            .send()
-            .await
-            .expect("API answers");
-        let status = resp.status().as_u16();
-        let body = resp.json().await.expect("API answers JSON");
-        (status, body)
+        api_get(&self.http, &self.api, path).await
     }
 
     /// Polls the API until `check` accepts the answer to `path` (at most 30 s).
     pub async fn wait_for(&self, path: &str, check: impl Fn(u16, &Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self.get(path).await;
-            if check(status, &body) {
-                return body;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "gave up waiting on {path}; last answer {status}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        api_wait_for(&self.http, &self.api, path, check).await
     }
 
     /// Waits until the trace is analyzed and has `spans` spans.
