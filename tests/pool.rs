@@ -101,7 +101,7 @@ fn simulate(pool: usize, clients: &[(u64, usize)], calls: u64, call_ms: u64) -> 
 
 /// The traces of a simulated load on `who`: a SERVER span per request, its
 /// calls (`calls` of `call_ms`, what `call` says), and with `acquire` a
-/// `pool.acquire` span for its wait.
+/// `connect` span for its wait.
 fn requests(
     who: (&'static str, &'static str),
     load: &[(u64, u64)],
@@ -119,13 +119,18 @@ fn requests(
                 (arrive, end),
             )];
             if acquire {
-                spans.push(of(
-                    who,
-                    (2, 1),
-                    "pool.acquire",
-                    SpanKind::Internal,
-                    (arrive + 1, acquired),
-                ));
+                // As SQLAlchemy's instrumentation records a checkout: a
+                // `connect` CLIENT span naming the database, no statement.
+                spans.push(
+                    of(
+                        who,
+                        (2, 1),
+                        "connect",
+                        SpanKind::Client,
+                        (arrive + 1, acquired),
+                    )
+                    .attr("db.system.name", "postgresql"),
+                );
             }
             for n in 0..calls {
                 let at = acquired + n * call_ms;

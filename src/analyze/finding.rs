@@ -29,10 +29,11 @@ pub enum FindingKind {
     ColdStart,
     PoolExhaustion,
     BlockedWorker,
+    LockContention,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 10] = [
+    pub const ALL: [FindingKind; 11] = [
         FindingKind::CascadingTimeout,
         FindingKind::DeadlineNotPropagated,
         FindingKind::TimeoutInversion,
@@ -43,6 +44,7 @@ impl FindingKind {
         FindingKind::ColdStart,
         FindingKind::PoolExhaustion,
         FindingKind::BlockedWorker,
+        FindingKind::LockContention,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +59,7 @@ impl FindingKind {
             FindingKind::ColdStart => "cold_start",
             FindingKind::PoolExhaustion => "pool_exhaustion",
             FindingKind::BlockedWorker => "blocked_worker",
+            FindingKind::LockContention => "lock_contention",
         }
     }
 

@@ -13,6 +13,7 @@ mod cascade;
 mod critical_path;
 pub mod finding;
 mod health_check;
+mod layers;
 pub mod saturation;
 mod timeout;
 
@@ -20,6 +21,7 @@ pub use cascade::cascading_timeout;
 pub use critical_path::{critical_path, CriticalPath, Segment};
 pub use finding::{finding_id, ChainHop, Culprit, FindingKind, Observation, Severity};
 pub use health_check::{is_health_route, slow_health_checks, HEALTH_CHECK_LIMIT_NS};
+pub use layers::layers;
 pub use timeout::{says_timeout, timeout, TimeoutCause};
 
 use rustc_hash::FxHashMap;
@@ -92,6 +94,9 @@ pub struct AnalyzedTrace {
     pub error: bool,
     /// Per span: did it end in a timeout ([`timeout`]).
     pub timed_out: Vec<bool>,
+    /// Per span: it repeats a call another span records ([`layers`]); the
+    /// detectors count the call once.
+    pub layered: Vec<bool>,
     /// What the per-trace detectors found (moved to the findings when stored).
     pub observations: Vec<Observation>,
     /// The findings this trace contributed to (set when stored).
@@ -107,7 +112,7 @@ impl AnalyzedTrace {
     pub fn size_bytes(&self) -> usize {
         self.trace.size_bytes()
             + self.path.segments.len() * (std::mem::size_of::<Segment>() + 16)
-            + self.trace.len() * 16
+            + self.trace.len() * 17
             + self.hops.len() * std::mem::size_of::<Hop>()
     }
 }
@@ -202,6 +207,7 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
         .iter()
         .map(|s| timeout(s, &trace.arena).is_some())
         .collect();
+    let layered = layers(&trace);
     let mut observations: Vec<Observation> =
         cascading_timeout(&trace, &timed_out).into_iter().collect();
     observations.extend(slow_health_checks(&trace));
@@ -214,7 +220,49 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
         warnings,
         error,
         timed_out,
+        layered,
         observations,
         finding_ids: Vec::new(),
+    }
+}
+
+/// Traces built by hand for the analysis' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::assemble::assemble;
+    use crate::model::{AttrArena, Span, SpanId, SpanKind, SpanSet, Sym, Trace, TraceId};
+
+    /// A span of `service`, ids `(id, parent)` (parent 0: none), times in ns.
+    pub fn span(
+        service: &str,
+        (id, parent): (u64, u64),
+        name: &str,
+        kind: SpanKind,
+        times: (u64, u64),
+    ) -> Span {
+        Span::new(
+            SpanId::from_u64(id).unwrap(),
+            SpanId::from_u64(parent),
+            service,
+            name,
+            kind,
+            times,
+        )
+    }
+
+    /// The assembled trace of `spans` with their string attributes.
+    pub fn trace(spans: Vec<(Span, Vec<(&str, &str)>)>) -> Trace {
+        let mut set = SpanSet::default();
+        let mut scratch = AttrArena::default();
+        for (mut s, attrs) in spans {
+            let mark = scratch.mark();
+            for (k, v) in attrs {
+                scratch.sym(Sym::new(k), Sym::new(v));
+            }
+            s.attrs = scratch.finish(mark);
+            set.push(s, &mut scratch);
+            scratch.clear();
+        }
+        assemble(TraceId::from_bytes(&[7; 16]).unwrap(), set).unwrap()
     }
 }

@@ -192,7 +192,8 @@ fn record(
 /// Extracts the call records of one analyzed trace (see [`CallRecord`] for what
 /// a call is), with its saturation records ([`saturation_records`]).
 /// Calls under asynchronous spans (PRODUCER, CONSUMER) are skipped: nobody
-/// waited for them.
+/// waited for them; a CLIENT span that repeats another's call
+/// ([`crate::analyze::layers`]) is not a call of its own.
 pub fn call_records(t: &AnalyzedTrace) -> TraceCalls {
     let trace = &t.trace;
     let mut calls: Vec<CallRecord> = Vec::new();
@@ -202,6 +203,10 @@ pub fn call_records(t: &AnalyzedTrace) -> TraceCalls {
         let s = trace.span(span);
         match s.kind {
             SpanKind::Producer | SpanKind::Consumer => {}
+            // A layer of a call recorded by another span: the call counts once.
+            SpanKind::Client if t.layered[span as usize] => {
+                stack.extend(trace.children(span).iter().map(|&c| (c, above, depth)));
+            }
             SpanKind::Client => {
                 let server = trace
                     .children(span)

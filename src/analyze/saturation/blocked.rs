@@ -1,14 +1,21 @@
-//! `blocked_worker`: on one instance, requests in flight together make no
-//! progress together: their self times line up in series, one at a time,
-//! as when an event loop or a single worker thread is held by synchronous work.
+//! `blocked_worker`: one instance serves its requests one at a time, as when
+//! an event loop or a single worker thread is held by synchronous work. Three
+//! shapes, from span boundaries alone ([`Serialized`]): requests in flight
+//! together whose own time lines up in series; SERVER spans that never overlap
+//! while their callers wait before each starts (the runtime starts the span
+//! only when it gets to the request, so the wait shows as the caller's time
+//! outside it: queueing, not network); requests begun together that end one
+//! at a time with nothing inside them to explain it.
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::json;
 
+use super::lock::{bursts, staircase};
 use super::records::{RequestRecord, SaturationRecords};
-use crate::analyze::budget::TraceCalls;
+use super::timeline::Timeline;
+use crate::analyze::budget::{quantile, TraceCalls};
 use crate::analyze::{Culprit, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
 
@@ -95,13 +102,156 @@ pub fn contention<'a>(
     c
 }
 
+/// How an instance's requests were served one at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Serialized {
+    /// In flight together, their own time in series ([`Contention`]).
+    SelfTimeInSeries(Contention),
+    /// The instance's SERVER spans never overlap while their callers wait
+    /// before each starts ([`queued_before_server`]): an event loop or a
+    /// single worker busy elsewhere, a full accept queue.
+    QueuedBeforeServer(Queue),
+    /// Begun together, ended one at a time at a steady pace with nothing
+    /// inside them to explain it ([`staircase`]): a lock or a blocked loop
+    /// held inside the handler.
+    EndsInStaircase {
+        step_ns: u64,
+        in_flight: usize,
+        wait_ns: Vec<u64>,
+    },
+}
+
+/// The wait of requests in front of an instance, from their callers' spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    /// Most callers waiting at once.
+    pub max_callers: u32,
+    /// The shortest time from a caller's start to the request's start, plus
+    /// the shortest from the request's end to the caller's: what the network
+    /// and the stack take when nothing queues.
+    pub transport_ns: u64,
+    /// Per request that queued, its time before its start over the shortest.
+    pub queued_ns: Vec<u64>,
+    /// Median request duration on the instance.
+    pub served_p50_ns: u64,
+}
+
+/// A request's SERVER spans may overlap for at most this share of their time
+/// and still be one at a time (an answer written while the next is read).
+const MAX_SERVER_OVERLAP_SHARE: f64 = 0.05;
+/// A request queued when it waited at least this long over the shortest wait
+/// before a request of the instance ...
+const MIN_QUEUE_NS: u64 = 5 * MS;
+/// ... and at least a third of the median request.
+const QUEUE_TO_SERVED: u64 = 3;
+/// Requests that queued, and their summed wait, a finding needs.
+const MIN_QUEUED: usize = 3;
+const MIN_TOTAL_WAIT_NS: u64 = 100 * MS;
+/// Requests whose own time is at least this share of their duration have
+/// nothing inside them to explain a wait.
+const MIN_SELF_SHARE: f64 = 0.8;
+
+/// A request's `[start, end)` and its caller's, if another service called it.
+pub type Served = (u64, u64, Option<(u64, u64)>);
+
+/// One instance's requests, with their trace's records.
+type Request<'a> = (&'a RequestRecord, &'a SaturationRecords, TraceId);
+
+/// Whether an instance's requests (shape (a) of [`Serialized`]) queued in
+/// front of it: its SERVER spans never overlap, at least [`MIN_IN_FLIGHT`]
+/// callers waited at once, and at least [`MIN_QUEUED`] requests started
+/// [`MIN_QUEUE_NS`] (and a [`QUEUE_TO_SERVED`]th of the median request) later
+/// after their caller's start than the quickest did, [`MIN_TOTAL_WAIT_NS`] in
+/// all.
+pub fn queued_before_server(requests: &[Served]) -> Option<Queue> {
+    let served = Timeline::of(requests.iter().map(|r| (r.0, r.1)));
+    let total: u64 = requests.iter().map(|r| r.1 - r.0).sum();
+    let (from, to) = (
+        requests.iter().map(|r| r.0).min()?,
+        requests.iter().map(|r| r.1).max()?,
+    );
+    if served.time_at_least(2, from, to) as f64 > MAX_SERVER_OVERLAP_SHARE * total as f64 {
+        return None;
+    }
+    let called: Vec<(u64, u64, (u64, u64))> = requests
+        .iter()
+        .filter_map(|&(s, e, c)| Some((s, e, c?)))
+        .collect();
+    let max_callers = Timeline::of(called.iter().map(|r| r.2)).max();
+    if max_callers < MIN_IN_FLIGHT {
+        return None;
+    }
+    let before: Vec<u64> = called.iter().map(|r| r.0.saturating_sub(r.2 .0)).collect();
+    let after = called.iter().map(|r| r.2 .1.saturating_sub(r.1)).min()?;
+    let shortest = *before.iter().min()?;
+    let mut durations: Vec<u64> = requests.iter().map(|r| r.1 - r.0).collect();
+    durations.sort_unstable();
+    let served_p50_ns = quantile(&durations, 0.5)?;
+    let at_least = MIN_QUEUE_NS.max(served_p50_ns / QUEUE_TO_SERVED);
+    let mut queued_ns: Vec<u64> = before
+        .iter()
+        .map(|b| b - shortest)
+        .filter(|&q| q >= at_least)
+        .collect();
+    queued_ns.sort_unstable();
+    (queued_ns.len() >= MIN_QUEUED && queued_ns.iter().sum::<u64>() >= MIN_TOTAL_WAIT_NS).then_some(
+        Queue {
+            max_callers,
+            transport_ns: shortest + after,
+            queued_ns,
+            served_p50_ns,
+        },
+    )
+}
+
+/// How `requests` (one instance's) were served one at a time, if they were:
+/// the first of the three shapes of [`Serialized`] that fits.
+fn serialized(requests: &[Request]) -> Option<Serialized> {
+    let c = contention(
+        requests
+            .iter()
+            .map(|(r, records, _)| ((r.start_ns, r.end_ns), records.busy(r))),
+    );
+    if c.serialized() {
+        return Some(Serialized::SelfTimeInSeries(c));
+    }
+    let spans: Vec<Served> = requests
+        .iter()
+        .map(|(r, _, _)| (r.start_ns, r.end_ns, r.caller))
+        .collect();
+    if let Some(q) = queued_before_server(&spans) {
+        return Some(Serialized::QueuedBeforeServer(q));
+    }
+    let mut own: Vec<(u64, u64)> = requests
+        .iter()
+        .filter(|(r, records, _)| r.self_share(records) >= MIN_SELF_SHARE)
+        .map(|(r, _, _)| (r.start_ns, r.end_ns))
+        .collect();
+    own.sort_unstable();
+    let (mut steps, mut in_flight, mut wait_ns) = (Vec::new(), 0, Vec::new());
+    for burst in bursts(&own) {
+        if let Some(s) = staircase(&own[burst]) {
+            steps.push(s.step_ns);
+            in_flight = in_flight.max(s.in_flight);
+            wait_ns.extend(s.waits.iter().map(|w| w.1));
+        }
+    }
+    steps.sort_unstable();
+    wait_ns.sort_unstable();
+    (wait_ns.iter().sum::<u64>() >= MIN_TOTAL_WAIT_NS).then(|| Serialized::EndsInStaircase {
+        step_ns: quantile(&steps, 0.5).unwrap_or(0),
+        in_flight,
+        wait_ns,
+    })
+}
+
 /// `blocked_worker`: per service instance, the SERVER spans in the window
-/// whose self times are [`Contention::serialized`]. The culprit's operation is
-/// the one with the most self time on that instance (the likeliest holder);
-/// its peer is the instance. Other instances of the service are measured too,
-/// for contrast.
-pub fn blocked_workers(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
-    type Request<'a> = (&'a RequestRecord, &'a SaturationRecords, TraceId);
+/// served one at a time in one of the shapes of [`Serialized`]. The culprit's
+/// operation is the one with the most self time on that instance (the
+/// likeliest holder); its peer is the instance. Services in `locked` are left
+/// out: their requests waited for a database lock ([`super::lock_contention`]),
+/// which hands their work out one at a time.
+pub fn blocked_workers(traces: &[Arc<TraceCalls>], locked: &FxHashSet<Sym>) -> Vec<Observation> {
     let mut by_instance: FxHashMap<(Sym, Sym), Vec<Request>> = FxHashMap::default();
     for t in traces {
         for r in &t.saturation.requests {
@@ -111,75 +261,20 @@ pub fn blocked_workers(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
                 .push((r, &t.saturation, t.trace_id));
         }
     }
-    let measured: FxHashMap<(Sym, Sym), Contention> = by_instance
-        .iter()
-        .map(|(&k, rs)| {
-            let requests = rs
-                .iter()
-                .map(|(r, records, _)| ((r.start_ns, r.end_ns), records.busy(r)));
-            (k, contention(requests))
-        })
-        .collect();
     let mut out = Vec::new();
     for (&(service, instance), requests) in &by_instance {
-        let c = measured[&(service, instance)];
-        if !c.serialized() {
+        if locked.contains(&service) {
             continue;
         }
-        let mut self_by_op: FxHashMap<Sym, u64> = FxHashMap::default();
-        for (r, records, _) in requests {
-            *self_by_op.entry(r.operation).or_default() +=
-                records.busy(r).iter().map(|b| b.1 - b.0).sum::<u64>();
-        }
-        let (operation, _) = self_by_op
-            .into_iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.as_str().cmp(a.0.as_str())))
-            .expect("an instance has requests");
-        let others: Vec<serde_json::Value> = measured
+        let Some(shape) = serialized(requests) else {
+            continue;
+        };
+        let others: Vec<serde_json::Value> = by_instance
             .iter()
-            .filter(|(&(s, i), o)| s == service && i != instance && o.contended_ns > 0)
-            .map(|(&(_, i), o)| {
-                json!({"instance": i, "max_in_flight": o.max_in_flight, "overlap_share": o.overlap_share()})
-            })
+            .filter(|(&(s, i), _)| s == service && i != instance)
+            .map(|(&(_, i), rs)| json!({"instance": i, "requests": rs.len()}))
             .collect();
-        let mut latest: Vec<(u64, TraceId)> =
-            requests.iter().map(|(r, _, id)| (r.end_ns, *id)).collect();
-        latest.sort_unstable_by(|a, b| b.cmp(a));
-        latest.dedup_by_key(|l| l.1);
-        out.push(Observation {
-            kind: FindingKind::BlockedWorker,
-            severity: Severity::Warning,
-            culprit: Culprit {
-                service,
-                operation,
-                peer: Some(instance),
-            },
-            chain: Vec::new(),
-            summary: format!(
-                "{service} instance {instance} works on one request at a time: up to {} requests \
-                 in flight, but their own time lines up in series ({:.0} % of {:.0} ms busy, {:.1} % \
-                 overlapping); synchronous work (most in {operation}) holds its worker or event loop",
-                c.max_in_flight,
-                c.busy_share() * 100.0,
-                ms(c.contended_ns),
-                c.overlap_share() * 100.0,
-            ),
-            remedy: "Move blocking or CPU-heavy work off the event loop or request thread (a \
-                     worker pool, async I/O), or run more workers per instance."
-                .to_owned(),
-            evidence: json!({
-                "instance": instance,
-                "requests": requests.len(),
-                "max_in_flight": c.max_in_flight,
-                "contended_ms": ms(c.contended_ns),
-                "busy_share": c.busy_share(),
-                "overlap_share": c.overlap_share(),
-                "other_instances": others,
-            }),
-            trace_ids: latest.iter().take(10).map(|l| l.1).collect(),
-            count: requests.len() as u64,
-            seen_ns: latest.first().map_or(0, |l| l.0),
-        });
+        out.push(report(service, instance, requests, &shape, others));
     }
     out.sort_by(|a, b| {
         (
@@ -192,6 +287,120 @@ pub fn blocked_workers(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
             ))
     });
     out
+}
+
+fn report(
+    service: Sym,
+    instance: Sym,
+    requests: &[Request],
+    shape: &Serialized,
+    others: Vec<serde_json::Value>,
+) -> Observation {
+    let mut self_by_op: FxHashMap<Sym, u64> = FxHashMap::default();
+    for (r, records, _) in requests {
+        *self_by_op.entry(r.operation).or_default() +=
+            records.busy(r).iter().map(|b| b.1 - b.0).sum::<u64>();
+    }
+    let (operation, _) = self_by_op
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.as_str().cmp(a.0.as_str())))
+        .expect("an instance has requests");
+    let mut latest: Vec<(u64, TraceId)> =
+        requests.iter().map(|(r, _, id)| (r.end_ns, *id)).collect();
+    latest.sort_unstable_by(|a, b| b.cmp(a));
+    latest.dedup_by_key(|l| l.1);
+    let (how, evidence) = match shape {
+        Serialized::SelfTimeInSeries(c) => (
+            format!(
+                "up to {} requests in flight, but their own time lines up in series ({:.0} % of \
+                 {:.0} ms busy, {:.1} % overlapping)",
+                c.max_in_flight,
+                c.busy_share() * 100.0,
+                ms(c.contended_ns),
+                c.overlap_share() * 100.0,
+            ),
+            json!({
+                "shape": "self_time_in_series",
+                "max_in_flight": c.max_in_flight,
+                "contended_ms": ms(c.contended_ns),
+                "busy_share": c.busy_share(),
+                "overlap_share": c.overlap_share(),
+            }),
+        ),
+        Serialized::QueuedBeforeServer(q) => {
+            let p95 = quantile(&q.queued_ns, 0.95).unwrap_or(0);
+            (
+                format!(
+                    "its requests never overlap while up to {} callers wait: {} requests queued \
+                     before it started them (p95 {:.0} ms, {:.0} ms in all, each then served in \
+                     p50 {:.0} ms); that wait is in front of the instance, not on the network \
+                     (the quickest request spent {:.1} ms in transport)",
+                    q.max_callers,
+                    q.queued_ns.len(),
+                    ms(p95),
+                    ms(q.queued_ns.iter().sum()),
+                    ms(q.served_p50_ns),
+                    ms(q.transport_ns),
+                ),
+                json!({
+                    "shape": "queued_before_server",
+                    "max_in_flight": q.max_callers,
+                    "queued_requests": q.queued_ns.len(),
+                    "queue_p50_ms": ms(quantile(&q.queued_ns, 0.5).unwrap_or(0)),
+                    "queue_p95_ms": ms(p95),
+                    "queue_total_ms": ms(q.queued_ns.iter().sum()),
+                    "transport_ms": ms(q.transport_ns),
+                    "served_p50_ms": ms(q.served_p50_ns),
+                }),
+            )
+        }
+        Serialized::EndsInStaircase {
+            step_ns,
+            in_flight,
+            wait_ns,
+        } => (
+            format!(
+                "up to {in_flight} requests begun together ended one at a time about every \
+                 {:.0} ms with nothing inside them to explain it ({} waited, {:.0} ms in all)",
+                ms(*step_ns),
+                wait_ns.len(),
+                ms(wait_ns.iter().sum()),
+            ),
+            json!({
+                "shape": "ends_in_staircase",
+                "max_in_flight": in_flight,
+                "step_ms": ms(*step_ns),
+                "waited_requests": wait_ns.len(),
+                "wait_p95_ms": ms(quantile(wait_ns, 0.95).unwrap_or(0)),
+                "wait_total_ms": ms(wait_ns.iter().sum()),
+            }),
+        ),
+    };
+    let mut evidence = evidence;
+    evidence["instance"] = json!(instance);
+    evidence["requests"] = json!(requests.len());
+    evidence["other_instances"] = json!(others);
+    Observation {
+        kind: FindingKind::BlockedWorker,
+        severity: Severity::Warning,
+        culprit: Culprit {
+            service,
+            operation,
+            peer: Some(instance),
+        },
+        chain: Vec::new(),
+        summary: format!(
+            "{service} instance {instance} works on one request at a time: {how}; synchronous \
+             work (most in {operation}) or a lock holds its worker or event loop"
+        ),
+        remedy: "Move blocking or CPU-heavy work off the event loop or request thread (a \
+                 worker pool, async I/O), or run more workers per instance."
+            .to_owned(),
+        evidence,
+        trace_ids: latest.iter().take(10).map(|l| l.1).collect(),
+        count: requests.len() as u64,
+        seen_ns: latest.first().map_or(0, |l| l.0),
+    }
 }
 
 #[cfg(test)]

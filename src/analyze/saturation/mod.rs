@@ -19,35 +19,47 @@
 //!   before their calls to a target while the calls stay fast and the calls in
 //!   flight sit at a ceiling, the estimated pool size; a ceiling that shrinks
 //!   is a suspected leak.
-//! * **`blocked_worker`** ([`blocked_workers`]): requests in flight together on
-//!   one instance whose self times line up in series ([`contention`]).
+//! * **`blocked_worker`** ([`blocked_workers`]): one instance serves its
+//!   requests one at a time ([`Serialized`]: self times in series, requests
+//!   queued before SERVER spans that never overlap, or ends in a staircase).
+//! * **`lock_contention`** ([`lock_contention`]): calls of one statement wait
+//!   for a lock one transaction at a time holds (lock events on the span, or
+//!   concurrent calls ending in a staircase while the fastest is fast). Runs
+//!   first: the shapes it explains are not slow queries, the services whose
+//!   requests waited are not blocked workers.
 //! * **`cold_start`** ([`cold_starts`]): the first 3 SERVER spans of an instance
 //!   have a median at least 3× and 100 ms over the service's steady state (its
 //!   other requests, at least 10).
 //!
 //! Files: `records.rs` extracts the records, `normalize.rs` folds statements,
+//! `lock.rs` finds lock waits and staircases,
 //! `timeline.rs` counts intervals in flight; one file per detector.
 
 mod blocked;
 mod cold_start;
+mod lock;
 mod normalize;
 mod pool;
 mod queries;
 mod records;
 mod timeline;
 
-pub use blocked::{blocked_workers, contention, Contention};
+pub use blocked::{
+    blocked_workers, contention, queued_before_server, Contention, Queue, Serialized,
+};
 pub use cold_start::{
     cold_starts, is_cold, COLD_FACTOR, COLD_MIN_EXTRA_NS, COLD_REQUESTS, MIN_STEADY,
 };
+pub use lock::{bursts, lock_contention, staircase, table_of, Locks, Staircase};
 pub use normalize::normalize;
 pub use pool::{ceilings, pool_exhaustion, shrinking};
 pub use queries::{
     query_shapes, slow_queries, slow_threshold_ns, QueryShape, MIN_SLOW_CALLS, SLOW_ABSOLUTE_NS,
     SLOW_FACTOR, SLOW_MIN_NS,
 };
+pub(crate) use records::shape_of;
 pub use records::{
-    saturation_records, wait_before, DbTarget, PoolUse, QueryRecord, RequestRecord,
+    lock_wait, saturation_records, wait_before, DbTarget, PoolUse, QueryRecord, RequestRecord,
     SaturationRecords, Target,
 };
 pub use timeline::Timeline;
@@ -58,10 +70,16 @@ use super::budget::TraceCalls;
 use super::Observation;
 
 /// Runs the saturation detectors over `traces` (the window's contents).
+/// Lock contention runs first: the shapes and services it explains are not
+/// reported again as slow queries or blocked workers.
 pub fn detect(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
-    let mut out = slow_queries(&query_shapes(traces));
+    let locks = lock_contention(traces);
+    let mut shapes = query_shapes(traces);
+    shapes.retain(|s| !locks.shapes.contains(&(s.statement.clone(), s.target)));
+    let mut out = locks.observations;
+    out.extend(slow_queries(&shapes));
     out.extend(pool_exhaustion(traces));
-    out.extend(blocked_workers(traces));
+    out.extend(blocked_workers(traces, &locks.services));
     out.extend(cold_starts(traces));
     out
 }

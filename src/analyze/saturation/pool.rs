@@ -24,8 +24,8 @@ const MIN_QUEUED_WAIT_NS: u64 = 5 * MS;
 const MIN_P95_WAIT_NS: u64 = 50 * MS;
 /// ... and this many times the p95 call.
 const WAIT_TO_CALL: u64 = 2;
-/// Calls in flight count as at the ceiling from this share of it (rounded up):
-/// a connection is briefly free between two queries of a transaction.
+/// Connections held count as at the ceiling from this share of it (rounded
+/// up): a connection is briefly free between two requests.
 const NEAR_CEILING: f64 = 0.75;
 /// Share of the queued requests' wait during which calls were at the ceiling.
 const MIN_SATURATED_SHARE: f64 = 0.5;
@@ -47,9 +47,11 @@ struct Use {
     first_call: u64,
     wait_ns: u64,
     explicit: bool,
+    /// When it held a connection ([`super::PoolUse::hold`]).
+    hold: (u64, u64),
 }
 
-/// The ceiling of calls in flight in each of `slices` equal slices of
+/// The ceiling of connections held (`calls`) in each of `slices` equal slices of
 /// `[from, to)`, for slices where `waiting` (wait intervals) has any time; `None`
 /// for the others.
 pub fn ceilings(
@@ -132,19 +134,21 @@ fn judge(instance: Sym, uses: &[Use], calls: &[(u64, u64)]) -> Option<Exhausted>
     if wait_p95 < MIN_P95_WAIT_NS.max(WAIT_TO_CALL * call_p95) {
         return None;
     }
-    let in_flight = Timeline::of(calls.iter().copied());
+    // Connections held, not statements in flight: a request that keeps its
+    // connection across work in the application holds it between statements.
+    let in_flight = Timeline::of(uses.iter().map(|u| u.hold));
     let pool_size = in_flight.max();
     let wait_intervals: Vec<(u64, u64)> = queued
         .iter()
         .map(|(u, w)| (u.first_call - w, u.first_call))
         .collect();
     let waiting = Timeline::of(wait_intervals.iter().copied());
-    let from = calls
+    let from = uses
         .iter()
-        .map(|c| c.0)
+        .map(|u| u.hold.0)
         .min()?
         .min(waiting_start(&wait_intervals));
-    let to = calls.iter().map(|c| c.1).max()?;
+    let to = uses.iter().map(|u| u.hold.1).max()?;
     let ceilings = ceilings(&in_flight, &waiting, (from, to), SLICES);
     // A wait is measured against the ceiling of its time (a leaked connection
     // lowers it), near it counts.
@@ -200,9 +204,11 @@ fn waiting_start(intervals: &[(u64, u64)]) -> u64 {
 /// spans, else the uncovered gap over the shortest one) by at least
 /// `MIN_QUEUED_WAIT_NS`; their p95 wait is at least `MIN_P95_WAIT_NS` and
 /// `WAIT_TO_CALL` times the p95 call (the calls are not what is slow); and
-/// for at least `MIN_SATURATED_SHARE` of that waiting, the instance's calls
-/// to the target in flight were near the ceiling of that quarter of the time
-/// ([`ceilings`]); the highest ceiling is the estimated pool size. A ceiling
+/// for at least `MIN_SATURATED_SHARE` of that waiting, the connections the
+/// instance's requests held ([`super::PoolUse::hold`]: from the end of the
+/// wait to the end of the last call, whether or not a statement was running)
+/// were near the ceiling of that quarter of the time ([`ceilings`]); the
+/// highest ceiling is the estimated pool size. A ceiling
 /// that shrinks while requests queue is a suspected leak. One
 /// observation per service and target: the instance with the most queued
 /// requests speaks for it, the count is every instance's queued requests.
@@ -225,6 +231,7 @@ pub fn pool_exhaustion(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
                     first_call: calls[0].0,
                     wait_ns: p.wait_ns,
                     explicit: p.explicit,
+                    hold: p.hold,
                 });
                 g.1.extend_from_slice(calls);
             }
@@ -269,8 +276,8 @@ fn report(service: Sym, target: Target, found: &[Exhausted]) -> Observation {
     let ceilings: Vec<Option<u32>> = e.ceilings.clone();
     let mut summary = format!(
         "{service} instance {} waits for a connection to {label}: {} of {} requests queued \
-         (wait p95 {:.0} ms, {:.0} % of their critical path) while its calls stayed at a ceiling of {} \
-         in flight (the pool size) and took p50 {:.0} ms",
+         (wait p95 {:.0} ms, {:.0} % of their critical path) while the connections it held stayed at a \
+         ceiling of {} (the pool size) and its calls took p50 {:.0} ms",
         e.instance,
         e.queued.len(),
         e.requests,

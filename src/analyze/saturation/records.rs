@@ -29,13 +29,15 @@ pub struct DbTarget {
 
 impl DbTarget {
     /// `system address/namespace`, for culprits and sentences: unknown parts are
-    /// left out (`sqlite orders`, `postgresql db/shop`), an unknown system is `?`.
+    /// left out (`sqlite orders`, `postgresql db/shop`, `mysql` for a peer
+    /// named only by `peer.service`), an unknown system alone is `?`.
     pub fn label(&self) -> String {
-        let mut out = self.system.map_or("?", |s| s.as_str()).to_owned();
-        if let Some(address) = self.address {
-            out.push(' ');
-            out.push_str(address.as_str());
-        }
+        let mut out = match (self.system, self.address) {
+            (Some(system), Some(address)) => format!("{system} {address}"),
+            (Some(system), None) => system.as_str().to_owned(),
+            (None, Some(address)) => address.as_str().to_owned(),
+            (None, None) => "?".to_owned(),
+        };
         if let Some(ns) = self.namespace {
             out.push(if self.address.is_some() { '/' } else { ' ' });
             out.push_str(ns.as_str());
@@ -80,9 +82,20 @@ pub struct QueryRecord {
     /// it carries no statement.
     pub statement: Arc<str>,
     pub target: DbTarget,
+    /// The call's `[start, end)` in unix ns.
+    pub start_ns: u64,
     pub duration_ns: u64,
     /// Its time on the trace's critical path.
     pub critical_ns: u64,
+    /// Time its span's events say it waited for a lock ([`lock_wait`]): 0
+    /// when they say nothing.
+    pub lock_wait_ns: u64,
+}
+
+impl QueryRecord {
+    pub fn end_ns(&self) -> u64 {
+        self.start_ns + self.duration_ns
+    }
 }
 
 /// `start..start + len` in one of [`SaturationRecords`]' flat vectors.
@@ -117,6 +130,10 @@ pub struct PoolUse {
     pub wait_ns: u64,
     /// `wait_ns` comes from acquire/checkout/connect spans.
     pub explicit: bool,
+    /// How long it held a connection, `[start, end)` in unix ns: from the end
+    /// of the wait (the last acquire span charged to its first call, else the
+    /// first call's start) to the end of its last call.
+    pub hold: (u64, u64),
 }
 
 /// One SERVER span of a service instance (`service.instance.id`).
@@ -127,6 +144,10 @@ pub struct RequestRecord {
     pub operation: Sym,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// The `[start, end)` of the span of another service that waited for it
+    /// (the caller's CLIENT span): the time before the request's start is
+    /// the transport and any queue in front of the instance.
+    pub caller: Option<(u64, u64)>,
     /// Its self time ([`SaturationRecords::busy`]).
     busy: Slice,
     /// Its targets ([`SaturationRecords::uses`]).
@@ -136,6 +157,12 @@ pub struct RequestRecord {
 impl RequestRecord {
     pub fn duration_ns(&self) -> u64 {
         self.end_ns - self.start_ns
+    }
+
+    /// Share of its time that is its own (no child span covers it).
+    pub fn self_share(&self, records: &SaturationRecords) -> f64 {
+        let own: u64 = records.busy(self).iter().map(|b| b.1 - b.0).sum();
+        own as f64 / self.duration_ns().max(1) as f64
     }
 }
 
@@ -177,32 +204,24 @@ impl SaturationRecords {
 }
 
 /// Attribute keys read in the one pass, in [`saturation_records`]' order.
-static KEYS: LazyLock<[Sym; 11]> = LazyLock::new(|| {
+static KEYS: LazyLock<[Sym; 13]> = LazyLock::new(|| {
     [
         "db.system.name",
         "db.system",
         "db.query.text",
         "db.statement",
+        "sql.query",
         "server.address",
         "net.peer.name",
         "db.namespace",
         "db.name",
         "service.instance.id",
         "db.client.connection.pool.name",
+        "db.client.connections.pool.name",
         "peer.service",
     ]
     .map(Sym::new)
 });
-
-/// Words in an operation name that make a span a wait for a connection or a lock.
-const ACQUIRE_WORDS: [&str; 6] = [
-    "acquire",
-    "checkout",
-    "get_connection",
-    "connect",
-    "pool",
-    "wait",
-];
 
 /// Entries the per-thread caches hold before they are cleared.
 const CACHE_LIMIT: usize = 1 << 14;
@@ -211,15 +230,12 @@ thread_local! {
     /// Normalised shapes of recent statement texts: repeated statements (the
     /// common case: parameterised queries) are normalised once per thread.
     static SHAPES: RefCell<FxHashMap<Box<str>, Arc<str>>> = RefCell::default();
-    /// Whether an operation name says "acquire", per name.
-    static ACQUIRE_NAMES: RefCell<FxHashMap<Sym, bool>> = RefCell::default();
     static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
-/// The shape of a statement, through the thread's cache.
-fn shape(statement: Found<'_>) -> Option<Arc<str>> {
-    let text = statement.text()?;
-    Some(SHAPES.with(|cache| {
+/// The shape of a statement ([`normalize()`]), through the thread's cache.
+pub(crate) fn shape_of(text: &str) -> Arc<str> {
+    SHAPES.with(|cache| {
         let mut cache = cache.borrow_mut();
         if let Some(shape) = cache.get(text) {
             return shape.clone();
@@ -230,20 +246,30 @@ fn shape(statement: Found<'_>) -> Option<Arc<str>> {
         let shape: Arc<str> = normalize(text).into();
         cache.insert(text.into(), shape.clone());
         shape
-    }))
+    })
 }
 
-fn names_acquire(operation: Sym) -> bool {
-    ACQUIRE_NAMES.with(|names| {
-        let mut names = names.borrow_mut();
-        if names.len() >= CACHE_LIMIT {
-            names.clear();
+/// How long a span's events say it waited for a lock: from an event saying it
+/// is waiting (`Waiting for lock behind 2 transactions`, as HotROD's mysql
+/// logs, or `lock wait ...`) to the next saying it acquired the lock, else to
+/// the span's end.
+pub fn lock_wait(trace: &Trace, span: u32) -> u64 {
+    let mut total = 0;
+    let mut waiting_since: Option<u64> = None;
+    for e in trace.span(span).events() {
+        let name = e.name.as_str().to_ascii_lowercase();
+        if name.contains("waiting for lock") || name.contains("lock wait") {
+            waiting_since.get_or_insert(e.time_ns);
+        } else if name.contains("acquired lock") {
+            if let Some(since) = waiting_since.take() {
+                total += e.time_ns.saturating_sub(since);
+            }
         }
-        *names.entry(operation).or_insert_with(|| {
-            let name = operation.as_str().to_ascii_lowercase();
-            ACQUIRE_WORDS.iter().any(|w| name.contains(w))
-        })
-    })
+    }
+    if let Some(since) = waiting_since {
+        total += trace.span(span).end_ns.saturating_sub(since);
+    }
+    total
 }
 
 /// What a span is to the request that contains it.
@@ -251,9 +277,16 @@ fn names_acquire(operation: Sym) -> bool {
 enum Class {
     /// Work of the request: it covers time, it is not a wait.
     Work,
-    /// A wait for a connection or a lock: named so, not SERVER, no statement,
-    /// no SERVER child.
+    /// Obtaining a connection: a span that names a pool by the connection
+    /// semantic conventions (`db.client.connection.pool.name`, formerly
+    /// `db.client.connections.pool.name`) but runs no statement, or a database
+    /// span without a statement followed by statements of its service on its
+    /// database system (SQLAlchemy's `connect`, node-postgres' `pg-pool.connect`).
     Acquire,
+    /// A database span without a statement, until [`classify`] knows whether
+    /// statements follow it (then it is an [`Class::Acquire`]) or not (then it
+    /// is a call, such as a Redis command).
+    Checkout(DbTarget),
     /// A call to a pooled target.
     Call(Target),
 }
@@ -298,6 +331,8 @@ pub fn wait_before(start: u64, first_call: u64, others: &mut [(u64, u64)]) -> u6
 struct Scratch {
     out: SaturationRecords,
     classes: Vec<Class>,
+    /// Per (service, database system), the latest start of a statement.
+    statements: FxHashMap<(Sym, Option<Sym>), u64>,
     /// SERVER spans of known instances.
     servers: Vec<(u32, Sym)>,
     /// (start, end, target) of the request's calls.
@@ -311,7 +346,9 @@ struct Scratch {
 /// The database calls of one trace and its SERVER spans of known instances
 /// with their targets. A span is a database call when it names a database
 /// system or carries a statement, is not a SERVER span and is not an acquire
-/// span; asynchronous spans are not requests nor calls.
+/// span ([`Class::Acquire`]); asynchronous spans are not requests nor calls,
+/// and a span that repeats another's call ([`crate::analyze::layers`]) is
+/// neither.
 pub fn saturation_records(t: &AnalyzedTrace) -> SaturationRecords {
     SCRATCH.with(|scratch| {
         let scratch = &mut *scratch.borrow_mut();
@@ -331,6 +368,31 @@ pub fn saturation_records(t: &AnalyzedTrace) -> SaturationRecords {
     })
 }
 
+/// Records the database call `i` of `t` into `out`.
+fn query(
+    t: &AnalyzedTrace,
+    i: u32,
+    statement: Option<Arc<str>>,
+    target: DbTarget,
+    out: &mut SaturationRecords,
+) {
+    let trace = &t.trace;
+    let span = trace.span(i);
+    out.queries.push(QueryRecord {
+        service: span.service,
+        statement: statement.unwrap_or_else(|| normalize(span.operation.as_str()).into()),
+        target,
+        start_ns: trace.start(i),
+        duration_ns: trace.end(i) - trace.start(i),
+        critical_ns: t.path.critical_ns[i as usize],
+        lock_wait_ns: if span.events().is_empty() {
+            0
+        } else {
+            lock_wait(trace, i)
+        },
+    });
+}
+
 /// Classifies every span of the trace into `scratch.classes`, records its
 /// queries into `scratch.out` and lists its SERVER spans of known instances.
 fn classify(t: &AnalyzedTrace, scratch: &mut Scratch) {
@@ -338,18 +400,20 @@ fn classify(t: &AnalyzedTrace, scratch: &mut Scratch) {
     let Scratch {
         out,
         classes,
+        statements,
         servers,
         ..
     } = scratch;
     classes.clear();
     servers.clear();
+    statements.clear();
     for i in 0..trace.len() as u32 {
         let span = trace.span(i);
-        if matches!(span.kind, SpanKind::Producer | SpanKind::Consumer) {
+        if matches!(span.kind, SpanKind::Producer | SpanKind::Consumer) || t.layered[i as usize] {
             classes.push(Class::Work);
             continue;
         }
-        let [system, legacy_system, text, legacy_text, address, legacy_address, namespace, legacy_namespace, instance, pool, peer] =
+        let [system, legacy_system, text, legacy_text, sql, address, legacy_address, namespace, legacy_namespace, instance, pool, legacy_pool, peer] =
             trace.arena.find(span.attrs, *KEYS);
         if span.kind == SpanKind::Server {
             if let Some(instance) = instance.and_then(Found::sym) {
@@ -358,36 +422,36 @@ fn classify(t: &AnalyzedTrace, scratch: &mut Scratch) {
             classes.push(Class::Work);
             continue;
         }
-        let statement = text.or(legacy_text);
-        if statement.is_none()
-            && !trace
-                .children(i)
-                .iter()
-                .any(|&c| trace.span(c).kind == SpanKind::Server)
-            && names_acquire(span.operation)
-        {
+        let statement = text.or(legacy_text).or(sql).and_then(Found::text);
+        let system = system.or(legacy_system).and_then(Found::sym);
+        let address = address.or(legacy_address).and_then(Found::sym);
+        let pool = pool.or(legacy_pool).and_then(Found::sym);
+        let calls_server = trace
+            .children(i)
+            .iter()
+            .any(|&c| trace.span(c).kind == SpanKind::Server);
+        if statement.is_none() && !calls_server && pool.is_some() {
             classes.push(Class::Acquire);
             continue;
         }
-        let address = address.or(legacy_address).and_then(Found::sym);
-        let pool = pool.and_then(Found::sym).map(Target::Pool);
-        let system = system.or(legacy_system).and_then(Found::sym);
+        let pool = pool.map(Target::Pool);
         if statement.is_some() || system.is_some() {
             let db = DbTarget {
                 system,
-                address,
+                // HotROD's mysql names only its peer service.
+                address: address.or_else(|| peer.and_then(Found::sym)),
                 namespace: namespace.or(legacy_namespace).and_then(Found::sym),
             };
-            out.queries.push(QueryRecord {
-                service: span.service,
-                statement: statement
-                    .and_then(shape)
-                    .unwrap_or_else(|| normalize(span.operation.as_str()).into()),
-                target: db,
-                duration_ns: trace.end(i) - trace.start(i),
-                critical_ns: t.path.critical_ns[i as usize],
-            });
-            classes.push(Class::Call(pool.unwrap_or(Target::Db(db))));
+            match statement {
+                Some(text) => {
+                    let latest = statements.entry((span.service, system)).or_default();
+                    *latest = (*latest).max(trace.start(i));
+                    query(t, i, Some(shape_of(text)), db, out);
+                    classes.push(Class::Call(pool.unwrap_or(Target::Db(db))));
+                }
+                None if calls_server => classes.push(Class::Call(Target::Db(db))),
+                None => classes.push(Class::Checkout(db)),
+            }
             continue;
         }
         let http = (span.kind == SpanKind::Client)
@@ -395,6 +459,22 @@ fn classify(t: &AnalyzedTrace, scratch: &mut Scratch) {
             .flatten()
             .map(Target::Http);
         classes.push(pool.or(http).map_or(Class::Work, Class::Call));
+    }
+    // A database span without a statement is a checkout when its service runs
+    // statements on that system after it began; else it is a call itself.
+    for i in 0..trace.len() as u32 {
+        if let Class::Checkout(db) = classes[i as usize] {
+            let span = trace.span(i);
+            let followed = statements
+                .get(&(span.service, db.system))
+                .is_some_and(|&latest| latest >= trace.start(i));
+            classes[i as usize] = if followed {
+                Class::Acquire
+            } else {
+                query(t, i, None, db, out);
+                Class::Call(Target::Db(db))
+            };
+        }
     }
 }
 
@@ -450,7 +530,7 @@ fn request(trace: &Trace, (server, instance): (u32, Sym), scratch: &mut Scratch)
                 continue;
             }
             Class::Acquire => acquires.push(interval),
-            Class::Work => others.push(interval),
+            Class::Work | Class::Checkout(_) => others.push(interval),
         }
         stack.extend_from_slice(trace.children(c));
     }
@@ -465,10 +545,14 @@ fn request(trace: &Trace, (server, instance): (u32, Sym), scratch: &mut Scratch)
             continue;
         }
         let mut explicit = None;
+        let mut held_from: Option<u64> = None;
         for &(a, b) in acquires.iter() {
             let charged = calls.partition_point(|c| c.0 < a);
             if charged < calls.len() && calls[charged].2 == target {
                 *explicit.get_or_insert(0) += b.min(calls[charged].0).saturating_sub(a);
+                if charged == n {
+                    held_from = held_from.max(Some(b.min(s)));
+                }
             }
         }
         let wait_ns = explicit.unwrap_or_else(|| {
@@ -485,11 +569,17 @@ fn request(trace: &Trace, (server, instance): (u32, Sym), scratch: &mut Scratch)
                 .filter(|c| c.2 == target)
                 .map(|c| (c.0, c.1)),
         );
+        let held_to = out.intervals[calls_from..]
+            .iter()
+            .map(|c| c.1)
+            .max()
+            .unwrap_or(s);
         out.uses.push(PoolUse {
             target,
             calls: Slice::of(&out.intervals, calls_from),
             wait_ns,
             explicit: explicit.is_some(),
+            hold: (held_from.unwrap_or(s), held_to),
         });
     }
     out.requests.push(RequestRecord {
@@ -498,6 +588,9 @@ fn request(trace: &Trace, (server, instance): (u32, Sym), scratch: &mut Scratch)
         operation: span.operation,
         start_ns: start,
         end_ns: end,
+        caller: trace.parent[server as usize]
+            .filter(|&p| trace.span(p).service != span.service)
+            .map(|p| (trace.start(p), trace.end(p))),
         busy,
         uses: Slice::of(&out.uses, uses_from),
     });
@@ -506,9 +599,8 @@ fn request(trace: &Trace, (server, instance): (u32, Sym), scratch: &mut Scratch)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::analyze;
-    use crate::assemble::assemble;
-    use crate::model::{AttrArena, Span, SpanId, SpanSet, TraceId};
+    use crate::analyze::{analyze, testing};
+    use crate::model::Span;
 
     const MS: u64 = 1_000_000;
 
@@ -549,35 +641,15 @@ mod tests {
             address: sym("db"),
             namespace: None,
         };
-        assert_eq!(unknown.label(), "? db");
+        assert_eq!(unknown.label(), "db");
     }
 
     fn span(id: u64, parent: u64, op: &str, kind: SpanKind, (s, e): (u64, u64)) -> Span {
-        Span::new(
-            SpanId::from_u64(id).unwrap(),
-            SpanId::from_u64(parent),
-            "orders",
-            op,
-            kind,
-            (s * MS, e * MS),
-        )
+        testing::span("orders", (id, parent), op, kind, (s * MS, e * MS))
     }
 
     fn records(spans: Vec<(Span, Vec<(&str, &str)>)>) -> SaturationRecords {
-        let mut set = SpanSet::default();
-        let mut scratch = AttrArena::default();
-        for (mut s, attrs) in spans {
-            let mark = scratch.mark();
-            for (k, v) in attrs {
-                scratch.sym(Sym::new(k), Sym::new(v));
-            }
-            s.attrs = scratch.finish(mark);
-            set.push(s, &mut scratch);
-            scratch.clear();
-        }
-        saturation_records(&analyze(
-            assemble(TraceId::from_bytes(&[7; 16]).unwrap(), set).unwrap(),
-        ))
+        saturation_records(&analyze(testing::trace(spans)))
     }
 
     #[test]
@@ -614,22 +686,58 @@ mod tests {
         assert_eq!(r.queries.len(), 2);
         assert_eq!(r.len(), 2 + 1);
 
-        // Explicit: a pool checkout span 1..38 before the query at 40; it is
-        // not a query even though it names the database.
+        // Explicit: a checkout span 1..38 (SQLAlchemy's `connect`: the
+        // database named, no statement) before the statement at 40; it is not
+        // a query, and the connection is held from 38 to the statement's end.
+        let mut statement = db.clone();
+        statement.push(("db.query.text", "SELECT * FROM o WHERE id = $1"));
+        let checkout = || {
+            (
+                span(2, 1, "connect", SpanKind::Client, (1, 38)),
+                vec![("db.system.name", "postgresql")],
+            )
+        };
         let r = records(vec![
             (
                 span(1, 0, "GET /o", SpanKind::Server, (0, 70)),
                 vec![instance],
             ),
-            (
-                span(2, 1, "pool.acquire", SpanKind::Internal, (1, 38)),
-                vec![("db.system.name", "postgresql")],
-            ),
-            (span(3, 1, "SELECT", SpanKind::Client, (40, 60)), db),
+            checkout(),
+            (span(3, 1, "SELECT", SpanKind::Client, (40, 60)), statement),
         ]);
         let p = &r.uses(&r.requests[0])[0];
         assert_eq!((p.wait_ns, p.explicit), (37 * MS, true));
+        assert_eq!(p.hold, (38 * MS, 60 * MS));
         assert_eq!(r.queries.len(), 1, "{:?}", r.queries);
+
+        // The same span followed by no statement is a call of its own (a
+        // command of a database without statements, such as Redis).
+        let r = records(vec![
+            (
+                span(1, 0, "GET /o", SpanKind::Server, (0, 70)),
+                vec![instance],
+            ),
+            checkout(),
+        ]);
+        assert_eq!(r.queries.len(), 1, "{:?}", r.queries);
+        assert!(!r.uses(&r.requests[0])[0].explicit);
+
+        // A business span named like a wait is work, never a wait: the
+        // request's time under it is covered, not queued.
+        let r = records(vec![
+            (
+                span(1, 0, "POST /o", SpanKind::Server, (0, 70)),
+                vec![instance],
+            ),
+            (span(2, 1, "checkout", SpanKind::Internal, (1, 38)), vec![]),
+            (
+                span(3, 1, "await_payment", SpanKind::Internal, (38, 39)),
+                vec![],
+            ),
+            (span(4, 1, "SELECT", SpanKind::Client, (40, 60)), db.clone()),
+        ]);
+        let p = &r.uses(&r.requests[0])[0];
+        assert_eq!((p.wait_ns, p.explicit), (2 * MS, false));
 
         // A SERVER span without an instance is not recorded.
         let r = records(vec![(
