@@ -410,3 +410,122 @@ async fn an_http_client_pool_is_named_by_its_peer() {
     assert_eq!(all_of(&d, "slow_query").await, Vec::<Value>::new());
     d.stop().await;
 }
+
+/// The spans of requests that hold their connection across work in the
+/// application (an ORM session kept open): a `connect` checkout span for the
+/// wait, a fast statement, `work_ms` in the application with the connection
+/// held, another fast statement. With `layers`, every statement is recorded
+/// twice, as SQLAlchemy's and psycopg2's instrumentations both do when
+/// `opentelemetry-bootstrap` installs them: overlapping sibling CLIENT spans
+/// `select shop` (the ORM's) and `select` (the driver's).
+fn held_in_app(
+    who: (&'static str, &'static str),
+    load: &[(u64, u64)],
+    work_ms: u64,
+    layers: bool,
+) -> Vec<Vec<Sp>> {
+    // Each service has a database of its own name.
+    let statement = |s: Sp| {
+        s.attr("db.system", "postgresql")
+            .attr("net.peer.name", "db.internal")
+            .attr("db.name", who.0)
+            .attr(
+                "db.statement",
+                "SELECT items.id FROM items WHERE items.id = %(id_1)s",
+            )
+    };
+    load.iter()
+        .map(|&(arrive, acquired)| {
+            let end = acquired + work_ms + 3;
+            let mut spans = vec![
+                of(who, (1, 0), "GET /items", SpanKind::Server, (arrive, end)),
+                of(
+                    who,
+                    (2, 1),
+                    "connect",
+                    SpanKind::Client,
+                    (arrive + 1, acquired),
+                )
+                .attr("db.system", "postgresql")
+                .attr("net.peer.name", "db.internal"),
+            ];
+            for (n, at) in [acquired, acquired + 1 + work_ms].into_iter().enumerate() {
+                let n = n as u64;
+                spans.push(statement(of(
+                    who,
+                    (10 + n, 1),
+                    "select shop",
+                    SpanKind::Client,
+                    (at, at + 2),
+                )));
+                if layers {
+                    spans.push(statement(of(
+                        who,
+                        (20 + n, 1),
+                        "select",
+                        SpanKind::Client,
+                        (at, at + 1),
+                    )));
+                }
+            }
+            spans
+        })
+        .collect()
+}
+
+/// A pool of 2 under 14 concurrent requests that each hold their connection
+/// for 100 ms of application work between two 2 ms statements: the
+/// statements never pile up at the ceiling, the connections held do, and the
+/// wait in the checkout span is the evidence. Recorded by one database
+/// instrumentation or by two, the pool is 2 and each statement counts once;
+/// the same requests under a pool big enough are silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_held_in_application_code_is_sized_by_connections_held_counted_once() {
+    let d = harness::start_detecting().await;
+    let clients = vec![(0, 5); 14];
+    let roomy = simulate(14, &clients, 1, 103);
+    assert!(roomy.iter().all(|(a, q)| q - a == 1));
+    let lookalike = held_in_app(("catalog", "catalog-1"), &roomy, 100, true);
+    let sent = lookalike.len();
+    send(&d, lookalike).await;
+    detected(&d, sent).await;
+    assert_eq!(all_of(&d, "pool_exhaustion").await, Vec::<Value>::new());
+
+    let starved = simulate(2, &clients, 1, 103);
+    let mut culprits = held_in_app(("orders", "orders-1"), &starved, 100, false);
+    culprits.extend(held_in_app(("billing", "billing-1"), &starved, 100, true));
+    let total = sent + culprits.len();
+    send(&d, culprits).await;
+    detected(&d, total).await;
+    let found = all_of(&d, "pool_exhaustion").await;
+    assert_eq!(found.len(), 2, "{found:#?}");
+    for service in ["orders", "billing"] {
+        let f = found
+            .iter()
+            .find(|f| f["culprit"]["service"] == service)
+            .unwrap_or_else(|| panic!("{service} named: {found:#?}"));
+        let e = &f["evidence"];
+        let peer = format!("postgresql db.internal/{service}");
+        assert_eq!(f["culprit"]["peer"], peer.as_str(), "{f:#}");
+        assert_eq!(e["estimated_pool_size"], 2, "{service}: {e:#}");
+        assert_eq!(e["wait_from"], "acquire_spans");
+        assert_eq!(e["requests"], 70);
+        assert!(e["queued_requests"].as_u64().unwrap() >= 60, "{e}");
+        assert!(e["call_p95_ms"].as_f64().unwrap() <= 2.0, "{e}");
+    }
+    // The statement ran twice per request: 140 times per service, whether one
+    // instrumentation or two recorded it.
+    let (_, queries) = d.get("/api/v1/queries").await;
+    let shapes = queries["queries"].as_array().unwrap();
+    for service in ["catalog", "orders", "billing"] {
+        let s = shapes
+            .iter()
+            .find(|s| s["services"][0] == service)
+            .unwrap_or_else(|| panic!("{service}'s statement: {queries:#}"));
+        assert_eq!(s["count"], 140, "{service}: {s:#}");
+    }
+    assert_eq!(all_of(&d, "slow_query").await, Vec::<Value>::new());
+    assert_eq!(all_of(&d, "blocked_worker").await, Vec::<Value>::new());
+    assert_eq!(all_of(&d, "lock_contention").await, Vec::<Value>::new());
+    d.stop().await;
+}

@@ -103,3 +103,104 @@ pub fn load(doc: &Value) -> JaegerTrace {
     assert_eq!(all.len(), 1, "expected exactly one trace in the document");
     all.pop().expect("one trace")
 }
+
+/// A Jaeger JSON document (any accepted shape) as one OTLP/JSON export
+/// request, as the OpenTelemetry Collector's Jaeger receiver would forward it:
+/// a resource per process (its service name and tags), `span.kind` as the
+/// span's kind, `error=true` as status ERROR, logs as events named by their
+/// `event` field, CHILD_OF as the parent. Ids are left-padded to their OTLP
+/// widths.
+pub fn otlp_json(doc: &Value) -> Value {
+    fn value(tag: &Value) -> Value {
+        match tag["type"].as_str() {
+            Some("int64") => serde_json::json!({"intValue": match &tag["value"] {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            }}),
+            Some("float64") => serde_json::json!({"doubleValue": tag["value"]}),
+            Some("bool") => serde_json::json!({"boolValue": tag["value"]}),
+            _ => serde_json::json!({"stringValue": tag["value"].as_str().unwrap_or_default()}),
+        }
+    }
+    fn attributes<'a>(tags: impl Iterator<Item = &'a Value>) -> Vec<Value> {
+        tags.map(|t| serde_json::json!({"key": t["key"], "value": value(t)}))
+            .collect()
+    }
+    fn pad(id: &str, width: usize) -> String {
+        format!("{id:0>width$}")
+    }
+    let mut resource_spans = Vec::new();
+    for trace in traces(doc) {
+        let empty = serde_json::Map::new();
+        let processes = trace["processes"].as_object().unwrap_or(&empty);
+        for (pid, process) in processes {
+            let spans: Vec<Value> = trace["spans"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["processID"] == pid.as_str())
+                .map(|s| {
+                    let tags = s["tags"].as_array().map(Vec::as_slice).unwrap_or_default();
+                    let tag = |key: &str| tags.iter().find(|t| t["key"] == key);
+                    let kind = match tag("span.kind").and_then(|t| t["value"].as_str()) {
+                        Some("server") => 2,
+                        Some("client") => 3,
+                        Some("producer") => 4,
+                        Some("consumer") => 5,
+                        _ => 1,
+                    };
+                    let error = tag("error").is_some_and(|t| t["value"] == true);
+                    let start = s["startTime"].as_u64().expect("startTime") * 1_000;
+                    let end = start + s["duration"].as_u64().expect("duration") * 1_000;
+                    let parent = s["references"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|r| r["refType"] == "CHILD_OF")
+                        .and_then(|r| r["spanID"].as_str())
+                        .map(|id| pad(id, 16));
+                    let events: Vec<Value> = s["logs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|l| {
+                            let fields = l["fields"].as_array().map(Vec::as_slice).unwrap_or_default();
+                            let name = fields
+                                .iter()
+                                .find(|f| f["key"] == "event")
+                                .and_then(|f| f["value"].as_str())
+                                .unwrap_or("log");
+                            serde_json::json!({
+                                "timeUnixNano": (l["timestamp"].as_u64().unwrap_or(0) * 1_000).to_string(),
+                                "name": name,
+                                "attributes": attributes(fields.iter().filter(|f| f["key"] != "event")),
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "traceId": pad(s["traceID"].as_str().expect("traceID"), 32),
+                        "spanId": pad(s["spanID"].as_str().expect("spanID"), 16),
+                        "parentSpanId": parent.unwrap_or_default(),
+                        "name": s["operationName"],
+                        "kind": kind,
+                        "startTimeUnixNano": start.to_string(),
+                        "endTimeUnixNano": end.to_string(),
+                        "attributes": attributes(tags.iter().filter(|t| t["key"] != "span.kind" && t["key"] != "error")),
+                        "events": events,
+                        "status": {"code": if error { 2 } else { 0 }},
+                    })
+                })
+                .collect();
+            let mut resource = vec![serde_json::json!({
+                "key": "service.name",
+                "value": {"stringValue": process["serviceName"]},
+            })];
+            resource.extend(attributes(process["tags"].as_array().into_iter().flatten()));
+            resource_spans.push(serde_json::json!({
+                "resource": {"attributes": resource},
+                "scopeSpans": [{"scope": {"name": "jaeger"}, "spans": spans}],
+            }));
+        }
+    }
+    serde_json::json!({"resourceSpans": resource_spans})
+}

@@ -343,7 +343,7 @@ fn report(c: &Contended) -> Observation {
             "logged_waits": c.logged,
             "wait_from": if c.logged > 0 { "lock_events" } else { "staircase" },
             "step_ms": c.step_ns.map(ms),
-            "max_in_flight": c.in_flight,
+            "max_in_flight": c.step_ns.map(|_| c.in_flight),
             "fastest_ms": ms(c.fastest_ns),
             "slowest_ms": ms(c.slowest_ns),
             "wait_p50_ms": ms(wait_p50),

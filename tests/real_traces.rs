@@ -1,0 +1,154 @@
+//! Diagnoses on traces real instrumentation recorded (tests/fixtures/), through
+//! the daemon (OTLP/JSON over its OTLP/HTTP receiver, findings from the API)
+//! and through `hopscope analyze`: the answer known, and the look-alikes
+//! silent.
+
+mod common;
+mod harness;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const HOTROD: &str = "tests/fixtures/hotrod/opensearch-dashboards-observability/jaeger-api-json";
+/// The two HotROD requests whose mysql query waited behind another's
+/// transaction ("Waiting for lock behind 1 transactions").
+const QUEUED: [&str; 2] = [
+    "00000000000000004675486d2742b7da",
+    "0000000000000000516bb55b76860a26",
+];
+const CUSTOMER_QUERY: &str = "SELECT * FROM customer WHERE customer_id=?";
+
+fn fixture_files(dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+        .expect("fixtures")
+        .map(|e| format!("{dir}/{}", e.expect("entry").file_name().to_string_lossy()))
+        .filter(|f| f.ends_with(".json"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The findings of `hopscope analyze --format json FILES`.
+fn analyzed(files: &[String]) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_hopscope"))
+        .arg("analyze")
+        .args(["--format", "json"])
+        .args(files)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("hopscope runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    report["findings"].as_array().expect("findings").clone()
+}
+
+/// Sends the Jaeger JSON files to a fresh daemon as OTLP/JSON and returns its
+/// findings once every trace is analyzed and the detectors have run.
+async fn through_daemon(files: &[String]) -> Vec<Value> {
+    let d = harness::start_detecting().await;
+    let http = reqwest::Client::new();
+    let mut traces = 0;
+    for file in files {
+        let doc: Value = serde_json::from_slice(
+            &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).expect("fixture"),
+        )
+        .expect("JSON");
+        traces += doc["data"].as_array().map_or(1, Vec::len);
+        let response = http
+            .post(format!("{}/v1/traces", d.http_endpoint))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&common::jaeger::otlp_json(&doc)).unwrap())
+            .send()
+            .await
+            .expect("OTLP/HTTP export");
+        assert_eq!(
+            response.status(),
+            200,
+            "{file}: {:?}",
+            response.text().await
+        );
+    }
+    d.wait_for("/api/v1/timeouts", |status, body| {
+        status == 200 && body["window"]["traces"] == traces
+    })
+    .await;
+    d.wait_for("/api/v1/stats", |status, body| {
+        status == 200 && body["detectors_current"] == true
+    })
+    .await;
+    let found = d.get("/api/v1/findings").await.1["findings"]
+        .as_array()
+        .expect("findings")
+        .clone();
+    d.stop().await;
+    found
+}
+
+fn of_kind<'a>(found: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    found.iter().filter(|f| f["kind"] == kind).collect()
+}
+
+/// The HotROD lock queue, as both paths must report it.
+fn assert_hotrod_lock_queue(found: &[Value], queued: &[&str]) {
+    let locks = of_kind(found, "lock_contention");
+    let [lock] = locks.as_slice() else {
+        panic!("one lock_contention finding: {found:#?}")
+    };
+    assert_eq!(lock["culprit"]["service"], "mysql");
+    assert_eq!(lock["culprit"]["operation"], CUSTOMER_QUERY);
+    assert_eq!(lock["culprit"]["peer"], "mysql");
+    let e = &lock["evidence"];
+    assert_eq!(e["table"], "customer");
+    assert_eq!(e["wait_from"], "lock_events");
+    assert_eq!(e["waited_calls"], queued.len());
+    let mut ids: Vec<&str> = lock["trace_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, queued);
+    assert!(e["wait_share"].as_f64().unwrap() > 0.0, "{e}");
+    for other in ["slow_query", "pool_exhaustion", "blocked_worker"] {
+        assert!(of_kind(found, other).is_empty(), "{other}: {found:#?}");
+    }
+}
+
+#[test]
+fn hotrod_mysql_lock_queue_is_lock_contention_in_hopscope_analyze() {
+    let files = fixture_files(HOTROD);
+    assert_eq!(files.len(), 8);
+    assert_hotrod_lock_queue(&analyzed(&files), &QUEUED);
+    // Each request that queued is named on its own ...
+    for id in QUEUED {
+        let file: Vec<String> = files
+            .iter()
+            .filter(|f| f.contains(&id[16..]))
+            .cloned()
+            .collect();
+        assert_hotrod_lock_queue(&analyzed(&file), &[id]);
+    }
+    // ... and one whose query took the lock at once ("Acquired lock with 0
+    // transactions waiting behind") is not contention, however long its query.
+    let unqueued: Vec<String> = files
+        .iter()
+        .filter(|f| f.contains("15b0b4004a651c4c"))
+        .cloned()
+        .collect();
+    let found = analyzed(&unqueued);
+    assert!(of_kind(&found, "lock_contention").is_empty(), "{found:#?}");
+    assert!(of_kind(&found, "slow_query").is_empty(), "{found:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hotrod_mysql_lock_queue_is_lock_contention_through_the_daemon() {
+    let files = fixture_files(HOTROD);
+    assert_hotrod_lock_queue(&through_daemon(&files).await, &QUEUED);
+}
