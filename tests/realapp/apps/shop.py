@@ -1,0 +1,140 @@
+"""The Python service of the real-application suite: one Flask application,
+run under `opentelemetry-instrument gunicorn` as several services (the suite
+names each with OTEL_SERVICE_NAME). Nothing in here knows about OpenTelemetry:
+every span comes from the auto-instrumentation (Flask, requests, SQLAlchemy,
+psycopg2).
+
+Settings (environment):
+  REALAPP_DB_URL          SQLAlchemy URL of the suite's PostgreSQL (optional)
+  REALAPP_POOL_SIZE       QueuePool size (default 5)
+  REALAPP_MAX_OVERFLOW    QueuePool overflow (default 0)
+  REALAPP_POOL_TIMEOUT    seconds a request may wait for a connection (default 60)
+  REALAPP_HOLD_MS         how long /orders/<id> and /orders/<id>/statement hold
+                          their connection between two fast queries (default 100)
+  REALAPP_DOWNSTREAM      URL that /relay calls with requests (optional)
+  REALAPP_DOWNSTREAM_TIMEOUT  requests' timeout for it, in seconds (default 2)
+  REALAPP_SLEEP_MS        what /relay sleeps when it has no downstream (default 0)
+"""
+
+import os
+import time
+
+import requests
+from flask import Flask, jsonify
+from sqlalchemy import Integer, Numeric, String, create_engine, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import QueuePool
+
+app = Flask(__name__)
+
+DB_URL = os.environ.get("REALAPP_DB_URL")
+HOLD = int(os.environ.get("REALAPP_HOLD_MS", "100")) / 1000.0
+DOWNSTREAM = os.environ.get("REALAPP_DOWNSTREAM")
+DOWNSTREAM_TIMEOUT = float(os.environ.get("REALAPP_DOWNSTREAM_TIMEOUT", "2"))
+SLEEP = int(os.environ.get("REALAPP_SLEEP_MS", "0")) / 1000.0
+
+engine = None
+if DB_URL:
+    engine = create_engine(
+        DB_URL,
+        poolclass=QueuePool,
+        pool_size=int(os.environ.get("REALAPP_POOL_SIZE", "5")),
+        max_overflow=int(os.environ.get("REALAPP_MAX_OVERFLOW", "0")),
+        pool_timeout=float(os.environ.get("REALAPP_POOL_TIMEOUT", "60")),
+    )
+
+# One HTTP session per worker thread would be more usual; a module-level
+# session is shared safely by requests for simple GETs.
+http = requests.Session()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    price: Mapped[float] = mapped_column(Numeric(10, 2))
+
+
+class Stock(Base):
+    __tablename__ = "stock"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(String)
+    qty: Mapped[int] = mapped_column(Integer)
+
+
+@app.get("/ready")
+def ready():
+    """Readiness for the suite (excluded from tracing by
+    OTEL_PYTHON_FLASK_EXCLUDED_URLS): answers once the worker is up."""
+    return "ok"
+
+
+@app.get("/orders/<int:item_id>")
+def order_held_in_app(item_id):
+    """ORM: a fast query, the connection held in Python, another fast query."""
+    with Session(engine) as session:
+        item = session.get(Item, item_id)
+        time.sleep(HOLD)
+        stock = session.scalars(select(Stock).where(Stock.id == 1 + item_id % 10)).one()
+        return jsonify(item=item.name, price=float(item.price), qty=stock.qty)
+
+
+@app.get("/orders/<int:item_id>/statement")
+def order_held_by_statement(item_id):
+    """Core: a fast query, the connection held by the database, a fast query."""
+    with engine.connect() as conn:
+        name = conn.execute(text("SELECT name FROM items WHERE id = :id"), {"id": item_id}).scalar_one()
+        conn.execute(text("SELECT pg_sleep(:s)"), {"s": HOLD})
+        qty = conn.execute(text("SELECT qty FROM stock WHERE id = :id"), {"id": 1 + item_id % 10}).scalar_one()
+        return jsonify(item=name, qty=qty)
+
+
+@app.get("/items/<int:item_id>")
+def item(item_id):
+    """Core: one fast indexed lookup."""
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT id, name, price FROM items WHERE id = :id"), {"id": item_id}).one()
+        return jsonify(id=row.id, name=row.name, price=float(row.price))
+
+
+@app.get("/report")
+def report():
+    """Core: an aggregate over the 200,000 events that no index helps."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT region, count(DISTINCT note) AS notes, avg(amount) AS amount "
+                "FROM events GROUP BY region ORDER BY notes DESC"
+            )
+        ).all()
+        return jsonify(regions=len(rows))
+
+
+@app.get("/relay")
+def relay():
+    """Call the downstream service (no deadline sent: only requests' own
+    timeout), or sleep when this is the last hop."""
+    if DOWNSTREAM:
+        try:
+            r = http.get(DOWNSTREAM, timeout=DOWNSTREAM_TIMEOUT)
+        except requests.Timeout as e:
+            return jsonify(error=f"downstream timed out: {e}"), 504
+        except requests.ConnectionError as e:
+            return jsonify(error=f"downstream unreachable: {e}"), 502
+        return jsonify(downstream=r.status_code), r.status_code
+    time.sleep(SLEEP)
+    return jsonify(slept_ms=int(SLEEP * 1000))
+
+
+@app.get("/checkout/<int:item_id>")
+def checkout(item_id):
+    """A fast lookup, then the stock from the downstream service."""
+    with engine.connect() as conn:
+        name = conn.execute(text("SELECT name FROM items WHERE id = :id"), {"id": item_id}).scalar_one()
+    r = http.get(f"{DOWNSTREAM}/{1 + item_id % 10}", timeout=DOWNSTREAM_TIMEOUT)
+    r.raise_for_status()
+    return jsonify(item=name, stock=r.json())

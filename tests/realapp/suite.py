@@ -1,0 +1,644 @@
+"""hopscope's real-application suite: real services under the real
+OpenTelemetry auto-instrumentation, a real PostgreSQL, a real hopscope daemon,
+and assertions on its HTTP API only (OTLP in, HTTP API out).
+
+Run by tests/realapp/run.sh, which installs what this needs, starts the
+database and passes its URL; see that script. This driver is not
+instrumented: its requests are the clients' (the services' SERVER spans are
+the roots of the traces).
+
+    python suite.py [SCENARIO...]
+
+Environment: HOPSCOPE_BIN (the daemon), REALAPP_PG_PORT (the database's port
+on 127.0.0.1, user postgres, database shop), REALAPP_VENV, REALAPP_SAVE (where
+each scenario's traces and findings are written; default
+target/realapp/traces).
+"""
+
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+APPS = HERE / "apps"
+NODE = HERE / "node"
+
+BIN = os.environ.get("HOPSCOPE_BIN") or str(REPO / "target/debug/hopscope")
+VENV = Path(os.environ.get("REALAPP_VENV") or REPO / "target/realapp/venv")
+PG_PORT = int(os.environ.get("REALAPP_PG_PORT", "5432"))
+SAVE = Path(os.environ.get("REALAPP_SAVE") or REPO / "target/realapp/traces")
+PG_URL_PY = f"postgresql+psycopg2://postgres@127.0.0.1:{PG_PORT}/shop"
+PG_URL_NODE = f"postgres://postgres@127.0.0.1:{PG_PORT}/shop"
+
+# Every wait is bounded by one of these.
+START_DEADLINE = 60.0  # a daemon or a service to come up
+SETTLE_DEADLINE = 90.0  # every trace analyzed and the detectors run over them
+HTTP_TIMEOUT = 10.0  # one API call
+
+# The timeout family: what stacked timeouts may be reported as. The entry
+# point (frontend) answers 504 when its call times out, which may also read as
+# a gateway_timeout at a configured limit.
+TIMEOUT_KINDS = {
+    "cascading_timeout",
+    "gateway_timeout",
+    "deadline_not_propagated",
+    "timeout_inversion",
+    "timeout_headroom",
+}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, cond, deadline, interval=0.1, alive=None):
+    """Poll cond() until it returns a truthy value (returned) or the
+    deadline (seconds from now) passes (AssertionError naming `what`)."""
+    end = time.monotonic() + deadline
+    last_err = None
+    while True:
+        if alive is not None:
+            alive()
+        try:
+            v = cond()
+            if v:
+                return v
+        except (requests.RequestException, OSError, ValueError) as e:
+            last_err = e
+        if time.monotonic() >= end:
+            raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}" + (f" (last error: {last_err})" if last_err else ""))
+        time.sleep(interval)
+
+
+class Proc:
+    """A child process in a session of its own (a gunicorn master and its
+    worker are stopped together), output to a log file."""
+
+    def __init__(self, name, argv, env, cwd, logdir):
+        self.name = name
+        self.log_path = Path(logdir) / f"{name}.log"
+        self.log_file = open(self.log_path, "wb")
+        self.p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def check_alive(self):
+        if self.p.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.p.returncode}:\n{self.tail()}")
+
+    def tail(self, n=30):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.p.poll() is None:
+            try:
+                os.killpg(self.p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.p.wait(timeout=10)
+        self.log_file.close()
+
+
+class Daemon:
+    """A fresh hopscope daemon: its own data directory, every listener on an
+    ephemeral loopback port (read back from its log)."""
+
+    def __init__(self, workdir, trace_idle="1s", detect_interval="1s"):
+        self.data_dir = Path(workdir) / "hopscope-data"
+        argv = [
+            BIN, "serve",
+            "--data-dir", str(self.data_dir),
+            "--otlp-grpc-addr", "127.0.0.1:0",
+            "--otlp-http-addr", "127.0.0.1:0",
+            "--api-addr", "127.0.0.1:0",
+            "--jaeger-addr", "127.0.0.1:0",
+            "--trace-idle", trace_idle,
+            "--detect-interval", detect_interval,
+            "--wal-sync", "none",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOPSCOPE_")}
+        self.proc = Proc("hopscope", argv, env, workdir, workdir)
+        line = wait_until("hopscope's listening line", self._listening, START_DEADLINE, alive=self.proc.check_alive)
+        addrs = dict(re.findall(r"(\w+_addr)=(\S+)", line))
+        self.api = f"http://{addrs['api_addr']}"
+        self.jaeger = f"http://{addrs['jaeger_addr']}"
+        self.otlp_http = f"http://{addrs['otlp_http_addr']}"
+        self.otlp_grpc = f"http://{addrs['otlp_grpc_addr']}"
+        wait_until("hopscope /readyz", lambda: requests.get(self.api + "/readyz", timeout=HTTP_TIMEOUT).status_code == 200, START_DEADLINE, alive=self.proc.check_alive)
+
+    def _listening(self):
+        for line in self.proc.log_path.read_text(errors="replace").splitlines():
+            if "hopscope listening" in line:
+                return line
+        return None
+
+    def get(self, path, **params):
+        r = requests.get(self.api + path, params=params, timeout=HTTP_TIMEOUT)
+        r.raise_for_status()
+        return r.json()
+
+    def stats(self):
+        return self.get("/api/v1/stats")
+
+    def settle(self, traces):
+        """Await: at least `traces` traces analyzed, no span buffered, no
+        analysis pending, and the detectors current over every analyzed
+        trace (`detectors_current`), in two polls in a row with the same
+        count of analyzed traces."""
+        def ready():
+            s = self.stats()
+            c = s["counters"]
+            return (
+                c["traces_analyzed"] >= traces
+                and s["buffered_spans"] == 0
+                and s["analysis_pending"] == 0
+                and s["detectors_current"]
+            ) and s
+        what = f"{traces} traces analyzed and the detectors current"
+        prev = wait_until(what, ready, SETTLE_DEADLINE, interval=0.2, alive=self.proc.check_alive)
+        for _ in range(100):
+            time.sleep(0.2)  # poll interval
+            s = wait_until(what, ready, SETTLE_DEADLINE, interval=0.2, alive=self.proc.check_alive)
+            if s["counters"]["traces_analyzed"] == prev["counters"]["traces_analyzed"]:
+                return s
+            prev = s
+        raise AssertionError("the count of analyzed traces never stood still")
+
+    def findings(self):
+        return self.get("/api/v1/findings", limit=1000)["findings"]
+
+    def queries(self):
+        return self.get("/api/v1/queries", limit=1000)["queries"]
+
+    def jaeger_traces(self, services, limit):
+        """Every stored trace in which one of `services` has a span, as one
+        Jaeger query-API document."""
+        seen = {}
+        for svc in services:
+            r = requests.get(self.jaeger + "/api/traces", params={"service": svc, "limit": limit}, timeout=60)
+            r.raise_for_status()
+            for t in r.json()["data"]:
+                seen.setdefault(t["traceID"], t)
+        data = sorted(seen.values(), key=lambda t: min(s["startTime"] for s in t["spans"]))
+        return {"data": data, "total": len(data), "limit": 0, "offset": 0, "errors": None}
+
+    def stop(self):
+        self.proc.stop()
+
+
+def otel_env(service, instance, daemon, extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "HOPSCOPE_", "REALAPP_"))}
+    env.update({
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={instance}",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": daemon.otlp_http,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    })
+    env.update(extra or {})
+    return env
+
+
+class Scenario:
+    def __init__(self, name, workdir):
+        self.name = name
+        self.workdir = Path(workdir)
+        self.procs = []
+        self.daemon = None
+        self.services = []
+        self.failures = []
+        self.findings = []
+        self.notes = []
+
+    # -- processes --------------------------------------------------------
+    def start_daemon(self, **kw):
+        self.daemon = Daemon(self.workdir, **kw)
+        self.procs.append(self.daemon.proc)
+        return self.daemon
+
+    def python_service(self, service, settings, instance=None, threads=32, disabled=None):
+        """shop.py under `opentelemetry-instrument gunicorn`. Returns its URL
+        once its worker answers (GET /ready: an excluded URL, no span)."""
+        port = free_port()
+        extra = {k: str(v) for k, v in settings.items()}
+        extra["OTEL_PYTHON_FLASK_EXCLUDED_URLS"] = "ready"
+        extra["PATH"] = f"{VENV / 'bin'}:{os.environ.get('PATH', '')}"
+        if disabled:
+            extra["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = disabled
+        env = otel_env(service, instance or f"{service}-1", self.daemon, extra)
+        argv = [
+            str(VENV / "bin/opentelemetry-instrument"),
+            str(VENV / "bin/gunicorn"),
+            "-c", str(APPS / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{port}",
+            "--threads", str(threads),
+            "shop:app",
+        ]
+        p = Proc(service, argv, env, APPS, self.workdir)
+        self.procs.append(p)
+        self.services.append(service)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(f"{service} to answer", lambda: requests.get(url + "/ready", timeout=2).status_code == 200, START_DEADLINE, interval=0.2, alive=p.check_alive)
+        return url
+
+    def node_service(self, service, settings, instance=None):
+        """app.js under `node --require
+        @opentelemetry/auto-instrumentations-node/register`. Returns its URL
+        once it listens (a bare TCP connect: no request, no span)."""
+        port = free_port()
+        extra = {k: str(v) for k, v in settings.items()}
+        extra["REALAPP_PORT"] = str(port)
+        # Resource detectors that read the local machine only: the cloud
+        # ones would ask metadata endpoints off the loopback.
+        extra["OTEL_NODE_RESOURCE_DETECTORS"] = "env,host,os,process"
+        env = otel_env(service, instance or f"{service}-1", self.daemon, extra)
+        argv = ["node", "--require", "@opentelemetry/auto-instrumentations-node/register", str(NODE / "app.js")]
+        p = Proc(service, argv, env, NODE, self.workdir)
+        self.procs.append(p)
+        self.services.append(service)
+
+        def listening():
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        wait_until(f"{service} to listen", listening, START_DEADLINE, interval=0.2, alive=p.check_alive)
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self):
+        for p in reversed(self.procs):
+            try:
+                p.stop()
+            except Exception as e:  # keep stopping the others
+                log(f"  stopping {p.name}: {e}")
+
+    # -- assertions -------------------------------------------------------
+    def check(self, cond, msg):
+        if not cond:
+            self.failures.append(msg)
+        return cond
+
+    def of_kind(self, kind, service=None):
+        return [f for f in self.findings if f["kind"] == kind and (service is None or f["culprit"].get("service") == service)]
+
+    def expect(self, kind, service=None, what=None):
+        found = self.of_kind(kind, service)
+        self.check(found, f"expected a {kind} finding" + (f" on {service}" if service else "") + (f" ({what})" if what else "") + f"; got: {kinds_of(self.findings) or 'none'}")
+        return found
+
+    def only(self, allowed):
+        extra = sorted({f["kind"] for f in self.findings} - set(allowed))
+        self.check(not extra, f"unexpected finding kinds (silence elsewhere): {extra}" + "".join(f"\n      {line(f)}" for f in self.findings if f["kind"] in extra))
+
+
+def kinds_of(findings):
+    return ", ".join(sorted({f["kind"] for f in findings}))
+
+
+def line(f):
+    c = f.get("culprit") or {}
+    culprit = " / ".join(str(c.get(k)) for k in ("service", "operation", "peer") if c.get(k))
+    summary = (f.get("summary") or "").splitlines()[0] if f.get("summary") else ""
+    return f"{f['kind']} [{f.get('severity')}] {culprit}: {summary}"
+
+
+def load(url_of, n, concurrency, method="GET", timeout=30):
+    """n requests, at most `concurrency` in flight (one thread each); url_of(i)
+    gives the i-th URL. Returns the status codes (0: no answer)."""
+    def one(i):
+        try:
+            return requests.request(method, url_of(i), timeout=timeout).status_code
+        except requests.RequestException:
+            return 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as ex:
+        return list(ex.map(one, range(n)))
+
+
+def status_summary(codes):
+    out = {}
+    for c in codes:
+        out[c] = out.get(c, 0) + 1
+    return " ".join(f"{k}x{v}" for k, v in sorted(out.items()))
+
+
+# ---------------------------------------------------------------------------
+# Scenarios. Each starts its daemon and services, sends its load, awaits the
+# analysis, then asserts its finding and silence elsewhere.
+
+POOL_SIZE = 2
+
+
+def pool_scenario(sc, route, disabled=None, requests_total=70, concurrency=14):
+    d = sc.start_daemon()
+    url = sc.python_service(
+        "orders",
+        {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": POOL_SIZE, "REALAPP_MAX_OVERFLOW": 0, "REALAPP_POOL_TIMEOUT": 60, "REALAPP_HOLD_MS": 100},
+        disabled=disabled,
+    )
+    codes = load(lambda i: f"{url}{route.format(id=1 + i % 500)}", requests_total, concurrency)
+    sc.notes.append(f"load: {requests_total} requests, {concurrency} at once: {status_summary(codes)}")
+    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
+    d.settle(requests_total)
+    return requests_total
+
+
+def assert_pool(sc, service="orders"):
+    found = sc.expect("pool_exhaustion", service)
+    if not found:
+        sc.notes.append(f"estimated pool size: none (no pool_exhaustion finding; configured {POOL_SIZE})")
+    for f in found:
+        est = f["evidence"].get("estimated_pool_size")
+        sc.notes.append(f"estimated pool size {est} (configured {POOL_SIZE}), wait_from {f['evidence'].get('wait_from')}")
+        sc.check(est == POOL_SIZE, f"pool_exhaustion's estimated_pool_size is {est}, the pool has {POOL_SIZE}")
+
+
+def assert_queries_once(sc, executions, shapes):
+    """Each of the app's statements is counted once per execution, whichever
+    instrumentations recorded it (one or two spans per execution)."""
+    qs = sc.daemon.queries()
+    for needle in shapes:
+        matching = [q for q in qs if needle in q["statement"]]
+        calls = sum(q["count"] for q in matching)
+        sc.notes.append(f"queries: {calls} call(s) of {needle!r} over {len(matching)} shape(s) (executed {executions} times)")
+        sc.check(calls == executions, f"GET /api/v1/queries counts {calls} call(s) of the statement with {needle!r} over {len(matching)} shape(s); it was executed {executions} times")
+
+
+def s_pool_held_in_app(sc):
+    n = pool_scenario(sc, "/orders/{id}")
+    sc.findings = sc.daemon.findings()
+    assert_pool(sc)
+    sc.only({"pool_exhaustion"})
+    return n
+
+
+def s_pool_held_by_statement(sc):
+    n = pool_scenario(sc, "/orders/{id}/statement")
+    sc.findings = sc.daemon.findings()
+    assert_pool(sc)
+    # pg_sleep(0.1) is a 100 ms statement among sub-millisecond ones: a
+    # slow_query on that shape (and on it only) is allowed, not required.
+    for f in sc.of_kind("slow_query"):
+        sc.check("pg_sleep" in json.dumps(f["culprit"]), f"a slow_query may name the pg_sleep statement only: {line(f)}")
+    sc.only({"pool_exhaustion", "slow_query"})
+    return n
+
+
+ORM_SHAPES = ["FROM items WHERE items.id", "FROM stock WHERE stock.id"]
+
+
+def s_both_db_instrumentations(sc):
+    n = pool_scenario(sc, "/orders/{id}")
+    sc.findings = sc.daemon.findings()
+    assert_pool(sc)
+    assert_queries_once(sc, n, ORM_SHAPES)
+    sc.only({"pool_exhaustion"})
+    return n
+
+
+def s_one_db_instrumentation(sc):
+    n = pool_scenario(sc, "/orders/{id}", disabled="psycopg2")
+    sc.findings = sc.daemon.findings()
+    assert_pool(sc)
+    assert_queries_once(sc, n, ORM_SHAPES)
+    sc.only({"pool_exhaustion"})
+    return n
+
+
+def s_one_db_instrumentation_psycopg2(sc):
+    n = pool_scenario(sc, "/orders/{id}", disabled="sqlalchemy")
+    sc.findings = sc.daemon.findings()
+    assert_pool(sc)
+    assert_queries_once(sc, n, ORM_SHAPES)
+    sc.only({"pool_exhaustion"})
+    return n
+
+
+def s_slow_aggregate(sc):
+    d = sc.start_daemon()
+    url = sc.python_service("catalog", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": 10, "REALAPP_MAX_OVERFLOW": 0})
+    n, every = 80, 10
+    codes = load(lambda i: f"{url}/report" if i % every == every // 2 else f"{url}/items/{1 + (i * 37) % 1000}", n, 4)
+    sc.notes.append(f"load: {n} requests, 4 at once, every {every}th the report: {status_summary(codes)}")
+    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
+    d.settle(n)
+    sc.findings = d.findings()
+    slow = sc.expect("slow_query", "catalog", "the aggregate over events")
+    for f in slow:
+        sc.check("FROM events" in json.dumps(f["culprit"]), f"slow_query should name the aggregate over events: {line(f)}")
+    others = [f for f in slow if "FROM events" not in json.dumps(f["culprit"])]
+    sc.check(not others, "slow_query names a fast lookup: " + "; ".join(line(f) for f in others))
+    sc.only({"slow_query"})
+    return n
+
+
+def s_stacked_timeouts(sc):
+    # The slow hop's spans end 3 s after its callers gave up: the trace stays
+    # open long enough for them (no late-span re-analysis needed).
+    d = sc.start_daemon(trace_idle="5s")
+    inventory = sc.python_service("inventory", {"REALAPP_SLEEP_MS": 5000})
+    orders = sc.python_service("orders", {"REALAPP_DOWNSTREAM": inventory + "/relay", "REALAPP_DOWNSTREAM_TIMEOUT": 2})
+    frontend = sc.python_service("frontend", {"REALAPP_DOWNSTREAM": orders + "/relay", "REALAPP_DOWNSTREAM_TIMEOUT": 2})
+    n = 12
+    codes = load(lambda i: f"{frontend}/relay", n, 6)
+    sc.notes.append(f"load: {n} requests, 6 at once: {status_summary(codes)}")
+    sc.check(all(c == 504 for c in codes), f"every request should time out at the frontend (504): {status_summary(codes)}")
+    d.settle(n)
+    sc.findings = d.findings()
+    # The origin of the cascade is inventory (the hop that sleeps 5 s); the
+    # missing deadline shows on its edge (orders -> inventory), and may show
+    # on frontend -> orders too (orders gives up a few ms after frontend:
+    # equal timeouts, no deadline sent: that is true, not a false culprit).
+    def inventory_side(f):
+        c = f["culprit"]
+        return c.get("service") == "inventory" or "inventory" in str(c.get("peer") or "")
+    main = [f for f in sc.findings if f["kind"] in ("cascading_timeout", "deadline_not_propagated")]
+    sc.check(main, f"expected cascading_timeout and/or deadline_not_propagated; got: {kinds_of(sc.findings) or 'none'}")
+    sc.check(any(inventory_side(f) for f in main), "a cascading_timeout or deadline_not_propagated should name inventory's side (the hop that sleeps 5 s): " + "; ".join(line(f) for f in main))
+    for f in sc.of_kind("cascading_timeout"):
+        sc.check(f["culprit"].get("service") == "inventory", f"the cascade's origin should be inventory: {line(f)}")
+    sc.only(TIMEOUT_KINDS)
+    return n
+
+
+def s_blocked_event_loop(sc):
+    d = sc.start_daemon()
+    hasher = sc.node_service("hasher", {"REALAPP_HASH_MS": 200}, instance="hasher-1")
+    gateway = sc.python_service("gateway", {"REALAPP_DOWNSTREAM": hasher + "/hash", "REALAPP_DOWNSTREAM_TIMEOUT": 30})
+    n = 48
+    codes = load(lambda i: f"{gateway}/relay", n, 8)
+    sc.notes.append(f"load: {n} requests, 8 at once: {status_summary(codes)}")
+    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
+    d.settle(n)
+    sc.findings = d.findings()
+    for f in sc.expect("blocked_worker", "hasher"):
+        sc.check("hasher-1" in json.dumps(f), f"blocked_worker should name the instance hasher-1: {line(f)}")
+    sc.only({"blocked_worker"})
+    return n
+
+
+def s_hot_row(sc):
+    d = sc.start_daemon()
+    warehouse = sc.node_service("warehouse", {"REALAPP_DB_URL": PG_URL_NODE, "REALAPP_POOL_SIZE": 20, "REALAPP_HOLD_MS": 60})
+    n = 48
+    codes = load(lambda i: f"{warehouse}/stock/1/reserve", n, 12, method="POST")
+    sc.notes.append(f"load: {n} requests, 12 at once: {status_summary(codes)}")
+    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
+    d.settle(n)
+    sc.findings = d.findings()
+    for f in sc.expect("lock_contention", "warehouse"):
+        text = json.dumps(f)
+        sc.check("FOR UPDATE" in json.dumps(f["culprit"]), f"lock_contention should name the FOR UPDATE statement: {line(f)}")
+        sc.check("stock" in text, f"lock_contention should name the table stock: {line(f)}")
+    sc.only({"lock_contention"})
+    return n
+
+
+def s_healthy(sc):
+    d = sc.start_daemon()
+    stockroom = sc.node_service("stockroom", {"REALAPP_DB_URL": PG_URL_NODE, "REALAPP_POOL_SIZE": 10})
+    storefront = sc.python_service("storefront", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": 10, "REALAPP_DOWNSTREAM": stockroom + "/stock", "REALAPP_DOWNSTREAM_TIMEOUT": 5})
+    n = 60
+    codes = load(lambda i: f"{storefront}/checkout/{1 + (i * 13) % 1000}", n, 4)
+    sc.notes.append(f"load: {n} requests, 4 at once: {status_summary(codes)}")
+    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
+    d.settle(n)
+    sc.findings = d.findings()
+    sc.only(set())
+    return n
+
+
+SCENARIOS = {
+    "pool-held-in-app": s_pool_held_in_app,
+    "pool-held-by-statement": s_pool_held_by_statement,
+    "both-db-instrumentations": s_both_db_instrumentations,
+    "one-db-instrumentation": s_one_db_instrumentation,
+    "one-db-instrumentation-psycopg2": s_one_db_instrumentation_psycopg2,
+    "slow-aggregate": s_slow_aggregate,
+    "stacked-timeouts": s_stacked_timeouts,
+    "blocked-event-loop": s_blocked_event_loop,
+    "hot-row": s_hot_row,
+    "healthy": s_healthy,
+}
+
+
+def strip_analysis(doc):
+    """The daemon's Jaeger answer carries its own analysis (hopscope.* tags,
+    repair warnings): drop it, so a replay sees what the services sent."""
+    for t in doc["data"]:
+        for s in t["spans"]:
+            s["tags"] = [tag for tag in s["tags"] if not tag["key"].startswith("hopscope.")]
+            s["warnings"] = None
+    return doc
+
+
+def save(sc, traces_expected):
+    out = SAVE / sc.name
+    out.mkdir(parents=True, exist_ok=True)
+    doc = strip_analysis(sc.daemon.jaeger_traces(sc.services, traces_expected + 100))
+    path = out / f"{sc.name}.json"
+    path.write_text(json.dumps(doc))
+    (out / "findings.json").write_text(json.dumps({"findings": sc.findings}, indent=1))
+    (out / "queries.json").write_text(json.dumps(sc.daemon.get("/api/v1/queries", limit=1000), indent=1))
+    for p in sc.procs:
+        try:
+            (out / p.log_path.name).write_text(p.log_path.read_text(errors="replace"))
+        except OSError:
+            pass
+    # The saved file must replay offline: `hopscope analyze` reads it whole.
+    r = subprocess.run([BIN, "analyze", "--format", "json", str(path)], capture_output=True, timeout=300)
+    if r.returncode != 0:
+        sc.failures.append(f"hopscope analyze {path} failed: {r.stderr.decode(errors='replace')[-500:]}")
+        return path, None
+    replay = json.loads(r.stdout)
+    sc.check(len(replay["traces"]) == len(doc["data"]), f"hopscope analyze read {len(replay['traces'])} of the {len(doc['data'])} saved traces")
+    return path, replay
+
+
+def run(name):
+    sc = Scenario(name, tempfile.mkdtemp(prefix=f"realapp-{name}-"))
+    t0 = time.monotonic()
+    log(f"== {name}")
+    saved = replay = None
+    try:
+        n = SCENARIOS[name](sc)
+        saved, replay = save(sc, n)
+    except Exception as e:
+        sc.failures.append(f"{type(e).__name__}: {e}")
+        if not isinstance(e, AssertionError):
+            sc.failures.append(traceback.format_exc())
+        if sc.daemon is not None:
+            try:
+                sc.findings = sc.findings or sc.daemon.findings()
+            except Exception:
+                pass
+    finally:
+        sc.stop()
+    for note in sc.notes:
+        log(f"  {note}")
+    for f in sc.findings:
+        log(f"  finding: {line(f)}")
+    if not sc.findings:
+        log("  finding: none")
+    if saved:
+        log(f"  traces: {saved} ({saved.stat().st_size // 1024} KiB); replay with `hopscope analyze`: {kinds_of(replay['findings']) if replay else '?'}")
+    ok = not sc.failures
+    for msg in sc.failures:
+        log(f"  FAIL: {msg}")
+    if not ok:
+        for p in sc.procs:
+            if p.name != "hopscope" and p.p.returncode not in (0, -15, None):
+                log(f"  --- {p.name} log:\n{p.tail()}")
+    log(f"{'PASS' if ok else 'FAIL'} {name} ({time.monotonic() - t0:.1f} s)")
+    return ok
+
+
+START = time.time()
+
+
+def main(argv):
+    names = argv or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s): {' '.join(unknown)}; known: {' '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    results = {n: run(n) for n in names}
+    passed = sum(results.values())
+    failed = len(results) - passed
+    log("")
+    for n, ok in results.items():
+        log(f"  {'pass' if ok else 'FAIL'}  {n}")
+    t0 = float(os.environ.get("REALAPP_T0") or START)
+    log(f"realapp: took {time.time() - t0:.0f} s in all")
+    log(f"realapp: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
