@@ -107,6 +107,7 @@ pg_stop() {
 }
 trap pg_stop EXIT
 pgport="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cd "$pgdir"  # the postgres user may not read the working tree
 "${as_pg[@]}" "$pgbin/initdb" -D "$pgdir/data" --auth=trust -U postgres -E UTF8 --locale=C.UTF-8 >"$pgdir/initdb.log" 2>&1 ||
     { cat "$pgdir/initdb.log" >&2; exit 1; }
 "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/postgres.log" -w -t 60 start \
@@ -117,5 +118,6 @@ psql_ -d postgres -c 'CREATE DATABASE shop'
 psql_ -d shop -f "$here/schema.sql"
 echo "realapp: PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pgport (schema.sql loaded)"
 export REALAPP_PG_PORT="$pgport"
+cd "$repo"
 
 "$venv/bin/python" "$here/suite.py" "$@"

@@ -272,7 +272,14 @@ pub fn blocked_workers(traces: &[Arc<TraceCalls>], locked: &FxHashSet<Sym>) -> V
         let others: Vec<serde_json::Value> = by_instance
             .iter()
             .filter(|(&(s, i), _)| s == service && i != instance)
-            .map(|(&(_, i), rs)| json!({"instance": i, "requests": rs.len()}))
+            .map(|(&(_, i), rs)| {
+                let c = contention(
+                    rs.iter()
+                        .map(|(r, records, _)| ((r.start_ns, r.end_ns), records.busy(r))),
+                );
+                json!({"instance": i, "requests": rs.len(), "max_in_flight": c.max_in_flight,
+                       "overlap_share": c.overlap_share()})
+            })
             .collect();
         out.push(report(service, instance, requests, &shape, others));
     }

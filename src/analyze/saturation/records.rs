@@ -204,7 +204,7 @@ impl SaturationRecords {
 }
 
 /// Attribute keys read in the one pass, in [`saturation_records`]' order.
-static KEYS: LazyLock<[Sym; 13]> = LazyLock::new(|| {
+static KEYS: LazyLock<[Sym; 15]> = LazyLock::new(|| {
     [
         "db.system.name",
         "db.system",
@@ -219,6 +219,8 @@ static KEYS: LazyLock<[Sym; 13]> = LazyLock::new(|| {
         "db.client.connection.pool.name",
         "db.client.connections.pool.name",
         "peer.service",
+        "url.full",
+        "http.url",
     ]
     .map(Sym::new)
 });
@@ -302,6 +304,19 @@ fn http_peer(trace: &Trace, span: u32, named: Option<Sym>) -> Option<Sym> {
         .find(|c| c.kind == SpanKind::Server && c.service != s.service)
         .map(|c| c.service)
         .or(named)
+}
+
+/// The host of a URL (`url.full`, formerly `http.url`): what Python's
+/// `requests` instrumentation gives instead of `server.address`.
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |a| a.1);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host.split(':').next()?,
+    };
+    (!host.is_empty()).then_some(host)
 }
 
 /// Length of the union of `intervals` (sorted here) clipped to `[from, to)`.
@@ -413,7 +428,7 @@ fn classify(t: &AnalyzedTrace, scratch: &mut Scratch) {
             classes.push(Class::Work);
             continue;
         }
-        let [system, legacy_system, text, legacy_text, sql, address, legacy_address, namespace, legacy_namespace, instance, pool, legacy_pool, peer] =
+        let [system, legacy_system, text, legacy_text, sql, address, legacy_address, namespace, legacy_namespace, instance, pool, legacy_pool, peer, url, legacy_url] =
             trace.arena.find(span.attrs, *KEYS);
         if span.kind == SpanKind::Server {
             if let Some(instance) = instance.and_then(Found::sym) {
@@ -455,7 +470,13 @@ fn classify(t: &AnalyzedTrace, scratch: &mut Scratch) {
             continue;
         }
         let http = (span.kind == SpanKind::Client)
-            .then(|| http_peer(trace, i, peer.and_then(Found::sym).or(address)))
+            .then(|| {
+                let named = peer.and_then(Found::sym).or(address).or_else(|| {
+                    url_host(url.or(legacy_url)?.text()?)
+                        .map(|h| Sym::from_utf8_lossy(h.as_bytes()))
+                });
+                http_peer(trace, i, named)
+            })
             .flatten()
             .map(Target::Http);
         classes.push(pool.or(http).map_or(Class::Work, Class::Call));
@@ -603,6 +624,21 @@ mod tests {
     use crate::model::Span;
 
     const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_url_names_its_host() {
+        assert_eq!(
+            url_host("http://inventory:8080/items?id=1"),
+            Some("inventory")
+        );
+        assert_eq!(
+            url_host("https://user:pw@api.example.com/x"),
+            Some("api.example.com")
+        );
+        assert_eq!(url_host("http://[::1]:9000/"), Some("::1"));
+        assert_eq!(url_host("/customer?customer=567"), None, "a path is no URL");
+        assert_eq!(url_host("http:///x"), None);
+    }
 
     #[test]
     fn the_wait_is_the_time_before_the_first_call_no_other_span_covers() {
