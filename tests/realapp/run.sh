@@ -17,8 +17,10 @@
 # Environment: HOPSCOPE_BIN (the daemon; default: cargo build, then
 # target/debug/hopscope), REALAPP_SAVE (where each scenario's traces, as
 # Jaeger query-API JSON that `hopscope analyze` reads, and its findings go;
-# default target/realapp/traces). Under CI=true a failed install fails the
-# suite; elsewhere it is skipped, loudly.
+# default target/realapp/traces), REALAPP_ROUNDS (each scenario sends its
+# concurrency this many times instead of its default). Under CI=true a failed
+# install fails the suite; elsewhere it is skipped, loudly. The last line is
+# "realapp: N passed, M failed"; the exit status is non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo="$PWD"

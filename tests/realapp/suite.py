@@ -12,7 +12,8 @@ the roots of the traces).
 Environment: HOPSCOPE_BIN (the daemon), REALAPP_PG_PORT (the database's port
 on 127.0.0.1, user postgres, database shop), REALAPP_VENV, REALAPP_SAVE (where
 each scenario's traces and findings are written; default
-target/realapp/traces).
+target/realapp/traces), REALAPP_ROUNDS (how many times each scenario sends its
+concurrency's worth of requests, instead of its default).
 """
 
 import concurrent.futures
@@ -510,10 +511,10 @@ def s_blocked_event_loop(sc):
     for f in sc.expect("blocked_worker", "hasher"):
         sc.check("hasher-1" in json.dumps(f), f"blocked_worker should name the instance hasher-1: {line(f)}")
     # The gateway's wait is the hasher's event loop (Node starts the SERVER
-    # span only when the loop gets to the request), not the network.
+    # span only when the loop gets to the request), not the network: no
+    # finding blames the gateway or its edge to the hasher.
     for f in sc.findings:
-        said = (f.get("summary") or "") + json.dumps(f.get("culprit"))
-        sc.check(not re.search(r"network|\bwire\b", said, re.I), f"a finding calls the hasher's queue network: {line(f)}")
+        sc.check(f["culprit"].get("service") == "hasher", f"a finding blames another side than the hasher: {line(f)}")
     entries = d.get("/api/v1/hops", entry="gateway:GET /relay")["entries"]
     hops = [h for e in entries if e["entry"].get("service") == "gateway" for h in e["hops"]][:3]
     sc.notes.append("hops of gateway:GET /relay: " + ", ".join(f"{h['kind']} {h['service']}:{h['operation']}{' -> ' + h['peer'] if h.get('peer') else ''} {h['share']:.0%}" for h in hops))
