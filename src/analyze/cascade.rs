@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::finding::{ChainHop, Culprit, FindingKind, Observation, Severity};
-use crate::model::{Semantics, SpanKind, Trace};
+use crate::model::{named_peer, SpanKind, Trace};
 
 /// A caller was waiting (rather than working) when its synchronous children
 /// cover at least this share of its time.
@@ -62,9 +62,8 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
     }
     let culprit_idx = *path.last().expect("the root at least");
     let culprit = trace.span(culprit_idx);
-    let sem = Semantics::of(culprit, &trace.arena);
     let peer = if culprit.kind == SpanKind::Client {
-        sem.peer_service.or(sem.server_address).or(sem.db_system)
+        named_peer(culprit, &trace.arena)
     } else {
         None
     };
