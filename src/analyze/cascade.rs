@@ -71,9 +71,9 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
     let gave_up = path[..path.len() - 1]
         .iter()
         .rev()
-        .find(|&&s| timed_out[s as usize])
-        .map(|&s| trace.end(s));
-    let wasted_ns = gave_up.map_or(0, |g| trace.end(culprit_idx).saturating_sub(g));
+        .copied()
+        .find(|&s| timed_out[s as usize]);
+    let wasted_ns = gave_up.map_or(0, |g| trace.ran_past(culprit_idx, g));
     // Retries: calls with the culprit's operation made by the caller of the
     // culprit's call (a CLIENT span retried by its parent).
     let call = path
