@@ -251,3 +251,60 @@ async fn cold_start_names_the_service_of_the_slow_new_instance() {
     assert_eq!(f["trace_ids"].as_array().unwrap().len(), 3);
     d.stop().await;
 }
+
+/// Each first request is compared with its own operation: a new instance
+/// whose first requests are reports, as slow as reports always are, is not
+/// cold, though the service's other requests (searches) are fast; one whose
+/// first searches take 600 ms is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_compares_first_requests_with_the_same_operation() {
+    let d = harness::start_detecting().await;
+    let request = |instance: &str, route: &'static str, at: u64, ms: u64| {
+        vec![
+            sp("reports", (1, 0), route, SpanKind::Server, (at, at + ms))
+                .attr("http.route", route)
+                .instance(instance),
+        ]
+    };
+    let mut lookalikes = Vec::new();
+    for n in 0..12 {
+        lookalikes.push(request("reports-a", "GET /search", n * 100, 20));
+        lookalikes.push(request("reports-a", "GET /report", n * 100 + 50, 800 + n));
+    }
+    for n in 0..10 {
+        let (route, ms) = if n < 3 {
+            ("GET /report", 790 + n)
+        } else {
+            ("GET /search", 21)
+        };
+        lookalikes.push(request("reports-b", route, 5_000 + n * 1_000, ms));
+    }
+    harness::send(&d, lookalikes).await;
+    window_holds(&d, 34).await;
+    let cold: Vec<Vec<Sp>> = (0..10)
+        .map(|n| {
+            let ms = if n < 3 { 600 + n } else { 20 };
+            request("reports-c", "GET /search", 20_000 + n * 1_000, ms)
+        })
+        .collect();
+    harness::send(&d, cold).await;
+    window_holds(&d, 44).await;
+    let found = d
+        .wait_for("/api/v1/findings?kind=cold_start", |status, body| {
+            status == 200 && body.to_string().contains("reports-c")
+        })
+        .await;
+    let found = found["findings"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    assert_eq!(f["count"], 3, "reports-c's first three only: {f:#}");
+    let instances = f["evidence"]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{f:#}");
+    assert_eq!(instances[0]["instance"], "reports-c");
+    assert_eq!(
+        instances[0]["operations"],
+        serde_json::json!(["GET /search", "GET /search", "GET /search"])
+    );
+    assert_eq!(instances[0]["steady_median_ms"], 20.0);
+    d.stop().await;
+}

@@ -21,9 +21,10 @@
 //!   is a suspected leak.
 //! * **`blocked_worker`** ([`blocked_workers`]): requests in flight together on
 //!   one instance whose self times line up in series ([`contention`]).
-//! * **`cold_start`** ([`cold_starts`]): the first 3 SERVER spans of an instance
-//!   have a median at least 3× and 100 ms over the service's steady state (its
-//!   other requests, at least 10).
+//! * **`cold_start`** ([`cold_starts`]): most of the first 3 SERVER spans of an
+//!   instance take at least 3× and 100 ms over their own operation's steady
+//!   median (its other requests, at least 10): a new instance whose first
+//!   requests are a slow endpoint is not cold.
 //!
 //! Files: `records.rs` extracts the records, `normalize.rs` folds statements,
 //! `timeline.rs` counts intervals in flight; one file per detector.
