@@ -376,6 +376,54 @@ fn json_output_has_the_api_shapes_and_a_slow_first_endpoint_is_no_cold_start() {
     assert!(report(&[file]).contains("\nNo findings.\n"));
 }
 
+/// A finding in the JSON and text reports, and `--health-routes` as the
+/// daemon's setting: the routes it names replace the defaults.
+#[test]
+fn findings_carry_their_remedy_and_health_routes_are_configurable() {
+    let dir = scratch("health");
+    let file = dir.join("probes.pb");
+    let probes = protobuf_request(&[
+        (1, None, "GET /internal/up", 0, 900),
+        (2, Some(1), "GET /healthz", 10, 810),
+    ]);
+    std::fs::write(&file, probes.encode_to_vec()).unwrap();
+    let file = file.to_str().unwrap();
+    let slow_checks = |args: &[&str]| -> Vec<Value> {
+        let json: Value = serde_json::from_str(&report(args)).expect("one JSON document");
+        let findings = json["findings"].as_array().expect("findings").clone();
+        for f in &findings {
+            assert_eq!(f["kind"], "slow_health_check", "{f}");
+            assert!(f["remedy"].as_str().is_some_and(|r| !r.is_empty()));
+            assert!(f["id"].as_str().is_some_and(|id| id.len() == 16));
+        }
+        findings
+    };
+    let default = slow_checks(&["--format", "json", file]);
+    assert_eq!(default.len(), 1, "{default:?}");
+    assert_eq!(default[0]["culprit"]["operation"], "/healthz");
+    let configured = slow_checks(&["--format", "json", "--health-routes", "/internal/up", file]);
+    assert_eq!(configured.len(), 1, "{configured:?}");
+    assert_eq!(configured[0]["culprit"]["operation"], "/internal/up");
+
+    // The text report lists the same findings with their remedies.
+    let text = report(&[file]);
+    assert!(text.contains("Findings, worst first:"), "{text}");
+    assert!(
+        text.contains("[warning] slow_health_check") && text.contains("/healthz"),
+        "{text}"
+    );
+    assert!(text.contains("remedy: Keep health checks cheap"), "{text}");
+
+    let out = analyze(&["--health-routes", "healthz", file]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--health-routes: `healthz` is not a health route"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn a_malformed_input_is_a_clear_error_not_a_panic() {
     let dir = scratch("malformed");

@@ -160,26 +160,35 @@ async fn slow_query_names_the_slow_statement_and_only_it() {
 }
 
 /// A slow `/healthz` is a finding naming the service and route; a fast
-/// readiness check and a slow endpoint that only ends in `status` are not.
+/// readiness check and slow endpoints whose paths only end in a health word
+/// (`status`, `live`) are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
     let d = harness::start_detecting().await;
     let server = |route: &'static str, ms: u64| {
         vec![sp("api", (1, 0), route, SpanKind::Server, (0, ms)).attr("http.route", route)]
     };
+    // Old HTTP conventions, no route: the path is `http.target`.
+    let target = |path: &'static str, ms: u64| {
+        vec![sp("api", (1, 0), "GET", SpanKind::Server, (0, ms)).attr("http.target", path)]
+    };
     harness::send(
         &d,
         vec![
             server("/readyz", 20),
             server("/orders/{id}/status", 900),
+            server("/order/status", 900),
+            server("/deliver", 900),
             server("/livez", 499),
+            target("/api/v1/orders/123/status", 900),
+            target("/order/status?id=7", 900),
         ],
     )
     .await;
-    window_holds(&d, 3).await;
+    window_holds(&d, 7).await;
     harness::send(&d, vec![server("/healthz", 800)]).await;
     let found = findings_of(&d, "slow_health_check").await;
-    window_holds(&d, 4).await;
+    window_holds(&d, 8).await;
     assert_eq!(found.len(), 1, "{found:#?}");
     let f = &found[0];
     assert_eq!(f["culprit"]["service"], "api");
@@ -192,6 +201,28 @@ async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
         .unwrap()
         .contains("independent of dependencies"));
     assert_eq!(all_of(&d, "slow_health_check").await.len(), 1);
+    d.stop().await;
+}
+
+/// `health_routes` replaces the list: a slow `/internal/up` is a health check
+/// of this deployment, and `/healthz`, no longer listed, is an endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_health_routes_replace_the_defaults() {
+    let d = harness::start(hopscope::config::Settings {
+        health_routes: Some(vec!["/internal/up".to_owned()]),
+        ..hopscope::config::Settings::default()
+    })
+    .await;
+    let server = |route: &'static str| {
+        vec![sp("api", (1, 0), route, SpanKind::Server, (0, 900)).attr("http.route", route)]
+    };
+    let ids = harness::send(&d, vec![server("/healthz"), server("/internal/up")]).await;
+    for id in ids {
+        d.wait_trace(id, 1).await;
+    }
+    let found = all_of(&d, "slow_health_check").await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["culprit"]["operation"], "/internal/up");
     d.stop().await;
 }
 
