@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::analyze::HealthRoutes;
 pub use crate::store::wal::WalSync;
 
 /// Why the configuration is unusable.
@@ -126,6 +127,23 @@ pub struct Settings {
     /// limits, headroom) run over the call window [default: 5s]
     #[arg(long, env = "HOPSCOPE_DETECT_INTERVAL", value_name = "DURATION")]
     pub detect_interval: Option<HumanDuration>,
+
+    /// Routes that are health checks, compared exactly with a server span's
+    /// http.route, url.path (or http.target) and the path of its name:
+    /// paths (/healthz) or gRPC methods (grpc.health.v1.Health/Check),
+    /// comma-separated; a health check slower than 500 ms is a finding
+    /// [default: /health, /healthz, /healthcheck, /health/live,
+    /// /health/liveness, /health/ready, /health/readiness, /livez, /readyz,
+    /// /live, /ready, /ping, /status, /actuator/health,
+    /// /actuator/health/liveness, /actuator/health/readiness,
+    /// grpc.health.v1.Health/Check]
+    #[arg(
+        long,
+        env = "HOPSCOPE_HEALTH_ROUTES",
+        value_name = "ROUTES",
+        value_delimiter = ','
+    )]
+    pub health_routes: Option<Vec<String>>,
 
     /// How long shutdown may take to analyze what is buffered [default: 30s]
     #[arg(long, env = "HOPSCOPE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
@@ -244,6 +262,7 @@ impl Settings {
             aggregate_retention: self.aggregate_retention.or(fallback.aggregate_retention),
             otlp_max_message_mib: self.otlp_max_message_mib.or(fallback.otlp_max_message_mib),
             detect_interval: self.detect_interval.or(fallback.detect_interval),
+            health_routes: self.health_routes.or(fallback.health_routes),
             shutdown_timeout: self.shutdown_timeout.or(fallback.shutdown_timeout),
             log: self.log.or(fallback.log),
             api_token: self.api_token.or(fallback.api_token),
@@ -281,6 +300,8 @@ pub struct Config {
     pub aggregate_retention: Duration,
     pub otlp_max_message_bytes: usize,
     pub detect_interval: Duration,
+    /// The routes `slow_health_check` watches.
+    pub health_routes: HealthRoutes,
     pub shutdown_timeout: Duration,
     pub log: String,
     /// The API's bearer token, if it requires one.
@@ -349,6 +370,11 @@ impl TryFrom<Settings> for Config {
             aggregate_retention: d(s.aggregate_retention, 24 * 3600),
             otlp_max_message_bytes: s.otlp_max_message_mib.unwrap_or(4).saturating_mul(MIB),
             detect_interval: d(s.detect_interval, 5),
+            health_routes: match s.health_routes {
+                Some(routes) => HealthRoutes::new(routes)
+                    .map_err(|e| ConfigError::Invalid(format!("health_routes: {e}")))?,
+                None => HealthRoutes::default(),
+            },
             shutdown_timeout: d(s.shutdown_timeout, 30),
             log: s.log.unwrap_or_else(|| "info".to_owned()),
             api_token: s.api_token,
@@ -484,6 +510,37 @@ mod tests {
             ..Settings::default()
         };
         assert!(matches!(Config::try_from(s), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn health_routes_replace_the_defaults_and_bad_ones_are_explained() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let flags = Cli::parse_from(["hopscope", "--health-routes", "/internal/up,/api/status"]);
+        let file: Settings = toml::from_str("health_routes = [\"/healthz\"]").unwrap();
+        let c = Config::try_from(flags.settings.or(file.clone())).unwrap();
+        assert_eq!(
+            c.health_routes,
+            HealthRoutes::new(["/internal/up", "/api/status"]).unwrap()
+        );
+        let c = Config::try_from(file).unwrap();
+        assert_eq!(c.health_routes, HealthRoutes::new(["/healthz"]).unwrap());
+        assert_eq!(Config::default().health_routes, HealthRoutes::default());
+        let off: Settings = toml::from_str("health_routes = []").unwrap();
+        assert_eq!(
+            Config::try_from(off).unwrap().health_routes,
+            HealthRoutes::new([""; 0]).unwrap()
+        );
+        let bad: Settings = toml::from_str("health_routes = [\"/healthz\", \"readyz\"]").unwrap();
+        let message = Config::try_from(bad).unwrap_err().to_string();
+        assert!(
+            message.starts_with("health_routes: `readyz` is not a health route"),
+            "{message}"
+        );
     }
 
     #[test]

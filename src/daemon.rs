@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::analyze;
 use crate::api::{self, AppState};
 use crate::assemble::{Admitted, Buffer, BufferLimits};
 use crate::auth::{self, Guard, Listener, RequireToken};
@@ -347,10 +348,13 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         stop_servers.clone(),
     );
 
+    let analysis = Arc::new(analyze::Options {
+        health_routes: config.health_routes.clone(),
+    });
     let sweeper_stop = CancellationToken::new();
     let sweeper = tokio::spawn(sweep(
         buffer.clone(),
-        store.clone(),
+        (store.clone(), analysis.clone()),
         stats.clone(),
         full,
         durable.clone().map(|d| (d, config.checkpoint_interval)),
@@ -408,7 +412,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         let drained = buffer.drain();
         let count = drained.len();
         let flush = tokio::task::spawn_blocking(move || {
-            pipeline::finish(&store, drained);
+            pipeline::finish(&store, &analysis, drained);
             (store, stats)
         });
         match tokio::time::timeout(timeout, flush).await {
@@ -499,7 +503,7 @@ where
 /// analyses, so no trace is between the buffer and the store meanwhile.
 async fn sweep(
     buffer: Arc<Buffer>,
-    store: Arc<Store>,
+    (store, analysis): (Arc<Store>, Arc<analyze::Options>),
     stats: Arc<Stats>,
     full: Arc<Notify>,
     durable: Option<(Arc<Durable>, Duration)>,
@@ -527,9 +531,9 @@ async fn sweep(
         }
         done.extend(buffer.take_complete(now));
         if !done.is_empty() {
-            let store = store.clone();
+            let (store, analysis) = (store.clone(), analysis.clone());
             if let Err(e) =
-                tokio::task::spawn_blocking(move || pipeline::finish(&store, done)).await
+                tokio::task::spawn_blocking(move || pipeline::finish(&store, &analysis, done)).await
             {
                 tracing::error!(error = %e, "analysis task failed");
             }

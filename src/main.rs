@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use hopscope::analyze::HealthRoutes;
 use hopscope::config::{Config, HumanDuration, Settings};
 use hopscope::demo::{Demo, DemoOptions, Scenario};
 use hopscope::loadgen::{self, Protocol, Shape, Until};
@@ -93,6 +94,16 @@ struct AnalyzeArgs {
     /// (spans of theirs read later are merged and the trace analyzed again)
     #[arg(long, value_name = "N", default_value_t = hopscope::offline::Options::default().max_buffered_spans)]
     max_buffered_spans: usize,
+
+    /// Routes that are health checks, as `serve --health-routes`
+    /// (comma-separated) [default: serve's]
+    #[arg(
+        long,
+        env = "HOPSCOPE_HEALTH_ROUTES",
+        value_name = "ROUTES",
+        value_delimiter = ','
+    )]
+    health_routes: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -417,9 +428,14 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         ReportFormat::Text => Box::new(report::Text::new(out)),
         ReportFormat::Json => Box::new(report::Json::new(out)),
     };
-    let options = offline::Options {
+    let mut options = offline::Options {
         max_buffered_spans: args.max_buffered_spans,
+        ..offline::Options::default()
     };
+    if let Some(routes) = args.health_routes {
+        options.analysis.health_routes =
+            HealthRoutes::new(routes).map_err(|e| anyhow::anyhow!("--health-routes: {e}"))?;
+    }
     let result = offline::run(&inputs, options, report.as_mut(), &mut |read| {
         if let Some(bar) = &bar {
             bar.set_position(read);

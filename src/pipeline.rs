@@ -6,15 +6,15 @@
 //! the fuzz targets call these functions, so a file analyzed offline gets
 //! exactly the diagnosis the daemon would give the same spans.
 
-use crate::analyze::{analyze, budget, saturation};
+use crate::analyze::{analyze_with, budget, saturation, Options};
 use crate::assemble::{assemble, Completed};
 use crate::model::{SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
 use crate::store::Store;
 
-/// Assembles, analyzes and stores completed traces. Late spans are merged with
-/// the stored trace, which is analyzed again.
-pub fn finish(store: &Store, completed: Vec<Completed>) {
+/// Assembles, analyzes (with `options`) and stores completed traces. Late
+/// spans are merged with the stored trace, which is analyzed again.
+pub fn finish(store: &Store, options: &Options, completed: Vec<Completed>) {
     let stats = store.stats();
     for c in completed {
         let started = std::time::Instant::now();
@@ -43,7 +43,7 @@ pub fn finish(store: &Store, completed: Vec<Completed>) {
                 ),
             });
         }
-        store.put(analyze(trace), c.late, c.log);
+        store.put(analyze_with(trace, options), c.late, c.log);
         stats.analysis.observe(started.elapsed());
         Stats::add(&stats.traces_analyzed, 1);
     }

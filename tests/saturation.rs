@@ -160,26 +160,35 @@ async fn slow_query_names_the_slow_statement_and_only_it() {
 }
 
 /// A slow `/healthz` is a finding naming the service and route; a fast
-/// readiness check and a slow endpoint that only ends in `status` are not.
+/// readiness check and slow endpoints whose paths only end in a health word
+/// (`status`, `live`) are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
     let d = harness::start_detecting().await;
     let server = |route: &'static str, ms: u64| {
         vec![sp("api", (1, 0), route, SpanKind::Server, (0, ms)).attr("http.route", route)]
     };
+    // Old HTTP conventions, no route: the path is `http.target`.
+    let target = |path: &'static str, ms: u64| {
+        vec![sp("api", (1, 0), "GET", SpanKind::Server, (0, ms)).attr("http.target", path)]
+    };
     harness::send(
         &d,
         vec![
             server("/readyz", 20),
             server("/orders/{id}/status", 900),
+            server("/order/status", 900),
+            server("/deliver", 900),
             server("/livez", 499),
+            target("/api/v1/orders/123/status", 900),
+            target("/order/status?id=7", 900),
         ],
     )
     .await;
-    window_holds(&d, 3).await;
+    window_holds(&d, 7).await;
     harness::send(&d, vec![server("/healthz", 800)]).await;
     let found = findings_of(&d, "slow_health_check").await;
-    window_holds(&d, 4).await;
+    window_holds(&d, 8).await;
     assert_eq!(found.len(), 1, "{found:#?}");
     let f = &found[0];
     assert_eq!(f["culprit"]["service"], "api");
@@ -192,6 +201,28 @@ async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
         .unwrap()
         .contains("independent of dependencies"));
     assert_eq!(all_of(&d, "slow_health_check").await.len(), 1);
+    d.stop().await;
+}
+
+/// `health_routes` replaces the list: a slow `/internal/up` is a health check
+/// of this deployment, and `/healthz`, no longer listed, is an endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_health_routes_replace_the_defaults() {
+    let d = harness::start(hopscope::config::Settings {
+        health_routes: Some(vec!["/internal/up".to_owned()]),
+        ..hopscope::config::Settings::default()
+    })
+    .await;
+    let server = |route: &'static str| {
+        vec![sp("api", (1, 0), route, SpanKind::Server, (0, 900)).attr("http.route", route)]
+    };
+    let ids = harness::send(&d, vec![server("/healthz"), server("/internal/up")]).await;
+    for id in ids {
+        d.wait_trace(id, 1).await;
+    }
+    let found = all_of(&d, "slow_health_check").await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["culprit"]["operation"], "/internal/up");
     d.stop().await;
 }
 
@@ -249,5 +280,62 @@ async fn cold_start_names_the_service_of_the_slow_new_instance() {
     assert_eq!(instances[0]["steady_median_ms"], 20.0);
     assert!(f["summary"].as_str().unwrap().contains("checkout-b"));
     assert_eq!(f["trace_ids"].as_array().unwrap().len(), 3);
+    d.stop().await;
+}
+
+/// Each first request is compared with its own operation: a new instance
+/// whose first requests are reports, as slow as reports always are, is not
+/// cold, though the service's other requests (searches) are fast; one whose
+/// first searches take 600 ms is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_compares_first_requests_with_the_same_operation() {
+    let d = harness::start_detecting().await;
+    let request = |instance: &str, route: &'static str, at: u64, ms: u64| {
+        vec![
+            sp("reports", (1, 0), route, SpanKind::Server, (at, at + ms))
+                .attr("http.route", route)
+                .instance(instance),
+        ]
+    };
+    let mut lookalikes = Vec::new();
+    for n in 0..12 {
+        lookalikes.push(request("reports-a", "GET /search", n * 100, 20));
+        lookalikes.push(request("reports-a", "GET /report", n * 100 + 50, 800 + n));
+    }
+    for n in 0..10 {
+        let (route, ms) = if n < 3 {
+            ("GET /report", 790 + n)
+        } else {
+            ("GET /search", 21)
+        };
+        lookalikes.push(request("reports-b", route, 5_000 + n * 1_000, ms));
+    }
+    harness::send(&d, lookalikes).await;
+    window_holds(&d, 34).await;
+    let cold: Vec<Vec<Sp>> = (0..10)
+        .map(|n| {
+            let ms = if n < 3 { 600 + n } else { 20 };
+            request("reports-c", "GET /search", 20_000 + n * 1_000, ms)
+        })
+        .collect();
+    harness::send(&d, cold).await;
+    window_holds(&d, 44).await;
+    let found = d
+        .wait_for("/api/v1/findings?kind=cold_start", |status, body| {
+            status == 200 && body.to_string().contains("reports-c")
+        })
+        .await;
+    let found = found["findings"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    assert_eq!(f["count"], 3, "reports-c's first three only: {f:#}");
+    let instances = f["evidence"]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{f:#}");
+    assert_eq!(instances[0]["instance"], "reports-c");
+    assert_eq!(
+        instances[0]["operations"],
+        serde_json::json!(["GET /search", "GET /search", "GET /search"])
+    );
+    assert_eq!(instances[0]["steady_median_ms"], 20.0);
     d.stop().await;
 }

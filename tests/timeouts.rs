@@ -366,3 +366,170 @@ async fn retries_of_the_slow_call_are_counted() {
     assert_eq!(found[0]["evidence"]["retries"], 1);
     d.stop().await;
 }
+
+/// gRPC records a deadline at both ends of a call: the CLIENT span and the
+/// SERVER span that saw it cancelled. Python's `requests` over `urllib3`, under
+/// the app's own span, records one ReadTimeout on three spans. Each is one
+/// timed-out call its caller handled (it answered 200): no cascade. Two calls
+/// stacked, each with its two ends, still are one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ends_of_one_timed_out_call_are_one_timeout_not_a_cascade() {
+    let d = harness::start(Settings::default()).await;
+    let grpc = |h: Sp| {
+        h.attr("rpc.system", "grpc")
+            .attr("rpc.grpc.status_code", 4)
+            .error("DEADLINE_EXCEEDED")
+    };
+    let both_ends = vec![
+        hop(
+            "frontend",
+            1,
+            0,
+            "GET /product",
+            SpanKind::Server,
+            (0, 1100),
+        )
+        .http(200),
+        grpc(hop(
+            "frontend",
+            2,
+            1,
+            "orders.Orders/Get",
+            SpanKind::Client,
+            (5, 1005),
+        )),
+        grpc(hop(
+            "orders",
+            3,
+            2,
+            "orders.Orders/Get",
+            SpanKind::Server,
+            (10, 1010),
+        )),
+    ];
+    let read_timeout = |h: Sp| {
+        h.error("").exception(
+            "requests.exceptions.ReadTimeout",
+            "HTTPConnectionPool(host='orders', port=80): Read timed out. (read timeout=1)",
+        )
+    };
+    let nested = vec![
+        hop("shop", 1, 0, "GET /product", SpanKind::Server, (0, 1100)).http(200),
+        read_timeout(hop(
+            "shop",
+            2,
+            1,
+            "fetch_orders",
+            SpanKind::Internal,
+            (2, 1008),
+        )),
+        read_timeout(hop("shop", 3, 2, "GET", SpanKind::Client, (4, 1006))),
+        read_timeout(hop("shop", 4, 3, "GET", SpanKind::Client, (5, 1005))),
+        hop("orders", 5, 4, "GET /orders", SpanKind::Server, (10, 1500)).http(200),
+    ];
+    for trace in [both_ends, nested] {
+        let t = send(&d, trace).await;
+        assert_eq!(t["findings"], Value::Array(vec![]), "{t:#}");
+    }
+    assert_eq!(findings(&d, "?kind=cascading_timeout").await.len(), 0);
+
+    // frontend → orders → inventory, both calls timed out at both ends.
+    let stacked = vec![
+        hop(
+            "frontend",
+            1,
+            0,
+            "GET /product",
+            SpanKind::Server,
+            (0, 1100),
+        )
+        .http(200),
+        grpc(hop(
+            "frontend",
+            2,
+            1,
+            "orders.Orders/Get",
+            SpanKind::Client,
+            (5, 1005),
+        )),
+        grpc(hop(
+            "orders",
+            3,
+            2,
+            "orders.Orders/Get",
+            SpanKind::Server,
+            (10, 1010),
+        )),
+        grpc(hop(
+            "orders",
+            4,
+            3,
+            "inventory.Stock/Get",
+            SpanKind::Client,
+            (15, 1008),
+        )),
+        grpc(hop(
+            "inventory",
+            5,
+            4,
+            "inventory.Stock/Get",
+            SpanKind::Server,
+            (20, 1009),
+        )),
+    ];
+    send(&d, stacked).await;
+    let found = findings(&d, "?kind=cascading_timeout").await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["culprit"]["service"], "inventory");
+    assert_eq!(found[0]["evidence"]["timed_out_calls"], 2);
+    assert_eq!(found[0]["evidence"]["timed_out_spans"], 4);
+    d.stop().await;
+}
+
+/// A span that recorded a timeout exception and still succeeded handled it (a
+/// retry, a fallback): no timeout, no cascade, no timed-out call in the
+/// budgets. The same exception on a span that failed is a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_on_a_span_that_succeeded_is_not_a_timeout() {
+    let d = harness::start(Settings::default()).await;
+    let retried = |h: Sp| {
+        h.exception(
+            "requests.exceptions.ReadTimeout",
+            "HTTPConnectionPool(host='orders', port=80): Read timed out. (read timeout=1)",
+        )
+    };
+    let handled = vec![
+        hop("shop", 1, 0, "GET /cart", SpanKind::Server, (0, 2100)).http(200),
+        retried(hop("shop", 2, 1, "GET", SpanKind::Client, (5, 2095)).http(200)),
+        retried(hop("orders", 3, 2, "GET /orders", SpanKind::Server, (10, 2090)).http(200)),
+        retried(hop("orders", 4, 3, "GET", SpanKind::Client, (15, 2085)).http(200)),
+        hop("stock", 5, 4, "GET /stock", SpanKind::Server, (20, 2080)).http(200),
+    ];
+    let t = send(&d, handled).await;
+    assert_eq!(t["findings"], Value::Array(vec![]), "{t:#}");
+    assert_eq!(t["error"], false);
+    let timed_out = |budgets: &Value| -> u64 {
+        budgets["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|e| e["edges"].as_array().unwrap())
+            .map(|e| e["timed_out"].as_u64().unwrap())
+            .sum()
+    };
+    let (status, budgets) = d.get("/api/v1/timeouts").await;
+    assert_eq!(status, 200, "{budgets}");
+    assert_eq!(timed_out(&budgets), 0, "{budgets:#}");
+
+    // The call that gave up: status ERROR without a message, the same event,
+    // no HTTP status.
+    let failed = vec![
+        hop("shop", 1, 0, "GET /cart", SpanKind::Server, (0, 1100)).http(200),
+        retried(hop("shop", 2, 1, "GET", SpanKind::Client, (5, 1005)).error("")),
+    ];
+    send(&d, failed).await;
+    let (_, budgets) = d.get("/api/v1/timeouts").await;
+    assert_eq!(timed_out(&budgets), 1, "{budgets:#}");
+    assert_eq!(findings(&d, "?kind=cascading_timeout").await.len(), 0);
+    d.stop().await;
+}

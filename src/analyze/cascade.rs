@@ -1,15 +1,23 @@
-//! `cascading_timeout`: on one ancestor chain at least two spans timed out. The
+//! `cascading_timeout`: on one ancestor chain at least two calls timed out. The
 //! culprit is the deepest hop whose own slowness explains it — the slow span its
 //! callers waited on — not the first span that reported the failure.
+//!
+//! Calls are counted, not spans: the CLIENT span and the SERVER span of one
+//! gRPC or HTTP call both record DEADLINE_EXCEEDED, and an exception goes up
+//! through every span of the service it passes (a wrapper, an HTTP library
+//! under another), yet it is one timeout ([`same_call`]).
 
 use serde_json::json;
 
 use super::finding::{ChainHop, Culprit, FindingKind, Observation, Severity};
-use crate::model::{Semantics, SpanKind, Trace};
+use crate::model::{named_peer, SpanKind, Trace};
 
 /// A caller was waiting (rather than working) when its synchronous children
 /// cover at least this share of its time.
 const WAITING: f64 = 0.5;
+
+/// Timed-out calls on one chain that make a cascade.
+const CASCADE_CALLS: usize = 2;
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
@@ -46,6 +54,23 @@ fn waited_on(trace: &Trace, span: u32) -> Option<u32> {
     sync().max_by_key(|&c| (trace.end(c), std::cmp::Reverse(trace.start(c))))
 }
 
+/// Whether `child`, which `parent` waited on, belongs to the same call as
+/// `parent`: the SERVER end of a CLIENT span, or a span of the same service
+/// under a CLIENT or INTERNAL one (an HTTP library's span under another's, the
+/// app's span around its call, a connect under a call): one failure recorded
+/// at each level it went through. A SERVER span not under a CLIENT span, a
+/// span right under a SERVER span (the service's own work: a wait for a pool
+/// can time out by itself) and a span of another service begin calls of their
+/// own.
+fn same_call(trace: &Trace, parent: u32, child: u32) -> bool {
+    let (p, c) = (trace.span(parent), trace.span(child));
+    match (p.kind, c.kind) {
+        (SpanKind::Client, SpanKind::Server) => true,
+        (SpanKind::Server, _) | (_, SpanKind::Server) => false,
+        _ => p.service == c.service,
+    }
+}
+
 /// Reports the trace's cascade, if it has one. `timed_out[i]` says whether span
 /// `i` ended in a timeout (see [`super::timeout::timeout`]).
 pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observation> {
@@ -57,14 +82,24 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
         cur = next;
     }
     let failed = path.iter().filter(|&&s| timed_out[s as usize]).count();
-    if failed < 2 {
+    // Per span of the path, the call it belongs to; a call timed out when one
+    // of its spans did.
+    let mut call_of = vec![0usize; path.len()];
+    for i in 1..path.len() {
+        call_of[i] = call_of[i - 1] + usize::from(!same_call(trace, path[i - 1], path[i]));
+    }
+    let mut calls_timed_out: Vec<usize> = (0..path.len())
+        .filter(|&i| timed_out[path[i] as usize])
+        .map(|i| call_of[i])
+        .collect();
+    calls_timed_out.dedup();
+    if calls_timed_out.len() < CASCADE_CALLS {
         return None;
     }
     let culprit_idx = *path.last().expect("the root at least");
     let culprit = trace.span(culprit_idx);
-    let sem = Semantics::of(culprit, &trace.arena);
     let peer = if culprit.kind == SpanKind::Client {
-        sem.peer_service.or(sem.server_address).or(sem.db_system)
+        named_peer(culprit, &trace.arena)
     } else {
         None
     };
@@ -72,9 +107,9 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
     let gave_up = path[..path.len() - 1]
         .iter()
         .rev()
-        .find(|&&s| timed_out[s as usize])
-        .map(|&s| trace.end(s));
-    let wasted_ns = gave_up.map_or(0, |g| trace.end(culprit_idx).saturating_sub(g));
+        .copied()
+        .find(|&s| timed_out[s as usize]);
+    let wasted_ns = gave_up.map_or(0, |g| trace.ran_past(culprit_idx, g));
     // Retries: calls with the culprit's operation made by the caller of the
     // culprit's call (a CLIENT span retried by its parent).
     let call = path
@@ -117,11 +152,11 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
         .into_iter()
         .collect();
     let summary = format!(
-        "{} {} took {:.0} ms and {} caller span(s) above it ({}) timed out waiting for it; the slow hop is {}, not the first span that failed{}.",
+        "{} {} took {:.0} ms and {} calls on the chain to it timed out waiting ({}); the slow hop is {}, not the first span that failed{}.",
         culprit.service,
         culprit.operation,
         ms(culprit.duration_ns()),
-        failed - usize::from(timed_out[culprit_idx as usize]),
+        calls_timed_out.len(),
         callers.join(", "),
         culprit.service,
         if wasted_ns > 0 {
@@ -149,6 +184,7 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
         ),
         evidence: json!({
             "chain": chain,
+            "timed_out_calls": calls_timed_out.len(),
             "timed_out_spans": failed,
             "culprit_duration_ms": ms(culprit.duration_ns()),
             "wasted_ms": ms(wasted_ns),

@@ -1,47 +1,129 @@
 //! `slow_health_check`: a SERVER span of a health endpoint took longer than
 //! [`HEALTH_CHECK_LIMIT_NS`]. A balancer probing it gives up and ejects the
 //! target exactly when load is high.
+//!
+//! A health endpoint is one of a list of routes ([`HealthRoutes`], the
+//! `health_routes` setting), matched exactly: `/orders/{id}/status` and
+//! `/deliver` are endpoints that happen to end in a health word, not probes.
 
 use std::sync::LazyLock;
 
 use serde_json::json;
 
 use super::finding::{ChainHop, Culprit, FindingKind, Observation, Severity};
-use crate::model::{SpanKind, Sym, Trace};
+use crate::model::{Found, Span, SpanKind, Sym, Trace};
 
 /// Health checks slower than this are a finding.
 pub const HEALTH_CHECK_LIMIT_NS: u64 = 500_000_000;
 
-const WORDS: [&str; 8] = [
-    "health", "healthz", "ready", "readyz", "live", "livez", "ping", "status",
+/// The health routes unless configured: the conventional probe paths
+/// (Kubernetes' `/livez` and `/readyz`, `/healthz`, Spring Boot Actuator's,
+/// MicroProfile's `/health/live` and `/health/ready`) and the gRPC health
+/// service's `Check` (not `Watch`, a stream that lasts as long as its client).
+pub const DEFAULT_HEALTH_ROUTES: [&str; 17] = [
+    "/health",
+    "/healthz",
+    "/healthcheck",
+    "/health/live",
+    "/health/liveness",
+    "/health/ready",
+    "/health/readiness",
+    "/livez",
+    "/readyz",
+    "/live",
+    "/ready",
+    "/ping",
+    "/status",
+    "/actuator/health",
+    "/actuator/health/liveness",
+    "/actuator/health/readiness",
+    "grpc.health.v1.Health/Check",
 ];
 
-static ROUTE: LazyLock<Sym> = LazyLock::new(|| Sym::new("http.route"));
+/// A health route that cannot match a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a health route: give a path (`/healthz`) or a gRPC method \
+     (`grpc.health.v1.Health/Check`), without spaces, query or fragment"
+)]
+pub struct InvalidHealthRoute(pub String);
 
-/// Whether a route or span name (`GET /healthz`, `/api/v1/status`,
-/// `grpc.health.v1.Health/Check`) names a health endpoint: a path of at most
-/// two segments ending in a health word (`/_health`, `/ping.json` too), or the
-/// gRPC health service. `/orders/{id}/status` is not one.
-pub fn is_health_route(route: &str) -> bool {
-    if route.contains("grpc.health.v1.Health") {
-        return true;
+/// The routes that are health checks, compared exactly (a trailing `/` aside)
+/// with a SERVER span's `http.route`, its `url.path` (or legacy `http.target`,
+/// without the query) and the path of its name (`GET /healthz`, or the gRPC
+/// method `grpc.health.v1.Health/Check`). Empty: no span is a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRoutes(Vec<Box<str>>);
+
+impl Default for HealthRoutes {
+    fn default() -> Self {
+        HealthRoutes::new(DEFAULT_HEALTH_ROUTES).expect("the defaults are valid")
     }
-    let path = route.rsplit(' ').next().unwrap_or(route);
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    if !path.starts_with('/') {
-        return false;
+}
+
+/// A path without its query, fragment and trailing `/`.
+fn path_only(text: &str) -> &str {
+    let path = text.split(['?', '#']).next().unwrap_or(text);
+    match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => path,
     }
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let Some(last) = segments.last().filter(|_| segments.len() <= 2) else {
-        return false;
-    };
-    let word = last.trim_start_matches(['_', '.']);
-    let word = word.split('.').next().unwrap_or(word);
-    WORDS.iter().any(|w| w.eq_ignore_ascii_case(word))
+}
+
+/// The keys a span names its route or path under, current names first.
+static PATH_KEYS: LazyLock<[Sym; 3]> =
+    LazyLock::new(|| ["http.route", "url.path", "http.target"].map(Sym::new));
+
+impl HealthRoutes {
+    /// Validates the routes: each a path starting with `/` or a gRPC method
+    /// (`package.Service/Method`), with no whitespace, `?` or `#`.
+    pub fn new<S: AsRef<str>>(
+        routes: impl IntoIterator<Item = S>,
+    ) -> Result<HealthRoutes, InvalidHealthRoute> {
+        routes
+            .into_iter()
+            .map(|r| {
+                let r = r.as_ref();
+                let valid = r.contains('/')
+                    && r != "/"
+                    && !r.contains(|c: char| {
+                        c.is_whitespace() || c.is_control() || "?#".contains(c)
+                    });
+                if valid {
+                    Ok(path_only(r).into())
+                } else {
+                    Err(InvalidHealthRoute(r.to_owned()))
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(HealthRoutes)
+    }
+
+    /// The route `text` (a route, a path with its query, a span name) names,
+    /// if it is one of these.
+    pub fn matching(&self, text: &str) -> Option<&str> {
+        let path = path_only(text.rsplit(' ').next().unwrap_or(text));
+        self.0.iter().map(|r| &**r).find(|r| *r == path)
+    }
+
+    /// The health route `span` (attributes in `trace`'s arena) serves, if any.
+    fn of(&self, trace: &Trace, span: &Span) -> Option<&str> {
+        if self.0.is_empty() {
+            return None;
+        }
+        trace
+            .arena
+            .find(span.attrs, *PATH_KEYS)
+            .into_iter()
+            .flatten()
+            .filter_map(Found::text)
+            .chain([span.operation.as_str()])
+            .find_map(|text| self.matching(text))
+    }
 }
 
 /// One observation per slow health-check SERVER span of the trace.
-pub fn slow_health_checks(trace: &Trace) -> Vec<Observation> {
+pub fn slow_health_checks(trace: &Trace, routes: &HealthRoutes) -> Vec<Observation> {
     let mut out = Vec::new();
     for i in 0..trace.len() as u32 {
         let span = trace.span(i);
@@ -49,18 +131,17 @@ pub fn slow_health_checks(trace: &Trace) -> Vec<Observation> {
         if span.kind != SpanKind::Server || duration <= HEALTH_CHECK_LIMIT_NS {
             continue;
         }
-        let route = trace.arena.get_sym(span.attrs, *ROUTE);
-        let name = route.unwrap_or(span.operation);
-        if !is_health_route(name.as_str()) && !is_health_route(span.operation.as_str()) {
+        let Some(route) = routes.of(trace, span) else {
             continue;
-        }
+        };
+        let route = Sym::new(route);
         let duration_ms = duration as f64 / 1e6;
         out.push(Observation {
             kind: FindingKind::SlowHealthCheck,
             severity: Severity::Warning,
             culprit: Culprit {
                 service: span.service,
-                operation: name,
+                operation: route,
                 peer: None,
             },
             chain: vec![ChainHop {
@@ -71,7 +152,7 @@ pub fn slow_health_checks(trace: &Trace) -> Vec<Observation> {
                 timed_out: false,
             }],
             summary: format!(
-                "The health check {name} of {} took {duration_ms:.0} ms (over {} ms)",
+                "The health check {route} of {} took {duration_ms:.0} ms (over {} ms)",
                 span.service,
                 HEALTH_CHECK_LIMIT_NS / 1_000_000
             ),
@@ -93,30 +174,65 @@ pub fn slow_health_checks(trace: &Trace) -> Vec<Observation> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_health_route;
+    use super::*;
 
     #[test]
-    fn health_routes() {
-        for yes in [
-            "GET /healthz",
-            "/health",
-            "GET /api/status",
-            "/_ping",
-            "HEAD /readyz?verbose",
-            "/actuator/health",
-            "grpc.health.v1.Health/Check",
-            "/livez",
+    fn health_routes_match_exactly() {
+        let routes = HealthRoutes::default();
+        for (yes, route) in [
+            ("GET /healthz", "/healthz"),
+            ("/health", "/health"),
+            ("/health/", "/health"),
+            ("HEAD /readyz?verbose", "/readyz"),
+            ("/actuator/health", "/actuator/health"),
+            ("/actuator/health/readiness", "/actuator/health/readiness"),
+            ("grpc.health.v1.Health/Check", "grpc.health.v1.Health/Check"),
+            ("/livez", "/livez"),
+            ("/status", "/status"),
         ] {
-            assert!(is_health_route(yes), "{yes}");
+            assert_eq!(routes.matching(yes), Some(route), "{yes}");
         }
         for no in [
             "GET /orders/{id}/status",
-            "POST /checkout",
+            "/order/status",
+            "/api/v1/orders/123/status",
+            "GET /api/status",
+            "/deliver",
+            "/alive",
             "/healthy-food",
+            "/health/db/slow-query",
+            "grpc.health.v1.Health/Watch",
+            "POST /checkout",
             "GET /",
             "SELECT status",
         ] {
-            assert!(!is_health_route(no), "{no}");
+            assert_eq!(routes.matching(no), None, "{no}");
+        }
+    }
+
+    #[test]
+    fn configured_routes_replace_the_defaults_and_bad_ones_are_refused() {
+        let routes = HealthRoutes::new(["/internal/up/", "/api/status"]).unwrap();
+        assert_eq!(routes.matching("GET /internal/up"), Some("/internal/up"));
+        assert_eq!(routes.matching("GET /api/status"), Some("/api/status"));
+        assert_eq!(routes.matching("/healthz"), None);
+        assert_eq!(
+            HealthRoutes::new([""; 0]).unwrap().matching("/healthz"),
+            None
+        );
+        for bad in [
+            "",
+            "/",
+            "healthz",
+            "/health z",
+            "/health?x=1",
+            "/health#top",
+        ] {
+            assert_eq!(
+                HealthRoutes::new([bad]),
+                Err(InvalidHealthRoute(bad.to_owned())),
+                "{bad}"
+            );
         }
     }
 }

@@ -20,13 +20,27 @@ mod timeout;
 pub use cascade::cascading_timeout;
 pub use critical_path::{critical_path, CriticalPath, Segment};
 pub use finding::{finding_id, ChainHop, Culprit, FindingKind, Observation, Severity};
-pub use health_check::{is_health_route, slow_health_checks, HEALTH_CHECK_LIMIT_NS};
+pub use health_check::{
+    slow_health_checks, HealthRoutes, InvalidHealthRoute, DEFAULT_HEALTH_ROUTES,
+    HEALTH_CHECK_LIMIT_NS,
+};
 pub use layers::layers;
 pub use timeout::{says_timeout, timeout, TimeoutCause};
+
+use std::sync::LazyLock;
 
 use rustc_hash::FxHashMap;
 
 use crate::model::{SpanKind, StatusCode, Sym, Trace, Warning};
+
+/// What the configuration tells the per-trace detectors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The routes `slow_health_check` watches.
+    pub health_routes: HealthRoutes,
+}
+
+static DEFAULT_OPTIONS: LazyLock<Options> = LazyLock::new(Options::default);
 
 /// Whether a hop is a span's own work or the network/queue time of an edge.
 #[derive(
@@ -137,8 +151,13 @@ fn remote_peer(trace: &Trace, span: u32) -> Option<Sym> {
     remote_server(trace, span).map(|c| trace.span(c).service)
 }
 
-/// Analyzes one trace.
+/// Analyzes one trace with the default [`Options`].
 pub fn analyze(trace: Trace) -> AnalyzedTrace {
+    analyze_with(trace, &DEFAULT_OPTIONS)
+}
+
+/// Analyzes one trace.
+pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
     let path = critical_path(&trace);
     let root = trace.root_span();
     let entry = EntryPoint {
@@ -210,7 +229,7 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
     let layered = layers(&trace);
     let mut observations: Vec<Observation> =
         cascading_timeout(&trace, &timed_out).into_iter().collect();
-    observations.extend(slow_health_checks(&trace));
+    observations.extend(slow_health_checks(&trace, &options.health_routes));
     AnalyzedTrace {
         trace,
         entry,

@@ -3,9 +3,11 @@
 //!
 //! A timeout is a span that gave up waiting (or was given up on): status ERROR
 //! with a timeout/deadline message, gRPC `DEADLINE_EXCEEDED` (4), HTTP 504, 408 or
-//! 524, an `error.type` naming a timeout, or an `exception` event whose type or
-//! message says timeout or deadline. A 502 or a refused connection is a failure,
-//! not a timeout: the upstream answered (or was not there), it was not slow.
+//! 524, an `error.type` naming a timeout, or, on a span whose status is ERROR, an
+//! `exception` event whose type or message says timeout or deadline. A 502 or a
+//! refused connection is a failure, not a timeout: the upstream answered (or was
+//! not there), it was not slow. An exception recorded on a span that did not fail
+//! was handled (retried, answered from a cache): the span did not time out.
 
 use std::sync::LazyLock;
 
@@ -28,7 +30,7 @@ pub enum TimeoutCause {
     StatusMessage(String),
     /// `error.type`.
     ErrorType(String),
-    /// An `exception` event's type or message.
+    /// An `exception` event's type or message, on a span whose status is ERROR.
     Exception(String),
 }
 
@@ -56,7 +58,8 @@ pub fn timeout(span: &Span, arena: &AttrArena) -> Option<TimeoutCause> {
             return Some(TimeoutCause::HttpStatus(code));
         }
     }
-    if span.status == StatusCode::Error {
+    let failed = span.status == StatusCode::Error;
+    if failed {
         if let Some(message) = span.status_message().filter(|m| says_timeout(m)) {
             return Some(TimeoutCause::StatusMessage(message.to_owned()));
         }
@@ -68,6 +71,11 @@ pub fn timeout(span: &Span, arena: &AttrArena) -> Option<TimeoutCause> {
                 return Some(TimeoutCause::ErrorType(t.to_owned()));
             }
         }
+    }
+    // An exception on a span that did not fail was handled. Python's `requests`
+    // records a ReadTimeout this way: status ERROR, no HTTP status.
+    if !failed {
+        return None;
     }
     for event in span.events().iter().filter(|e| e.name == *EXCEPTION) {
         for key in [*EXCEPTION_TYPE, *EXCEPTION_MESSAGE] {
@@ -197,6 +205,7 @@ mod tests {
         );
         let event_attrs = arena.finish(mark);
         let mut excepted = span();
+        excepted.status = StatusCode::Error;
         excepted.extra = Some(Box::new(Extra {
             events: vec![Event {
                 time_ns: 1,
@@ -209,5 +218,13 @@ mod tests {
             timeout(&excepted, &arena),
             Some(TimeoutCause::Exception(_))
         ));
+
+        // The same exception on a span that succeeded (or left its status
+        // unset) was handled: a retry, a fallback. Not a timeout.
+        for status in [StatusCode::Ok, StatusCode::Unset] {
+            let mut handled = excepted.clone();
+            handled.status = status;
+            assert_eq!(timeout(&handled, &arena), None, "{status:?}");
+        }
     }
 }

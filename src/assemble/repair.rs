@@ -362,7 +362,8 @@ fn report_timing(trace: &mut Trace) {
             });
             continue;
         }
-        if trace.end(c) > trace.end(p) {
+        let overrun = trace.ran_past(c, p);
+        if overrun > 0 {
             found.push(Warning {
                 code: WarningCode::ChildOutlivesParent,
                 span_id: Some(span.span_id),
@@ -371,7 +372,7 @@ fn report_timing(trace: &mut Trace) {
                     span.span_id,
                     span.service,
                     span.operation,
-                    ms(trace.end(c) - trace.end(p)),
+                    ms(overrun),
                     parent.span_id
                 ),
             });
@@ -530,6 +531,48 @@ mod tests {
         assert!(c.contains(&WarningCode::ChildOutlivesParent), "{c:?}");
         assert!(c.contains(&WarningCode::ChildStartsBeforeParent), "{c:?}");
         assert!(!c.contains(&WarningCode::ClockSkew), "{c:?}");
+    }
+
+    #[test]
+    fn a_child_ending_within_whole_millisecond_stamps_did_not_outlive_its_parent() {
+        const MS: u64 = 1_000_000;
+        let base = 1_700_000_000_000 * MS;
+        // Node's express: starts from Date.now(), ends 0.4 ms apart by the
+        // finer clock. A real overrun of 30 ms is still reported.
+        let express = |child_end| {
+            let spans = vec![
+                span(
+                    1,
+                    0,
+                    "web",
+                    SpanKind::Server,
+                    (base, base + 12 * MS + 100_000),
+                ),
+                span(2, 1, "web", SpanKind::Internal, (base + MS, child_end)),
+            ];
+            codes(&assemble(tid(), set(spans)).unwrap())
+        };
+        assert_eq!(express(base + 12 * MS + 500_000), vec![]);
+        assert_eq!(express(base + 13 * MS + 100_000), vec![], "up to 1 ms");
+        assert_eq!(
+            express(base + 42 * MS + 100_000),
+            vec![WarningCode::ChildOutlivesParent]
+        );
+        // Nanosecond stamps tell 0.4 ms apart.
+        let spans = vec![
+            span(1, 0, "web", SpanKind::Server, (base + 3, base + 12 * MS)),
+            span(
+                2,
+                1,
+                "web",
+                SpanKind::Internal,
+                (base + MS + 7, base + 12 * MS + 400_000),
+            ),
+        ];
+        assert_eq!(
+            codes(&assemble(tid(), set(spans)).unwrap()),
+            vec![WarningCode::ChildOutlivesParent]
+        );
     }
 
     #[test]

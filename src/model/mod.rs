@@ -11,6 +11,6 @@ mod trace;
 pub use attrs::{resource_attrs, AttrArena, AttrIter, AttrRange, AttrValue, Found, RESOURCE_ATTRS};
 pub use ids::{IdError, SpanId, TraceId};
 pub use intern::Sym;
-pub use semantics::{field, Field, Semantics};
+pub use semantics::{field, named_peer, url_host, Field, Semantics};
 pub use span::{Event, Extra, Link, Span, SpanBatch, SpanKind, SpanSet, StatusCode};
 pub use trace::{Trace, Warning, WarningCode};

@@ -2,6 +2,7 @@
 //! their current and legacy names (`db.system.name` or `db.system`,
 //! `server.address` or `net.peer.name`, ...). Ingest interns the values of these
 //! keys, so reading them costs a scan of the span's attributes, no allocation.
+//! `docs/SEMANTIC_CONVENTIONS.md` lists what each detector reads.
 
 use std::num::NonZeroU16;
 use std::sync::LazyLock;
@@ -53,6 +54,49 @@ pub fn field(key: Sym) -> Option<Field> {
     FIELDS.get(&key).copied()
 }
 
+/// The host of a URL (`https://user@inventory:8080/items?id=1` →
+/// `inventory`, `http://[::1]:80/` → `::1`); `None` without one.
+pub fn url_host(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host_port.split(':').next()?,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// The keys a span names its callee under, by preference; `true` for a URL,
+/// read for its host.
+const PEER_NAMES: [(&str, bool); 7] = [
+    ("peer.service", false),
+    ("server.address", false),
+    ("net.peer.name", false),
+    ("url.full", true),
+    ("http.url", true),
+    ("db.system.name", false),
+    ("db.system", false),
+];
+
+static PEER_KEYS: LazyLock<[Sym; 7]> = LazyLock::new(|| PEER_NAMES.map(|(k, _)| Sym::new(k)));
+
+/// The callee `span` names in its attributes (in `arena`): `peer.service`,
+/// else `server.address` (legacy `net.peer.name`), else the host of `url.full`
+/// (legacy `http.url`: Python's `requests` spans carry nothing else), else the
+/// database system. One scan of the span's attributes.
+pub fn named_peer(span: &Span, arena: &AttrArena) -> Option<Sym> {
+    arena
+        .find(span.attrs, *PEER_KEYS)
+        .into_iter()
+        .zip(PEER_NAMES)
+        .find_map(|(found, (_, url))| match (found?, url) {
+            (found, false) => found.sym(),
+            // A host is a name from the wire: interned within its limit.
+            (found, true) => url_host(found.text()?).map(|h| Sym::from_utf8_lossy(h.as_bytes())),
+        })
+}
+
 /// The semantic-convention attributes the detectors read, typed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Semantics {
@@ -99,5 +143,84 @@ impl Semantics {
             slot.get_or_insert(sym);
         }
         sem
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SpanId, SpanKind};
+
+    #[test]
+    fn url_hosts() {
+        for (url, host) in [
+            ("http://inventory:8080/items?id=1", Some("inventory")),
+            (
+                "https://user:pw@api.example.com/v1",
+                Some("api.example.com"),
+            ),
+            ("http://[::1]:80/", Some("::1")),
+            ("http://10.0.0.7", Some("10.0.0.7")),
+            ("/items?id=1", None),
+            ("http:///items", None),
+        ] {
+            assert_eq!(url_host(url), host, "{url}");
+        }
+    }
+
+    /// A client span naming its callee under `attrs`, stored as ingest does:
+    /// URLs inline, the other values interned.
+    fn peer(attrs: &[(&str, &str)]) -> Option<&'static str> {
+        let mut arena = AttrArena::default();
+        let mark = arena.mark();
+        for (k, v) in attrs {
+            if k.ends_with("url") || k.ends_with("full") {
+                arena.str(Sym::new(k), v);
+            } else {
+                arena.sym(Sym::new(k), Sym::new(v));
+            }
+        }
+        let mut span = Span::new(
+            SpanId::from_u64(1).unwrap(),
+            None,
+            "shop",
+            "GET",
+            SpanKind::Client,
+            (0, 1),
+        );
+        span.attrs = arena.finish(mark);
+        named_peer(&span, &arena).map(Sym::as_str)
+    }
+
+    #[test]
+    fn the_named_peer_is_read_under_current_and_legacy_names() {
+        // Python's requests: the old conventions, no server address.
+        assert_eq!(
+            peer(&[
+                ("http.method", "GET"),
+                ("http.url", "http://orders:8080/cart")
+            ]),
+            Some("orders")
+        );
+        assert_eq!(
+            peer(&[("url.full", "https://orders.internal/cart")]),
+            Some("orders.internal")
+        );
+        assert_eq!(peer(&[("net.peer.name", "db.old")]), Some("db.old"));
+        assert_eq!(
+            peer(&[
+                ("url.full", "http://10.0.0.7/x"),
+                ("server.address", "orders")
+            ]),
+            Some("orders"),
+            "an address beats a URL's host"
+        );
+        assert_eq!(
+            peer(&[("server.address", "10.0.0.7"), ("peer.service", "orders")]),
+            Some("orders"),
+            "the service beats an address"
+        );
+        assert_eq!(peer(&[("db.system", "postgresql")]), Some("postgresql"));
+        assert_eq!(peer(&[("http.method", "GET")]), None);
     }
 }

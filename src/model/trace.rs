@@ -84,6 +84,27 @@ impl Trace {
         self.spans[i].end_ns.saturating_add_signed(self.shift_ns[i])
     }
 
+    /// How long span `a` ran on after span `b` ended, when that is more than
+    /// their timestamps can tell apart; 0 otherwise. Starts stamped in whole
+    /// milliseconds (Node's and browsers' SDKs take `Date.now()`, then time
+    /// the span with a finer clock) put each end up to a millisecond early,
+    /// so two spans whose starts are both whole milliseconds may seem to end
+    /// up to 1 ms apart in either order; whole microseconds (Jaeger, Zipkin)
+    /// likewise by 1 µs.
+    pub fn ran_past(&self, a: u32, b: u32) -> u64 {
+        let over = self.end(a).saturating_sub(self.end(b));
+        let starts = [a, b].map(|s| self.spans[s as usize].start_ns);
+        let resolution = [1_000_000, 1_000]
+            .into_iter()
+            .find(|r| starts.iter().all(|s| s % r == 0))
+            .unwrap_or(0);
+        if over > resolution {
+            over
+        } else {
+            0
+        }
+    }
+
     /// The attributes of span `span`.
     pub fn attrs(&self, span: u32) -> AttrIter<'_> {
         self.arena.iter(self.spans[span as usize].attrs)

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::analyze::AnalyzedTrace;
+use crate::analyze::{self, AnalyzedTrace};
 use crate::assemble::{Buffer, BufferLimits, Completed};
 use crate::ingest::{decode_export, decode_export_json};
 use crate::model::{SpanBatch, TraceId};
@@ -125,16 +125,19 @@ pub enum OfflineError {
 }
 
 /// Knobs of an offline run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Most spans buffered before the oldest traces are analyzed early.
     pub max_buffered_spans: usize,
+    /// What the per-trace detectors are told, as the daemon's `Config` does.
+    pub analysis: analyze::Options,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             max_buffered_spans: 1_000_000,
+            analysis: analyze::Options::default(),
         }
     }
 }
@@ -188,6 +191,7 @@ pub fn run(
 pub struct Session {
     store: Store,
     buffer: Buffer,
+    analysis: analyze::Options,
     started: Instant,
     /// Inputs read so far.
     pub inputs: Vec<InputSummary>,
@@ -216,6 +220,7 @@ impl Session {
                 stats.clone(),
             ),
             buffer: Buffer::new(limits, stats),
+            analysis: options.analysis,
             started: Instant::now(),
             inputs: Vec::new(),
         }
@@ -419,7 +424,7 @@ impl Session {
         completed.sort_by_cached_key(|c| (start(c), c.trace_id));
         for c in completed {
             let id: TraceId = c.trace_id;
-            pipeline::finish(&self.store, vec![c]);
+            pipeline::finish(&self.store, &self.analysis, vec![c]);
             if let Some(t) = self.store.traces.get(&id) {
                 on_trace(&self.store, &t);
             }

@@ -247,6 +247,10 @@ pub struct Sp {
     /// An error status message (the span failed).
     pub error: Option<&'static str>,
     pub attrs: Vec<KeyValue>,
+    /// `exception` events: (`exception.type`, `exception.message`).
+    pub exceptions: Vec<(&'static str, &'static str)>,
+    /// Microseconds added to the end (the spec's times are whole milliseconds).
+    pub end_extra_us: u64,
 }
 
 /// A span of `service` (instance `{service}-1`) with id and parent, at offsets
@@ -272,6 +276,8 @@ pub fn sp(
         http_status: None,
         error: None,
         attrs: Vec::new(),
+        exceptions: Vec::new(),
+        end_extra_us: 0,
     }
 }
 
@@ -301,6 +307,20 @@ impl Sp {
         self
     }
 
+    /// Records an `exception` event, as SDKs do for an exception that went
+    /// through the span (whether or not the span then failed).
+    pub fn exception(mut self, kind: &'static str, message: &'static str) -> Sp {
+        self.exceptions.push((kind, message));
+        self
+    }
+
+    /// Ends `us` microseconds after the spec's end: a clock finer than the
+    /// whole-millisecond start (Node's SDK stamps starts with `Date.now()`).
+    pub fn end_extra_us(mut self, us: u64) -> Sp {
+        self.end_extra_us = us;
+        self
+    }
+
     pub fn instance(mut self, instance: &str) -> Sp {
         self.instance = instance.to_owned();
         self
@@ -319,7 +339,23 @@ pub async fn send(d: &TestDaemon, traces: Vec<Vec<Sp>>) -> Vec<TraceId> {
         ids.push(trace_id);
         for s in trace {
             let mut data = span_data(trace_id, base, &s.spec);
+            data.end_time += Duration::from_micros(s.end_extra_us);
             data.attributes = s.attrs;
+            data.events.events = s
+                .exceptions
+                .iter()
+                .map(|&(kind, message)| {
+                    opentelemetry::trace::Event::new(
+                        "exception",
+                        data.end_time,
+                        vec![
+                            KeyValue::new("exception.type", kind),
+                            KeyValue::new("exception.message", message),
+                        ],
+                        0,
+                    )
+                })
+                .collect();
             if let Some(code) = s.http_status {
                 data.attributes
                     .push(KeyValue::new("http.response.status_code", code));

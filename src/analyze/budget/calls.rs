@@ -1,11 +1,9 @@
 //! Compact call records: what the cross-trace detectors keep of one analyzed
 //! trace (a few dozen bytes per call instead of the spans).
 
-use std::sync::LazyLock;
-
 use super::super::saturation::{saturation_records, SaturationRecords};
 use super::super::{AnalyzedTrace, EntryPoint};
-use crate::model::{Found, SpanKind, Sym, Trace, TraceId};
+use crate::model::{named_peer, SpanKind, Sym, TraceId};
 
 /// Who called whom: timeouts are inferred per edge, whatever entry point the
 /// call served (a client timeout is the caller's setting).
@@ -121,29 +119,6 @@ fn relay_tolerance_ns(duration_ns: u64) -> u64 {
     (duration_ns / 100).max(50_000_000)
 }
 
-/// The attribute keys that name a callee, by preference.
-static PEER_KEYS: LazyLock<[Sym; 5]> = LazyLock::new(|| {
-    [
-        "peer.service",
-        "server.address",
-        "net.peer.name",
-        "db.system.name",
-        "db.system",
-    ]
-    .map(Sym::new)
-});
-
-/// The callee of a span that names its peer in attributes only: one scan for
-/// the few keys that can, not a full [`crate::model::Semantics`] read (this runs
-/// for every client span without a SERVER child).
-fn named_peer(trace: &Trace, span: u32) -> Option<Sym> {
-    trace
-        .arena
-        .find(trace.span(span).attrs, *PEER_KEYS)
-        .into_iter()
-        .find_map(|found| found.and_then(Found::sym))
-}
-
 /// Adds the record of the call `span` makes (to its SERVER child `callee`, if
 /// known) and returns its index.
 fn record(
@@ -160,7 +135,9 @@ fn record(
         caller: call.service,
         callee: match callee {
             Some(c) => Some(trace.span(c).service),
-            None => named_peer(trace, span),
+            // One scan for the few keys that can (this runs for every client
+            // span without a SERVER child).
+            None => named_peer(call, &trace.arena),
         },
         operation: callee.map_or(call.operation, |c| trace.span(c).operation),
     };

@@ -1,5 +1,7 @@
 //! `cold_start`: the first requests of a service instance are much slower than
-//! the service's steady state (caches, JIT, connection pools still warming up).
+//! the same operations once warm (caches, JIT, connection pools still warming
+//! up). Each first request is compared with its own operation: a new instance
+//! whose first requests happen to be a slow endpoint is not cold.
 
 use std::sync::Arc;
 
@@ -14,12 +16,13 @@ use crate::model::{Sym, TraceId};
 const MS: u64 = 1_000_000;
 /// The requests of an instance that count as its first.
 pub const COLD_REQUESTS: usize = 3;
-/// Their median must be at least this many times the steady median ...
+/// A first request is cold when it takes at least this many times its
+/// operation's steady median ...
 pub const COLD_FACTOR: u64 = 3;
 /// ... and at least this much more.
 pub const COLD_MIN_EXTRA_NS: u64 = 100 * MS;
-/// Steady requests (other instances', and this one's later ones) needed to say
-/// what normal is.
+/// Steady requests of an operation (other instances', and this one's later
+/// ones) needed to say what normal is for it.
 pub const MIN_STEADY: usize = 10;
 
 fn ms(ns: u64) -> f64 {
@@ -31,19 +34,40 @@ fn median(mut v: Vec<u64>) -> Option<u64> {
     quantile(&v, 0.5)
 }
 
-/// Whether a cold median is a cold start against a steady one.
-pub fn is_cold(cold_median_ns: u64, steady_median_ns: u64) -> bool {
-    cold_median_ns >= steady_median_ns.saturating_mul(COLD_FACTOR)
-        && cold_median_ns >= steady_median_ns.saturating_add(COLD_MIN_EXTRA_NS)
+/// Whether a request (or a median of requests) is cold against a steady median.
+pub fn is_cold(cold_ns: u64, steady_median_ns: u64) -> bool {
+    cold_ns >= steady_median_ns.saturating_mul(COLD_FACTOR)
+        && cold_ns >= steady_median_ns.saturating_add(COLD_MIN_EXTRA_NS)
+}
+
+/// One of an instance's first requests, judged against its operation.
+struct First {
+    operation: Sym,
+    duration_ns: u64,
+    /// The median of the operation's steady requests, when there are at least
+    /// [`MIN_STEADY`] of them.
+    steady_median_ns: Option<u64>,
+    trace_id: TraceId,
+    end_ns: u64,
+}
+
+impl First {
+    fn cold(&self) -> bool {
+        self.steady_median_ns
+            .is_some_and(|steady| is_cold(self.duration_ns, steady))
+    }
 }
 
 /// Per service, the instances that joined while another instance was serving
-/// (one had a request that started earlier) and whose first [`COLD_REQUESTS`]
-/// SERVER spans in the window (by start) have a median that [`is_cold`]
-/// against the median of every other SERVER span of the service, when there
-/// are at least [`MIN_STEADY`] of those. More requests than the first must
-/// have been seen. One observation per service, counting the cold requests of
-/// every such instance.
+/// (one had a request that started earlier) and most of whose first
+/// [`COLD_REQUESTS`] SERVER spans in the window (by start) [`is_cold`] against
+/// the median of the steady requests of their own operation: every other
+/// SERVER span of the service with that operation, when there are at least
+/// [`MIN_STEADY`] of those (a first request of an operation without them is
+/// not cold). For first requests of one operation this is their median
+/// against its steady median. More requests than the first must have been
+/// seen. One observation per service, counting the first requests of every
+/// such instance.
 ///
 /// An instance is new as far as the window can see: the first instance of a
 /// service is never judged, and one that started before the window's oldest
@@ -75,32 +99,47 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
             if requests.len() <= COLD_REQUESTS || !joined {
                 continue;
             }
-            let steady: Vec<u64> = instances
+            let steady_median = |operation: Sym| {
+                let steady: Vec<u64> = instances
+                    .iter()
+                    .flat_map(|(&i, r)| {
+                        let skip = if i == instance { COLD_REQUESTS } else { 0 };
+                        r[skip..]
+                            .iter()
+                            .filter(|(s, _)| s.operation == operation)
+                            .map(|(s, _)| s.duration_ns())
+                    })
+                    .collect();
+                (steady.len() >= MIN_STEADY)
+                    .then(|| median(steady))
+                    .flatten()
+            };
+            let first: Vec<First> = requests[..COLD_REQUESTS]
                 .iter()
-                .flat_map(|(&i, r)| {
-                    let skip = if i == instance { COLD_REQUESTS } else { 0 };
-                    r[skip..].iter().map(|(s, _)| s.duration_ns())
+                .map(|(r, id)| First {
+                    operation: r.operation,
+                    duration_ns: r.duration_ns(),
+                    steady_median_ns: steady_median(r.operation),
+                    trace_id: *id,
+                    end_ns: r.end_ns,
                 })
                 .collect();
-            if steady.len() < MIN_STEADY {
-                continue;
-            }
-            let first = &requests[..COLD_REQUESTS];
-            let (Some(cold_median), Some(steady_median)) = (
-                median(first.iter().map(|(s, _)| s.duration_ns()).collect()),
-                median(steady),
-            ) else {
-                continue;
-            };
-            if is_cold(cold_median, steady_median) {
-                cold.push((instance, first, cold_median, steady_median));
+            if first.iter().filter(|f| f.cold()).count() * 2 > COLD_REQUESTS {
+                cold.push((instance, requests[0].0.start_ns, first));
             }
         }
         if cold.is_empty() {
             continue;
         }
-        cold.sort_by_key(|c| std::cmp::Reverse(c.1[0].0.start_ns));
-        let (latest, _, cold_ms, steady_ms) = (cold[0].0, cold[0].1, ms(cold[0].2), ms(cold[0].3));
+        cold.sort_by_key(|c| std::cmp::Reverse(c.1));
+        let medians = |first: &[First]| {
+            (
+                median(first.iter().map(|f| f.duration_ns).collect()).unwrap_or(0),
+                median(first.iter().filter_map(|f| f.steady_median_ns).collect()).unwrap_or(0),
+            )
+        };
+        let latest = cold[0].0;
+        let (cold_ns, steady_ns) = medians(&cold[0].2);
         let count = (cold.len() * COLD_REQUESTS) as u64;
         out.push(Observation {
             kind: FindingKind::ColdStart,
@@ -113,32 +152,39 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
             chain: Vec::new(),
             summary: format!(
                 "The first {COLD_REQUESTS} requests of {} new {service} instance(s) \
-                 (latest {latest}) take a median {cold_ms:.0} ms against {steady_ms:.0} ms \
-                 once warm",
-                cold.len()
+                 (latest {latest}) take a median {:.0} ms against {:.0} ms for the same \
+                 operations once warm",
+                cold.len(),
+                ms(cold_ns),
+                ms(steady_ns),
             ),
             remedy: "Warm instances up before they take traffic: a readiness check that \
                      passes only after caches, connection pools and JIT are warm, or a \
                      slow-start ramp on the balancer."
                 .to_owned(),
             evidence: json!({
-                "instances": cold.iter().map(|(i, first, c, s)| json!({
-                    "instance": i,
-                    "first_ms": first.iter().map(|(r, _)| ms(r.duration_ns())).collect::<Vec<_>>(),
-                    "cold_median_ms": ms(*c),
-                    "steady_median_ms": ms(*s),
-                })).collect::<Vec<_>>(),
+                "instances": cold.iter().map(|(i, _, first)| {
+                    let (c, s) = medians(first);
+                    json!({
+                        "instance": i,
+                        "first_ms": first.iter().map(|f| ms(f.duration_ns)).collect::<Vec<_>>(),
+                        "operations": first.iter().map(|f| f.operation).collect::<Vec<_>>(),
+                        "steady_ms": first.iter().map(|f| f.steady_median_ns.map(ms)).collect::<Vec<_>>(),
+                        "cold_median_ms": ms(c),
+                        "steady_median_ms": ms(s),
+                    })
+                }).collect::<Vec<_>>(),
                 "cold_requests": COLD_REQUESTS,
             }),
             trace_ids: cold
                 .iter()
-                .flat_map(|c| c.1.iter().map(|(_, id)| *id))
+                .flat_map(|c| c.2.iter().map(|f| f.trace_id))
                 .take(10)
                 .collect(),
             count,
             seen_ns: cold
                 .iter()
-                .flat_map(|c| c.1.iter().map(|(r, _)| r.end_ns))
+                .flat_map(|c| c.2.iter().map(|f| f.end_ns))
                 .max()
                 .unwrap_or(0),
         });

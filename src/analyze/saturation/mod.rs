@@ -27,9 +27,10 @@
 //!   concurrent calls ending in a staircase while the fastest is fast). Runs
 //!   first: the shapes it explains are not slow queries, the services whose
 //!   requests waited are not blocked workers.
-//! * **`cold_start`** ([`cold_starts`]): the first 3 SERVER spans of an instance
-//!   have a median at least 3× and 100 ms over the service's steady state (its
-//!   other requests, at least 10).
+//! * **`cold_start`** ([`cold_starts`]): most of the first 3 SERVER spans of an
+//!   instance take at least 3× and 100 ms over their own operation's steady
+//!   median (its other requests, at least 10): a new instance whose first
+//!   requests are a slow endpoint is not cold.
 //!
 //! Files: `records.rs` extracts the records, `normalize.rs` folds statements,
 //! `lock.rs` finds lock waits and staircases,

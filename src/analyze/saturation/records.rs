@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 
 use super::normalize::normalize;
 use crate::analyze::AnalyzedTrace;
-use crate::model::{Found, SpanKind, Sym, Trace};
+use crate::model::{url_host, Found, SpanKind, Sym, Trace};
 
 /// Where a query ran: the database system, host and namespace (any may be
 /// unknown).
@@ -304,19 +304,6 @@ fn http_peer(trace: &Trace, span: u32, named: Option<Sym>) -> Option<Sym> {
         .find(|c| c.kind == SpanKind::Server && c.service != s.service)
         .map(|c| c.service)
         .or(named)
-}
-
-/// The host of a URL (`url.full`, formerly `http.url`): what Python's
-/// `requests` instrumentation gives instead of `server.address`.
-pub fn url_host(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority.rsplit_once('@').map_or(authority, |a| a.1);
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => host.split(':').next()?,
-    };
-    (!host.is_empty()).then_some(host)
 }
 
 /// Length of the union of `intervals` (sorted here) clipped to `[from, to)`.
@@ -624,21 +611,6 @@ mod tests {
     use crate::model::Span;
 
     const MS: u64 = 1_000_000;
-
-    #[test]
-    fn a_url_names_its_host() {
-        assert_eq!(
-            url_host("http://inventory:8080/items?id=1"),
-            Some("inventory")
-        );
-        assert_eq!(
-            url_host("https://user:pw@api.example.com/x"),
-            Some("api.example.com")
-        );
-        assert_eq!(url_host("http://[::1]:9000/"), Some("::1"));
-        assert_eq!(url_host("/customer?customer=567"), None, "a path is no URL");
-        assert_eq!(url_host("http:///x"), None);
-    }
 
     #[test]
     fn the_wait_is_the_time_before_the_first_call_no_other_span_covers() {
