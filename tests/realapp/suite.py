@@ -240,6 +240,7 @@ class Scenario:
         self.failures = []
         self.findings = []
         self.notes = []
+        self.pool_size = None  # the configured pool, where one matters
 
     # -- processes --------------------------------------------------------
     def start_daemon(self, **kw):
@@ -368,6 +369,7 @@ POOL_SIZE = 2
 def pool_scenario(sc, route, disabled=None, concurrency=14):
     requests_total = rounds(5) * concurrency
     d = sc.start_daemon()
+    sc.pool_size = POOL_SIZE
     url = sc.python_service(
         "orders",
         {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": POOL_SIZE, "REALAPP_MAX_OVERFLOW": 0, "REALAPP_POOL_TIMEOUT": 60, "REALAPP_HOLD_MS": 100},
@@ -453,7 +455,8 @@ def s_one_db_instrumentation_psycopg2(sc):
 
 def s_slow_aggregate(sc):
     d = sc.start_daemon()
-    url = sc.python_service("catalog", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": 10, "REALAPP_MAX_OVERFLOW": 0})
+    sc.pool_size = 10
+    url = sc.python_service("catalog", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": sc.pool_size, "REALAPP_MAX_OVERFLOW": 0})
     n, every = rounds(20) * 4, 10
     codes = load(lambda i: f"{url}/report" if i % every == every // 2 else f"{url}/items/{1 + (i * 37) % 1000}", n, 4)
     sc.notes.append(f"load: {n} requests, 4 at once, every {every}th the report: {status_summary(codes)}")
@@ -542,7 +545,8 @@ def s_hot_row(sc):
 def s_healthy(sc):
     d = sc.start_daemon()
     stockroom = sc.node_service("stockroom", {"REALAPP_DB_URL": PG_URL_NODE, "REALAPP_POOL_SIZE": 10})
-    storefront = sc.python_service("storefront", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": 10, "REALAPP_DOWNSTREAM": stockroom + "/stock", "REALAPP_DOWNSTREAM_TIMEOUT": 5})
+    sc.pool_size = 10
+    storefront = sc.python_service("storefront", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": sc.pool_size, "REALAPP_DOWNSTREAM": stockroom + "/stock", "REALAPP_DOWNSTREAM_TIMEOUT": 5})
     n = rounds(15) * 4
     codes = load(lambda i: f"{storefront}/checkout/{1 + (i * 13) % 1000}", n, 4)
     sc.notes.append(f"load: {n} requests, 4 at once: {status_summary(codes)}")
@@ -638,24 +642,39 @@ def run(name):
             if p.name != "hopscope" and p.p.returncode not in (0, -15, None):
                 log(f"  --- {p.name} log:\n{p.tail()}")
     log(f"{'PASS' if ok else 'FAIL'} {name} ({time.monotonic() - t0:.1f} s)")
-    return ok
+    return ok, brief(sc.findings, sc.pool_size)
+
+
+def brief(findings, pool_size):
+    """The findings in a few words: kind (service; estimated/configured pool)."""
+    if not findings:
+        return "no findings"
+    out = []
+    for f in findings:
+        est = (f.get("evidence") or {}).get("estimated_pool_size")
+        pool = f", estimated pool {est}, configured {pool_size}" if f["kind"] == "pool_exhaustion" else ""
+        out.append(f"{f['kind']} ({f['culprit'].get('service')}{pool})")
+    return ", ".join(out)
 
 
 START = time.time()
 
 
 def main(argv):
+    # Every address is on the loopback: no proxy, whatever the environment says.
+    for k in ("NO_PROXY", "no_proxy"):
+        os.environ[k] = ",".join(x for x in ("127.0.0.1,localhost", os.environ.get(k)) if x)
     names = argv or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(f"unknown scenario(s): {' '.join(unknown)}; known: {' '.join(SCENARIOS)}", file=sys.stderr)
         return 2
     results = {n: run(n) for n in names}
-    passed = sum(results.values())
+    passed = sum(ok for ok, _ in results.values())
     failed = len(results) - passed
     log("")
-    for n, ok in results.items():
-        log(f"  {'pass' if ok else 'FAIL'}  {n}")
+    for n, (ok, brief) in results.items():
+        log(f"  {'pass' if ok else 'FAIL'}  {n:32} {brief}")
     t0 = float(os.environ.get("REALAPP_T0") or START)
     log(f"realapp: took {time.time() - t0:.0f} s in all")
     log(f"realapp: {passed} passed, {failed} failed")
