@@ -152,3 +152,72 @@ async fn hotrod_mysql_lock_queue_is_lock_contention_through_the_daemon() {
     let files = fixture_files(HOTROD);
     assert_hotrod_lock_queue(&through_daemon(&files).await, &QUEUED);
 }
+
+const REALAPP: &str = "tests/fixtures/realapp";
+
+/// The one finding of a real-application recording, by both paths: its kind
+/// and service, and nothing else.
+async fn only_finding(file: &str, kind: &str, service: &str) -> [Value; 2] {
+    let files = vec![format!("{REALAPP}/{file}")];
+    let offline = analyzed(&files);
+    let online = through_daemon(&files).await;
+    [offline, online].map(|found| {
+        let [f] = found.as_slice() else {
+            panic!("{file}: one finding, {kind}: {found:#?}")
+        };
+        assert_eq!(f["kind"], kind, "{file}: {f:#}");
+        assert_eq!(f["culprit"]["service"], service, "{file}: {f:#}");
+        f.clone()
+    })
+}
+
+/// Flask and SQLAlchemy over `QueuePool(pool_size=2, max_overflow=0)`, each
+/// request holding its connection 100 ms in Python between two fast queries,
+/// recorded by both the SQLAlchemy and the psycopg2 instrumentations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_pool_held_in_application_code_is_pool_exhaustion_of_two() {
+    for f in only_finding("pool-held-in-app.json", "pool_exhaustion", "orders").await {
+        let e = &f["evidence"];
+        assert_eq!(e["estimated_pool_size"], 2, "{e:#}");
+        assert_eq!(e["wait_from"], "acquire_spans");
+        assert_eq!(e["requests"], 42);
+        assert!(e["queued_requests"].as_u64().unwrap() >= 35, "{e}");
+        assert!(e["call_p95_ms"].as_f64().unwrap() < 20.0, "{e}");
+    }
+}
+
+/// express 5 running 200 ms of `pbkdf2Sync` per request behind a Flask
+/// gateway: the wait is in front of the event loop, not on the network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_blocked_event_loop_is_a_blocked_worker_queued_before_the_server() {
+    for f in only_finding("blocked-event-loop.json", "blocked_worker", "hasher").await {
+        assert_eq!(f["culprit"]["peer"], "hasher-1");
+        let e = &f["evidence"];
+        assert_eq!(e["shape"], "queued_before_server", "{e:#}");
+        assert!(e["queued_requests"].as_u64().unwrap() >= 18, "{e}");
+        assert!(e["transport_ms"].as_f64().unwrap() < 20.0, "{e}");
+        assert!(e["queue_p95_ms"].as_f64().unwrap() > 1_000.0, "{e}");
+    }
+}
+
+/// express 5 and pg: twelve requests at once lock one `stock` row with `FOR
+/// UPDATE` and hold it 60 ms: lock contention, not a slow query, a blocked
+/// worker or a pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_hot_row_is_lock_contention() {
+    for f in only_finding("hot-row.json", "lock_contention", "warehouse").await {
+        assert_eq!(
+            f["culprit"]["operation"],
+            "SELECT qty FROM stock WHERE id = $1 FOR UPDATE"
+        );
+        let e = &f["evidence"];
+        assert_eq!(e["table"], "stock", "{e:#}");
+        assert_eq!(e["wait_from"], "staircase");
+        assert!(e["waited_calls"].as_u64().unwrap() >= 30, "{e}");
+        let step = e["step_ms"].as_f64().unwrap();
+        assert!(
+            (55.0..80.0).contains(&step),
+            "a handover every 60-odd ms: {step}"
+        );
+    }
+}
