@@ -168,21 +168,31 @@ class Daemon:
     def stats(self):
         return self.get("/api/v1/stats")
 
-    def settle(self, traces):
-        """Await: at least `traces` traces analyzed, no span buffered, no
-        analysis pending, and the detectors current over every analyzed
-        trace (`detectors_current`), in two polls in a row with the same
-        count of analyzed traces."""
+    def entry_traces(self, entry):
+        """Analyzed traces whose entry point is `entry`: a service, or
+        SERVICE:OPERATION."""
+        service, _, operation = entry.partition(":")
+        entries = self.get("/api/v1/hops", since="1h")["entries"]
+        return sum(
+            e["traces"] for e in entries
+            if e["entry"].get("service") == service and operation in ("", e["entry"].get("operation"))
+        )
+
+    def settle(self, traces, entry):
+        """Await: at least `traces` traces entered at `entry` (a service, or
+        SERVICE:OPERATION) analyzed (other traces, like the root dns.lookup
+        span a Node service records at start, do not count), no span buffered, no analysis pending, and the
+        detectors current over every analyzed trace (`detectors_current`),
+        in two polls in a row with the same count of analyzed traces."""
         def ready():
             s = self.stats()
-            c = s["counters"]
             return (
-                c["traces_analyzed"] >= traces
-                and s["buffered_spans"] == 0
+                s["buffered_spans"] == 0
                 and s["analysis_pending"] == 0
                 and s["detectors_current"]
+                and self.entry_traces(entry) >= traces
             ) and s
-        what = f"{traces} traces analyzed and the detectors current"
+        what = f"{traces} traces of {entry} analyzed and the detectors current"
         prev = wait_until(what, ready, SETTLE_DEADLINE, interval=0.2, alive=self.proc.check_alive)
         for _ in range(100):
             time.sleep(0.2)  # poll interval
@@ -378,7 +388,7 @@ def pool_scenario(sc, route, disabled=None, concurrency=14):
     codes = load(lambda i: f"{url}{route.format(id=1 + i % 500)}", requests_total, concurrency)
     sc.notes.append(f"load: {requests_total} requests, {concurrency} at once: {status_summary(codes)}")
     sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
-    d.settle(requests_total)
+    d.settle(requests_total, "orders")
     return requests_total
 
 
@@ -461,7 +471,7 @@ def s_slow_aggregate(sc):
     codes = load(lambda i: f"{url}/report" if i % every == every // 2 else f"{url}/items/{1 + (i * 37) % 1000}", n, 4)
     sc.notes.append(f"load: {n} requests, 4 at once, every {every}th the report: {status_summary(codes)}")
     sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
-    d.settle(n)
+    d.settle(n, "catalog")
     sc.findings = d.findings()
     slow = sc.expect("slow_query", "catalog", "the aggregate over events")
     for f in slow:
@@ -483,7 +493,7 @@ def s_stacked_timeouts(sc):
     codes = load(lambda i: f"{frontend}/relay", n, 6)
     sc.notes.append(f"load: {n} requests, 6 at once: {status_summary(codes)}")
     sc.check(all(c == 504 for c in codes), f"every request should time out at the frontend (504): {status_summary(codes)}")
-    d.settle(n)
+    d.settle(n, "frontend")
     sc.findings = d.findings()
     # The origin of the cascade is inventory (the hop that sleeps 5 s); the
     # missing deadline shows on its edge (orders -> inventory), and may show
@@ -509,7 +519,7 @@ def s_blocked_event_loop(sc):
     codes = load(lambda i: f"{gateway}/relay", n, 8)
     sc.notes.append(f"load: {n} requests, 8 at once: {status_summary(codes)}")
     sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
-    d.settle(n)
+    d.settle(n, "gateway")
     sc.findings = d.findings()
     for f in sc.expect("blocked_worker", "hasher"):
         sc.check("hasher-1" in json.dumps(f), f"blocked_worker should name the instance hasher-1: {line(f)}")
@@ -532,7 +542,7 @@ def s_hot_row(sc):
     codes = load(lambda i: f"{warehouse}/stock/1/reserve", n, 12, method="POST")
     sc.notes.append(f"load: {n} requests, 12 at once: {status_summary(codes)}")
     sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
-    d.settle(n)
+    d.settle(n, "warehouse:POST /stock/:id/reserve")
     sc.findings = d.findings()
     for f in sc.expect("lock_contention", "warehouse"):
         text = json.dumps(f)
@@ -551,7 +561,7 @@ def s_healthy(sc):
     codes = load(lambda i: f"{storefront}/checkout/{1 + (i * 13) % 1000}", n, 4)
     sc.notes.append(f"load: {n} requests, 4 at once: {status_summary(codes)}")
     sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
-    d.settle(n)
+    d.settle(n, "storefront")
     sc.findings = d.findings()
     sc.only(set())
     return n
