@@ -55,19 +55,6 @@ impl Call {
     }
 }
 
-/// Waits until `traces` traces are analyzed and the window detectors have run
-/// over all of them.
-async fn detected(d: &TestDaemon, traces: usize) {
-    d.wait_for("/api/v1/timeouts", |status, body| {
-        status == 200 && body["window"]["traces"] == traces
-    })
-    .await;
-    d.wait_for("/api/v1/stats", |status, body| {
-        status == 200 && body["detectors_current"] == true
-    })
-    .await;
-}
-
 async fn all_of(d: &TestDaemon, kind: &str) -> Vec<Value> {
     d.get(&format!("/api/v1/findings?kind={kind}")).await.1["findings"]
         .as_array()
@@ -191,7 +178,7 @@ async fn pool_exhaustion_names_the_starved_pool_and_not_its_look_alikes() {
     ));
     let sent = lookalikes.len();
     send(&d, lookalikes).await;
-    detected(&d, sent).await;
+    d.detected(sent).await;
     assert_eq!(all_of(&d, "pool_exhaustion").await, Vec::<Value>::new());
 
     // The culprits: 4 connections for 16 clients, with and without acquire spans.
@@ -213,7 +200,7 @@ async fn pool_exhaustion_names_the_starved_pool_and_not_its_look_alikes() {
     ));
     let culprit_traces = culprits.len();
     send(&d, culprits).await;
-    detected(&d, sent + culprit_traces).await;
+    d.detected(sent + culprit_traces).await;
 
     let found = all_of(&d, "pool_exhaustion").await;
     println!("pool_exhaustion findings: {found:#?}");
@@ -284,7 +271,7 @@ async fn blocked_worker_names_the_instance_whose_requests_run_in_series() {
         .map(|i| request(("render", "render-2"), (i, i + 30, i + 40, i + 70)))
         .collect();
     send(&d, healthy).await;
-    detected(&d, 8).await;
+    d.detected(8).await;
     assert_eq!(all_of(&d, "blocked_worker").await, Vec::<Value>::new());
 
     // Blocked: one event loop runs the chunks in order of readiness.
@@ -309,7 +296,7 @@ async fn blocked_worker_names_the_instance_whose_requests_run_in_series() {
         .map(|t| request(("render", "render-1"), t))
         .collect();
     send(&d, blocked).await;
-    detected(&d, 16).await;
+    d.detected(16).await;
     let found = all_of(&d, "blocked_worker").await;
     println!("blocked_worker findings: {found:#?}");
     assert_eq!(found.len(), 1, "{found:#?}");
@@ -488,7 +475,7 @@ async fn a_pool_held_in_application_code_is_sized_by_connections_held_counted_on
     let lookalike = held_in_app(("catalog", "catalog-1"), &roomy, 100, true);
     let sent = lookalike.len();
     send(&d, lookalike).await;
-    detected(&d, sent).await;
+    d.detected(sent).await;
     assert_eq!(all_of(&d, "pool_exhaustion").await, Vec::<Value>::new());
 
     let starved = simulate(2, &clients, 1, 103);
@@ -496,7 +483,7 @@ async fn a_pool_held_in_application_code_is_sized_by_connections_held_counted_on
     culprits.extend(held_in_app(("billing", "billing-1"), &starved, 100, true));
     let total = sent + culprits.len();
     send(&d, culprits).await;
-    detected(&d, total).await;
+    d.detected(total).await;
     let found = all_of(&d, "pool_exhaustion").await;
     assert_eq!(found.len(), 2, "{found:#?}");
     for service in ["orders", "billing"] {

@@ -74,18 +74,8 @@ async fn through_daemon(files: &[String]) -> Vec<Value> {
             response.text().await
         );
     }
-    d.wait_for("/api/v1/timeouts", |status, body| {
-        status == 200 && body["window"]["traces"] == traces
-    })
-    .await;
-    d.wait_for("/api/v1/stats", |status, body| {
-        status == 200 && body["detectors_current"] == true
-    })
-    .await;
-    let found = d.get("/api/v1/findings").await.1["findings"]
-        .as_array()
-        .expect("findings")
-        .clone();
+    d.detected(traces).await;
+    let found = d.findings().await;
     d.stop().await;
     found
 }

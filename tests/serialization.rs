@@ -5,26 +5,9 @@
 
 mod harness;
 
-use harness::{send, sp, Sp, TestDaemon};
+use harness::{send, sp, Sp};
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
-
-/// Waits until `traces` traces are analyzed and the window detectors have run
-/// over all of them; returns every finding.
-async fn findings_after(d: &TestDaemon, traces: usize) -> Vec<Value> {
-    d.wait_for("/api/v1/timeouts", |status, body| {
-        status == 200 && body["window"]["traces"] == traces
-    })
-    .await;
-    d.wait_for("/api/v1/stats", |status, body| {
-        status == 200 && body["detectors_current"] == true
-    })
-    .await;
-    d.get("/api/v1/findings").await.1["findings"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 fn kinds(found: &[Value]) -> Vec<(String, String)> {
     let mut k: Vec<(String, String)> = found
@@ -82,7 +65,8 @@ async fn a_blocked_event_loop_is_queueing_in_front_of_the_instance_not_network()
     }
     let sent = traces.len();
     send(&d, traces).await;
-    let found = findings_after(&d, sent).await;
+    d.detected(sent).await;
+    let found = d.findings().await;
     assert_eq!(
         kinds(&found),
         [("blocked_worker".to_owned(), "hasher".to_owned())],
@@ -126,7 +110,8 @@ async fn requests_ending_in_a_staircase_with_nothing_inside_are_serialized() {
     }
     let sent = traces.len();
     send(&d, traces).await;
-    let found = findings_after(&d, sent).await;
+    d.detected(sent).await;
+    let found = d.findings().await;
     assert_eq!(
         kinds(&found),
         [("blocked_worker".to_owned(), "ledger".to_owned())],
@@ -232,7 +217,8 @@ async fn a_hot_row_is_lock_contention_not_a_slow_query_or_a_blocked_worker() {
     }
     let sent = traces.len();
     send(&d, traces).await;
-    let found = findings_after(&d, sent).await;
+    d.detected(sent).await;
+    let found = d.findings().await;
     assert_eq!(
         kinds(&found),
         [

@@ -115,6 +115,27 @@ impl TestDaemon {
         .await
     }
 
+    /// Waits until `traces` traces are in the detectors' window and the
+    /// cross-trace detectors have run over all of them.
+    pub async fn detected(&self, traces: usize) {
+        self.wait_for("/api/v1/timeouts", |status, body| {
+            status == 200 && body["window"]["traces"] == traces
+        })
+        .await;
+        self.wait_for("/api/v1/stats", |status, body| {
+            status == 200 && body["detectors_current"] == true
+        })
+        .await;
+    }
+
+    /// Every finding the API answers now.
+    pub async fn findings(&self) -> Vec<Value> {
+        self.get("/api/v1/findings").await.1["findings"]
+            .as_array()
+            .expect("findings")
+            .clone()
+    }
+
     pub fn store(&self) -> Arc<Store> {
         self.running.as_ref().expect("running").store()
     }

@@ -245,22 +245,15 @@ mod tests {
     use std::num::NonZeroU16;
 
     use super::*;
-    use crate::analyze::analyze;
+    use crate::analyze::{analyze, testing};
     use crate::assemble::assemble;
-    use crate::model::{Extra, Span, SpanId, StatusCode};
+    use crate::model::{Extra, Span, StatusCode};
 
     const S: u64 = 1_000_000_000;
     const MS: u64 = 1_000_000;
 
     fn span(id: u64, parent: u64, svc: &str, op: &str, kind: SpanKind, t: (u64, u64)) -> Span {
-        Span::new(
-            SpanId::from_u64(id).unwrap(),
-            SpanId::from_u64(parent),
-            svc,
-            op,
-            kind,
-            t,
-        )
+        testing::span(svc, (id, parent), op, kind, t)
     }
 
     fn gateway_504(mut s: Span) -> Span {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::json;
 
+use super::queries::culprit_statement;
 use super::records::{DbTarget, QueryRecord};
 use crate::analyze::budget::{quantile, TraceCalls};
 use crate::analyze::{Culprit, FindingKind, Observation, Severity};
@@ -42,8 +43,6 @@ const EVEN_FACTOR: u64 = 2;
 /// Waiting in the staircases (each call's duration over the fastest's) needed
 /// for a finding.
 const MIN_STAIR_WAIT_NS: u64 = 100 * MS;
-/// Longest statement in a culprit's operation.
-const CULPRIT_CHARS: usize = 120;
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
@@ -258,10 +257,7 @@ fn report(c: &Contended) -> Observation {
         .into_iter()
         .max_by(|a, b| a.1.cmp(&b.1).then(b.0.as_str().cmp(a.0.as_str())))
         .map_or(Sym::new("unknown_service"), |s| s.0);
-    let operation: String = match c.statement.char_indices().nth(CULPRIT_CHARS) {
-        Some((cut, _)) => format!("{}…", &c.statement[..cut]),
-        None => c.statement.to_string(),
-    };
+    let operation = culprit_statement(c.statement);
     let target = c.target.label();
     let table = table_of(c.statement);
     let mut waits: Vec<u64> = c.waits.iter().map(|w| w.1).collect();

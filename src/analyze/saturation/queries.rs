@@ -153,6 +153,14 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// A statement as a culprit's operation: cut at [`CULPRIT_CHARS`] characters.
+pub(super) fn culprit_statement(statement: &str) -> String {
+    match statement.char_indices().nth(CULPRIT_CHARS) {
+        Some((cut, _)) => format!("{}…", &statement[..cut]),
+        None => statement.to_owned(),
+    }
+}
+
 /// `slow_query` over the shapes ([`query_shapes`]): a shape whose p95 is over
 /// its threshold ([`slow_threshold_ns`]) with at least [`MIN_SLOW_CALLS`]
 /// calls over it. Critical when its calls are at least half of the critical
@@ -178,10 +186,7 @@ pub fn slow_queries(shapes: &[QueryShape]) -> Vec<Observation> {
             .services
             .first()
             .map_or(Sym::new("unknown_service"), |x| x.0);
-        let operation: String = match s.statement.char_indices().nth(CULPRIT_CHARS) {
-            Some((cut, _)) => format!("{}…", &s.statement[..cut]),
-            None => s.statement.to_string(),
-        };
+        let operation = culprit_statement(&s.statement);
         let target = s.target.label();
         out.push(Observation {
             kind: FindingKind::SlowQuery,
