@@ -598,6 +598,7 @@ def save(sc, traces_expected):
     path.write_text(json.dumps(doc, separators=(",", ":")))
     (out / "findings.json").write_text(json.dumps({"findings": sc.findings}, indent=1))
     (out / "queries.json").write_text(json.dumps(sc.daemon.get("/api/v1/queries", limit=1000), indent=1))
+    (out / "stats.json").write_text(json.dumps(sc.daemon.stats(), indent=1))
     # The saved file must replay offline: `hopscope analyze` reads it whole.
     r = subprocess.run([BIN, "analyze", "--format", "json", str(path)], capture_output=True, timeout=300)
     if r.returncode != 0:
@@ -636,22 +637,21 @@ def run(name):
             except OSError:
                 pass
         shutil.rmtree(sc.workdir, ignore_errors=True)
-    for note in sc.notes:
-        log(f"  {note}")
-    for f in sc.findings:
-        log(f"  finding: {line(f)}")
-    if not sc.findings:
-        log("  finding: none")
+    report = [f"== {name}"]
+    report += [f"  {note}" for note in sc.notes]
+    report += [f"  finding: {line(f)}" for f in sc.findings] or ["  finding: none"]
     if saved:
-        log(f"  traces: {saved} ({saved.stat().st_size // 1024} KiB); replay with `hopscope analyze`: {kinds_of(replay['findings']) if replay else '?'}")
+        report.append(f"  traces: {saved} ({saved.stat().st_size // 1024} KiB); replay with `hopscope analyze`: {kinds_of(replay['findings']) if replay else '?'}")
     ok = not sc.failures
-    for msg in sc.failures:
-        log(f"  FAIL: {msg}")
+    report += [f"  FAIL: {msg}" for msg in sc.failures]
     if not ok:
         for p in sc.procs:
             if p.name != "hopscope" and p.p.returncode not in (0, -15, None):
-                log(f"  --- {p.name} log:\n{p.tail()}")
-    log(f"{'PASS' if ok else 'FAIL'} {name} ({time.monotonic() - t0:.1f} s)")
+                report.append(f"  --- {p.name} log:\n{p.tail()}")
+    report.append(f"{'PASS' if ok else 'FAIL'} {name} ({time.monotonic() - t0:.1f} s)")
+    for r in report[1:]:
+        log(r)
+    (out / "report.txt").write_text("\n".join(report) + "\n")
     return ok, brief(sc.findings, sc.pool_size)
 
 
