@@ -1,7 +1,8 @@
 //! Analysis of one assembled trace: pure functions, no I/O, no clock. Per-trace
 //! detectors (`cascade.rs`, `health_check.rs`) run here and leave
 //! [`Observation`]s on the result; the cross-trace detectors ([`budget`],
-//! [`saturation`]) run over the records of many.
+//! [`saturation`]) run over the records of many. [`coverage`] counts what the
+//! spans of each service carry, and which detectors that leaves blind.
 //!
 //! [`analyze`] computes the critical path and turns it into hops: each segment
 //! is charged to the span it belongs to, except the own time of a CLIENT span that
@@ -10,6 +11,7 @@
 
 pub mod budget;
 mod cascade;
+pub mod coverage;
 mod critical_path;
 pub mod finding;
 mod health_check;
