@@ -48,7 +48,7 @@ use std::sync::LazyLock;
 use rustc_hash::FxHashMap;
 
 use super::{remote_server, FindingKind};
-use crate::model::{Found, Span, SpanKind, StatusCode, Sym, Trace};
+use crate::model::{AttrValue, Found, Span, SpanKind, StatusCode, Sym, Trace};
 
 /// What one service's spans carry, counted over traces.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -263,20 +263,24 @@ static KEYS: LazyLock<[Sym; 14]> = LazyLock::new(|| {
     .map(Sym::new)
 });
 
-/// Span names that obtain a connection: SQLAlchemy's `connect`, node-postgres'
-/// `pg.connect` / `pg-pool.connect`, generic-pool's `generic-pool.acquire`,
-/// and the usual pool words (compared without case).
-const CHECKOUT_NAMES: [&str; 9] = [
-    "connect",
-    "acquire",
-    "checkout",
-    "pool.acquire",
-    "pool.checkout",
-    "pool.connect",
-    "pg.connect",
-    "pg-pool.connect",
-    "generic-pool.acquire",
-];
+/// Span names that obtain a connection, exactly: SQLAlchemy's `connect`,
+/// node-postgres' `pg.connect` / `pg-pool.connect`, generic-pool's
+/// `generic-pool.acquire`, and the usual pool words. Interned, so a span's name
+/// is compared without being resolved.
+static CHECKOUT_NAMES: LazyLock<[Sym; 9]> = LazyLock::new(|| {
+    [
+        "connect",
+        "acquire",
+        "checkout",
+        "pool.acquire",
+        "pool.checkout",
+        "pool.connect",
+        "pg.connect",
+        "pg-pool.connect",
+        "generic-pool.acquire",
+    ]
+    .map(Sym::new)
+});
 
 /// What one span's attributes say, from one scan.
 #[derive(Debug, Clone, Copy, Default)]
@@ -290,9 +294,13 @@ struct Facts {
     instance: bool,
 }
 
-/// Non-empty text (a present value of another type counts too).
+/// Present, and not blank text (an interned value is taken as is, unresolved).
 fn carried(found: Option<Found<'_>>) -> bool {
-    found.is_some_and(|f| f.text().is_none_or(|t| !t.trim().is_empty()))
+    match found {
+        None => false,
+        Some(Found::Value(AttrValue::Str(text))) => !text.trim().is_empty(),
+        Some(_) => true,
+    }
 }
 
 /// The host of a URL (`scheme://[user@]host[:port]/...`), if it names one.
@@ -329,11 +337,7 @@ fn facts(trace: &Trace, span: u32) -> Facts {
 /// Named like a checkout, not SERVER, no statement: a checkout when a
 /// database call follows under its parent.
 fn checkout_named(span: &Span, f: Facts) -> bool {
-    !f.statement
-        && span.kind != SpanKind::Server
-        && CHECKOUT_NAMES
-            .iter()
-            .any(|n| span.operation.as_str().eq_ignore_ascii_case(n))
+    !f.statement && span.kind != SpanKind::Server && CHECKOUT_NAMES.contains(&span.operation)
 }
 
 /// A call to a database: not SERVER, a statement or a database system, and
@@ -365,9 +369,9 @@ fn latest_call(
 /// Whether `span` records obtaining a database connection: it carries
 /// `db.client.connection.pool.name`, `db.client.connection.state` or the
 /// older `db.client.connections.pool.name`; or it has no statement, is not
-/// SERVER, is named `connect` (SQLAlchemy), `pool.acquire`, `acquire`,
-/// `checkout`, `pg-pool.connect`... (see `CHECKOUT_NAMES`), and its direct
-/// parent's subtree calls a database at or after its start.
+/// SERVER, is named exactly `connect` (SQLAlchemy), `pool.acquire`,
+/// `acquire`, `checkout`, `pg-pool.connect`... (`CHECKOUT_NAMES`), and its
+/// direct parent's subtree calls a database at or after its start.
 pub fn is_connection_checkout(trace: &Trace, span: u32) -> bool {
     let f = facts(trace, span);
     f.pool
