@@ -38,7 +38,6 @@ pub struct CoverageParams {
 /// A detector a service leaves blind or weakened.
 #[derive(Serialize, ToSchema)]
 pub struct BlindBody {
-    /// A finding kind, or `service_graph` (edges and wire hops).
     #[schema(schema_with = super::openapi::detector_schema)]
     detector: &'static str,
     level: Level,

@@ -118,6 +118,9 @@ pub(super) fn detector_schema() -> RefOr<Schema> {
         .chain([Detector::ServiceGraph.as_str()]);
     ObjectBuilder::new()
         .schema_type(Type::String)
+        .description(Some(
+            "A finding kind, or `service_graph` (the edges and wire hops).",
+        ))
         .enum_values(Some(names))
         .into()
 }
