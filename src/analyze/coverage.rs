@@ -283,7 +283,7 @@ static CHECKOUT_NAMES: LazyLock<[Sym; 9]> = LazyLock::new(|| {
 });
 
 /// What one span's attributes say, from one scan.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Facts {
     system: bool,
     statement: bool,
@@ -373,13 +373,23 @@ fn latest_call(
 /// `acquire`, `checkout`, `pg-pool.connect`... (`CHECKOUT_NAMES`), and its
 /// direct parent's subtree calls a database at or after its start.
 pub fn is_connection_checkout(trace: &Trace, span: u32) -> bool {
-    let f = facts(trace, span);
+    checkout(trace, span, facts(trace, span), |p| {
+        latest_call(trace, p, &mut Vec::new(), |s| facts(trace, s))
+    })
+}
+
+/// [`is_connection_checkout`] given the span's facts and, for a parent, the
+/// latest start of a database call in its subtree.
+fn checkout(
+    trace: &Trace,
+    span: u32,
+    f: Facts,
+    latest_under: impl FnOnce(u32) -> Option<u64>,
+) -> bool {
     f.pool
         || (checkout_named(trace.span(span), f)
-            && trace.parent[span as usize].is_some_and(|p| {
-                latest_call(trace, p, &mut Vec::new(), |s| facts(trace, s))
-                    >= Some(trace.start(span))
-            }))
+            && trace.parent[span as usize]
+                .is_some_and(|p| latest_under(p) >= Some(trace.start(span))))
 }
 
 /// Per service of the trace (in order of first span), what its spans carry.
@@ -403,14 +413,11 @@ pub fn count(trace: &Trace) -> Vec<(Sym, Counts)> {
                 }
             };
         }
-        let checkout = f.pool
-            || (checkout_named(span, f)
-                && trace.parent[i].is_some_and(|p| {
-                    *latest
-                        .entry(p)
-                        .or_insert_with(|| latest_call(trace, p, &mut stack, |s| all[s as usize]))
-                        >= Some(trace.start(id))
-                }));
+        let checkout = checkout(trace, id, f, |p| {
+            *latest
+                .entry(p)
+                .or_insert_with(|| latest_call(trace, p, &mut stack, |s| all[s as usize]))
+        });
         let server = span.kind == SpanKind::Server;
         let client = span.kind == SpanKind::Client;
         let database = !server && !checkout && (f.system || f.statement);
@@ -448,7 +455,7 @@ mod tests {
     type Attrs = Vec<(&'static str, &'static str)>;
 
     fn span(service: &str, (id, parent): (u64, u64), op: &str, kind: SpanKind) -> Span {
-        // Each span 10 ms after its parent's start, 37 µs off the millisecond.
+        // Span n runs from n × 10 ms to (100 - n) × 10 ms, 37 µs off the millisecond.
         Span::new(
             SpanId::from_u64(id).unwrap(),
             SpanId::from_u64(parent),
