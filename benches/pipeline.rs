@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hopscope::analyze::analyze;
 use hopscope::analyze::budget::{budget_map, call_records, detect};
 use hopscope::analyze::saturation;
+use hopscope::analyze::{analyze, coverage};
 use hopscope::assemble::{assemble, Buffer, BufferLimits};
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
@@ -281,6 +281,21 @@ fn main() {
             }
         })
     );
+    // What each service's spans carry (`Store::put` counts it per trace).
+    let assembled: Vec<_> = sets
+        .iter()
+        .cloned()
+        .map(|(id, set)| analyze(assemble(id, set).unwrap()))
+        .collect();
+    println!(
+        "coverage count                  {}",
+        rate(runs, spans, || {
+            for t in &assembled {
+                std::hint::black_box(coverage::count(t));
+            }
+        })
+    );
+    drop(assembled);
     // The cross-trace detectors on a full window (as many traces as the store's
     // window keeps: WINDOW_MAX_RECORDS records).
     let mut window = Vec::new();

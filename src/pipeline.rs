@@ -51,13 +51,16 @@ pub fn finish(store: &Store, options: &Options, completed: Vec<Completed>) {
 
 /// Runs the cross-trace detectors (timeout budgets, saturation) over the
 /// store's whole call window and merges what they report into the findings,
-/// replacing their counts ([`crate::store::FindingStore::set`]).
+/// replacing their counts ([`crate::store::FindingStore::set`]); look-alikes
+/// an observation explains are withdrawn first (a slow query that was a lock
+/// wait, seen before the whole staircase was in the window).
 pub fn detect_window(store: &Store) {
     let window = store.window.snapshot(None, None);
     for o in budget::detect(&window)
         .into_iter()
         .chain(saturation::detect(&window))
     {
+        store.findings.withdraw_explained_by(&o);
         store.findings.set(o);
     }
 }

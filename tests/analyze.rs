@@ -373,7 +373,7 @@ fn json_output_has_the_api_shapes_and_a_slow_first_endpoint_is_no_cold_start() {
     // which takes 140-270 ms on every instance (its `get devices` take 50):
     // the slow endpoint, not a cold start.
     assert_eq!(json["findings"], Value::Array(vec![]));
-    assert!(report(&[file]).contains("\nNo findings.\n"));
+    assert!(report(&[file]).contains("\nNo findings"));
 }
 
 /// A finding in the JSON and text reports, and `--health-routes` as the
@@ -460,4 +460,74 @@ fn a_malformed_input_is_a_clear_error_not_a_panic() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_report_says_which_detectors_the_instrumentation_leaves_blind() {
+    // A request whose mysql query did not queue.
+    let file = format!("{HOTROD}/15b0b4004a651c4c.json");
+    let text = report(&[&file]);
+    // No findings, but not because all is well: redis' spans name no peer
+    // and none of them is a request.
+    assert!(
+        text.contains(
+            "No findings — but these detectors are blind for these services (coverage below says why):\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  redis: pool_exhaustion, blocked_worker, cold_start, service_graph\n"),
+        "{text}"
+    );
+    let coverage = text
+        .split("Instrumentation coverage: ")
+        .nth(1)
+        .expect("a coverage section");
+    let counts = |service: &str| -> Vec<u64> {
+        let row = coverage
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(service))
+            .unwrap_or_else(|| panic!("no {service} row in {coverage}"));
+        row.split_whitespace()
+            .skip(1)
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    // spans, SERVER, CLIENT, db, statement (HotROD's sql.query), peer, status,
+    // instance, checkout, whole ms, error
+    assert_eq!(counts("mysql"), [1, 0, 1, 1, 1, 1, 0, 1, 0, 0, 0]);
+    assert_eq!(counts("redis"), [13, 0, 13, 0, 0, 0, 0, 13, 0, 0, 2]);
+    assert!(
+        coverage.contains("    service_graph blind: no CLIENT span names its peer"),
+        "{coverage}"
+    );
+
+    // The JSON has the same in GET /api/v1/coverage's shape.
+    let json: Value =
+        serde_json::from_str(&report(&["--format", "json", &file])).expect("one JSON document");
+    let services = json["coverage"].as_array().expect("coverage");
+    let of = |name: &str| services.iter().find(|s| s["service"] == name).unwrap();
+    assert_eq!(of("frontend")["blind"], serde_json::json!([]));
+    assert_eq!(
+        (
+            of("frontend")["spans"].as_u64(),
+            of("frontend")["peer_address"].as_u64()
+        ),
+        (Some(24), Some(12))
+    );
+    let redis: Vec<&str> = of("redis")["blind"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["detector"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        redis,
+        [
+            "pool_exhaustion",
+            "blocked_worker",
+            "cold_start",
+            "service_graph"
+        ]
+    );
 }

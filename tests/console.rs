@@ -20,6 +20,7 @@ const PAGES: &[&str] = &[
     "/ui/entry",
     "/ui/trace",
     "/ui/timeouts",
+    "/ui/coverage",
 ];
 const TOKEN: &str = "console-token";
 
@@ -135,6 +136,7 @@ async fn every_page_and_asset_is_served_and_references_only_local_assets() {
         [
             "/ui/assets/common.js",
             "/ui/assets/console.css",
+            "/ui/assets/coverage.js",
             "/ui/assets/entry.js",
             "/ui/assets/findings.js",
             "/ui/assets/timeouts.js",
@@ -163,6 +165,7 @@ async fn with_a_token_the_pages_load_without_it_and_the_data_needs_it() {
     for data in [
         "/api/v1/findings",
         "/api/v1/hops/series?entry=a:b",
+        "/api/v1/coverage",
         "/ui/plain/findings",
     ] {
         assert_eq!(fetch(&d, data, None).await.status, 401, "{data}");

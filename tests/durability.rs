@@ -260,6 +260,17 @@ async fn aggregated(d: &Daemon) -> u64 {
         .sum()
 }
 
+/// Spans the coverage counts, over every service.
+async fn covered(d: &Daemon) -> u64 {
+    let (_, body) = d.get("/api/v1/coverage").await;
+    body["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| s["spans"].as_u64().unwrap())
+        .sum()
+}
+
 async fn span_count(d: &Daemon, id: TraceId) -> Option<u64> {
     let (status, body) = d.get(&format!("/api/v1/traces/{id}")).await;
     (status == 200).then(|| body["span_count"].as_u64().unwrap())
@@ -283,6 +294,7 @@ async fn every_acknowledged_span_survives_sigkill_and_the_findings_match_an_unin
         "a cascade per third trace: {expected_findings:?}"
     );
     assert_eq!(aggregated(&reference).await, TRACES as u64);
+    assert_eq!(covered(&reference).await, TRACES as u64 * 3);
     reference.kill();
 
     // A third is analyzed and checkpointed; then the daemon is killed
@@ -362,6 +374,11 @@ async fn every_acknowledged_span_survives_sigkill_and_the_findings_match_an_unin
         aggregated(&daemon).await,
         TRACES as u64,
         "no trace counted twice or lost"
+    );
+    assert_eq!(
+        covered(&daemon).await,
+        TRACES as u64 * 3,
+        "no span's coverage counted twice or lost"
     );
     daemon.kill();
 }
@@ -495,12 +512,14 @@ async fn a_segment_goes_once_its_traces_left_the_store_and_its_counts_stay() {
     .await;
     assert!(!first_segment.exists());
     assert_eq!(aggregated(&d).await, 60);
+    assert_eq!(covered(&d).await, 180);
     d.kill();
 
     // History stays; what is replayed is not counted twice.
     let d = Daemon::start(Some(&dir), &small_store);
     d.settled().await;
     assert_eq!(aggregated(&d).await, 60);
+    assert_eq!(covered(&d).await, 180, "coverage is in the state file");
     let cascades: u64 = findings(&d).await.iter().map(|f| f.3).sum();
     assert_eq!(cascades, 20);
     assert_eq!(

@@ -1,7 +1,8 @@
 //! Analysis of one assembled trace: pure functions, no I/O, no clock. Per-trace
 //! detectors (`cascade.rs`, `health_check.rs`) run here and leave
 //! [`Observation`]s on the result; the cross-trace detectors ([`budget`],
-//! [`saturation`]) run over the records of many.
+//! [`saturation`]) run over the records of many. [`coverage`] counts what the
+//! spans of each service carry, and which detectors that leaves blind.
 //!
 //! [`analyze`] computes the critical path and turns it into hops: each segment
 //! is charged to the span it belongs to, except the own time of a CLIENT span that
@@ -10,6 +11,8 @@
 
 pub mod budget;
 mod cascade;
+mod checkout;
+pub mod coverage;
 mod critical_path;
 pub mod finding;
 mod health_check;
@@ -18,6 +21,7 @@ pub mod saturation;
 mod timeout;
 
 pub use cascade::cascading_timeout;
+pub use checkout::checkouts;
 pub use critical_path::{critical_path, CriticalPath, Segment};
 pub use finding::{finding_id, ChainHop, Culprit, FindingKind, Observation, Severity};
 pub use health_check::{
@@ -111,6 +115,8 @@ pub struct AnalyzedTrace {
     /// Per span: it repeats a call another span records ([`layers`]); the
     /// detectors count the call once.
     pub layered: Vec<bool>,
+    /// Per span: it obtains a database connection ([`checkouts`]).
+    pub checkouts: Vec<bool>,
     /// What the per-trace detectors found (moved to the findings when stored).
     pub observations: Vec<Observation>,
     /// The findings this trace contributed to (set when stored).
@@ -126,7 +132,7 @@ impl AnalyzedTrace {
     pub fn size_bytes(&self) -> usize {
         self.trace.size_bytes()
             + self.path.segments.len() * (std::mem::size_of::<Segment>() + 16)
-            + self.trace.len() * 17
+            + self.trace.len() * 18
             + self.hops.len() * std::mem::size_of::<Hop>()
     }
 }
@@ -227,6 +233,7 @@ pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
         .map(|s| timeout(s, &trace.arena).is_some())
         .collect();
     let layered = layers(&trace);
+    let checkouts = checkouts(&trace);
     let mut observations: Vec<Observation> =
         cascading_timeout(&trace, &timed_out).into_iter().collect();
     observations.extend(slow_health_checks(&trace, &options.health_routes));
@@ -240,6 +247,7 @@ pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
         error,
         timed_out,
         layered,
+        checkouts,
         observations,
         finding_ids: Vec::new(),
     }

@@ -1,11 +1,13 @@
 //! The HTTP API (axum): health, traces, hops, findings, timeout budgets,
-//! statement shapes and counters as JSON. The only place JSON response shapes live.
+//! statement shapes, the service graph, instrumentation coverage and counters
+//! as JSON. The only place JSON response shapes live.
 //!
 //! Conventions: ids are lowercase hex, durations are milliseconds as numbers in
 //! fields ending `_ms`, times are RFC 3339, and every error is
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 
 mod console;
+mod coverage;
 mod edges;
 mod error;
 mod findings;
@@ -20,6 +22,7 @@ mod queries;
 mod timeouts;
 mod traces;
 
+pub use coverage::{coverage_bodies, ServiceCoverageBody};
 pub use error::ApiError;
 pub use findings::FindingBody;
 pub use hops::{entry_body, EntryAggBody};

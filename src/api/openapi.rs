@@ -16,7 +16,8 @@ use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{edges, findings, health, hops, queries, timeouts, traces, AppState};
+use super::{coverage, edges, findings, health, hops, queries, timeouts, traces, AppState};
+use crate::analyze::coverage::Detector;
 use crate::analyze::{FindingKind, Severity};
 use crate::model::{SpanId, Sym, TraceId};
 
@@ -25,7 +26,8 @@ use crate::model::{SpanId, Sym, TraceId};
 #[openapi(info(
     title = "hopscope",
     description = "Critical paths, latency share per hop, findings, timeout budgets and \
-                   statement shapes of the traces hopscope analyzed. Durations are \
+                   statement shapes of the traces hopscope analyzed, and what each \
+                   service's instrumentation leaves them blind to. Durations are \
                    milliseconds in fields ending `_ms`, times RFC 3339, ids lowercase hex; \
                    every error is `{\"error\": {\"code\", \"message\"}}`."
 ))]
@@ -44,6 +46,7 @@ pub fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(timeouts::list))
         .routes(routes!(queries::list))
         .routes(routes!(edges::list))
+        .routes(routes!(coverage::list))
         .routes(routes!(openapi_json))
 }
 
@@ -105,6 +108,21 @@ pub(super) fn entry_schema() -> RefOr<Schema> {
 /// A finding kind, or empty for any.
 pub(super) fn kind_schema() -> RefOr<Schema> {
     empty_or(FindingKind::schema())
+}
+
+/// A detector coverage can leave blind: a finding kind or `service_graph`.
+pub(super) fn detector_schema() -> RefOr<Schema> {
+    let names = FindingKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .chain([Detector::ServiceGraph.as_str()]);
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "A finding kind, or `service_graph` (the edges and wire hops).",
+        ))
+        .enum_values(Some(names))
+        .into()
 }
 
 /// A severity, or empty for any.

@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use crate::analyze::coverage::{blind, Counts, Level};
 use crate::analyze::{timeout, AnalyzedTrace, HopKey, HopKind, TimeoutCause};
-use crate::api::{entry_body, rfc3339, trace_body, FindingBody};
+use crate::api::{coverage_bodies, entry_body, rfc3339, trace_body, FindingBody};
 use crate::model::StatusCode;
+use crate::model::Sym;
 use crate::store::{Finding, FindingFilter, Store};
 
 use super::InputSummary;
@@ -28,8 +30,9 @@ fn findings(store: &Store) -> Vec<Finding> {
 }
 
 /// The API's JSON: `{"traces": [trace...], "inputs": [...], "findings":
-/// [finding...], "entries": [entry...]}`, with the shapes of
-/// `GET /api/v1/traces/{id}`, `GET /api/v1/findings` and `GET /api/v1/hops`.
+/// [finding...], "entries": [entry...], "coverage": [service...]}`, with the
+/// shapes of `GET /api/v1/traces/{id}`, `GET /api/v1/findings`,
+/// `GET /api/v1/hops` and `GET /api/v1/coverage`.
 pub struct Json<W: Write> {
     out: W,
     traces: usize,
@@ -70,6 +73,8 @@ impl<W: Write> Report for Json<W> {
             .map(entry_body)
             .collect();
         serde_json::to_writer(&mut self.out, &entries)?;
+        self.out.write_all(b",\"coverage\":")?;
+        serde_json::to_writer(&mut self.out, &coverage_bodies(store, None))?;
         self.out.write_all(b"}\n")?;
         self.out.flush()
     }
@@ -290,6 +295,109 @@ impl<W: Write> Text<W> {
     }
 }
 
+/// A column of the coverage table: heading and count.
+type Column = (&'static str, fn(&Counts) -> u64);
+
+const COVERAGE_COLUMNS: [Column; 11] = [
+    ("spans", |c| c.spans),
+    ("SERVER", |c| c.server),
+    ("CLIENT", |c| c.client),
+    ("db", |c| c.database),
+    ("statement", |c| c.statement),
+    ("peer", |c| c.peer_address),
+    ("status", |c| c.status_code),
+    ("instance", |c| c.instance_id),
+    ("checkout", |c| c.connection_checkout),
+    ("whole ms", |c| c.timestamps_ms),
+    ("error", |c| c.error),
+];
+
+impl<W: Write> Text<W> {
+    /// "No findings", and the detectors that could not have found any.
+    fn no_findings(&mut self, coverage: &[(Sym, Counts)]) -> io::Result<()> {
+        let blind: Vec<(Sym, Vec<&str>)> = coverage
+            .iter()
+            .map(|(s, c)| {
+                let names = blind(c)
+                    .into_iter()
+                    .filter(|b| b.level == Level::Blind)
+                    .map(|b| b.detector.as_str())
+                    .collect();
+                (*s, names)
+            })
+            .filter(|(_, names): &(Sym, Vec<&str>)| !names.is_empty())
+            .collect();
+        if blind.is_empty() {
+            return writeln!(self.out, "No findings.\n");
+        }
+        writeln!(
+            self.out,
+            "No findings — but these detectors are blind for these services (coverage below says why):"
+        )?;
+        for (service, names) in blind {
+            writeln!(self.out, "  {service}: {}", names.join(", "))?;
+        }
+        writeln!(self.out)
+    }
+
+    /// Per service, how many spans carry what the detectors read, and the
+    /// detectors that leaves blind or weakened.
+    fn coverage(&mut self, coverage: &[(Sym, Counts)]) -> io::Result<()> {
+        if coverage.is_empty() {
+            return Ok(());
+        }
+        let width = coverage
+            .iter()
+            .map(|(s, _)| s.as_str().chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp(7, 32);
+        writeln!(
+            self.out,
+            "Instrumentation coverage: spans of each service carrying what the detectors read\n"
+        )?;
+        write!(self.out, "  {}", fit("service", width))?;
+        for (heading, _) in COVERAGE_COLUMNS {
+            write!(self.out, "  {heading:>9}")?;
+        }
+        writeln!(self.out)?;
+        for (service, c) in coverage {
+            write!(self.out, "  {}", fit(service.as_str(), width))?;
+            for (_, value) in COVERAGE_COLUMNS {
+                write!(self.out, "  {:>9}", value(c))?;
+            }
+            writeln!(self.out)?;
+        }
+        for (service, c) in coverage {
+            let entries = blind(c);
+            if entries.is_empty() {
+                continue;
+            }
+            writeln!(self.out, "\n  {service}:")?;
+            // Detectors that share a reason on one line.
+            let mut lines: Vec<(Level, &str, Vec<&str>)> = Vec::new();
+            for b in entries {
+                match lines
+                    .iter_mut()
+                    .find(|(level, reason, _)| (*level, *reason) == (b.level, b.reason))
+                {
+                    Some(line) => line.2.push(b.detector.as_str()),
+                    None => lines.push((b.level, b.reason, vec![b.detector.as_str()])),
+                }
+            }
+            for (level, reason, detectors) in lines {
+                writeln!(
+                    self.out,
+                    "    {} {}: {reason}",
+                    detectors.join(", "),
+                    level.as_str()
+                )?;
+            }
+        }
+        writeln!(self.out)
+    }
+}
+
 impl<W: Write> Report for Text<W> {
     fn trace(&mut self, store: &Store, t: &AnalyzedTrace) -> io::Result<()> {
         self.traces += 1;
@@ -376,9 +484,11 @@ impl<W: Write> Report for Text<W> {
             writeln!(self.out)?;
         }
         writeln!(self.out, "{} trace(s) analyzed\n", self.traces)?;
+        let coverage = store.coverage.services();
         let findings = findings(store);
         if findings.is_empty() {
-            writeln!(self.out, "No findings.")?;
+            self.no_findings(&coverage)?;
+            self.coverage(&coverage)?;
             return self.out.flush();
         }
         writeln!(self.out, "Findings, worst first:\n")?;
@@ -412,6 +522,7 @@ impl<W: Write> Report for Text<W> {
                 examples.join(", ")
             )?;
         }
+        self.coverage(&coverage)?;
         self.out.flush()
     }
 }

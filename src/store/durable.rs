@@ -95,6 +95,7 @@ impl Durable {
         *store.ledger.lock() = Ledger::restore(state.counted, state.log_start);
         store.aggregates.import(state.aggregates);
         store.edges.import(state.edges);
+        store.coverage.import(state.coverage);
         store.findings.import(state.findings);
         let wal = Wal::open(&wal_dir, first_new, options.sync, options.segment_bytes)?;
         Ok(Durable {
@@ -191,6 +192,7 @@ impl Durable {
             findings: store.findings.export(),
             aggregates: store.aggregates.export(),
             edges: store.edges.export(),
+            coverage: store.coverage.services(),
         };
         out.state_bytes = snapshot::write(&self.options.dir, &state)?;
         self.state_bytes

@@ -4,6 +4,7 @@
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 
+use crate::analyze::saturation::explains;
 use crate::analyze::{finding_id, FindingKind, Observation, Severity};
 use crate::model::TraceId;
 
@@ -147,6 +148,17 @@ impl FindingStore {
         before - inner.len()
     }
 
+    /// Drops the findings `o` explains ([`crate::analyze::saturation::explains`]):
+    /// a diagnosis made on part of the evidence (a window that held some of a
+    /// hot row's calls looked like a slow query) withdrawn once the rest shows
+    /// what it was. Returns how many.
+    pub fn withdraw_explained_by(&self, o: &Observation) -> usize {
+        let mut inner = self.inner.write();
+        let before = inner.len();
+        inner.retain(|_, f| !explains(o, &f.latest));
+        before - inner.len()
+    }
+
     /// When the most recently seen finding was seen (unix ns).
     pub fn newest_seen_ns(&self) -> Option<u64> {
         self.inner.read().values().map(|f| f.latest.seen_ns).max()
@@ -246,5 +258,57 @@ mod tests {
         store.record(observation(1, 30));
         store.record(observation(1, 40));
         assert_eq!(store.get(f.id).unwrap().latest.count, 8);
+    }
+
+    #[test]
+    fn a_lock_wait_withdraws_the_slow_query_and_blocked_worker_it_explains() {
+        let of = |kind, service: &str, operation: &str, peer: &str| Observation {
+            kind,
+            culprit: Culprit {
+                service: Sym::new(service),
+                operation: Sym::new(operation),
+                peer: Some(Sym::new(peer)),
+            },
+            ..observation(1, 10)
+        };
+        let store = FindingStore::new(10);
+        let lookalike = of(
+            FindingKind::SlowQuery,
+            "orders",
+            "SELECT … FOR UPDATE",
+            "pg",
+        );
+        store.set(lookalike.clone());
+        store.set(of(FindingKind::SlowQuery, "orders", "SELECT report", "pg"));
+        store.set(of(
+            FindingKind::BlockedWorker,
+            "orders",
+            "POST /order",
+            "orders-1",
+        ));
+        store.set(of(
+            FindingKind::BlockedWorker,
+            "hasher",
+            "GET /hash",
+            "hasher-1",
+        ));
+        let mut lock = of(
+            FindingKind::LockContention,
+            "orders",
+            "SELECT … FOR UPDATE",
+            "pg",
+        );
+        lock.evidence = serde_json::json!({"waiting_services": ["orders"]});
+        // Only a lock finding explains anything.
+        assert_eq!(store.withdraw_explained_by(&lookalike), 0);
+        assert_eq!(store.withdraw_explained_by(&lock), 2);
+        let left: Vec<(FindingKind, &str)> = store
+            .list(&FindingFilter::default(), 10)
+            .iter()
+            .map(|f| (f.latest.kind, f.latest.culprit.operation.as_str()))
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.contains(&(FindingKind::SlowQuery, "SELECT report")));
+        assert!(left.contains(&(FindingKind::BlockedWorker, "GET /hash")));
     }
 }

@@ -1,8 +1,9 @@
 //! What outlives the buffer: recent analyzed traces, the per-hop aggregates,
-//! the service graph, the findings, and the call window the cross-trace
-//! detectors read.
+//! the service graph, the findings, instrumentation coverage per service, and
+//! the call window the cross-trace detectors read.
 
 mod aggregates;
+mod coverage;
 pub mod durable;
 mod edges;
 mod findings;
@@ -15,6 +16,7 @@ pub mod wal;
 mod window;
 
 pub use aggregates::{Aggregates, BucketState, EntryStats, HopStats};
+pub use coverage::{Coverage, MAX_SERVICES};
 pub use edges::{EdgeBucketState, EdgeKey, EdgeStats, Edges, MAX_EDGES};
 pub use findings::{Finding, FindingFilter, FindingStore};
 pub use ledger::{Ledger, Replay};
@@ -42,6 +44,8 @@ pub struct Store {
     pub window: CallWindow,
     /// Totals since start, for Prometheus.
     pub totals: Totals,
+    /// What each service's spans carry, over every analyzed trace.
+    pub coverage: Coverage,
     /// The window generation the cross-trace detectors last ran on.
     pub detected_generation: std::sync::atomic::AtomicU64,
     /// Which traces are counted, by log segment (with a write-ahead log).
@@ -63,6 +67,7 @@ impl Store {
             findings,
             window: CallWindow::new(WINDOW_MAX_AGE, WINDOW_MAX_RECORDS),
             totals: Totals::default(),
+            coverage: Coverage::default(),
             detected_generation: Default::default(),
             ledger: Mutex::new(Ledger::default()),
             stats,
@@ -119,11 +124,13 @@ impl Store {
         if let Some(old) = &displaced.replaced {
             self.aggregates.record(old, -1);
             self.edges.record(old, -1);
+            self.coverage.record(old, true);
         }
         if !late || displaced.replaced.is_some() {
             if !counted {
                 self.aggregates.record(&trace, 1);
                 self.edges.record(&trace, 1);
+                self.coverage.record(&trace, false);
             }
             self.window.put(call_records(&trace));
         }

@@ -1,15 +1,17 @@
-//! The state file: findings, hop aggregates, the service graph and the ledger of counted traces,
-//! written whole and atomically (temporary file, sync, rename, sync of the
-//! directory), so a crash leaves the previous state or the new one, never a
-//! mix. Layout: the magic `HSSTATE1`, the CRC-32C of the body (u32 LE), the body's length
-//! (u64 LE), then the body as JSON.
+//! The state file: findings, hop aggregates, the service graph, coverage per
+//! service and the ledger of counted traces, written whole and atomically
+//! (temporary file, sync, rename, sync of the directory), so a crash leaves
+//! the previous state or the new one, never a mix. Layout: the magic
+//! `HSSTATE1`, the CRC-32C of the body (u32 LE), the body's length (u64 LE),
+//! then the body as JSON.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{BucketState, EdgeBucketState, Finding};
+use crate::analyze::coverage::Counts;
 use crate::assemble::LogRange;
-use crate::model::TraceId;
+use crate::model::{Sym, TraceId};
 
 const MAGIC: [u8; 8] = *b"HSSTATE1";
 const HEAD: usize = 20;
@@ -28,6 +30,9 @@ pub struct Snapshot {
     /// The service graph's buckets (absent from older state files).
     #[serde(default)]
     pub edges: Vec<EdgeBucketState>,
+    /// Instrumentation coverage per service (absent from older state files).
+    #[serde(default)]
+    pub coverage: Vec<(Sym, Counts)>,
 }
 
 /// Why the state file could not be written or read.

@@ -1,7 +1,9 @@
 // The web console end to end in headless Chromium: starts `hopscope demo`
 // (cascading-timeout) and a token-protected `hopscope serve`, waits for the
 // demo's findings through the API, then loads every console page, checks
-// what a user would see, and writes a screenshot of each page.
+// what a user would see, and writes a screenshot of each page. The protected
+// daemon also gets one poorly instrumented span over OTLP/HTTP, so its
+// findings page has no findings and says which detectors are blind.
 //
 //   HOPSCOPE_BIN      the hopscope binary (default: target/debug/hopscope)
 //   CHROMIUM          the browser (default: chromium on PATH)
@@ -9,7 +11,7 @@
 //
 // Exits non-zero on the first failed check, naming it.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
@@ -25,7 +27,7 @@ mkdirSync(shots, { recursive: true });
 const children = [];
 process.on("exit", () => children.forEach((c) => c.kill("SIGINT")));
 
-/** Starts hopscope with `args`; resolves with its API base URL once `pattern` shows it. */
+/** Starts hopscope with `args`; resolves with the base URLs of the addresses `pattern` captures. */
 function launch(args, pattern) {
   return new Promise((ok, fail) => {
     const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
@@ -37,7 +39,7 @@ function launch(args, pattern) {
       const m = pattern.exec(seen);
       if (m) {
         clearTimeout(timer);
-        ok(`http://${m[1]}`);
+        ok(m.slice(1).map((addr) => `http://${addr}`));
       }
     };
     child.stdout.on("data", look);
@@ -94,9 +96,9 @@ const demoUrl = launch(["demo", "--scenario", "cascading-timeout", "--keep-runni
 const tokenUrl = launch(
   ["serve", "--api-addr", "127.0.0.1:0", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
     "--jaeger-addr", "127.0.0.1:0",
-    "--no-wal", "--api-token", TOKEN, "--log", "info"],
-  /api_addr=(\S+)/);
-const base = await demoUrl;
+    "--no-wal", "--api-token", TOKEN, "--trace-idle", "200ms", "--log", "info"],
+  /otlp_http_addr=(\S+) api_addr=(\S+)/);
+const [base] = await demoUrl;
 const cascade = await waitFor("the demo's cascading_timeout finding", async () => {
   const r = await fetch(`${base}/api/v1/findings?kind=cascading_timeout`);
   return (await r.json()).findings[0];
@@ -266,6 +268,36 @@ const traceId = cascade.trace_ids[0];
   await page.close();
 }
 
+// --- coverage --------------------------------------------------------------------
+{
+  const page = await open(context, "coverage");
+  await page.goto(`${base}/`);
+  await page.locator('#coverage-note a[href="/ui/coverage"]').click();
+  const answer = await page.waitForResponse((r) => r.url().includes("/api/v1/coverage") && r.ok());
+  const coverage = await answer.json();
+  assert.match(page.url(), /\/ui\/coverage$/);
+  pass("coverage", "the findings page links the coverage page");
+  const rows = page.locator("table.coverage tbody tr");
+  await rows.first().waitFor();
+  assert.deepEqual(await rows.evaluateAll((rs) => rs.map((r) => r.dataset.service)), coverage.services.map((s) => s.service));
+  assert.deepEqual(coverage.services.map((s) => s.service), ["frontend", "gateway", "inventory", "orders"]);
+  for (const s of coverage.services) {
+    const cells = page.locator(`tr[data-service="${s.service}"] td.num`);
+    const shown = (await cells.allInnerTexts()).map((t) => Number(t.split(" ")[0]));
+    const fields = await cells.evaluateAll((cs) => cs.map((c) => c.dataset.field));
+    assert.deepEqual(shown, fields.map((f) => s[f]), `${s.service}: the API's counts`);
+  }
+  pass("coverage", `one row per service of the demo (${coverage.services.length}) with the API's counts`);
+  // The demo's services record everything the detectors read.
+  assert.equal(await page.locator("table.coverage .badge").count(), 0);
+  await page.getByText("Nothing: every service's spans carry what the detectors read.").waitFor();
+  pass("coverage", "the demo's services leave no detector blind, and the page says so");
+  await shot(page, "coverage");
+  await page.fitsWidth();
+  page.noProblems();
+  await page.close();
+}
+
 // --- without JavaScript ----------------------------------------------------------
 {
   const nojs = await browser.newContext({ javaScriptEnabled: false, viewport: { width: 1440, height: 900 } });
@@ -283,7 +315,7 @@ const traceId = cascade.trace_ids[0];
 
 // --- API token -------------------------------------------------------------------
 {
-  const protectedBase = await tokenUrl;
+  const [protectedOtlp, protectedBase] = await tokenUrl;
   const page = await open(context, "token");
   page.allow401 = true;
   const sent = [];
@@ -298,12 +330,41 @@ const traceId = cascade.trace_ids[0];
   await page.locator("#token-input").fill(TOKEN);
   await page.locator("#token-form button").click();
   await page.getByText("No findings match.").waitFor();
+  assert.equal(await page.locator("#blind-notice").count(), 0, "nothing analyzed, nothing blind");
   assert.ok(sent.includes(`Bearer ${TOKEN}`), "the bearer token is sent");
   assert.equal(await page.evaluate(() => sessionStorage.getItem("hopscope.api_token")), TOKEN);
   await page.goto(`${protectedBase}/ui/timeouts`);
   await page.getByText("No traces in the call window.").waitFor();
   assert.ok(await page.locator("#token-form").isHidden(), "the token is kept for the session");
   pass("token", "the right token is sent as Authorization: Bearer and kept in sessionStorage across pages");
+
+  // One SERVER span without an instance id or a status code: no findings,
+  // and the findings page says that is no evidence of health.
+  const exported = await fetch(`${protectedOtlp}/v1/traces`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: readFileSync(resolve(root, "tests/fixtures/otlp-json/trace.json")),
+  });
+  assert.equal(exported.status, 200, "the OTLP/HTTP export is accepted");
+  await waitFor("the exported span's coverage", async () => {
+    const r = await fetch(`${protectedBase}/api/v1/coverage`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    return (await r.json()).services.length > 0;
+  });
+  await page.goto(`${protectedBase}/`);
+  const notice = page.locator("#blind-notice");
+  await notice.waitFor();
+  assert.match(await notice.innerText(), /No findings — but these detectors are blind for these services:/);
+  const blindShown = await notice.locator('li[data-service="my.service"] .badge').evaluateAll((bs) => bs.map((b) => b.dataset.detector));
+  assert.ok(blindShown.includes("pool_exhaustion") && blindShown.includes("cascading_timeout"), `${blindShown}`);
+  pass("findings", `with no findings, the blind detectors of my.service are named (${blindShown.length})`);
+  await shot(page, "findings-blind");
+  await notice.locator('a[href="/ui/coverage?service=my.service"]').click();
+  const reasons = page.locator('section.reasons[data-service="my.service"]');
+  await reasons.waitFor();
+  assert.match(await reasons.innerText(), /set service\.instance\.id/);
+  assert.match(await page.locator('tr[data-service="my.service"]').innerText(), /pool exhaustion/);
+  pass("coverage", "the service's link opens its coverage, with what to add (set service.instance.id)");
+  await shot(page, "coverage-blind");
   await page.close();
 }
 

@@ -261,9 +261,12 @@ pub fn approx(a: f64, b: f64) -> bool {
 /// One span of a hand-written trace: who sent it, when, and what it says.
 pub struct Sp {
     pub service: &'static str,
-    /// `service.instance.id` of the resource that exports it.
-    pub instance: String,
+    /// `service.instance.id` of the resource that exports it, if any.
+    pub instance: Option<String>,
     pub spec: SpanSpec,
+    /// Microseconds added to its start and end (timestamps off the whole
+    /// millisecond, as most SDKs' clocks give them).
+    pub shift_us: u64,
     pub http_status: Option<i64>,
     /// An error status message (the span failed).
     pub error: Option<&'static str>,
@@ -285,7 +288,7 @@ pub fn sp(
 ) -> Sp {
     Sp {
         service,
-        instance: format!("{service}-1"),
+        instance: Some(format!("{service}-1")),
         spec: SpanSpec {
             id,
             parent,
@@ -294,6 +297,7 @@ pub fn sp(
             start_ms,
             end_ms,
         },
+        shift_us: 0,
         http_status: None,
         error: None,
         attrs: Vec::new(),
@@ -343,7 +347,19 @@ impl Sp {
     }
 
     pub fn instance(mut self, instance: &str) -> Sp {
-        self.instance = instance.to_owned();
+        self.instance = Some(instance.to_owned());
+        self
+    }
+
+    /// Exported by a resource without `service.instance.id`.
+    pub fn no_instance(mut self) -> Sp {
+        self.instance = None;
+        self
+    }
+
+    /// Starts and ends `us` microseconds later.
+    pub fn shift_us(mut self, us: u64) -> Sp {
+        self.shift_us = us;
         self
     }
 }
@@ -354,13 +370,14 @@ pub async fn send(d: &TestDaemon, traces: Vec<Vec<Sp>>) -> Vec<TraceId> {
     use std::collections::BTreeMap;
     let base = base_time();
     let mut ids = Vec::new();
-    let mut by_instance: BTreeMap<(&str, String), Vec<SpanData>> = BTreeMap::new();
+    let mut by_instance: BTreeMap<(&str, Option<String>), Vec<SpanData>> = BTreeMap::new();
     for trace in traces {
         let trace_id = random_trace_id();
         ids.push(trace_id);
         for s in trace {
             let mut data = span_data(trace_id, base, &s.spec);
-            data.end_time += Duration::from_micros(s.end_extra_us);
+            data.start_time += Duration::from_micros(s.shift_us);
+            data.end_time += Duration::from_micros(s.shift_us + s.end_extra_us);
             data.attributes = s.attrs;
             data.events.events = s
                 .exceptions
@@ -392,12 +409,11 @@ pub async fn send(d: &TestDaemon, traces: Vec<Vec<Sp>>) -> Vec<TraceId> {
     }
     for ((service, instance), spans) in by_instance {
         let mut exporter = exporter(&d.grpc_endpoint, service, false);
-        exporter.set_resource(
-            &Resource::builder_empty()
-                .with_service_name(service)
-                .with_attribute(KeyValue::new("service.instance.id", instance))
-                .build(),
-        );
+        let mut resource = Resource::builder_empty().with_service_name(service);
+        if let Some(instance) = instance {
+            resource = resource.with_attribute(KeyValue::new("service.instance.id", instance));
+        }
+        exporter.set_resource(&resource.build());
         exporter.export(spans).await.expect("export accepted");
     }
     ids

@@ -228,9 +228,10 @@ fn serialized(requests: &[Request]) -> Option<Serialized> {
         .map(|(r, _, _)| (r.start_ns, r.end_ns))
         .collect();
     own.sort_unstable();
+    let uncontended = own.iter().map(|r| r.1 - r.0).min().unwrap_or(0);
     let (mut steps, mut in_flight, mut wait_ns) = (Vec::new(), 0, Vec::new());
     for burst in bursts(&own) {
-        if let Some(s) = staircase(&own[burst]) {
+        if let Some(s) = staircase(&own[burst], uncontended) {
             steps.push(s.step_ns);
             in_flight = in_flight.max(s.in_flight);
             wait_ns.extend(s.waits.iter().map(|w| w.1));

@@ -7,10 +7,11 @@
 //! Two kinds of evidence, either enough:
 //! * **Lock events**: the span's events say it waited ([`super::lock_wait`]:
 //!   HotROD's "Waiting for lock behind N transactions" to "Acquired lock").
-//! * **A staircase** ([`staircase`]): concurrent calls of one shape on one
-//!   target end one at a time at spaced intervals, each having waited for the
-//!   one before, while the fastest of them is fast: the lock is handed over
-//!   from one transaction to the next.
+//! * **A staircase** ([`staircase`]) of a statement that takes locks
+//!   ([`takes_locks`]): concurrent calls of one shape on one target end one at
+//!   a time at spaced intervals, each having waited for the one before, while
+//!   the fastest of them is fast: the lock is handed over from one
+//!   transaction to the next.
 
 use std::sync::Arc;
 
@@ -26,7 +27,8 @@ use crate::model::{Sym, TraceId};
 const MS: u64 = 1_000_000;
 /// A logged lock wait this long counts.
 const MIN_LOGGED_WAIT_NS: u64 = MS;
-/// Calls in flight together a staircase needs ...
+/// Calls a staircase needs, and in flight together at some point (three
+/// workers with calls of random length end at spaced times too) ...
 const MIN_STAIR_CALLS: usize = 4;
 /// ... ending at least this far apart (a lock handed over, not calls that
 /// happened to end together) ...
@@ -67,15 +69,17 @@ pub struct Staircase {
 /// another) end in a staircase: at least [`MIN_STAIR_CALLS`], most of the
 /// consecutive ends at least [`MIN_STEP_NS`] apart, evenly ([`EVEN_FACTOR`]),
 /// with each call already started when the one before it ended, and the
-/// fastest call fast. Also used for requests held inside their handler
+/// fastest call fast: the fastest of the burst, or `uncontended` (the
+/// fastest call of its kind seen at all: under sustained load every call of a
+/// burst waits). Also used for requests held inside their handler
 /// ([`super::blocked_workers`]).
-pub fn staircase(calls: &[(u64, u64)]) -> Option<Staircase> {
+pub fn staircase(calls: &[(u64, u64)], uncontended: u64) -> Option<Staircase> {
     if calls.len() < MIN_STAIR_CALLS {
         return None;
     }
     let mut by_end: Vec<usize> = (0..calls.len()).collect();
     by_end.sort_unstable_by_key(|&i| (calls[i].1, calls[i].0));
-    let fastest = calls.iter().map(|c| c.1 - c.0).min()?;
+    let fastest = calls.iter().map(|c| c.1 - c.0).min()?.min(uncontended);
     let slowest = calls.iter().map(|c| c.1 - c.0).max()?;
     if fastest > FAST_NS.max(2 * slowest / calls.len() as u64) {
         return None;
@@ -89,6 +93,10 @@ pub fn staircase(calls: &[(u64, u64)]) -> Option<Staircase> {
         if step >= MIN_STEP_NS && after.0 < before.1 {
             spaced += 1;
         }
+    }
+    let in_flight = super::Timeline::of(calls.iter().copied()).max() as usize;
+    if in_flight < MIN_STAIR_CALLS {
+        return None;
     }
     steps.sort_unstable();
     let step_ns = quantile(&steps, 0.5)?;
@@ -107,7 +115,7 @@ pub fn staircase(calls: &[(u64, u64)]) -> Option<Staircase> {
     Some(Staircase {
         waits,
         step_ns,
-        in_flight: super::Timeline::of(calls.iter().copied()).max() as usize,
+        in_flight,
     })
 }
 
@@ -127,6 +135,32 @@ pub fn bursts(calls: &[(u64, u64)]) -> Vec<std::ops::Range<usize>> {
         out.push(from..calls.len());
     }
     out
+}
+
+/// Whether a statement takes locks that other transactions wait for: `SELECT
+/// ... FOR UPDATE` (or `FOR SHARE`, `FOR NO KEY UPDATE`, `FOR KEY SHARE`),
+/// `UPDATE`, `DELETE`, `INSERT`, `MERGE`, `REPLACE`, `LOCK`, and the advisory
+/// locks (`pg_advisory_lock`, MySQL's `GET_LOCK`, SQL Server's
+/// `sp_getapplock`). A plain `SELECT` reads a snapshot and waits for no row
+/// lock: when its calls end in a staircase, something else serializes them
+/// (an event loop that resumes one caller at a time, see `blocked_worker`).
+pub fn takes_locks(statement: &str) -> bool {
+    let upper = statement.trim_start().to_ascii_uppercase();
+    ["UPDATE", "DELETE", "INSERT", "MERGE", "REPLACE", "LOCK"]
+        .iter()
+        .any(|k| upper.starts_with(k))
+        || [
+            " FOR UPDATE",
+            " FOR SHARE",
+            " FOR NO KEY UPDATE",
+            " FOR KEY SHARE",
+            "PG_ADVISORY_LOCK",
+            "PG_ADVISORY_XACT_LOCK",
+            "GET_LOCK(",
+            "SP_GETAPPLOCK",
+        ]
+        .iter()
+        .any(|k| upper.contains(k))
 }
 
 /// The table a statement names first after `FROM`, `UPDATE`, `INTO` or `JOIN`.
@@ -199,8 +233,9 @@ pub fn lock_contention(traces: &[Arc<TraceCalls>]) -> Locks {
         let intervals: Vec<(u64, u64)> =
             calls.iter().map(|c| (c.q.start_ns, c.q.end_ns())).collect();
         let (mut steps, mut in_flight, mut stair_wait) = (Vec::new(), 0, 0);
+        let uncontended = intervals.iter().map(|c| c.1 - c.0).min().unwrap_or(0);
         for burst in bursts(&intervals) {
-            let Some(s) = staircase(&intervals[burst.clone()]) else {
+            let Some(s) = staircase(&intervals[burst.clone()], uncontended) else {
                 continue;
             };
             steps.push(s.step_ns);
@@ -211,7 +246,7 @@ pub fn lock_contention(traces: &[Arc<TraceCalls>]) -> Locks {
                 *w0 = (*w0).max(w);
             }
         }
-        if logged == 0 && stair_wait < MIN_STAIR_WAIT_NS {
+        if logged == 0 && (stair_wait < MIN_STAIR_WAIT_NS || !takes_locks(statement)) {
             continue;
         }
         let durations = intervals.iter().map(|c| c.1 - c.0);
@@ -248,11 +283,33 @@ pub fn lock_contention(traces: &[Arc<TraceCalls>]) -> Locks {
     }
 }
 
+/// Whether the finding `other` is a look-alike that the `lock_contention`
+/// observation `lock` explains: a `slow_query` of the same statement on the
+/// same target, or a `blocked_worker` of a service whose calls waited for the
+/// lock (its `waiting_services`).
+pub fn explains(lock: &Observation, other: &Observation) -> bool {
+    if lock.kind != FindingKind::LockContention {
+        return false;
+    }
+    match other.kind {
+        FindingKind::SlowQuery => {
+            other.culprit.operation == lock.culprit.operation
+                && other.culprit.peer == lock.culprit.peer
+        }
+        FindingKind::BlockedWorker => lock.evidence["waiting_services"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s == other.culprit.service.as_str())),
+        _ => false,
+    }
+}
+
 fn report(c: &Contended) -> Observation {
     let mut services: FxHashMap<Sym, usize> = FxHashMap::default();
     for (call, _) in &c.waits {
         *services.entry(call.q.service).or_default() += 1;
     }
+    let mut waiting: Vec<&str> = services.keys().map(|s| s.as_str()).collect();
+    waiting.sort_unstable();
     let service = services
         .into_iter()
         .max_by(|a, b| a.1.cmp(&b.1).then(b.0.as_str().cmp(a.0.as_str())))
@@ -346,6 +403,7 @@ fn report(c: &Contended) -> Observation {
             "wait_p95_ms": ms(wait_p95),
             "wait_critical_ms": ms(critical_ns),
             "wait_share": share,
+            "waiting_services": waiting,
         }),
         trace_ids: latest.iter().take(10).map(|l| l.1).collect(),
         count: c.waits.len() as u64,
@@ -365,22 +423,31 @@ mod tests {
     fn a_lock_handed_over_is_a_staircase_and_its_look_alikes_are_not() {
         // Twelve calls begun within 11 ms; the lock passes on every 63 ms.
         let stairs: Vec<(u64, u64)> = (0..12).map(|i| (i, 2 + i * 63)).collect();
-        let s = staircase(&ms_pairs(&stairs)).expect("a staircase");
+        let s = staircase(&ms_pairs(&stairs), u64::MAX).expect("a staircase");
         assert_eq!(s.step_ns, 63 * MS);
         assert_eq!(s.waits.len(), 11, "all but the first waited");
         assert_eq!(s.in_flight, 11, "the first was done before the last began");
         // A slow statement: concurrent calls all slow, ending together.
         let slow: Vec<(u64, u64)> = (0..6).map(|i| (i, 300 + i)).collect();
-        assert!(staircase(&ms_pairs(&slow)).is_none());
+        assert!(staircase(&ms_pairs(&slow), u64::MAX).is_none());
         // Slow calls one after another (a pool of 2 running `pg_sleep`): never
         // fast, each ends 100 ms after its start.
         let pool: Vec<(u64, u64)> = (0..8).map(|i| (i * 50, i * 50 + 100)).collect();
-        assert!(staircase(&ms_pairs(&pool)).is_none());
+        assert!(staircase(&ms_pairs(&pool), u64::MAX).is_none());
         // Fast calls that overlap a little: their ends are not spaced.
         let fast: Vec<(u64, u64)> = (0..8).map(|i| (i, i + 1)).collect();
-        assert!(staircase(&ms_pairs(&fast)).is_none());
+        assert!(staircase(&ms_pairs(&fast), u64::MAX).is_none());
+        // Sustained load: every call of the burst waited (the one that found
+        // the lock free ended before it began), and the statement's own time
+        // is known from that one.
+        // Each arrives with ten ahead of it and waits 630 ms.
+        let sustained: Vec<(u64, u64)> = (1..40).map(|i| (i * 63, i * 63 + 632)).collect();
+        assert!(staircase(&ms_pairs(&sustained), u64::MAX).is_none());
+        let s = staircase(&ms_pairs(&sustained), 2 * MS).expect("a staircase");
+        assert_eq!(s.waits.len(), 39);
+        assert_eq!(s.step_ns, 63 * MS);
         // Three are not enough to say.
-        assert!(staircase(&ms_pairs(&stairs[..3])).is_none());
+        assert!(staircase(&ms_pairs(&stairs[..3]), u64::MAX).is_none());
     }
 
     #[test]
@@ -388,6 +455,27 @@ mod tests {
         let calls = [(0, 10), (5, 20), (19, 30), (30, 40), (50, 60)];
         assert_eq!(bursts(&calls), vec![0..3, 3..4, 4..5]);
         assert!(bursts(&[]).is_empty());
+    }
+
+    #[test]
+    fn statements_that_take_locks() {
+        for locking in [
+            "SELECT qty FROM stock WHERE id = $1 FOR UPDATE",
+            "select * from t where id = ? for no key update",
+            "UPDATE stock SET qty = qty - ?",
+            "  delete from sessions where id = ?",
+            "INSERT INTO orders VALUES (?)",
+            "SELECT pg_advisory_xact_lock(?)",
+            "SELECT GET_LOCK(?, ?)",
+        ] {
+            assert!(takes_locks(locking), "{locking}");
+        }
+        for reading in [
+            "SELECT * FROM items WHERE id = $1",
+            "select updated_at from t",
+        ] {
+            assert!(!takes_locks(reading), "{reading}");
+        }
     }
 
     #[test]

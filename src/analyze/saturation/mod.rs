@@ -51,7 +51,9 @@ pub use blocked::{
 pub use cold_start::{
     cold_starts, is_cold, COLD_FACTOR, COLD_MIN_EXTRA_NS, COLD_REQUESTS, MIN_STEADY,
 };
-pub use lock::{bursts, lock_contention, staircase, table_of, Locks, Staircase};
+pub use lock::{
+    bursts, explains, lock_contention, staircase, table_of, takes_locks, Locks, Staircase,
+};
 pub use normalize::normalize;
 pub use pool::{ceilings, pool_exhaustion, shrinking};
 pub use queries::{

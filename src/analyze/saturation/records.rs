@@ -279,16 +279,8 @@ pub fn lock_wait(trace: &Trace, span: u32) -> u64 {
 enum Class {
     /// Work of the request: it covers time, it is not a wait.
     Work,
-    /// Obtaining a connection: a span that names a pool by the connection
-    /// semantic conventions (`db.client.connection.pool.name`, formerly
-    /// `db.client.connections.pool.name`) but runs no statement, or a database
-    /// span without a statement followed by statements of its service on its
-    /// database system (SQLAlchemy's `connect`, node-postgres' `pg-pool.connect`).
+    /// Obtaining a connection ([`crate::analyze::checkouts`]).
     Acquire,
-    /// A database span without a statement, until [`classify`] knows whether
-    /// statements follow it (then it is an [`Class::Acquire`]) or not (then it
-    /// is a call, such as a Redis command).
-    Checkout(DbTarget),
     /// A call to a pooled target.
     Call(Target),
 }
@@ -333,8 +325,6 @@ pub fn wait_before(start: u64, first_call: u64, others: &mut [(u64, u64)]) -> u6
 struct Scratch {
     out: SaturationRecords,
     classes: Vec<Class>,
-    /// Per (service, database system), the latest start of a statement.
-    statements: FxHashMap<(Sym, Option<Sym>), u64>,
     /// SERVER spans of known instances.
     servers: Vec<(u32, Sym)>,
     /// (start, end, target) of the request's calls.
@@ -347,8 +337,8 @@ struct Scratch {
 
 /// The database calls of one trace and its SERVER spans of known instances
 /// with their targets. A span is a database call when it names a database
-/// system or carries a statement, is not a SERVER span and is not an acquire
-/// span ([`Class::Acquire`]); asynchronous spans are not requests nor calls,
+/// system or carries a statement, is not a SERVER span and is not a checkout
+/// ([`crate::analyze::checkouts`]); asynchronous spans are not requests nor calls,
 /// and a span that repeats another's call ([`crate::analyze::layers`]) is
 /// neither.
 pub fn saturation_records(t: &AnalyzedTrace) -> SaturationRecords {
@@ -402,17 +392,19 @@ fn classify(t: &AnalyzedTrace, scratch: &mut Scratch) {
     let Scratch {
         out,
         classes,
-        statements,
         servers,
         ..
     } = scratch;
     classes.clear();
     servers.clear();
-    statements.clear();
     for i in 0..trace.len() as u32 {
         let span = trace.span(i);
         if matches!(span.kind, SpanKind::Producer | SpanKind::Consumer) || t.layered[i as usize] {
             classes.push(Class::Work);
+            continue;
+        }
+        if t.checkouts[i as usize] {
+            classes.push(Class::Acquire);
             continue;
         }
         let [system, legacy_system, text, legacy_text, sql, address, legacy_address, namespace, legacy_namespace, instance, pool, legacy_pool, peer, url, legacy_url] =
@@ -427,16 +419,7 @@ fn classify(t: &AnalyzedTrace, scratch: &mut Scratch) {
         let statement = text.or(legacy_text).or(sql).and_then(Found::text);
         let system = system.or(legacy_system).and_then(Found::sym);
         let address = address.or(legacy_address).and_then(Found::sym);
-        let pool = pool.or(legacy_pool).and_then(Found::sym);
-        let calls_server = trace
-            .children(i)
-            .iter()
-            .any(|&c| trace.span(c).kind == SpanKind::Server);
-        if statement.is_none() && !calls_server && pool.is_some() {
-            classes.push(Class::Acquire);
-            continue;
-        }
-        let pool = pool.map(Target::Pool);
+        let pool = pool.or(legacy_pool).and_then(Found::sym).map(Target::Pool);
         if statement.is_some() || system.is_some() {
             let db = DbTarget {
                 system,
@@ -444,16 +427,8 @@ fn classify(t: &AnalyzedTrace, scratch: &mut Scratch) {
                 address: address.or_else(|| peer.and_then(Found::sym)),
                 namespace: namespace.or(legacy_namespace).and_then(Found::sym),
             };
-            match statement {
-                Some(text) => {
-                    let latest = statements.entry((span.service, system)).or_default();
-                    *latest = (*latest).max(trace.start(i));
-                    query(t, i, Some(shape_of(text)), db, out);
-                    classes.push(Class::Call(pool.unwrap_or(Target::Db(db))));
-                }
-                None if calls_server => classes.push(Class::Call(Target::Db(db))),
-                None => classes.push(Class::Checkout(db)),
-            }
+            query(t, i, statement.map(shape_of), db, out);
+            classes.push(Class::Call(pool.unwrap_or(Target::Db(db))));
             continue;
         }
         let http = (span.kind == SpanKind::Client)
@@ -467,22 +442,6 @@ fn classify(t: &AnalyzedTrace, scratch: &mut Scratch) {
             .flatten()
             .map(Target::Http);
         classes.push(pool.or(http).map_or(Class::Work, Class::Call));
-    }
-    // A database span without a statement is a checkout when its service runs
-    // statements on that system after it began; else it is a call itself.
-    for i in 0..trace.len() as u32 {
-        if let Class::Checkout(db) = classes[i as usize] {
-            let span = trace.span(i);
-            let followed = statements
-                .get(&(span.service, db.system))
-                .is_some_and(|&latest| latest >= trace.start(i));
-            classes[i as usize] = if followed {
-                Class::Acquire
-            } else {
-                query(t, i, None, db, out);
-                Class::Call(Target::Db(db))
-            };
-        }
     }
 }
 
@@ -538,7 +497,7 @@ fn request(trace: &Trace, (server, instance): (u32, Sym), scratch: &mut Scratch)
                 continue;
             }
             Class::Acquire => acquires.push(interval),
-            Class::Work | Class::Checkout(_) => others.push(interval),
+            Class::Work => others.push(interval),
         }
         stack.extend_from_slice(trace.children(c));
     }

@@ -2,9 +2,10 @@
 //! binary (`include_str!`), which read the JSON API from the browser.
 //!
 //! * `/` (the findings page), `/ui/findings`, `/ui/entry`, `/ui/trace?id=`,
-//!   `/ui/timeouts`, and `/ui/assets/{name}`: open without the API token. They
-//!   hold no data; the scripts ask for the token when the API answers 401, keep
-//!   it in `sessionStorage` and send it as `Authorization: Bearer`.
+//!   `/ui/timeouts`, `/ui/coverage`, and `/ui/assets/{name}`: open without the
+//!   API token. They hold no data; the scripts ask for the token when the API
+//!   answers 401, keep it in `sessionStorage` and send it as `Authorization:
+//!   Bearer`.
 //! * `/ui/plain/findings`: the findings as a server-rendered HTML table, for
 //!   browsers without JavaScript (each page's `<noscript>` links to it). It is
 //!   data, so it needs the token like the JSON.
@@ -39,6 +40,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("entry.js", JS, include_str!("assets/entry.js")),
     ("trace.js", JS, include_str!("assets/trace.js")),
     ("timeouts.js", JS, include_str!("assets/timeouts.js")),
+    ("coverage.js", JS, include_str!("assets/coverage.js")),
 ];
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
@@ -71,6 +73,11 @@ const PAGES: &[Page] = &[
         name: "timeouts",
         title: "Timeout budgets",
         main: include_str!("assets/timeouts.html"),
+    },
+    Page {
+        name: "coverage",
+        title: "Coverage",
+        main: include_str!("assets/coverage.html"),
     },
 ];
 

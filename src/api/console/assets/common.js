@@ -1,6 +1,7 @@
 // Shared by every console page: the API client (with the bearer token kept in
 // sessionStorage), a DOM builder that never parses data as HTML, formatting,
-// and the finding card the findings and trace pages both show.
+// the finding card the findings and trace pages both show, and the badge of a
+// detector that coverage leaves blind (findings and coverage pages).
 
 const TOKEN_KEY = "hopscope.api_token";
 
@@ -223,4 +224,10 @@ export function findingCard(f, { open = false } = {}) {
     f.trace_ids?.length
       ? h("p", { class: "traces" }, h("span", { class: "muted" }, "Example traces: "), f.trace_ids.map(traceLink))
       : null);
+}
+
+/** A detector coverage leaves blind (red) or weakened (amber); the reason on hover. */
+export function detectorBadge(b) {
+  return h("span", { class: `badge ${b.level === "blind" ? "sev-critical" : "sev-warning"}`, "data-detector": b.detector, title: b.reason },
+    `${b.detector.replaceAll("_", " ")}${b.level === "weakened" ? " (weakened)" : ""}`);
 }
