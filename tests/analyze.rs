@@ -165,7 +165,7 @@ fn zipkin_clock_skew_is_adjusted_and_said() {
     );
     assert!(warning.contains("shifted by +65.922 ms"), "{warning}");
     assert!(
-        text.contains("servicea → serviceb  post (network and queueing)"),
+        text.contains("servicea → serviceb  post (network)"),
         "{text}"
     );
 

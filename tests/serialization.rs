@@ -82,6 +82,26 @@ async fn a_blocked_event_loop_is_queueing_in_front_of_the_instance_not_network()
     assert_eq!(e["transport_ms"], 2.0, "1 ms each way");
     let summary = f["summary"].as_str().unwrap();
     assert!(summary.contains("not on the network"), "{summary}");
+    // The hops say the same: the gateway waited in front of hasher (200 ms
+    // more for each request behind the first), not on the wire (1 ms each
+    // way per call).
+    let agg = d
+        .get("/api/v1/hops?entry=gateway:GET%20/hash&since=1h")
+        .await
+        .1;
+    let total = |kind: &str| -> f64 {
+        harness::hops(&agg["entries"][0])
+            .iter()
+            .filter(|h| h.2 == kind)
+            .map(|h| h.3)
+            .sum()
+    };
+    assert_eq!(
+        total("queue"),
+        200.0 * (1..8).sum::<u32>() as f64,
+        "{agg:#}"
+    );
+    assert_eq!(total("wire"), 8.0 * (2.0 + 2.0 + 3.0), "{agg:#}");
     d.stop().await;
 }
 

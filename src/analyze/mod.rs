@@ -6,8 +6,10 @@
 //!
 //! [`analyze`] computes the critical path and turns it into hops: each segment
 //! is charged to the span it belongs to, except the own time of a CLIENT span that
-//! called a SERVER span of another service, which is the edge's wire-and-queue time
-//! and is charged to a *wire* hop (caller service, client operation, callee).
+//! called a SERVER span of another service, which is the edge's time and is
+//! charged to a *wire* hop (caller service, client operation, callee), or to a
+//! *queue* hop for the part before the callee's SERVER span started that the
+//! response's transport cannot explain ([`QUEUE_FACTOR`]).
 
 pub mod budget;
 mod cascade;
@@ -46,7 +48,8 @@ pub struct Options {
 
 static DEFAULT_OPTIONS: LazyLock<Options> = LazyLock::new(Options::default);
 
-/// Whether a hop is a span's own work or the network/queue time of an edge.
+/// Whether a hop is a span's own work, the network time of an edge, or the
+/// time a request queued in front of its callee before the callee started it.
 #[derive(
     Debug,
     Clone,
@@ -64,6 +67,7 @@ static DEFAULT_OPTIONS: LazyLock<Options> = LazyLock::new(Options::default);
 pub enum HopKind {
     Span,
     Wire,
+    Queue,
 }
 
 /// What a hop is, for aggregation across traces.
@@ -151,10 +155,37 @@ pub fn remote_server(trace: &Trace, span: u32) -> Option<u32> {
     })
 }
 
-/// The callee service when `span` is a CLIENT span that called a SERVER span of
-/// another service.
-fn remote_peer(trace: &Trace, span: u32) -> Option<Sym> {
-    remote_server(trace, span).map(|c| trace.span(c).service)
+/// A CLIENT span's callee, and the part of its wait before the callee's
+/// SERVER span started that was queueing, where the evidence allows.
+#[derive(Debug, Clone, Copy)]
+struct Remote {
+    peer: Sym,
+    queue: Option<(u64, u64)>,
+}
+
+/// The time before the callee's SERVER span starts is the request's transport
+/// plus any queue in front of the callee (an event loop busy elsewhere, a full
+/// accept queue: the runtime starts the span when it gets to the request);
+/// the time after it ends is the response's transport alone. When the first
+/// is at least this many times the second ...
+const QUEUE_FACTOR: u64 = 5;
+/// ... plus this much, the excess is queueing, not network.
+const QUEUE_MIN_NS: u64 = 10_000_000;
+
+/// The callee when `span` is a CLIENT span that called a SERVER span of
+/// another service, with its queue window: `[client start + response
+/// transport, server start)` when the wait before the server span dwarfs the
+/// response's transport ([`QUEUE_FACTOR`], [`QUEUE_MIN_NS`]).
+fn remote(trace: &Trace, span: u32) -> Option<Remote> {
+    let server = remote_server(trace, span)?;
+    let (start, end) = (trace.start(span), trace.end(span));
+    let before = trace.start(server).saturating_sub(start);
+    let after = end.saturating_sub(trace.end(server));
+    Some(Remote {
+        peer: trace.span(server).service,
+        queue: (before >= QUEUE_FACTOR * after + QUEUE_MIN_NS)
+            .then(|| (start + after, trace.start(server))),
+    })
 }
 
 /// Analyzes one trace with the default [`Options`].
@@ -164,35 +195,59 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
 
 /// Analyzes one trace.
 pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
-    let path = critical_path(&trace);
+    let mut path = critical_path(&trace);
     let root = trace.root_span();
     let entry = EntryPoint {
         service: root.service,
         operation: root.operation,
     };
-    // Per span, its callee when it is a CLIENT span of a remote call (computed once).
-    let mut peers: Vec<Option<Option<Sym>>> = vec![None; trace.len()];
-    let segment_hops: Vec<HopKey> = path
-        .segments
-        .iter()
-        .map(|seg| {
-            let span = trace.span(seg.span);
-            match *peers[seg.span as usize].get_or_insert_with(|| remote_peer(&trace, seg.span)) {
-                Some(peer) => HopKey {
-                    kind: HopKind::Wire,
-                    service: span.service,
-                    operation: span.operation,
-                    peer: Some(peer),
-                },
-                None => HopKey {
-                    kind: HopKind::Span,
-                    service: span.service,
-                    operation: span.operation,
-                    peer: None,
-                },
+    // Per span, its callee and queue window when it is a CLIENT span of a
+    // remote call (computed once).
+    let mut remotes: Vec<Option<Option<Remote>>> = vec![None; trace.len()];
+    let mut segments: Vec<Segment> = Vec::with_capacity(path.segments.len());
+    let mut segment_hops: Vec<HopKey> = Vec::with_capacity(path.segments.len());
+    for seg in &path.segments {
+        let span = trace.span(seg.span);
+        let key = |kind, peer| HopKey {
+            kind,
+            service: span.service,
+            operation: span.operation,
+            peer,
+        };
+        match *remotes[seg.span as usize].get_or_insert_with(|| remote(&trace, seg.span)) {
+            Some(Remote { peer, queue }) => {
+                let window = queue
+                    .map(|(a, b)| (a.max(seg.start_ns), b.min(seg.end_ns)))
+                    .filter(|(a, b)| a < b);
+                let Some((a, b)) = window else {
+                    segments.push(*seg);
+                    segment_hops.push(key(HopKind::Wire, Some(peer)));
+                    continue;
+                };
+                // The part of the segment in the queue window is queueing,
+                // the rest wire.
+                for (start_ns, end_ns, kind) in [
+                    (seg.start_ns, a, HopKind::Wire),
+                    (a, b, HopKind::Queue),
+                    (b, seg.end_ns, HopKind::Wire),
+                ] {
+                    if end_ns > start_ns {
+                        segments.push(Segment {
+                            span: seg.span,
+                            start_ns,
+                            end_ns,
+                        });
+                        segment_hops.push(key(kind, Some(peer)));
+                    }
+                }
             }
-        })
-        .collect();
+            None => {
+                segments.push(*seg);
+                segment_hops.push(key(HopKind::Span, None));
+            }
+        }
+    }
+    path.segments = segments;
 
     let mut by_key: FxHashMap<HopKey, u64> =
         FxHashMap::with_capacity_and_hasher(path.segments.len().min(64), Default::default());
@@ -250,6 +305,81 @@ pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
         checkouts,
         observations,
         finding_ids: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{span, trace};
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    /// The hops of a gateway whose CLIENT span waits `(client)` on a callee's
+    /// SERVER span over `(server)` (ms).
+    fn hops_of(client: (u64, u64), server: (u64, u64)) -> Vec<(HopKind, u64)> {
+        let t = analyze(trace(vec![
+            (
+                span(
+                    "gateway",
+                    (1, 0),
+                    "GET /",
+                    SpanKind::Server,
+                    (0, client.1 * MS),
+                ),
+                vec![],
+            ),
+            (
+                span(
+                    "gateway",
+                    (2, 1),
+                    "GET",
+                    SpanKind::Client,
+                    (client.0 * MS, client.1 * MS),
+                ),
+                vec![],
+            ),
+            (
+                span(
+                    "hasher",
+                    (3, 2),
+                    "GET /hash",
+                    SpanKind::Server,
+                    (server.0 * MS, server.1 * MS),
+                ),
+                vec![],
+            ),
+        ]));
+        let mut out: Vec<(HopKind, u64)> = t
+            .hops
+            .iter()
+            .map(|h| (h.key.kind, h.critical_ns / MS))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_wait_before_the_callee_starts_that_its_answer_cannot_explain_is_queueing() {
+        // 900 ms before the callee started, 1 ms back: 899 ms queued, 1 ms
+        // each way on the wire.
+        assert_eq!(
+            hops_of((0, 1_000), (900, 999)),
+            [
+                (HopKind::Span, 899 - 899 + 99),
+                (HopKind::Wire, 2),
+                (HopKind::Queue, 899)
+            ]
+        );
+        // The same both ways, or a slow network both ways: wire.
+        assert_eq!(
+            hops_of((0, 100), (1, 99)),
+            [(HopKind::Span, 98), (HopKind::Wire, 2)]
+        );
+        assert_eq!(
+            hops_of((0, 160), (30, 150)),
+            [(HopKind::Span, 120), (HopKind::Wire, 40)]
+        );
     }
 }
 

@@ -230,6 +230,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             match h.kind {
                 crate::analyze::HopKind::Span => "span",
                 crate::analyze::HopKind::Wire => "wire",
+                crate::analyze::HopKind::Queue => "queue",
             },
             escape(h.service.as_str()),
             escape(h.operation.as_str()),

@@ -122,8 +122,11 @@ fn fit(text: &str, width: usize) -> String {
 
 fn hop_name(key: &HopKey) -> String {
     match (key.kind, key.peer) {
-        (HopKind::Wire, Some(peer)) => format!(
-            "{} → {}  {} (network and queueing)",
+        (HopKind::Wire, Some(peer)) => {
+            format!("{} → {}  {} (network)", key.service, peer, key.operation)
+        }
+        (HopKind::Queue, Some(peer)) => format!(
+            "{} → {}  {} (queued before {peer} started it)",
             key.service, peer, key.operation
         ),
         _ => format!("{}  {}", key.service, key.operation),

@@ -256,6 +256,9 @@ pub(super) fn ms(ns: u64) -> u64 {
 pub(super) fn hop_label(key: &HopKey) -> String {
     match (key.kind, key.peer) {
         (HopKind::Wire, Some(peer)) => format!("{} {} → {peer} (wire)", key.service, key.operation),
+        (HopKind::Queue, Some(peer)) => {
+            format!("{} {} → {peer} (queued)", key.service, key.operation)
+        }
         _ => format!("{} {}", key.service, key.operation),
     }
 }

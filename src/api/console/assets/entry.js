@@ -6,7 +6,12 @@ const COLORS = ["#c2410c", "#1f5fbf", "#15803d", "#7c3aed", "#b45309", "#0e7490"
 const form = document.getElementById("filters");
 const filters = bindFilters(form, () => reload());
 
-const hopName = (x) => (x.kind === "wire" ? `${x.service} → ${x.peer ?? "?"} ${x.operation} (wire)` : `${x.service} ${x.operation}`);
+const hopName = (x) =>
+  x.kind === "wire"
+    ? `${x.service} → ${x.peer ?? "?"} ${x.operation} (wire)`
+    : x.kind === "queue"
+      ? `${x.service} → ${x.peer ?? "?"} ${x.operation} (queued before the callee started it)`
+      : `${x.service} ${x.operation}`;
 const entryKey = (e) => `${e.service}:${e.operation}`;
 
 async function entries() {
@@ -80,10 +85,14 @@ async function load() {
     fill("entry-summary");
     return;
   }
-  const wire = stats.hops.filter((x) => x.kind === "wire").reduce((a, x) => a + x.critical_ms, 0);
+  const total = (kind) => stats.hops.filter((x) => x.kind === kind).reduce((a, x) => a + x.critical_ms, 0);
+  const share = (t) => `${ms(t)} (${pct(stats.total_root_ms > 0 ? t / stats.total_root_ms : 0)})`;
+  const [wire, queued] = [total("wire"), total("queue")];
   fill("entry-summary",
     `${stats.traces} traces, ${ms(stats.total_root_ms)} in all; wire time (client spans outside their server spans) `,
-    h("strong", {}, `${ms(wire)} (${pct(stats.total_root_ms > 0 ? wire / stats.total_root_ms : 0)})`), ".");
+    h("strong", {}, share(wire)),
+    ...(queued > 0 ? ["; queued in front of callees before they started the request ", h("strong", {}, share(queued))] : []),
+    ".");
   fill("hops", h("table", { class: "hops" },
     h("thead", {}, h("tr", {},
       h("th", {}, "Hop"), h("th", {}, "Kind"), h("th", { class: "num" }, "Share"),

@@ -67,7 +67,7 @@ function waterfall(t) {
     bar.style.width = w(s.duration_ms);
     track.append(bar);
     for (const seg of segs.get(s.span_id) ?? []) {
-      const el = h("div", { class: `seg ${seg.hop_kind === "wire" ? "wire" : "critical"}`, title: `${seg.hop_kind} on the critical path: ${ms(seg.duration_ms)}` });
+      const el = h("div", { class: `seg ${seg.hop_kind === "wire" || seg.hop_kind === "queue" ? "wire" : "critical"}`, title: `${seg.hop_kind} on the critical path: ${ms(seg.duration_ms)}` });
       el.style.left = x(seg.start_offset_ms);
       el.style.width = w(seg.duration_ms);
       track.append(el);
