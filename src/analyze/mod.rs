@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(
             hops_of((0, 1_000), (900, 999)),
             [
-                (HopKind::Span, 899 - 899 + 99),
+                (HopKind::Span, 99),
                 (HopKind::Wire, 2),
                 (HopKind::Queue, 899)
             ]
