@@ -5,9 +5,18 @@
 
 mod harness;
 
-use harness::{send, sp, Sp};
+use harness::{send, sp, Sp, TestDaemon};
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
+
+/// Sends `traces` and returns the findings once the detectors have run over
+/// all of them.
+async fn sent_and_detected(d: &TestDaemon, traces: Vec<Vec<Sp>>) -> Vec<Value> {
+    let sent = traces.len();
+    send(d, traces).await;
+    d.detected(sent).await;
+    d.findings().await
+}
 
 fn kinds(found: &[Value]) -> Vec<(String, String)> {
     let mut k: Vec<(String, String)> = found
@@ -63,10 +72,7 @@ async fn a_blocked_event_loop_is_queueing_in_front_of_the_instance_not_network()
         traces.push(called("signer", (at, at + 203), (at + 1, at + 202)));
         traces.push(called("minter", (1, 205 + i), (2, 203 + i)));
     }
-    let sent = traces.len();
-    send(&d, traces).await;
-    d.detected(sent).await;
-    let found = d.findings().await;
+    let found = sent_and_detected(&d, traces).await;
     assert_eq!(
         kinds(&found),
         [("blocked_worker".to_owned(), "hasher".to_owned())],
@@ -128,10 +134,7 @@ async fn requests_ending_in_a_staircase_with_nothing_inside_are_serialized() {
             (i, 300 + i),
         )]);
     }
-    let sent = traces.len();
-    send(&d, traces).await;
-    d.detected(sent).await;
-    let found = d.findings().await;
+    let found = sent_and_detected(&d, traces).await;
     assert_eq!(
         kinds(&found),
         [("blocked_worker".to_owned(), "ledger".to_owned())],
@@ -235,10 +238,7 @@ async fn a_hot_row_is_lock_contention_not_a_slow_query_or_a_blocked_worker() {
             ),
         ]);
     }
-    let sent = traces.len();
-    send(&d, traces).await;
-    d.detected(sent).await;
-    let found = d.findings().await;
+    let found = sent_and_detected(&d, traces).await;
     assert_eq!(
         kinds(&found),
         [

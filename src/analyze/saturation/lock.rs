@@ -18,10 +18,10 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::json;
 
-use super::queries::culprit_statement;
+use super::queries::{culprit_statement, severity_by_share, statement_culprit};
 use super::records::{DbTarget, QueryRecord};
 use crate::analyze::budget::{quantile, TraceCalls};
-use crate::analyze::{Culprit, FindingKind, Observation, Severity};
+use crate::analyze::{FindingKind, Observation};
 use crate::model::{Sym, TraceId};
 
 const MS: u64 = 1_000_000;
@@ -362,16 +362,8 @@ fn report(c: &Contended) -> Observation {
     };
     Observation {
         kind: FindingKind::LockContention,
-        severity: if share >= 0.5 {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        },
-        culprit: Culprit {
-            service,
-            operation: Sym::new(&operation),
-            peer: Some(Sym::new(&target)),
-        },
+        severity: severity_by_share(share),
+        culprit: statement_culprit(service, &operation, &target),
         chain: Vec::new(),
         summary: format!(
             "{service}'s `{operation}` waits for a lock held by one transaction at a time ({on}): \

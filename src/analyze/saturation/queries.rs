@@ -153,6 +153,26 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// The culprit of a finding about a statement: the calling service, the
+/// statement ([`culprit_statement`]) and its target's label.
+pub(super) fn statement_culprit(service: Sym, operation: &str, target: &str) -> Culprit {
+    Culprit {
+        service,
+        operation: Sym::new(operation),
+        peer: Some(Sym::new(target)),
+    }
+}
+
+/// Critical when what the finding describes holds at least half of its
+/// requests' critical path.
+pub(super) fn severity_by_share(share: f64) -> Severity {
+    if share >= 0.5 {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    }
+}
+
 /// A statement as a culprit's operation: cut at [`CULPRIT_CHARS`] characters.
 pub(super) fn culprit_statement(statement: &str) -> String {
     match statement.char_indices().nth(CULPRIT_CHARS) {
@@ -190,16 +210,8 @@ pub fn slow_queries(shapes: &[QueryShape]) -> Vec<Observation> {
         let target = s.target.label();
         out.push(Observation {
             kind: FindingKind::SlowQuery,
-            severity: if s.critical_share >= 0.5 {
-                Severity::Critical
-            } else {
-                Severity::Warning
-            },
-            culprit: Culprit {
-                service,
-                operation: Sym::new(&operation),
-                peer: Some(Sym::new(&target)),
-            },
+            severity: severity_by_share(s.critical_share),
+            culprit: statement_culprit(service, &operation, &target),
             chain: Vec::new(),
             summary: format!(
                 "{service} runs `{operation}` on {target} {} times with p95 {:.0} ms \
