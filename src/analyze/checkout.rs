@@ -47,19 +47,21 @@ pub fn checkouts(trace: &Trace) -> Vec<bool> {
         ) {
             continue;
         }
+        // A call answered by a SERVER span is neither (and the common
+        // CLIENT span: its attributes are not read).
+        let calls_server = trace
+            .children(i)
+            .iter()
+            .any(|&c| trace.span(c).kind == SpanKind::Server);
+        if calls_server {
+            continue;
+        }
         let [text, legacy_text, sql, system, legacy_system, pool, legacy_pool, state] =
             trace.arena.find(span.attrs, *KEYS);
         let system = system.or(legacy_system).and_then(Found::sym);
         if text.or(legacy_text).or(sql).is_some() {
             let latest = statements.entry((span.service, system)).or_default();
             *latest = (*latest).max(trace.start(i));
-            continue;
-        }
-        let calls_server = trace
-            .children(i)
-            .iter()
-            .any(|&c| trace.span(c).kind == SpanKind::Server);
-        if calls_server {
             continue;
         }
         if pool.or(legacy_pool).or(state).is_some() {
