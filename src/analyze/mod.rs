@@ -9,7 +9,7 @@
 //! called a SERVER span of another service, which is the edge's time and is
 //! charged to a *wire* hop (caller service, client operation, callee), or to a
 //! *queue* hop for the part before the callee's SERVER span started that the
-//! response's transport cannot explain ([`QUEUE_FACTOR`]).
+//! response's transport cannot explain (`QUEUE_FACTOR`).
 
 pub mod budget;
 mod cascade;
@@ -175,7 +175,7 @@ const QUEUE_MIN_NS: u64 = 10_000_000;
 /// The callee when `span` is a CLIENT span that called a SERVER span of
 /// another service, with its queue window: `[client start + response
 /// transport, server start)` when the wait before the server span dwarfs the
-/// response's transport ([`QUEUE_FACTOR`], [`QUEUE_MIN_NS`]).
+/// response's transport (`QUEUE_FACTOR`, `QUEUE_MIN_NS`).
 fn remote(trace: &Trace, span: u32) -> Option<Remote> {
     let server = remote_server(trace, span)?;
     let (start, end) = (trace.start(span), trace.end(span));

@@ -158,10 +158,10 @@ pub type Served = (u64, u64, Option<(u64, u64)>);
 type Request<'a> = (&'a RequestRecord, &'a SaturationRecords, TraceId);
 
 /// Whether an instance's requests (shape (a) of [`Serialized`]) queued in
-/// front of it: its SERVER spans never overlap, at least [`MIN_IN_FLIGHT`]
-/// callers waited at once, and at least [`MIN_QUEUED`] requests started
-/// [`MIN_QUEUE_NS`] (and a [`QUEUE_TO_SERVED`]th of the median request) later
-/// after their caller's start than the quickest did, [`MIN_TOTAL_WAIT_NS`] in
+/// front of it: its SERVER spans never overlap, at least `MIN_IN_FLIGHT`
+/// callers waited at once, and at least `MIN_QUEUED` requests started
+/// `MIN_QUEUE_NS` (and a `QUEUE_TO_SERVED`th of the median request) later
+/// after their caller's start than the quickest did, `MIN_TOTAL_WAIT_NS` in
 /// all.
 pub fn queued_before_server(requests: &[Served]) -> Option<Queue> {
     let served = Timeline::of(requests.iter().map(|r| (r.0, r.1)));

@@ -66,8 +66,8 @@ pub struct Staircase {
 }
 
 /// Whether `calls` (`[start, end)`, one burst of calls overlapping one after
-/// another) end in a staircase: at least [`MIN_STAIR_CALLS`], most of the
-/// consecutive ends at least [`MIN_STEP_NS`] apart, evenly ([`EVEN_FACTOR`]),
+/// another) end in a staircase: at least `MIN_STAIR_CALLS`, most of the
+/// consecutive ends at least `MIN_STEP_NS` apart, evenly (`EVEN_FACTOR`),
 /// with each call already started when the one before it ended, and the
 /// fastest call fast: the fastest of the burst, or `uncontended` (the
 /// fastest call of its kind seen at all: under sustained load every call of a
