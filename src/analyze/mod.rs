@@ -169,8 +169,10 @@ struct Remote {
 /// the time after it ends is the response's transport alone. When the first
 /// is at least this many times the second ...
 const QUEUE_FACTOR: u64 = 5;
-/// ... plus this much, the excess is queueing, not network.
-const QUEUE_MIN_NS: u64 = 10_000_000;
+/// ... plus this much (a DNS lookup or a new connection's handshake, which
+/// also come before the request reaches the callee, stay wire), the excess
+/// is queueing, not network.
+const QUEUE_MIN_NS: u64 = 50_000_000;
 
 /// The callee when `span` is a CLIENT span that called a SERVER span of
 /// another service, with its queue window: `[client start + response
