@@ -236,6 +236,34 @@ async fn the_plain_findings_page_lists_the_findings_as_escaped_html() {
     // The same filters as the JSON: another kind shows none.
     let a = fetch(&d, "/ui/plain/findings?kind=pool_exhaustion", None).await;
     assert!(a.body.contains("No findings match."), "{}", a.body);
+    assert!(
+        !a.body.contains("blind"),
+        "every service is instrumented: {}",
+        a.body
+    );
+    // A service whose requests carry no instance id: no finding of that kind
+    // says nothing about it, and the page says so.
+    let ids = harness::send(
+        &d,
+        vec![vec![sp(
+            "legacy",
+            (1, 0),
+            "GET /old",
+            SpanKind::Server,
+            (0, 5),
+        )
+        .http(200)
+        .no_instance()]],
+    )
+    .await;
+    d.wait_trace(ids[0], 1).await;
+    let a = fetch(&d, "/ui/plain/findings?kind=pool_exhaustion", None).await;
+    assert!(
+        a.body
+            .contains("<li>legacy: pool_exhaustion, blocked_worker, cold_start</li>"),
+        "{}",
+        a.body
+    );
     let a = fetch(&d, "/ui/plain/findings?kind=nonsense", None).await;
     assert_eq!(a.status, 400);
     d.stop().await;

@@ -226,6 +226,24 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
+/// Per service, the detectors its spans leave blind (not the weakened ones),
+/// for the services that have any: what a "no findings" answer cannot vouch
+/// for.
+pub fn blind_by_service(coverage: &[(Sym, Counts)]) -> Vec<(Sym, Vec<&'static str>)> {
+    coverage
+        .iter()
+        .map(|(s, c)| {
+            let names = blind(c)
+                .into_iter()
+                .filter(|b| b.level == Level::Blind)
+                .map(|b| b.detector.as_str())
+                .collect();
+            (*s, names)
+        })
+        .filter(|(_, names): &(Sym, Vec<&str>)| !names.is_empty())
+        .collect()
+}
+
 /// The detectors `counts` leaves blind or weakened, in [`RULES`] order.
 pub fn blind(counts: &Counts) -> Vec<Blind> {
     let mut out: Vec<Blind> = Vec::new();

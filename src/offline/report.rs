@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use crate::analyze::coverage::{blind, Counts, Level};
+use crate::analyze::coverage::{blind, blind_by_service, Counts, Level};
 use crate::analyze::{timeout, AnalyzedTrace, HopKey, HopKind, TimeoutCause};
 use crate::api::{coverage_bodies, entry_body, rfc3339, trace_body, FindingBody};
 use crate::model::StatusCode;
@@ -318,18 +318,7 @@ const COVERAGE_COLUMNS: [Column; 11] = [
 impl<W: Write> Text<W> {
     /// "No findings", and the detectors that could not have found any.
     fn no_findings(&mut self, coverage: &[(Sym, Counts)]) -> io::Result<()> {
-        let blind: Vec<(Sym, Vec<&str>)> = coverage
-            .iter()
-            .map(|(s, c)| {
-                let names = blind(c)
-                    .into_iter()
-                    .filter(|b| b.level == Level::Blind)
-                    .map(|b| b.detector.as_str())
-                    .collect();
-                (*s, names)
-            })
-            .filter(|(_, names): &(Sym, Vec<&str>)| !names.is_empty())
-            .collect();
+        let blind = blind_by_service(coverage);
         if blind.is_empty() {
             return writeln!(self.out, "No findings.\n");
         }

@@ -10,6 +10,7 @@ use super::super::findings::{select, ListParams};
 use super::super::params::{self, rfc3339};
 use super::super::{ApiError, AppState};
 use super::{respond, HTML};
+use crate::analyze::coverage::blind_by_service;
 use crate::analyze::Culprit;
 use crate::store::Finding;
 
@@ -21,7 +22,7 @@ pub async fn findings(
     let found = select(&state, params::query(q)?)?;
     let rows: String = found.iter().map(row).collect();
     let table = if found.is_empty() {
-        "<p>No findings match.</p>".to_owned()
+        format!("<p>No findings match.</p>{}", blind_notice(&state))
     } else {
         format!(
             "<table><thead><tr><th>Severity</th><th>Kind</th><th>Culprit</th><th>Summary</th>\
@@ -42,6 +43,29 @@ pub async fn findings(
              {table}</main></body></html>"
         ),
     ))
+}
+
+/// Under "no findings", the services whose spans leave detectors blind
+/// ([`blind_by_service`]): silence there is no sign of health.
+fn blind_notice(state: &AppState) -> String {
+    let blind = blind_by_service(&state.store.coverage.services());
+    if blind.is_empty() {
+        return String::new();
+    }
+    let items: String = blind
+        .iter()
+        .map(|(service, names)| {
+            format!(
+                "<li>{}: {}</li>",
+                escape(service.as_str()),
+                escape(&names.join(", "))
+            )
+        })
+        .collect();
+    format!(
+        "<p>But these detectors are blind for these services (<a href=\"/ui/coverage\">coverage</a> \
+         says why and what to add):</p><ul>{items}</ul>"
+    )
 }
 
 /// Example traces linked per finding.
