@@ -230,11 +230,21 @@ pub fn lock_contention(traces: &[Arc<TraceCalls>]) -> Locks {
                 logged += 1;
             }
         }
+        // Only a statement that takes locks is judged by its staircase.
+        let locking = takes_locks(statement);
+        if logged == 0 && !locking {
+            continue;
+        }
         let intervals: Vec<(u64, u64)> =
             calls.iter().map(|c| (c.q.start_ns, c.q.end_ns())).collect();
         let (mut steps, mut in_flight, mut stair_wait) = (Vec::new(), 0, 0);
         let uncontended = intervals.iter().map(|c| c.1 - c.0).min().unwrap_or(0);
-        for burst in bursts(&intervals) {
+        let stair_bursts = if locking {
+            bursts(&intervals)
+        } else {
+            Vec::new()
+        };
+        for burst in stair_bursts {
             let Some(s) = staircase(&intervals[burst.clone()], uncontended) else {
                 continue;
             };
@@ -246,7 +256,7 @@ pub fn lock_contention(traces: &[Arc<TraceCalls>]) -> Locks {
                 *w0 = (*w0).max(w);
             }
         }
-        if logged == 0 && (stair_wait < MIN_STAIR_WAIT_NS || !takes_locks(statement)) {
+        if logged == 0 && stair_wait < MIN_STAIR_WAIT_NS {
             continue;
         }
         let durations = intervals.iter().map(|c| c.1 - c.0);
