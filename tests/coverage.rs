@@ -4,7 +4,7 @@
 
 mod harness;
 
-use harness::{base_time, exporter, random_trace_id, send, sp, span_data, Sp, SpanSpec};
+use harness::{base_time, exporter, random_trace_id, send, sp, span_data, spec, Sp};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::SpanExporter;
@@ -215,14 +215,6 @@ async fn a_trace_analyzed_again_counts_its_spans_once() {
     let d = harness::start(Default::default()).await;
     let trace_id = random_trace_id();
     let base = base_time();
-    let spec = |id, parent, name, kind, (start_ms, end_ms)| SpanSpec {
-        id,
-        parent,
-        name,
-        kind,
-        start_ms,
-        end_ms,
-    };
     let shop = exporter(&d.grpc_endpoint, "shop", false);
     shop.export(vec![
         span_data(

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use harness::{base_time, random_trace_id, span_data, SpanSpec};
+use harness::{base_time, random_trace_id, span_data, spec};
 use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -150,14 +150,6 @@ fn trace(n: usize, base: SystemTime) -> (TraceId, Vec<SpanData>) {
         ((0, 1000), (5, 1000), (10, 3000))
     } else {
         ((0, 100), (5, 95), (10, 90))
-    };
-    let spec = |id, parent, name, kind, (start_ms, end_ms)| SpanSpec {
-        id,
-        parent,
-        name,
-        kind,
-        start_ms,
-        end_ms,
     };
     let mut spans = vec![
         span_data(

@@ -3,7 +3,7 @@
 
 mod harness;
 
-use harness::{base_time, exporter, random_trace_id, send, sp, span_data, Sp, SpanSpec};
+use harness::{base_time, exporter, random_trace_id, send, sp, span_data, spec, Sp};
 use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::trace::SpanExporter;
 use serde_json::Value;
@@ -119,14 +119,6 @@ async fn a_trace_analyzed_again_counts_its_calls_once() {
     let d = harness::start(Default::default()).await;
     let trace_id = random_trace_id();
     let base = base_time();
-    let spec = |id, parent, name, kind, (start_ms, end_ms)| SpanSpec {
-        id,
-        parent,
-        name,
-        kind,
-        start_ms,
-        end_ms,
-    };
     let gateway = exporter(&d.grpc_endpoint, "gateway", false);
     let orders = exporter(&d.grpc_endpoint, "orders", false);
     let first = [

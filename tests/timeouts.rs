@@ -380,33 +380,36 @@ async fn the_ends_of_one_timed_out_call_are_one_timeout_not_a_cascade() {
             .attr("rpc.grpc.status_code", 4)
             .error("DEADLINE_EXCEEDED")
     };
-    let both_ends = vec![
-        hop(
-            "frontend",
-            1,
-            0,
-            "GET /product",
-            SpanKind::Server,
-            (0, 1100),
-        )
-        .http(200),
-        grpc(hop(
-            "frontend",
-            2,
-            1,
-            "orders.Orders/Get",
-            SpanKind::Client,
-            (5, 1005),
-        )),
-        grpc(hop(
-            "orders",
-            3,
-            2,
-            "orders.Orders/Get",
-            SpanKind::Server,
-            (10, 1010),
-        )),
-    ];
+    // frontend → orders, the call timed out at both ends.
+    let both_ends = || {
+        vec![
+            hop(
+                "frontend",
+                1,
+                0,
+                "GET /product",
+                SpanKind::Server,
+                (0, 1100),
+            )
+            .http(200),
+            grpc(hop(
+                "frontend",
+                2,
+                1,
+                "orders.Orders/Get",
+                SpanKind::Client,
+                (5, 1005),
+            )),
+            grpc(hop(
+                "orders",
+                3,
+                2,
+                "orders.Orders/Get",
+                SpanKind::Server,
+                (10, 1010),
+            )),
+        ]
+    };
     let read_timeout = |h: Sp| {
         h.error("").exception(
             "requests.exceptions.ReadTimeout",
@@ -427,39 +430,15 @@ async fn the_ends_of_one_timed_out_call_are_one_timeout_not_a_cascade() {
         read_timeout(hop("shop", 4, 3, "GET", SpanKind::Client, (5, 1005))),
         hop("orders", 5, 4, "GET /orders", SpanKind::Server, (10, 1500)).http(200),
     ];
-    for trace in [both_ends, nested] {
+    for trace in [both_ends(), nested] {
         let t = send(&d, trace).await;
         assert_eq!(t["findings"], Value::Array(vec![]), "{t:#}");
     }
     assert_eq!(findings(&d, "?kind=cascading_timeout").await.len(), 0);
 
     // frontend → orders → inventory, both calls timed out at both ends.
-    let stacked = vec![
-        hop(
-            "frontend",
-            1,
-            0,
-            "GET /product",
-            SpanKind::Server,
-            (0, 1100),
-        )
-        .http(200),
-        grpc(hop(
-            "frontend",
-            2,
-            1,
-            "orders.Orders/Get",
-            SpanKind::Client,
-            (5, 1005),
-        )),
-        grpc(hop(
-            "orders",
-            3,
-            2,
-            "orders.Orders/Get",
-            SpanKind::Server,
-            (10, 1010),
-        )),
+    let mut stacked = both_ends();
+    stacked.extend([
         grpc(hop(
             "orders",
             4,
@@ -476,7 +455,7 @@ async fn the_ends_of_one_timed_out_call_are_one_timeout_not_a_cascade() {
             SpanKind::Server,
             (20, 1009),
         )),
-    ];
+    ]);
     send(&d, stacked).await;
     let found = findings(&d, "?kind=cascading_timeout").await;
     assert_eq!(found.len(), 1, "{found:#?}");

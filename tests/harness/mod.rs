@@ -204,6 +204,24 @@ pub struct SpanSpec {
     pub end_ms: u64,
 }
 
+/// A span spec: ids `(id, parent)` as in [`sp`], times in ms after the base.
+pub fn spec(
+    id: u64,
+    parent: u64,
+    name: &'static str,
+    kind: SpanKind,
+    (start_ms, end_ms): (u64, u64),
+) -> SpanSpec {
+    SpanSpec {
+        id,
+        parent,
+        name,
+        kind,
+        start_ms,
+        end_ms,
+    }
+}
+
 pub fn span_data(trace_id: TraceId, base: SystemTime, s: &SpanSpec) -> SpanData {
     SpanData {
         span_context: SpanContext::new(

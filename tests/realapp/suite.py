@@ -436,31 +436,20 @@ def s_pool_held_by_statement(sc):
 ORM_SHAPES = ["FROM items WHERE items.id", "FROM stock WHERE stock.id"]
 
 
-def s_both_db_instrumentations(sc):
-    n = pool_scenario(sc, "/orders/{id}")
-    sc.findings = sc.daemon.findings()
-    assert_pool(sc)
-    assert_queries_once(sc, n, ORM_SHAPES)
-    sc.only({"pool_exhaustion"})
-    return n
+def db_instrumentations(disabled=None):
+    """Scenario: the held-in-app pool with both database instrumentations, or
+    with one of them disabled: the pool is still 2 and each statement counts
+    once."""
 
+    def scenario(sc):
+        n = pool_scenario(sc, "/orders/{id}", disabled=disabled)
+        sc.findings = sc.daemon.findings()
+        assert_pool(sc)
+        assert_queries_once(sc, n, ORM_SHAPES)
+        sc.only({"pool_exhaustion"})
+        return n
 
-def s_one_db_instrumentation(sc):
-    n = pool_scenario(sc, "/orders/{id}", disabled="psycopg2")
-    sc.findings = sc.daemon.findings()
-    assert_pool(sc)
-    assert_queries_once(sc, n, ORM_SHAPES)
-    sc.only({"pool_exhaustion"})
-    return n
-
-
-def s_one_db_instrumentation_psycopg2(sc):
-    n = pool_scenario(sc, "/orders/{id}", disabled="sqlalchemy")
-    sc.findings = sc.daemon.findings()
-    assert_pool(sc)
-    assert_queries_once(sc, n, ORM_SHAPES)
-    sc.only({"pool_exhaustion"})
-    return n
+    return scenario
 
 
 def s_slow_aggregate(sc):
@@ -570,9 +559,9 @@ def s_healthy(sc):
 SCENARIOS = {
     "pool-held-in-app": s_pool_held_in_app,
     "pool-held-by-statement": s_pool_held_by_statement,
-    "both-db-instrumentations": s_both_db_instrumentations,
-    "one-db-instrumentation": s_one_db_instrumentation,
-    "one-db-instrumentation-psycopg2": s_one_db_instrumentation_psycopg2,
+    "both-db-instrumentations": db_instrumentations(),
+    "one-db-instrumentation": db_instrumentations(disabled="psycopg2"),
+    "one-db-instrumentation-psycopg2": db_instrumentations(disabled="sqlalchemy"),
     "slow-aggregate": s_slow_aggregate,
     "stacked-timeouts": s_stacked_timeouts,
     "blocked-event-loop": s_blocked_event_loop,
