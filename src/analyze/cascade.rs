@@ -195,5 +195,8 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
         trace_ids: vec![trace.trace_id],
         count: 1,
         seen_ns: trace.end(trace.root),
+        crossed: Vec::new(),
+        location: None,
+        spans: Vec::new(),
     })
 }

@@ -30,10 +30,15 @@ pub enum FindingKind {
     PoolExhaustion,
     BlockedWorker,
     LockContention,
+    NPlusOne,
+    SerialCalls,
+    RedundantCall,
+    ChattyEdge,
+    ExcessiveFanout,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 11] = [
+    pub const ALL: [FindingKind; 16] = [
         FindingKind::CascadingTimeout,
         FindingKind::DeadlineNotPropagated,
         FindingKind::TimeoutInversion,
@@ -45,6 +50,11 @@ impl FindingKind {
         FindingKind::PoolExhaustion,
         FindingKind::BlockedWorker,
         FindingKind::LockContention,
+        FindingKind::NPlusOne,
+        FindingKind::SerialCalls,
+        FindingKind::RedundantCall,
+        FindingKind::ChattyEdge,
+        FindingKind::ExcessiveFanout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +70,11 @@ impl FindingKind {
             FindingKind::PoolExhaustion => "pool_exhaustion",
             FindingKind::BlockedWorker => "blocked_worker",
             FindingKind::LockContention => "lock_contention",
+            FindingKind::NPlusOne => "n_plus_one",
+            FindingKind::SerialCalls => "serial_calls",
+            FindingKind::RedundantCall => "redundant_call",
+            FindingKind::ChattyEdge => "chatty_edge",
+            FindingKind::ExcessiveFanout => "excessive_fanout",
         }
     }
 
@@ -158,6 +173,50 @@ pub struct Observation {
     pub count: u64,
     /// When it was seen, from the data (unix ns): the trace's end, or the window's.
     pub seen_ns: u64,
+    /// The configured thresholds the observation crossed.
+    #[serde(default)]
+    pub crossed: Vec<Crossed>,
+    /// Where in the source the culprit's calls are made, when its spans carry
+    /// the `code.*` attributes.
+    #[serde(default)]
+    pub location: Option<CodeLocation>,
+    /// The spans of the observed trace the pattern is made of (per-trace
+    /// detectors), for marking them on the trace page; not kept with the finding.
+    #[serde(skip)]
+    pub spans: Vec<SpanId>,
+}
+
+/// One threshold an observation crossed: its key in the `[detectors]`
+/// configuration, its configured limit and the value observed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Crossed {
+    /// The key under `[detectors]`, e.g. `n_plus_one.min_calls`.
+    pub threshold: String,
+    pub limit: f64,
+    pub value: f64,
+}
+
+impl Crossed {
+    pub fn new(threshold: &str, limit: impl Into<f64>, value: impl Into<f64>) -> Crossed {
+        Crossed {
+            threshold: threshold.to_owned(),
+            limit: limit.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// Where in the source code a span was made (`code.file.path`,
+/// `code.line.number`, `code.function.name`, or the older `code.filepath`,
+/// `code.lineno`, `code.function`; `code.namespace`).
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct CodeLocation {
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub function: Option<String>,
+    pub namespace: Option<String>,
 }
 
 /// A finding's stable id: FNV-1a over its kind and culprit, so the same problem

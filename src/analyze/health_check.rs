@@ -167,6 +167,9 @@ pub fn slow_health_checks(trace: &Trace, routes: &HealthRoutes) -> Vec<Observati
             trace_ids: vec![trace.trace_id],
             count: 1,
             seen_ns: trace.end(i),
+            crossed: Vec::new(),
+            location: None,
+            spans: Vec::new(),
         });
     }
     out

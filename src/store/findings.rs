@@ -239,6 +239,9 @@ mod tests {
             trace_ids: vec![TraceId::from_bytes(&[count as u8 + 1; 16]).unwrap()],
             count,
             seen_ns,
+            crossed: Vec::new(),
+            location: None,
+            spans: Vec::new(),
         }
     }
 

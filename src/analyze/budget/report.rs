@@ -176,6 +176,9 @@ pub(super) fn gateway_timeout(
         trace_ids,
         count: t.supporting,
         seen_ns,
+        crossed: Vec::new(),
+        location: None,
+        spans: Vec::new(),
     }
 }
 
@@ -248,6 +251,9 @@ pub(super) fn inversion(
         trace_ids,
         count: support.count,
         seen_ns,
+        crossed: Vec::new(),
+        location: None,
+        spans: Vec::new(),
     }
 }
 
@@ -289,6 +295,9 @@ pub(super) fn not_propagated(
         trace_ids,
         count: o.support.count,
         seen_ns,
+        crossed: Vec::new(),
+        location: None,
+        spans: Vec::new(),
     }
 }
 
@@ -339,6 +348,9 @@ pub(super) fn headroom(entry: &EntryBudget, edge: Option<EdgeKey>, h: Headroom) 
         trace_ids,
         count: h.support.count,
         seen_ns,
+        crossed: Vec::new(),
+        location: None,
+        spans: Vec::new(),
     }
 }
 

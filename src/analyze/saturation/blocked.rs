@@ -408,6 +408,9 @@ fn report(
         trace_ids: latest.iter().take(10).map(|l| l.1).collect(),
         count: requests.len() as u64,
         seen_ns: latest.first().map_or(0, |l| l.0),
+        crossed: Vec::new(),
+        location: None,
+        spans: Vec::new(),
     }
 }
 

@@ -187,6 +187,9 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
                 .flat_map(|c| c.2.iter().map(|f| f.end_ns))
                 .max()
                 .unwrap_or(0),
+            crossed: Vec::new(),
+            location: None,
+            spans: Vec::new(),
         });
     }
     out.sort_by_key(|o| o.culprit.service.as_str());

@@ -410,6 +410,9 @@ fn report(c: &Contended) -> Observation {
         trace_ids: latest.iter().take(10).map(|l| l.1).collect(),
         count: c.waits.len() as u64,
         seen_ns: latest.first().map_or(0, |l| l.0),
+        crossed: Vec::new(),
+        location: None,
+        spans: Vec::new(),
     }
 }
 

@@ -341,6 +341,9 @@ fn report(service: Sym, target: Target, found: &[Exhausted]) -> Observation {
             .filter_map(|f| f.queued.first().map(|q| q.1))
             .max()
             .unwrap_or(0),
+        crossed: Vec::new(),
+        location: None,
+        spans: Vec::new(),
     }
 }
 

@@ -246,6 +246,9 @@ pub fn slow_queries(shapes: &[QueryShape]) -> Vec<Observation> {
             trace_ids: s.trace_ids.clone(),
             count: slow as u64,
             seen_ns: s.last_end_ns,
+            crossed: Vec::new(),
+            location: None,
+            spans: Vec::new(),
         });
     }
     out
