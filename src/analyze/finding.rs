@@ -1,7 +1,9 @@
 //! What detectors report. A detector emits [`Observation`]s; the store merges
 //! observations with the same kind and culprit into one finding.
 
-use crate::model::{SpanId, Sym, TraceId};
+use std::sync::LazyLock;
+
+use crate::model::{AttrValue, Found, SpanId, Sym, Trace, TraceId};
 
 /// What was found.
 #[derive(
@@ -217,6 +219,45 @@ pub struct CodeLocation {
     pub line: Option<u32>,
     pub function: Option<String>,
     pub namespace: Option<String>,
+}
+
+/// The `code.*` keys, current names before the older ones.
+static CODE_KEYS: LazyLock<[Sym; 7]> = LazyLock::new(|| {
+    [
+        "code.file.path",
+        "code.filepath",
+        "code.line.number",
+        "code.lineno",
+        "code.function.name",
+        "code.function",
+        "code.namespace",
+    ]
+    .map(Sym::new)
+});
+
+impl CodeLocation {
+    /// Where span `span` of `trace` was made, when it carries a file or a
+    /// function (a line alone says nothing).
+    pub fn of(trace: &Trace, span: u32) -> Option<CodeLocation> {
+        let [file, filepath, line, lineno, function, old_function, namespace] =
+            trace.arena.find(trace.span(span).attrs, *CODE_KEYS);
+        let text = |f: Option<Found<'_>>| {
+            f.and_then(|v| v.text())
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        };
+        let number = |f: Option<Found<'_>>| match f? {
+            Found::Value(AttrValue::Int(n)) => u32::try_from(n).ok(),
+            other => other.text()?.trim().parse().ok(),
+        };
+        let location = CodeLocation {
+            file: text(file).or_else(|| text(filepath)),
+            line: number(line).or_else(|| number(lineno)),
+            function: text(function).or_else(|| text(old_function)),
+            namespace: text(namespace),
+        };
+        (location.file.is_some() || location.function.is_some()).then_some(location)
+    }
 }
 
 /// A finding's stable id: FNV-1a over its kind and culprit, so the same problem

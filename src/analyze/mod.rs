@@ -25,7 +25,9 @@ mod timeout;
 pub use cascade::cascading_timeout;
 pub use checkout::checkouts;
 pub use critical_path::{critical_path, CriticalPath, Segment};
-pub use finding::{finding_id, ChainHop, Culprit, FindingKind, Observation, Severity};
+pub use finding::{
+    finding_id, ChainHop, CodeLocation, Crossed, Culprit, FindingKind, Observation, Severity,
+};
 pub use health_check::{
     slow_health_checks, HealthRoutes, InvalidHealthRoute, DEFAULT_HEALTH_ROUTES,
     HEALTH_CHECK_LIMIT_NS,
