@@ -143,6 +143,85 @@ async fn hotrod_mysql_lock_queue_is_lock_contention_through_the_daemon() {
     assert_hotrod_lock_queue(&through_daemon(&files).await, &QUEUED);
 }
 
+/// HotROD's two loops, as both paths must report them: the driver fetching
+/// each of ten drivers from redis with `GetDriver`, one after another, and
+/// retrying the ones that time out (12–13 calls in each of the seven complete
+/// requests); and the frontend asking route for ten routes through a pool of
+/// three workers (every request; the partial one shows six). Nothing else
+/// new fires: the retries are no redundant call, the customer and driver
+/// calls are two, not a serial run, and ten calls are no chatty edge.
+fn assert_hotrod_loops(found: &[Value], traces: usize) {
+    for quiet in [
+        "serial_calls",
+        "redundant_call",
+        "chatty_edge",
+        "excessive_fanout",
+    ] {
+        assert!(of_kind(found, quiet).is_empty(), "{quiet}: {found:#?}");
+    }
+    let loops = of_kind(found, "n_plus_one");
+    let by = |service: &str| -> &Value {
+        let of: Vec<&&Value> = loops
+            .iter()
+            .filter(|f| f["culprit"]["service"] == service)
+            .collect();
+        let [f] = of.as_slice() else {
+            panic!("one n_plus_one of {service}: {found:#?}")
+        };
+        f
+    };
+    assert_eq!(loops.len(), 2, "{found:#?}");
+    let redis = by("driver");
+    assert_eq!(redis["culprit"]["operation"], "GetDriver");
+    assert_eq!(redis["culprit"]["peer"], "redis");
+    let e = &redis["evidence"];
+    assert!((12..=13).contains(&e["calls"].as_u64().unwrap()), "{e}");
+    assert_eq!(e["peak_in_flight"], 1, "strictly sequential: {e}");
+    assert_eq!(e["distinct_parameters"], 10, "{e}");
+    assert_eq!(e["source"], "FindDriverIDs");
+    let retried = e["retried_timeouts"].as_u64().unwrap();
+    assert_eq!(
+        e["calls"].as_u64().unwrap() - retried,
+        10,
+        "ten drivers, each timeout retried: {e}"
+    );
+    assert!(e["critical_ms"].as_f64().unwrap() > 150.0, "{e}");
+    let route = by("frontend");
+    assert_eq!(route["culprit"]["operation"], "HTTP GET /route");
+    assert_eq!(route["culprit"]["peer"], "route");
+    let e = &route["evidence"];
+    assert_eq!(e["peak_in_flight"], 3, "{e}");
+    assert!(e["critical_ms"].as_f64().unwrap() > 50.0, "{e}");
+    if traces > 1 {
+        assert_eq!(redis["count"], traces - 1, "every complete request");
+        assert_eq!(route["count"], traces);
+    } else {
+        assert_eq!(e["calls"], 10, "{e}");
+        assert_eq!(e["throttled_to"], 3, "{e}");
+        assert_eq!(e["distinct_parameters"], 10, "{e}");
+    }
+    for f in [redis, route] {
+        assert_eq!(f["severity"], "warning", "a quarter of the request: {f:#}");
+    }
+}
+
+#[test]
+fn hotrod_loops_are_n_plus_one_in_hopscope_analyze() {
+    let files = fixture_files(HOTROD);
+    assert_hotrod_loops(&analyzed(&files), files.len());
+    // Each complete request on its own: both loops, with its own numbers.
+    for file in files.iter().filter(|f| !f.contains("67ff600cc7c84a67")) {
+        let found = analyzed(std::slice::from_ref(file));
+        assert_hotrod_loops(&found, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hotrod_loops_are_n_plus_one_through_the_daemon() {
+    let files = fixture_files(HOTROD);
+    assert_hotrod_loops(&through_daemon(&files).await, files.len());
+}
+
 const REALAPP: &str = "tests/fixtures/realapp";
 
 /// The one finding of a real-application recording, by both paths: its kind

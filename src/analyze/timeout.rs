@@ -4,7 +4,8 @@
 //! A timeout is a span that gave up waiting (or was given up on): status ERROR
 //! with a timeout/deadline message, gRPC `DEADLINE_EXCEEDED` (4), HTTP 504, 408 or
 //! 524, an `error.type` naming a timeout, or, on a span whose status is ERROR, an
-//! `exception` event whose type or message says timeout or deadline. A 502 or a
+//! `exception` event whose type or message says timeout or deadline, or an
+//! event whose name does (OpenTracing's `event=redis timeout` logs). A 502 or a
 //! refused connection is a failure, not a timeout: the upstream answered (or was
 //! not there), it was not slow. An exception recorded on a span that did not fail
 //! was handled (retried, answered from a cache): the span did not time out.
@@ -32,6 +33,9 @@ pub enum TimeoutCause {
     ErrorType(String),
     /// An `exception` event's type or message, on a span whose status is ERROR.
     Exception(String),
+    /// An event named for a timeout, on a span whose status is ERROR: an
+    /// OpenTracing log `event=redis timeout` forwarded as an OTLP event.
+    Event(String),
 }
 
 /// Does this text (an error message, an exception type, an `error.type`) say
@@ -77,7 +81,13 @@ pub fn timeout(span: &Span, arena: &AttrArena) -> Option<TimeoutCause> {
     if !failed {
         return None;
     }
-    for event in span.events().iter().filter(|e| e.name == *EXCEPTION) {
+    for event in span.events() {
+        if event.name != *EXCEPTION {
+            if says_timeout(event.name.as_str()) {
+                return Some(TimeoutCause::Event(event.name.as_str().to_owned()));
+            }
+            continue;
+        }
         for key in [*EXCEPTION_TYPE, *EXCEPTION_MESSAGE] {
             if let Some(AttrValue::Str(text)) = arena.get(event.attrs, key) {
                 if says_timeout(text) {

@@ -139,7 +139,8 @@ fn cause(c: &TimeoutCause) -> String {
         TimeoutCause::HttpStatus(code) => format!("HTTP {code}"),
         TimeoutCause::StatusMessage(m)
         | TimeoutCause::ErrorType(m)
-        | TimeoutCause::Exception(m) => m.clone(),
+        | TimeoutCause::Exception(m)
+        | TimeoutCause::Event(m) => m.clone(),
     }
 }
 

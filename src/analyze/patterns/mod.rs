@@ -92,11 +92,14 @@ impl<'a> Report<'a> {
     }
 
     /// Critical from `severity.critical_share` of the request's latency,
-    /// warning from `severity.warning_share`, otherwise information: what the
-    /// user does not wait on is reported with its small cost.
+    /// warning from `severity.warning_share`, otherwise (or below
+    /// `severity.warning_min_ms`) information: what the user does not wait on
+    /// is reported with its small cost.
     fn severity(&self, critical_ns: u64) -> Severity {
         let share = self.share(critical_ns);
-        if share >= self.severity.critical_share {
+        if ms(critical_ns) < self.severity.warning_min_ms {
+            Severity::Info
+        } else if share >= self.severity.critical_share {
             Severity::Critical
         } else if share >= self.severity.warning_share {
             Severity::Warning

@@ -95,6 +95,9 @@ impl Default for ExcessiveFanoutThresholds {
 #[serde(default, deny_unknown_fields)]
 pub struct PatternSeverity {
     pub warning_share: f64,
+    /// Below this much critical time a pattern is information whatever its
+    /// share: a few milliseconds are nobody's 504.
+    pub warning_min_ms: f64,
     pub critical_share: f64,
 }
 
@@ -102,6 +105,7 @@ impl Default for PatternSeverity {
     fn default() -> Self {
         PatternSeverity {
             warning_share: 0.1,
+            warning_min_ms: 20.0,
             critical_share: 0.5,
         }
     }
