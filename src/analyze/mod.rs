@@ -1,6 +1,6 @@
 //! Analysis of one assembled trace: pure functions, no I/O, no clock. Per-trace
-//! detectors (`cascade.rs`, `health_check.rs`) run here and leave
-//! [`Observation`]s on the result; the cross-trace detectors ([`budget`],
+//! detectors (`cascade.rs`, `health_check.rs`, the request's own anti-patterns
+//! in [`patterns`]) run here and leave [`Observation`]s on the result; the cross-trace detectors ([`budget`],
 //! [`saturation`]) run over the records of many. [`coverage`] counts what the
 //! spans of each service carry, and which detectors that leaves blind.
 //!
