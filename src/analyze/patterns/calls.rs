@@ -47,6 +47,9 @@ pub(super) struct Call {
     /// It ended in an error or a timeout.
     pub failed: bool,
     pub timed_out: bool,
+    /// It changes something (a write statement, transaction control, a POST,
+    /// a cache write, a message): calls around it may depend on its order.
+    pub writes: bool,
 }
 
 impl Call {
@@ -225,6 +228,13 @@ impl Calls {
                 critical_ns: subtree[top as usize],
                 failed: span.status == StatusCode::Error || t.timed_out[i as usize],
                 timed_out: t.timed_out[i as usize],
+                writes: match kind {
+                    CallKind::Db => !first_word_in(statement, SQL_READS),
+                    CallKind::Cache => !first_word_in(statement, CACHE_READS),
+                    CallKind::Http => !idempotent(method),
+                    CallKind::Message => true,
+                    CallKind::Rpc | CallKind::Other => false,
+                },
             });
         }
         Calls { calls }
@@ -297,6 +307,38 @@ fn sql_arguments(statement: &str) -> Option<String> {
         }
     });
     (!placeholder).then(|| statement.to_owned())
+}
+
+/// Statements that only read.
+const SQL_READS: &[&str] = &["SELECT", "SHOW", "EXPLAIN", "DESCRIBE", "VALUES"];
+/// Key-value commands that only read.
+const CACHE_READS: &[&str] = &[
+    "GET",
+    "MGET",
+    "HGET",
+    "HMGET",
+    "HGETALL",
+    "EXISTS",
+    "TTL",
+    "STRLEN",
+    "TYPE",
+    "SMEMBERS",
+    "SISMEMBER",
+    "SCARD",
+    "LRANGE",
+    "LLEN",
+    "ZRANGE",
+    "ZSCORE",
+    "ZCARD",
+    "SCAN",
+    "KEYS",
+];
+
+/// Whether `text`'s first word is one of `words` (any case); a missing text
+/// (a database span without a statement) reads.
+fn first_word_in(text: Option<&str>, words: &[&str]) -> bool {
+    text.and_then(|t| t.split_whitespace().next())
+        .is_none_or(|w| words.iter().any(|r| w.eq_ignore_ascii_case(r)))
 }
 
 /// Only reads repeat identically: a repeated POST may carry another body.

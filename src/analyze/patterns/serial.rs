@@ -3,7 +3,9 @@
 //! previous ended, within `max_gap_ms` — where making them together would
 //! save at least `min_saved_ms` of critical time: their summed critical time
 //! minus the longest one's. The calls of a loop are [`super::n_plus_one`]'s,
-//! not this detector's; overlapping calls and calls far apart break a run.
+//! not this detector's; overlapping calls, calls far apart and writes (whose
+//! order may matter: an INSERT after a SELECT, a transaction's statements, a
+//! POST) break a run.
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::json;
@@ -44,11 +46,13 @@ pub(super) fn find(
             let follows = run.last().is_some_and(|last| {
                 c.start_ns >= last.end_ns && c.start_ns - last.end_ns <= max_gap_ns
             });
-            if !follows {
+            if !follows || c.writes {
                 out.extend(judge(r, &run, limits));
                 run.clear();
             }
-            run.push(c);
+            if !c.writes {
+                run.push(c);
+            }
         }
         out.extend(judge(r, &run, limits));
     }
