@@ -467,3 +467,66 @@ async fn a_chatty_edge_and_an_excessive_fanout() {
         assert_eq!(chatty["evidence"]["operations"], 25);
     }
 }
+
+/// A job that processes eight items, each under its own span: one select
+/// and one call to pricing per item are two loops of the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_made_under_a_span_per_item_are_loops_of_their_parent() {
+    let mut job = vec![sp(
+        "worker",
+        (1, 0),
+        "sync-catalog",
+        SpanKind::Server,
+        (0, 400),
+    )];
+    for k in 0..8u64 {
+        let (item, at) = (10 + 5 * k, 5 + 45 * k);
+        job.push(sp(
+            "worker",
+            (item, 1),
+            "process item",
+            SpanKind::Internal,
+            (at, at + 44),
+        ));
+        job.push(query(
+            "worker",
+            item + 1,
+            item,
+            "SELECT * FROM products WHERE sku = $1",
+            (at + 1, at + 10),
+        ));
+        job.extend(call(
+            "worker",
+            (item + 2, item),
+            "pricing",
+            "/prices/{sku}",
+            &format!("http://pricing/prices/{k}00"),
+            (at + 11, at + 43),
+        ));
+    }
+    for found in found(vec![job]).await {
+        let loops: Vec<(String, String, String, String)> = named(&found);
+        assert_eq!(
+            loops,
+            [
+                (
+                    "n_plus_one".into(),
+                    "worker".into(),
+                    "GET /prices/{sku}".into(),
+                    "pricing".into()
+                ),
+                (
+                    "n_plus_one".into(),
+                    "worker".into(),
+                    "SELECT * FROM products WHERE sku = $1".into(),
+                    "postgresql".into()
+                ),
+            ],
+            "{found:#?}"
+        );
+        for f in &found {
+            assert_eq!(f["evidence"]["calls"], 8, "{f:#}");
+            assert_eq!(f["evidence"]["parent"]["operation"], "sync-catalog");
+        }
+    }
+}

@@ -40,7 +40,7 @@ pub fn detect(t: &AnalyzedTrace, limits: &PatternThresholds) -> Vec<Observation>
         return Vec::new();
     }
     let report = Report::new(t, &limits.severity);
-    let loops = n_plus_one::find(&calls, &limits.n_plus_one);
+    let loops = n_plus_one::find(&t.trace, &calls, &limits.n_plus_one);
     let mut out = Vec::new();
     out.extend(
         loops

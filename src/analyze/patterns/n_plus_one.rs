@@ -1,7 +1,10 @@
 //! `n_plus_one`: under one parent, at least `min_calls` calls of one shape
 //! to one callee — one after another as an ORM's lazy loading makes them, or
 //! overlapping as a fan-out over a list does. A loop whose arguments are all
-//! visibly the same is a [`super::redundant`] call instead.
+//! visibly the same is a [`super::redundant`] call instead. Calls made under a
+//! span per item (`process item` spans, at least `min_calls` of one name
+//! under one parent, each holding its own calls) are a loop under that
+//! parent.
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::json;
@@ -11,30 +14,66 @@ use super::{batch_remedy, peak_in_flight, NPlusOneThresholds, Report};
 use crate::analyze::finding::ms;
 use crate::analyze::saturation::culprit_statement;
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
-use crate::model::Sym;
+use crate::model::{SpanKind, Sym, Trace};
 
 /// One loop: the indexes of its calls in [`Calls::calls`], in time order.
 pub(super) struct Loop {
     pub members: Vec<usize>,
+    /// The span the loop runs under.
+    parent: u32,
     peak: usize,
     throttled_to: Option<usize>,
     distinct: Option<usize>,
     min_calls: usize,
 }
 
+/// The span a call's loop runs under: its parent, or its parent's parent when
+/// the parent is one of at least `min_calls` INTERNAL spans of one name there
+/// (a span per item).
+fn loop_parent(
+    trace: &Trace,
+    call: &Call,
+    min_calls: usize,
+    items: &mut FxHashMap<u32, u32>,
+) -> u32 {
+    let p = call.parent;
+    *items.entry(p).or_insert_with(|| {
+        let span = trace.span(p);
+        let Some(g) = trace.parent[p as usize] else {
+            return p;
+        };
+        if !matches!(span.kind, SpanKind::Internal | SpanKind::Unspecified) {
+            return p;
+        }
+        let same = trace
+            .children(g)
+            .iter()
+            .filter(|&&s| trace.span(s).operation == span.operation)
+            .take(min_calls)
+            .count();
+        if same >= min_calls {
+            g
+        } else {
+            p
+        }
+    })
+}
+
 /// The loops of a trace.
-pub(super) fn find(calls: &Calls, limits: &NPlusOneThresholds) -> Vec<Loop> {
+pub(super) fn find(trace: &Trace, calls: &Calls, limits: &NPlusOneThresholds) -> Vec<Loop> {
+    let mut items = FxHashMap::default();
     let mut groups: FxHashMap<(u32, Sym, Option<Sym>, &str), Vec<usize>> = FxHashMap::default();
     for (i, c) in calls.calls.iter().enumerate() {
+        let parent = loop_parent(trace, c, limits.min_calls, &mut items);
         groups
-            .entry((c.parent, c.caller, c.callee, c.shape.as_str()))
+            .entry((parent, c.caller, c.callee, c.shape.as_str()))
             .or_default()
             .push(i);
     }
     let mut out: Vec<Loop> = groups
-        .into_values()
-        .filter(|m| m.len() >= limits.min_calls)
-        .filter_map(|mut members| {
+        .into_iter()
+        .filter(|(_, m)| m.len() >= limits.min_calls)
+        .filter_map(|((parent, ..), mut members)| {
             members.sort_by_key(|&i| (calls.calls[i].start_ns, i));
             let of = |i: &usize| &calls.calls[*i];
             let distinct = members
@@ -52,6 +91,7 @@ pub(super) fn find(calls: &Calls, limits: &NPlusOneThresholds) -> Vec<Loop> {
                 && share_at(intervals, peak) >= 0.5)
                 .then_some(peak);
             Some(Loop {
+                parent,
                 peak,
                 throttled_to,
                 distinct,
@@ -112,9 +152,9 @@ pub(super) fn report(r: &Report<'_>, calls: &Calls, l: &Loop) -> Option<Observat
     let source = calls
         .calls
         .iter()
-        .filter(|c| c.parent == first.parent && !c.same_call(first) && c.end_ns <= first.start_ns)
+        .filter(|c| c.parent == l.parent && !c.same_call(first) && c.end_ns <= first.start_ns)
         .max_by_key(|c| c.end_ns);
-    let parent = trace.span(first.parent);
+    let parent = trace.span(l.parent);
     let pace = match (l.peak, l.throttled_to) {
         (1, _) => "one after another".to_owned(),
         (_, Some(pool)) => {
