@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use crate::analyze::saturation::shape_of;
+use crate::analyze::saturation::{shape_of, DbTarget};
 use crate::analyze::{remote_server, AnalyzedTrace};
 use crate::model::{named_peer, url_host, AttrValue, Found, SpanKind, StatusCode, Sym, Trace};
 
@@ -74,7 +74,7 @@ pub(super) struct Calls {
 }
 
 /// The keys a call's identity is read from, in the order [`Calls::of`] reads them.
-static KEYS: LazyLock<[Sym; 15]> = LazyLock::new(|| {
+static KEYS: LazyLock<[Sym; 20]> = LazyLock::new(|| {
     [
         "db.query.text",
         "db.statement",
@@ -91,6 +91,11 @@ static KEYS: LazyLock<[Sym; 15]> = LazyLock::new(|| {
         "messaging.destination",
         "http.route",
         "url.template",
+        "server.address",
+        "net.peer.name",
+        "peer.service",
+        "db.namespace",
+        "db.name",
     ]
     .map(Sym::new)
 });
@@ -141,8 +146,20 @@ impl Calls {
             let (top, parent) = made_under(t, i);
             let server = remote_server(trace, i);
             let caller = trace.span(parent).service;
+            let sym = |k: usize| found[k].and_then(Found::sym);
+            // A database is named as the other detectors name it:
+            // `postgresql 10.0.0.5/shop`, HotROD's `mysql`.
+            let database = (statement.is_some() || system.is_some()).then(|| {
+                let target = DbTarget {
+                    system: sym(3).or(sym(4)),
+                    address: sym(15).or(sym(16)).or(sym(17)),
+                    namespace: sym(18).or(sym(19)),
+                };
+                Sym::new(&target.label())
+            });
             let callee = server
                 .map(|s| trace.span(s).service)
+                .or(database)
                 .or_else(|| (span.service != caller).then_some(span.service))
                 .or_else(|| named_peer(span, &trace.arena));
             let url = text(5).or(text(6));
