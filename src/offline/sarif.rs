@@ -216,7 +216,7 @@ pub fn artifact_uri(path: &str) -> Option<String> {
         return None;
     }
     let path = path.replace('\\', "/");
-    let drive = path.as_bytes().get(1) == Some(&b':') && path.as_bytes()[0].is_ascii_alphabetic();
+    let drive = matches!(path.as_bytes(), [d, b':', b'/', ..] if d.is_ascii_alphabetic());
     if path.starts_with('/') {
         Some(format!("file://{}", encode(&path, true)))
     } else if drive {
