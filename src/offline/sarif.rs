@@ -134,7 +134,10 @@ fn result(f: &Finding, rule_index: usize) -> Value {
     let o = &f.latest;
     let critical_ms = o.evidence.get("critical_ms").and_then(Value::as_f64);
     let critical_share = o.evidence.get("critical_share").and_then(Value::as_f64);
-    let mut text = o.summary.clone();
+    let mut text = o.summary.trim_end().to_owned();
+    if !text.ends_with('.') {
+        text.push('.');
+    }
     if let Some(ms) = critical_ms {
         text.push_str(&format!(" It costs {ms:.1} ms on the critical path"));
         if let Some(share) = critical_share {
