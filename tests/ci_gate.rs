@@ -391,6 +391,8 @@ fn a_baseline_holds_back_known_findings_and_only_new_ones_fail() {
     let log = sarif(&text);
     let results = log["runs"][0]["results"].as_array().unwrap();
     assert_eq!(results.len(), 1, "{text}");
+    assert_eq!(results[0]["properties"]["culprit"]["service"], "billing");
+    assert_eq!(results[0]["baselineState"], "new");
     assert_eq!(log["runs"][0]["properties"]["baseline"]["known"], 2);
 
     // A baseline that cannot be read is 2, whatever the findings.

@@ -91,7 +91,14 @@ pub fn log(findings: &Findings) -> Value {
     let results: Vec<Value> = findings
         .new
         .iter()
-        .map(|f| result(f, index[&f.latest.kind]))
+        .map(|f| {
+            let mut r = result(f, index[&f.latest.kind]);
+            if findings.known.is_some() {
+                // Reported against a baseline: every result listed is new.
+                r["baselineState"] = json!("new");
+            }
+            r
+        })
         .collect();
     let mut run = json!({
         "tool": {
@@ -156,6 +163,7 @@ fn result(f: &Finding, rule_index: usize) -> Value {
     let mut properties = json!({
         "severity": o.severity.as_str(),
         "culprit": o.culprit,
+        "remedy": o.remedy,
         "count": o.count,
         "traceIds": trace_ids,
         "crossed": o.crossed,
