@@ -8,17 +8,18 @@
 //! finding's id (kind and culprit), so code scanning keeps one alert for one
 //! problem across runs whatever traces showed it.
 //!
-//! Where: code scanning needs a physical location on every result (it
-//! refuses a result without one, and reads only the first). When the
-//! culprit's spans carry the `code.*` attributes, the result points at that
-//! file and line: a relative path as given (relative to the repository root,
-//! as code scanning reads it), an absolute one as a `file:` URI, which code
-//! scanning makes relative to the checkout (`checkout_path` of
-//! `upload-sarif`). Without them the result points at the service: an
-//! artifact named after the service (not a file of the repository, so the
-//! alert has no code preview) at line 1, and a logical location of kind
-//! `module` with the service's name. A file path with control characters
-//! is not used.
+//! Where: code scanning refuses a result without a location ("expected at
+//! least one location"), places an alert by the physical location of the
+//! first (its SARIF reference lists `physicalLocation` as required), and
+//! ignores the others. When the culprit's spans carry the `code.*`
+//! attributes, the result points at that file and line: a relative path as
+//! given (relative to the repository root, as code scanning reads it), an
+//! absolute one as a `file:` URI, which code scanning makes relative to the
+//! checkout (`checkout_path` of `upload-sarif`). Without them the result
+//! points at the service: an artifact named after the service (not a file of
+//! the repository, so the alert has no code preview) at line 1, and a logical
+//! location of kind `module` with the service's name. A file path with
+//! control characters is not used.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
