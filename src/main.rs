@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hopscope::analyze::HealthRoutes;
+use hopscope::analyze::{HealthRoutes, Severity};
 use hopscope::config::{Config, HumanDuration, Settings};
 use hopscope::demo::{Demo, DemoOptions, Scenario};
 use hopscope::loadgen::{self, Protocol, Shape, Until};
@@ -81,14 +81,26 @@ struct HealthcheckArgs {
 
 /// Flags of `hopscope analyze`.
 #[derive(clap::Args)]
+#[command(after_help = ANALYZE_EXIT_STATUS)]
 struct AnalyzeArgs {
     /// Files to read, in order (`-` for stdin); spans of one trace may be spread over several
     #[arg(value_name = "FILE", required = true)]
     files: Vec<String>,
 
-    /// A report for people, or the API's JSON shapes (traces, findings, entries)
+    /// A report for people, the API's JSON shapes (traces, findings,
+    /// entries), or SARIF 2.1.0 for code scanning (the findings)
     #[arg(long, value_enum, default_value = "text")]
     format: ReportFormat,
+
+    /// CI gate: exit 1 when a finding at or above this severity (info,
+    /// warning, critical) is reported; with --baseline only new ones count
+    #[arg(long, value_name = "SEVERITY", value_parser = severity)]
+    fail_on: Option<Severity>,
+
+    /// A previous `--format json` output: findings in it (same kind and
+    /// culprit) are counted as known, not reported, and never fail the gate
+    #[arg(long, value_name = "FINDINGS.json")]
+    baseline: Option<PathBuf>,
 
     /// Most spans held at once: past it the oldest traces are analyzed early
     /// (spans of theirs read later are merged and the trace analyzed again)
@@ -106,10 +118,22 @@ struct AnalyzeArgs {
     health_routes: Option<Vec<String>>,
 }
 
+/// How `hopscope analyze` exits, for CI.
+const ANALYZE_EXIT_STATUS: &str =
+    "Exit status: 0 when no reported finding is at or above --fail-on \
+(always, without it); 1 when one is (the report is written in full first); \
+2 when an input or the baseline cannot be read, or a flag is wrong.";
+
+/// `--fail-on`'s value.
+fn severity(text: &str) -> Result<Severity, String> {
+    Severity::parse(text).ok_or_else(|| format!("`{text}`: one of info, warning, critical"))
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ReportFormat {
     Text,
     Json,
+    Sarif,
 }
 
 /// Flags of `hopscope demo`.
@@ -384,7 +408,14 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Analyze(args) => analyze(args),
+        Command::Analyze(args) => {
+            // 1 is the gate's: every error is 2.
+            let code = analyze(args).unwrap_or_else(|e| {
+                eprintln!("Error: {e:?}");
+                2
+            });
+            std::process::exit(code)
+        }
         Command::Demo(args) => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -406,8 +437,9 @@ fn main() -> anyhow::Result<()> {
 /// Inputs at least this large (in all) get a progress bar, on a terminal.
 const PROGRESS_MIN_BYTES: u64 = 16 << 20;
 
-fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
-    use hopscope::offline::{self, report, Input};
+/// Runs `hopscope analyze`; the exit status is the gate's (0 or 1).
+fn analyze(args: AnalyzeArgs) -> anyhow::Result<i32> {
+    use hopscope::offline::{self, report, sarif, Input};
     let inputs: Vec<Input> = args.files.iter().map(|f| Input::parse(f)).collect();
     if inputs.iter().filter(|i| **i == Input::Stdin).count() > 1 {
         anyhow::bail!("`-` (stdin) can be read only once");
@@ -427,9 +459,15 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     let mut report: Box<dyn report::Report> = match args.format {
         ReportFormat::Text => Box::new(report::Text::new(out)),
         ReportFormat::Json => Box::new(report::Json::new(out)),
+        ReportFormat::Sarif => Box::new(sarif::Sarif::new(out)),
     };
     let mut options = offline::Options {
         max_buffered_spans: args.max_buffered_spans,
+        baseline: args
+            .baseline
+            .as_deref()
+            .map(report::Baseline::read)
+            .transpose()?,
         ..offline::Options::default()
     };
     if let Some(routes) = args.health_routes {
@@ -444,7 +482,34 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(result?)
+    let findings = result?;
+    let Some(fail_on) = args.fail_on else {
+        return Ok(0);
+    };
+    let failing: Vec<String> = findings
+        .at_least(fail_on)
+        .map(|f| {
+            let c = &f.latest.culprit;
+            let peer = c.peer.map(|p| format!(" → {p}")).unwrap_or_default();
+            let kind = f.latest.kind.as_str();
+            format!("{kind} ({} {}{peer})", c.service, c.operation)
+        })
+        .collect();
+    let new = if findings.known.is_some() { "new " } else { "" };
+    if failing.is_empty() {
+        eprintln!(
+            "hopscope analyze: no {new}finding at or above {}: passed",
+            fail_on.as_str()
+        );
+        return Ok(0);
+    }
+    eprintln!(
+        "hopscope analyze: {} {new}finding(s) at or above {}: {}: failed",
+        failing.len(),
+        fail_on.as_str(),
+        failing.join(", ")
+    );
+    Ok(1)
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {

@@ -196,7 +196,7 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
         count: 1,
         seen_ns: trace.end(trace.root),
         crossed: Vec::new(),
-        location: None,
+        location: super::finding::CodeLocation::of(trace, culprit_idx),
         spans: Vec::new(),
     })
 }

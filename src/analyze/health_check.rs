@@ -168,7 +168,7 @@ pub fn slow_health_checks(trace: &Trace, routes: &HealthRoutes) -> Vec<Observati
             count: 1,
             seen_ns: trace.end(i),
             crossed: Vec::new(),
-            location: None,
+            location: super::finding::CodeLocation::of(trace, i),
             spans: Vec::new(),
         });
     }

@@ -9,7 +9,9 @@
 //! requests or files a trace is spread over; completed traces go through
 //! [`pipeline::finish`] (assembly, analysis, the store) and, at the end, the
 //! cross-trace detectors ([`pipeline::detect_window`]). [`report`] renders
-//! the result for people or as the API's JSON.
+//! the result for people or as the API's JSON, [`sarif`] as SARIF 2.1.0 for
+//! code scanning; with a [`report::Baseline`], only findings not in it are
+//! reported, and [`run`] hands the caller those findings for its gate.
 //!
 //! Memory: requests (protobuf, JSON Lines) are read and decoded one at a time;
 //! a JSON document (a Jaeger or Zipkin export, a single OTLP/JSON request) is
@@ -23,6 +25,7 @@ pub mod detect;
 mod ids;
 pub mod jaeger;
 pub mod report;
+pub mod sarif;
 pub mod zipkin;
 
 pub use detect::{Format, Layout};
@@ -113,6 +116,8 @@ pub enum OfflineError {
         format: Format,
         why: String,
     },
+    #[error("{input}: not a baseline (the findings of `hopscope analyze --format json`): {why}")]
+    Baseline { input: String, why: String },
     #[error("cannot write the report: {0}")]
     Output(#[source] io::Error),
     #[error("{input}{at}: a record of {bytes} bytes is over the {limit}-byte limit")]
@@ -131,6 +136,8 @@ pub struct Options {
     pub max_buffered_spans: usize,
     /// What the per-trace detectors are told, as the daemon's `Config` does.
     pub analysis: analyze::Options,
+    /// Findings already known: reported as known, not as findings.
+    pub baseline: Option<report::Baseline>,
 }
 
 impl Default for Options {
@@ -138,6 +145,7 @@ impl Default for Options {
         Options {
             max_buffered_spans: 1_000_000,
             analysis: analyze::Options::default(),
+            baseline: None,
         }
     }
 }
@@ -162,17 +170,19 @@ pub struct InputSummary {
 
 /// Analyzes `inputs` in order into `report`; `progress` is told the bytes
 /// read so far over all inputs. Stops at the first input that cannot be read.
+/// Returns the findings reported (those not in the baseline), for a gate.
 pub fn run(
     inputs: &[Input],
-    options: Options,
+    mut options: Options,
     report: &mut dyn report::Report,
     progress: &mut dyn FnMut(u64),
-) -> Result<(), OfflineError> {
+) -> Result<report::Findings, OfflineError> {
+    let baseline = options.baseline.take();
     let mut session = Session::new(options);
     let mut written: io::Result<()> = Ok(());
     let mut on_trace = |store: &Store, t: &AnalyzedTrace| {
         if written.is_ok() {
-            written = report.trace(store, t);
+            written = report.trace(store, t, baseline.as_ref());
         }
     };
     let mut done = 0;
@@ -182,9 +192,11 @@ pub fn run(
     }
     session.finish(&mut on_trace);
     written.map_err(OfflineError::Output)?;
+    let findings = report::Findings::select(session.store(), baseline.as_ref());
     report
-        .finish(session.store(), &session.inputs)
-        .map_err(OfflineError::Output)
+        .finish(session.store(), &session.inputs, &findings)
+        .map_err(OfflineError::Output)?;
+    Ok(findings)
 }
 
 /// An offline analysis: the daemon's buffer and store, fed from files.

@@ -1,38 +1,164 @@
-//! What `hopscope analyze` prints: a report for people ([`Text`]) or the
-//! API's JSON shapes ([`Json`]). Both are written trace by trace as traces are
-//! analyzed, then the findings once the cross-trace detectors have run.
+//! What `hopscope analyze` prints: a report for people ([`Text`]), the
+//! API's JSON shapes ([`Json`]) or SARIF for code scanning
+//! ([`super::sarif::Sarif`]). Each is written trace by trace as traces are
+//! analyzed, then the findings once the cross-trace detectors have run: the
+//! same [`Findings`] selection for all three, those not in the [`Baseline`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Write};
+use std::path::Path;
 
 use crate::analyze::coverage::{blind, blind_by_service, Counts, Level};
-use crate::analyze::{timeout, AnalyzedTrace, HopKey, HopKind, TimeoutCause};
+use crate::analyze::{
+    finding_id, timeout, AnalyzedTrace, CodeLocation, Culprit, FindingKind, HopKey, HopKind,
+    Severity, TimeoutCause,
+};
 use crate::api::{coverage_bodies, entry_body, rfc3339, trace_body, FindingBody};
 use crate::model::StatusCode;
 use crate::model::Sym;
 use crate::store::{Finding, FindingFilter, Store};
 
-use super::InputSummary;
+use super::{InputSummary, OfflineError};
 
 /// Most findings listed.
 const MAX_FINDINGS: usize = 1_000;
 
 /// A report being written.
 pub trait Report {
-    /// One analyzed trace.
-    fn trace(&mut self, store: &Store, t: &AnalyzedTrace) -> io::Result<()>;
+    /// One analyzed trace; `baseline` names the findings already known.
+    fn trace(
+        &mut self,
+        store: &Store,
+        t: &AnalyzedTrace,
+        baseline: Option<&Baseline>,
+    ) -> io::Result<()>;
     /// The end: what was read, and the findings.
-    fn finish(&mut self, store: &Store, inputs: &[InputSummary]) -> io::Result<()>;
+    fn finish(
+        &mut self,
+        store: &Store,
+        inputs: &[InputSummary],
+        findings: &Findings,
+    ) -> io::Result<()>;
 }
 
-fn findings(store: &Store) -> Vec<Finding> {
-    store.findings.list(&FindingFilter::default(), MAX_FINDINGS)
+/// The findings of a previous run (`hopscope analyze --format json`): a run
+/// against it reports, and fails the gate, only on findings not in it. A
+/// finding is known when its kind and culprit (service, operation, peer)
+/// are, whatever traces it was seen in: trace ids change every run, a
+/// problem's kind and culprit do not (they make the finding's id).
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    /// The file, as named on the command line.
+    pub name: String,
+    ids: HashSet<u64>,
+}
+
+/// What a baseline needs of a `--format json` output.
+#[derive(serde::Deserialize)]
+struct BaselineDocument {
+    findings: Vec<BaselineFinding>,
+}
+
+#[derive(serde::Deserialize)]
+struct BaselineFinding {
+    /// A kind this version does not know matches nothing here.
+    kind: String,
+    culprit: Culprit,
+}
+
+impl Baseline {
+    /// Reads a `hopscope analyze --format json` output.
+    pub fn read(path: &Path) -> Result<Baseline, OfflineError> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| OfflineError::Io {
+            input: name.clone(),
+            source,
+        })?;
+        Baseline::parse(name, &bytes)
+    }
+
+    /// Parses the text of a `hopscope analyze --format json` output.
+    pub fn parse(name: String, bytes: &[u8]) -> Result<Baseline, OfflineError> {
+        let doc: BaselineDocument =
+            serde_json::from_slice(bytes).map_err(|e| OfflineError::Baseline {
+                input: name.clone(),
+                why: e.to_string(),
+            })?;
+        let ids = doc
+            .findings
+            .iter()
+            .filter_map(|f| Some(finding_id(FindingKind::parse(&f.kind)?, &f.culprit)))
+            .collect();
+        Ok(Baseline { name, ids })
+    }
+
+    /// Whether finding `id` (see [`finding_id`]) is known.
+    pub fn knows(&self, id: u64) -> bool {
+        self.ids.contains(&id)
+    }
+}
+
+/// The findings a report lists: worst first, without those the baseline
+/// knows, which are only counted.
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    /// Findings not in the baseline (all of them without one).
+    pub new: Vec<Finding>,
+    /// With a baseline: its name and how many findings it held back.
+    pub known: Option<(String, usize)>,
+}
+
+impl Findings {
+    /// The store's findings, split by `baseline`.
+    pub fn select(store: &Store, baseline: Option<&Baseline>) -> Findings {
+        let all = store.findings.list(&FindingFilter::default(), MAX_FINDINGS);
+        let (known, new): (Vec<Finding>, Vec<Finding>) = all
+            .into_iter()
+            .partition(|f| baseline.is_some_and(|b| b.knows(f.id)));
+        Findings {
+            new,
+            known: baseline.map(|b| (b.name.clone(), known.len())),
+        }
+    }
+
+    /// New findings at least as severe as `severity`: those that fail the gate.
+    pub fn at_least(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
+        self.new
+            .iter()
+            .filter(move |f| f.latest.severity >= severity)
+    }
+}
+
+/// `namespace.function`, or the function alone (also when it already
+/// starts with its namespace).
+pub fn qualified_function(l: &CodeLocation) -> Option<String> {
+    let function = l.function.as_deref()?;
+    Some(match l.namespace.as_deref() {
+        Some(ns) if !function.starts_with(ns) => format!("{ns}.{function}"),
+        _ => function.to_owned(),
+    })
+}
+
+/// `path/file.py:42 in module.func`, as much of it as is known.
+pub fn location_text(l: &CodeLocation) -> String {
+    let file = l.file.as_deref().map(|f| match l.line {
+        Some(line) => format!("{f}:{line}"),
+        None => f.to_owned(),
+    });
+    match (file, qualified_function(l)) {
+        (Some(file), Some(function)) => format!("{file} in {function}"),
+        (Some(file), None) => file,
+        (None, Some(function)) => function,
+        (None, None) => String::new(),
+    }
 }
 
 /// The API's JSON: `{"traces": [trace...], "inputs": [...], "findings":
 /// [finding...], "entries": [entry...], "coverage": [service...]}`, with the
 /// shapes of `GET /api/v1/traces/{id}`, `GET /api/v1/findings`,
-/// `GET /api/v1/hops` and `GET /api/v1/coverage`.
+/// `GET /api/v1/hops` and `GET /api/v1/coverage`. With a baseline, `findings`
+/// has the new ones and `baseline` says `{"file", "known"}`; a baseline for
+/// the next run is the output of a run without one.
 pub struct Json<W: Write> {
     out: W,
     traces: usize,
@@ -45,7 +171,12 @@ impl<W: Write> Json<W> {
 }
 
 impl<W: Write> Report for Json<W> {
-    fn trace(&mut self, store: &Store, t: &AnalyzedTrace) -> io::Result<()> {
+    fn trace(
+        &mut self,
+        store: &Store,
+        t: &AnalyzedTrace,
+        _baseline: Option<&Baseline>,
+    ) -> io::Result<()> {
         self.out.write_all(if self.traces == 0 {
             b"{\"traces\":["
         } else {
@@ -56,15 +187,25 @@ impl<W: Write> Report for Json<W> {
         Ok(())
     }
 
-    fn finish(&mut self, store: &Store, inputs: &[InputSummary]) -> io::Result<()> {
+    fn finish(
+        &mut self,
+        store: &Store,
+        inputs: &[InputSummary],
+        findings: &Findings,
+    ) -> io::Result<()> {
         if self.traces == 0 {
             self.out.write_all(b"{\"traces\":[")?;
         }
         self.out.write_all(b"],\"inputs\":")?;
         serde_json::to_writer(&mut self.out, inputs)?;
+        if let Some((file, known)) = &findings.known {
+            self.out.write_all(b",\"baseline\":")?;
+            let baseline = serde_json::json!({ "file": file, "known": known });
+            serde_json::to_writer(&mut self.out, &baseline)?;
+        }
         self.out.write_all(b",\"findings\":")?;
-        let findings: Vec<FindingBody> = findings(store).into_iter().map(Into::into).collect();
-        serde_json::to_writer(&mut self.out, &findings)?;
+        let bodies: Vec<FindingBody> = findings.new.iter().cloned().map(Into::into).collect();
+        serde_json::to_writer(&mut self.out, &bodies)?;
         self.out.write_all(b",\"entries\":")?;
         let entries: Vec<_> = store
             .aggregates
@@ -392,7 +533,12 @@ impl<W: Write> Text<W> {
 }
 
 impl<W: Write> Report for Text<W> {
-    fn trace(&mut self, store: &Store, t: &AnalyzedTrace) -> io::Result<()> {
+    fn trace(
+        &mut self,
+        store: &Store,
+        t: &AnalyzedTrace,
+        baseline: Option<&Baseline>,
+    ) -> io::Result<()> {
         self.traces += 1;
         let trace = &t.trace;
         let root = trace.root_span();
@@ -449,17 +595,28 @@ impl<W: Write> Report for Text<W> {
         }
         let own = store.findings.for_trace(trace.trace_id, &t.finding_ids);
         for f in own {
+            let known = baseline.is_some_and(|b| b.knows(f.id));
             writeln!(
                 self.out,
-                "  finding: {} ({:016x}, below)",
+                "  finding: {} ({:016x}, {})",
                 f.latest.kind.as_str(),
-                f.id
+                f.id,
+                if known {
+                    "known: in the baseline"
+                } else {
+                    "below"
+                }
             )?;
         }
         writeln!(self.out)
     }
 
-    fn finish(&mut self, store: &Store, inputs: &[InputSummary]) -> io::Result<()> {
+    fn finish(
+        &mut self,
+        store: &Store,
+        inputs: &[InputSummary],
+        findings: &Findings,
+    ) -> io::Result<()> {
         for i in inputs {
             write!(
                 self.out,
@@ -478,14 +635,28 @@ impl<W: Write> Report for Text<W> {
         }
         writeln!(self.out, "{} trace(s) analyzed\n", self.traces)?;
         let coverage = store.coverage.services();
-        let findings = findings(store);
-        if findings.is_empty() {
-            self.no_findings(&coverage)?;
+        let known = match &findings.known {
+            Some((file, n)) => format!(
+                "{n} known finding(s) in the baseline {file}, not listed: they do not fail the gate."
+            ),
+            None => String::new(),
+        };
+        if findings.new.is_empty() {
+            match findings.known {
+                Some((_, n)) if n > 0 => writeln!(self.out, "No new findings. {known}\n")?,
+                _ => self.no_findings(&coverage)?,
+            }
             self.coverage(&coverage)?;
             return self.out.flush();
         }
-        writeln!(self.out, "Findings, worst first:\n")?;
-        for f in findings {
+        match &findings.known {
+            Some((file, _)) => writeln!(
+                self.out,
+                "New findings (not in the baseline {file}), worst first:\n"
+            )?,
+            None => writeln!(self.out, "Findings, worst first:\n")?,
+        }
+        for f in &findings.new {
             let o = &f.latest;
             let culprit = match o.culprit.peer {
                 Some(peer) => format!("{}  {} → {}", o.culprit.service, o.culprit.operation, peer),
@@ -493,14 +664,16 @@ impl<W: Write> Report for Text<W> {
             };
             writeln!(
                 self.out,
-                "[{}] {} ({:016x}): {}\n  {}\n  remedy: {}",
+                "[{}] {} ({:016x}): {}",
                 o.severity.as_str(),
                 o.kind.as_str(),
                 f.id,
                 culprit,
-                o.summary,
-                o.remedy
             )?;
+            if let Some(l) = &o.location {
+                writeln!(self.out, "  at {}", location_text(l))?;
+            }
+            writeln!(self.out, "  {}\n  remedy: {}", o.summary, o.remedy)?;
             let mut examples: Vec<String> = Vec::new();
             for id in &o.trace_ids {
                 let id = id.to_string();
@@ -514,6 +687,9 @@ impl<W: Write> Report for Text<W> {
                 o.count,
                 examples.join(", ")
             )?;
+        }
+        if !known.is_empty() {
+            writeln!(self.out, "{known}\n")?;
         }
         self.coverage(&coverage)?;
         self.out.flush()
