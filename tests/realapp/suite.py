@@ -556,6 +556,131 @@ def s_healthy(sc):
     return n
 
 
+# -- anti-patterns: an N+1 of the ORM, calls made one after another ---------
+
+PAGE_SIZE = 20  # posts on a page of GET /posts (apps/shop.py)
+# The lazy load of one post's comments: `SELECT comments.id AS comments_id,
+# ... FROM comments WHERE %(param_1)s = comments.post_id`.
+LAZY_COMMENTS = "FROM comments WHERE %(param_1)s = comments.post_id"
+# selectinload's one query for the page: `... WHERE comments.post_id IN (...)`.
+BATCHED_COMMENTS = "FROM comments WHERE comments.post_id IN"
+ACCOUNT_PARTS = ("profile", "cart", "recommendations")  # what GET /home/<id> fetches
+
+
+def blog_scenario(sc, route_of, concurrency=4):
+    """The blog (shop.py over the posts and comments, both database
+    instrumentations) under `concurrency` clients; route_of(i) is the i-th
+    request's path. Returns the number of requests."""
+    n = rounds(3) * concurrency
+    d = sc.start_daemon()
+    url = sc.python_service("blog", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": concurrency})
+    codes = load(lambda i: url + route_of(i), n, concurrency)
+    sc.notes.append(f"load: {n} requests, {concurrency} at once: {status_summary(codes)}")
+    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
+    d.settle(n, "blog")
+    sc.findings = d.findings()
+    return n
+
+
+def s_orm_n_plus_one(sc):
+    n = blog_scenario(sc, lambda i: f"/posts?page={1 + i % 2}")
+    # Two spans per comment query (SQLAlchemy's and psycopg2's), counted once.
+    assert_queries_once(sc, n * PAGE_SIZE, [LAZY_COMMENTS])
+    found = sc.expect("n_plus_one", "blog", "one lazy load of comments per post")
+    sc.check(len(found) <= 1, "one n_plus_one (the comments' query, whichever instrumentation recorded it): " + "; ".join(line(f) for f in found))
+    for f in found:
+        c, e = f["culprit"], f["evidence"]
+        sc.notes.append(f"n_plus_one: calls {e.get('calls')}, peak_in_flight {e.get('peak_in_flight')}, distinct_parameters {e.get('distinct_parameters')}, critical {e.get('critical_ms')} ms ({e.get('critical_share')}), shape {e.get('shape')!r}")
+        sc.check("postgresql" in str(c.get("peer")), f"the repeated call goes to PostgreSQL: culprit {c}")
+        sc.check(LAZY_COMMENTS in str(e.get("shape")), f"the repeated statement is the lazy load of comments: shape {e.get('shape')!r}")
+        sc.check(e.get("calls") == PAGE_SIZE, f"{PAGE_SIZE} calls per request (one per post, each recorded twice, counted once): calls {e.get('calls')}")
+        sc.check(e.get("peak_in_flight") == 1, f"the lazy loads run one at a time: peak_in_flight {e.get('peak_in_flight')}")
+        sc.check(e.get("distinct_parameters") is None, f"the instrumentation records no parameter values: distinct_parameters {e.get('distinct_parameters')}")
+        sc.check((e.get("critical_ms") or 0) > 0, f"the loop is on the critical path: critical_ms {e.get('critical_ms')}")
+        sc.check(e.get("parent", {}).get("service") == "blog" and e.get("parent", {}).get("operation") == "GET /posts", f"the loop runs in blog's GET /posts: parent {e.get('parent')}")
+    sc.only({"n_plus_one"})
+    return n
+
+
+def s_orm_batched(sc):
+    routes = ["/posts?load=selectin&page=1", "/posts?load=joined&page=2", "/posts/stats"]
+    n = blog_scenario(sc, lambda i: routes[i % len(routes)], concurrency=len(routes))
+    # selectinload: one `IN` query per page, so the page is batched indeed.
+    assert_queries_once(sc, n // len(routes), [BATCHED_COMMENTS])
+    # Neither the batched page, the joined one nor three different fast
+    # queries is an N+1 or worth running in parallel.
+    sc.only(set())
+    return n
+
+
+def account_pages(sc, query=""):
+    """portal's GET /home/<id> fetching its three parts from accounts
+    (profile 60 ms, cart 80 ms, recommendations 120 ms), 4 clients at once.
+    Checks each trace's shape over the Jaeger API (the three GET spans under
+    the page's span, their http.url only telling them apart) and returns the
+    number of requests and the three calls' [start, end] (µs) per trace."""
+    n = rounds(3) * 4
+    d = sc.start_daemon()
+    accounts = sc.python_service("accounts", {})
+    portal = sc.python_service("portal", {"REALAPP_DOWNSTREAM": accounts, "REALAPP_DOWNSTREAM_TIMEOUT": 5})
+    codes = load(lambda i: f"{portal}/home/{1 + i}{query}", n, 4)
+    sc.notes.append(f"load: {n} requests, 4 at once: {status_summary(codes)}")
+    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
+    d.settle(n, "portal")
+    sc.findings = d.findings()
+    calls = []
+    for t in d.jaeger_traces(["portal"], n + 10)["data"]:
+        service = {pid: p["serviceName"] for pid, p in t["processes"].items()}
+        spans = {s["spanID"]: s for s in t["spans"]}
+
+        def parent_of(s):
+            return next((spans.get(r["spanID"]) for r in s["references"] if r["refType"] == "CHILD_OF"), None)
+
+        page = [s for s in t["spans"] if service[s["processID"]] == "portal" and s["operationName"] == "GET /home/<int:user_id>"]
+        if not sc.check(len(page) == 1, f"trace {t['traceID']}: one GET /home/<int:user_id> span, not {len(page)}"):
+            continue
+        gets = sorted((s for s in t["spans"] if parent_of(s) is page[0]), key=lambda s: s["startTime"])
+        urls = [tags(s).get("http.url", "") for s in gets]
+        sc.check(
+            [s["operationName"] for s in gets] == ["GET"] * 3 and sorted(u.rsplit("/", 2)[-2] for u in urls) == sorted(ACCOUNT_PARTS),
+            f"trace {t['traceID']}: the page's children are the three GET spans to {', '.join(ACCOUNT_PARTS)}: {[(s['operationName'], tags(s).get('http.url')) for s in gets]}",
+        )
+        calls.append([(s["startTime"], s["startTime"] + s["duration"]) for s in gets])
+    sc.check(len(calls) == n, f"{n} traces of GET /home/<int:user_id>, not {len(calls)}")
+    return n, calls
+
+
+def tags(span):
+    return {t["key"]: t["value"] for t in span["tags"]}
+
+
+def s_serial_requests(sc):
+    n, calls = account_pages(sc)
+    for c in calls:
+        sc.check(all(a[1] <= b[0] for a, b in zip(c, c[1:])), f"each call starts after the previous one ended: {c}")
+    found = sc.expect("serial_calls", "portal", "three GETs to accounts one after another")
+    for f in found:
+        c, e = f["culprit"], f["evidence"]
+        targets = [x.get("target") for x in sorted(e.get("calls") or [], key=lambda x: x.get("start_ms", 0))]
+        sc.notes.append(f"serial_calls: saved {e.get('saved_ms')} ms, critical {e.get('critical_ms')} ms, targets {targets}")
+        sc.check(c.get("operation") == "GET /home/<int:user_id>", f"the serial calls' parent is the page: culprit {c}")
+        sc.check((e.get("saved_ms") or 0) >= 100, f"running them at once would save >= 100 ms: saved_ms {e.get('saved_ms')}")
+        sc.check(
+            len(targets) == 3 and all(part in str(t) for part, t in zip(ACCOUNT_PARTS, targets)),
+            f"the three calls, told apart by http.url, are to {', '.join(ACCOUNT_PARTS)}: targets {targets}",
+        )
+    sc.only({"serial_calls"})
+    return n
+
+
+def s_parallel_requests(sc):
+    n, calls = account_pages(sc, "?parallel=1")
+    for c in calls:
+        sc.check(max(a for a, _ in c) < min(b for _, b in c), f"the three calls overlap: {c}")
+    sc.only(set())
+    return n
+
+
 SCENARIOS = {
     "pool-held-in-app": s_pool_held_in_app,
     "pool-held-by-statement": s_pool_held_by_statement,
@@ -567,6 +692,10 @@ SCENARIOS = {
     "blocked-event-loop": s_blocked_event_loop,
     "hot-row": s_hot_row,
     "healthy": s_healthy,
+    "orm_n_plus_one": s_orm_n_plus_one,
+    "orm_batched": s_orm_batched,
+    "serial_requests": s_serial_requests,
+    "parallel_requests": s_parallel_requests,
 }
 
 
