@@ -192,8 +192,12 @@ def posts():
     if COMMENT_LOADERS[load] is not None:
         query = query.options(COMMENT_LOADERS[load])
     with Session(engine) as session:
-        page_posts = session.scalars(query).unique().all()
-        return jsonify(posts=[{"id": p.id, "title": p.title, "comments": [c.body for c in p.comments]} for p in page_posts])
+        return jsonify(posts=render_posts(session.scalars(query).unique().all()))
+
+
+def render_posts(page):
+    """The page's posts with their comments (read by each post's loader)."""
+    return [{"id": p.id, "title": p.title, "comments": [c.body for c in p.comments]} for p in page]
 
 
 @app.get("/posts/stats")
@@ -228,15 +232,29 @@ def home(user_id):
     the accounts service (REALAPP_DOWNSTREAM), one after another, or at once
     with ?parallel=1 (a thread each)."""
     urls = [f"{DOWNSTREAM}/{name}/{user_id}" for name in ACCOUNT_PARTS]
-
-    def fetch(url):
-        r = http.get(url, timeout=DOWNSTREAM_TIMEOUT)
-        r.raise_for_status()
-        return r.json()
-
     if request.args.get("parallel"):
         with ThreadPoolExecutor(max_workers=len(urls)) as pool:
-            parts = list(pool.map(fetch, urls))
+            parts = list(pool.map(fetch_json, urls))
     else:
-        parts = [fetch(url) for url in urls]
+        parts = [fetch_json(url) for url in urls]
     return jsonify(parts=parts)
+
+
+@app.get("/feed/<int:user_id>")
+def feed(user_id):
+    """The first page of posts, their comments read lazily (one query per
+    post), while a thread fetches the user's recommendations from the
+    accounts service, which takes longer: the page waits on the
+    recommendations, not on the comments."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        recommendations = pool.submit(fetch_json, f"{DOWNSTREAM}/recommendations/{user_id}")
+        with Session(engine) as session:
+            page = render_posts(session.scalars(select(Post).order_by(Post.id).limit(PAGE_SIZE)).all())
+        return jsonify(posts=page, recommendations=recommendations.result())
+
+
+def fetch_json(url):
+    """GET url from a downstream service, its JSON answer."""
+    r = http.get(url, timeout=DOWNSTREAM_TIMEOUT)
+    r.raise_for_status()
+    return r.json()
