@@ -350,6 +350,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
 
     let analysis = Arc::new(analyze::Options {
         health_routes: config.health_routes.clone(),
+        ..Default::default()
     });
     let sweeper_stop = CancellationToken::new();
     let sweeper = tokio::spawn(sweep(

@@ -260,6 +260,11 @@ impl CodeLocation {
     }
 }
 
+/// Nanoseconds as milliseconds, for evidence and sentences.
+pub(crate) fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
 /// A finding's stable id: FNV-1a over its kind and culprit, so the same problem
 /// keeps its id across observations and restarts.
 pub fn finding_id(kind: FindingKind, culprit: &Culprit) -> u64 {

@@ -19,6 +19,7 @@ mod critical_path;
 pub mod finding;
 mod health_check;
 mod layers;
+pub mod patterns;
 pub mod saturation;
 mod timeout;
 
@@ -42,10 +43,12 @@ use rustc_hash::FxHashMap;
 use crate::model::{SpanKind, StatusCode, Sym, Trace, Warning};
 
 /// What the configuration tells the per-trace detectors.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
     /// The routes `slow_health_check` watches.
     pub health_routes: HealthRoutes,
+    /// The anti-pattern detectors' thresholds.
+    pub patterns: patterns::PatternThresholds,
 }
 
 static DEFAULT_OPTIONS: LazyLock<Options> = LazyLock::new(Options::default);
@@ -296,7 +299,7 @@ pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
     let mut observations: Vec<Observation> =
         cascading_timeout(&trace, &timed_out).into_iter().collect();
     observations.extend(slow_health_checks(&trace, &options.health_routes));
-    AnalyzedTrace {
+    let mut analyzed = AnalyzedTrace {
         trace,
         entry,
         path,
@@ -309,7 +312,10 @@ pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
         checkouts,
         observations,
         finding_ids: Vec::new(),
-    }
+    };
+    let found = patterns::detect(&analyzed, &options.patterns);
+    analyzed.observations.extend(found);
+    analyzed
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ pub use lock::{
 };
 pub use normalize::normalize;
 pub use pool::{ceilings, pool_exhaustion, shrinking};
+pub(crate) use queries::culprit_statement;
 pub use queries::{
     query_shapes, slow_queries, slow_threshold_ns, QueryShape, MIN_SLOW_CALLS, SLOW_ABSOLUTE_NS,
     SLOW_FACTOR, SLOW_MIN_NS,

@@ -174,7 +174,7 @@ pub(super) fn severity_by_share(share: f64) -> Severity {
 }
 
 /// A statement as a culprit's operation: cut at [`CULPRIT_CHARS`] characters.
-pub(super) fn culprit_statement(statement: &str) -> String {
+pub(crate) fn culprit_statement(statement: &str) -> String {
     match statement.char_indices().nth(CULPRIT_CHARS) {
         Some((cut, _)) => format!("{}…", &statement[..cut]),
         None => statement.to_owned(),

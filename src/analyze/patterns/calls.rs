@@ -1,0 +1,388 @@
+//! The calls of one trace, as the anti-pattern detectors read them: one row
+//! per logical call with what it called, its visible arguments, the span it
+//! was made under and its time on the critical path.
+
+use std::sync::LazyLock;
+
+use crate::analyze::saturation::shape_of;
+use crate::analyze::{remote_server, AnalyzedTrace};
+use crate::model::{named_peer, url_host, AttrValue, Found, SpanKind, StatusCode, Sym, Trace};
+
+/// What a call reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum CallKind {
+    Db,
+    /// A key-value store: redis, memcached (its command is its shape).
+    Cache,
+    Http,
+    Rpc,
+    Message,
+    Other,
+}
+
+/// One logical call.
+#[derive(Debug, Clone)]
+pub(super) struct Call {
+    /// The span that records the call.
+    pub span: u32,
+    /// The child of `parent` that holds it: the span itself, or the outermost
+    /// wrapper that holds nothing else.
+    pub top: u32,
+    /// The span it was made under.
+    pub parent: u32,
+    /// The service that made it: `parent`'s.
+    pub caller: Sym,
+    /// The service, database or host it called.
+    pub callee: Option<Sym>,
+    pub kind: CallKind,
+    /// What it called, without its arguments.
+    pub shape: String,
+    /// Its arguments where the span shows them: a statement's literals, a
+    /// URL with its query, a key; `None` when they are placeholders or absent.
+    pub arguments: Option<String>,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The critical time of `top` and everything under it.
+    pub critical_ns: u64,
+    /// It ended in an error or a timeout.
+    pub failed: bool,
+    pub timed_out: bool,
+}
+
+impl Call {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns - self.start_ns
+    }
+
+    /// "postgresql", or "?" when nothing names the callee.
+    pub fn callee_label(&self) -> &'static str {
+        self.callee.map_or("?", |c| c.as_str())
+    }
+
+    /// Calls of one shape to one callee are the same call.
+    pub fn same_call(&self, other: &Call) -> bool {
+        self.caller == other.caller && self.callee == other.callee && self.shape == other.shape
+    }
+}
+
+/// The calls of one trace, in span order.
+pub(super) struct Calls {
+    pub calls: Vec<Call>,
+}
+
+/// The keys a call's identity is read from, in the order [`Calls::of`] reads them.
+static KEYS: LazyLock<[Sym; 15]> = LazyLock::new(|| {
+    [
+        "db.query.text",
+        "db.statement",
+        "sql.query",
+        "db.system.name",
+        "db.system",
+        "url.full",
+        "http.url",
+        "http.request.method",
+        "http.method",
+        "rpc.service",
+        "rpc.method",
+        "messaging.destination.name",
+        "messaging.destination",
+        "http.route",
+        "url.template",
+    ]
+    .map(Sym::new)
+});
+
+/// Where a SERVER span says what it served.
+static SERVER_KEYS: LazyLock<[Sym; 5]> = LazyLock::new(|| {
+    [
+        "http.route",
+        "url.full",
+        "http.url",
+        "http.target",
+        "url.path",
+    ]
+    .map(Sym::new)
+});
+
+/// Key-value stores: a command is their shape, its key their argument.
+const CACHES: [&str; 4] = ["redis", "memcached", "valkey", "aerospike"];
+
+/// Attribute keys whose values are a call's arguments where no statement or
+/// URL carries them (HotROD's `param.driverID`, `db.query.parameter.*`).
+const ARGUMENT_PREFIXES: [&str; 2] = ["param.", "db.query.parameter."];
+
+impl Calls {
+    pub fn of(t: &AnalyzedTrace) -> Calls {
+        let trace = &t.trace;
+        let mut calls = Vec::new();
+        let mut subtree: Option<Vec<u64>> = None;
+        for i in 0..trace.len() as u32 {
+            let span = trace.span(i);
+            if i == trace.root
+                || t.layered[i as usize]
+                || t.checkouts[i as usize]
+                || matches!(span.kind, SpanKind::Server | SpanKind::Consumer)
+            {
+                continue;
+            }
+            let found = trace.arena.find(span.attrs, *KEYS);
+            let text = |k: usize| found[k].and_then(Found::text);
+            let statement = text(0).or(text(1)).or(text(2));
+            let system = text(3).or(text(4));
+            let is_call = matches!(span.kind, SpanKind::Client | SpanKind::Producer)
+                || statement.is_some()
+                || system.is_some();
+            if !is_call {
+                continue;
+            }
+            let (top, parent) = made_under(t, i);
+            let server = remote_server(trace, i);
+            let caller = trace.span(parent).service;
+            let callee = server
+                .map(|s| trace.span(s).service)
+                .or_else(|| (span.service != caller).then_some(span.service))
+                .or_else(|| named_peer(span, &trace.arena));
+            let url = text(5).or(text(6));
+            let method = text(7).or(text(8));
+            let cache = system.is_some_and(|s| CACHES.contains(&s));
+            let (kind, shape, arguments) = if let Some(statement) = statement {
+                if cache {
+                    let command = statement.split_whitespace().next().unwrap_or("");
+                    (
+                        CallKind::Cache,
+                        format!("{} {}", system.unwrap_or(""), command.to_ascii_uppercase()),
+                        Some(statement.to_owned()),
+                    )
+                } else {
+                    (
+                        CallKind::Db,
+                        shape_of(statement).to_string(),
+                        sql_arguments(statement),
+                    )
+                }
+            } else if let Some(server) = server {
+                let [route, full, legacy, target, path] =
+                    trace.arena.find(trace.span(server).attrs, *SERVER_KEYS);
+                let served = route
+                    .and_then(Found::text)
+                    .map(|r| format!("{} {r}", method.unwrap_or("")).trim().to_owned())
+                    .unwrap_or_else(|| trace.span(server).operation.as_str().to_owned());
+                let target = [full, legacy, target, path]
+                    .into_iter()
+                    .find_map(|f| f.and_then(Found::text))
+                    .or(url);
+                (
+                    CallKind::Http,
+                    served,
+                    target.filter(|_| idempotent(method)).map(str::to_owned),
+                )
+            } else if let Some(url) = url {
+                let template = text(14).or(text(13)).map_or_else(
+                    || url_template(url),
+                    |t| {
+                        format!("{} {t}", url_host(url).unwrap_or(""))
+                            .trim()
+                            .to_owned()
+                    },
+                );
+                (
+                    CallKind::Http,
+                    format!("{} {template}", method.unwrap_or(""))
+                        .trim()
+                        .to_owned(),
+                    idempotent(method).then(|| url.to_owned()),
+                )
+            } else if let Some(rpc) = text(10) {
+                let service = text(9).map_or(String::new(), |s| format!("{s}/"));
+                (CallKind::Rpc, format!("{service}{rpc}"), params(trace, i))
+            } else if span.kind == SpanKind::Producer {
+                let destination = text(11).or(text(12)).unwrap_or(span.operation.as_str());
+                (CallKind::Message, destination.to_owned(), None)
+            } else {
+                let kind = if system.is_some() {
+                    if cache {
+                        CallKind::Cache
+                    } else {
+                        CallKind::Db
+                    }
+                } else {
+                    CallKind::Other
+                };
+                (kind, span.operation.as_str().to_owned(), params(trace, i))
+            };
+            let subtree = subtree.get_or_insert_with(|| subtree_critical(t));
+            calls.push(Call {
+                span: i,
+                top,
+                parent,
+                caller,
+                callee,
+                kind,
+                shape,
+                arguments,
+                start_ns: trace.start(i),
+                end_ns: trace.end(i),
+                critical_ns: subtree[top as usize],
+                failed: span.status == StatusCode::Error || t.timed_out[i as usize],
+                timed_out: t.timed_out[i as usize],
+            });
+        }
+        Calls { calls }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+}
+
+/// The span call `span` was made under, and the child of it that holds the
+/// call: above the wrappers that hold nothing but it (an INTERNAL span with
+/// one child, HotROD's `HTTP GET: /route` around its `HTTP GET`) and above
+/// other instrumentation layers of the same call.
+fn made_under(t: &AnalyzedTrace, span: u32) -> (u32, u32) {
+    let trace = &t.trace;
+    let mut top = span;
+    while let Some(parent) = trace.parent[top as usize] {
+        let p = trace.span(parent);
+        let wrapper = parent != trace.root
+            && (t.layered[parent as usize]
+                || (matches!(p.kind, SpanKind::Internal | SpanKind::Unspecified)
+                    && trace.children(parent).len() == 1
+                    && p.service == trace.span(top).service));
+        if !wrapper {
+            return (top, parent);
+        }
+        top = parent;
+    }
+    (top, top)
+}
+
+/// Per span, the critical time of it and all its descendants.
+fn subtree_critical(t: &AnalyzedTrace) -> Vec<u64> {
+    let trace = &t.trace;
+    let mut sum = t.path.critical_ns.clone();
+    // Parents before children in a pre-order walk; summing it backwards
+    // adds every child into its parent after the child's own subtree.
+    let mut order = Vec::with_capacity(trace.len());
+    let mut stack = vec![trace.root];
+    while let Some(s) = stack.pop() {
+        order.push(s);
+        stack.extend_from_slice(trace.children(s));
+    }
+    for &s in order.iter().rev() {
+        if let Some(p) = trace.parent[s as usize] {
+            sum[p as usize] += sum[s as usize];
+        }
+    }
+    sum
+}
+
+/// A statement's arguments when they are visible: the statement itself when
+/// it carries inline literals or none at all; `None` when its values are
+/// placeholders (`?`, `$1`, `%s`, `%(name)s`, `:name`) sent apart from it.
+fn sql_arguments(statement: &str) -> Option<String> {
+    let bytes = statement.as_bytes();
+    let placeholder = bytes.iter().enumerate().any(|(i, &b)| {
+        let next = bytes.get(i + 1).copied().unwrap_or(b' ');
+        match b {
+            b'?' => true,
+            b'$' => next.is_ascii_digit(),
+            b'%' => next == b's' || next == b'(',
+            b':' => {
+                let prev = if i > 0 { bytes[i - 1] } else { b' ' };
+                (next.is_ascii_alphabetic() || next == b'_')
+                    && (prev.is_ascii_whitespace() || matches!(prev, b'(' | b',' | b'='))
+            }
+            _ => false,
+        }
+    });
+    (!placeholder).then(|| statement.to_owned())
+}
+
+/// Only reads repeat identically: a repeated POST may carry another body.
+fn idempotent(method: Option<&str>) -> bool {
+    method.is_none_or(|m| m.eq_ignore_ascii_case("GET") || m.eq_ignore_ascii_case("HEAD"))
+}
+
+/// The values of `param.*` and `db.query.parameter.*` attributes, as
+/// `key=value` pairs; `None` without any.
+fn params(trace: &Trace, span: u32) -> Option<String> {
+    let mut out = String::new();
+    for (key, value) in trace.attrs(span) {
+        let key = key.as_str();
+        if !ARGUMENT_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(key);
+        out.push('=');
+        match value {
+            AttrValue::Str(s) | AttrValue::Json(s) => out.push_str(s),
+            AttrValue::Int(n) => out.push_str(&n.to_string()),
+            AttrValue::Double(d) => out.push_str(&d.to_string()),
+            AttrValue::Bool(b) => out.push_str(&b.to_string()),
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A URL without its query, its scheme and its ids: path segments of digits,
+/// or of six characters or more with a digit in them (`42`, `5f3a9c`, a UUID),
+/// become `{id}`; `v1` stays
+/// (`http://inventory:8080/items/42?x=1` → `inventory:8080/items/{id}`).
+fn url_template(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.split(['?', '#']).next().unwrap_or(rest);
+    path.split('/')
+        .enumerate()
+        .map(|(i, seg)| {
+            let digits = seg.bytes().filter(u8::is_ascii_digit).count();
+            if i > 0 && digits > 0 && (digits == seg.len() || seg.len() >= 6) {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_hide_the_arguments_and_literals_show_them() {
+        for hidden in [
+            "SELECT * FROM comments WHERE %(param_1)s = comments.post_id",
+            "SELECT * FROM t WHERE id = $1",
+            "SELECT * FROM t WHERE id = ?",
+            "SELECT * FROM t WHERE id = %s",
+            "SELECT * FROM t WHERE id = :id",
+        ] {
+            assert_eq!(sql_arguments(hidden), None, "{hidden}");
+        }
+        for shown in [
+            "SELECT * FROM customer WHERE customer_id=567",
+            "SELECT * FROM config",
+            "SELECT '10:30'::time FROM t",
+        ] {
+            assert_eq!(sql_arguments(shown).as_deref(), Some(shown), "{shown}");
+        }
+    }
+
+    #[test]
+    fn urls_lose_their_ids_and_queries() {
+        assert_eq!(
+            url_template("http://inventory:8080/items/42?x=1"),
+            "inventory:8080/items/{id}"
+        );
+        assert_eq!(
+            url_template("https://api/v1/users/5f3a9c/orders"),
+            "api/v1/users/{id}/orders"
+        );
+        assert_eq!(url_template("0.0.0.0:8083"), "0.0.0.0:8083");
+    }
+}

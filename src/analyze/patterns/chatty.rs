@@ -1,0 +1,99 @@
+//! `chatty_edge`: one service calling one callee more than `max_calls` times
+//! within one request (the caller's SERVER span, or the trace's root),
+//! whatever the operations. When a loop ([`super::n_plus_one`]) makes all
+//! but `max_calls` of them, the loop is the finding and the edge is not
+//! reported again.
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde_json::json;
+
+use super::calls::{Call, Calls};
+use super::n_plus_one::Loop;
+use super::{ChattyEdgeThresholds, Report};
+use crate::analyze::finding::ms;
+use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
+use crate::model::{SpanKind, Sym};
+
+/// The chatty edges of a trace.
+pub(super) fn find(
+    r: &Report<'_>,
+    calls: &Calls,
+    loops: &[Loop],
+    limits: &ChattyEdgeThresholds,
+) -> Vec<Observation> {
+    let trace = &r.t.trace;
+    let looped: FxHashSet<usize> = loops
+        .iter()
+        .flat_map(|l| l.members.iter().copied())
+        .collect();
+    // The request a call was made in: the nearest SERVER span above it.
+    let request_of = |mut at: u32| loop {
+        if trace.span(at).kind == SpanKind::Server {
+            return at;
+        }
+        match trace.parent[at as usize] {
+            Some(p) => at = p,
+            None => return at,
+        }
+    };
+    // By (request, caller, callee): the calls, with their indexes.
+    type Edge<'a> = Vec<(usize, &'a Call)>;
+    let mut edges: FxHashMap<(u32, Sym, Sym), Edge<'_>> = FxHashMap::default();
+    for (i, c) in calls.calls.iter().enumerate() {
+        if let Some(callee) = c.callee {
+            edges
+                .entry((request_of(c.parent), c.caller, callee))
+                .or_default()
+                .push((i, c));
+        }
+    }
+    let mut out = Vec::new();
+    for ((request, caller, callee), edge) in edges {
+        let outside_loops = edge.iter().filter(|(i, _)| !looped.contains(i)).count();
+        if edge.len() <= limits.max_calls || outside_loops <= limits.max_calls {
+            continue;
+        }
+        let edge: Vec<&Call> = edge.into_iter().map(|(_, c)| c).collect();
+        let critical: u64 = edge.iter().map(|c| c.critical_ns).sum();
+        let total: u64 = edge.iter().map(|c| c.duration_ns()).sum();
+        let operations: FxHashSet<&str> = edge.iter().map(|c| c.shape.as_str()).collect();
+        let entry = trace.span(request).operation;
+        out.push(Observation {
+            kind: FindingKind::ChattyEdge,
+            severity: r.severity(critical),
+            culprit: Culprit {
+                service: caller,
+                operation: entry,
+                peer: Some(callee),
+            },
+            chain: r.chain(request),
+            summary: format!(
+                "{caller} calls {callee} {} times ({} different operations) while serving one {entry} request: {} waits on them.",
+                edge.len(),
+                operations.len(),
+                r.cost(critical),
+            ),
+            remedy: format!(
+                "Fetch what {caller} needs from {callee} in fewer, coarser calls: batch endpoints, one query per screen, or a cache in front of {callee}."
+            ),
+            evidence: json!({
+                "calls": edge.len(),
+                "operations": operations.len(),
+                "total_ms": ms(total),
+                "critical_ms": ms(critical),
+                "critical_share": r.share(critical),
+            }),
+            trace_ids: vec![trace.trace_id],
+            count: 1,
+            seen_ns: r.seen_ns(),
+            crossed: vec![Crossed::new(
+                "chatty_edge.max_calls",
+                limits.max_calls as f64,
+                edge.len() as f64,
+            )],
+            location: r.location(edge[0]),
+            spans: r.spans(edge.iter().copied()),
+        });
+    }
+    out
+}

@@ -1,0 +1,214 @@
+//! The request's own anti-patterns, found in one trace: the same call in a
+//! loop ([`n_plus_one`]), independent calls made one after another
+//! ([`serial_calls`]), the identical call made twice ([`redundant_call`]), a
+//! service calling another dozens of times ([`chatty_edge`]) and a span
+//! starting too many calls at once ([`excessive_fanout`]).
+//!
+//! Every detector reads one table of the trace's calls ([`Calls`]): each
+//! CLIENT, PRODUCER or database span that is not a second instrumentation
+//! layer of another ([`crate::analyze::layers`]) nor a connection checkout,
+//! with what it called (its *shape*: the normalised statement, the cache
+//! command, the callee's route, the URL template, the RPC method or the span
+//! name), its visible arguments, the span it was made under (above
+//! single-call wrapper spans such as HotROD's `HTTP GET: /route`) and its time
+//! on the critical path. What a pattern costs is that critical time: a loop
+//! off the critical path costs the user nothing, and is reported so.
+
+mod calls;
+mod chatty;
+mod fanout;
+mod n_plus_one;
+mod redundant;
+mod serial;
+mod thresholds;
+
+pub use thresholds::{
+    ChattyEdgeThresholds, ExcessiveFanoutThresholds, NPlusOneThresholds, PatternSeverity,
+    PatternThresholds, RedundantCallThresholds, SerialCallsThresholds,
+};
+
+use calls::{Call, CallKind, Calls};
+
+use super::finding::ms;
+use super::{AnalyzedTrace, ChainHop, CodeLocation, Observation, Severity};
+use crate::model::SpanId;
+
+/// Runs the anti-pattern detectors over an analyzed trace.
+pub fn detect(t: &AnalyzedTrace, limits: &PatternThresholds) -> Vec<Observation> {
+    let calls = Calls::of(t);
+    if calls.is_empty() {
+        return Vec::new();
+    }
+    let report = Report::new(t, &limits.severity);
+    let loops = n_plus_one::find(&calls, &limits.n_plus_one);
+    let mut out = Vec::new();
+    out.extend(
+        loops
+            .iter()
+            .filter_map(|l| n_plus_one::report(&report, &calls, l)),
+    );
+    out.extend(serial::find(&report, &calls, &loops, &limits.serial_calls));
+    out.extend(redundant::find(&report, &calls, &limits.redundant_call));
+    out.extend(chatty::find(&report, &calls, &loops, &limits.chatty_edge));
+    out.extend(fanout::find(&report, &calls, &limits.excessive_fanout));
+    // One observation per kind and culprit and trace: the costliest.
+    out.sort_by(|a, b| {
+        (a.kind, a.culprit)
+            .cmp(&(b.kind, b.culprit))
+            .then(critical_of(b).total_cmp(&critical_of(a)))
+    });
+    out.dedup_by(|b, a| a.kind == b.kind && a.culprit == b.culprit);
+    out
+}
+
+fn critical_of(o: &Observation) -> f64 {
+    o.evidence["critical_ms"].as_f64().unwrap_or(0.0)
+}
+
+/// What every pattern's observation shares: the trace, its entry point's
+/// latency, and how its critical share maps to a severity.
+struct Report<'a> {
+    t: &'a AnalyzedTrace,
+    duration_ns: u64,
+    severity: &'a PatternSeverity,
+}
+
+impl<'a> Report<'a> {
+    fn new(t: &'a AnalyzedTrace, severity: &'a PatternSeverity) -> Report<'a> {
+        Report {
+            t,
+            duration_ns: t.duration_ns(),
+            severity,
+        }
+    }
+
+    /// `critical_ns` as a share of the entry point's latency.
+    fn share(&self, critical_ns: u64) -> f64 {
+        if self.duration_ns == 0 {
+            0.0
+        } else {
+            (critical_ns as f64 / self.duration_ns as f64).min(1.0)
+        }
+    }
+
+    /// Critical from `severity.critical_share` of the request's latency,
+    /// warning from `severity.warning_share`, otherwise information: what the
+    /// user does not wait on is reported with its small cost.
+    fn severity(&self, critical_ns: u64) -> Severity {
+        let share = self.share(critical_ns);
+        if share >= self.severity.critical_share {
+            Severity::Critical
+        } else if share >= self.severity.warning_share {
+            Severity::Warning
+        } else {
+            Severity::Info
+        }
+    }
+
+    /// "190 ms of the 693 ms request (27 %)".
+    fn cost(&self, critical_ns: u64) -> String {
+        format!(
+            "{:.0} ms of the {:.0} ms request ({:.0} %)",
+            ms(critical_ns),
+            ms(self.duration_ns),
+            self.share(critical_ns) * 100.0
+        )
+    }
+
+    /// The hops from the entry point down to `span`.
+    fn chain(&self, span: u32) -> Vec<ChainHop> {
+        let trace = &self.t.trace;
+        let mut path = vec![span];
+        let mut at = span;
+        while let Some(p) = trace.parent[at as usize] {
+            path.push(p);
+            at = p;
+        }
+        path.iter()
+            .rev()
+            .map(|&s| {
+                let span = trace.span(s);
+                ChainHop {
+                    span_id: Some(span.span_id),
+                    service: span.service,
+                    operation: span.operation,
+                    duration_ms: ms(span.duration_ns()),
+                    timed_out: self.t.timed_out[s as usize],
+                }
+            })
+            .collect()
+    }
+
+    /// Where the calls are made: the first call's `code.*` attributes, else its
+    /// wrapper's, else those of the span they were made under.
+    fn location(&self, call: &Call) -> Option<CodeLocation> {
+        [call.span, call.top, call.parent]
+            .into_iter()
+            .find_map(|s| CodeLocation::of(&self.t.trace, s))
+    }
+
+    /// The ids of the calls' spans and of the wrappers around them.
+    fn spans<'c>(&self, calls: impl IntoIterator<Item = &'c Call>) -> Vec<SpanId> {
+        let trace = &self.t.trace;
+        let mut out = Vec::new();
+        for c in calls {
+            let mut at = c.span;
+            loop {
+                out.push(trace.span(at).span_id);
+                if at == c.top {
+                    break;
+                }
+                match trace.parent[at as usize] {
+                    Some(p) => at = p,
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
+    fn seen_ns(&self) -> u64 {
+        self.t.trace.end(self.t.trace.root)
+    }
+}
+
+/// The peak number of `intervals` in flight at once.
+fn peak_in_flight(intervals: impl IntoIterator<Item = (u64, u64)>) -> usize {
+    let mut edges: Vec<(u64, i32)> = Vec::new();
+    for (start, end) in intervals {
+        edges.push((start, 1));
+        edges.push((end.max(start), -1));
+    }
+    // Ends before starts at the same instant: back to back is not overlap.
+    edges.sort_unstable();
+    let (mut now, mut peak) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
+/// What to do about a repeated call, by what it calls.
+fn batch_remedy(kind: CallKind) -> &'static str {
+    match kind {
+        CallKind::Db => "Load the rows in one query: a join, `WHERE ... IN (...)`, or the ORM's eager loading (SQLAlchemy `selectinload`/`joinedload`, Django `prefetch_related`, ActiveRecord `includes`).",
+        CallKind::Cache => "Fetch the keys in one round trip: `MGET`, a pipeline, or a multi-get.",
+        CallKind::Http => "Call a bulk endpoint with all the ids at once, or prefetch what the loop needs before it starts.",
+        CallKind::Rpc => "Add a batch method that takes all the keys, or prefetch them in one call.",
+        CallKind::Message => "Publish the messages as one batch.",
+        CallKind::Other => "Batch the calls into one, or prefetch what the loop needs before it starts.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_to_back_calls_are_not_in_flight_together() {
+        assert_eq!(peak_in_flight([(0, 10), (10, 20), (20, 30)]), 1);
+        assert_eq!(peak_in_flight([(0, 10), (5, 20), (6, 30), (21, 40)]), 3);
+        assert_eq!(peak_in_flight([]), 0);
+    }
+}

@@ -1,0 +1,105 @@
+//! `redundant_call`: the identical call — the same statement with the same
+//! literals, the same URL with the same query (GET and HEAD only: another
+//! method may carry another body), the same RPC or cache key where the span
+//! shows it — made `min_calls` times or more by one service in one trace. A
+//! call repeated after its previous attempt failed is a retry, not
+//! redundant; statements that read no table (`SELECT 1` pings, `SET`,
+//! `BEGIN`) are not counted.
+
+use rustc_hash::FxHashMap;
+use serde_json::json;
+
+use super::calls::{Call, CallKind, Calls};
+use super::{RedundantCallThresholds, Report};
+use crate::analyze::finding::ms;
+use crate::analyze::saturation::culprit_statement;
+use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
+use crate::model::Sym;
+
+/// Statements that touch a table: only their repeats can be saved.
+fn reads_data(statement: &str) -> bool {
+    statement.split_whitespace().any(|word| {
+        ["FROM", "INTO", "UPDATE", "JOIN"]
+            .iter()
+            .any(|k| word.eq_ignore_ascii_case(k))
+    })
+}
+
+/// The redundant calls of a trace.
+pub(super) fn find(
+    r: &Report<'_>,
+    calls: &Calls,
+    limits: &RedundantCallThresholds,
+) -> Vec<Observation> {
+    type Key<'a> = (Sym, Option<Sym>, &'a str, &'a str);
+    let mut same: FxHashMap<Key<'_>, Vec<&Call>> = FxHashMap::default();
+    for c in &calls.calls {
+        let Some(arguments) = c.arguments.as_deref() else {
+            continue;
+        };
+        if c.kind == CallKind::Message || (c.kind == CallKind::Db && !reads_data(arguments)) {
+            continue;
+        }
+        same.entry((c.caller, c.callee, c.shape.as_str(), arguments))
+            .or_default()
+            .push(c);
+    }
+    let mut out = Vec::new();
+    for ((caller, callee, shape, arguments), mut group) in same {
+        if group.len() < limits.min_calls {
+            continue;
+        }
+        group.sort_by_key(|c| (c.start_ns, c.span));
+        // A call after a failed attempt is its retry.
+        let made: Vec<&Call> = group
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k == 0 || !group[k - 1].failed)
+            .map(|(_, c)| *c)
+            .collect();
+        if made.len() < limits.min_calls {
+            continue;
+        }
+        let repeats = &made[1..];
+        let critical: u64 = repeats.iter().map(|c| c.critical_ns).sum();
+        let total: u64 = repeats.iter().map(|c| c.duration_ns()).sum();
+        let first = made[0];
+        let callee_label = first.callee_label();
+        let call = culprit_statement(arguments);
+        out.push(Observation {
+            kind: FindingKind::RedundantCall,
+            severity: r.severity(critical),
+            culprit: Culprit {
+                service: caller,
+                operation: Sym::new(&culprit_statement(shape)),
+                peer: callee,
+            },
+            chain: r.chain(first.span),
+            summary: format!(
+                "{caller} makes the identical call to {callee_label} {} times in one request: `{call}`; the repeats cost {}.",
+                made.len(),
+                r.cost(critical),
+            ),
+            remedy: "Make the call once and reuse its result: keep it in a variable for the request, or memoise it per request.".to_owned(),
+            evidence: json!({
+                "calls": made.len(),
+                "call": call,
+                "shape": shape,
+                "total_ms": ms(total),
+                "critical_ms": ms(critical),
+                "critical_share": r.share(critical),
+            }),
+            trace_ids: vec![r.t.trace.trace_id],
+            count: 1,
+            seen_ns: r.seen_ns(),
+            crossed: vec![Crossed::new(
+                "redundant_call.min_calls",
+                limits.min_calls as f64,
+                made.len() as f64,
+            )],
+            location: r.location(first),
+            spans: r.spans(made.iter().copied()),
+        });
+    }
+    out
+}
