@@ -12,8 +12,9 @@ Settings (environment):
   REALAPP_POOL_TIMEOUT    seconds a request may wait for a connection (default 60)
   REALAPP_HOLD_MS         how long /orders/<id> and /orders/<id>/statement hold
                           their connection between two fast queries (default 100)
-  REALAPP_DOWNSTREAM      URL that /relay calls with requests (optional); the
-                          base URL of the account parts for /home/<id>
+  REALAPP_DOWNSTREAM      URL that /relay and /feed/<id> call with requests
+                          (optional); the base URL of the account parts for
+                          /home/<id>
   REALAPP_DOWNSTREAM_TIMEOUT  requests' timeout for it, in seconds (default 2)
   REALAPP_SLEEP_MS        what /relay sleeps when it has no downstream (default 0)
 """
@@ -243,11 +244,11 @@ def home(user_id):
 @app.get("/feed/<int:user_id>")
 def feed(user_id):
     """The first page of posts, their comments read lazily (one query per
-    post), while a thread fetches the user's recommendations from the
-    accounts service, which takes longer: the page waits on the
+    post), while a thread fetches recommendations from the downstream
+    service (REALAPP_DOWNSTREAM), which takes longer: the page waits on the
     recommendations, not on the comments."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        recommendations = pool.submit(fetch_json, f"{DOWNSTREAM}/recommendations/{user_id}")
+        recommendations = pool.submit(fetch_json, f"{DOWNSTREAM}?user={user_id}")
         with Session(engine) as session:
             page = render_posts(session.scalars(select(Post).order_by(Post.id).limit(PAGE_SIZE)).all())
         return jsonify(posts=page, recommendations=recommendations.result())
