@@ -189,6 +189,8 @@ def posts():
     if load not in COMMENT_LOADERS:
         abort(400, f"load must be one of {', '.join(COMMENT_LOADERS)}")
     page = request.args.get("page", 1, type=int)
+    if page < 1:
+        abort(400, "page counts from 1")
     query = select(Post).order_by(Post.id).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     if COMMENT_LOADERS[load] is not None:
         query = query.options(COMMENT_LOADERS[load])
