@@ -369,6 +369,17 @@ def status_summary(codes):
     return " ".join(f"{k}x{v}" for k, v in sorted(out.items()))
 
 
+def drive(sc, url_of, n, concurrency, entry, method="GET", status=200, what=""):
+    """Send the scenario's load (see load; `what` describes it further),
+    check that every request answered `status`, await the analysis of the
+    traces entered at `entry` (see Daemon.settle) and read the findings."""
+    codes = load(url_of, n, concurrency, method)
+    sc.notes.append(f"load: {n} requests, {concurrency} at once{what}: {status_summary(codes)}")
+    sc.check(all(c == status for c in codes), f"every request should answer {status}: {status_summary(codes)}")
+    sc.daemon.settle(n, entry)
+    sc.findings = sc.daemon.findings()
+
+
 # ---------------------------------------------------------------------------
 # Scenarios. Each starts its daemon and services, sends its load, awaits the
 # analysis, then asserts its finding and silence elsewhere.
@@ -378,17 +389,14 @@ POOL_SIZE = 2
 
 def pool_scenario(sc, route, disabled=None, concurrency=14):
     requests_total = rounds(5) * concurrency
-    d = sc.start_daemon()
+    sc.start_daemon()
     sc.pool_size = POOL_SIZE
     url = sc.python_service(
         "orders",
         {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": POOL_SIZE, "REALAPP_MAX_OVERFLOW": 0, "REALAPP_POOL_TIMEOUT": 60, "REALAPP_HOLD_MS": 100},
         disabled=disabled,
     )
-    codes = load(lambda i: f"{url}{route.format(id=1 + i % 500)}", requests_total, concurrency)
-    sc.notes.append(f"load: {requests_total} requests, {concurrency} at once: {status_summary(codes)}")
-    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
-    d.settle(requests_total, "orders")
+    drive(sc, lambda i: f"{url}{route.format(id=1 + i % 500)}", requests_total, concurrency, "orders")
     return requests_total
 
 
@@ -415,7 +423,6 @@ def assert_queries_once(sc, executions, shapes):
 
 def s_pool_held_in_app(sc):
     n = pool_scenario(sc, "/orders/{id}")
-    sc.findings = sc.daemon.findings()
     assert_pool(sc)
     sc.only({"pool_exhaustion"})
     return n
@@ -423,7 +430,6 @@ def s_pool_held_in_app(sc):
 
 def s_pool_held_by_statement(sc):
     n = pool_scenario(sc, "/orders/{id}/statement")
-    sc.findings = sc.daemon.findings()
     assert_pool(sc)
     # pg_sleep(0.1) is a 100 ms statement among sub-millisecond ones: a
     # slow_query on that shape (and on it only) is allowed, not required.
@@ -443,7 +449,6 @@ def db_instrumentations(disabled=None):
 
     def scenario(sc):
         n = pool_scenario(sc, "/orders/{id}", disabled=disabled)
-        sc.findings = sc.daemon.findings()
         assert_pool(sc)
         assert_queries_once(sc, n, ORM_SHAPES)
         sc.only({"pool_exhaustion"})
@@ -453,15 +458,11 @@ def db_instrumentations(disabled=None):
 
 
 def s_slow_aggregate(sc):
-    d = sc.start_daemon()
+    sc.start_daemon()
     sc.pool_size = 10
     url = sc.python_service("catalog", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": sc.pool_size, "REALAPP_MAX_OVERFLOW": 0})
     n, every = rounds(20) * 4, 10
-    codes = load(lambda i: f"{url}/report" if i % every == every // 2 else f"{url}/items/{1 + (i * 37) % 1000}", n, 4)
-    sc.notes.append(f"load: {n} requests, 4 at once, every {every}th the report: {status_summary(codes)}")
-    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
-    d.settle(n, "catalog")
-    sc.findings = d.findings()
+    drive(sc, lambda i: f"{url}/report" if i % every == every // 2 else f"{url}/items/{1 + (i * 37) % 1000}", n, 4, "catalog", what=f", every {every}th the report")
     slow = sc.expect("slow_query", "catalog", "the aggregate over events")
     for f in slow:
         sc.check("FROM events" in json.dumps(f["culprit"]), f"slow_query should name the aggregate over events: {line(f)}")
@@ -474,16 +475,13 @@ def s_slow_aggregate(sc):
 def s_stacked_timeouts(sc):
     # The slow hop's spans end 3 s after its callers gave up: the trace stays
     # open long enough for them (no late-span re-analysis needed).
-    d = sc.start_daemon(trace_idle="5s")
+    sc.start_daemon(trace_idle="5s")
     inventory = sc.python_service("inventory", {"REALAPP_SLEEP_MS": 5000})
     orders = sc.python_service("orders", {"REALAPP_DOWNSTREAM": inventory + "/relay", "REALAPP_DOWNSTREAM_TIMEOUT": 2})
     frontend = sc.python_service("frontend", {"REALAPP_DOWNSTREAM": orders + "/relay", "REALAPP_DOWNSTREAM_TIMEOUT": 2})
     n = rounds(2) * 6
-    codes = load(lambda i: f"{frontend}/relay", n, 6)
-    sc.notes.append(f"load: {n} requests, 6 at once: {status_summary(codes)}")
-    sc.check(all(c == 504 for c in codes), f"every request should time out at the frontend (504): {status_summary(codes)}")
-    d.settle(n, "frontend")
-    sc.findings = d.findings()
+    # Every request times out at the frontend: 504.
+    drive(sc, lambda i: f"{frontend}/relay", n, 6, "frontend", status=504)
     # The origin of the cascade is inventory (the hop that sleeps 5 s); the
     # missing deadline shows on its edge (orders -> inventory), and may show
     # on frontend -> orders too (orders gives up a few ms after frontend:
@@ -505,11 +503,7 @@ def s_blocked_event_loop(sc):
     hasher = sc.node_service("hasher", {"REALAPP_HASH_MS": 200}, instance="hasher-1")
     gateway = sc.python_service("gateway", {"REALAPP_DOWNSTREAM": hasher + "/hash", "REALAPP_DOWNSTREAM_TIMEOUT": 30})
     n = rounds(6) * 8
-    codes = load(lambda i: f"{gateway}/relay", n, 8)
-    sc.notes.append(f"load: {n} requests, 8 at once: {status_summary(codes)}")
-    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
-    d.settle(n, "gateway")
-    sc.findings = d.findings()
+    drive(sc, lambda i: f"{gateway}/relay", n, 8, "gateway")
     for f in sc.expect("blocked_worker", "hasher"):
         sc.check("hasher-1" in json.dumps(f), f"blocked_worker should name the instance hasher-1: {line(f)}")
     # The gateway's wait is the hasher's event loop (Node starts the SERVER
@@ -525,14 +519,10 @@ def s_blocked_event_loop(sc):
 
 
 def s_hot_row(sc):
-    d = sc.start_daemon()
+    sc.start_daemon()
     warehouse = sc.node_service("warehouse", {"REALAPP_DB_URL": PG_URL_NODE, "REALAPP_POOL_SIZE": 20, "REALAPP_HOLD_MS": 60})
     n = rounds(4) * 12
-    codes = load(lambda i: f"{warehouse}/stock/1/reserve", n, 12, method="POST")
-    sc.notes.append(f"load: {n} requests, 12 at once: {status_summary(codes)}")
-    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
-    d.settle(n, "warehouse:POST /stock/:id/reserve")
-    sc.findings = d.findings()
+    drive(sc, lambda i: f"{warehouse}/stock/1/reserve", n, 12, "warehouse:POST /stock/:id/reserve", method="POST")
     for f in sc.expect("lock_contention", "warehouse"):
         text = json.dumps(f)
         sc.check("FOR UPDATE" in json.dumps(f["culprit"]), f"lock_contention should name the FOR UPDATE statement: {line(f)}")
@@ -542,16 +532,157 @@ def s_hot_row(sc):
 
 
 def s_healthy(sc):
-    d = sc.start_daemon()
+    sc.start_daemon()
     stockroom = sc.node_service("stockroom", {"REALAPP_DB_URL": PG_URL_NODE, "REALAPP_POOL_SIZE": 10})
     sc.pool_size = 10
     storefront = sc.python_service("storefront", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": sc.pool_size, "REALAPP_DOWNSTREAM": stockroom + "/stock", "REALAPP_DOWNSTREAM_TIMEOUT": 5})
     n = rounds(15) * 4
-    codes = load(lambda i: f"{storefront}/checkout/{1 + (i * 13) % 1000}", n, 4)
-    sc.notes.append(f"load: {n} requests, 4 at once: {status_summary(codes)}")
-    sc.check(all(c == 200 for c in codes), f"every request should succeed: {status_summary(codes)}")
-    d.settle(n, "storefront")
-    sc.findings = d.findings()
+    drive(sc, lambda i: f"{storefront}/checkout/{1 + (i * 13) % 1000}", n, 4, "storefront")
+    sc.only(set())
+    return n
+
+
+# -- anti-patterns: an N+1 of the ORM, calls made one after another ---------
+
+PAGE_SIZE = 20  # posts on a page of GET /posts (apps/shop.py)
+# The lazy load of one post's comments: `SELECT comments.id AS comments_id,
+# ... FROM comments WHERE %(param_1)s = comments.post_id`.
+LAZY_COMMENTS = "FROM comments WHERE %(param_1)s = comments.post_id"
+# selectinload's one query for the page: `... WHERE comments.post_id IN (...)`.
+BATCHED_COMMENTS = "FROM comments WHERE comments.post_id IN"
+ACCOUNT_PARTS = ("profile", "cart", "recommendations")  # what GET /home/<id> fetches
+
+
+def expect_comments_loop(sc, service, operation, n):
+    """The n_plus_one of the lazy-loaded comments (n requests of `operation`
+    on `service`, both database instrumentations): one finding, 20 calls per
+    request one at a time, the database as callee, no parameter values."""
+    # Two spans per comment query (SQLAlchemy's and psycopg2's), counted once.
+    assert_queries_once(sc, n * PAGE_SIZE, [LAZY_COMMENTS])
+    found = sc.expect("n_plus_one", service, "one lazy load of comments per post")
+    sc.check(len(found) <= 1, "one n_plus_one (the comments' query, whichever instrumentation recorded it): " + "; ".join(line(f) for f in found))
+    for f in found:
+        c, e = f["culprit"], f["evidence"]
+        sc.notes.append(
+            f"n_plus_one [{f.get('severity')}]: calls {e.get('calls')}, peak_in_flight {e.get('peak_in_flight')}, distinct_parameters {e.get('distinct_parameters')}, "
+            f"total {e.get('total_ms')} ms, critical {e.get('critical_ms')} ms ({e.get('critical_share')}), peer {c.get('peer')!r}"
+        )
+        # The callee is the database, named as such (its host, 127.0.0.1, is
+        # also the host of every other service of the suite).
+        sc.check("postgresql" in str(c.get("peer")), f"the repeated call goes to PostgreSQL, and the culprit's peer says so: culprit {c}")
+        sc.check(LAZY_COMMENTS in str(e.get("shape")), f"the repeated statement is the lazy load of comments: shape {e.get('shape')!r}")
+        sc.check(e.get("calls") == PAGE_SIZE, f"{PAGE_SIZE} calls per request (one per post, each recorded twice, counted once): calls {e.get('calls')}")
+        sc.check(e.get("peak_in_flight") == 1, f"the lazy loads run one at a time: peak_in_flight {e.get('peak_in_flight')}")
+        sc.check(e.get("distinct_parameters") is None, f"the instrumentation records no parameter values: distinct_parameters {e.get('distinct_parameters')}")
+        sc.check(e.get("parent") == {"service": service, "operation": operation}, f"the loop runs in {service}'s {operation}: parent {e.get('parent')}")
+    return found
+
+
+def s_orm_n_plus_one(sc):
+    sc.start_daemon()
+    url = sc.python_service("blog", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": 2})
+    # Two clients at once: the lazy loads of a page follow each other about
+    # 1 ms apart (more clients on the suite's 2 cores stretch the gaps).
+    n = rounds(6) * 2
+    drive(sc, lambda i: f"{url}/posts?page={1 + i % 2}", n, 2, "blog")
+    for f in expect_comments_loop(sc, "blog", "GET /posts", n):
+        sc.check((f["evidence"].get("critical_ms") or 0) > 0, f"the loop is on the critical path: {line(f)}")
+    sc.only({"n_plus_one"})
+    return n
+
+
+def s_orm_n_plus_one_off_critical_path(sc):
+    sc.start_daemon()
+    # The recommendations take 400 ms, many times what the loop takes even
+    # when the 2 cores are busy.
+    recommender = sc.python_service("recommender", {"REALAPP_SLEEP_MS": 400})
+    feed = sc.python_service("feed", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": 2, "REALAPP_DOWNSTREAM": recommender + "/relay", "REALAPP_DOWNSTREAM_TIMEOUT": 5})
+    n = rounds(6) * 2
+    drive(sc, lambda i: f"{feed}/feed/{1 + i}", n, 2, "feed")
+    # The loop is real and reported, with what it costs: little or nothing of
+    # the page's time, which waits on the recommendations meanwhile.
+    for f in expect_comments_loop(sc, "feed", "GET /feed/<int:user_id>", n):
+        e = f["evidence"]
+        sc.check((e.get("critical_ms") or 0) <= (e.get("total_ms") or 0) / 4, f"the loop is off the critical path: critical_ms {e.get('critical_ms')} of total_ms {e.get('total_ms')}")
+        sc.check(f.get("severity") != "critical", f"a loop off the critical path is not critical: {line(f)}")
+    sc.only({"n_plus_one"})
+    return n
+
+
+def s_orm_batched(sc):
+    sc.start_daemon()
+    url = sc.python_service("blog", {"REALAPP_DB_URL": PG_URL_PY, "REALAPP_POOL_SIZE": 3})
+    routes = ["/posts?load=selectin&page=1", "/posts?load=joined&page=2", "/posts/stats"]
+    n = rounds(3) * len(routes)
+    drive(sc, lambda i: url + routes[i % len(routes)], n, len(routes), "blog")
+    # selectinload: one `IN` query per page, so the page is batched indeed.
+    assert_queries_once(sc, n // len(routes), [BATCHED_COMMENTS])
+    # Neither the batched page, the joined one nor three different fast
+    # queries is an N+1 or worth running in parallel.
+    sc.only(set())
+    return n
+
+
+def account_pages(sc, query=""):
+    """portal's GET /home/<id> fetching its three parts from accounts
+    (profile 60 ms, cart 80 ms, recommendations 120 ms), 4 clients at once.
+    Checks each trace's shape over the Jaeger API (the three GET spans under
+    the page's span, their http.url only telling them apart) and returns the
+    number of requests and the three calls' (start, end) (µs) per trace."""
+    n = rounds(3) * 4
+    sc.start_daemon()
+    accounts = sc.python_service("accounts", {})
+    portal = sc.python_service("portal", {"REALAPP_DOWNSTREAM": accounts, "REALAPP_DOWNSTREAM_TIMEOUT": 5})
+    drive(sc, lambda i: f"{portal}/home/{1 + i}{query}", n, 4, "portal")
+    calls = []
+    for t in sc.daemon.jaeger_traces(["portal"], n + 10)["data"]:
+        service = {pid: p["serviceName"] for pid, p in t["processes"].items()}
+        spans = {s["spanID"]: s for s in t["spans"]}
+
+        def parent_of(s):
+            return next((spans.get(r["spanID"]) for r in s["references"] if r["refType"] == "CHILD_OF"), None)
+
+        page = [s for s in t["spans"] if service[s["processID"]] == "portal" and s["operationName"] == "GET /home/<int:user_id>"]
+        if not sc.check(len(page) == 1, f"trace {t['traceID']}: one GET /home/<int:user_id> span, not {len(page)}"):
+            continue
+        gets = sorted((s for s in t["spans"] if parent_of(s) is page[0]), key=lambda s: s["startTime"])
+        urls = [tags(s).get("http.url", "") for s in gets]
+        sc.check(
+            [s["operationName"] for s in gets] == ["GET"] * 3 and sorted(u.rsplit("/", 2)[-2] for u in urls) == sorted(ACCOUNT_PARTS),
+            f"trace {t['traceID']}: the page's children are the three GET spans to {', '.join(ACCOUNT_PARTS)}: {[(s['operationName'], tags(s).get('http.url')) for s in gets]}",
+        )
+        calls.append([(s["startTime"], s["startTime"] + s["duration"]) for s in gets])
+    sc.check(len(calls) == n, f"{n} traces of GET /home/<int:user_id>, not {len(calls)}")
+    return n, calls
+
+
+def tags(span):
+    return {t["key"]: t["value"] for t in span["tags"]}
+
+
+def s_serial_requests(sc):
+    n, calls = account_pages(sc)
+    for c in calls:
+        sc.check(all(a[1] <= b[0] for a, b in zip(c, c[1:])), f"each call starts after the previous one ended: {c}")
+    found = sc.expect("serial_calls", "portal", "three GETs to accounts one after another")
+    for f in found:
+        c, e = f["culprit"], f["evidence"]
+        targets = [x.get("target") for x in sorted(e.get("calls") or [], key=lambda x: x.get("start_ms", 0))]
+        sc.notes.append(f"serial_calls: saved {e.get('saved_ms')} ms, critical {e.get('critical_ms')} ms, targets {targets}")
+        sc.check(c.get("operation") == "GET /home/<int:user_id>", f"the serial calls' parent is the page: culprit {c}")
+        sc.check((e.get("saved_ms") or 0) >= 100, f"running them at once would save >= 100 ms: saved_ms {e.get('saved_ms')}")
+        sc.check(
+            len(targets) == 3 and all(part in str(t) for part, t in zip(ACCOUNT_PARTS, targets)),
+            f"the three calls, told apart by http.url, are to {', '.join(ACCOUNT_PARTS)}: targets {targets}",
+        )
+    sc.only({"serial_calls"})
+    return n
+
+
+def s_parallel_requests(sc):
+    n, calls = account_pages(sc, "?parallel=1")
+    for c in calls:
+        sc.check(max(a for a, _ in c) < min(b for _, b in c), f"the three calls overlap: {c}")
     sc.only(set())
     return n
 
@@ -567,6 +698,11 @@ SCENARIOS = {
     "blocked-event-loop": s_blocked_event_loop,
     "hot-row": s_hot_row,
     "healthy": s_healthy,
+    "orm_n_plus_one": s_orm_n_plus_one,
+    "orm_n_plus_one_off_critical_path": s_orm_n_plus_one_off_critical_path,
+    "orm_batched": s_orm_batched,
+    "serial_requests": s_serial_requests,
+    "parallel_requests": s_parallel_requests,
 }
 
 
