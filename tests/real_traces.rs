@@ -290,3 +290,83 @@ async fn a_real_hot_row_is_lock_contention() {
         );
     }
 }
+
+/// Flask and SQLAlchemy rendering a page of 20 posts whose comments load
+/// lazily, one `SELECT ... WHERE %(param_1)s = comments.post_id` per post,
+/// each recorded by both the SQLAlchemy and the psycopg2 instrumentations:
+/// one loop of 20, not 40, with no arguments visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_lazy_loaded_relationship_is_n_plus_one() {
+    for f in only_finding("orm_n_plus_one.json", "n_plus_one", "blog").await {
+        assert!(
+            f["culprit"]["peer"]
+                .as_str()
+                .unwrap()
+                .starts_with("postgresql"),
+            "{f:#}"
+        );
+        let e = &f["evidence"];
+        assert_eq!(e["calls"], 20, "{e:#}");
+        assert_eq!(e["peak_in_flight"], 1, "{e:#}");
+        assert_eq!(e["distinct_parameters"], Value::Null, "{e:#}");
+        assert!(e["shape"]
+            .as_str()
+            .unwrap()
+            .ends_with("WHERE %(param_1)s = comments.post_id"));
+        assert!(e["source"].as_str().unwrap().contains("FROM posts"), "{e}");
+        assert!(e["critical_ms"].as_f64().unwrap() > 5.0, "{e}");
+    }
+    // The same loop while the page waits 400 ms on another call: its cost to
+    // the user is what is on the critical path, next to nothing.
+    for f in only_finding(
+        "orm_n_plus_one_off_critical_path.json",
+        "n_plus_one",
+        "feed",
+    )
+    .await
+    {
+        assert_eq!(f["severity"], "info", "{f:#}");
+        let e = &f["evidence"];
+        assert!(
+            e["critical_ms"].as_f64().unwrap() <= e["total_ms"].as_f64().unwrap() / 4.0,
+            "{e}"
+        );
+    }
+}
+
+/// A Flask handler calling three endpoints of another service with
+/// `requests` (old HTTP conventions: spans named `GET`, only `http.url` tells
+/// them apart) one after another; made together they would save ~150 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_requests_calls_one_after_another_are_serial_calls() {
+    for f in only_finding("serial_requests.json", "serial_calls", "portal").await {
+        let e = &f["evidence"];
+        let targets: Vec<&str> = e["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["target"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                "GET /profile/<int:user_id>",
+                "GET /cart/<int:user_id>",
+                "GET /recommendations/<int:user_id>"
+            ]
+        );
+        assert!(e["saved_ms"].as_f64().unwrap() >= 100.0, "{e}");
+    }
+}
+
+/// The look-alikes, recorded from the same services: the page with its
+/// comments in one `IN` query (selectinload) or a join (joinedload), and the
+/// three calls made at once from a thread pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_batched_queries_and_parallel_calls_raise_nothing() {
+    for file in ["orm_batched.json", "parallel_requests.json"] {
+        let files = vec![format!("{REALAPP}/{file}")];
+        assert_eq!(analyzed(&files), Vec::<Value>::new(), "{file}");
+        assert_eq!(through_daemon(&files).await, Vec::<Value>::new(), "{file}");
+    }
+}
