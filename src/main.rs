@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hopscope::analyze::HealthRoutes;
 use hopscope::config::{Config, HumanDuration, Settings};
 use hopscope::demo::{Demo, DemoOptions, Scenario};
 use hopscope::loadgen::{self, Protocol, Shape, Until};
@@ -27,9 +26,16 @@ struct Cli {
 enum Command {
     /// Receive OTLP traces, analyze them, and serve the findings over HTTP.
     Serve {
-        /// TOML file with any of the settings below (flags and environment win)
+        /// TOML file with any of the settings below (flags and environment
+        /// win), and the detectors' thresholds in its [detectors] section
+        /// (docs/DETECTORS.md)
         #[arg(long, env = "HOPSCOPE_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Print the effective configuration as TOML (every setting, and every
+        /// detector threshold with its default: docs/DETECTORS.md) and exit;
+        /// the output is a config file
+        #[arg(long)]
+        print_config: bool,
         // Boxed: the settings dwarf the other commands' arguments.
         #[command(flatten)]
         settings: Box<Settings>,
@@ -104,6 +110,11 @@ struct AnalyzeArgs {
         value_delimiter = ','
     )]
     health_routes: Option<Vec<String>>,
+
+    /// The daemon's TOML config file: its [detectors] thresholds (and
+    /// health_routes) apply, its other keys are ignored; --health-routes wins
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -331,12 +342,20 @@ impl LoadgenArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, settings } => {
+        Command::Serve {
+            config,
+            print_config,
+            settings,
+        } => {
             let file = match config {
                 Some(path) => Settings::from_file(&path)?,
                 None => Settings::default(),
             };
             let config = Config::try_from((*settings).or(file).or(Settings::serve_defaults()))?;
+            if print_config {
+                print!("{}", config.to_toml());
+                return Ok(());
+            }
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
@@ -432,10 +451,18 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         max_buffered_spans: args.max_buffered_spans,
         ..offline::Options::default()
     };
-    if let Some(routes) = args.health_routes {
-        options.analysis.health_routes =
-            HealthRoutes::new(routes).map_err(|e| anyhow::anyhow!("--health-routes: {e}"))?;
-    }
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let flags = Settings {
+        health_routes: args.health_routes,
+        ..Settings::default()
+    };
+    options.analysis.thresholds = flags
+        .or(file)
+        .thresholds()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let result = offline::run(&inputs, options, report.as_mut(), &mut |read| {
         if let Some(bar) = &bar {
             bar.set_position(read);

@@ -418,7 +418,7 @@ fn findings_carry_their_remedy_and_health_routes_are_configurable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("--health-routes: `healthz` is not a health route"),
+        stderr.contains("health_routes: `healthz` is not a health route"),
         "{stderr}"
     );
     std::fs::remove_dir_all(&dir).ok();

@@ -20,6 +20,7 @@ pub mod finding;
 mod health_check;
 mod layers;
 pub mod saturation;
+pub mod thresholds;
 mod timeout;
 
 pub use cascade::cascading_timeout;
@@ -30,9 +31,9 @@ pub use finding::{
 };
 pub use health_check::{
     slow_health_checks, HealthRoutes, InvalidHealthRoute, DEFAULT_HEALTH_ROUTES,
-    HEALTH_CHECK_LIMIT_NS,
 };
 pub use layers::layers;
+pub use thresholds::{InvalidThreshold, Thresholds};
 pub use timeout::{says_timeout, timeout, TimeoutCause};
 
 use std::sync::LazyLock;
@@ -42,10 +43,10 @@ use rustc_hash::FxHashMap;
 use crate::model::{SpanKind, StatusCode, Sym, Trace, Warning};
 
 /// What the configuration tells the per-trace detectors.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
-    /// The routes `slow_health_check` watches.
-    pub health_routes: HealthRoutes,
+    /// Every detector's thresholds (the `[detectors]` section), validated.
+    pub thresholds: Thresholds,
 }
 
 static DEFAULT_OPTIONS: LazyLock<Options> = LazyLock::new(Options::default);
@@ -294,8 +295,13 @@ pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
     let layered = layers(&trace);
     let checkouts = checkouts(&trace);
     let mut observations: Vec<Observation> =
-        cascading_timeout(&trace, &timed_out).into_iter().collect();
-    observations.extend(slow_health_checks(&trace, &options.health_routes));
+        cascading_timeout(&trace, &timed_out, &options.thresholds.cascade)
+            .into_iter()
+            .collect();
+    observations.extend(slow_health_checks(
+        &trace,
+        &options.thresholds.slow_health_check,
+    ));
     AnalyzedTrace {
         trace,
         entry,
