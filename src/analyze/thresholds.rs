@@ -116,6 +116,7 @@ pub trait Section {
 pub struct Thresholds {
     pub cascade: Cascade,
     pub timeout_inference: TimeoutInference,
+    pub timeout_inversion: TimeoutInversion,
     pub deadline_not_propagated: DeadlineNotPropagated,
     pub headroom: Headroom,
     pub slow_query: SlowQuery,
@@ -132,6 +133,7 @@ impl Thresholds {
     pub fn validate(&self) -> Result<(), InvalidThreshold> {
         self.cascade.validate()?;
         self.timeout_inference.validate()?;
+        self.timeout_inversion.validate()?;
         self.deadline_not_propagated.validate()?;
         self.headroom.validate()?;
         self.slow_query.validate()?;
@@ -209,17 +211,56 @@ impl Section for TimeoutInference {
     }
 }
 
+/// `timeout_inversion`: an edge's inferred timeout is longer than the budget
+/// left above it by more than a slack (a deadline set to exactly what is
+/// left is a propagated deadline).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutInversion {
+    /// The slack, relative to the budget left ...
+    pub slack_share: f64,
+    /// ... and at least this much.
+    pub slack_ms: f64,
+}
+
+impl Default for TimeoutInversion {
+    fn default() -> Self {
+        TimeoutInversion {
+            slack_share: 0.001,
+            slack_ms: 2.0,
+        }
+    }
+}
+
+impl Section for TimeoutInversion {
+    const NAME: &'static str = "timeout_inversion";
+
+    fn check(&self, c: &Check) -> Result<(), InvalidThreshold> {
+        c.share("slack_share", self.slack_share)?;
+        c.ms("slack_ms", self.slack_ms)
+    }
+}
+
 /// `deadline_not_propagated`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeadlineNotPropagated {
     /// Fewest calls of an edge whose work went on after their caller gave up.
     pub min_calls: u32,
+    /// Work went on after the caller gave up when it ran this share of the
+    /// call past it ...
+    pub min_overrun_share: f64,
+    /// ... and at least this long.
+    pub min_overrun_ms: f64,
 }
 
 impl Default for DeadlineNotPropagated {
     fn default() -> Self {
-        DeadlineNotPropagated { min_calls: 3 }
+        DeadlineNotPropagated {
+            min_calls: 3,
+            min_overrun_share: 0.01,
+            min_overrun_ms: 1.0,
+        }
     }
 }
 
@@ -227,7 +268,9 @@ impl Section for DeadlineNotPropagated {
     const NAME: &'static str = "deadline_not_propagated";
 
     fn check(&self, c: &Check) -> Result<(), InvalidThreshold> {
-        c.count("min_calls", self.min_calls)
+        c.count("min_calls", self.min_calls)?;
+        c.share("min_overrun_share", self.min_overrun_share)?;
+        c.ms("min_overrun_ms", self.min_overrun_ms)
     }
 }
 

@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 use super::calls::{EdgeKey, TraceCalls};
 use super::infer::{infer_timeout, quantile, Inferred, Layer};
 use super::report::{self, Examples, Headroom, Overruns, Support};
+use crate::analyze::thresholds::{ns, DeadlineNotPropagated, TimeoutInversion};
 use crate::analyze::{EntryPoint, Observation, Thresholds};
 
 /// What a call's budget is measured against: the tightest deadline above it.
@@ -95,16 +96,18 @@ impl EntryBudget {
 }
 
 /// A call's timeout exceeds what is left above it when it is longer by more
-/// than this (0.1 %, at least 2 ms): an inner deadline set to exactly what is
-/// left is a propagated deadline, not an inversion.
-fn slack_ns(left_ns: i64) -> i64 {
-    (left_ns / 1000).max(2_000_000)
+/// than this (`timeout_inversion`: 0.1 %, at least 2 ms): an inner deadline
+/// set to exactly what is left is a propagated deadline, not an inversion.
+fn slack_ns(left_ns: i64, config: &TimeoutInversion) -> i64 {
+    ((left_ns as f64 * config.slack_share) as i64).max(ns(config.slack_ms) as i64)
 }
 
-/// Work counts as going on after its caller gave up from this overrun (1 % of
-/// the call, at least 1 ms).
-fn overran(duration_ns: u64, overrun_ns: u64) -> bool {
-    overrun_ns > 0 && overrun_ns >= (duration_ns / 100).max(1_000_000)
+/// Work counts as going on after its caller gave up from this overrun
+/// (`deadline_not_propagated`: 1 % of the call, at least 1 ms).
+fn overran(duration_ns: u64, overrun_ns: u64, config: &DeadlineNotPropagated) -> bool {
+    let at_least =
+        ((duration_ns as f64 * config.min_overrun_share) as u64).max(ns(config.min_overrun_ms));
+    overrun_ns > 0 && overrun_ns >= at_least
 }
 
 #[derive(Default)]
@@ -269,12 +272,17 @@ pub fn budget_map(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<En
             if let Some((deadline, outer)) = above {
                 let left = deadline as i64 - c.start_offset_ns as i64;
                 e.lefts.push((left, outer));
-                if timeout.is_some_and(|i| i.value_ns as i64 > left + slack_ns(left)) {
+                let slack = slack_ns(left, &thresholds.timeout_inversion);
+                if timeout.is_some_and(|i| i.value_ns as i64 > left + slack) {
                     e.over_budget += 1;
                     e.over_budget_examples.push(end, t.trace_id);
                 }
             }
-            if overran(c.duration_ns, c.overrun_ns) {
+            if overran(
+                c.duration_ns,
+                c.overrun_ns,
+                &thresholds.deadline_not_propagated,
+            ) {
                 e.overran += 1;
                 e.max_overrun_ns = e.max_overrun_ns.max(c.overrun_ns);
                 e.total_overrun_ns += c.overrun_ns;
@@ -405,20 +413,13 @@ fn finish_edge(
         violations: Vec::new(),
     };
     if let (Some(t), Some((left, outer))) = (timeout, median) {
-        if t.value_ns as i64 > left + slack_ns(left) {
+        if t.value_ns as i64 > left + slack_ns(left, &thresholds.timeout_inversion) {
             let support = Support {
                 calls: a.calls,
                 count: a.over_budget,
                 examples: a.over_budget_examples,
             };
-            let o = report::inversion(
-                entry,
-                edge,
-                t,
-                (left, outer),
-                support,
-                &thresholds.timeout_inference,
-            );
+            let o = report::inversion(entry, edge, t, (left, outer), support, thresholds);
             b.violations.push(o);
         }
     }
@@ -576,6 +577,20 @@ mod tests {
         assert_eq!(v.count, 4);
         assert_eq!(v.evidence["budget_left_ms"], 28_950.0);
         assert_eq!(v.evidence["equal_to_outer"], false);
+        let crossed: Vec<(&str, f64)> = v
+            .crossed
+            .iter()
+            .map(|c| (c.threshold.as_str(), c.limit))
+            .collect();
+        assert_eq!(
+            crossed,
+            [
+                ("timeout_inference.min_calls", 3.0),
+                ("timeout_inversion.slack_share", 0.001)
+            ]
+        );
+        let excess = v.crossed[1].value;
+        assert!(excess > 0.001 && excess < 0.1, "{excess}");
         assert!(
             v.summary
                 .contains("only 28.95 s are left of the 29 s timeout in front of gateway GET /"),

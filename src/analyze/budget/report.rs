@@ -7,8 +7,12 @@ use serde_json::json;
 use super::calls::EdgeKey;
 use super::infer::{Inferred, Layer};
 use super::map::{EntryBudget, Outer};
-use crate::analyze::thresholds::{Headroom as HeadroomThresholds, TimeoutInference};
-use crate::analyze::{ChainHop, Crossed, Culprit, EntryPoint, FindingKind, Observation, Severity};
+use crate::analyze::thresholds::{
+    Headroom as HeadroomThresholds, TimeoutInference, TimeoutInversion,
+};
+use crate::analyze::{
+    ChainHop, Crossed, Culprit, EntryPoint, FindingKind, Observation, Severity, Thresholds,
+};
 use crate::model::{Sym, TraceId};
 
 /// Example traces kept per violation.
@@ -191,7 +195,7 @@ pub(super) fn inversion(
     t: Inferred,
     (left, outer): (i64, Outer),
     support: Support,
-    inference: &TimeoutInference,
+    thresholds: &Thresholds,
 ) -> Observation {
     let outer_timeout = outer.timeout_ns();
     let equal = t.value_ns.abs_diff(outer_timeout) <= outer_timeout / 100;
@@ -254,7 +258,10 @@ pub(super) fn inversion(
         trace_ids,
         count: support.count,
         seen_ns,
-        crossed: vec![support_crossed(t, inference)],
+        crossed: vec![
+            support_crossed(t, &thresholds.timeout_inference),
+            slack_crossed(t.value_ns as i64 - left, left, &thresholds.timeout_inversion),
+        ],
         location: None,
         spans: Vec::new(),
     }
@@ -391,6 +398,26 @@ fn support_crossed(t: Inferred, inference: &TimeoutInference) -> Crossed {
         inference.min_calls,
         t.supporting as f64,
     )
+}
+
+/// The slack an inverted timeout exceeded (`excess_ns` over the `left_ns`
+/// budget): its share of the budget when that is the larger slack, else its
+/// milliseconds.
+fn slack_crossed(excess_ns: i64, left_ns: i64, config: &TimeoutInversion) -> Crossed {
+    let by_share = left_ns as f64 * config.slack_share;
+    if by_share >= config.slack_ms * 1e6 && left_ns > 0 {
+        Crossed::new(
+            "timeout_inversion.slack_share",
+            config.slack_share,
+            excess_ns as f64 / left_ns as f64,
+        )
+    } else {
+        Crossed::new(
+            "timeout_inversion.slack_ms",
+            config.slack_ms,
+            excess_ns as f64 / 1e6,
+        )
+    }
 }
 
 fn ms(ns: u64) -> f64 {
