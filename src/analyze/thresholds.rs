@@ -10,9 +10,11 @@
 //! checks every value once, at start, and names the first bad key.
 //!
 //! Adding a detector's section: a struct with `#[serde(default,
-//! deny_unknown_fields)]` and a `Default`, a field here, one
-//! `Section::validate` implementation (through [`Check`]) called from
-//! [`Thresholds::validate`], and its rows in `docs/DETECTORS.md`.
+//! deny_unknown_fields)]` and a `Default`, a field of [`Thresholds`], a
+//! [`Section`] implementation whose `check` runs each key through [`Check`],
+//! one `validate()` line in [`Thresholds::validate`], and its rows in
+//! `docs/DETECTORS.md`. The detector takes its section by reference and
+//! fills its observations' `crossed` with the keys it compared.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +31,9 @@ pub fn ns(ms: f64) -> u64 {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("detectors.{section}.{key} = {value}: must be {allowed}")]
 pub struct InvalidThreshold {
+    /// The section under `[detectors]` (`pool`).
     pub section: &'static str,
+    /// The key in it (`near_ceiling`).
     pub key: &'static str,
     /// The value as configured.
     pub value: String,
@@ -114,16 +118,27 @@ pub trait Section {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
+    /// `cascading_timeout`.
     pub cascade: Cascade,
+    /// Timeouts inferred from clusters of timed-out durations.
     pub timeout_inference: TimeoutInference,
+    /// `timeout_inversion`'s slack.
     pub timeout_inversion: TimeoutInversion,
+    /// `deadline_not_propagated`.
     pub deadline_not_propagated: DeadlineNotPropagated,
+    /// `timeout_headroom`.
     pub headroom: Headroom,
+    /// `slow_query`.
     pub slow_query: SlowQuery,
+    /// `pool_exhaustion`.
     pub pool: Pool,
+    /// `blocked_worker`.
     pub blocked_worker: BlockedWorker,
+    /// `cold_start`.
     pub cold_start: ColdStart,
+    /// `lock_contention` (and the staircase `blocked_worker` also reads).
     pub lock_contention: LockContention,
+    /// `slow_health_check`.
     pub slow_health_check: SlowHealthCheck,
 }
 
