@@ -297,6 +297,11 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The settings of the file at `path`, if one is given; none otherwise.
+    pub fn from_optional_file(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        path.map_or_else(|| Ok(Settings::default()), Settings::from_file)
+    }
+
     /// The detectors' thresholds these settings give, validated: the
     /// `[detectors]` section (defaults where it is silent) with
     /// `health_routes`, when set, as `slow_health_check.routes`.

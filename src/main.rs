@@ -347,10 +347,7 @@ fn main() -> anyhow::Result<()> {
             print_config,
             settings,
         } => {
-            let file = match config {
-                Some(path) => Settings::from_file(&path)?,
-                None => Settings::default(),
-            };
+            let file = Settings::from_optional_file(config.as_deref())?;
             let config = Config::try_from((*settings).or(file).or(Settings::serve_defaults()))?;
             if print_config {
                 print!("{}", config.to_toml());
@@ -376,10 +373,7 @@ fn main() -> anyhow::Result<()> {
             .context("cannot start the async runtime")?
             .block_on(load(args)),
         Command::Healthcheck(args) => {
-            let file = match &args.config {
-                Some(path) => Settings::from_file(path)?,
-                None => Settings::default(),
-            };
+            let file = Settings::from_optional_file(args.config.as_deref())?;
             let settings = Settings {
                 api_addr: args.api_addr,
                 ..Settings::default()
@@ -451,18 +445,12 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<()> {
         max_buffered_spans: args.max_buffered_spans,
         ..offline::Options::default()
     };
-    let file = match &args.config {
-        Some(path) => Settings::from_file(path)?,
-        None => Settings::default(),
-    };
+    let file = Settings::from_optional_file(args.config.as_deref())?;
     let flags = Settings {
         health_routes: args.health_routes,
         ..Settings::default()
     };
-    options.analysis.thresholds = flags
-        .or(file)
-        .thresholds()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    options.analysis.thresholds = flags.or(file).thresholds()?;
     let result = offline::run(&inputs, options, report.as_mut(), &mut |read| {
         if let Some(bar) = &bar {
             bar.set_position(read);
