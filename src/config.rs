@@ -523,8 +523,9 @@ impl Config {
     /// the same configuration: every setting, the `[detectors]` section with
     /// every threshold. The bearer tokens are not written (a line says
     /// which are set); routes are written as the detector compares them
-    /// (without a trailing `/`).
-    pub fn to_toml(&self) -> String {
+    /// (without a trailing `/`). Fails only on a path TOML cannot hold (not
+    /// UTF-8).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         let mib = |bytes: usize| Some(bytes / MIB);
         let duration = |d: Duration| Some(HumanDuration(d));
         let settings = Settings {
@@ -573,8 +574,8 @@ impl Config {
             }
         }
         out.push('\n');
-        out.push_str(&toml::to_string(&settings).expect("settings serialize to TOML"));
-        out
+        out.push_str(&toml::to_string(&settings)?);
+        Ok(out)
     }
 }
 
@@ -741,7 +742,7 @@ mod tests {
         )
         .unwrap();
         let c = Config::try_from(file).unwrap();
-        let text = c.to_toml();
+        let text = c.to_toml().unwrap();
         assert!(text.contains("# api_token is set (not shown)"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
         assert!(
@@ -750,7 +751,7 @@ mod tests {
         );
         let back = Config::try_from(toml::from_str::<Settings>(&text).unwrap()).unwrap();
         assert_eq!(
-            back.to_toml(),
+            back.to_toml().unwrap(),
             text.replace("# api_token is set (not shown)\n", "")
         );
         assert_eq!(back.detectors, c.detectors);

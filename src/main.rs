@@ -350,7 +350,10 @@ fn main() -> anyhow::Result<()> {
             let file = Settings::from_optional_file(config.as_deref())?;
             let config = Config::try_from((*settings).or(file).or(Settings::serve_defaults()))?;
             if print_config {
-                print!("{}", config.to_toml());
+                let text = config
+                    .to_toml()
+                    .context("cannot write the configuration as TOML")?;
+                print!("{text}");
                 return Ok(());
             }
             tracing_subscriber::fmt()
