@@ -278,6 +278,13 @@ async fn cold_start_names_the_service_of_the_slow_new_instance() {
         serde_json::json!([600.0, 601.0, 602.0])
     );
     assert_eq!(instances[0]["steady_median_ms"], 20.0);
+    assert_eq!(
+        f["crossed"],
+        serde_json::json!([
+            {"threshold": "cold_start.factor", "limit": 3.0, "value": 30.05},
+            {"threshold": "cold_start.min_extra_ms", "limit": 100.0, "value": 581.0},
+        ])
+    );
     assert!(f["summary"].as_str().unwrap().contains("checkout-b"));
     assert_eq!(f["trace_ids"].as_array().unwrap().len(), 3);
     d.stop().await;
