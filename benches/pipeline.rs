@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hopscope::analyze::budget::{budget_map, call_records, detect};
 use hopscope::analyze::saturation;
-use hopscope::analyze::{analyze, coverage};
+use hopscope::analyze::{analyze, coverage, Thresholds};
 use hopscope::assemble::{assemble, Buffer, BufferLimits};
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
@@ -309,23 +309,24 @@ fn main() {
             break;
         }
     }
+    let thresholds = Thresholds::default();
     println!(
         "timeout detectors, full window  {}  ({} traces, {records} records, {calls} calls)",
         median_ms(runs, || {
-            std::hint::black_box(detect(&window));
+            std::hint::black_box(detect(&window, &thresholds));
         }),
         window.len()
     );
     println!(
         "saturation detectors, same window {}",
         median_ms(runs, || {
-            std::hint::black_box(saturation::detect(&window));
+            std::hint::black_box(saturation::detect(&window, &thresholds));
         })
     );
     println!(
         "timeout budget map, same window {}",
         median_ms(runs, || {
-            std::hint::black_box(budget_map(&window));
+            std::hint::black_box(budget_map(&window, &thresholds));
         })
     );
     for (label, n, chain) in [

@@ -2,15 +2,25 @@
 //! variables and an optional TOML file (in that order of precedence), then one
 //! validated, immutable [`Config`]. Only this module reads the environment
 //! (through clap).
+//!
+//! The detectors' thresholds are the file's `[detectors]` section
+//! ([`Thresholds`], documented in `docs/DETECTORS.md`), file only: it is
+//! nested, and a flag per threshold would be dozens of flags. The one
+//! exception is the health routes, which predate it: `--health-routes`,
+//! `HOPSCOPE_HEALTH_ROUTES` and the top-level `health_routes` key set
+//! `detectors.slow_health_check.routes`, and win over it (a file may give one
+//! of the two keys, not both). [`Config::to_toml`] prints the effective
+//! configuration in the file's format.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::analyze::HealthRoutes;
+use crate::analyze::{HealthRoutes, InvalidThreshold, Thresholds};
 pub use crate::store::wal::WalSync;
 
 /// Why the configuration is unusable.
@@ -28,6 +38,9 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// A `[detectors]` threshold out of its range.
+    #[error(transparent)]
+    Threshold(#[from] InvalidThreshold),
 }
 
 /// A duration in human units (`10s`, `500ms`, `5m`, `1h 30m`).
@@ -51,9 +64,25 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// Writes a value the file gives as text (a duration, a sync policy) as its
+/// text, which reads back as the same value.
+fn as_text<T: fmt::Display, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
 /// Raw settings of `hopscope serve`. Each is a flag, an environment variable and
-/// a key of the TOML file (same name, with underscores).
-#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+/// a key of the TOML file (same name, with underscores), except `detectors`
+/// (the file's `[detectors]` section only).
+#[derive(Debug, Clone, Default, clap::Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// OTLP/gRPC listen address [default: 127.0.0.1:4317]
@@ -76,15 +105,18 @@ pub struct Settings {
 
     /// A trace is complete when no span arrived for this long [default: 10s]
     #[arg(long, env = "HOPSCOPE_TRACE_IDLE", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
     pub trace_idle: Option<HumanDuration>,
 
     /// A trace is complete at this age even if spans still arrive [default: 5m]
     #[arg(long, env = "HOPSCOPE_TRACE_MAX_AGE", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
     pub trace_max_age: Option<HumanDuration>,
 
     /// Spans arriving this long after their trace was analyzed are merged and the
     /// trace analyzed again; later ones start a new partial trace [default: 60s]
     #[arg(long, env = "HOPSCOPE_LATE_GRACE", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
     pub late_grace: Option<HumanDuration>,
 
     /// Most spans held in the in-flight buffer; past it the oldest traces are
@@ -114,6 +146,7 @@ pub struct Settings {
 
     /// How long hop aggregates are kept, by trace start time [default: 24h]
     #[arg(long, env = "HOPSCOPE_AGGREGATE_RETENTION", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
     pub aggregate_retention: Option<HumanDuration>,
 
     /// Largest OTLP request accepted, in MiB: a gRPC message, or an HTTP body
@@ -126,13 +159,15 @@ pub struct Settings {
     /// How often the cross-trace detectors (timeout inference, budgets, gateway
     /// limits, headroom) run over the call window [default: 5s]
     #[arg(long, env = "HOPSCOPE_DETECT_INTERVAL", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
     pub detect_interval: Option<HumanDuration>,
 
     /// Routes that are health checks, compared exactly with a server span's
     /// http.route, url.path (or http.target) and the path of its name:
     /// paths (/healthz) or gRPC methods (grpc.health.v1.Health/Check),
-    /// comma-separated; a health check slower than 500 ms is a finding
-    /// [default: /health, /healthz, /healthcheck, /health/live,
+    /// comma-separated; a health check slower than
+    /// detectors.slow_health_check.limit_ms (500 ms) is a finding. Overrides
+    /// the file's detectors.slow_health_check.routes [default: /health, /healthz, /healthcheck, /health/live,
     /// /health/liveness, /health/ready, /health/readiness, /livez, /readyz,
     /// /live, /ready, /ping, /status, /actuator/health,
     /// /actuator/health/liveness, /actuator/health/readiness,
@@ -147,6 +182,7 @@ pub struct Settings {
 
     /// How long shutdown may take to analyze what is buffered [default: 30s]
     #[arg(long, env = "HOPSCOPE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
     pub shutdown_timeout: Option<HumanDuration>,
 
     /// Bearer token the HTTP API requires (`authorization: Bearer <token>`);
@@ -199,6 +235,7 @@ pub struct Settings {
     /// power loss loses up to that long, a killed process nothing), or `none`
     /// [default: always]
     #[arg(long, env = "HOPSCOPE_WAL_SYNC", value_name = "POLICY")]
+    #[serde(serialize_with = "as_text")]
     pub wal_sync: Option<WalSync>,
 
     /// Size at which a write-ahead log segment is closed and a new one begun,
@@ -209,30 +246,74 @@ pub struct Settings {
     /// How often the state file is written and log segments no longer needed
     /// are deleted [default: 10s]
     #[arg(long, env = "HOPSCOPE_CHECKPOINT_INTERVAL", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
     pub checkpoint_interval: Option<HumanDuration>,
 
     /// Findings not seen for this long (before the newest finding) are
     /// forgotten [default: 7d]
     #[arg(long, env = "HOPSCOPE_RETENTION", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
     pub retention: Option<HumanDuration>,
 
     /// Most disk the data directory may use, in MiB; past it the log segments
     /// of already analyzed traces are deleted first [default: 2048]
     #[arg(long, env = "HOPSCOPE_RETENTION_MAX_MIB", value_name = "MIB")]
     pub retention_max_mib: Option<u64>,
+
+    /// Every detector's thresholds: the file's `[detectors]` section
+    /// (docs/DETECTORS.md); sections and keys left out keep their defaults.
+    #[arg(skip)]
+    pub detectors: Option<Thresholds>,
 }
 
 impl Settings {
-    /// Reads a TOML file of settings.
+    /// Reads a TOML file of settings. Unknown keys, in `[detectors]` too, are
+    /// refused; so is a file that gives the health routes twice (`health_routes`
+    /// and `detectors.slow_health_check.routes`).
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let parse_error = |source| ConfigError::Parse {
             path: path.to_owned(),
             source,
-        })
+        };
+        let settings: Settings = toml::from_str(&text).map_err(parse_error)?;
+        if settings.health_routes.is_some() {
+            let table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+            let nested = table
+                .get("detectors")
+                .and_then(|d| d.get("slow_health_check"))
+                .and_then(|h| h.get("routes"));
+            if nested.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {}: health_routes and detectors.slow_health_check.routes \
+                     both set the health routes; keep one",
+                    path.display()
+                )));
+            }
+        }
+        Ok(settings)
+    }
+
+    /// The settings of the file at `path`, if one is given; none otherwise.
+    pub fn from_optional_file(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        path.map_or_else(|| Ok(Settings::default()), Settings::from_file)
+    }
+
+    /// The detectors' thresholds these settings give, validated: the
+    /// `[detectors]` section (defaults where it is silent) with
+    /// `health_routes`, when set, as `slow_health_check.routes`.
+    /// `hopscope analyze --config` reads only this part of a file.
+    pub fn thresholds(&self) -> Result<Thresholds, ConfigError> {
+        let mut thresholds = self.detectors.clone().unwrap_or_default();
+        if let Some(routes) = &self.health_routes {
+            thresholds.slow_health_check.routes = HealthRoutes::new(routes)
+                .map_err(|e| ConfigError::Invalid(format!("health_routes: {e}")))?;
+        }
+        thresholds.validate()?;
+        Ok(thresholds)
     }
 
     /// The defaults `hopscope serve` adds to the library's: a data directory
@@ -276,6 +357,7 @@ impl Settings {
             checkpoint_interval: self.checkpoint_interval.or(fallback.checkpoint_interval),
             retention: self.retention.or(fallback.retention),
             retention_max_mib: self.retention_max_mib.or(fallback.retention_max_mib),
+            detectors: self.detectors.or(fallback.detectors),
         }
     }
 }
@@ -300,8 +382,8 @@ pub struct Config {
     pub aggregate_retention: Duration,
     pub otlp_max_message_bytes: usize,
     pub detect_interval: Duration,
-    /// The routes `slow_health_check` watches.
-    pub health_routes: HealthRoutes,
+    /// Every detector's thresholds, `slow_health_check`'s routes included.
+    pub detectors: Thresholds,
     pub shutdown_timeout: Duration,
     pub log: String,
     /// The API's bearer token, if it requires one.
@@ -354,6 +436,7 @@ impl TryFrom<Settings> for Config {
         let d = |v: Option<HumanDuration>, default: u64| {
             v.map_or(Duration::from_secs(default), |h| h.0)
         };
+        let detectors = s.thresholds()?;
         let config = Config {
             otlp_grpc_addr: s.otlp_grpc_addr.unwrap_or(([127, 0, 0, 1], 4317).into()),
             otlp_http_addr: s.otlp_http_addr.unwrap_or(([127, 0, 0, 1], 4318).into()),
@@ -370,11 +453,7 @@ impl TryFrom<Settings> for Config {
             aggregate_retention: d(s.aggregate_retention, 24 * 3600),
             otlp_max_message_bytes: s.otlp_max_message_mib.unwrap_or(4).saturating_mul(MIB),
             detect_interval: d(s.detect_interval, 5),
-            health_routes: match s.health_routes {
-                Some(routes) => HealthRoutes::new(routes)
-                    .map_err(|e| ConfigError::Invalid(format!("health_routes: {e}")))?,
-                None => HealthRoutes::default(),
-            },
+            detectors,
             shutdown_timeout: d(s.shutdown_timeout, 30),
             log: s.log.unwrap_or_else(|| "info".to_owned()),
             api_token: s.api_token,
@@ -436,6 +515,67 @@ impl TryFrom<Settings> for Config {
             return invalid("checkpoint_interval must be greater than 0");
         }
         Ok(config)
+    }
+}
+
+impl Config {
+    /// The configuration as a TOML file that `serve --config` reads back to
+    /// the same configuration: every setting, the `[detectors]` section with
+    /// every threshold. The bearer tokens are not written (a line says
+    /// which are set); routes are written as the detector compares them
+    /// (without a trailing `/`). Fails only on a path TOML cannot hold (not
+    /// UTF-8).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        let mib = |bytes: usize| Some(bytes / MIB);
+        let duration = |d: Duration| Some(HumanDuration(d));
+        let settings = Settings {
+            otlp_grpc_addr: Some(self.otlp_grpc_addr),
+            otlp_http_addr: Some(self.otlp_http_addr),
+            api_addr: Some(self.api_addr),
+            jaeger_addr: Some(self.jaeger_addr),
+            trace_idle: duration(self.trace_idle),
+            trace_max_age: duration(self.trace_max_age),
+            late_grace: duration(self.late_grace),
+            max_buffered_spans: Some(self.max_buffered_spans),
+            memory_limit_mib: mib(self.memory_limit_bytes),
+            names_max_mib: mib(self.names_max_bytes),
+            store_max_traces: Some(self.store_max_traces),
+            store_max_mib: mib(self.store_max_bytes),
+            aggregate_retention: duration(self.aggregate_retention),
+            otlp_max_message_mib: mib(self.otlp_max_message_bytes),
+            detect_interval: duration(self.detect_interval),
+            health_routes: None,
+            shutdown_timeout: duration(self.shutdown_timeout),
+            api_token: None,
+            otlp_token: None,
+            tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
+            tls_key: self.tls.as_ref().map(|t| t.key.clone()),
+            log: Some(self.log.clone()),
+            data_dir: self.data_dir.clone(),
+            no_wal: Some(self.data_dir.is_none()),
+            wal_sync: Some(self.wal_sync),
+            wal_segment_mib: Some(self.wal_segment_bytes / MIB as u64),
+            checkpoint_interval: duration(self.checkpoint_interval),
+            retention: duration(self.retention),
+            retention_max_mib: Some(self.retention_max_bytes / MIB as u64),
+            detectors: Some(self.detectors.clone()),
+        };
+        let mut out = String::from(
+            "# hopscope's effective configuration (defaults, the file, the environment and\n\
+             # the flags); `hopscope serve --config` reads it back. The [detectors] keys\n\
+             # are described in docs/DETECTORS.md.\n",
+        );
+        for (name, token) in [
+            ("api_token", &self.api_token),
+            ("otlp_token", &self.otlp_token),
+        ] {
+            if token.is_some() {
+                out.push_str(&format!("# {name} is set (not shown)\n"));
+            }
+        }
+        out.push('\n');
+        out.push_str(&toml::to_string(&settings)?);
+        Ok(out)
     }
 }
 
@@ -524,15 +664,25 @@ mod tests {
         let file: Settings = toml::from_str("health_routes = [\"/healthz\"]").unwrap();
         let c = Config::try_from(flags.settings.or(file.clone())).unwrap();
         assert_eq!(
-            c.health_routes,
+            c.detectors.slow_health_check.routes,
             HealthRoutes::new(["/internal/up", "/api/status"]).unwrap()
         );
         let c = Config::try_from(file).unwrap();
-        assert_eq!(c.health_routes, HealthRoutes::new(["/healthz"]).unwrap());
-        assert_eq!(Config::default().health_routes, HealthRoutes::default());
+        assert_eq!(
+            c.detectors.slow_health_check.routes,
+            HealthRoutes::new(["/healthz"]).unwrap()
+        );
+        assert_eq!(
+            Config::default().detectors.slow_health_check.routes,
+            HealthRoutes::default()
+        );
         let off: Settings = toml::from_str("health_routes = []").unwrap();
         assert_eq!(
-            Config::try_from(off).unwrap().health_routes,
+            Config::try_from(off)
+                .unwrap()
+                .detectors
+                .slow_health_check
+                .routes,
             HealthRoutes::new([""; 0]).unwrap()
         );
         let bad: Settings = toml::from_str("health_routes = [\"/healthz\", \"readyz\"]").unwrap();
@@ -540,6 +690,74 @@ mod tests {
         assert!(
             message.starts_with("health_routes: `readyz` is not a health route"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn the_detectors_section_sets_thresholds_and_bad_ones_are_refused() {
+        let file: Settings = toml::from_str(
+            "[detectors.slow_query]\nmin_ms = 20\n[detectors.slow_health_check]\nroutes = [\"/up\"]\nlimit_ms = 50",
+        )
+        .unwrap();
+        let c = Config::try_from(file.clone()).unwrap();
+        assert_eq!(c.detectors.slow_query.min_ms, 20.0);
+        assert_eq!(
+            c.detectors.slow_query.absolute_ms, 500.0,
+            "the rest default"
+        );
+        assert_eq!(c.detectors.slow_health_check.limit_ms, 50.0);
+        assert_eq!(
+            c.detectors.slow_health_check.routes,
+            HealthRoutes::new(["/up"]).unwrap()
+        );
+        // The flag's routes win over the section's.
+        let flags = Settings {
+            health_routes: Some(vec!["/flag".to_owned()]),
+            ..Settings::default()
+        };
+        let c = Config::try_from(flags.or(file)).unwrap();
+        assert_eq!(
+            c.detectors.slow_health_check.routes,
+            HealthRoutes::new(["/flag"]).unwrap()
+        );
+        let bad: Settings = toml::from_str("[detectors.pool]\nnear_ceiling = 1.5").unwrap();
+        assert_eq!(
+            Config::try_from(bad).unwrap_err().to_string(),
+            "detectors.pool.near_ceiling = 1.5: must be a fraction in (0, 1]"
+        );
+        let unknown = toml::from_str::<Settings>("[detectors.pool]\nnear_ceilling = 0.5");
+        assert!(unknown.unwrap_err().to_string().contains("near_ceilling"));
+        let route = toml::from_str::<Settings>("[detectors.slow_health_check]\nroutes = [\"up\"]");
+        assert!(route
+            .unwrap_err()
+            .to_string()
+            .contains("`up` is not a health route"));
+    }
+
+    #[test]
+    fn the_effective_configuration_reads_back_as_itself() {
+        let file: Settings = toml::from_str(
+            "trace_idle = \"2s\"\nwal_sync = \"250ms\"\ndata_dir = \"/srv/h\"\napi_token = \"s3cret\"\n\
+             [detectors.cold_start]\nfactor = 2.5",
+        )
+        .unwrap();
+        let c = Config::try_from(file).unwrap();
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("# api_token is set (not shown)"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("[detectors.cold_start]\nfirst_requests = 3\nfactor = 2.5"),
+            "{text}"
+        );
+        let back = Config::try_from(toml::from_str::<Settings>(&text).unwrap()).unwrap();
+        assert_eq!(
+            back.to_toml().unwrap(),
+            text.replace("# api_token is set (not shown)\n", "")
+        );
+        assert_eq!(back.detectors, c.detectors);
+        assert_eq!(
+            (back.trace_idle, back.wal_sync, back.data_dir),
+            (c.trace_idle, c.wal_sync, c.data_dir)
         );
     }
 

@@ -325,7 +325,11 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
             })
     });
 
+    let analysis = Arc::new(analyze::Options {
+        thresholds: config.detectors.clone(),
+    });
     let state = AppState {
+        analysis: analysis.clone(),
         store: store.clone(),
         buffer: buffer.clone(),
         stats: stats.clone(),
@@ -348,10 +352,6 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         stop_servers.clone(),
     );
 
-    let analysis = Arc::new(analyze::Options {
-        health_routes: config.health_routes.clone(),
-        ..Default::default()
-    });
     let sweeper_stop = CancellationToken::new();
     let sweeper = tokio::spawn(sweep(
         buffer.clone(),
@@ -363,7 +363,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     ));
 
     let detector = tokio::spawn(detect(
-        store.clone(),
+        (store.clone(), analysis.clone()),
         config.detect_interval,
         sweeper_stop.clone(),
     ));
@@ -580,7 +580,11 @@ fn checkpoint(durable: &Durable, store: &Store, stats: &Stats, buffer: Option<&B
 /// Runs the cross-trace detectors over the call window every `every`, when it
 /// changed since the last run, and merges what they report into the findings,
 /// replacing their counts ([`crate::store::FindingStore::set`]).
-async fn detect(store: Arc<Store>, every: Duration, stop: CancellationToken) {
+async fn detect(
+    (store, analysis): (Arc<Store>, Arc<analyze::Options>),
+    every: Duration,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = None;
@@ -594,10 +598,10 @@ async fn detect(store: Arc<Store>, every: Duration, stop: CancellationToken) {
             continue;
         }
         last = Some(generation);
-        let store = store.clone();
+        let (store, analysis) = (store.clone(), analysis.clone());
         let run = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            pipeline::detect_window(&store);
+            pipeline::detect_window(&store, &analysis.thresholds);
             store
                 .detected_generation
                 .store(generation, std::sync::atomic::Ordering::Release);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hopscope::analyze::{HealthRoutes, Severity};
+use hopscope::analyze::Severity;
 use hopscope::config::{Config, HumanDuration, Settings};
 use hopscope::demo::{Demo, DemoOptions, Scenario};
 use hopscope::loadgen::{self, Protocol, Shape, Until};
@@ -27,9 +27,16 @@ struct Cli {
 enum Command {
     /// Receive OTLP traces, analyze them, and serve the findings over HTTP.
     Serve {
-        /// TOML file with any of the settings below (flags and environment win)
+        /// TOML file with any of the settings below (flags and environment
+        /// win), and the detectors' thresholds in its [detectors] section
+        /// (docs/DETECTORS.md)
         #[arg(long, env = "HOPSCOPE_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Print the effective configuration as TOML (every setting, and every
+        /// detector threshold with its default: docs/DETECTORS.md) and exit;
+        /// the output is a config file
+        #[arg(long)]
+        print_config: bool,
         // Boxed: the settings dwarf the other commands' arguments.
         #[command(flatten)]
         settings: Box<Settings>,
@@ -116,6 +123,11 @@ struct AnalyzeArgs {
         value_delimiter = ','
     )]
     health_routes: Option<Vec<String>>,
+
+    /// The daemon's TOML config file: its [detectors] thresholds (and
+    /// health_routes) apply, its other keys are ignored; --health-routes wins
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
 }
 
 /// How `hopscope analyze` exits, for CI.
@@ -355,12 +367,20 @@ impl LoadgenArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, settings } => {
-            let file = match config {
-                Some(path) => Settings::from_file(&path)?,
-                None => Settings::default(),
-            };
+        Command::Serve {
+            config,
+            print_config,
+            settings,
+        } => {
+            let file = Settings::from_optional_file(config.as_deref())?;
             let config = Config::try_from((*settings).or(file).or(Settings::serve_defaults()))?;
+            if print_config {
+                let text = config
+                    .to_toml()
+                    .context("cannot write the configuration as TOML")?;
+                print!("{text}");
+                return Ok(());
+            }
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
@@ -381,10 +401,7 @@ fn main() -> anyhow::Result<()> {
             .context("cannot start the async runtime")?
             .block_on(load(args)),
         Command::Healthcheck(args) => {
-            let file = match &args.config {
-                Some(path) => Settings::from_file(path)?,
-                None => Settings::default(),
-            };
+            let file = Settings::from_optional_file(args.config.as_deref())?;
             let settings = Settings {
                 api_addr: args.api_addr,
                 ..Settings::default()
@@ -470,10 +487,12 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<i32> {
             .transpose()?,
         ..offline::Options::default()
     };
-    if let Some(routes) = args.health_routes {
-        options.analysis.health_routes =
-            HealthRoutes::new(routes).map_err(|e| anyhow::anyhow!("--health-routes: {e}"))?;
-    }
+    let file = Settings::from_optional_file(args.config.as_deref())?;
+    let flags = Settings {
+        health_routes: args.health_routes,
+        ..Settings::default()
+    };
+    options.analysis.thresholds = flags.or(file).thresholds()?;
     let result = offline::run(&inputs, options, report.as_mut(), &mut |read| {
         if let Some(bar) = &bar {
             bar.set_position(read);

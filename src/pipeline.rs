@@ -6,7 +6,7 @@
 //! the fuzz targets call these functions, so a file analyzed offline gets
 //! exactly the diagnosis the daemon would give the same spans.
 
-use crate::analyze::{analyze_with, budget, saturation, Options};
+use crate::analyze::{analyze_with, budget, saturation, Options, Thresholds};
 use crate::assemble::{assemble, Completed};
 use crate::model::{SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
@@ -49,16 +49,16 @@ pub fn finish(store: &Store, options: &Options, completed: Vec<Completed>) {
     }
 }
 
-/// Runs the cross-trace detectors (timeout budgets, saturation) over the
-/// store's whole call window and merges what they report into the findings,
+/// Runs the cross-trace detectors (timeout budgets, saturation) with
+/// `thresholds` over the store's whole call window and merges what they report into the findings,
 /// replacing their counts ([`crate::store::FindingStore::set`]); look-alikes
 /// an observation explains are withdrawn first (a slow query that was a lock
 /// wait, seen before the whole staircase was in the window).
-pub fn detect_window(store: &Store) {
+pub fn detect_window(store: &Store, thresholds: &Thresholds) {
     let window = store.window.snapshot(None, None);
-    for o in budget::detect(&window)
+    for o in budget::detect(&window, thresholds)
         .into_iter()
-        .chain(saturation::detect(&window))
+        .chain(saturation::detect(&window, thresholds))
     {
         store.findings.withdraw_explained_by(&o);
         store.findings.set(o);

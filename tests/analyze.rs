@@ -449,7 +449,7 @@ fn findings_carry_their_remedy_and_health_routes_are_configurable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("--health-routes: `healthz` is not a health route"),
+        stderr.contains("health_routes: `healthz` is not a health route"),
         "{stderr}"
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -568,4 +568,54 @@ fn the_report_says_which_detectors_the_instrumentation_leaves_blind() {
             "service_graph"
         ]
     );
+}
+
+/// `--config` reads the daemon's file: its `[detectors]` thresholds apply (the
+/// daemon-only keys are ignored), `--health-routes` wins over its routes, and
+/// a bad threshold is refused with its key.
+#[test]
+fn the_daemons_config_file_sets_the_thresholds() {
+    let dir = scratch("config");
+    let file = dir.join("probes.pb");
+    let probes = protobuf_request(&[
+        (1, None, "GET /internal/up", 0, 900),
+        (2, Some(1), "GET /healthz", 10, 810),
+    ]);
+    std::fs::write(&file, probes.encode_to_vec()).unwrap();
+    let config = dir.join("hopscope.toml");
+    std::fs::write(
+        &config,
+        "api_addr = \"0.0.0.0:9980\"\ndata_dir = \"/nonexistent\"\n\
+         [detectors.slow_health_check]\nroutes = [\"/healthz\", \"/internal/up\"]\nlimit_ms = 850\n",
+    )
+    .unwrap();
+    let (file, config) = (file.to_str().unwrap(), config.to_str().unwrap());
+    let findings = |args: &[&str]| -> Vec<Value> {
+        let json: Value = serde_json::from_str(&report(args)).expect("one JSON document");
+        json["findings"].as_array().expect("findings").clone()
+    };
+    let found = findings(&["--format", "json", "--config", config, file]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["culprit"]["operation"], "/internal/up");
+    assert_eq!(
+        found[0]["crossed"],
+        serde_json::json!([{"threshold": "slow_health_check.limit_ms", "limit": 850.0, "value": 900.0}])
+    );
+    let flag = ["--format", "json", "--config", config];
+    let found = findings(&[&flag[..], &["--health-routes", "/healthz", file]].concat());
+    assert_eq!(
+        found,
+        Vec::<Value>::new(),
+        "/healthz took 800 ms, under 850"
+    );
+
+    std::fs::write(config, "[detectors.headroom]\nshare = 2\n").unwrap();
+    let out = analyze(&["--config", config, file]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("detectors.headroom.share = 2: must be a fraction in (0, 1]"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

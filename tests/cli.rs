@@ -202,3 +202,120 @@ fn healthcheck_reports_a_non_200_answer() {
     assert!(!ok);
     assert!(err.contains("/readyz answered 503"), "{err}");
 }
+
+/// Writes `text` to a config file of its own and returns its path.
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hopscope-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hopscope.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `serve --print-config` prints the effective configuration, every detector
+/// threshold included, and exits 0; what it prints is a config file that
+/// prints back the same.
+#[test]
+fn print_config_shows_every_threshold_and_reads_back_as_itself() {
+    let config = config_file(
+        "print",
+        "trace_idle = \"2s\"\n[detectors.slow_query]\nmin_ms = 20\n",
+    );
+    let print = |config: &std::path::Path| {
+        let out = hopscope()
+            .args(["serve", "--print-config", "--no-wal", "--config"])
+            .arg(config)
+            .args(["--api-addr", "127.0.0.1:9"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let printed = print(&config);
+    for line in [
+        "api_addr = \"127.0.0.1:9\"",
+        "trace_idle = \"2s\"",
+        "no_wal = true",
+        "[detectors.cascade]\nmin_calls = 2",
+        "[detectors.slow_query]\nabsolute_ms = 500.0\nmin_ms = 20.0",
+        "[detectors.pool]\nmin_requests = 8",
+        "near_ceiling = 0.75",
+        "[detectors.slow_health_check]\nroutes = [",
+        "\"grpc.health.v1.Health/Check\"",
+        "limit_ms = 500.0",
+    ] {
+        assert!(printed.contains(line), "{line:?} missing from:\n{printed}");
+    }
+    let again = config_file("print-again", &printed);
+    assert_eq!(print(&again), printed);
+    for path in [config, again] {
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+}
+
+/// A threshold out of range, an unknown key and a bad route stop `serve`
+/// before it opens a listener, with the key and what it accepts.
+#[test]
+fn invalid_thresholds_are_refused_at_start_with_the_key() {
+    for (name, text, message) in [
+        (
+            "fraction",
+            "[detectors.pool]\nnear_ceiling = 1.5\n",
+            "detectors.pool.near_ceiling = 1.5: must be a fraction in (0, 1]",
+        ),
+        (
+            "count",
+            "[detectors.cascade]\nmin_calls = 0\n",
+            "detectors.cascade.min_calls = 0: must be a count of at least 1",
+        ),
+        (
+            "negative",
+            "[detectors.slow_health_check]\nlimit_ms = -5\n",
+            "detectors.slow_health_check.limit_ms = -5: must be a duration in milliseconds",
+        ),
+        (
+            "unknown",
+            "[detectors.slow_query]\nmin_msec = 20\n",
+            "unknown field `min_msec`",
+        ),
+        (
+            "route",
+            "[detectors.slow_health_check]\nroutes = [\"healthz\"]\n",
+            "`healthz` is not a health route",
+        ),
+        (
+            "twice",
+            "health_routes = [\"/up\"]\n[detectors.slow_health_check]\nroutes = [\"/up\"]\n",
+            "health_routes and detectors.slow_health_check.routes both set",
+        ),
+    ] {
+        let config = config_file(name, text);
+        let out = hopscope()
+            .args(["serve", "--no-wal", "--config"])
+            .arg(&config)
+            .args([
+                "--api-addr",
+                "127.0.0.1:0",
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--jaeger-addr",
+                "127.0.0.1:0",
+            ])
+            .env("HOPSCOPE_LOG", "info")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert!(err.contains(message), "{name}: {err}");
+        assert!(!err.contains("hopscope listening"), "{name}: {err}");
+        std::fs::remove_dir_all(config.parent().unwrap()).ok();
+    }
+}

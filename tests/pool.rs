@@ -224,6 +224,10 @@ async fn pool_exhaustion_names_the_starved_pool_and_not_its_look_alikes() {
         assert_eq!(e["requests"], 64);
         assert_eq!(e["queued_requests"], 60);
         assert_eq!(f["count"], 60);
+        assert_eq!(
+            f["crossed"][0],
+            serde_json::json!({"threshold": "pool.min_queued", "limit": 5.0, "value": 60.0})
+        );
         assert!(e["wait_p95_ms"].as_f64().unwrap() >= 300.0, "{e}");
         assert!(e["peak_queued"].as_u64().unwrap() >= 8, "{e}");
         assert!(e["wait_share"].as_f64().unwrap() > 0.5, "{e}");
@@ -309,6 +313,13 @@ async fn blocked_worker_names_the_instance_whose_requests_run_in_series() {
     assert_eq!(e["max_in_flight"], 8);
     assert_eq!(e["overlap_share"], 0.0);
     assert_eq!(e["busy_share"], 1.0);
+    assert_eq!(
+        f["crossed"],
+        serde_json::json!([
+            {"threshold": "blocked_worker.min_in_flight", "limit": 4.0, "value": 8.0},
+            {"threshold": "blocked_worker.min_busy_share", "limit": 0.8, "value": 1.0},
+        ])
+    );
     let other = &e["other_instances"][0];
     assert_eq!(other["instance"], "render-2");
     assert!(other["overlap_share"].as_f64().unwrap() > 0.5, "{other}");

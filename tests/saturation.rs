@@ -278,6 +278,13 @@ async fn cold_start_names_the_service_of_the_slow_new_instance() {
         serde_json::json!([600.0, 601.0, 602.0])
     );
     assert_eq!(instances[0]["steady_median_ms"], 20.0);
+    assert_eq!(
+        f["crossed"],
+        serde_json::json!([
+            {"threshold": "cold_start.factor", "limit": 3.0, "value": 30.05},
+            {"threshold": "cold_start.min_extra_ms", "limit": 100.0, "value": 581.0},
+        ])
+    );
     assert!(f["summary"].as_str().unwrap().contains("checkout-b"));
     assert_eq!(f["trace_ids"].as_array().unwrap().len(), 3);
     d.stop().await;
@@ -337,5 +344,70 @@ async fn cold_start_compares_first_requests_with_the_same_operation() {
         serde_json::json!(["GET /search", "GET /search", "GET /search"])
     );
     assert_eq!(instances[0]["steady_median_ms"], 20.0);
+    d.stop().await;
+}
+
+/// The `[detectors]` section of the config file: with `slow_query.absolute_ms`
+/// and `slow_health_check.limit_ms` lowered below what the spans take, a
+/// 200 ms statement and a 300 ms health check are findings that the defaults
+/// (500 ms each) do not make, and each names the key and the configured limit
+/// it crossed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowered_thresholds_make_findings_the_defaults_do_not_and_say_so() {
+    let configured: hopscope::config::Settings = toml::from_str(
+        "detect_interval = \"50ms\"\ntrace_idle = \"1s\"\n\
+         [detectors.slow_query]\nabsolute_ms = 150\n\
+         [detectors.slow_health_check]\nlimit_ms = 200\n",
+    )
+    .unwrap();
+    let traces = || {
+        let mut traces: Vec<Vec<Sp>> = (0..4)
+            .map(|n| {
+                let statement = format!("SELECT * FROM sales WHERE day = {n}");
+                db_request("reports", "GET /report", statement, 1, 200)
+            })
+            .collect();
+        traces.push(vec![sp(
+            "api",
+            (1, 0),
+            "GET /healthz",
+            SpanKind::Server,
+            (0, 300),
+        )
+        .attr("http.route", "/healthz")]);
+        traces
+    };
+    // The defaults: every trace analyzed and the window detectors current.
+    let d = harness::start_detecting().await;
+    let spans: Vec<usize> = traces().iter().map(Vec::len).collect();
+    for (id, spans) in harness::send(&d, traces()).await.into_iter().zip(spans) {
+        d.wait_trace(id, spans).await;
+    }
+    d.wait_for("/api/v1/stats", |status, body| {
+        status == 200 && body["detectors_current"] == true
+    })
+    .await;
+    assert_eq!(all_of(&d, "slow_query").await, Vec::<Value>::new());
+    assert_eq!(all_of(&d, "slow_health_check").await, Vec::<Value>::new());
+    d.stop().await;
+
+    let d = harness::start(configured).await;
+    harness::send(&d, traces()).await;
+    let slow = findings_of(&d, "slow_query").await;
+    assert_eq!(
+        slow[0]["crossed"][0],
+        serde_json::json!({"threshold": "slow_query.absolute_ms", "limit": 150.0, "value": 200.0}),
+        "{slow:#?}"
+    );
+    assert_eq!(slow[0]["evidence"]["threshold_ms"], 150.0);
+    let health = findings_of(&d, "slow_health_check").await;
+    assert_eq!(
+        health[0]["crossed"],
+        serde_json::json!([{"threshold": "slow_health_check.limit_ms", "limit": 200.0, "value": 300.0}])
+    );
+    assert!(health[0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("(over 200 ms)"));
     d.stop().await;
 }

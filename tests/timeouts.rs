@@ -51,6 +51,8 @@ async fn a_cascade_names_the_slow_leaf_not_the_first_span_that_failed() {
     );
     assert_eq!(f["count"], 1);
     assert_eq!(f["trace_ids"][0], trace_id.as_str());
+    assert_eq!(f["crossed"][0]["threshold"], "cascade.min_calls");
+    assert_eq!(f["crossed"][0]["limit"], 2.0);
     let chain: Vec<&str> = f["chain"]
         .as_array()
         .unwrap()

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
-use hopscope::analyze::analyze;
 use hopscope::analyze::budget::budget_map;
 use hopscope::analyze::saturation::query_shapes;
+use hopscope::analyze::{analyze, Thresholds};
 use hopscope::api::{jaeger, trace_body};
 use hopscope::assemble::assemble;
 use hopscope::ingest::{decode_export, decode_export_json};
@@ -86,9 +86,10 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
         }
         store.put(analyzed, false, None);
     }
-    hopscope::pipeline::detect_window(&store);
+    let thresholds = Thresholds::default();
+    hopscope::pipeline::detect_window(&store, &thresholds);
     let window = store.window.snapshot(None, None);
-    budget_map(&window);
+    budget_map(&window, &thresholds);
     query_shapes(&window);
     store.aggregates.query(None, None, None);
     store

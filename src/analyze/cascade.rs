@@ -1,4 +1,5 @@
-//! `cascading_timeout`: on one ancestor chain at least two calls timed out. The
+//! `cascading_timeout`: on one ancestor chain at least two calls
+//! (`cascade.min_calls`, [`Cascade`]) timed out. The
 //! culprit is the deepest hop whose own slowness explains it — the slow span its
 //! callers waited on — not the first span that reported the failure.
 //!
@@ -9,15 +10,9 @@
 
 use serde_json::json;
 
-use super::finding::{ChainHop, Culprit, FindingKind, Observation, Severity};
+use super::finding::{ChainHop, Crossed, Culprit, FindingKind, Observation, Severity};
+use super::thresholds::Cascade;
 use crate::model::{named_peer, SpanKind, Trace};
-
-/// A caller was waiting (rather than working) when its synchronous children
-/// cover at least this share of its time.
-const WAITING: f64 = 0.5;
-
-/// Timed-out calls on one chain that make a cascade.
-const CASCADE_CALLS: usize = 2;
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
@@ -25,8 +20,9 @@ fn ms(ns: u64) -> f64 {
 
 /// The span the caller at `span` was waiting on: when its synchronous children
 /// cover most of its time (it was waiting, not working), the one that ended last
-/// (what it was still waiting for when it finished or gave up).
-fn waited_on(trace: &Trace, span: u32) -> Option<u32> {
+/// (what it was still waiting for when it finished or gave up). Most is
+/// `waiting` (a share).
+fn waited_on(trace: &Trace, span: u32, waiting: f64) -> Option<u32> {
     let (start, end) = (trace.start(span), trace.end(span));
     if end <= start {
         return None;
@@ -48,7 +44,7 @@ fn waited_on(trace: &Trace, span: u32) -> Option<u32> {
             reach = ce;
         }
     }
-    if (covered as f64) < WAITING * (end - start) as f64 {
+    if (covered as f64) < waiting * (end - start) as f64 {
         return None;
     }
     sync().max_by_key(|&c| (trace.end(c), std::cmp::Reverse(trace.start(c))))
@@ -73,11 +69,15 @@ fn same_call(trace: &Trace, parent: u32, child: u32) -> bool {
 
 /// Reports the trace's cascade, if it has one. `timed_out[i]` says whether span
 /// `i` ended in a timeout (see [`super::timeout::timeout`]).
-pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observation> {
+pub fn cascading_timeout(
+    trace: &Trace,
+    timed_out: &[bool],
+    config: &Cascade,
+) -> Option<Observation> {
     // The topmost timed-out span: walk down from the root along what it waited on.
     let mut path = vec![trace.root];
     let mut cur = trace.root;
-    while let Some(next) = waited_on(trace, cur) {
+    while let Some(next) = waited_on(trace, cur, config.waiting_share) {
         path.push(next);
         cur = next;
     }
@@ -93,7 +93,7 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
         .map(|i| call_of[i])
         .collect();
     calls_timed_out.dedup();
-    if calls_timed_out.len() < CASCADE_CALLS {
+    if calls_timed_out.len() < config.min_calls as usize {
         return None;
     }
     let culprit_idx = *path.last().expect("the root at least");
@@ -195,7 +195,11 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
         trace_ids: vec![trace.trace_id],
         count: 1,
         seen_ns: trace.end(trace.root),
-        crossed: Vec::new(),
+        crossed: vec![Crossed::new(
+            "cascade.min_calls",
+            config.min_calls,
+            calls_timed_out.len() as u32,
+        )],
         location: super::finding::CodeLocation::of(trace, culprit_idx),
         spans: Vec::new(),
     })

@@ -1,20 +1,18 @@
 //! `slow_health_check`: a SERVER span of a health endpoint took longer than
-//! [`HEALTH_CHECK_LIMIT_NS`]. A balancer probing it gives up and ejects the
-//! target exactly when load is high.
+//! `slow_health_check.limit_ms` ([`SlowHealthCheck`]). A balancer probing it
+//! gives up and ejects the target exactly when load is high.
 //!
-//! A health endpoint is one of a list of routes ([`HealthRoutes`], the
-//! `health_routes` setting), matched exactly: `/orders/{id}/status` and
+//! A health endpoint is one of a list of routes ([`HealthRoutes`],
+//! `slow_health_check.routes`), matched exactly: `/orders/{id}/status` and
 //! `/deliver` are endpoints that happen to end in a health word, not probes.
 
 use std::sync::LazyLock;
 
 use serde_json::json;
 
-use super::finding::{ChainHop, Culprit, FindingKind, Observation, Severity};
+use super::finding::{ChainHop, Crossed, Culprit, FindingKind, Observation, Severity};
+use super::thresholds::{ns, SlowHealthCheck};
 use crate::model::{Found, Span, SpanKind, Sym, Trace};
-
-/// Health checks slower than this are a finding.
-pub const HEALTH_CHECK_LIMIT_NS: u64 = 500_000_000;
 
 /// The health routes unless configured: the conventional probe paths
 /// (Kubernetes' `/livez` and `/readyz`, `/healthz`, Spring Boot Actuator's,
@@ -54,6 +52,20 @@ pub struct InvalidHealthRoute(pub String);
 /// method `grpc.health.v1.Health/Check`). Empty: no span is a health check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthRoutes(Vec<Box<str>>);
+
+/// In the configuration, a list of strings, each checked as it is read.
+impl<'de> serde::Deserialize<'de> for HealthRoutes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let routes = Vec::<String>::deserialize(d)?;
+        HealthRoutes::new(routes).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for HealthRoutes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|r| &**r))
+    }
+}
 
 impl Default for HealthRoutes {
     fn default() -> Self {
@@ -123,15 +135,16 @@ impl HealthRoutes {
 }
 
 /// One observation per slow health-check SERVER span of the trace.
-pub fn slow_health_checks(trace: &Trace, routes: &HealthRoutes) -> Vec<Observation> {
+pub fn slow_health_checks(trace: &Trace, config: &SlowHealthCheck) -> Vec<Observation> {
+    let limit_ns = ns(config.limit_ms);
     let mut out = Vec::new();
     for i in 0..trace.len() as u32 {
         let span = trace.span(i);
         let duration = trace.end(i) - trace.start(i);
-        if span.kind != SpanKind::Server || duration <= HEALTH_CHECK_LIMIT_NS {
+        if span.kind != SpanKind::Server || duration <= limit_ns {
             continue;
         }
-        let Some(route) = routes.of(trace, span) else {
+        let Some(route) = config.routes.of(trace, span) else {
             continue;
         };
         let route = Sym::new(route);
@@ -153,21 +166,24 @@ pub fn slow_health_checks(trace: &Trace, routes: &HealthRoutes) -> Vec<Observati
             }],
             summary: format!(
                 "The health check {route} of {} took {duration_ms:.0} ms (over {} ms)",
-                span.service,
-                HEALTH_CHECK_LIMIT_NS / 1_000_000
+                span.service, config.limit_ms
             ),
             remedy: "Keep health checks cheap and independent of dependencies: a balancer \
                      that times them out ejects healthy targets exactly when load is high."
                 .to_owned(),
             evidence: json!({
                 "duration_ms": duration_ms,
-                "limit_ms": HEALTH_CHECK_LIMIT_NS as f64 / 1e6,
+                "limit_ms": config.limit_ms,
                 "route": route,
             }),
             trace_ids: vec![trace.trace_id],
             count: 1,
             seen_ns: trace.end(i),
-            crossed: Vec::new(),
+            crossed: vec![Crossed::new(
+                "slow_health_check.limit_ms",
+                config.limit_ms,
+                duration_ms,
+            )],
             location: super::finding::CodeLocation::of(trace, i),
             spans: Vec::new(),
         });

@@ -21,6 +21,7 @@ mod health_check;
 mod layers;
 pub mod patterns;
 pub mod saturation;
+pub mod thresholds;
 mod timeout;
 
 pub use cascade::cascading_timeout;
@@ -31,9 +32,9 @@ pub use finding::{
 };
 pub use health_check::{
     slow_health_checks, HealthRoutes, InvalidHealthRoute, DEFAULT_HEALTH_ROUTES,
-    HEALTH_CHECK_LIMIT_NS,
 };
 pub use layers::layers;
+pub use thresholds::{InvalidThreshold, Thresholds};
 pub use timeout::{says_timeout, timeout, TimeoutCause};
 
 use std::sync::LazyLock;
@@ -45,10 +46,8 @@ use crate::model::{SpanKind, StatusCode, Sym, Trace, Warning};
 /// What the configuration tells the per-trace detectors.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
-    /// The routes `slow_health_check` watches.
-    pub health_routes: HealthRoutes,
-    /// The anti-pattern detectors' thresholds.
-    pub patterns: patterns::PatternThresholds,
+    /// Every detector's thresholds (the `[detectors]` section), validated.
+    pub thresholds: Thresholds,
 }
 
 static DEFAULT_OPTIONS: LazyLock<Options> = LazyLock::new(Options::default);
@@ -297,8 +296,13 @@ pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
     let layered = layers(&trace);
     let checkouts = checkouts(&trace);
     let mut observations: Vec<Observation> =
-        cascading_timeout(&trace, &timed_out).into_iter().collect();
-    observations.extend(slow_health_checks(&trace, &options.health_routes));
+        cascading_timeout(&trace, &timed_out, &options.thresholds.cascade)
+            .into_iter()
+            .collect();
+    observations.extend(slow_health_checks(
+        &trace,
+        &options.thresholds.slow_health_check,
+    ));
     let mut analyzed = AnalyzedTrace {
         trace,
         entry,
@@ -313,7 +317,7 @@ pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
         observations,
         finding_ids: Vec::new(),
     };
-    let found = patterns::detect(&analyzed, &options.patterns);
+    let found = patterns::detect(&analyzed, &options.thresholds);
     analyzed.observations.extend(found);
     analyzed
 }

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, rfc3339};
 use super::{ApiError, AppState};
-use crate::analyze::{ChainHop, Culprit, FindingKind, Severity};
+use crate::analyze::{ChainHop, Crossed, Culprit, FindingKind, Severity};
 use crate::model::TraceId;
 use crate::store::{Finding, FindingFilter};
 
@@ -58,6 +58,9 @@ pub struct FindingBody {
     count: u64,
     first_seen: String,
     last_seen: String,
+    /// The configured thresholds (keys under `[detectors]`) the finding
+    /// crossed, with their limits and the values observed.
+    crossed: Vec<Crossed>,
 }
 
 impl From<Finding> for FindingBody {
@@ -76,6 +79,7 @@ impl From<Finding> for FindingBody {
             count: o.count,
             first_seen: rfc3339(f.first_seen_ns),
             last_seen: rfc3339(o.seen_ns),
+            crossed: o.crossed,
         }
     }
 }

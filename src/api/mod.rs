@@ -53,6 +53,9 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Checks the bearer token of every route but the probes'.
     pub api_guard: Guard,
+    /// The detectors' configuration (the timeout budgets are computed on
+    /// request with its thresholds).
+    pub analysis: Arc<crate::analyze::Options>,
 }
 
 /// Largest request body the API takes (its routes read none): larger ones are

@@ -209,9 +209,11 @@ pub struct TimeoutsBody {
 /// The budget map of the window's traces that started in `[since_ns,
 /// until_ns)`, as the API shows it; with `entry` (`SERVICE` or
 /// `SERVICE:OPERATION`), only its entry points (timeouts are still inferred
-/// from every trace selected by time).
+/// from every trace selected by time), with the configured `analysis`
+/// thresholds.
 pub async fn budgets(
     store: Arc<Store>,
+    analysis: Arc<crate::analyze::Options>,
     entry: Option<&str>,
     since_ns: Option<u64>,
     until_ns: Option<u64>,
@@ -221,7 +223,8 @@ pub async fn budgets(
         (service.to_owned(), operation.map(str::to_owned))
     });
     let entries = tokio::task::spawn_blocking(move || {
-        let mut entries = budget_map(&store.window.snapshot(since_ns, until_ns));
+        let window = store.window.snapshot(since_ns, until_ns);
+        let mut entries = budget_map(&window, &analysis.thresholds);
         if let Some((service, operation)) = entry {
             entries.retain(|e| {
                 e.entry.service.as_str() == service
@@ -261,7 +264,14 @@ pub async fn list(
     let p = params::query(q)?;
     let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
     let stats = state.store.window.stats();
-    let entries = budgets(state.store.clone(), p.entry.as_deref(), since, until).await?;
+    let entries = budgets(
+        state.store.clone(),
+        state.analysis.clone(),
+        p.entry.as_deref(),
+        since,
+        until,
+    )
+    .await?;
     Ok(Json(TimeoutsBody {
         window: WindowBody {
             traces: stats.traces,

@@ -400,7 +400,7 @@ impl Session {
     pub fn finish(&mut self, on_trace: &mut dyn FnMut(&Store, &AnalyzedTrace)) {
         let drained = self.buffer.drain();
         self.complete(drained, on_trace);
-        pipeline::detect_window(&self.store);
+        pipeline::detect_window(&self.store, &self.analysis.thresholds);
     }
 
     /// Spans of one decoded record into the buffer; the oldest traces out

@@ -1,14 +1,7 @@
 //! Timeouts inferred from data: where the durations of timed-out calls cluster,
 //! and which known layer a cluster is the limit of.
 
-/// Fewest timed-out calls that make a cluster a timeout (one 30 s request is
-/// not a configured timeout).
-pub const MIN_SUPPORT: usize = 3;
-
-/// A cluster is at most this wide, relative to its shortest duration ...
-const WIDTH: f64 = 0.01;
-/// ... and at least this wide, so timer jitter does not split short timeouts.
-const MIN_WIDTH_NS: u64 = 1_000_000;
+use crate::analyze::thresholds::{ns, TimeoutInference};
 
 /// A timeout inferred from durations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +24,20 @@ impl Inferred {
 }
 
 /// The densest cluster of `durations` (sorted in place): the largest set whose
-/// longest is within 1 % (at least 1 ms) of its shortest, the lowest such set on
-/// ties. It is a timeout when it has at least [`MIN_SUPPORT`] members and at
-/// least half of all durations; its value is the cluster's median.
+/// longest is within `cluster_width_share` (1 %, at least
+/// `cluster_min_width_ms`, 1 ms) of its shortest, the lowest such set on
+/// ties. It is a timeout when it has at least `min_calls` (3: one 30 s request
+/// is not a configured timeout) members and at least `min_cluster_share`
+/// (half) of all durations; its value is the cluster's median.
 ///
 /// A sliding window rather than fixed buckets, so a cluster is never split at a
 /// bucket boundary.
-pub fn infer_timeout(durations: &mut [u64]) -> Option<Inferred> {
+pub fn infer_timeout(durations: &mut [u64], config: &TimeoutInference) -> Option<Inferred> {
     durations.sort_unstable();
+    let min_width_ns = ns(config.cluster_min_width_ms);
+    let width_ns = |duration_ns: u64| {
+        ((duration_ns as f64 * config.cluster_width_share) as u64).max(min_width_ns)
+    };
     let n = durations.len();
     let (mut best_lo, mut best_len, mut hi) = (0, 0, 0);
     for lo in 0..n {
@@ -51,7 +50,9 @@ pub fn infer_timeout(durations: &mut [u64]) -> Option<Inferred> {
             (best_lo, best_len) = (lo, hi - lo);
         }
     }
-    if best_len < MIN_SUPPORT || best_len * 2 < n {
+    if best_len < config.min_calls as usize
+        || (best_len as f64) < config.min_cluster_share * n as f64
+    {
         return None;
     }
     let cluster = &durations[best_lo..best_lo + best_len];
@@ -62,10 +63,6 @@ pub fn infer_timeout(durations: &mut [u64]) -> Option<Inferred> {
         lo_ns: cluster[0],
         hi_ns: cluster[best_len - 1],
     })
-}
-
-fn width_ns(duration_ns: u64) -> u64 {
-    ((duration_ns as f64 * WIDTH) as u64).max(MIN_WIDTH_NS)
 }
 
 /// A layer whose limit is a known fingerprint (DOMAIN.md, "Layers and their
@@ -134,6 +131,10 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
+    fn infer_timeout(durations: &mut [u64]) -> Option<Inferred> {
+        super::infer_timeout(durations, &TimeoutInference::default())
+    }
+
     #[test]
     fn a_spike_of_timeouts_is_found_among_scattered_failures() {
         let mut d = vec![
@@ -175,6 +176,23 @@ mod tests {
     fn short_timeouts_tolerate_a_millisecond_of_jitter() {
         let mut d = vec![100 * MS, 100 * MS + 900_000, 100 * MS + 400_000];
         assert_eq!(infer_timeout(&mut d).unwrap().supporting, 3);
+    }
+
+    #[test]
+    fn the_configured_cluster_width_and_support_are_used() {
+        let config = TimeoutInference {
+            min_calls: 2,
+            cluster_width_share: 0.05,
+            ..TimeoutInference::default()
+        };
+        // 10 s and 10.4 s: one cluster within 5 %, and two calls are enough.
+        let mut d = vec![10_000 * MS, 10_400 * MS];
+        assert_eq!(infer_timeout(&mut d.clone()), None);
+        let t = super::infer_timeout(&mut d, &config).unwrap();
+        assert_eq!(
+            (t.supporting, t.lo_ns, t.hi_ns),
+            (2, 10_000 * MS, 10_400 * MS)
+        );
     }
 
     #[test]

@@ -19,13 +19,10 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::calls::{EdgeKey, TraceCalls};
-use super::infer::{infer_timeout, quantile, Inferred, Layer, MIN_SUPPORT};
+use super::infer::{infer_timeout, quantile, Inferred, Layer};
 use super::report::{self, Examples, Headroom, Overruns, Support};
-use crate::analyze::{EntryPoint, Observation};
-
-/// Fewest calls that did not time out before their p95/p99 is compared with the
-/// timeout in front of them.
-pub const MIN_HEADROOM_SAMPLES: usize = 20;
+use crate::analyze::thresholds::{ns, DeadlineNotPropagated, TimeoutInversion};
+use crate::analyze::{EntryPoint, Observation, Thresholds};
 
 /// What a call's budget is measured against: the tightest deadline above it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,16 +96,18 @@ impl EntryBudget {
 }
 
 /// A call's timeout exceeds what is left above it when it is longer by more
-/// than this (0.1 %, at least 2 ms): an inner deadline set to exactly what is
-/// left is a propagated deadline, not an inversion.
-fn slack_ns(left_ns: i64) -> i64 {
-    (left_ns / 1000).max(2_000_000)
+/// than this (`timeout_inversion`: 0.1 %, at least 2 ms): an inner deadline
+/// set to exactly what is left is a propagated deadline, not an inversion.
+fn slack_ns(left_ns: i64, config: &TimeoutInversion) -> i64 {
+    ((left_ns as f64 * config.slack_share) as i64).max(ns(config.slack_ms) as i64)
 }
 
-/// Work counts as going on after its caller gave up from this overrun (1 % of
-/// the call, at least 1 ms).
-fn overran(duration_ns: u64, overrun_ns: u64) -> bool {
-    overrun_ns > 0 && overrun_ns >= (duration_ns / 100).max(1_000_000)
+/// Work counts as going on after its caller gave up from this overrun
+/// (`deadline_not_propagated`: 1 % of the call, at least 1 ms).
+fn overran(duration_ns: u64, overrun_ns: u64, config: &DeadlineNotPropagated) -> bool {
+    let at_least =
+        ((duration_ns as f64 * config.min_overrun_share) as u64).max(ns(config.min_overrun_ms));
+    overrun_ns > 0 && overrun_ns >= at_least
 }
 
 #[derive(Default)]
@@ -141,8 +140,16 @@ struct EntryAcc {
     edges: FxHashMap<EdgeKey, EdgeAcc>,
 }
 
-/// The budget map of every entry point in `traces`, with its violations.
-pub fn budget_map(traces: &[Arc<TraceCalls>]) -> Vec<EntryBudget> {
+/// Whether `ns` is above `share` of `timeout_ns` (`headroom.share`).
+fn over_share(ns: u64, share: f64, timeout_ns: u64) -> bool {
+    ns as f64 > share * timeout_ns as f64
+}
+
+/// The budget map of every entry point in `traces`, with its violations, under
+/// `thresholds`.
+pub fn budget_map(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<EntryBudget> {
+    let inference = &thresholds.timeout_inference;
+    let share = thresholds.headroom.share;
     // Pass 1: timeouts, per edge and per entry point.
     let mut edge_durations: FxHashMap<EdgeKey, Vec<u64>> = FxHashMap::default();
     let mut root_durations: FxHashMap<EntryPoint, Vec<u64>> = FxHashMap::default();
@@ -162,11 +169,11 @@ pub fn budget_map(traces: &[Arc<TraceCalls>]) -> Vec<EntryBudget> {
     }
     let edge_timeouts: FxHashMap<EdgeKey, Inferred> = edge_durations
         .into_iter()
-        .filter_map(|(k, mut d)| infer_timeout(&mut d).map(|t| (k, t)))
+        .filter_map(|(k, mut d)| infer_timeout(&mut d, inference).map(|t| (k, t)))
         .collect();
     let mut entries: FxHashMap<EntryPoint, EntryBudget> = root_durations
         .into_iter()
-        .map(|(entry, mut d)| (entry, blank(entry, infer_timeout(&mut d))))
+        .map(|(entry, mut d)| (entry, blank(entry, infer_timeout(&mut d, inference))))
         .collect();
     // Which of an entry's timeouts relay a call's (pass 1b: the entry budget
     // depends on it).
@@ -220,7 +227,7 @@ pub fn budget_map(traces: &[Arc<TraceCalls>]) -> Vec<EntryBudget> {
         } else {
             acc.ok_ns.push(t.root.duration_ns);
             if let Some(budget) = entry.budget_ns() {
-                if t.root.duration_ns * 2 > budget {
+                if over_share(t.root.duration_ns, share, budget) {
                     acc.slow += 1;
                     acc.slow_examples.push(end, t.trace_id);
                 }
@@ -257,7 +264,7 @@ pub fn budget_map(traces: &[Arc<TraceCalls>]) -> Vec<EntryBudget> {
                 e.timed_out += 1;
             } else {
                 e.ok_ns.push(c.duration_ns);
-                if timeout.is_some_and(|i| c.duration_ns * 2 > i.value_ns) {
+                if timeout.is_some_and(|i| over_share(c.duration_ns, share, i.value_ns)) {
                     e.slow += 1;
                     e.slow_examples.push(end, t.trace_id);
                 }
@@ -265,12 +272,17 @@ pub fn budget_map(traces: &[Arc<TraceCalls>]) -> Vec<EntryBudget> {
             if let Some((deadline, outer)) = above {
                 let left = deadline as i64 - c.start_offset_ns as i64;
                 e.lefts.push((left, outer));
-                if timeout.is_some_and(|i| i.value_ns as i64 > left + slack_ns(left)) {
+                let slack = slack_ns(left, &thresholds.timeout_inversion);
+                if timeout.is_some_and(|i| i.value_ns as i64 > left + slack) {
                     e.over_budget += 1;
                     e.over_budget_examples.push(end, t.trace_id);
                 }
             }
-            if overran(c.duration_ns, c.overrun_ns) {
+            if overran(
+                c.duration_ns,
+                c.overrun_ns,
+                &thresholds.deadline_not_propagated,
+            ) {
                 e.overran += 1;
                 e.max_overrun_ns = e.max_overrun_ns.max(c.overrun_ns);
                 e.total_overrun_ns += c.overrun_ns;
@@ -283,7 +295,7 @@ pub fn budget_map(traces: &[Arc<TraceCalls>]) -> Vec<EntryBudget> {
         .into_iter()
         .map(|(entry, acc)| {
             let e = entries.remove(&entry).expect("every entry has a budget");
-            finish_entry(e, acc, &edge_timeouts)
+            finish_entry(e, acc, &edge_timeouts, thresholds)
         })
         .collect();
     out.sort_by(|a, b| {
@@ -314,6 +326,7 @@ fn finish_entry(
     mut e: EntryBudget,
     mut acc: EntryAcc,
     edge_timeouts: &FxHashMap<EdgeKey, Inferred>,
+    thresholds: &Thresholds,
 ) -> EntryBudget {
     e.traces = acc.traces;
     e.timed_out = acc.timed_out;
@@ -322,7 +335,10 @@ fn finish_entry(
     e.p99_ns = quantile(&acc.ok_ns, 0.99);
     let mut edges: Vec<EdgeBudget> = std::mem::take(&mut acc.edges)
         .into_iter()
-        .map(|(edge, a)| finish_edge(&e, edge, a, edge_timeouts.get(&edge).copied()))
+        .map(|(edge, a)| {
+            let timeout = edge_timeouts.get(&edge).copied();
+            finish_edge(&e, edge, a, timeout, thresholds)
+        })
         .collect();
     edges.sort_by(|a, b| {
         a.depth
@@ -340,11 +356,21 @@ fn finish_entry(
             .source
             .and_then(|s| edge_timeouts.get(&s).map(|t| (s, t.value_ns)));
         let examples = std::mem::take(&mut acc.timeout_examples);
-        let o = report::gateway_timeout(&e, timeout, status, source_timeout, examples);
+        let o = report::gateway_timeout(
+            &e,
+            timeout,
+            status,
+            source_timeout,
+            examples,
+            &thresholds.timeout_inference,
+        );
         e.violations.push(o);
     }
     if let (Some(budget), Some(p95), Some(p99)) = (e.budget_ns(), e.p95_ns, e.p99_ns) {
-        if acc.ok_ns.len() >= MIN_HEADROOM_SAMPLES && p99 * 2 > budget {
+        let headroom = &thresholds.headroom;
+        if acc.ok_ns.len() >= headroom.min_samples as usize
+            && over_share(p99, headroom.share, budget)
+        {
             let h = Headroom {
                 timeout_ns: budget,
                 p95_ns: p95,
@@ -355,7 +381,7 @@ fn finish_entry(
                     examples: acc.slow_examples,
                 },
             };
-            let o = report::headroom(&e, None, h);
+            let o = report::headroom(&e, None, h, headroom);
             e.violations.push(o);
         }
     }
@@ -367,6 +393,7 @@ fn finish_edge(
     edge: EdgeKey,
     mut a: EdgeAcc,
     timeout: Option<Inferred>,
+    thresholds: &Thresholds,
 ) -> EdgeBudget {
     a.ok_ns.sort_unstable();
     a.lefts.sort_by_key(|l| l.0);
@@ -386,17 +413,18 @@ fn finish_edge(
         violations: Vec::new(),
     };
     if let (Some(t), Some((left, outer))) = (timeout, median) {
-        if t.value_ns as i64 > left + slack_ns(left) {
+        if t.value_ns as i64 > left + slack_ns(left, &thresholds.timeout_inversion) {
             let support = Support {
                 calls: a.calls,
                 count: a.over_budget,
                 examples: a.over_budget_examples,
             };
-            let o = report::inversion(entry, edge, t, (left, outer), support);
+            let o = report::inversion(entry, edge, t, (left, outer), support, thresholds);
             b.violations.push(o);
         }
     }
-    if a.overran >= MIN_SUPPORT as u64 {
+    let min_overruns = thresholds.deadline_not_propagated.min_calls;
+    if a.overran >= u64::from(min_overruns) {
         let overruns = Overruns {
             support: Support {
                 calls: a.calls,
@@ -406,11 +434,14 @@ fn finish_edge(
             max_ns: a.max_overrun_ns,
             total_ns: a.total_overrun_ns,
         };
-        let o = report::not_propagated(entry, edge, timeout, overruns);
+        let o = report::not_propagated(entry, edge, timeout, overruns, min_overruns);
         b.violations.push(o);
     }
     if let (Some(t), Some(p95), Some(p99)) = (timeout, b.p95_ns, b.p99_ns) {
-        if a.ok_ns.len() >= MIN_HEADROOM_SAMPLES && p99 * 2 > t.value_ns {
+        let headroom = &thresholds.headroom;
+        if a.ok_ns.len() >= headroom.min_samples as usize
+            && over_share(p99, headroom.share, t.value_ns)
+        {
             let h = Headroom {
                 timeout_ns: t.value_ns,
                 p95_ns: p95,
@@ -421,7 +452,7 @@ fn finish_edge(
                     examples: a.slow_examples,
                 },
             };
-            let o = report::headroom(entry, Some(edge), h);
+            let o = report::headroom(entry, Some(edge), h, headroom);
             b.violations.push(o);
         }
     }
@@ -522,7 +553,7 @@ mod tests {
                 )
             })
             .collect();
-        let map = budget_map(&traces);
+        let map = budget_map(&traces, &Thresholds::default());
         let e = &map[0];
         assert_eq!(e.timeout.unwrap().value_ns, 29 * S);
         assert_eq!(e.layer, Some(Layer::AwsApiGateway));
@@ -546,6 +577,20 @@ mod tests {
         assert_eq!(v.count, 4);
         assert_eq!(v.evidence["budget_left_ms"], 28_950.0);
         assert_eq!(v.evidence["equal_to_outer"], false);
+        let crossed: Vec<(&str, f64)> = v
+            .crossed
+            .iter()
+            .map(|c| (c.threshold.as_str(), c.limit))
+            .collect();
+        assert_eq!(
+            crossed,
+            [
+                ("timeout_inference.min_calls", 3.0),
+                ("timeout_inversion.slack_share", 0.001)
+            ]
+        );
+        let excess = v.crossed[1].value;
+        assert!(excess > 0.001 && excess < 0.1, "{excess}");
         assert!(
             v.summary
                 .contains("only 28.95 s are left of the 29 s timeout in front of gateway GET /"),
@@ -590,7 +635,7 @@ mod tests {
                 )
             }))
             .collect();
-        let map = budget_map(&traces);
+        let map = budget_map(&traces, &Thresholds::default());
         let e = map
             .iter()
             .find(|e| e.entry.service.as_str() == "api")
@@ -658,7 +703,7 @@ mod tests {
                 )
             })
             .collect();
-        let map = budget_map(&traces);
+        let map = budget_map(&traces, &Thresholds::default());
         for edge in &map[0].edges {
             assert!(edge.violations.is_empty(), "{:?}", edge.violations);
         }
@@ -691,7 +736,7 @@ mod tests {
                 trace(n, "shop", c.duration_ns + 2 * MS, false, vec![c])
             })
             .collect();
-        let map = budget_map(&traces);
+        let map = budget_map(&traces, &Thresholds::default());
         let s = &map[0].edges[0];
         assert_eq!((s.p95_ns, s.p99_ns), (Some(1_400 * MS), Some(1_450 * MS)));
         let kinds: Vec<_> = s.violations.iter().map(|v| v.kind).collect();
@@ -725,7 +770,9 @@ mod tests {
                 Arc::new(t)
             })
             .collect();
-        assert!(budget_map(&fast)[0].edges[0].violations.is_empty());
+        assert!(budget_map(&fast, &Thresholds::default())[0].edges[0]
+            .violations
+            .is_empty());
     }
 
     #[test]
@@ -744,7 +791,7 @@ mod tests {
                 )
             })
             .collect();
-        let found = super::super::detect(&traces);
+        let found = super::super::detect(&traces, &Thresholds::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].kind, FindingKind::DeadlineNotPropagated);
         assert_eq!(found[0].count, 6);

@@ -7,8 +7,9 @@
 //! the window every few seconds. All of it is pure: no clock, no I/O.
 //!
 //! * **Timeouts** are inferred from where the durations of timed-out calls
-//!   cluster ([`infer_timeout`]: at least [`MIN_SUPPORT`] calls within 1 % of
-//!   each other, and at least half of the edge's timed-out calls), per edge
+//!   cluster ([`infer_timeout`]: by default at least 3 calls within 1 % of
+//!   each other, and at least half of the edge's timed-out calls:
+//!   `timeout_inference` in [`Thresholds`]), per edge
 //!   (caller service → callee service and operation), and per entry point from
 //!   its timed-out roots.
 //! * **The budget map** ([`budget_map`]): per entry point, its timeout and each
@@ -16,14 +17,15 @@
 //! * **`timeout_inversion`**: an edge's timeout is longer than the budget left
 //!   above it (A→B 30 s under a 29 s gateway; A→B 30 s then B→C 30 s), so the
 //!   caller keeps waiting after its own caller has given up.
-//! * **`deadline_not_propagated`**: in at least [`MIN_SUPPORT`] calls of an
-//!   edge, work went on after the side waiting for it timed out.
+//! * **`deadline_not_propagated`**: in at least 3 calls of an edge
+//!   (`deadline_not_propagated.min_calls`), work went on after the side
+//!   waiting for it timed out.
 //! * **`gateway_timeout`**: an entry point's timed-out roots cluster at a
 //!   duration: 29 s is AWS API Gateway (critical: a hard limit), 60 s nginx or
 //!   an ALB, 100 s Cloudflare, any other value a configured timeout of it.
 //! * **`timeout_headroom`**: the p95 or p99 of an entry point or edge that did
-//!   not time out is above half of the timeout in front of it (at least
-//!   [`MIN_HEADROOM_SAMPLES`] of them).
+//!   not time out is above half of the timeout in front of it (at least 20
+//!   of them; `headroom.share` and `headroom.min_samples`).
 //!
 //! Files: `calls.rs` extracts the records, `infer.rs` clusters durations and
 //! names layers, `map.rs` does the budget arithmetic, `report.rs` words what it
@@ -40,22 +42,22 @@ mod map;
 mod report;
 
 pub use calls::{call_records, CallRecord, EdgeKey, RootRecord, TraceCalls};
-pub use infer::{infer_timeout, quantile, Inferred, Layer, MIN_SUPPORT};
-pub use map::{budget_map, EdgeBudget, EntryBudget, Outer, MIN_HEADROOM_SAMPLES};
+pub use infer::{infer_timeout, quantile, Inferred, Layer};
+pub use map::{budget_map, EdgeBudget, EntryBudget, Outer};
 pub use report::{edge_json, outer_json};
 
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{finding_id, Observation};
+use super::{finding_id, Observation, Thresholds};
 
 /// Runs the window detectors over `traces` (the window's contents). An edge seen
 /// under several entry points yields one observation per kind: the one with the
 /// most support speaks for it, with the counts of all of them added up.
-pub fn detect(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
+pub fn detect(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<Observation> {
     let mut merged: FxHashMap<u64, (Observation, u64)> = FxHashMap::default();
-    let all = budget_map(traces).into_iter().flat_map(|e| {
+    let all = budget_map(traces, thresholds).into_iter().flat_map(|e| {
         e.violations
             .into_iter()
             .chain(e.edges.into_iter().flat_map(|edge| edge.violations))

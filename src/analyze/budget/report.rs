@@ -7,7 +7,12 @@ use serde_json::json;
 use super::calls::EdgeKey;
 use super::infer::{Inferred, Layer};
 use super::map::{EntryBudget, Outer};
-use crate::analyze::{ChainHop, Culprit, EntryPoint, FindingKind, Observation, Severity};
+use crate::analyze::thresholds::{
+    Headroom as HeadroomThresholds, TimeoutInference, TimeoutInversion,
+};
+use crate::analyze::{
+    ChainHop, Crossed, Culprit, EntryPoint, FindingKind, Observation, Severity, Thresholds,
+};
 use crate::model::{Sym, TraceId};
 
 /// Example traces kept per violation.
@@ -53,12 +58,12 @@ pub(super) struct Overruns {
     pub total_ns: u64,
 }
 
-/// Percentiles above half of the timeout in front.
+/// Percentiles above `headroom.share` of the timeout in front.
 pub(super) struct Headroom {
     pub timeout_ns: u64,
     pub p95_ns: u64,
     pub p99_ns: u64,
-    /// `calls`: those that did not time out; `count`: those over half the timeout.
+    /// `calls`: those that did not time out; `count`: those over that share of the timeout.
     pub support: Support,
 }
 
@@ -100,6 +105,7 @@ pub(super) fn gateway_timeout(
     status: Option<u16>,
     source_timeout: Option<(EdgeKey, u64)>,
     examples: Examples,
+    inference: &TimeoutInference,
 ) -> Observation {
     let what = format!("{} {}", e.entry.service, e.entry.operation);
     let status_text = status.map_or(String::new(), |s| format!(" (HTTP {s})"));
@@ -176,7 +182,7 @@ pub(super) fn gateway_timeout(
         trace_ids,
         count: t.supporting,
         seen_ns,
-        crossed: Vec::new(),
+        crossed: vec![support_crossed(t, inference)],
         location: None,
         spans: Vec::new(),
     }
@@ -189,6 +195,7 @@ pub(super) fn inversion(
     t: Inferred,
     (left, outer): (i64, Outer),
     support: Support,
+    thresholds: &Thresholds,
 ) -> Observation {
     let outer_timeout = outer.timeout_ns();
     let equal = t.value_ns.abs_diff(outer_timeout) <= outer_timeout / 100;
@@ -251,7 +258,10 @@ pub(super) fn inversion(
         trace_ids,
         count: support.count,
         seen_ns,
-        crossed: Vec::new(),
+        crossed: vec![
+            support_crossed(t, &thresholds.timeout_inference),
+            slack_crossed(t.value_ns as i64 - left, left, &thresholds.timeout_inversion),
+        ],
         location: None,
         spans: Vec::new(),
     }
@@ -264,6 +274,7 @@ pub(super) fn not_propagated(
     edge: EdgeKey,
     timeout: Option<Inferred>,
     o: Overruns,
+    min_calls: u32,
 ) -> Observation {
     let (trace_ids, seen_ns) = o.support.examples.take();
     let callee = edge.callee.map_or("the callee", |c| c.as_str());
@@ -295,14 +306,23 @@ pub(super) fn not_propagated(
         trace_ids,
         count: o.support.count,
         seen_ns,
-        crossed: Vec::new(),
+        crossed: vec![Crossed::new(
+            "deadline_not_propagated.min_calls",
+            min_calls,
+            o.support.count as f64,
+        )],
         location: None,
         spans: Vec::new(),
     }
 }
 
 /// `timeout_headroom` of an edge, or of the entry point itself (`edge` `None`).
-pub(super) fn headroom(entry: &EntryBudget, edge: Option<EdgeKey>, h: Headroom) -> Observation {
+pub(super) fn headroom(
+    entry: &EntryBudget,
+    edge: Option<EdgeKey>,
+    h: Headroom,
+    config: &HeadroomThresholds,
+) -> Observation {
     let (culprit, what, chain) = match edge {
         Some(edge) => (
             edge_culprit(edge),
@@ -330,27 +350,73 @@ pub(super) fn headroom(entry: &EntryBudget, edge: Option<EdgeKey>, h: Headroom) 
         culprit,
         chain,
         summary: format!(
-            "p95 of {what} is {} and p99 {}, above half of the {} timeout in front of it: it will start timing out with a little more load.",
+            "p95 of {what} is {} and p99 {}, above {} of the {} timeout in front of it: it will start timing out with a little more load.",
             human(h.p95_ns),
             human(h.p99_ns),
+            if config.share == 0.5 {
+                "half".to_owned()
+            } else {
+                format!("{:.0} %", config.share * 100.0)
+            },
             human(h.timeout_ns)
         ),
         remedy: "Make it faster or move the slow part off the request path before it reaches the timeout; raising the timeout only hides the trend.".to_owned(),
         evidence: json!({
             "entry": entry_json(entry.entry),
             "timeout_ms": ms(h.timeout_ns),
-            "half_timeout_ms": ms(h.timeout_ns / 2),
+            "headroom_share": config.share,
+            "limit_ms": ms(h.timeout_ns) * config.share,
             "p95_ms": ms(h.p95_ns),
             "p99_ms": ms(h.p99_ns),
             "calls": h.support.calls,
-            "calls_over_half": h.support.count,
+            "calls_over_limit": h.support.count,
         }),
         trace_ids,
         count: h.support.count,
         seen_ns,
-        crossed: Vec::new(),
+        crossed: vec![
+            Crossed::new(
+                "headroom.share",
+                config.share,
+                h.p99_ns as f64 / h.timeout_ns.max(1) as f64,
+            ),
+            Crossed::new(
+                "headroom.min_samples",
+                config.min_samples,
+                h.support.calls as f64,
+            ),
+        ],
         location: None,
         spans: Vec::new(),
+    }
+}
+
+/// The support an inferred timeout crossed (`timeout_inference.min_calls`).
+fn support_crossed(t: Inferred, inference: &TimeoutInference) -> Crossed {
+    Crossed::new(
+        "timeout_inference.min_calls",
+        inference.min_calls,
+        t.supporting as f64,
+    )
+}
+
+/// The slack an inverted timeout exceeded (`excess_ns` over the `left_ns`
+/// budget): its share of the budget when that is the larger slack, else its
+/// milliseconds.
+fn slack_crossed(excess_ns: i64, left_ns: i64, config: &TimeoutInversion) -> Crossed {
+    let by_share = left_ns as f64 * config.slack_share;
+    if by_share >= config.slack_ms * 1e6 && left_ns > 0 {
+        Crossed::new(
+            "timeout_inversion.slack_share",
+            config.slack_share,
+            excess_ns as f64 / left_ns as f64,
+        )
+    } else {
+        Crossed::new(
+            "timeout_inversion.slack_ms",
+            config.slack_ms,
+            excess_ns as f64 / 1e6,
+        )
     }
 }
 

@@ -50,7 +50,8 @@ pub(super) fn find(
     let mut out = Vec::new();
     for ((request, caller, callee), edge) in edges {
         let outside_loops = edge.iter().filter(|(i, _)| !looped.contains(i)).count();
-        if edge.len() <= limits.max_calls || outside_loops <= limits.max_calls {
+        if edge.len() <= (limits.max_calls as usize) || outside_loops <= (limits.max_calls as usize)
+        {
             continue;
         }
         let edge: Vec<&Call> = edge.into_iter().map(|(_, c)| c).collect();

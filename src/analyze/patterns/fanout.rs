@@ -24,11 +24,11 @@ pub(super) fn find(
     let trace = &r.t.trace;
     let mut out = Vec::new();
     for (parent, children) in by_parent {
-        if children.len() <= limits.max_in_flight {
+        if children.len() <= (limits.max_in_flight as usize) {
             continue;
         }
         let peak = peak_in_flight(children.iter().map(|c| (c.start_ns, c.end_ns)));
-        if peak <= limits.max_in_flight {
+        if peak <= (limits.max_in_flight as usize) {
             continue;
         }
         // What the burst presses on: the callee most of its calls reach.

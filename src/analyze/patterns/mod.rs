@@ -24,22 +24,22 @@ mod thresholds;
 
 pub use thresholds::{
     ChattyEdgeThresholds, ExcessiveFanoutThresholds, NPlusOneThresholds, PatternSeverity,
-    PatternThresholds, RedundantCallThresholds, SerialCallsThresholds,
+    RedundantCallThresholds, SerialCallsThresholds,
 };
 
 use calls::{Call, CallKind, Calls};
 
 use super::finding::ms;
-use super::{AnalyzedTrace, ChainHop, CodeLocation, Observation, Severity};
+use super::{AnalyzedTrace, ChainHop, CodeLocation, Observation, Severity, Thresholds};
 use crate::model::SpanId;
 
 /// Runs the anti-pattern detectors over an analyzed trace.
-pub fn detect(t: &AnalyzedTrace, limits: &PatternThresholds) -> Vec<Observation> {
+pub fn detect(t: &AnalyzedTrace, limits: &Thresholds) -> Vec<Observation> {
     let calls = Calls::of(t);
     if calls.is_empty() {
         return Vec::new();
     }
-    let report = Report::new(t, &limits.severity);
+    let report = Report::new(t, &limits.pattern_severity);
     let loops = n_plus_one::find(&t.trace, &calls, &limits.n_plus_one);
     let mut out = Vec::new();
     out.extend(

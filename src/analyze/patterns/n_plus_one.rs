@@ -64,7 +64,7 @@ pub(super) fn find(trace: &Trace, calls: &Calls, limits: &NPlusOneThresholds) ->
     let mut items = FxHashMap::default();
     let mut groups: FxHashMap<(u32, Sym, Option<Sym>, &str), Vec<usize>> = FxHashMap::default();
     for (i, c) in calls.calls.iter().enumerate() {
-        let parent = loop_parent(trace, c, limits.min_calls, &mut items);
+        let parent = loop_parent(trace, c, limits.min_calls as usize, &mut items);
         groups
             .entry((parent, c.caller, c.callee, c.shape.as_str()))
             .or_default()
@@ -72,7 +72,7 @@ pub(super) fn find(trace: &Trace, calls: &Calls, limits: &NPlusOneThresholds) ->
     }
     let mut out: Vec<Loop> = groups
         .into_iter()
-        .filter(|(_, m)| m.len() >= limits.min_calls)
+        .filter(|(_, m)| m.len() >= (limits.min_calls as usize))
         .filter_map(|((parent, ..), mut members)| {
             members.sort_by_key(|&i| (calls.calls[i].start_ns, i));
             let of = |i: &usize| &calls.calls[*i];
@@ -95,7 +95,7 @@ pub(super) fn find(trace: &Trace, calls: &Calls, limits: &NPlusOneThresholds) ->
                 peak,
                 throttled_to,
                 distinct,
-                min_calls: limits.min_calls,
+                min_calls: limits.min_calls as usize,
                 members,
             })
         })

@@ -46,7 +46,7 @@ pub(super) fn find(
     }
     let mut out = Vec::new();
     for ((caller, callee, shape, arguments), mut group) in same {
-        if group.len() < limits.min_calls {
+        if group.len() < (limits.min_calls as usize) {
             continue;
         }
         group.sort_by_key(|c| (c.start_ns, c.span));
@@ -57,7 +57,7 @@ pub(super) fn find(
             .filter(|(k, _)| *k == 0 || !group[k - 1].failed)
             .map(|(_, c)| *c)
             .collect();
-        if made.len() < limits.min_calls {
+        if made.len() < (limits.min_calls as usize) {
             continue;
         }
         let repeats = &made[1..];

@@ -37,7 +37,7 @@ pub(super) fn find(
     let max_gap_ns = (limits.max_gap_ms * 1e6) as u64;
     let mut out = Vec::new();
     for mut siblings in by_parent.into_values() {
-        if siblings.len() < limits.min_calls {
+        if siblings.len() < (limits.min_calls as usize) {
             continue;
         }
         siblings.sort_by_key(|c| (c.start_ns, c.span));
@@ -63,7 +63,7 @@ pub(super) fn find(
 fn judge(r: &Report<'_>, run: &[&Call], limits: &SerialCallsThresholds) -> Option<Observation> {
     let distinct: FxHashSet<(Option<Sym>, &str)> =
         run.iter().map(|c| (c.callee, c.shape.as_str())).collect();
-    if distinct.len() < limits.min_calls {
+    if distinct.len() < (limits.min_calls as usize) {
         return None;
     }
     let critical: u64 = run.iter().map(|c| c.critical_ns).sum();

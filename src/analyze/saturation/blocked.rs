@@ -16,18 +16,9 @@ use super::lock::{bursts, staircase};
 use super::records::{RequestRecord, SaturationRecords};
 use super::timeline::Timeline;
 use crate::analyze::budget::{quantile, TraceCalls};
-use crate::analyze::{Culprit, FindingKind, Observation, Severity};
+use crate::analyze::thresholds::{ns, BlockedWorker};
+use crate::analyze::{Crossed, Culprit, FindingKind, Observation, Severity, Thresholds};
 use crate::model::{Sym, TraceId};
-
-const MS: u64 = 1_000_000;
-/// Requests in flight at once on the instance needed at some point.
-const MIN_IN_FLIGHT: u32 = 4;
-/// Time with at least two requests in flight needed to judge.
-const MIN_CONTENDED_NS: u64 = 20 * MS;
-/// At most this share of that time may see two requests working at once ...
-const MAX_OVERLAP_SHARE: f64 = 0.05;
-/// ... and at least this share must see one working.
-const MIN_BUSY_SHARE: f64 = 0.8;
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
@@ -47,13 +38,15 @@ pub struct Contention {
 }
 
 impl Contention {
-    /// Requests lined up in series: enough of them in flight together, one
-    /// working at a time, nearly always one.
-    pub fn serialized(&self) -> bool {
-        self.max_in_flight >= MIN_IN_FLIGHT
-            && self.contended_ns >= MIN_CONTENDED_NS
-            && self.overlap_share() <= MAX_OVERLAP_SHARE
-            && self.busy_share() >= MIN_BUSY_SHARE
+    /// Requests lined up in series: enough of them in flight together
+    /// (`min_in_flight`, for at least `min_contended_ms` with two or more),
+    /// one working at a time (at most `max_overlap_share` of that time with
+    /// two working), nearly always one (`min_busy_share`).
+    pub fn serialized(&self, config: &BlockedWorker) -> bool {
+        self.max_in_flight >= config.min_in_flight
+            && self.contended_ns >= ns(config.min_contended_ms)
+            && self.overlap_share() <= config.max_overlap_share
+            && self.busy_share() >= config.min_busy_share
     }
 
     pub fn overlap_share(&self) -> f64 {
@@ -136,21 +129,6 @@ pub struct Queue {
     pub served_p50_ns: u64,
 }
 
-/// A request's SERVER spans may overlap for at most this share of their time
-/// and still be one at a time (an answer written while the next is read).
-const MAX_SERVER_OVERLAP_SHARE: f64 = 0.05;
-/// A request queued when it waited at least this long over the shortest wait
-/// before a request of the instance ...
-const MIN_QUEUE_NS: u64 = 5 * MS;
-/// ... and at least a third of the median request.
-const QUEUE_TO_SERVED: u64 = 3;
-/// Requests that queued, and their summed wait, a finding needs.
-const MIN_QUEUED: usize = 3;
-const MIN_TOTAL_WAIT_NS: u64 = 100 * MS;
-/// Requests whose own time is at least this share of their duration have
-/// nothing inside them to explain a wait.
-const MIN_SELF_SHARE: f64 = 0.8;
-
 /// A request's `[start, end)` and its caller's, if another service called it.
 pub type Served = (u64, u64, Option<(u64, u64)>);
 
@@ -158,19 +136,20 @@ pub type Served = (u64, u64, Option<(u64, u64)>);
 type Request<'a> = (&'a RequestRecord, &'a SaturationRecords, TraceId);
 
 /// Whether an instance's requests (shape (a) of [`Serialized`]) queued in
-/// front of it: its SERVER spans never overlap, at least `MIN_IN_FLIGHT`
-/// callers waited at once, and at least `MIN_QUEUED` requests started
-/// `MIN_QUEUE_NS` (and a `QUEUE_TO_SERVED`th of the median request) later
-/// after their caller's start than the quickest did, `MIN_TOTAL_WAIT_NS` in
-/// all.
-pub fn queued_before_server(requests: &[Served]) -> Option<Queue> {
+/// front of it, by `config`: its SERVER spans never overlap (at most
+/// `max_server_overlap_share` of their time: an answer written while the next
+/// is read), at least `min_in_flight` callers waited at once, and at least
+/// `min_queued` requests started `min_queue_ms` (and the median request over
+/// `queue_to_served_factor`) later after their caller's start than the
+/// quickest did, `min_total_wait_ms` in all.
+pub fn queued_before_server(requests: &[Served], config: &BlockedWorker) -> Option<Queue> {
     let served = Timeline::of(requests.iter().map(|r| (r.0, r.1)));
     let total: u64 = requests.iter().map(|r| r.1 - r.0).sum();
     let (from, to) = (
         requests.iter().map(|r| r.0).min()?,
         requests.iter().map(|r| r.1).max()?,
     );
-    if served.time_at_least(2, from, to) as f64 > MAX_SERVER_OVERLAP_SHARE * total as f64 {
+    if served.time_at_least(2, from, to) as f64 > config.max_server_overlap_share * total as f64 {
         return None;
     }
     let called: Vec<(u64, u64, (u64, u64))> = requests
@@ -178,7 +157,7 @@ pub fn queued_before_server(requests: &[Served]) -> Option<Queue> {
         .filter_map(|&(s, e, c)| Some((s, e, c?)))
         .collect();
     let max_callers = Timeline::of(called.iter().map(|r| r.2)).max();
-    if max_callers < MIN_IN_FLIGHT {
+    if max_callers < config.min_in_flight {
         return None;
     }
     let before: Vec<u64> = called.iter().map(|r| r.0.saturating_sub(r.2 .0)).collect();
@@ -187,51 +166,55 @@ pub fn queued_before_server(requests: &[Served]) -> Option<Queue> {
     let mut durations: Vec<u64> = requests.iter().map(|r| r.1 - r.0).collect();
     durations.sort_unstable();
     let served_p50_ns = quantile(&durations, 0.5)?;
-    let at_least = MIN_QUEUE_NS.max(served_p50_ns / QUEUE_TO_SERVED);
+    let at_least =
+        ns(config.min_queue_ms).max((served_p50_ns as f64 / config.queue_to_served_factor) as u64);
     let mut queued_ns: Vec<u64> = before
         .iter()
         .map(|b| b - shortest)
         .filter(|&q| q >= at_least)
         .collect();
     queued_ns.sort_unstable();
-    (queued_ns.len() >= MIN_QUEUED && queued_ns.iter().sum::<u64>() >= MIN_TOTAL_WAIT_NS).then_some(
-        Queue {
-            max_callers,
-            transport_ns: shortest + after,
-            queued_ns,
-            served_p50_ns,
-        },
-    )
+    (queued_ns.len() >= config.min_queued as usize
+        && queued_ns.iter().sum::<u64>() >= ns(config.min_total_wait_ms))
+    .then_some(Queue {
+        max_callers,
+        transport_ns: shortest + after,
+        queued_ns,
+        served_p50_ns,
+    })
 }
 
 /// How `requests` (one instance's) were served one at a time, if they were:
-/// the first of the three shapes of [`Serialized`] that fits.
-fn serialized(requests: &[Request]) -> Option<Serialized> {
+/// the first of the three shapes of [`Serialized`] that fits. Requests whose
+/// own time is at least `min_self_share` of their duration have nothing
+/// inside them to explain a wait.
+fn serialized(requests: &[Request], t: &Thresholds) -> Option<Serialized> {
+    let config = &t.blocked_worker;
     let c = contention(
         requests
             .iter()
             .map(|(r, records, _)| ((r.start_ns, r.end_ns), records.busy(r))),
     );
-    if c.serialized() {
+    if c.serialized(config) {
         return Some(Serialized::SelfTimeInSeries(c));
     }
     let spans: Vec<Served> = requests
         .iter()
         .map(|(r, _, _)| (r.start_ns, r.end_ns, r.caller))
         .collect();
-    if let Some(q) = queued_before_server(&spans) {
+    if let Some(q) = queued_before_server(&spans, config) {
         return Some(Serialized::QueuedBeforeServer(q));
     }
     let mut own: Vec<(u64, u64)> = requests
         .iter()
-        .filter(|(r, records, _)| r.self_share(records) >= MIN_SELF_SHARE)
+        .filter(|(r, records, _)| r.self_share(records) >= config.min_self_share)
         .map(|(r, _, _)| (r.start_ns, r.end_ns))
         .collect();
     own.sort_unstable();
     let uncontended = own.iter().map(|r| r.1 - r.0).min().unwrap_or(0);
     let (mut steps, mut in_flight, mut wait_ns) = (Vec::new(), 0, Vec::new());
     for burst in bursts(&own) {
-        if let Some(s) = staircase(&own[burst], uncontended) {
+        if let Some(s) = staircase(&own[burst], uncontended, &t.lock_contention) {
             steps.push(s.step_ns);
             in_flight = in_flight.max(s.in_flight);
             wait_ns.extend(s.waits.iter().map(|w| w.1));
@@ -239,10 +222,12 @@ fn serialized(requests: &[Request]) -> Option<Serialized> {
     }
     steps.sort_unstable();
     wait_ns.sort_unstable();
-    (wait_ns.iter().sum::<u64>() >= MIN_TOTAL_WAIT_NS).then(|| Serialized::EndsInStaircase {
-        step_ns: quantile(&steps, 0.5).unwrap_or(0),
-        in_flight,
-        wait_ns,
+    (wait_ns.iter().sum::<u64>() >= ns(config.min_total_wait_ms)).then(|| {
+        Serialized::EndsInStaircase {
+            step_ns: quantile(&steps, 0.5).unwrap_or(0),
+            in_flight,
+            wait_ns,
+        }
     })
 }
 
@@ -251,8 +236,13 @@ fn serialized(requests: &[Request]) -> Option<Serialized> {
 /// operation is the one with the most self time on that instance (the
 /// likeliest holder); its peer is the instance. Services in `locked` are left
 /// out: their requests waited for a database lock ([`super::lock_contention`]),
-/// which hands their work out one at a time.
-pub fn blocked_workers(traces: &[Arc<TraceCalls>], locked: &FxHashSet<Sym>) -> Vec<Observation> {
+/// which hands their work out one at a time. Thresholds: `blocked_worker`, and
+/// `lock_contention`'s staircase for requests that end in one.
+pub fn blocked_workers(
+    traces: &[Arc<TraceCalls>],
+    locked: &FxHashSet<Sym>,
+    thresholds: &Thresholds,
+) -> Vec<Observation> {
     let mut by_instance: FxHashMap<(Sym, Sym), Vec<Request>> = FxHashMap::default();
     for t in traces {
         for r in &t.saturation.requests {
@@ -267,7 +257,7 @@ pub fn blocked_workers(traces: &[Arc<TraceCalls>], locked: &FxHashSet<Sym>) -> V
         if locked.contains(&service) {
             continue;
         }
-        let Some(shape) = serialized(requests) else {
+        let Some(shape) = serialized(requests, thresholds) else {
             continue;
         };
         let others: Vec<serde_json::Value> = by_instance
@@ -282,7 +272,8 @@ pub fn blocked_workers(traces: &[Arc<TraceCalls>], locked: &FxHashSet<Sym>) -> V
                        "overlap_share": c.overlap_share()})
             })
             .collect();
-        out.push(report(service, instance, requests, &shape, others));
+        let crossed = crossed(&shape, thresholds);
+        out.push(report(service, instance, requests, &shape, others, crossed));
     }
     out.sort_by(|a, b| {
         (
@@ -297,12 +288,57 @@ pub fn blocked_workers(traces: &[Arc<TraceCalls>], locked: &FxHashSet<Sym>) -> V
     out
 }
 
+/// The thresholds a shape crossed.
+fn crossed(shape: &Serialized, t: &Thresholds) -> Vec<Crossed> {
+    let config = &t.blocked_worker;
+    let total_wait = |waits: &[u64]| {
+        Crossed::new(
+            "blocked_worker.min_total_wait_ms",
+            config.min_total_wait_ms,
+            ms(waits.iter().sum()),
+        )
+    };
+    match shape {
+        Serialized::SelfTimeInSeries(c) => vec![
+            Crossed::new(
+                "blocked_worker.min_in_flight",
+                config.min_in_flight,
+                c.max_in_flight,
+            ),
+            Crossed::new(
+                "blocked_worker.min_busy_share",
+                config.min_busy_share,
+                c.busy_share(),
+            ),
+        ],
+        Serialized::QueuedBeforeServer(q) => vec![
+            Crossed::new(
+                "blocked_worker.min_queued",
+                config.min_queued,
+                q.queued_ns.len() as f64,
+            ),
+            total_wait(&q.queued_ns),
+        ],
+        Serialized::EndsInStaircase {
+            in_flight, wait_ns, ..
+        } => vec![
+            Crossed::new(
+                "lock_contention.min_stair_calls",
+                t.lock_contention.min_stair_calls,
+                *in_flight as f64,
+            ),
+            total_wait(wait_ns),
+        ],
+    }
+}
+
 fn report(
     service: Sym,
     instance: Sym,
     requests: &[Request],
     shape: &Serialized,
     others: Vec<serde_json::Value>,
+    crossed: Vec<Crossed>,
 ) -> Observation {
     let mut self_by_op: FxHashMap<Sym, u64> = FxHashMap::default();
     for (r, records, _) in requests {
@@ -408,7 +444,7 @@ fn report(
         trace_ids: latest.iter().take(10).map(|l| l.1).collect(),
         count: requests.len() as u64,
         seen_ns: latest.first().map_or(0, |l| l.0),
-        crossed: Vec::new(),
+        crossed,
         location: None,
         spans: Vec::new(),
     }
@@ -417,6 +453,8 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MS: u64 = 1_000_000;
 
     type Request = ((u64, u64), Vec<(u64, u64)>);
 
@@ -447,16 +485,16 @@ mod tests {
                 overlap_ns: 0
             }
         );
-        assert!(c.serialized());
+        assert!(c.serialized(&BlockedWorker::default()));
         // The same four working at once.
         let parallel: Vec<Request> = (0..4).map(|_| request((0, 40), vec![(0, 40)])).collect();
         let c = contention(&parallel);
         assert_eq!(c.overlap_ns, 40 * MS);
-        assert!(!c.serialized());
+        assert!(!c.serialized(&BlockedWorker::default()));
         // Mostly waiting on children: little self time.
         let waiting: Vec<Request> = (0..4).map(|i| request((0, 40), vec![(i, i + 1)])).collect();
-        assert!(!contention(&waiting).serialized());
+        assert!(!contention(&waiting).serialized(&BlockedWorker::default()));
         // Two at a time is not enough to say.
-        assert!(!contention(&series[..2]).serialized());
+        assert!(!contention(&series[..2]).serialized(&BlockedWorker::default()));
     }
 }

@@ -10,20 +10,9 @@ use serde_json::json;
 
 use super::records::RequestRecord;
 use crate::analyze::budget::{quantile, TraceCalls};
-use crate::analyze::{Culprit, FindingKind, Observation, Severity};
+use crate::analyze::thresholds::{ns, ColdStart};
+use crate::analyze::{Crossed, Culprit, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
-
-const MS: u64 = 1_000_000;
-/// The requests of an instance that count as its first.
-pub const COLD_REQUESTS: usize = 3;
-/// A first request is cold when it takes at least this many times its
-/// operation's steady median ...
-pub const COLD_FACTOR: u64 = 3;
-/// ... and at least this much more.
-pub const COLD_MIN_EXTRA_NS: u64 = 100 * MS;
-/// Steady requests of an operation (other instances', and this one's later
-/// ones) needed to say what normal is for it.
-pub const MIN_STEADY: usize = 10;
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
@@ -34,10 +23,11 @@ fn median(mut v: Vec<u64>) -> Option<u64> {
     quantile(&v, 0.5)
 }
 
-/// Whether a request (or a median of requests) is cold against a steady median.
-pub fn is_cold(cold_ns: u64, steady_median_ns: u64) -> bool {
-    cold_ns >= steady_median_ns.saturating_mul(COLD_FACTOR)
-        && cold_ns >= steady_median_ns.saturating_add(COLD_MIN_EXTRA_NS)
+/// Whether a request (or a median of requests) is cold against a steady
+/// median: at least `factor` times it and `min_extra_ms` over it.
+pub fn is_cold(cold_ns: u64, steady_median_ns: u64, config: &ColdStart) -> bool {
+    cold_ns as f64 >= steady_median_ns as f64 * config.factor
+        && cold_ns >= steady_median_ns.saturating_add(ns(config.min_extra_ms))
 }
 
 /// One of an instance's first requests, judged against its operation.
@@ -45,25 +35,25 @@ struct First {
     operation: Sym,
     duration_ns: u64,
     /// The median of the operation's steady requests, when there are at least
-    /// [`MIN_STEADY`] of them.
+    /// `min_steady_requests` of them.
     steady_median_ns: Option<u64>,
     trace_id: TraceId,
     end_ns: u64,
 }
 
 impl First {
-    fn cold(&self) -> bool {
+    fn cold(&self, config: &ColdStart) -> bool {
         self.steady_median_ns
-            .is_some_and(|steady| is_cold(self.duration_ns, steady))
+            .is_some_and(|steady| is_cold(self.duration_ns, steady, config))
     }
 }
 
 /// Per service, the instances that joined while another instance was serving
 /// (one had a request that started earlier) and most of whose first
-/// [`COLD_REQUESTS`] SERVER spans in the window (by start) [`is_cold`] against
-/// the median of the steady requests of their own operation: every other
-/// SERVER span of the service with that operation, when there are at least
-/// [`MIN_STEADY`] of those (a first request of an operation without them is
+/// `first_requests` (3) SERVER spans in the window (by start) [`is_cold`]
+/// against the median of the steady requests of their own operation: every
+/// other SERVER span of the service with that operation, when there are at
+/// least `min_steady_requests` (10) of those (a first request of an operation without them is
 /// not cold). For first requests of one operation this is their median
 /// against its steady median. More requests than the first must have been
 /// seen. One observation per service, counting the first requests of every
@@ -73,7 +63,8 @@ impl First {
 /// service is never judged, and one that started before the window's oldest
 /// trace is judged by its first requests in the window, which are reported
 /// only if they are slow.
-pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
+pub fn cold_starts(traces: &[Arc<TraceCalls>], config: &ColdStart) -> Vec<Observation> {
+    let first_requests = config.first_requests as usize;
     type Instances = FxHashMap<Sym, Vec<(RequestRecord, TraceId)>>;
     let mut by_service: FxHashMap<Sym, Instances> = FxHashMap::default();
     for t in traces {
@@ -96,25 +87,25 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
             let joined = instances
                 .iter()
                 .any(|(&i, r)| i != instance && r[0].0.start_ns < requests[0].0.start_ns);
-            if requests.len() <= COLD_REQUESTS || !joined {
+            if requests.len() <= first_requests || !joined {
                 continue;
             }
             let steady_median = |operation: Sym| {
                 let steady: Vec<u64> = instances
                     .iter()
                     .flat_map(|(&i, r)| {
-                        let skip = if i == instance { COLD_REQUESTS } else { 0 };
+                        let skip = if i == instance { first_requests } else { 0 };
                         r[skip..]
                             .iter()
                             .filter(|(s, _)| s.operation == operation)
                             .map(|(s, _)| s.duration_ns())
                     })
                     .collect();
-                (steady.len() >= MIN_STEADY)
+                (steady.len() >= config.min_steady_requests as usize)
                     .then(|| median(steady))
                     .flatten()
             };
-            let first: Vec<First> = requests[..COLD_REQUESTS]
+            let first: Vec<First> = requests[..first_requests]
                 .iter()
                 .map(|(r, id)| First {
                     operation: r.operation,
@@ -124,7 +115,7 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
                     end_ns: r.end_ns,
                 })
                 .collect();
-            if first.iter().filter(|f| f.cold()).count() * 2 > COLD_REQUESTS {
+            if first.iter().filter(|f| f.cold(config)).count() * 2 > first_requests {
                 cold.push((instance, requests[0].0.start_ns, first));
             }
         }
@@ -140,7 +131,7 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
         };
         let latest = cold[0].0;
         let (cold_ns, steady_ns) = medians(&cold[0].2);
-        let count = (cold.len() * COLD_REQUESTS) as u64;
+        let count = (cold.len() * first_requests) as u64;
         out.push(Observation {
             kind: FindingKind::ColdStart,
             severity: Severity::Warning,
@@ -151,7 +142,7 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
             },
             chain: Vec::new(),
             summary: format!(
-                "The first {COLD_REQUESTS} requests of {} new {service} instance(s) \
+                "The first {first_requests} requests of {} new {service} instance(s) \
                  (latest {latest}) take a median {:.0} ms against {:.0} ms for the same \
                  operations once warm",
                 cold.len(),
@@ -174,7 +165,7 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
                         "steady_median_ms": ms(s),
                     })
                 }).collect::<Vec<_>>(),
-                "cold_requests": COLD_REQUESTS,
+                "cold_requests": first_requests,
             }),
             trace_ids: cold
                 .iter()
@@ -187,7 +178,18 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
                 .flat_map(|c| c.2.iter().map(|f| f.end_ns))
                 .max()
                 .unwrap_or(0),
-            crossed: Vec::new(),
+            crossed: vec![
+                Crossed::new(
+                    "cold_start.factor",
+                    config.factor,
+                    cold_ns as f64 / steady_ns.max(1) as f64,
+                ),
+                Crossed::new(
+                    "cold_start.min_extra_ms",
+                    config.min_extra_ms,
+                    ms(cold_ns.saturating_sub(steady_ns)),
+                ),
+            ],
             location: None,
             spans: Vec::new(),
         });
@@ -200,11 +202,19 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
 mod tests {
     use super::*;
 
+    const MS: u64 = 1_000_000;
+
     #[test]
     fn cold_is_three_times_and_100_ms_slower() {
-        assert!(is_cold(400 * MS, 20 * MS));
-        assert!(!is_cold(110 * MS, 20 * MS), "5.5× but only 90 ms more");
-        assert!(!is_cold(500 * MS, 200 * MS), "300 ms more but 2.5×");
-        assert!(is_cold(600 * MS, 200 * MS));
+        let d = ColdStart::default();
+        assert!(is_cold(400 * MS, 20 * MS, &d));
+        assert!(!is_cold(110 * MS, 20 * MS, &d), "5.5× but only 90 ms more");
+        assert!(!is_cold(500 * MS, 200 * MS, &d), "300 ms more but 2.5×");
+        assert!(is_cold(600 * MS, 200 * MS, &d));
+        let looser = ColdStart {
+            factor: 2.0,
+            ..ColdStart::default()
+        };
+        assert!(is_cold(500 * MS, 200 * MS, &looser), "2.5× is over 2×");
     }
 }

@@ -21,30 +21,9 @@ use serde_json::json;
 use super::queries::{culprit_statement, severity_by_share, statement_culprit};
 use super::records::{DbTarget, QueryRecord};
 use crate::analyze::budget::{quantile, TraceCalls};
-use crate::analyze::{FindingKind, Observation};
+use crate::analyze::thresholds::{ns, LockContention};
+use crate::analyze::{Crossed, FindingKind, Observation};
 use crate::model::{Sym, TraceId};
-
-const MS: u64 = 1_000_000;
-/// A logged lock wait this long counts.
-const MIN_LOGGED_WAIT_NS: u64 = MS;
-/// Calls a staircase needs, and in flight together at some point (three
-/// workers with calls of random length end at spaced times too) ...
-const MIN_STAIR_CALLS: usize = 4;
-/// ... ending at least this far apart (a lock handed over, not calls that
-/// happened to end together) ...
-const MIN_STEP_NS: u64 = 2 * MS;
-/// ... for at least this share of the consecutive ends.
-const MIN_SPACED_SHARE: f64 = 0.75;
-/// The fastest call of a staircase is at most this long, or twice the slowest
-/// over the calls' count (`n` calls handed one lock last 1, 2, ... `n` holds):
-/// the statement itself is fast when nobody holds the lock.
-const FAST_NS: u64 = 20 * MS;
-/// Most consecutive ends lie within this factor of the median step: the lock
-/// changes hands at a steady pace.
-const EVEN_FACTOR: u64 = 2;
-/// Waiting in the staircases (each call's duration over the fastest's) needed
-/// for a finding.
-const MIN_STAIR_WAIT_NS: u64 = 100 * MS;
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
@@ -66,22 +45,32 @@ pub struct Staircase {
 }
 
 /// Whether `calls` (`[start, end)`, one burst of calls overlapping one after
-/// another) end in a staircase: at least `MIN_STAIR_CALLS`, most of the
-/// consecutive ends at least `MIN_STEP_NS` apart, evenly (`EVEN_FACTOR`),
-/// with each call already started when the one before it ended, and the
-/// fastest call fast: the fastest of the burst, or `uncontended` (the
-/// fastest call of its kind seen at all: under sustained load every call of a
-/// burst waits). Also used for requests held inside their handler
-/// ([`super::blocked_workers`]).
-pub fn staircase(calls: &[(u64, u64)], uncontended: u64) -> Option<Staircase> {
-    if calls.len() < MIN_STAIR_CALLS {
+/// another) end in a staircase, by `config`: at least `min_stair_calls`, and
+/// that many in flight together at some point (three workers with calls of
+/// random length end at spaced times too); at least `min_spaced_share` of the
+/// consecutive ends at least `min_step_ms` apart (a lock handed over, not
+/// calls that happened to end together), with each call already started when
+/// the one before it ended, and as many within `even_factor` of the median
+/// step (the lock changes hands at a steady pace); and the fastest call fast:
+/// the fastest of the burst, or `uncontended` (the fastest call of its kind
+/// seen at all: under sustained load every call of a burst waits), at most
+/// `fast_ms` or twice the slowest over the calls' count (`n` calls handed one
+/// lock last 1, 2, ... `n` holds). Also used for requests held inside their
+/// handler ([`super::blocked_workers`]).
+pub fn staircase(
+    calls: &[(u64, u64)],
+    uncontended: u64,
+    config: &LockContention,
+) -> Option<Staircase> {
+    let (min_calls, min_step_ns) = (config.min_stair_calls as usize, ns(config.min_step_ms));
+    if calls.len() < min_calls {
         return None;
     }
     let mut by_end: Vec<usize> = (0..calls.len()).collect();
     by_end.sort_unstable_by_key(|&i| (calls[i].1, calls[i].0));
     let fastest = calls.iter().map(|c| c.1 - c.0).min()?.min(uncontended);
     let slowest = calls.iter().map(|c| c.1 - c.0).max()?;
-    if fastest > FAST_NS.max(2 * slowest / calls.len() as u64) {
+    if fastest > ns(config.fast_ms).max(2 * slowest / calls.len() as u64) {
         return None;
     }
     let mut steps: Vec<u64> = Vec::with_capacity(calls.len());
@@ -90,22 +79,25 @@ pub fn staircase(calls: &[(u64, u64)], uncontended: u64) -> Option<Staircase> {
         let (before, after) = (calls[pair[0]], calls[pair[1]]);
         let step = after.1 - before.1;
         steps.push(step);
-        if step >= MIN_STEP_NS && after.0 < before.1 {
+        if step >= min_step_ns && after.0 < before.1 {
             spaced += 1;
         }
     }
     let in_flight = super::Timeline::of(calls.iter().copied()).max() as usize;
-    if in_flight < MIN_STAIR_CALLS {
+    if in_flight < min_calls {
         return None;
     }
     steps.sort_unstable();
     let step_ns = quantile(&steps, 0.5)?;
     let even = steps
         .iter()
-        .filter(|&&s| s * EVEN_FACTOR >= step_ns && s <= step_ns * EVEN_FACTOR)
+        .filter(|&&s| {
+            let (s, step) = (s as f64, step_ns as f64);
+            s * config.even_factor >= step && s <= step * config.even_factor
+        })
         .count();
-    let needed = MIN_SPACED_SHARE * steps.len() as f64;
-    if (spaced as f64) < needed || (even as f64) < needed || step_ns < MIN_STEP_NS {
+    let needed = config.min_spaced_share * steps.len() as f64;
+    if (spaced as f64) < needed || (even as f64) < needed || step_ns < min_step_ns {
         return None;
     }
     let waits = (0..calls.len())
@@ -192,6 +184,8 @@ struct Contended<'a> {
     logged: usize,
     step_ns: Option<u64>,
     in_flight: usize,
+    /// Waited in staircases in all.
+    stair_wait_ns: u64,
     fastest_ns: u64,
     slowest_ns: u64,
 }
@@ -208,8 +202,12 @@ pub struct Locks {
     pub services: FxHashSet<Sym>,
 }
 
-/// `lock_contention` over the window's database calls ([`Locks`]).
-pub fn lock_contention(traces: &[Arc<TraceCalls>]) -> Locks {
+/// `lock_contention` over the window's database calls ([`Locks`]): calls
+/// whose logged lock waits are at least `min_logged_wait_ms`, or staircases
+/// ([`staircase`]) of a statement that takes locks that waited at least
+/// `min_stair_wait_ms` in all.
+pub fn lock_contention(traces: &[Arc<TraceCalls>], config: &LockContention) -> Locks {
+    let min_logged_ns = ns(config.min_logged_wait_ms);
     let mut groups: FxHashMap<(&Arc<str>, DbTarget), Vec<Call>> = FxHashMap::default();
     for t in traces {
         for q in &t.saturation.queries {
@@ -225,7 +223,7 @@ pub fn lock_contention(traces: &[Arc<TraceCalls>]) -> Locks {
         let mut waits: FxHashMap<usize, u64> = FxHashMap::default();
         let mut logged = 0;
         for (i, c) in calls.iter().enumerate() {
-            if c.q.lock_wait_ns >= MIN_LOGGED_WAIT_NS {
+            if c.q.lock_wait_ns >= min_logged_ns {
                 waits.insert(i, c.q.lock_wait_ns);
                 logged += 1;
             }
@@ -245,7 +243,7 @@ pub fn lock_contention(traces: &[Arc<TraceCalls>]) -> Locks {
             Vec::new()
         };
         for burst in stair_bursts {
-            let Some(s) = staircase(&intervals[burst.clone()], uncontended) else {
+            let Some(s) = staircase(&intervals[burst.clone()], uncontended, config) else {
                 continue;
             };
             steps.push(s.step_ns);
@@ -256,7 +254,7 @@ pub fn lock_contention(traces: &[Arc<TraceCalls>]) -> Locks {
                 *w0 = (*w0).max(w);
             }
         }
-        if logged == 0 && stair_wait < MIN_STAIR_WAIT_NS {
+        if logged == 0 && stair_wait < ns(config.min_stair_wait_ms) {
             continue;
         }
         let durations = intervals.iter().map(|c| c.1 - c.0);
@@ -271,11 +269,12 @@ pub fn lock_contention(traces: &[Arc<TraceCalls>]) -> Locks {
             logged,
             step_ns: quantile(&steps, 0.5),
             in_flight,
+            stair_wait_ns: stair_wait,
             fastest_ns: durations.clone().min().unwrap_or(0),
             slowest_ns: durations.max().unwrap_or(0),
         });
     }
-    let mut observations: Vec<Observation> = found.iter().map(report).collect();
+    let mut observations: Vec<Observation> = found.iter().map(|c| report(c, config)).collect();
     observations.sort_by(|a, b| {
         (a.culprit.service.as_str(), a.culprit.operation.as_str())
             .cmp(&(b.culprit.service.as_str(), b.culprit.operation.as_str()))
@@ -313,7 +312,7 @@ pub fn explains(lock: &Observation, other: &Observation) -> bool {
     }
 }
 
-fn report(c: &Contended) -> Observation {
+fn report(c: &Contended, config: &LockContention) -> Observation {
     let mut services: FxHashMap<Sym, usize> = FxHashMap::default();
     for (call, _) in &c.waits {
         *services.entry(call.q.service).or_default() += 1;
@@ -410,7 +409,26 @@ fn report(c: &Contended) -> Observation {
         trace_ids: latest.iter().take(10).map(|l| l.1).collect(),
         count: c.waits.len() as u64,
         seen_ns: latest.first().map_or(0, |l| l.0),
-        crossed: Vec::new(),
+        crossed: if c.logged > 0 {
+            vec![Crossed::new(
+                "lock_contention.min_logged_wait_ms",
+                config.min_logged_wait_ms,
+                ms(wait_p95),
+            )]
+        } else {
+            vec![
+                Crossed::new(
+                    "lock_contention.min_stair_calls",
+                    config.min_stair_calls,
+                    c.in_flight as f64,
+                ),
+                Crossed::new(
+                    "lock_contention.min_stair_wait_ms",
+                    config.min_stair_wait_ms,
+                    ms(c.stair_wait_ns),
+                ),
+            ]
+        },
         location: None,
         spans: Vec::new(),
     }
@@ -420,6 +438,8 @@ fn report(c: &Contended) -> Observation {
 mod tests {
     use super::*;
 
+    const MS: u64 = 1_000_000;
+
     fn ms_pairs(calls: &[(u64, u64)]) -> Vec<(u64, u64)> {
         calls.iter().map(|&(s, e)| (s * MS, e * MS)).collect()
     }
@@ -428,31 +448,38 @@ mod tests {
     fn a_lock_handed_over_is_a_staircase_and_its_look_alikes_are_not() {
         // Twelve calls begun within 11 ms; the lock passes on every 63 ms.
         let stairs: Vec<(u64, u64)> = (0..12).map(|i| (i, 2 + i * 63)).collect();
-        let s = staircase(&ms_pairs(&stairs), u64::MAX).expect("a staircase");
+        let s = staircase(&ms_pairs(&stairs), u64::MAX, &LockContention::default())
+            .expect("a staircase");
         assert_eq!(s.step_ns, 63 * MS);
         assert_eq!(s.waits.len(), 11, "all but the first waited");
         assert_eq!(s.in_flight, 11, "the first was done before the last began");
         // A slow statement: concurrent calls all slow, ending together.
         let slow: Vec<(u64, u64)> = (0..6).map(|i| (i, 300 + i)).collect();
-        assert!(staircase(&ms_pairs(&slow), u64::MAX).is_none());
+        assert!(staircase(&ms_pairs(&slow), u64::MAX, &LockContention::default()).is_none());
         // Slow calls one after another (a pool of 2 running `pg_sleep`): never
         // fast, each ends 100 ms after its start.
         let pool: Vec<(u64, u64)> = (0..8).map(|i| (i * 50, i * 50 + 100)).collect();
-        assert!(staircase(&ms_pairs(&pool), u64::MAX).is_none());
+        assert!(staircase(&ms_pairs(&pool), u64::MAX, &LockContention::default()).is_none());
         // Fast calls that overlap a little: their ends are not spaced.
         let fast: Vec<(u64, u64)> = (0..8).map(|i| (i, i + 1)).collect();
-        assert!(staircase(&ms_pairs(&fast), u64::MAX).is_none());
+        assert!(staircase(&ms_pairs(&fast), u64::MAX, &LockContention::default()).is_none());
         // Sustained load: every call of the burst waited (the one that found
         // the lock free ended before it began), and the statement's own time
         // is known from that one.
         // Each arrives with ten ahead of it and waits 630 ms.
         let sustained: Vec<(u64, u64)> = (1..40).map(|i| (i * 63, i * 63 + 632)).collect();
-        assert!(staircase(&ms_pairs(&sustained), u64::MAX).is_none());
-        let s = staircase(&ms_pairs(&sustained), 2 * MS).expect("a staircase");
+        assert!(staircase(&ms_pairs(&sustained), u64::MAX, &LockContention::default()).is_none());
+        let s = staircase(&ms_pairs(&sustained), 2 * MS, &LockContention::default())
+            .expect("a staircase");
         assert_eq!(s.waits.len(), 39);
         assert_eq!(s.step_ns, 63 * MS);
         // Three are not enough to say.
-        assert!(staircase(&ms_pairs(&stairs[..3]), u64::MAX).is_none());
+        assert!(staircase(
+            &ms_pairs(&stairs[..3]),
+            u64::MAX,
+            &LockContention::default()
+        )
+        .is_none());
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!   are grouped by statement shape and target ([`query_shapes`], also
 //!   `GET /api/v1/queries`); a shape is slow when its p95 is at least 500 ms, or
 //!   at least 100 ms and 5× the median of the other shapes on its target, with
-//!   at least 3 calls that slow. Time spent *before* a fast call (waiting for a
+//!   at least 3 calls that slow (the defaults of `slow_query` in
+//!   [`Thresholds`]; every detector's are in its section). Time spent *before* a fast call (waiting for a
 //!   connection) is not a slow query.
 //! * **`pool_exhaustion`** ([`pool_exhaustion`]): an instance's requests queue
 //!   before their calls to a target while the calls stay fast and the calls in
@@ -48,19 +49,14 @@ mod timeline;
 pub use blocked::{
     blocked_workers, contention, queued_before_server, Contention, Queue, Serialized,
 };
-pub use cold_start::{
-    cold_starts, is_cold, COLD_FACTOR, COLD_MIN_EXTRA_NS, COLD_REQUESTS, MIN_STEADY,
-};
+pub use cold_start::{cold_starts, is_cold};
 pub use lock::{
     bursts, explains, lock_contention, staircase, table_of, takes_locks, Locks, Staircase,
 };
 pub use normalize::normalize;
 pub use pool::{ceilings, pool_exhaustion, shrinking};
 pub(crate) use queries::culprit_statement;
-pub use queries::{
-    query_shapes, slow_queries, slow_threshold_ns, QueryShape, MIN_SLOW_CALLS, SLOW_ABSOLUTE_NS,
-    SLOW_FACTOR, SLOW_MIN_NS,
-};
+pub use queries::{query_shapes, slow_queries, slow_threshold_ns, QueryShape};
 pub(crate) use records::shape_of;
 pub use records::{
     lock_wait, saturation_records, wait_before, DbTarget, PoolUse, QueryRecord, RequestRecord,
@@ -71,19 +67,19 @@ pub use timeline::Timeline;
 use std::sync::Arc;
 
 use super::budget::TraceCalls;
-use super::Observation;
+use super::{Observation, Thresholds};
 
-/// Runs the saturation detectors over `traces` (the window's contents).
-/// Lock contention runs first: the shapes and services it explains are not
-/// reported again as slow queries or blocked workers.
-pub fn detect(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
-    let locks = lock_contention(traces);
+/// Runs the saturation detectors over `traces` (the window's contents) with
+/// `thresholds`. Lock contention runs first: the shapes and services it
+/// explains are not reported again as slow queries or blocked workers.
+pub fn detect(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<Observation> {
+    let locks = lock_contention(traces, &thresholds.lock_contention);
     let mut shapes = query_shapes(traces);
     shapes.retain(|s| !locks.shapes.contains(&(s.statement.clone(), s.target)));
     let mut out = locks.observations;
-    out.extend(slow_queries(&shapes));
-    out.extend(pool_exhaustion(traces));
-    out.extend(blocked_workers(traces, &locks.services));
-    out.extend(cold_starts(traces));
+    out.extend(slow_queries(&shapes, &thresholds.slow_query));
+    out.extend(pool_exhaustion(traces, &thresholds.pool));
+    out.extend(blocked_workers(traces, &locks.services, thresholds));
+    out.extend(cold_starts(traces, &thresholds.cold_start));
     out
 }

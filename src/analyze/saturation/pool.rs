@@ -9,26 +9,11 @@ use serde_json::json;
 use super::records::Target;
 use super::timeline::Timeline;
 use crate::analyze::budget::{quantile, TraceCalls};
-use crate::analyze::{Culprit, FindingKind, Observation, Severity};
+use crate::analyze::thresholds::{ns, Pool};
+use crate::analyze::{Crossed, Culprit, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
 
 const MS: u64 = 1_000_000;
-/// Requests of an instance to a target needed to judge its pool.
-const MIN_REQUESTS: usize = 8;
-/// Requests that queued needed for a finding.
-const MIN_QUEUED: usize = 5;
-/// A request queued when it waited at least this long over the target's
-/// baseline wait (and at least half a median call).
-const MIN_QUEUED_WAIT_NS: u64 = 5 * MS;
-/// The p95 wait of the queued requests must be at least this long ...
-const MIN_P95_WAIT_NS: u64 = 50 * MS;
-/// ... and this many times the p95 call.
-const WAIT_TO_CALL: u64 = 2;
-/// Connections held count as at the ceiling from this share of it (rounded
-/// up): a connection is briefly free between two requests.
-const NEAR_CEILING: f64 = 0.75;
-/// Share of the queued requests' wait during which calls were at the ceiling.
-const MIN_SATURATED_SHARE: f64 = 0.5;
 /// Slices of the target's time range in which the ceiling is measured to see it
 /// shrink.
 const SLICES: usize = 4;
@@ -103,8 +88,8 @@ struct Exhausted {
 }
 
 /// Judges one instance's requests to one target (see [`pool_exhaustion`]).
-fn judge(instance: Sym, uses: &[Use], calls: &[(u64, u64)]) -> Option<Exhausted> {
-    if uses.len() < MIN_REQUESTS {
+fn judge(instance: Sym, uses: &[Use], calls: &[(u64, u64)], config: &Pool) -> Option<Exhausted> {
+    if uses.len() < config.min_requests as usize {
         return None;
     }
     let mut durations: Vec<u64> = calls.iter().map(|c| c.1 - c.0).collect();
@@ -119,19 +104,21 @@ fn judge(instance: Sym, uses: &[Use], calls: &[(u64, u64)]) -> Option<Exhausted>
     } else {
         uses.iter().map(|u| u.wait_ns).min()?
     };
-    let queued_at = MIN_QUEUED_WAIT_NS.max(call_p50 / 2);
+    let queued_at = ns(config.min_queued_wait_ms).max(call_p50 / 2);
     let queued: Vec<(&Use, u64)> = uses
         .iter()
         .map(|u| (u, u.wait_ns - baseline.min(u.wait_ns)))
         .filter(|&(_, w)| w >= queued_at)
         .collect();
-    if queued.len() < MIN_QUEUED {
+    if queued.len() < config.min_queued as usize {
         return None;
     }
     let mut waits: Vec<u64> = queued.iter().map(|q| q.1).collect();
     waits.sort_unstable();
     let wait_p95 = quantile(&waits, 0.95)?;
-    if wait_p95 < MIN_P95_WAIT_NS.max(WAIT_TO_CALL * call_p95) {
+    if wait_p95
+        < ns(config.min_p95_wait_ms).max((config.wait_to_call_factor * call_p95 as f64) as u64)
+    {
         return None;
     }
     // Connections held, not statements in flight: a request that keeps its
@@ -151,20 +138,21 @@ fn judge(instance: Sym, uses: &[Use], calls: &[(u64, u64)]) -> Option<Exhausted>
     let to = uses.iter().map(|u| u.hold.1).max()?;
     let ceilings = ceilings(&in_flight, &waiting, (from, to), SLICES);
     // A wait is measured against the ceiling of its time (a leaked connection
-    // lowers it), near it counts.
+    // lowers it), near it (rounded up: a connection is briefly free between
+    // two requests) counts.
     let slice_len = (to - from).div_ceil(SLICES as u64).max(1);
     let saturated: u64 = wait_intervals
         .iter()
         .map(|&(a, b)| {
             let slice = ((b.saturating_sub(from)) / slice_len).min(SLICES as u64 - 1);
             let ceiling = ceilings[slice as usize].unwrap_or(pool_size);
-            let near = ((ceiling as f64) * NEAR_CEILING).ceil() as u32;
+            let near = ((ceiling as f64) * config.near_ceiling).ceil() as u32;
             in_flight.time_at_least(near.max(1), a, b)
         })
         .sum();
     let total_wait: u64 = waits.iter().sum();
     let saturated_share = saturated as f64 / total_wait as f64;
-    if saturated_share < MIN_SATURATED_SHARE {
+    if saturated_share < config.min_saturated_share {
         return None;
     }
     let critical_ns: u64 = queued.iter().map(|(u, _)| u.trace_ns).sum();
@@ -199,20 +187,20 @@ fn waiting_start(intervals: &[(u64, u64)]) -> u64 {
 }
 
 /// `pool_exhaustion`: per service instance and target (a named pool, a
-/// database, an HTTP peer), at least `MIN_QUEUED` of at least
-/// `MIN_REQUESTS` requests waited before their first call (explicit acquire
+/// database, an HTTP peer), by `config`: at least `min_queued` of at least
+/// `min_requests` requests waited before their first call (explicit acquire
 /// spans, else the uncovered gap over the shortest one) by at least
-/// `MIN_QUEUED_WAIT_NS`; their p95 wait is at least `MIN_P95_WAIT_NS` and
-/// `WAIT_TO_CALL` times the p95 call (the calls are not what is slow); and
-/// for at least `MIN_SATURATED_SHARE` of that waiting, the connections the
-/// instance's requests held ([`super::PoolUse::hold`]: from the end of the
+/// `min_queued_wait_ms` (and half a median call); their p95 wait is at least
+/// `min_p95_wait_ms` and `wait_to_call_factor` times the p95 call (the calls
+/// are not what is slow); and for at least `min_saturated_share` of that
+/// waiting, the connections the instance's requests held ([`super::PoolUse::hold`]: from the end of the
 /// wait to the end of the last call, whether or not a statement was running)
-/// were near the ceiling of that quarter of the time ([`ceilings`]); the
+/// were near (`near_ceiling`) the ceiling of that quarter of the time ([`ceilings`]); the
 /// highest ceiling is the estimated pool size. A ceiling
 /// that shrinks while requests queue is a suspected leak. One
 /// observation per service and target: the instance with the most queued
 /// requests speaks for it, the count is every instance's queued requests.
-pub fn pool_exhaustion(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
+pub fn pool_exhaustion(traces: &[Arc<TraceCalls>], config: &Pool) -> Vec<Observation> {
     type Key = (Sym, Target);
     // Per (service, instance, target): its requests' uses and all their calls.
     type Group = (Vec<Use>, Vec<(u64, u64)>);
@@ -239,7 +227,7 @@ pub fn pool_exhaustion(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
     }
     let mut by_target: FxHashMap<Key, Vec<Exhausted>> = FxHashMap::default();
     for ((service, instance, target), (uses, calls)) in &groups {
-        if let Some(e) = judge(*instance, uses, calls) {
+        if let Some(e) = judge(*instance, uses, calls, config) {
             by_target.entry((*service, *target)).or_default().push(e);
         }
     }
@@ -252,7 +240,7 @@ pub fn pool_exhaustion(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
                     .cmp(&a.queued.len())
                     .then(a.instance.as_str().cmp(b.instance.as_str()))
             });
-            report(service, target, &found)
+            report(service, target, &found, config)
         })
         .collect();
     out.sort_by(|a, b| {
@@ -268,7 +256,7 @@ pub fn pool_exhaustion(traces: &[Arc<TraceCalls>]) -> Vec<Observation> {
     out
 }
 
-fn report(service: Sym, target: Target, found: &[Exhausted]) -> Observation {
+fn report(service: Sym, target: Target, found: &[Exhausted], config: &Pool) -> Observation {
     let e = &found[0];
     let label = target.label();
     let count: usize = found.iter().map(|f| f.queued.len()).sum();
@@ -341,7 +329,19 @@ fn report(service: Sym, target: Target, found: &[Exhausted]) -> Observation {
             .filter_map(|f| f.queued.first().map(|q| q.1))
             .max()
             .unwrap_or(0),
-        crossed: Vec::new(),
+        crossed: vec![
+            Crossed::new("pool.min_queued", config.min_queued, e.queued.len() as f64),
+            Crossed::new(
+                "pool.wait_to_call_factor",
+                config.wait_to_call_factor,
+                e.wait_p95 as f64 / e.call_p95.max(1) as f64,
+            ),
+            Crossed::new(
+                "pool.min_saturated_share",
+                config.min_saturated_share,
+                e.saturated_share,
+            ),
+        ],
         location: None,
         spans: Vec::new(),
     }

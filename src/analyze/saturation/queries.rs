@@ -8,20 +8,9 @@ use serde_json::json;
 
 use super::records::DbTarget;
 use crate::analyze::budget::{quantile, TraceCalls};
-use crate::analyze::{Culprit, EntryPoint, FindingKind, Observation, Severity};
+use crate::analyze::thresholds::{ns, SlowQuery};
+use crate::analyze::{Crossed, Culprit, EntryPoint, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
-
-const MS: u64 = 1_000_000;
-/// A shape is slow at this p95 whatever else runs on its target.
-pub const SLOW_ABSOLUTE_NS: u64 = 500 * MS;
-/// Below the absolute threshold, a shape is slow at this p95 ...
-pub const SLOW_MIN_NS: u64 = 100 * MS;
-/// ... when that is this many times the median of the other shapes' medians on
-/// the same target.
-pub const SLOW_FACTOR: u64 = 5;
-/// Calls at or over the threshold a finding needs (one slow request is an
-/// outlier, not a slow query).
-pub const MIN_SLOW_CALLS: usize = 3;
 /// Longest statement in a culprit's operation.
 const CULPRIT_CHARS: usize = 120;
 /// Example traces per shape.
@@ -131,13 +120,17 @@ pub fn query_shapes(traces: &[Arc<TraceCalls>]) -> Vec<QueryShape> {
 }
 
 /// The p95 over which a shape is slow, given the median of the other shapes'
-/// medians on its target: [`SLOW_ABSOLUTE_NS`], or less when other shapes are
-/// known: [`SLOW_FACTOR`] × their median, at least [`SLOW_MIN_NS`].
-pub fn slow_threshold_ns(others_median_ns: Option<u64>) -> u64 {
-    others_median_ns.map_or(SLOW_ABSOLUTE_NS, |m| {
-        m.saturating_mul(SLOW_FACTOR)
-            .clamp(SLOW_MIN_NS, SLOW_ABSOLUTE_NS)
-    })
+/// medians on its target, and the key of [`SlowQuery`] that set it:
+/// `absolute_ms`, or less when other shapes are known: `factor` × their
+/// median, at least `min_ms`.
+pub fn slow_threshold_ns(others_median_ns: Option<u64>, config: &SlowQuery) -> (u64, &'static str) {
+    let (absolute, min) = (ns(config.absolute_ms), ns(config.min_ms));
+    match others_median_ns.map(|m| (m as f64 * config.factor) as u64) {
+        None => (absolute, "absolute_ms"),
+        Some(t) if t >= absolute => (absolute, "absolute_ms"),
+        Some(t) if t <= min => (min, "min_ms"),
+        Some(t) => (t, "factor"),
+    }
 }
 
 /// The median (nearest rank) of `sorted` without one occurrence of `own`
@@ -182,10 +175,10 @@ pub(crate) fn culprit_statement(statement: &str) -> String {
 }
 
 /// `slow_query` over the shapes ([`query_shapes`]): a shape whose p95 is over
-/// its threshold ([`slow_threshold_ns`]) with at least [`MIN_SLOW_CALLS`]
-/// calls over it. Critical when its calls are at least half of the critical
+/// its threshold ([`slow_threshold_ns`]) with at least `min_calls` calls over
+/// it (one slow request is an outlier, not a slow query). Critical when its calls are at least half of the critical
 /// path of the entry points that run it.
-pub fn slow_queries(shapes: &[QueryShape]) -> Vec<Observation> {
+pub fn slow_queries(shapes: &[QueryShape], config: &SlowQuery) -> Vec<Observation> {
     let mut medians: FxHashMap<DbTarget, Vec<u64>> = FxHashMap::default();
     for s in shapes {
         medians.entry(s.target).or_default().push(s.p50_ns());
@@ -196,12 +189,20 @@ pub fn slow_queries(shapes: &[QueryShape]) -> Vec<Observation> {
     let mut out = Vec::new();
     for s in shapes {
         let others_median = median_without(&medians[&s.target], s.p50_ns());
-        let threshold = slow_threshold_ns(others_median);
+        let (threshold, key) = slow_threshold_ns(others_median, config);
         let slow = s.durations_ns.iter().filter(|&&d| d >= threshold).count();
         let p95 = s.p95_ns();
-        if p95 < threshold || slow < MIN_SLOW_CALLS {
+        if p95 < threshold || slow < config.min_calls as usize {
             continue;
         }
+        let over = match (key, others_median) {
+            ("factor", Some(m)) => Crossed::new(
+                "slow_query.factor",
+                config.factor,
+                p95 as f64 / m.max(1) as f64,
+            ),
+            _ => Crossed::new(&format!("slow_query.{key}"), ms(threshold), ms(p95)),
+        };
         let service = s
             .services
             .first()
@@ -246,7 +247,10 @@ pub fn slow_queries(shapes: &[QueryShape]) -> Vec<Observation> {
             trace_ids: s.trace_ids.clone(),
             count: slow as u64,
             seen_ns: s.last_end_ns,
-            crossed: Vec::new(),
+            crossed: vec![
+                over,
+                Crossed::new("slow_query.min_calls", config.min_calls, slow as f64),
+            ],
             location: None,
             spans: Vec::new(),
         });
@@ -278,12 +282,26 @@ mod tests {
         }
     }
 
+    const MS: u64 = 1_000_000;
+
+    fn slow_queries(shapes: &[QueryShape]) -> Vec<Observation> {
+        super::slow_queries(shapes, &SlowQuery::default())
+    }
+
     #[test]
     fn thresholds() {
-        assert_eq!(slow_threshold_ns(None), SLOW_ABSOLUTE_NS);
-        assert_eq!(slow_threshold_ns(Some(3 * MS)), SLOW_MIN_NS);
-        assert_eq!(slow_threshold_ns(Some(30 * MS)), 150 * MS, "5 × 30 ms");
-        assert_eq!(slow_threshold_ns(Some(300 * MS)), SLOW_ABSOLUTE_NS);
+        let d = SlowQuery::default();
+        assert_eq!(slow_threshold_ns(None, &d), (500 * MS, "absolute_ms"));
+        assert_eq!(slow_threshold_ns(Some(3 * MS), &d), (100 * MS, "min_ms"));
+        assert_eq!(
+            slow_threshold_ns(Some(30 * MS), &d),
+            (150 * MS, "factor"),
+            "5 × 30 ms"
+        );
+        assert_eq!(
+            slow_threshold_ns(Some(300 * MS), &d),
+            (500 * MS, "absolute_ms")
+        );
         // The others' median, without the shape itself.
         let sorted = [2, 3, 5, 160];
         assert_eq!(median_without(&sorted, 160), Some(3));
@@ -306,11 +324,26 @@ mod tests {
         assert_eq!(found[0].culprit.operation.as_str(), "SELECT a");
         assert_eq!(found[0].culprit.peer.unwrap().as_str(), "postgresql db");
         assert_eq!(found[0].count, 4);
+        assert_eq!(
+            found[0].crossed[0],
+            Crossed::new("slow_query.min_ms", 100.0, 180.0),
+            "the others' median is 5 ms: 25 ms is under the floor"
+        );
         // Alone on its target, 180 ms is not slow; 600 ms is.
         assert!(slow_queries(&shapes[..1]).is_empty());
         assert_eq!(
             slow_queries(&[shape("SELECT a", &[600, 700, 800])]).len(),
             1
+        );
+        // A lower absolute limit makes 180 ms alone slow, and says so.
+        let config = SlowQuery {
+            absolute_ms: 150.0,
+            ..SlowQuery::default()
+        };
+        let found = super::slow_queries(&shapes[..1], &config);
+        assert_eq!(
+            found[0].crossed[0],
+            Crossed::new("slow_query.absolute_ms", 150.0, 180.0)
         );
     }
 }

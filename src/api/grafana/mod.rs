@@ -105,7 +105,7 @@ async fn dispatch(
         "metrics" => Ok(query::metrics_json()),
         "metric-payload-options" => parse(&body).and_then(|r| payload_options(store, r)),
         "query" => match parse(&body) {
-            Ok(r) => query::query(store.clone(), r).await,
+            Ok(r) => query::query(store.clone(), state.analysis.clone(), r).await,
             Err(e) => Err(e),
         },
         "variable" => parse(&body).and_then(|r| variable(store, r)),

@@ -236,6 +236,8 @@ fn conds(filters: &[AdhocFilter]) -> Result<Vec<Cond>, ApiError> {
 /// What one target is asked in.
 pub(super) struct Ctx {
     pub(super) store: Arc<Store>,
+    /// The detectors' thresholds (the timeout budgets).
+    pub(super) analysis: Arc<crate::analyze::Options>,
     pub(super) from_ns: u64,
     pub(super) to_ns: u64,
     interval_ns: u64,
@@ -398,7 +400,11 @@ impl Ctx {
 }
 
 /// Answers a `/query` body: per target, its series or its table, in order.
-pub async fn query(store: Arc<Store>, r: QueryRequest) -> Result<Value, ApiError> {
+pub async fn query(
+    store: Arc<Store>,
+    analysis: Arc<crate::analyze::Options>,
+    r: QueryRequest,
+) -> Result<Value, ApiError> {
     let now = SystemTime::now();
     let (from, to) = r.range.bounds(now)?;
     let to_ns = to.unwrap_or_else(|| unix_ns(now));
@@ -430,6 +436,7 @@ pub async fn query(store: Arc<Store>, r: QueryRequest) -> Result<Value, ApiError
         }
         Ctx {
             store: store.clone(),
+            analysis: analysis.clone(),
             from_ns,
             to_ns,
             interval_ns,

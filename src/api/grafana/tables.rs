@@ -204,7 +204,14 @@ impl Ctx {
             .payload
             .text("entry")
             .or(self.wanted("entry").map(str::to_owned));
-        let budgets = timeouts::budgets(self.store.clone(), entry.as_deref(), since, until).await?;
+        let budgets = timeouts::budgets(
+            self.store.clone(),
+            self.analysis.clone(),
+            entry.as_deref(),
+            since,
+            until,
+        )
+        .await?;
         let mut rows = Vec::new();
         for b in budgets.iter().map(to_json) {
             let service = at(&b, "/entry/service");
