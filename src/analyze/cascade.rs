@@ -196,7 +196,11 @@ pub fn cascading_timeout(trace: &Trace, timed_out: &[bool]) -> Option<Observatio
         count: 1,
         seen_ns: trace.end(trace.root),
         crossed: Vec::new(),
-        location: None,
-        spans: Vec::new(),
+        location: super::finding::CodeLocation::of(trace, culprit_idx),
+        spans: path
+            .iter()
+            .filter(|&&s| timed_out[s as usize] || s == culprit_idx)
+            .map(|&s| trace.span(s).span_id)
+            .collect(),
     })
 }

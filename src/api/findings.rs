@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, rfc3339};
 use super::{ApiError, AppState};
-use crate::analyze::{ChainHop, Culprit, FindingKind, Severity};
+use crate::analyze::{ChainHop, CodeLocation, Crossed, Culprit, FindingKind, Severity};
 use crate::model::TraceId;
 use crate::store::{Finding, FindingFilter};
 
@@ -22,7 +22,8 @@ pub const MAX_LIMIT: usize = 1000;
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// One finding kind (`cascading_timeout`, `slow_query`, ...).
+    /// One finding kind (`cascading_timeout`, `slow_query`, `n_plus_one`, ...;
+    /// the `FindingKind` schema lists and describes them all).
     #[param(schema_with = super::openapi::kind_schema)]
     kind: Option<String>,
     /// Findings whose culprit or chain involves this service.
@@ -58,6 +59,12 @@ pub struct FindingBody {
     count: u64,
     first_seen: String,
     last_seen: String,
+    /// Where in the source the culprit's calls are made, from its spans'
+    /// `code.*` attributes; null when they carry none.
+    location: Option<CodeLocation>,
+    /// The configured thresholds (keys under `[detectors]`) it crossed, with
+    /// the value observed; empty for detectors without configured thresholds.
+    crossed: Vec<Crossed>,
 }
 
 impl From<Finding> for FindingBody {
@@ -76,6 +83,8 @@ impl From<Finding> for FindingBody {
             count: o.count,
             first_seen: rfc3339(f.first_seen_ns),
             last_seen: rfc3339(o.seen_ns),
+            location: o.location,
+            crossed: o.crossed,
         }
     }
 }
