@@ -95,6 +95,48 @@ pub struct FindingListBody {
     findings: Vec<FindingBody>,
 }
 
+/// `file:line in function (namespace)`, as much of it as is known.
+pub fn location_text(l: &CodeLocation) -> String {
+    let mut out = String::new();
+    if let Some(file) = &l.file {
+        out.push_str(file);
+        if let Some(line) = l.line {
+            out.push_str(&format!(":{line}"));
+        }
+        if l.function.is_some() {
+            out.push_str(" in ");
+        }
+    }
+    if let Some(function) = &l.function {
+        out.push_str(function);
+    }
+    if let Some(namespace) = &l.namespace {
+        out.push_str(&format!(" ({namespace})"));
+    }
+    out
+}
+
+/// `crossed n_plus_one.min_calls: 12 ≥ 5`.
+pub fn crossed_text(c: &Crossed) -> String {
+    let sign = if c.value >= c.limit { "≥" } else { "≤" };
+    format!(
+        "crossed {}: {} {sign} {}",
+        c.threshold,
+        number(c.value),
+        number(c.limit)
+    )
+}
+
+/// A whole number without decimals, else at most three.
+pub(super) fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let text = format!("{v:.3}");
+        text.trim_end_matches('0').to_owned()
+    }
+}
+
 /// A finding kind by name (absent or empty: any).
 pub fn parse_kind(text: Option<&str>) -> Result<Option<FindingKind>, ApiError> {
     let Some(k) = text.filter(|k| !k.is_empty()) else {

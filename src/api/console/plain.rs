@@ -7,12 +7,12 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::super::findings::{select, ListParams};
+use super::super::findings::{crossed_text, location_text, number, select, ListParams};
 use super::super::params::{self, rfc3339};
 use super::super::{ApiError, AppState};
 use super::{kinds, respond, HTML};
 use crate::analyze::coverage::blind_by_service;
-use crate::analyze::{CodeLocation, Crossed, Culprit};
+use crate::analyze::Culprit;
 use crate::store::Finding;
 
 /// The findings page without scripts: one table row per finding, worst first.
@@ -84,9 +84,15 @@ fn row(f: &Finding) -> String {
             format!("<a href=\"/api/v1/traces/{hex}\" class=\"mono\">{short}</a> ")
         })
         .collect();
-    let mut why: Vec<String> = o.location.iter().map(location).collect();
-    why.extend(o.crossed.iter().map(crossed));
-    why.extend(cost(&o.evidence));
+    let mut why: Vec<String> = o
+        .location
+        .iter()
+        .map(|l| format!("at {}", location_text(l)))
+        .collect();
+    why.extend(o.crossed.iter().map(crossed_text));
+    if kinds::per_request(o.kind) {
+        why.extend(cost(&o.evidence));
+    }
     format!(
         "<tr><td><span class=\"badge sev-{sev}\">{sev}</span></td>\
          <td title=\"{about}\">{label}<br><code>{kind}</code></td><td>{culprit}</td>\
@@ -109,40 +115,9 @@ fn row(f: &Finding) -> String {
     )
 }
 
-/// `file:line in function (namespace)`, as much of it as is known.
-fn location(l: &CodeLocation) -> String {
-    let mut out = String::from("at ");
-    if let Some(file) = &l.file {
-        out.push_str(file);
-        if let Some(line) = l.line {
-            out.push_str(&format!(":{line}"));
-        }
-        if l.function.is_some() {
-            out.push_str(" in ");
-        }
-    }
-    if let Some(function) = &l.function {
-        out.push_str(function);
-    }
-    if let Some(namespace) = &l.namespace {
-        out.push_str(&format!(" ({namespace})"));
-    }
-    out
-}
-
-/// `crossed n_plus_one.min_calls: 12 ≥ 5`.
-fn crossed(c: &Crossed) -> String {
-    let sign = if c.value >= c.limit { "≥" } else { "≤" };
-    format!(
-        "crossed {}: {} {sign} {}",
-        c.threshold,
-        number(c.value),
-        number(c.limit)
-    )
-}
-
-/// What the finding costs the user, when its evidence says: its time on the
-/// critical path and share of the request, and what a fix would save.
+/// What a per-request pattern costs the user, when its evidence says: its
+/// time on the request's critical path and share of it, and what running the
+/// calls in parallel would save.
 fn cost(evidence: &Value) -> Option<String> {
     let critical = evidence.get("critical_ms")?.as_f64()?;
     let mut out = format!("costs {} ms on the critical path", number(critical));
@@ -156,16 +131,6 @@ fn cost(evidence: &Value) -> Option<String> {
         ));
     }
     Some(out)
-}
-
-/// A whole number without decimals, else at most three.
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        let text = format!("{v:.3}");
-        text.trim_end_matches('0').to_owned()
-    }
 }
 
 fn culprit(c: &Culprit) -> String {
