@@ -61,6 +61,7 @@ pub struct FindingBody {
     last_seen: String,
     /// Where in the source the culprit's calls are made, from its spans'
     /// `code.*` attributes; null when they carry none.
+    #[schema(required = true)]
     location: Option<CodeLocation>,
     /// The configured thresholds (keys under `[detectors]`) it crossed, with
     /// the value observed; empty for detectors without configured thresholds.
