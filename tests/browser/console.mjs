@@ -383,7 +383,7 @@ const traceId = cascade.trace_ids[0];
   const reasons = page.locator('section.reasons[data-service="my.service"]');
   await reasons.waitFor();
   assert.match(await reasons.innerText(), /set service\.instance\.id/);
-  assert.match(await page.locator('tr[data-service="my.service"]').innerText(), /pool exhaustion/);
+  assert.match(await page.locator('tr[data-service="my.service"]').innerText(), /Pool exhaustion/);
   pass("coverage", "the service's link opens its coverage, with what to add (set service.instance.id)");
   await shot(page, "coverage-blind");
   await page.close();

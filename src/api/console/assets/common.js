@@ -293,5 +293,5 @@ export function findingCard(f, { open = false } = {}) {
 /** A detector coverage leaves blind (red) or weakened (amber); the reason on hover. */
 export function detectorBadge(b) {
   return h("span", { class: `badge ${b.level === "blind" ? "sev-critical" : "sev-warning"}`, "data-detector": b.detector, title: b.reason },
-    `${b.detector.replaceAll("_", " ")}${b.level === "weakened" ? " (weakened)" : ""}`);
+    `${kindLabel(b.detector)}${b.level === "weakened" ? " (weakened)" : ""}`);
 }

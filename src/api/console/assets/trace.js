@@ -99,7 +99,7 @@ function waterfall(t) {
     const kinds = flagged.get(s.span_id);
     const marks = marked.get(s.span_id);
     const name = h("td", { class: "name", title: `${s.service} ${s.operation} (${s.kind}) ${s.span_id}` },
-      h("span", { class: "muted" }, s.service), " ", s.operation,
+      h("span", { class: "label" }, h("span", { class: "muted" }, s.service), " ", s.operation),
       s.status.code === "error" ? h("span", { class: "tag err", title: s.status.message ?? "" }, "error") : null,
       s.skew_adjustment_ms ? h("span", { class: "tag skew" }, `skew ${ms(s.skew_adjustment_ms)}`) : null,
       warned.has(s.span_id) ? h("span", { class: "tag skew" }, "warning") : null,
