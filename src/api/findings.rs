@@ -237,3 +237,46 @@ pub async fn get(
         .map(|f| Json(f.into()))
         .ok_or_else(|| ApiError::not_found("finding_not_found", format!("no finding {raw}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_and_locations_read_as_people_write_them() {
+        let text = |threshold, limit: f64, value: f64| {
+            crossed_text(&Crossed::new(threshold, limit, value))
+        };
+        assert_eq!(
+            text("n_plus_one.min_calls", 5.0, 12.0),
+            "crossed n_plus_one.min_calls: 12 ≥ 5"
+        );
+        assert_eq!(
+            text("serial_calls.min_saved_share", 0.2, 0.375),
+            "crossed serial_calls.min_saved_share: 0.375 ≥ 0.2"
+        );
+        assert_eq!(
+            text("chatty_edge.max_gap_ms", 1.5, 0.25),
+            "crossed chatty_edge.max_gap_ms: 0.25 ≤ 1.5"
+        );
+        let at = |file: Option<&str>, line, function: Option<&str>, namespace: Option<&str>| {
+            location_text(&CodeLocation {
+                file: file.map(str::to_owned),
+                line,
+                function: function.map(str::to_owned),
+                namespace: namespace.map(str::to_owned),
+            })
+        };
+        assert_eq!(
+            at(
+                Some("app/orders.py"),
+                Some(42),
+                Some("list_items"),
+                Some("orders.views")
+            ),
+            "app/orders.py:42 in list_items (orders.views)"
+        );
+        assert_eq!(at(None, Some(42), Some("list_items"), None), "list_items");
+        assert_eq!(at(Some("app/orders.py"), None, None, None), "app/orders.py");
+    }
+}
