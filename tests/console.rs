@@ -139,6 +139,7 @@ async fn every_page_and_asset_is_served_and_references_only_local_assets() {
             "/ui/assets/coverage.js",
             "/ui/assets/entry.js",
             "/ui/assets/findings.js",
+            "/ui/assets/kinds.js",
             "/ui/assets/timeouts.js",
             "/ui/assets/trace.js",
         ]
@@ -219,7 +220,12 @@ async fn the_plain_findings_page_lists_the_findings_as_escaped_html() {
     let a = fetch(&d, "/ui/plain/findings", None).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.content_type, "text/html; charset=utf-8");
-    assert!(a.body.contains("<td>cascading_timeout</td>"), "{}", a.body);
+    assert!(
+        a.body
+            .contains("Cascading timeout<br><code>cascading_timeout</code>"),
+        "the kind by its label and name: {}",
+        a.body
+    );
     assert!(
         a.body.contains("inventory GET /&lt;b&gt;stock&lt;/b&gt;"),
         "names are escaped: {}",
@@ -266,6 +272,135 @@ async fn the_plain_findings_page_lists_the_findings_as_escaped_html() {
     );
     let a = fetch(&d, "/ui/plain/findings?kind=nonsense", None).await;
     assert_eq!(a.status, 400);
+    d.stop().await;
+}
+
+/// gateway answers (a fallback) after its call to orders timed out; orders
+/// timed out waiting on inventory, whose slow span says where in the source
+/// it runs (`code.*`).
+fn located_cascade() -> Vec<Sp> {
+    vec![
+        sp(
+            "gateway",
+            (1, 0),
+            "GET /checkout",
+            SpanKind::Server,
+            (0, 3100),
+        )
+        .http(200),
+        sp(
+            "gateway",
+            (2, 1),
+            "GET /orders",
+            SpanKind::Client,
+            (5, 2905),
+        )
+        .deadline(),
+        sp(
+            "orders",
+            (3, 2),
+            "GET /orders",
+            SpanKind::Server,
+            (10, 2910),
+        )
+        .failed("upstream inventory timed out", 504),
+        sp(
+            "orders",
+            (4, 3),
+            "GET /inventory",
+            SpanKind::Client,
+            (15, 2915),
+        )
+        .deadline(),
+        sp(
+            "inventory",
+            (5, 4),
+            "GET /inventory",
+            SpanKind::Server,
+            (20, 4000),
+        )
+        .http(200)
+        .attr("code.file.path", "src/stock.rs")
+        .attr("code.line.number", 42_i64)
+        .attr("code.function.name", "check_stock")
+        .attr("code.namespace", "inventory::stock"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_marks_the_spans_it_is_made_of_and_says_where_in_the_source() {
+    let d = harness::start(Settings::default()).await;
+    let ids = harness::send(&d, vec![located_cascade()]).await;
+    d.wait_trace(ids[0], 5).await;
+    let found = d
+        .wait_for("/api/v1/findings?kind=cascading_timeout", |s, b| {
+            s == 200 && b["findings"].as_array().is_some_and(|f| !f.is_empty())
+        })
+        .await;
+    let finding = &found["findings"][0];
+    let location = serde_json::json!({
+        "file": "src/stock.rs", "line": 42, "function": "check_stock",
+        "namespace": "inventory::stock",
+    });
+    assert_eq!(finding["location"], location, "{finding}");
+    assert_eq!(finding["crossed"], serde_json::json!([]), "{finding}");
+
+    // The trace names the spans the cascade is made of: the calls that timed
+    // out and the slow one, not the gateway's entry span that answered.
+    let (status, trace) = d.get(&format!("/api/v1/traces/{}", ids[0])).await;
+    assert_eq!(status, 200);
+    let span_ids: Vec<String> = (2..=5).map(|n| format!("{n:016x}")).collect();
+    assert_eq!(
+        trace["marks"],
+        serde_json::json!([{
+            "finding_id": finding["id"],
+            "kind": "cascading_timeout",
+            "span_ids": span_ids,
+        }])
+    );
+    assert_eq!(trace["findings"][0]["location"], location);
+
+    // The page without scripts says it too.
+    let a = fetch(&d, "/ui/plain/findings", None).await;
+    assert!(
+        a.body
+            .contains("at src/stock.rs:42 in check_stock (inventory::stock)"),
+        "{}",
+        a.body
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_finding_kind_is_offered_by_its_label() {
+    let d = harness::start(Settings::default()).await;
+    let page = fetch(&d, "/ui/findings", None).await.body;
+    let module = fetch(&d, "/ui/assets/kinds.js", None).await.body;
+    for (kind, label) in [
+        ("cascading_timeout", "Cascading timeout"),
+        ("n_plus_one", "N+1 calls"),
+        ("serial_calls", "Serial calls"),
+        ("redundant_call", "Redundant call"),
+        ("chatty_edge", "Chatty edge"),
+        ("excessive_fanout", "Excessive fan-out"),
+    ] {
+        let option = format!("<option value=\"{kind}\" title=\"");
+        let at = page
+            .find(&option)
+            .unwrap_or_else(|| panic!("{kind}: {page}"));
+        assert!(
+            page[at..]
+                .split("</option>")
+                .next()
+                .unwrap()
+                .ends_with(label),
+            "{kind}: {page}"
+        );
+        assert!(
+            module.contains(&format!("\"{kind}\": {{\"description\"")) && module.contains(label),
+            "{kind}: {module}"
+        );
+    }
     d.stop().await;
 }
 

@@ -238,12 +238,20 @@ async fn the_plugin_requests_get_what_a_grafana_user_expects() {
     assert_eq!(cascade["Severity"], "critical");
     assert_eq!(cascade["Count"], 3);
     assert!(cascade["Remedy"].as_str().unwrap().len() > 10);
+    // No `code.*` attributes, no configured thresholds: empty, not absent.
+    assert_eq!(
+        (&cascade["Location"], &cascade["Crossed"]),
+        (&Value::Null, &Value::from(""))
+    );
     assert!(cascade["Last seen"].as_u64().is_some(), "times are unix ms");
     let slow = findings
         .iter()
         .find(|r| r["Kind"] == "slow_query")
         .expect("the slow query");
     assert_eq!(slow["Service"], "orders");
+    let critical_ms = slow["Critical ms"].as_f64().expect("its critical time");
+    assert!(critical_ms >= 4.0 * 600.0, "{slow:?}");
+    assert!(slow["Critical share"].as_f64().unwrap() > 0.9, "{slow:?}");
     assert_eq!(
         slow["Operation"],
         "SELECT * FROM orders WHERE customer_id = ?"
@@ -368,13 +376,26 @@ async fn the_plugin_requests_get_what_a_grafana_user_expects() {
     assert!(vars.as_array().unwrap().iter().any(
         |v| v["__text"] == "gateway:POST /checkout" && v["__value"] == "gateway:POST /checkout"
     ));
+    // Every kind, by its label, filtering by its name.
     let (status, kinds) = replay(&d, "variable", "variable-kinds.json", range).await;
     assert_eq!(status, 200);
-    assert!(kinds
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|v| v["__value"] == "slow_query"));
+    let kinds = kinds.as_array().unwrap();
+    assert_eq!(kinds.len(), 16, "{kinds:?}");
+    for (value, text) in [
+        ("slow_query", "Slow query"),
+        ("n_plus_one", "N+1 calls"),
+        ("serial_calls", "Serial calls"),
+        ("redundant_call", "Redundant call"),
+        ("chatty_edge", "Chatty edge"),
+        ("excessive_fanout", "Excessive fan-out"),
+    ] {
+        assert!(
+            kinds
+                .iter()
+                .any(|v| v["__value"] == value && v["__text"] == text),
+            "{value}: {kinds:?}"
+        );
+    }
     let (status, keys) = replay(&d, "tag-keys", "tag-keys.json", range).await;
     assert_eq!(status, 200);
     let keys: Vec<&str> = keys

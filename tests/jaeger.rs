@@ -249,6 +249,27 @@ async fn a_trace_answers_in_jaegers_shape_with_the_analysis_as_tags() {
             .unwrap()
             > 2800.0
     );
+    // The spans the cascade is made of (the trace API's marks: its timed-out
+    // calls and the slow span) say so, with the finding's id.
+    let mark = &ours["marks"][0];
+    let marked: Vec<&str> = mark["span_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(marked.len(), 7, "{mark}");
+    for s in spans {
+        let part_of = marked.contains(&s["spanID"].as_str().unwrap());
+        let tags = (tag(s, "hopscope.finding"), tag(s, "hopscope.finding_id"));
+        if part_of {
+            assert_eq!(tags.0.unwrap()["value"], "cascading_timeout", "{s}");
+            assert_eq!(tags.1.unwrap()["value"], mark["finding_id"], "{s}");
+        } else {
+            assert_eq!(tags, (None, None), "{s}");
+        }
+    }
+    assert!(!marked.contains(&audit["spanID"].as_str().unwrap()));
     // A search can name a finding kind; the audit is not named by the cascade.
     let by_finding = r#"tags={"hopscope.findings":"cascading_timeout"}"#;
     assert_eq!(found(&d, by_finding).await, [id.as_str()]);
@@ -260,6 +281,15 @@ async fn a_trace_answers_in_jaegers_shape_with_the_analysis_as_tags() {
     assert_eq!(
         found(&d, "service=frontend&operation=audit").await,
         [id.as_str()]
+    );
+    let part_of = r#"tags={"hopscope.finding":"cascading_timeout"}"#;
+    assert_eq!(found(&d, part_of).await, [id.as_str()]);
+    let by_id = format!(r#"tags={{"hopscope.finding_id":{}}}"#, mark["finding_id"]);
+    assert_eq!(found(&d, &by_id).await, [id.as_str()]);
+    assert!(
+        found(&d, &format!("service=frontend&operation=audit&{part_of}"))
+            .await
+            .is_empty()
     );
 
     // hopscope's repair warnings are the spans' warnings: frontend's server

@@ -108,6 +108,44 @@ async fn the_served_document_lists_every_v1_route_with_its_parameters() {
         "the served document is the one built with the router"
     );
 
+    // Each finding kind is listed and described, the new patterns too.
+    let kind = &doc["components"]["schemas"]["FindingKind"];
+    let described = kind["description"].as_str().expect("kinds described");
+    let kinds = kind["enum"].as_array().expect("kinds listed");
+    assert_eq!(kinds.len(), 16, "{kind}");
+    for k in kinds {
+        assert!(
+            described.contains(&format!("- `{}` (", k.as_str().unwrap())),
+            "{k}: {described}"
+        );
+    }
+    assert!(
+        described.contains("- `n_plus_one` (N+1 calls): "),
+        "{described}"
+    );
+    // A finding's source location and thresholds; a trace's marks.
+    // A schema's properties, a flattened struct's (`allOf`) included.
+    let properties = |name: &str| -> BTreeSet<String> {
+        let schema = &doc["components"]["schemas"][name];
+        std::iter::once(schema)
+            .chain(schema["allOf"].as_array().into_iter().flatten())
+            .filter_map(|s| s["properties"].as_object())
+            .flat_map(|p| p.keys().cloned())
+            .collect()
+    };
+    for (name, fields) in [
+        ("FindingBody", &["location", "crossed"][..]),
+        ("CodeLocation", &["file", "line", "function", "namespace"]),
+        ("Crossed", &["threshold", "limit", "value"]),
+        ("TraceBody", &["marks"]),
+        ("MarkBody", &["finding_id", "kind", "span_ids"]),
+    ] {
+        let have = properties(name);
+        for field in fields {
+            assert!(have.contains(*field), "{name}.{field}: {have:?}");
+        }
+    }
+
     let paths = doc["paths"].as_object().expect("paths");
     assert!(paths.contains_key("/api/v1/openapi.json"));
     for (template, item) in paths {

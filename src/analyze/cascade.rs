@@ -201,6 +201,10 @@ pub fn cascading_timeout(
             calls_timed_out.len() as u32,
         )],
         location: super::finding::CodeLocation::of(trace, culprit_idx),
-        spans: Vec::new(),
+        spans: path
+            .iter()
+            .filter(|&&s| timed_out[s as usize] || s == culprit_idx)
+            .map(|&s| trace.span(s).span_id)
+            .collect(),
     })
 }

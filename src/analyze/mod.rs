@@ -129,6 +129,10 @@ pub struct AnalyzedTrace {
     pub observations: Vec<Observation>,
     /// The findings this trace contributed to (set when stored).
     pub finding_ids: Vec<u64>,
+    /// Per finding whose observation named spans of this trace (a per-trace
+    /// pattern, a cascade's chain): its id and those spans (set when stored),
+    /// for marking them on the trace page.
+    pub marks: Vec<(u64, Vec<crate::model::SpanId>)>,
 }
 
 impl AnalyzedTrace {
@@ -142,6 +146,11 @@ impl AnalyzedTrace {
             + self.path.segments.len() * (std::mem::size_of::<Segment>() + 16)
             + self.trace.len() * 18
             + self.hops.len() * std::mem::size_of::<Hop>()
+            + self
+                .marks
+                .iter()
+                .map(|(_, spans)| 32 + spans.len() * std::mem::size_of::<crate::model::SpanId>())
+                .sum::<usize>()
     }
 }
 
@@ -316,6 +325,7 @@ pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
         checkouts,
         observations,
         finding_ids: Vec::new(),
+        marks: Vec::new(),
     };
     let found = patterns::detect(&analyzed, &options.thresholds);
     analyzed.observations.extend(found);

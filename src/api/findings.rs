@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, rfc3339};
 use super::{ApiError, AppState};
-use crate::analyze::{ChainHop, Crossed, Culprit, FindingKind, Severity};
+use crate::analyze::{ChainHop, CodeLocation, Crossed, Culprit, FindingKind, Severity};
 use crate::model::TraceId;
 use crate::store::{Finding, FindingFilter};
 
@@ -22,7 +22,8 @@ pub const MAX_LIMIT: usize = 1000;
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// One finding kind (`cascading_timeout`, `slow_query`, ...).
+    /// One finding kind (`cascading_timeout`, `slow_query`, `n_plus_one`, ...;
+    /// the `FindingKind` schema lists and describes them all).
     #[param(schema_with = super::openapi::kind_schema)]
     kind: Option<String>,
     /// Findings whose culprit or chain involves this service.
@@ -58,8 +59,12 @@ pub struct FindingBody {
     count: u64,
     first_seen: String,
     last_seen: String,
-    /// The configured thresholds (keys under `[detectors]`) the finding
-    /// crossed, with their limits and the values observed.
+    /// Where in the source the culprit's calls are made, from its spans'
+    /// `code.*` attributes; null when they carry none.
+    #[schema(required = true)]
+    location: Option<CodeLocation>,
+    /// The configured thresholds (keys under `[detectors]`) it crossed, with
+    /// the value observed; empty for detectors without configured thresholds.
     crossed: Vec<Crossed>,
 }
 
@@ -79,6 +84,7 @@ impl From<Finding> for FindingBody {
             count: o.count,
             first_seen: rfc3339(f.first_seen_ns),
             last_seen: rfc3339(o.seen_ns),
+            location: o.location,
             crossed: o.crossed,
         }
     }
@@ -88,6 +94,48 @@ impl From<Finding> for FindingBody {
 #[derive(Serialize, ToSchema)]
 pub struct FindingListBody {
     findings: Vec<FindingBody>,
+}
+
+/// `file:line in function (namespace)`, as much of it as is known.
+pub fn location_text(l: &CodeLocation) -> String {
+    let mut out = String::new();
+    if let Some(file) = &l.file {
+        out.push_str(file);
+        if let Some(line) = l.line {
+            out.push_str(&format!(":{line}"));
+        }
+        if l.function.is_some() {
+            out.push_str(" in ");
+        }
+    }
+    if let Some(function) = &l.function {
+        out.push_str(function);
+    }
+    if let Some(namespace) = &l.namespace {
+        out.push_str(&format!(" ({namespace})"));
+    }
+    out
+}
+
+/// `crossed n_plus_one.min_calls: 12 ≥ 5`.
+pub fn crossed_text(c: &Crossed) -> String {
+    let sign = if c.value >= c.limit { "≥" } else { "≤" };
+    format!(
+        "crossed {}: {} {sign} {}",
+        c.threshold,
+        number(c.value),
+        number(c.limit)
+    )
+}
+
+/// A whole number without decimals, else at most three.
+pub(super) fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let text = format!("{v:.3}");
+        text.trim_end_matches('0').to_owned()
+    }
 }
 
 /// A finding kind by name (absent or empty: any).
@@ -188,4 +236,47 @@ pub async fn get(
         .get(id)
         .map(|f| Json(f.into()))
         .ok_or_else(|| ApiError::not_found("finding_not_found", format!("no finding {raw}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_and_locations_read_as_people_write_them() {
+        let text = |threshold, limit: f64, value: f64| {
+            crossed_text(&Crossed::new(threshold, limit, value))
+        };
+        assert_eq!(
+            text("n_plus_one.min_calls", 5.0, 12.0),
+            "crossed n_plus_one.min_calls: 12 ≥ 5"
+        );
+        assert_eq!(
+            text("serial_calls.min_saved_share", 0.2, 0.375),
+            "crossed serial_calls.min_saved_share: 0.375 ≥ 0.2"
+        );
+        assert_eq!(
+            text("chatty_edge.max_gap_ms", 1.5, 0.25),
+            "crossed chatty_edge.max_gap_ms: 0.25 ≤ 1.5"
+        );
+        let at = |file: Option<&str>, line, function: Option<&str>, namespace: Option<&str>| {
+            location_text(&CodeLocation {
+                file: file.map(str::to_owned),
+                line,
+                function: function.map(str::to_owned),
+                namespace: namespace.map(str::to_owned),
+            })
+        };
+        assert_eq!(
+            at(
+                Some("app/orders.py"),
+                Some(42),
+                Some("list_items"),
+                Some("orders.views")
+            ),
+            "app/orders.py:42 in list_items (orders.views)"
+        );
+        assert_eq!(at(None, Some(42), Some("list_items"), None), "list_items");
+        assert_eq!(at(Some("app/orders.py"), None, None, None), "app/orders.py");
+    }
 }

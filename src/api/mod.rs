@@ -15,6 +15,7 @@ mod grafana;
 mod health;
 mod hops;
 pub mod jaeger;
+mod kinds;
 mod metrics;
 mod openapi;
 mod params;

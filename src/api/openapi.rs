@@ -54,6 +54,17 @@ pub fn v1_routes() -> OpenApiRouter<AppState> {
 pub fn document() -> OpenApi {
     let mut doc = v1_routes().into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // Each kind with its label and one line (`api/kinds.rs`).
+    if let Some(RefOr::T(Schema::Object(kind))) = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut(FindingKind::name().as_ref()))
+    {
+        kind.description = Some(format!(
+            "What a finding found:\n\n{}",
+            super::kinds::markdown_list()
+        ));
+    }
     doc
 }
 

@@ -11,12 +11,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, ms, rfc3339};
 use super::{ApiError, AppState};
-use crate::analyze::{AnalyzedTrace, EntryPoint, HopKey, HopKind};
+use crate::analyze::{AnalyzedTrace, EntryPoint, FindingKind, HopKey, HopKind};
 use crate::model::{
     AttrArena, AttrRange, Semantics, SpanId, SpanKind, StatusCode, Sym, TraceId, Warning,
     RESOURCE_ATTRS,
 };
-use crate::store::FindingStore;
+use crate::store::{Finding, FindingStore};
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1000;
@@ -209,6 +209,33 @@ pub struct TraceBody {
     warnings: Vec<Warning>,
     /// The findings this trace contributed to.
     findings: Vec<super::findings::FindingBody>,
+    /// The spans of this trace each finding is made of (the repeated or serial
+    /// calls of a pattern, a cascade's timed-out chain), one entry per finding
+    /// of `findings` that names spans.
+    marks: Vec<MarkBody>,
+}
+
+/// The spans of a trace one finding is made of.
+#[derive(Serialize, ToSchema)]
+pub struct MarkBody {
+    /// The finding's id (`GET /api/v1/findings/{id}`).
+    finding_id: String,
+    kind: FindingKind,
+    span_ids: Vec<SpanId>,
+}
+
+/// The marks of `t` whose findings are among `findings` (a finding no longer
+/// kept has nothing to link to).
+pub fn marks<'a>(
+    t: &'a AnalyzedTrace,
+    findings: &'a [Finding],
+) -> impl Iterator<Item = (&'a Finding, &'a [SpanId])> {
+    t.marks.iter().filter_map(|(id, spans)| {
+        findings
+            .iter()
+            .find(|f| f.id == *id)
+            .map(|f| (f, spans.as_slice()))
+    })
 }
 
 /// A span's (or event's, or link's) own attributes: the resource's, which
@@ -318,6 +345,7 @@ pub fn trace_body(t: &AnalyzedTrace, findings: &FindingStore) -> TraceBody {
             }
         })
         .collect();
+    let found = findings.for_trace(t.trace.trace_id, &t.finding_ids);
     TraceBody {
         summary: summary(t),
         spans,
@@ -328,10 +356,13 @@ pub fn trace_body(t: &AnalyzedTrace, findings: &FindingStore) -> TraceBody {
             .map(|h| HopBody::new(h.key, h.critical_ns, h.share))
             .collect(),
         warnings: t.warnings.clone(),
-        findings: findings
-            .for_trace(t.trace.trace_id, &t.finding_ids)
-            .into_iter()
-            .map(Into::into)
+        marks: marks(t, &found)
+            .map(|(f, spans)| MarkBody {
+                finding_id: format!("{:016x}", f.id),
+                kind: f.latest.kind,
+                span_ids: spans.to_vec(),
+            })
             .collect(),
+        findings: found.into_iter().map(Into::into).collect(),
     }
 }

@@ -107,11 +107,27 @@ impl Store {
         // Observations go to the findings; a trace analyzed again reports only
         // what its earlier analysis did not, so no trace counts twice.
         let previous = late.then(|| self.traces.get(&id)).flatten();
-        for o in std::mem::take(&mut trace.observations) {
+        // The spans each observation names stay with the trace (its marks),
+        // not with the finding.
+        for mut o in std::mem::take(&mut trace.observations) {
+            let fid = finding_id(o.kind, &o.culprit);
             let seen = previous
                 .as_ref()
-                .is_some_and(|p| p.finding_ids.contains(&finding_id(o.kind, &o.culprit)));
-            trace.finding_ids.push(finding_id(o.kind, &o.culprit));
+                .is_some_and(|p| p.finding_ids.contains(&fid));
+            trace.finding_ids.push(fid);
+            let spans = std::mem::take(&mut o.spans);
+            if !spans.is_empty() {
+                match trace.marks.iter_mut().find(|(id, _)| *id == fid) {
+                    Some((_, marked)) => {
+                        for s in spans {
+                            if !marked.contains(&s) {
+                                marked.push(s);
+                            }
+                        }
+                    }
+                    None => trace.marks.push((fid, spans)),
+                }
+            }
             if !seen && !counted {
                 self.findings.record(o);
             }

@@ -122,7 +122,9 @@ const context = await browser.newContext({ viewport: { width: 1366, height: 768 
   const text = await first.innerText();
   assert.match(text, /inventory GET \/stock\/\{sku\}/);
   assert.match(text, /Remedy:/);
-  pass("findings", "cascading_timeout naming inventory GET /stock/{sku} is first, with its remedy");
+  assert.equal(await first.locator(".kind").innerText(), "Cascading timeout", "the kind by its label");
+  assert.match(await first.locator(".kind").getAttribute("title"), /time out/, "its one line on hover");
+  pass("findings", "cascading_timeout naming inventory GET /stock/{sku} is first, by its label, with its remedy");
   assert.ok(await first.locator("dl.evidence dt").first().isVisible(), "evidence shown as a list, open");
   assert.ok(await first.locator("ol.chain li.timed-out").count() > 0, "the chain marks timed-out hops");
   const links = first.locator(".traces a");
@@ -150,6 +152,10 @@ const context = await browser.newContext({ viewport: { width: 1366, height: 768 
   assert.ok(!(await page.locator("article.finding").first().locator("dl.evidence").isVisible()), "closed evidence stays closed");
   await page.locator("article.finding").first().locator("details summary").click();
   pass("findings", "evidence open by default; a reader's closing it survives the refresh");
+  const labels = await page.locator("select[name=kind] option").allInnerTexts();
+  for (const l of ["N+1 calls", "Serial calls", "Redundant call", "Chatty edge", "Excessive fan-out"])
+    assert.ok(labels.includes(l), `the kind filter offers ${l}`);
+  pass("findings", "the kind filter offers every kind by its label, the request patterns too");
   // Filter by kind: only timeout inversions, and the URL keeps the filter.
   await page.locator("select[name=kind]").selectOption("timeout_inversion");
   await page.waitForFunction(() => {
@@ -192,10 +198,21 @@ const traceId = cascade.trace_ids[0];
   pass("trace", `the critical path is highlighted: ${trace.critical_path.length} segments in the critical colour`);
   const inventory = page.locator("tr.on-path", { hasText: "GET /stock/{sku}" }).filter({ hasText: "inventory" }).first();
   await inventory.waitFor();
-  assert.match(await inventory.innerText(), /cascading timeout/, "the finding is marked on the inventory span");
+  assert.match(await inventory.innerText(), /Cascading timeout/, "the finding is marked on the inventory span");
   const expectedCritical = trace.spans.find((s) => s.service === "inventory").critical_ms;
   assert.ok(expectedCritical > 0);
   pass("trace", "inventory GET /stock/{sku} is on the critical path and marked with the cascading timeout");
+  // The spans the cascade is made of (the trace's marks) are tinted, with a
+  // badge of the kind that leads to the finding's card.
+  const marked = new Set(trace.marks.flatMap((m) => m.span_ids));
+  assert.ok(marked.size > 0, "the cascade marks its spans");
+  const markedRows = await page.locator("table.waterfall tr.marked").evaluateAll((els) => els.map((e) => e.dataset.spanId));
+  assert.deepEqual(new Set(markedRows), marked, "exactly the marked spans are tinted");
+  const mark = trace.marks.find((m) => m.kind === "cascading_timeout");
+  const badge = page.locator(`tr[data-span-id="${mark.span_ids[0]}"] a.tag.mark[data-kind="cascading_timeout"]`);
+  assert.equal(await badge.innerText(), "Cascading timeout");
+  const tint = await page.locator("table.waterfall tr.marked td").first().evaluate((el) => getComputedStyle(el).backgroundColor);
+  assert.equal(tint, "rgb(253, 242, 248)", "marked rows in the mark colour");
   const header = await page.locator("table.waterfall thead").innerText();
   assert.match(header, /Self/);
   assert.match(header, /Critical/);
@@ -210,6 +227,10 @@ const traceId = cascade.trace_ids[0];
   await shot(page, "trace");
   // The first screenful, as the README shows it (docs/console-trace.png).
   await page.screenshot({ path: `${shots}/trace-screen.png` });
+  await badge.click();
+  assert.equal(new URL(page.url()).hash, `#finding-${mark.finding_id}`);
+  assert.ok(await page.locator(`#finding-${mark.finding_id}`).isVisible(), "the badge leads to the finding");
+  pass("trace", `the ${marked.size} spans the cascade is made of are tinted, with a badge leading to the finding`);
   await page.fitsWidth();
   page.noProblems();
   await page.close();
@@ -362,7 +383,7 @@ const traceId = cascade.trace_ids[0];
   const reasons = page.locator('section.reasons[data-service="my.service"]');
   await reasons.waitFor();
   assert.match(await reasons.innerText(), /set service\.instance\.id/);
-  assert.match(await page.locator('tr[data-service="my.service"]').innerText(), /pool exhaustion/);
+  assert.match(await page.locator('tr[data-service="my.service"]').innerText(), /Pool exhaustion/);
   pass("coverage", "the service's link opens its coverage, with what to add (set service.instance.id)");
   await shot(page, "coverage-blind");
   await page.close();

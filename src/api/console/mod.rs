@@ -6,6 +6,8 @@
 //!   API token. They hold no data; the scripts ask for the token when the API
 //!   answers 401, keep it in `sessionStorage` and send it as `Authorization:
 //!   Bearer`.
+//!   `kinds.js` is generated from `api/kinds.rs` (each finding kind's label
+//!   and one line), the rest are files under `assets/`.
 //! * `/ui/plain/findings`: the findings as a server-rendered HTML table, for
 //!   browsers without JavaScript (each page's `<noscript>` links to it). It is
 //!   data, so it needs the token like the JSON.
@@ -16,13 +18,15 @@
 
 mod plain;
 
+use std::sync::LazyLock;
+
 use axum::extract::Path;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::{ApiError, AppState};
+use super::{kinds, ApiError, AppState};
 use crate::analyze::FindingKind;
 
 /// Only the console's own origin: scripts, styles, API calls.
@@ -126,11 +130,19 @@ fn page(name: &str) -> Response {
     }
 }
 
-/// A page's main fragment; the findings page's kind filter lists every kind.
+/// A page's main fragment; the findings page's kind filter lists every kind
+/// by its label, with its one line on hover.
 fn main_of(p: &Page) -> String {
     let kinds: String = FindingKind::ALL
         .iter()
-        .map(|k| format!("<option value=\"{0}\">{0}</option>", k.as_str()))
+        .map(|&k| {
+            format!(
+                "<option value=\"{}\" title=\"{}\">{}</option>",
+                k.as_str(),
+                plain::escape(kinds::description(k)),
+                plain::escape(kinds::label(k))
+            )
+        })
         .collect();
     p.main.replace("{{kinds}}", &kinds)
 }
@@ -156,7 +168,13 @@ fn render(title: &str, active: &str, main: &str) -> String {
         .replace("{{main}}", main)
 }
 
+/// `kinds.js`, generated once from [`kinds::console_module`].
+static KINDS_JS: LazyLock<String> = LazyLock::new(kinds::console_module);
+
 async fn asset(Path(name): Path<String>) -> Response {
+    if name == "kinds.js" {
+        return respond(JS, KINDS_JS.clone());
+    }
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, content_type, body)) => respond(content_type, (*body).to_owned()),
         None => ApiError::not_found("asset_not_found", format!("no console asset `{name}`"))

@@ -5,11 +5,12 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
+use serde_json::Value;
 
-use super::super::findings::{select, ListParams};
+use super::super::findings::{crossed_text, location_text, number, select, ListParams};
 use super::super::params::{self, rfc3339};
 use super::super::{ApiError, AppState};
-use super::{respond, HTML};
+use super::{kinds, respond, HTML};
 use crate::analyze::coverage::blind_by_service;
 use crate::analyze::Culprit;
 use crate::store::Finding;
@@ -26,8 +27,8 @@ pub async fn findings(
     } else {
         format!(
             "<table><thead><tr><th>Severity</th><th>Kind</th><th>Culprit</th><th>Summary</th>\
-             <th>Remedy</th><th class=\"num\">Count</th><th>Last seen</th><th>Example traces (JSON)</th>\
-             </tr></thead><tbody>{rows}</tbody></table>"
+             <th>Remedy</th><th>Where and why</th><th class=\"num\">Count</th><th>Last seen</th>\
+             <th>Example traces (JSON)</th></tr></thead><tbody>{rows}</tbody></table>"
         )
     };
     Ok(respond(
@@ -83,17 +84,53 @@ fn row(f: &Finding) -> String {
             format!("<a href=\"/api/v1/traces/{hex}\" class=\"mono\">{short}</a> ")
         })
         .collect();
+    let mut why: Vec<String> = o
+        .location
+        .iter()
+        .map(|l| format!("at {}", location_text(l)))
+        .collect();
+    why.extend(o.crossed.iter().map(crossed_text));
+    if kinds::per_request(o.kind) {
+        why.extend(cost(&o.evidence));
+    }
     format!(
-        "<tr><td><span class=\"badge sev-{sev}\">{sev}</span></td><td>{kind}</td><td>{culprit}</td>\
-         <td>{summary}</td><td>{remedy}</td><td class=\"num\">{count}</td><td>{last}</td><td>{traces}</td></tr>",
+        "<tr><td><span class=\"badge sev-{sev}\">{sev}</span></td>\
+         <td title=\"{about}\">{label}<br><code>{kind}</code></td><td>{culprit}</td>\
+         <td>{summary}</td><td>{remedy}</td><td>{why}</td><td class=\"num\">{count}</td>\
+         <td>{last}</td><td>{traces}</td></tr>",
         sev = o.severity.as_str(),
+        about = escape(kinds::description(o.kind)),
+        label = escape(kinds::label(o.kind)),
         kind = o.kind.as_str(),
         culprit = escape(&culprit(&o.culprit)),
+        why = why
+            .iter()
+            .map(|w| escape(w))
+            .collect::<Vec<_>>()
+            .join("<br>"),
         summary = escape(&o.summary),
         remedy = escape(&o.remedy),
         count = o.count,
         last = rfc3339(o.seen_ns),
     )
+}
+
+/// What a per-request pattern costs the user, when its evidence says: its
+/// time on the request's critical path and share of it, and what running the
+/// calls in parallel would save.
+fn cost(evidence: &Value) -> Option<String> {
+    let critical = evidence.get("critical_ms")?.as_f64()?;
+    let mut out = format!("costs {} ms on the critical path", number(critical));
+    if let Some(share) = evidence.get("critical_share").and_then(Value::as_f64) {
+        out.push_str(&format!(" ({:.1}% of the request)", share * 100.0));
+    }
+    if let Some(saved) = evidence.get("saved_ms").and_then(Value::as_f64) {
+        out.push_str(&format!(
+            "; running the calls in parallel would save {} ms",
+            number(saved)
+        ));
+    }
+    Some(out)
 }
 
 fn culprit(c: &Culprit) -> String {
@@ -104,7 +141,7 @@ fn culprit(c: &Culprit) -> String {
 }
 
 /// Text as HTML: the five characters that could open markup or end an attribute.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

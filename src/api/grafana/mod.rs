@@ -9,7 +9,8 @@
 //!   rows}`), see [`query`]; findings as annotations (a table with columns
 //!   `time`, `timeEnd`, `title`, `text`, `tags`).
 //! * `POST /grafana/variable`: `[{__text, __value}]` of entry points,
-//!   services, finding kinds or severities.
+//!   services, finding kinds (the label as text: `N+1 calls`, `n_plus_one`)
+//!   or severities.
 //! * `POST /grafana/tag-keys`, `POST /grafana/tag-values`: the ad-hoc filter
 //!   keys (`service`, `kind`, `severity`, `entry`) and their values.
 //!
@@ -37,7 +38,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::params;
-use super::{ApiError, AppState};
+use super::{kinds, ApiError, AppState};
 use crate::analyze::{FindingKind, Severity};
 use crate::store::Store;
 
@@ -235,26 +236,32 @@ fn services(store: &Store, since: Option<u64>, until: Option<u64>) -> BTreeSet<&
     out
 }
 
-/// The values a payload, variable or ad-hoc filter named `name` can take.
+/// The values a payload, variable or ad-hoc filter named `name` can take,
+/// each with its text for people (a finding kind's label; the value itself
+/// otherwise).
 fn values_of(
     store: &Store,
     name: &str,
     since: Option<u64>,
     until: Option<u64>,
-) -> Option<Vec<String>> {
+) -> Option<Vec<(String, String)>> {
+    let same = |v: String| (v.clone(), v);
     Some(match name {
-        "entry" | "entries" => entry_points(store, since, until),
+        "entry" | "entries" => entry_points(store, since, until)
+            .into_iter()
+            .map(same)
+            .collect(),
         "service" | "services" => services(store, since, until)
             .into_iter()
-            .map(str::to_owned)
+            .map(|s| same(s.to_owned()))
             .collect(),
         "kind" | "kinds" => FindingKind::ALL
             .iter()
-            .map(|k| k.as_str().to_owned())
+            .map(|&k| (k.as_str().to_owned(), kinds::label(k).to_owned()))
             .collect(),
         "severity" | "severities" => [Severity::Info, Severity::Warning, Severity::Critical]
             .iter()
-            .map(|s| s.as_str().to_owned())
+            .map(|s| same(s.as_str().to_owned()))
             .collect(),
         _ => return None,
     })
@@ -279,7 +286,7 @@ fn payload_options(store: &Store, r: PayloadOptionsRequest) -> Result<Value, Api
     })?;
     Ok(json!(values
         .iter()
-        .map(|v| json!({"label": v, "value": v}))
+        .map(|(value, text)| json!({"label": text, "value": value}))
         .collect::<Vec<_>>()))
 }
 
@@ -311,7 +318,7 @@ fn variable(store: &Store, r: VariableRequest) -> Result<Value, ApiError> {
     })?;
     Ok(json!(values
         .iter()
-        .map(|v| json!({"__text": v, "__value": v}))
+        .map(|(value, text)| json!({"__text": text, "__value": value}))
         .collect::<Vec<_>>()))
 }
 
@@ -335,8 +342,9 @@ fn tag_values(store: &Store, r: TagValuesRequest) -> Result<Value, ApiError> {
                 ),
             )
         })?;
+    // An ad-hoc filter's value is what it matches: the kind's name itself.
     Ok(json!(values
         .iter()
-        .map(|v| json!({"text": v}))
+        .map(|(value, _)| json!({"text": value}))
         .collect::<Vec<_>>()))
 }

@@ -110,7 +110,9 @@ impl Ctx {
         ))
     }
 
-    /// The findings of the window, worst first, at most `limit`.
+    /// The findings of the window, worst first, at most `limit`: the
+    /// finding, then where in the source, its critical time and share (the
+    /// per-request patterns: in one request), and the thresholds it crossed.
     pub(super) fn findings_table(&self) -> Result<Value, ApiError> {
         let (since, until) = self.window()?;
         let mut found = self.findings(since, until)?;
@@ -118,6 +120,9 @@ impl Ctx {
         let rows = found
             .into_iter()
             .map(|f| {
+                let o = &f.latest;
+                let location = o.location.as_ref().map(findings::location_text);
+                let crossed: Vec<String> = o.crossed.iter().map(findings::crossed_text).collect();
                 let b = to_json(&findings::FindingBody::from(f));
                 vec![
                     time_at(&b, "/last_seen"),
@@ -132,6 +137,10 @@ impl Ctx {
                     time_at(&b, "/first_seen"),
                     at(&b, "/id"),
                     at(&b, "/trace_ids/0"),
+                    json!(location),
+                    at(&b, "/evidence/critical_ms"),
+                    at(&b, "/evidence/critical_share"),
+                    json!(crossed.join("; ")),
                 ]
             })
             .collect();
@@ -149,6 +158,10 @@ impl Ctx {
                 ("First seen", "time"),
                 ("Id", "string"),
                 ("Example trace", "string"),
+                ("Location", "string"),
+                ("Critical ms", "number"),
+                ("Critical share", "number"),
+                ("Crossed", "string"),
             ],
             rows,
         ))

@@ -22,6 +22,16 @@ static INSTANCE: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.instance.id"
 /// The tag listing the kinds of the findings that name a span.
 pub const FINDINGS_TAG: &str = "hopscope.findings";
 
+/// The tag listing the kinds of the findings a span is part of (its calls
+/// make up the pattern: an N+1's repeated calls, a cascade's chain).
+pub const FINDING_TAG: &str = "hopscope.finding";
+
+/// The ids of the findings a span is part of, as `GET /api/v1/findings/{id}` takes them.
+pub const FINDING_ID_TAG: &str = "hopscope.finding_id";
+
+/// The tags whose value is a comma-separated list: a search matches one item.
+pub const LIST_TAGS: [&str; 3] = [FINDINGS_TAG, FINDING_TAG, FINDING_ID_TAG];
+
 /// Integers beyond this lose precision in JavaScript: Jaeger UI's model writes
 /// them as strings.
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
@@ -190,27 +200,62 @@ pub fn span_kind(kind: SpanKind) -> &'static str {
     kind_name(kind).unwrap_or("")
 }
 
-/// Per span of `t`, the kinds of the findings that name it, comma-separated:
-/// a finding names a span when a hop of its chain is that span, or when its
-/// culprit is that span's service and operation. `findings` are the ones `t`
-/// contributed to ([`crate::store::FindingStore::for_trace`]).
-pub fn finding_kinds(t: &AnalyzedTrace, findings: &[Finding]) -> Vec<String> {
+/// What the findings of a trace say about one of its spans; each field is
+/// comma-separated, or empty.
+#[derive(Debug, Clone, Default)]
+pub struct SpanFindings {
+    /// The kinds of the findings that name the span ([`FINDINGS_TAG`]).
+    pub named: String,
+    /// The kinds of the findings whose pattern the span is part of: the
+    /// repeated or serial calls of a per-trace pattern, a cascade's timed-out
+    /// chain ([`FINDING_TAG`]).
+    pub part_of: String,
+    /// Those findings' ids ([`FINDING_ID_TAG`]).
+    pub ids: String,
+}
+
+/// Per span of `t`, what its findings say about it. A finding names a span
+/// when the span is part of it (its marks), when a hop of its chain is that
+/// span, or when its culprit is that span's service and operation.
+/// `findings` are the ones `t` contributed to
+/// ([`crate::store::FindingStore::for_trace`]).
+pub fn span_findings(t: &AnalyzedTrace, findings: &[Finding]) -> Vec<SpanFindings> {
+    let mut part_of: FxHashMap<SpanId, Vec<&Finding>> = FxHashMap::default();
+    for (f, spans) in crate::api::traces::marks(t, findings) {
+        for s in spans {
+            part_of.entry(*s).or_default().push(f);
+        }
+    }
+    let join = |mut items: Vec<String>| {
+        items.sort_unstable();
+        items.dedup();
+        items.join(",")
+    };
     t.trace
         .spans
         .iter()
         .map(|s| {
-            let mut kinds: Vec<&str> = findings
+            let marked = part_of.get(&s.span_id).map_or(&[][..], Vec::as_slice);
+            let named = findings
                 .iter()
-                .map(|f| &f.latest)
-                .filter(|o| {
-                    o.chain.iter().any(|h| h.span_id == Some(s.span_id))
+                .filter(|f| {
+                    let o = &f.latest;
+                    marked.iter().any(|m| m.id == f.id)
+                        || o.chain.iter().any(|h| h.span_id == Some(s.span_id))
                         || (o.culprit.service == s.service && o.culprit.operation == s.operation)
                 })
-                .map(|o| o.kind.as_str())
+                .map(|f| f.latest.kind.as_str().to_owned())
                 .collect();
-            kinds.sort_unstable();
-            kinds.dedup();
-            kinds.join(",")
+            SpanFindings {
+                named: join(named),
+                part_of: join(
+                    marked
+                        .iter()
+                        .map(|f| f.latest.kind.as_str().to_owned())
+                        .collect(),
+                ),
+                ids: join(marked.iter().map(|f| format!("{:016x}", f.id)).collect()),
+            }
         })
         .collect()
 }
@@ -226,10 +271,10 @@ pub struct SpanTags {
 }
 
 /// The tags of span `i` of `t`: its own attributes, `span.kind`, the status
-/// tags, and the analysis (`hopscope.*`, with `kinds` the kinds of the
-/// findings that name it, comma-separated, or empty). What a user sees is
-/// what a search matches: both come from here.
-pub fn span_tags(t: &AnalyzedTrace, i: usize, kinds: &str) -> SpanTags {
+/// tags, and the analysis (`hopscope.*`, with `findings` what its findings
+/// say about it, [`span_findings`]). What a user sees is what a search
+/// matches: both come from here.
+pub fn span_tags(t: &AnalyzedTrace, i: usize, findings: &SpanFindings) -> SpanTags {
     let s = &t.trace.spans[i];
     let (mut instance, mut resource) = (None, None);
     let mut tags: Vec<Tag> = t
@@ -262,8 +307,14 @@ pub fn span_tags(t: &AnalyzedTrace, i: usize, kinds: &str) -> SpanTags {
     tags.push(Tag::float("hopscope.critical_ms", ms(critical_ns)));
     tags.push(Tag::float("hopscope.self_ms", ms(t.path.self_ns[i])));
     tags.push(Tag::bool("hopscope.on_critical_path", critical_ns > 0));
-    if !kinds.is_empty() {
-        tags.push(Tag::string(FINDINGS_TAG, kinds));
+    for (key, value) in [
+        (FINDINGS_TAG, &findings.named),
+        (FINDING_TAG, &findings.part_of),
+        (FINDING_ID_TAG, &findings.ids),
+    ] {
+        if !value.is_empty() {
+            tags.push(Tag::string(key, value.as_str()));
+        }
     }
     SpanTags {
         tags,
@@ -296,12 +347,12 @@ pub fn logs(t: &AnalyzedTrace, i: usize) -> Vec<Log> {
         .collect()
 }
 
-/// Renders one analyzed trace. `kinds` is [`finding_kinds`]' answer (an
-/// empty string for a span no finding names). Flat loops only, so rendering
+/// Renders one analyzed trace. `findings` is [`span_findings`]' answer.
+/// Flat loops only, so rendering
 /// takes the same stack however deep the trace is. Times are the ones the
 /// analysis used: a span shifted for clock skew is shown shifted (as Jaeger's
 /// own adjuster does) and says so in its warnings.
-pub fn trace_json(t: &AnalyzedTrace, kinds: &[String]) -> TraceJson {
+pub fn trace_json(t: &AnalyzedTrace, findings: &[SpanFindings]) -> TraceJson {
     let trace = &t.trace;
     let index: FxHashMap<SpanId, usize> = trace
         .spans
@@ -326,7 +377,7 @@ pub fn trace_json(t: &AnalyzedTrace, kinds: &[String]) -> TraceJson {
                 tags,
                 instance,
                 resource,
-            } = span_tags(t, i, kinds.get(i).map_or("", String::as_str));
+            } = span_tags(t, i, findings.get(i).unwrap_or(&SpanFindings::default()));
             let next = format!("p{}", process_ids.len() + 1);
             let process_id = process_ids
                 .entry((s.service, instance, resource))

@@ -155,8 +155,8 @@ fn stored(state: &AppState) -> Vec<Arc<AnalyzedTrace>> {
 /// The Jaeger rendering of a stored trace, with the kinds of the findings it
 /// contributed to on the spans they name.
 pub fn render(t: &AnalyzedTrace, findings: &FindingStore) -> TraceJson {
-    let kinds = convert::finding_kinds(t, &findings.for_trace(t.trace.trace_id, &t.finding_ids));
-    trace_json(t, &kinds)
+    let found = convert::span_findings(t, &findings.for_trace(t.trace.trace_id, &t.finding_ids));
+    trace_json(t, &found)
 }
 
 /// `GET /api/services`: every service with a span in the stored traces, sorted.
@@ -278,13 +278,18 @@ fn matches(
     // Tags are matched on what the rendering shows, so a search sees exactly
     // the tags a user sees (`error`, `span.kind`, `hopscope.*`, process tags),
     // built for the candidate spans only.
-    let kinds = if q.tags.iter().any(|(k, _)| k == convert::FINDINGS_TAG) {
-        convert::finding_kinds(t, &findings.for_trace(t.trace.trace_id, &t.finding_ids))
+    let found = if q
+        .tags
+        .iter()
+        .any(|(k, _)| convert::LIST_TAGS.contains(&k.as_str()))
+    {
+        convert::span_findings(t, &findings.for_trace(t.trace.trace_id, &t.finding_ids))
     } else {
         Vec::new()
     };
+    let none = convert::SpanFindings::default();
     candidates.into_iter().any(|i| {
-        let span = convert::span_tags(t, i, kinds.get(i).map_or("", String::as_str));
+        let span = convert::span_tags(t, i, found.get(i).unwrap_or(&none));
         let process = processes
             .entry((span.instance, span.resource))
             .or_insert_with(|| convert::process_tags(span.instance, span.resource));

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::convert::{Log, Tag, FINDINGS_TAG};
+use super::convert::{Log, Tag, LIST_TAGS};
 use super::JaegerError;
 use crate::model::{Span, TraceId};
 
@@ -218,7 +218,8 @@ impl Search {
 
     /// Whether every searched tag is among the span's tags, its logs' fields
     /// or its process's tags (as Jaeger's stores match them, by text);
-    /// `hopscope.findings` matches any one of the span's finding kinds.
+    /// a list-valued tag (`hopscope.findings`, `hopscope.finding`,
+    /// `hopscope.finding_id`) matches any one of its items.
     pub fn tags_match(&self, tags: &[Tag], logs: &[Log], process_tags: &[Tag]) -> bool {
         self.tags.iter().all(|(key, value)| {
             tags.iter()
@@ -226,7 +227,7 @@ impl Search {
                 .chain(process_tags)
                 .any(|t| {
                     t.key == key
-                        && if key == FINDINGS_TAG {
+                        && if LIST_TAGS.contains(&key.as_str()) {
                             t.text().split(',').any(|kind| kind == value)
                         } else {
                             t.text() == *value

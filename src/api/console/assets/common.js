@@ -2,6 +2,7 @@
 // sessionStorage), a DOM builder that never parses data as HTML, formatting,
 // the finding card the findings and trace pages both show, and the badge of a
 // detector that coverage leaves blind (findings and coverage pages).
+import { KINDS } from "./kinds.js";
 
 const TOKEN_KEY = "hopscope.api_token";
 
@@ -174,6 +175,61 @@ function label(key) {
   return key.replaceAll("_", " ");
 }
 
+/** A finding kind's label ("N+1 calls"), from the server's list. */
+export function kindLabel(kind) {
+  return KINDS[kind]?.label ?? label(kind);
+}
+
+/** A finding kind's one-line description. */
+export function kindDescription(kind) {
+  return KINDS[kind]?.description ?? "";
+}
+
+/** A number as a person reads it: whole, or with at most three decimals. */
+function num(v) {
+  return Number.isInteger(v) ? String(v) : String(Number(v.toFixed(3)));
+}
+
+/** `file:line in function (namespace)`, as much of it as is known. */
+export function location(l) {
+  const where = l.file ? `${l.file}${l.line != null ? `:${l.line}` : ""}` : "";
+  const fn = l.function ? `${where ? " in " : ""}${l.function}` : "";
+  return `${where}${fn}${l.namespace ? ` (${l.namespace})` : ""}`;
+}
+
+/** `crossed n_plus_one.min_calls: 12 ≥ 5`. */
+export function crossed(c) {
+  return `crossed ${c.threshold}: ${num(c.value)} ${c.value >= c.limit ? "≥" : "≤"} ${num(c.limit)}`;
+}
+
+/**
+ * A per-request pattern's headline numbers, where its evidence has them:
+ * calls per request, what was in flight at once, what it costs the user on
+ * the critical path and what running the calls in parallel would save.
+ */
+function facts(kind, e) {
+  const out = [];
+  if (!KINDS[kind]?.per_request) return out;
+  if (Array.isArray(e.calls)) out.push(`${e.calls.length} calls in series`);
+  else if (typeof e.calls === "number") out.push(`${e.calls} calls per request`);
+  if (typeof e.children === "number") out.push(`${e.children} children`);
+  if (typeof e.peak_in_flight === "number")
+    out.push(`up to ${e.peak_in_flight} in flight${typeof e.throttled_to === "number" ? ` (throttled to ${e.throttled_to})` : ""}`);
+  if (typeof e.critical_ms === "number")
+    out.push(`costs ${ms(e.critical_ms)} on the critical path${typeof e.critical_share === "number" ? ` (${pct(e.critical_share)} of the request)` : ""}`);
+  if (typeof e.saved_ms === "number") out.push(`in parallel: ${ms(e.saved_ms)} saved`);
+  return out;
+}
+
+/** Calls listed in evidence (`serial_calls`): one row each. */
+function callsTable(calls) {
+  const cols = ["service", "operation", "target", "start_ms", "duration_ms", "critical_ms"].filter((k) => calls.some((c) => k in c));
+  return h("table", { class: "calls" },
+    h("thead", {}, h("tr", {}, cols.map((k) => h("th", { class: k.endsWith("_ms") ? "num" : "" }, label(k))))),
+    h("tbody", {}, calls.map((c) => h("tr", {}, cols.map((k) =>
+      h("td", { class: k.endsWith("_ms") ? "num" : "" }, value(k, c[k])))))));
+}
+
 function value(key, v) {
   if (v === null || v === undefined) return "–";
   if (typeof v === "number") {
@@ -186,6 +242,7 @@ function value(key, v) {
   if (Array.isArray(v)) {
     if (v.every((x) => typeof x !== "object" || x === null)) return v.map((x) => value(key, x)).join(", ");
     if (key === "chain") return chain(v);
+    if (key === "calls") return callsTable(v);
     return h("ol", {}, v.map((x) => h("li", {}, typeof x === "object" ? evidence(x) : value(key, x))));
   }
   if ("service" in v && "operation" in v) return culprit(v);
@@ -206,16 +263,23 @@ function chain(hops) {
       `${c.service} ${c.operation}${c.duration_ms > 0 ? ` — ${ms(c.duration_ms)}` : ""}${c.timed_out ? " (timed out)" : ""}`)));
 }
 
-/** One finding: severity, kind, culprit, summary, remedy, evidence, example traces. */
+/**
+ * One finding: severity, kind, culprit, summary, where in the source and the
+ * thresholds it crossed, what it costs, remedy, evidence, example traces.
+ */
 export function findingCard(f, { open = false } = {}) {
   const { chain: _chain, ...rest } = f.evidence ?? {};
+  const headline = facts(f.kind, rest);
   return h("article", { class: `finding sev-${f.severity}-card`, "data-kind": f.kind, id: `finding-${f.id}` },
     h("header", {},
       h("span", { class: `badge sev-${f.severity}` }, f.severity),
-      h("span", { class: "kind" }, f.kind.replaceAll("_", " ")),
+      h("span", { class: "kind", title: kindDescription(f.kind) }, kindLabel(f.kind)),
       h("span", { class: "mono" }, culprit(f.culprit)),
       h("span", { class: "muted" }, `${f.count}× · last ${when(f.last_seen)}`)),
     h("p", { class: "summary" }, f.summary),
+    f.location ? h("p", { class: "location" }, h("span", { class: "muted" }, "In the source: "), h("code", {}, location(f.location))) : null,
+    f.crossed?.length ? h("p", { class: "crossed" }, f.crossed.map((c) => h("span", { class: "tag" }, crossed(c)))) : null,
+    headline.length ? h("p", { class: "facts" }, headline.join(" · ")) : null,
     h("p", { class: "remedy" }, h("strong", {}, "Remedy: "), f.remedy),
     f.chain?.length ? h("div", {}, h("span", { class: "muted" }, "Chain from the entry point (example trace):"), chain(f.chain)) : null,
     h("details", { open },
@@ -229,5 +293,5 @@ export function findingCard(f, { open = false } = {}) {
 /** A detector coverage leaves blind (red) or weakened (amber); the reason on hover. */
 export function detectorBadge(b) {
   return h("span", { class: `badge ${b.level === "blind" ? "sev-critical" : "sev-warning"}`, "data-detector": b.detector, title: b.reason },
-    `${b.detector.replaceAll("_", " ")}${b.level === "weakened" ? " (weakened)" : ""}`);
+    `${kindLabel(b.detector)}${b.level === "weakened" ? " (weakened)" : ""}`);
 }

@@ -1,7 +1,7 @@
 // Timeout-budget page: per entry point, the inferred timeouts of each call
 // edge against the deadline above it; inversions (a timeout longer than what
 // is left of the caller's deadline) highlighted.
-import { api, bindFilters, fill, h, ms, start, traceLink, when } from "./common.js";
+import { api, bindFilters, fill, h, kindLabel, ms, start, traceLink, when } from "./common.js";
 
 const form = document.getElementById("filters");
 const filters = bindFilters(form, () => reload());
@@ -25,7 +25,7 @@ function meter(e) {
 }
 
 function violations(list) {
-  return list.map((v) => h("span", { class: `badge sev-${v.severity}`, title: v.summary }, v.kind.replaceAll("_", " ")));
+  return list.map((v) => h("span", { class: `badge sev-${v.severity}`, title: v.summary }, kindLabel(v.kind)));
 }
 
 function entryBlock(e) {

@@ -1,7 +1,9 @@
 // Trace page: the span waterfall with the critical path drawn over the spans,
 // each span's self and critical time, the trace's warnings, and its findings
-// marked on the spans they name.
-import { api, bindFilters, fill, findingCard, h, ms, setParams, start, traceLink, when } from "./common.js";
+// marked on the spans they name: a badge linking to the finding on the spans
+// a finding is made of (its repeated or serial calls, a cascade's chain), a
+// lighter tag on the other spans it names.
+import { api, bindFilters, fill, findingCard, h, kindDescription, kindLabel, ms, setParams, start, traceLink, when } from "./common.js";
 
 const form = document.getElementById("filters");
 const filters = bindFilters(form, () => reload());
@@ -29,20 +31,41 @@ function treeOrder(spans) {
   return out;
 }
 
-/** Which spans each finding names: the spans of its chain, and those of its culprit's service and operation. */
-function flaggedSpans(spans, findings) {
+/** Per span, the marks (`{finding_id, kind}`) of the findings it is part of. */
+function markedSpans(marks) {
+  const marked = new Map();
+  for (const m of marks ?? []) {
+    for (const id of m.span_ids) {
+      if (!marked.has(id)) marked.set(id, []);
+      marked.get(id).push(m);
+    }
+  }
+  return marked;
+}
+
+/**
+ * Which kinds each finding names on other spans: the spans of its chain, and
+ * those of its culprit's service and operation (less than being part of it).
+ */
+function flaggedSpans(spans, findings, marked) {
   const flagged = new Map();
-  const mark = (id, f) => {
-    if (!flagged.has(id)) flagged.set(id, new Set());
-    flagged.get(id).add(f.kind);
-  };
   for (const f of findings) {
     const chainIds = new Set((f.chain ?? []).map((c) => c.span_id));
     for (const s of spans) {
-      if (chainIds.has(s.span_id) || (s.service === f.culprit.service && s.operation === f.culprit.operation)) mark(s.span_id, f);
+      if ((marked.get(s.span_id) ?? []).some((m) => m.finding_id === f.id)) continue;
+      if (chainIds.has(s.span_id) || (s.service === f.culprit.service && s.operation === f.culprit.operation)) {
+        if (!flagged.has(s.span_id)) flagged.set(s.span_id, new Set());
+        flagged.get(s.span_id).add(f.kind);
+      }
     }
   }
   return flagged;
+}
+
+/** A span's badge for a finding it is part of, linking to the finding's card below. */
+function markBadge(m) {
+  return h("a", { class: "tag mark", href: `#finding-${m.finding_id}`, "data-finding": m.finding_id, "data-kind": m.kind,
+    title: `Part of this ${kindLabel(m.kind)} finding: ${kindDescription(m.kind)}` }, kindLabel(m.kind));
 }
 
 function waterfall(t) {
@@ -58,7 +81,8 @@ function waterfall(t) {
     if (!segs.has(seg.span_id)) segs.set(seg.span_id, []);
     segs.get(seg.span_id).push(seg);
   }
-  const flagged = flaggedSpans(t.spans, t.findings);
+  const marked = markedSpans(t.marks);
+  const flagged = flaggedSpans(t.spans, t.findings, marked);
   const warned = new Set(t.warnings.map((w) => w.span_id).filter(Boolean));
   const rows = treeOrder(t.spans).map(([s, depth]) => {
     const track = h("div", { class: "track" });
@@ -73,15 +97,17 @@ function waterfall(t) {
       track.append(el);
     }
     const kinds = flagged.get(s.span_id);
+    const marks = marked.get(s.span_id);
     const name = h("td", { class: "name", title: `${s.service} ${s.operation} (${s.kind}) ${s.span_id}` },
-      h("span", { class: "muted" }, s.service), " ", s.operation,
+      h("span", { class: "label" }, h("span", { class: "muted" }, s.service), " ", s.operation),
       s.status.code === "error" ? h("span", { class: "tag err", title: s.status.message ?? "" }, "error") : null,
       s.skew_adjustment_ms ? h("span", { class: "tag skew" }, `skew ${ms(s.skew_adjustment_ms)}`) : null,
       warned.has(s.span_id) ? h("span", { class: "tag skew" }, "warning") : null,
-      kinds ? [...kinds].map((k) => h("span", { class: "tag flag" }, k.replaceAll("_", " "))) : null);
+      marks ? marks.map(markBadge) : null,
+      kinds ? [...kinds].map((k) => h("span", { class: "tag flag", title: kindDescription(k) }, kindLabel(k))) : null);
     name.style.paddingLeft = `${8 + depth * 16}px`;
     return h("tr", {
-      class: [(s.critical_ms > 0 ? "on-path" : ""), (kinds ? "flagged" : "")].join(" ").trim(),
+      class: [(s.critical_ms > 0 ? "on-path" : ""), (kinds ? "flagged" : ""), (marks ? "marked" : "")].join(" ").trim(),
       "data-span-id": s.span_id,
     },
       name,
