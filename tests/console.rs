@@ -343,7 +343,11 @@ async fn a_finding_marks_the_spans_it_is_made_of_and_says_where_in_the_source() 
         "namespace": "inventory::stock",
     });
     assert_eq!(finding["location"], location, "{finding}");
-    assert_eq!(finding["crossed"], serde_json::json!([]), "{finding}");
+    assert_eq!(
+        finding["crossed"],
+        serde_json::json!([{"threshold": "cascade.min_calls", "limit": 2.0, "value": 2.0}]),
+        "{finding}"
+    );
 
     // The trace names the spans the cascade is made of: the calls that timed
     // out and the slow one, not the gateway's entry span that answered.

@@ -238,10 +238,13 @@ async fn the_plugin_requests_get_what_a_grafana_user_expects() {
     assert_eq!(cascade["Severity"], "critical");
     assert_eq!(cascade["Count"], 3);
     assert!(cascade["Remedy"].as_str().unwrap().len() > 10);
-    // No `code.*` attributes, no configured thresholds: empty, not absent.
+    // No `code.*` attributes: empty, not absent; the threshold it crossed.
     assert_eq!(
         (&cascade["Location"], &cascade["Crossed"]),
-        (&Value::Null, &Value::from(""))
+        (
+            &Value::Null,
+            &Value::from("crossed cascade.min_calls: 4 ≥ 2")
+        )
     );
     assert!(cascade["Last seen"].as_u64().is_some(), "times are unix ms");
     let slow = findings
