@@ -511,6 +511,11 @@ fn the_report_says_which_detectors_the_instrumentation_leaves_blind() {
     let file = format!("{HOTROD}/15b0b4004a651c4c.json");
     let text = report(&[&file]);
     assert!(text.contains("] n_plus_one ("), "{text}");
+    // Each finding says which threshold it crossed.
+    assert!(
+        text.contains("  crossed n_plus_one.min_calls: 12 ≥ 5\n"),
+        "{text}"
+    );
     assert!(
         text.contains(
             "  redis:\n    pool_exhaustion, blocked_worker, cold_start blind: no SERVER spans"

@@ -250,6 +250,29 @@ fn print_config_shows_every_threshold_and_reads_back_as_itself() {
     ] {
         assert!(printed.contains(line), "{line:?} missing from:\n{printed}");
     }
+    // Every threshold it prints is documented in docs/DETECTORS.md's table.
+    let table = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/DETECTORS.md"),
+    )
+    .unwrap();
+    let mut section = None;
+    for line in printed.lines() {
+        if let Some(name) = line
+            .strip_prefix("[detectors.")
+            .and_then(|l| l.strip_suffix(']'))
+        {
+            section = Some(name);
+        } else if line.starts_with('[') {
+            section = None;
+        } else if let (Some(section), Some((key, _))) = (section, line.split_once(" = ")) {
+            let row = format!("| `{section}.{key}` |");
+            assert!(table.contains(&row), "{row} missing from docs/DETECTORS.md");
+        }
+    }
+    assert!(
+        printed.contains("[detectors.n_plus_one]\nmin_calls = 5"),
+        "{printed}"
+    );
     let again = config_file("print-again", &printed);
     assert_eq!(print(&again), printed);
     for path in [config, again] {

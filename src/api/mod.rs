@@ -25,7 +25,7 @@ mod traces;
 
 pub use coverage::{coverage_bodies, ServiceCoverageBody};
 pub use error::ApiError;
-pub use findings::FindingBody;
+pub use findings::{crossed_text, FindingBody};
 pub use hops::{entry_body, EntryAggBody};
 pub use openapi::{document as openapi_document, v1_routes};
 pub use params::rfc3339;

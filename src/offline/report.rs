@@ -13,7 +13,7 @@ use crate::analyze::{
     finding_id, timeout, AnalyzedTrace, CodeLocation, Culprit, FindingKind, HopKey, HopKind,
     Severity, TimeoutCause,
 };
-use crate::api::{coverage_bodies, entry_body, rfc3339, trace_body, FindingBody};
+use crate::api::{coverage_bodies, crossed_text, entry_body, rfc3339, trace_body, FindingBody};
 use crate::model::StatusCode;
 use crate::model::Sym;
 use crate::store::{Finding, FindingFilter, Store};
@@ -674,6 +674,9 @@ impl<W: Write> Report for Text<W> {
                 writeln!(self.out, "  at {}", location_text(l))?;
             }
             writeln!(self.out, "  {}\n  remedy: {}", o.summary, o.remedy)?;
+            for c in &o.crossed {
+                writeln!(self.out, "  {}", crossed_text(c))?;
+            }
             let mut examples: Vec<String> = Vec::new();
             for id in &o.trace_ids {
                 let id = id.to_string();
