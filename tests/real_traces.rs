@@ -216,6 +216,35 @@ fn hotrod_loops_are_n_plus_one_in_hopscope_analyze() {
     }
 }
 
+/// `[detectors.n_plus_one] min_calls = 11`: the ten route calls are no
+/// longer a loop, the 12–13 redis calls still are, and say so.
+#[test]
+fn the_loop_threshold_is_configuration() {
+    let dir = std::env::temp_dir().join(format!("hopscope-loops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hopscope.toml");
+    std::fs::write(&config, "[detectors.n_plus_one]\nmin_calls = 11\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hopscope"))
+        .args(["analyze", "--format", "json", "--config"])
+        .arg(&config)
+        .args(fixture_files(HOTROD))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("hopscope runs");
+    std::fs::remove_dir_all(&dir).ok();
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let loops = of_kind(report["findings"].as_array().unwrap(), "n_plus_one")
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    let [redis] = loops.as_slice() else {
+        panic!("only the redis loop: {loops:#?}")
+    };
+    assert_eq!(redis["culprit"]["peer"], "redis");
+    assert_eq!(redis["crossed"][0]["threshold"], "n_plus_one.min_calls");
+    assert_eq!(redis["crossed"][0]["limit"], 11.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hotrod_loops_are_n_plus_one_through_the_daemon() {
     let files = fixture_files(HOTROD);
