@@ -132,16 +132,7 @@ pub fn cascading_timeout(
         });
     let chain: Vec<ChainHop> = path
         .iter()
-        .map(|&s| {
-            let span = trace.span(s);
-            ChainHop {
-                span_id: Some(span.span_id),
-                service: span.service,
-                operation: span.operation,
-                duration_ms: ms(span.duration_ns()),
-                timed_out: timed_out[s as usize],
-            }
-        })
+        .map(|&s| ChainHop::of(trace, s, timed_out[s as usize]))
         .collect();
     let root_timed_out = timed_out[trace.root as usize];
     let callers: Vec<&str> = chain[..chain.len() - 1]

@@ -156,6 +156,32 @@ pub struct ChainHop {
     pub timed_out: bool,
 }
 
+impl ChainHop {
+    /// The hop of span `span` of `trace`.
+    pub fn of(trace: &Trace, span: u32, timed_out: bool) -> ChainHop {
+        let s = trace.span(span);
+        ChainHop {
+            span_id: Some(s.span_id),
+            service: s.service,
+            operation: s.operation,
+            duration_ms: ms(s.duration_ns()),
+            timed_out,
+        }
+    }
+
+    /// The hops from the entry point down to `span`; `timed_out` per span.
+    pub fn path(trace: &Trace, span: u32, timed_out: &[bool]) -> Vec<ChainHop> {
+        let mut path = vec![span];
+        while let Some(p) = trace.parent[*path.last().unwrap() as usize] {
+            path.push(p);
+        }
+        path.iter()
+            .rev()
+            .map(|&s| ChainHop::of(trace, s, timed_out[s as usize]))
+            .collect()
+    }
+}
+
 /// One detector's report about one trace or one window of traces.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Observation {

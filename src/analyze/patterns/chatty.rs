@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::calls::{Call, Calls};
 use super::n_plus_one::Loop;
-use super::{ChattyEdgeThresholds, Report};
+use super::{ChattyEdgeThresholds, Pattern, Report};
 use crate::analyze::finding::ms;
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
 use crate::model::{SpanKind, Sym};
@@ -59,15 +59,15 @@ pub(super) fn find(
         let total: u64 = edge.iter().map(|c| c.duration_ns()).sum();
         let operations: FxHashSet<&str> = edge.iter().map(|c| c.shape.as_str()).collect();
         let entry = trace.span(request).operation;
-        out.push(Observation {
+        out.push(r.observe(Pattern {
             kind: FindingKind::ChattyEdge,
-            severity: r.severity(critical),
+            cost_ns: critical,
             culprit: Culprit {
                 service: caller,
                 operation: entry,
                 peer: Some(callee),
             },
-            chain: r.chain(request),
+            at: request,
             summary: format!(
                 "{caller} calls {callee} {} times ({} different operations) while serving one {entry} request: {} waits on them.",
                 edge.len(),
@@ -84,17 +84,12 @@ pub(super) fn find(
                 "critical_ms": ms(critical),
                 "critical_share": r.share(critical),
             }),
-            trace_ids: vec![trace.trace_id],
-            count: 1,
-            seen_ns: r.seen_ns(),
             crossed: vec![Crossed::new(
                 "chatty_edge.max_calls",
                 limits.max_calls as f64,
                 edge.len() as f64,
             )],
-            location: r.location(edge[0]),
-            spans: r.spans(edge.iter().copied()),
-        });
+        }, &edge));
     }
     out
 }

@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 use serde_json::json;
 
 use super::calls::{Call, Calls};
-use super::{peak_in_flight, ExcessiveFanoutThresholds, Report};
+use super::{peak_in_flight, ExcessiveFanoutThresholds, Pattern, Report};
 use crate::analyze::finding::ms;
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
 use crate::model::Sym;
@@ -43,15 +43,15 @@ pub(super) fn find(
         let presses_label = presses_on.map_or("?", |c| c.as_str());
         let span = trace.span(parent);
         let critical: u64 = children.iter().map(|c| c.critical_ns).sum();
-        out.push(Observation {
+        out.push(r.observe(Pattern {
             kind: FindingKind::ExcessiveFanout,
-            severity: r.severity(critical),
+            cost_ns: critical,
             culprit: Culprit {
                 service: span.service,
                 operation: span.operation,
                 peer: presses_on,
             },
-            chain: r.chain(parent),
+            at: parent,
             summary: format!(
                 "{} {} has {peak} calls in flight at once ({} in all, {on_it} of them to {presses_label}): a burst that queues on {presses_label}'s connections or workers; {} waits on them.",
                 span.service,
@@ -70,17 +70,12 @@ pub(super) fn find(
                 "critical_ms": ms(critical),
                 "critical_share": r.share(critical),
             }),
-            trace_ids: vec![trace.trace_id],
-            count: 1,
-            seen_ns: r.seen_ns(),
             crossed: vec![Crossed::new(
                 "excessive_fanout.max_in_flight",
                 limits.max_in_flight as f64,
                 peak as f64,
             )],
-            location: r.location(children[0]),
-            spans: r.spans(children.iter().copied()),
-        });
+        }, &children));
     }
     out
 }

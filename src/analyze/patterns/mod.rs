@@ -30,8 +30,10 @@ pub use thresholds::{
 use calls::{Call, CallKind, Calls};
 
 use super::finding::ms;
-use super::{AnalyzedTrace, ChainHop, CodeLocation, Observation, Severity, Thresholds};
-use crate::model::SpanId;
+use super::{
+    AnalyzedTrace, ChainHop, CodeLocation, Crossed, Culprit, FindingKind, Observation, Severity,
+    Thresholds,
+};
 
 /// Runs the anti-pattern detectors over an analyzed trace.
 pub fn detect(t: &AnalyzedTrace, limits: &Thresholds) -> Vec<Observation> {
@@ -118,61 +120,59 @@ impl<'a> Report<'a> {
         )
     }
 
-    /// The hops from the entry point down to `span`.
-    fn chain(&self, span: u32) -> Vec<ChainHop> {
+    /// The observation of a pattern in this trace: its severity by its cost,
+    /// the chain from the entry point to `p.at`, the source location of the
+    /// first call (or its wrapper's, or its parent's), and the spans of the
+    /// calls and their wrappers.
+    fn observe(&self, p: Pattern, calls: &[&Call]) -> Observation {
         let trace = &self.t.trace;
-        let mut path = vec![span];
-        let mut at = span;
-        while let Some(p) = trace.parent[at as usize] {
-            path.push(p);
-            at = p;
-        }
-        path.iter()
-            .rev()
-            .map(|&s| {
-                let span = trace.span(s);
-                ChainHop {
-                    span_id: Some(span.span_id),
-                    service: span.service,
-                    operation: span.operation,
-                    duration_ms: ms(span.duration_ns()),
-                    timed_out: self.t.timed_out[s as usize],
-                }
-            })
-            .collect()
-    }
-
-    /// Where the calls are made: the first call's `code.*` attributes, else its
-    /// wrapper's, else those of the span they were made under.
-    fn location(&self, call: &Call) -> Option<CodeLocation> {
-        [call.span, call.top, call.parent]
-            .into_iter()
-            .find_map(|s| CodeLocation::of(&self.t.trace, s))
-    }
-
-    /// The ids of the calls' spans and of the wrappers around them.
-    fn spans<'c>(&self, calls: impl IntoIterator<Item = &'c Call>) -> Vec<SpanId> {
-        let trace = &self.t.trace;
-        let mut out = Vec::new();
+        let mut spans = Vec::new();
         for c in calls {
             let mut at = c.span;
-            loop {
-                out.push(trace.span(at).span_id);
-                if at == c.top {
-                    break;
-                }
+            spans.push(trace.span(at).span_id);
+            while at != c.top {
                 match trace.parent[at as usize] {
-                    Some(p) => at = p,
+                    Some(up) => at = up,
                     None => break,
                 }
+                spans.push(trace.span(at).span_id);
             }
         }
-        out
+        Observation {
+            kind: p.kind,
+            severity: self.severity(p.cost_ns),
+            culprit: p.culprit,
+            chain: ChainHop::path(trace, p.at, &self.t.timed_out),
+            summary: p.summary,
+            remedy: p.remedy,
+            evidence: p.evidence,
+            trace_ids: vec![trace.trace_id],
+            count: 1,
+            seen_ns: trace.end(trace.root),
+            crossed: p.crossed,
+            location: calls.first().and_then(|c| {
+                [c.span, c.top, c.parent]
+                    .into_iter()
+                    .find_map(|s| CodeLocation::of(trace, s))
+            }),
+            spans,
+        }
     }
+}
 
-    fn seen_ns(&self) -> u64 {
-        self.t.trace.end(self.t.trace.root)
-    }
+/// What one pattern detector says of one trace; [`Report::observe`] adds what
+/// every pattern's observation shares.
+struct Pattern {
+    kind: FindingKind,
+    /// The critical time its severity is judged by.
+    cost_ns: u64,
+    culprit: Culprit,
+    /// The span the chain from the entry point leads to.
+    at: u32,
+    summary: String,
+    remedy: String,
+    evidence: serde_json::Value,
+    crossed: Vec<Crossed>,
 }
 
 /// The peak number of `intervals` in flight at once.

@@ -10,7 +10,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::json;
 
 use super::calls::{Call, Calls};
-use super::{batch_remedy, peak_in_flight, NPlusOneThresholds, Report};
+use super::{batch_remedy, peak_in_flight, NPlusOneThresholds, Pattern, Report};
 use crate::analyze::finding::ms;
 use crate::analyze::saturation::culprit_statement;
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
@@ -180,42 +180,40 @@ pub(super) fn report(r: &Report<'_>, calls: &Calls, l: &Loop) -> Option<Observat
         source.map_or(String::new(), |s| format!(" after `{}`", s.shape)),
         r.cost(critical),
     );
-    Some(Observation {
-        kind: FindingKind::NPlusOne,
-        severity: r.severity(critical),
-        culprit: Culprit {
-            service: first.caller,
-            operation: Sym::new(&culprit_statement(&first.shape)),
-            peer: first.callee,
+    Some(r.observe(
+        Pattern {
+            kind: FindingKind::NPlusOne,
+            cost_ns: critical,
+            culprit: Culprit {
+                service: first.caller,
+                operation: Sym::new(&culprit_statement(&first.shape)),
+                peer: first.callee,
+            },
+            at: first.span,
+            summary,
+            remedy: batch_remedy(first.kind).to_owned(),
+            evidence: json!({
+                "calls": n,
+                "shape": first.shape,
+                "distinct_parameters": l.distinct,
+                "peak_in_flight": l.peak,
+                "throttled_to": l.throttled_to,
+                "source": source.map(|s| &s.shape),
+                "parent": {"service": parent.service, "operation": parent.operation},
+                "timeouts": timeouts,
+                "retried_timeouts": retried,
+                "total_ms": ms(total),
+                "critical_ms": ms(critical),
+                "critical_share": r.share(critical),
+            }),
+            crossed: vec![Crossed::new(
+                "n_plus_one.min_calls",
+                l.min_calls as f64,
+                n as f64,
+            )],
         },
-        chain: r.chain(first.span),
-        summary,
-        remedy: batch_remedy(first.kind).to_owned(),
-        evidence: json!({
-            "calls": n,
-            "shape": first.shape,
-            "distinct_parameters": l.distinct,
-            "peak_in_flight": l.peak,
-            "throttled_to": l.throttled_to,
-            "source": source.map(|s| &s.shape),
-            "parent": {"service": parent.service, "operation": parent.operation},
-            "timeouts": timeouts,
-            "retried_timeouts": retried,
-            "total_ms": ms(total),
-            "critical_ms": ms(critical),
-            "critical_share": r.share(critical),
-        }),
-        trace_ids: vec![trace.trace_id],
-        count: 1,
-        seen_ns: r.seen_ns(),
-        crossed: vec![Crossed::new(
-            "n_plus_one.min_calls",
-            l.min_calls as f64,
-            n as f64,
-        )],
-        location: r.location(first),
-        spans: r.spans(members.iter().copied()),
-    })
+        &members,
+    ))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use serde_json::json;
 
 use super::calls::{Call, CallKind, Calls};
-use super::{RedundantCallThresholds, Report};
+use super::{Pattern, RedundantCallThresholds, Report};
 use crate::analyze::finding::ms;
 use crate::analyze::saturation::culprit_statement;
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
@@ -66,15 +66,15 @@ pub(super) fn find(
         let first = made[0];
         let callee_label = first.callee_label();
         let call = culprit_statement(arguments);
-        out.push(Observation {
+        out.push(r.observe(Pattern {
             kind: FindingKind::RedundantCall,
-            severity: r.severity(critical),
+            cost_ns: critical,
             culprit: Culprit {
                 service: caller,
                 operation: Sym::new(&culprit_statement(shape)),
                 peer: callee,
             },
-            chain: r.chain(first.span),
+            at: first.span,
             summary: format!(
                 "{caller} makes the identical call to {callee_label} {} times in one request: `{call}`; the repeats cost {}.",
                 made.len(),
@@ -89,17 +89,12 @@ pub(super) fn find(
                 "critical_ms": ms(critical),
                 "critical_share": r.share(critical),
             }),
-            trace_ids: vec![r.t.trace.trace_id],
-            count: 1,
-            seen_ns: r.seen_ns(),
             crossed: vec![Crossed::new(
                 "redundant_call.min_calls",
                 limits.min_calls as f64,
                 made.len() as f64,
             )],
-            location: r.location(first),
-            spans: r.spans(made.iter().copied()),
-        });
+        }, &made));
     }
     out
 }

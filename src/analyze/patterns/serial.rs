@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::calls::{Call, Calls};
 use super::n_plus_one::Loop;
-use super::{Report, SerialCallsThresholds};
+use super::{Pattern, Report, SerialCallsThresholds};
 use crate::analyze::finding::ms;
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
 use crate::model::Sym;
@@ -85,15 +85,15 @@ fn judge(r: &Report<'_>, run: &[&Call], limits: &SerialCallsThresholds) -> Optio
         .iter()
         .map(|c| format!("{} `{}`", c.callee_label(), c.shape))
         .collect();
-    Some(Observation {
+    Some(r.observe(Pattern {
         kind: FindingKind::SerialCalls,
-        severity: r.severity(saved),
+        cost_ns: saved,
         culprit: Culprit {
             service: first.caller,
             operation: parent.operation,
             peer: None,
         },
-        chain: r.chain(first.parent),
+        at: first.parent,
         summary: format!(
             "{} makes {} calls one after another under {} ({}); made together they would take the longest one's time and save {}.",
             first.caller,
@@ -119,14 +119,9 @@ fn judge(r: &Report<'_>, run: &[&Call], limits: &SerialCallsThresholds) -> Optio
             "saved_share": r.share(saved),
             "max_gap_ms": ms(max_gap),
         }),
-        trace_ids: vec![trace.trace_id],
-        count: 1,
-        seen_ns: r.seen_ns(),
         crossed: vec![
             Crossed::new("serial_calls.min_calls", limits.min_calls as f64, distinct.len() as f64),
             Crossed::new("serial_calls.min_saved_ms", limits.min_saved_ms, ms(saved)),
         ],
-        location: r.location(first),
-        spans: r.spans(run.iter().copied()),
-    })
+    }, run))
 }
