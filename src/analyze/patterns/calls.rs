@@ -219,14 +219,16 @@ impl Calls {
                 let destination = text(11).or(text(12)).unwrap_or(span.operation.as_str());
                 (CallKind::Message, destination.to_owned(), None)
             } else {
-                let kind = if system.is_some() {
-                    if cache {
-                        CallKind::Cache
-                    } else {
-                        CallKind::Db
-                    }
-                } else {
-                    CallKind::Other
+                // A span named by a key-value store's own tracer (HotROD's
+                // `redis` service) is a cache call too.
+                let named_cache = callee.is_some_and(|c| {
+                    let c = c.as_str().to_ascii_lowercase();
+                    CACHES.iter().any(|k| c.contains(k))
+                });
+                let kind = match (system.is_some(), cache || named_cache) {
+                    (_, true) => CallKind::Cache,
+                    (true, false) => CallKind::Db,
+                    (false, false) => CallKind::Other,
                 };
                 (kind, span.operation.as_str().to_owned(), params(trace, i))
             };
