@@ -23,6 +23,35 @@ async fn found(traces: Vec<Vec<Sp>>) -> [Vec<Value>; 2] {
     let ids = send(&d, traces).await;
     d.detected(sent).await;
     let online = d.findings().await;
+    // Each trace marks the spans of the patterns it showed, for the trace page.
+    for id in &ids {
+        let (_, trace) = d.get(&format!("/api/v1/traces/{id}")).await;
+        for mark in trace["marks"].as_array().expect("marks") {
+            let finding = online
+                .iter()
+                .find(|f| f["id"] == mark["finding_id"])
+                .unwrap_or_else(|| panic!("{mark} names a finding the API lists"));
+            assert!(
+                finding["trace_ids"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&Value::from(id.to_string())),
+                "{mark}"
+            );
+            assert!(!mark["span_ids"].as_array().unwrap().is_empty(), "{mark}");
+        }
+        let marked = trace["marks"].as_array().unwrap().len();
+        let found = online
+            .iter()
+            .filter(|f| {
+                f["trace_ids"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&Value::from(id.to_string()))
+            })
+            .count();
+        assert_eq!(marked, found, "every finding of the trace marks its spans");
+    }
     let http = reqwest::Client::new();
     let dir = std::env::temp_dir().join(format!("hopscope-patterns-{}", ids[0]));
     std::fs::create_dir_all(&dir).unwrap();
@@ -199,6 +228,17 @@ async fn an_orm_loop_is_n_plus_one_and_a_batched_in_query_is_not() {
         );
         assert!(f["remedy"].as_str().unwrap().contains("IN (...)"), "{f:#}");
     }
+    // The trace page marks the loop's twenty calls.
+    let d = harness::start_detecting().await;
+    let ids = send(&d, vec![posts_page(false)]).await;
+    let trace = d
+        .wait_for(&format!("/api/v1/traces/{}", ids[0]), |s, b| {
+            s == 200 && b["marks"].as_array().is_some_and(|m| !m.is_empty())
+        })
+        .await;
+    assert_eq!(trace["marks"][0]["kind"], "n_plus_one");
+    assert_eq!(trace["marks"][0]["span_ids"].as_array().unwrap().len(), 20);
+    d.stop().await;
 }
 
 /// A request that waits 490 ms on a search call while a loop of six cache

@@ -174,7 +174,10 @@ fn assert_hotrod_loops(found: &[Value], traces: usize) {
     let redis = by("driver");
     assert_eq!(redis["culprit"]["operation"], "GetDriver");
     assert_eq!(redis["culprit"]["peer"], "redis");
-    assert!(redis["remedy"].as_str().unwrap().contains("MGET"), "{redis}");
+    assert!(
+        redis["remedy"].as_str().unwrap().contains("MGET"),
+        "{redis}"
+    );
     let e = &redis["evidence"];
     assert!((12..=13).contains(&e["calls"].as_u64().unwrap()), "{e}");
     assert_eq!(e["peak_in_flight"], 1, "strictly sequential: {e}");
