@@ -26,7 +26,7 @@ use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
-use crate::analyze::{CodeLocation, FindingKind, Severity};
+use crate::analyze::{patterns, CodeLocation, FindingKind, Severity};
 use crate::api::rfc3339;
 use crate::store::{Finding, Store};
 
@@ -146,7 +146,8 @@ fn result(f: &Finding, rule_index: usize) -> Value {
     if !text.ends_with('.') {
         text.push('.');
     }
-    if let Some(ms) = critical_ms {
+    // The anti-patterns' summaries say their critical cost already.
+    if let Some(ms) = critical_ms.filter(|_| !patterns::KINDS.contains(&o.kind)) {
         text.push_str(&format!(" It costs {ms:.1} ms on the critical path"));
         if let Some(share) = critical_share {
             text.push_str(&format!(" ({:.0} % of the request)", share * 100.0));
@@ -171,7 +172,8 @@ fn result(f: &Finding, rule_index: usize) -> Value {
         "firstSeen": rfc3339(f.first_seen_ns),
         "lastSeen": rfc3339(o.seen_ns),
     });
-    if let Some(ms) = critical_ms {
+    // The anti-patterns' summaries say their critical cost already.
+    if let Some(ms) = critical_ms.filter(|_| !patterns::KINDS.contains(&o.kind)) {
         properties["criticalMs"] = json!(ms);
     }
     if let Some(share) = critical_share {

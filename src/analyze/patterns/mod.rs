@@ -35,6 +35,16 @@ use super::{
     Thresholds,
 };
 
+/// The kinds these detectors report; their summaries say what the pattern
+/// costs on the critical path.
+pub const KINDS: [FindingKind; 5] = [
+    FindingKind::NPlusOne,
+    FindingKind::SerialCalls,
+    FindingKind::RedundantCall,
+    FindingKind::ChattyEdge,
+    FindingKind::ExcessiveFanout,
+];
+
 /// Runs the anti-pattern detectors over an analyzed trace.
 pub fn detect(t: &AnalyzedTrace, limits: &Thresholds) -> Vec<Observation> {
     let calls = Calls::of(t);
