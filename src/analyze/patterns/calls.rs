@@ -2,7 +2,8 @@
 //! per logical call with what it called, its visible arguments, the span it
 //! was made under and its time on the critical path.
 
-use std::sync::LazyLock;
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
 
 use crate::analyze::saturation::{shape_of, DbTarget};
 use crate::analyze::{remote_server, AnalyzedTrace};
@@ -20,9 +21,37 @@ pub(super) enum CallKind {
     Other,
 }
 
-/// One logical call.
+/// What a call reached: a service (its SERVER span's, its own tracer's, or
+/// a named peer), or a database as the other detectors name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Callee {
+    Service(Sym),
+    Db(DbTarget),
+}
+
+impl Callee {
+    /// The callee as a culprit's peer (a database's label is interned only
+    /// here, when a finding names it).
+    pub fn peer(self) -> Sym {
+        match self {
+            Callee::Service(s) => s,
+            Callee::Db(db) => Sym::new(&db.label()),
+        }
+    }
+}
+
+impl std::fmt::Display for Callee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Callee::Service(s) => f.write_str(s.as_str()),
+            Callee::Db(db) => f.write_str(&db.label()),
+        }
+    }
+}
+
+/// One logical call; its text borrows from the trace (`'t`).
 #[derive(Debug, Clone)]
-pub(super) struct Call {
+pub(super) struct Call<'t> {
     /// The span that records the call.
     pub span: u32,
     /// The child of `parent` that holds it: the span itself, or the outermost
@@ -33,13 +62,13 @@ pub(super) struct Call {
     /// The service that made it: `parent`'s.
     pub caller: Sym,
     /// The service, database or host it called.
-    pub callee: Option<Sym>,
+    pub callee: Option<Callee>,
     pub kind: CallKind,
     /// What it called, without its arguments.
-    pub shape: String,
+    pub shape: Arc<str>,
     /// Its arguments where the span shows them: a statement's literals, a
     /// URL with its query, a key; `None` when they are placeholders or absent.
-    pub arguments: Option<String>,
+    pub arguments: Option<Cow<'t, str>>,
     pub start_ns: u64,
     pub end_ns: u64,
     /// The critical time of `top` and everything under it.
@@ -52,29 +81,36 @@ pub(super) struct Call {
     pub writes: bool,
 }
 
-impl Call {
+impl Call<'_> {
     pub fn duration_ns(&self) -> u64 {
         self.end_ns - self.start_ns
     }
 
-    /// "postgresql", or "?" when nothing names the callee.
-    pub fn callee_label(&self) -> &'static str {
-        self.callee.map_or("?", |c| c.as_str())
+    /// The callee as a culprit's peer.
+    pub fn peer(&self) -> Option<Sym> {
+        self.callee.map(Callee::peer)
+    }
+
+    /// "postgresql 10.0.0.5/shop", or "?" when nothing names the callee.
+    pub fn callee_label(&self) -> String {
+        self.callee
+            .map_or_else(|| "?".to_owned(), |c| c.to_string())
     }
 
     /// Calls of one shape to one callee are the same call.
-    pub fn same_call(&self, other: &Call) -> bool {
+    pub fn same_call(&self, other: &Call<'_>) -> bool {
         self.caller == other.caller && self.callee == other.callee && self.shape == other.shape
     }
 }
 
 /// The calls of one trace, in span order.
-pub(super) struct Calls {
-    pub calls: Vec<Call>,
+pub(super) struct Calls<'t> {
+    pub calls: Vec<Call<'t>>,
 }
 
-/// The keys a call's identity is read from, in the order [`Calls::of`] reads them.
-static KEYS: LazyLock<[Sym; 20]> = LazyLock::new(|| {
+/// The keys every call's identity is read from, in the order [`Calls::of`]
+/// reads them.
+static KEYS: LazyLock<[Sym; 11]> = LazyLock::new(|| {
     [
         "db.query.text",
         "db.statement",
@@ -87,10 +123,13 @@ static KEYS: LazyLock<[Sym; 20]> = LazyLock::new(|| {
         "http.method",
         "rpc.service",
         "rpc.method",
-        "messaging.destination.name",
-        "messaging.destination",
-        "http.route",
-        "url.template",
+    ]
+    .map(Sym::new)
+});
+
+/// Where a database call names its database (read for those only).
+static DB_KEYS: LazyLock<[Sym; 5]> = LazyLock::new(|| {
+    [
         "server.address",
         "net.peer.name",
         "peer.service",
@@ -99,6 +138,14 @@ static KEYS: LazyLock<[Sym; 20]> = LazyLock::new(|| {
     ]
     .map(Sym::new)
 });
+
+/// A client's own URL template (read for an HTTP call without a SERVER span).
+static TEMPLATE_KEYS: LazyLock<[Sym; 2]> =
+    LazyLock::new(|| ["url.template", "http.route"].map(Sym::new));
+
+/// A message's destination (read for PRODUCER spans).
+static DESTINATION_KEYS: LazyLock<[Sym; 2]> =
+    LazyLock::new(|| ["messaging.destination.name", "messaging.destination"].map(Sym::new));
 
 /// Where a SERVER span says what it served.
 static SERVER_KEYS: LazyLock<[Sym; 5]> = LazyLock::new(|| {
@@ -119,8 +166,8 @@ const CACHES: [&str; 4] = ["redis", "memcached", "valkey", "aerospike"];
 /// URL carries them (HotROD's `param.driverID`, `db.query.parameter.*`).
 const ARGUMENT_PREFIXES: [&str; 2] = ["param.", "db.query.parameter."];
 
-impl Calls {
-    pub fn of(t: &AnalyzedTrace) -> Calls {
+impl<'t> Calls<'t> {
+    pub fn of(t: &'t AnalyzedTrace) -> Calls<'t> {
         let trace = &t.trace;
         let mut calls = Vec::new();
         let mut subtree: Option<Vec<u64>> = None;
@@ -133,105 +180,125 @@ impl Calls {
             {
                 continue;
             }
-            let found = trace.arena.find(span.attrs, *KEYS);
-            let text = |k: usize| found[k].and_then(Found::text);
-            let statement = text(0).or(text(1)).or(text(2));
-            let system = text(3).or(text(4));
+            let [text, statement, sql, system, legacy_system, url, legacy_url, method, legacy_method, rpc_service, rpc_method] =
+                trace.arena.find(span.attrs, *KEYS);
+            let statement = text.or(statement).or(sql).and_then(Found::text);
+            let system = system.or(legacy_system);
             let is_call = matches!(span.kind, SpanKind::Client | SpanKind::Producer)
                 || statement.is_some()
                 || system.is_some();
             if !is_call {
                 continue;
             }
+            let system_name = system.and_then(Found::text);
             let (top, parent) = made_under(t, i);
             let server = remote_server(trace, i);
             let caller = trace.span(parent).service;
-            let sym = |k: usize| found[k].and_then(Found::sym);
             // A database is named as the other detectors name it:
             // `postgresql 10.0.0.5/shop`, HotROD's `mysql`.
             let database = (statement.is_some() || system.is_some()).then(|| {
-                let target = DbTarget {
-                    system: sym(3).or(sym(4)),
-                    address: sym(15).or(sym(16)).or(sym(17)),
-                    namespace: sym(18).or(sym(19)),
-                };
-                Sym::new(&target.label())
+                let [address, peer_name, peer_service, namespace, name] =
+                    trace.arena.find(span.attrs, *DB_KEYS);
+                Callee::Db(DbTarget {
+                    system: system.and_then(Found::sym),
+                    address: address.or(peer_name).or(peer_service).and_then(Found::sym),
+                    namespace: namespace.or(name).and_then(Found::sym),
+                })
             });
             let callee = server
-                .map(|s| trace.span(s).service)
+                .map(|s| Callee::Service(trace.span(s).service))
                 .or(database)
-                .or_else(|| (span.service != caller).then_some(span.service))
-                .or_else(|| named_peer(span, &trace.arena));
-            let url = text(5).or(text(6));
-            let method = text(7).or(text(8));
-            let cache = system.is_some_and(|s| CACHES.contains(&s));
-            let (kind, shape, arguments) = if let Some(statement) = statement {
-                if cache {
-                    let command = statement.split_whitespace().next().unwrap_or("");
+                .or_else(|| (span.service != caller).then_some(Callee::Service(span.service)))
+                .or_else(|| named_peer(span, &trace.arena).map(Callee::Service));
+            let url = url.or(legacy_url).and_then(Found::text);
+            let method = method.or(legacy_method).and_then(Found::text);
+            let cache = system_name.is_some_and(|s| CACHES.contains(&s));
+            let (kind, shape, arguments): (CallKind, Arc<str>, Option<Cow<'t, str>>) =
+                if let Some(statement) = statement {
+                    if cache {
+                        let command = statement.split_whitespace().next().unwrap_or("");
+                        (
+                            CallKind::Cache,
+                            format!(
+                                "{} {}",
+                                system_name.unwrap_or(""),
+                                command.to_ascii_uppercase()
+                            )
+                            .into(),
+                            Some(Cow::Borrowed(statement)),
+                        )
+                    } else {
+                        (
+                            CallKind::Db,
+                            shape_of(statement),
+                            sql_arguments(statement).map(Cow::Borrowed),
+                        )
+                    }
+                } else if let Some(server) = server {
+                    let [route, full, legacy, target, path] =
+                        trace.arena.find(trace.span(server).attrs, *SERVER_KEYS);
+                    let served: Arc<str> = match route.and_then(Found::text) {
+                        Some(r) => format!("{} {r}", method.unwrap_or("")).trim().into(),
+                        None => trace.span(server).operation.as_str().into(),
+                    };
+                    let target = [full, legacy, target, path]
+                        .into_iter()
+                        .find_map(|f| f.and_then(Found::text))
+                        .or(url);
                     (
-                        CallKind::Cache,
-                        format!("{} {}", system.unwrap_or(""), command.to_ascii_uppercase()),
-                        Some(statement.to_owned()),
+                        CallKind::Http,
+                        served,
+                        target.filter(|_| idempotent(method)).map(Cow::Borrowed),
                     )
+                } else if let Some(url) = url {
+                    let [template, route] = trace.arena.find(span.attrs, *TEMPLATE_KEYS);
+                    let template = template.or(route).and_then(Found::text).map_or_else(
+                        || url_template(url),
+                        |t| {
+                            format!("{} {t}", url_host(url).unwrap_or(""))
+                                .trim()
+                                .to_owned()
+                        },
+                    );
+                    (
+                        CallKind::Http,
+                        format!("{} {template}", method.unwrap_or("")).trim().into(),
+                        idempotent(method).then_some(Cow::Borrowed(url)),
+                    )
+                } else if let Some(rpc) = rpc_method.and_then(Found::text) {
+                    let service = rpc_service
+                        .and_then(Found::text)
+                        .map_or(String::new(), |s| format!("{s}/"));
+                    (
+                        CallKind::Rpc,
+                        format!("{service}{rpc}").into(),
+                        params(trace, i).map(Cow::Owned),
+                    )
+                } else if span.kind == SpanKind::Producer {
+                    let [name, legacy] = trace.arena.find(span.attrs, *DESTINATION_KEYS);
+                    let destination = name
+                        .or(legacy)
+                        .and_then(Found::text)
+                        .unwrap_or(span.operation.as_str());
+                    (CallKind::Message, destination.into(), None)
                 } else {
+                    // A span named by a key-value store's own tracer (HotROD's
+                    // `redis` service) is a cache call too.
+                    let named_cache = callee.is_some_and(|c| {
+                        let c = c.to_string().to_ascii_lowercase();
+                        CACHES.iter().any(|k| c.contains(k))
+                    });
+                    let kind = match (system.is_some(), cache || named_cache) {
+                        (_, true) => CallKind::Cache,
+                        (true, false) => CallKind::Db,
+                        (false, false) => CallKind::Other,
+                    };
                     (
-                        CallKind::Db,
-                        shape_of(statement).to_string(),
-                        sql_arguments(statement),
+                        kind,
+                        span.operation.as_str().into(),
+                        params(trace, i).map(Cow::Owned),
                     )
-                }
-            } else if let Some(server) = server {
-                let [route, full, legacy, target, path] =
-                    trace.arena.find(trace.span(server).attrs, *SERVER_KEYS);
-                let served = route
-                    .and_then(Found::text)
-                    .map(|r| format!("{} {r}", method.unwrap_or("")).trim().to_owned())
-                    .unwrap_or_else(|| trace.span(server).operation.as_str().to_owned());
-                let target = [full, legacy, target, path]
-                    .into_iter()
-                    .find_map(|f| f.and_then(Found::text))
-                    .or(url);
-                (
-                    CallKind::Http,
-                    served,
-                    target.filter(|_| idempotent(method)).map(str::to_owned),
-                )
-            } else if let Some(url) = url {
-                let template = text(14).or(text(13)).map_or_else(
-                    || url_template(url),
-                    |t| {
-                        format!("{} {t}", url_host(url).unwrap_or(""))
-                            .trim()
-                            .to_owned()
-                    },
-                );
-                (
-                    CallKind::Http,
-                    format!("{} {template}", method.unwrap_or(""))
-                        .trim()
-                        .to_owned(),
-                    idempotent(method).then(|| url.to_owned()),
-                )
-            } else if let Some(rpc) = text(10) {
-                let service = text(9).map_or(String::new(), |s| format!("{s}/"));
-                (CallKind::Rpc, format!("{service}{rpc}"), params(trace, i))
-            } else if span.kind == SpanKind::Producer {
-                let destination = text(11).or(text(12)).unwrap_or(span.operation.as_str());
-                (CallKind::Message, destination.to_owned(), None)
-            } else {
-                // A span named by a key-value store's own tracer (HotROD's
-                // `redis` service) is a cache call too.
-                let named_cache = callee.is_some_and(|c| {
-                    let c = c.as_str().to_ascii_lowercase();
-                    CACHES.iter().any(|k| c.contains(k))
-                });
-                let kind = match (system.is_some(), cache || named_cache) {
-                    (_, true) => CallKind::Cache,
-                    (true, false) => CallKind::Db,
-                    (false, false) => CallKind::Other,
                 };
-                (kind, span.operation.as_str().to_owned(), params(trace, i))
-            };
             let subtree = subtree.get_or_insert_with(|| subtree_critical(t));
             calls.push(Call {
                 span: i,
@@ -259,8 +326,9 @@ impl Calls {
         Calls { calls }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.calls.is_empty()
+    /// Fewer than two calls make no pattern.
+    pub fn too_few(&self) -> bool {
+        self.calls.len() < 2
     }
 }
 
@@ -309,7 +377,7 @@ fn subtree_critical(t: &AnalyzedTrace) -> Vec<u64> {
 /// A statement's arguments when they are visible: the statement itself when
 /// it carries inline literals or none at all; `None` when its values are
 /// placeholders (`?`, `$1`, `%s`, `%(name)s`, `:name`) sent apart from it.
-fn sql_arguments(statement: &str) -> Option<String> {
+fn sql_arguments(statement: &str) -> Option<&str> {
     let bytes = statement.as_bytes();
     let placeholder = bytes.iter().enumerate().any(|(i, &b)| {
         let next = bytes.get(i + 1).copied().unwrap_or(b' ');
@@ -325,7 +393,7 @@ fn sql_arguments(statement: &str) -> Option<String> {
             _ => false,
         }
     });
-    (!placeholder).then(|| statement.to_owned())
+    (!placeholder).then_some(statement)
 }
 
 /// Statements that only read.
@@ -430,7 +498,7 @@ mod tests {
             "SELECT * FROM config",
             "SELECT '10:30'::time FROM t",
         ] {
-            assert_eq!(sql_arguments(shown).as_deref(), Some(shown), "{shown}");
+            assert_eq!(sql_arguments(shown), Some(shown), "{shown}");
         }
     }
 

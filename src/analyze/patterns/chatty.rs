@@ -7,7 +7,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::json;
 
-use super::calls::{Call, Calls};
+use super::calls::{Call, Callee, Calls};
 use super::n_plus_one::Loop;
 use super::{ChattyEdgeThresholds, Pattern, Report};
 use crate::analyze::finding::ms;
@@ -37,8 +37,8 @@ pub(super) fn find(
         }
     };
     // By (request, caller, callee): the calls, with their indexes.
-    type Edge<'a> = Vec<(usize, &'a Call)>;
-    let mut edges: FxHashMap<(u32, Sym, Sym), Edge<'_>> = FxHashMap::default();
+    type Edge<'a> = Vec<(usize, &'a Call<'a>)>;
+    let mut edges: FxHashMap<(u32, Sym, Callee), Edge<'_>> = FxHashMap::default();
     for (i, c) in calls.calls.iter().enumerate() {
         if let Some(callee) = c.callee {
             edges
@@ -57,7 +57,7 @@ pub(super) fn find(
         let edge: Vec<&Call> = edge.into_iter().map(|(_, c)| c).collect();
         let critical: u64 = edge.iter().map(|c| c.critical_ns).sum();
         let total: u64 = edge.iter().map(|c| c.duration_ns()).sum();
-        let operations: FxHashSet<&str> = edge.iter().map(|c| c.shape.as_str()).collect();
+        let operations: FxHashSet<&str> = edge.iter().map(|c| &*c.shape).collect();
         let entry = trace.span(request).operation;
         out.push(r.observe(Pattern {
             kind: FindingKind::ChattyEdge,
@@ -65,7 +65,7 @@ pub(super) fn find(
             culprit: Culprit {
                 service: caller,
                 operation: entry,
-                peer: Some(callee),
+                peer: Some(callee.peer()),
             },
             at: request,
             summary: format!(

@@ -5,11 +5,10 @@
 use rustc_hash::FxHashMap;
 use serde_json::json;
 
-use super::calls::{Call, Calls};
+use super::calls::{Call, Callee, Calls};
 use super::{peak_in_flight, ExcessiveFanoutThresholds, Pattern, Report};
 use crate::analyze::finding::ms;
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
-use crate::model::Sym;
 
 /// The bursts of a trace.
 pub(super) fn find(
@@ -32,14 +31,15 @@ pub(super) fn find(
             continue;
         }
         // What the burst presses on: the callee most of its calls reach.
-        let mut callees: FxHashMap<Option<Sym>, usize> = FxHashMap::default();
+        let mut callees: FxHashMap<Option<Callee>, usize> = FxHashMap::default();
         for c in &children {
             *callees.entry(c.callee).or_default() += 1;
         }
         let (presses_on, on_it) = callees
             .into_iter()
-            .max_by_key(|&(callee, n)| (n, callee.map(|c| c.as_str())))
+            .max_by_key(|&(callee, n)| (n, callee.map(|c| c.to_string())))
             .unwrap_or((None, 0));
+        let presses_on = presses_on.map(Callee::peer);
         let presses_label = presses_on.map_or("?", |c| c.as_str());
         let span = trace.span(parent);
         let critical: u64 = children.iter().map(|c| c.critical_ns).sum();

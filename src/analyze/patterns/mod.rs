@@ -48,7 +48,7 @@ pub const KINDS: [FindingKind; 5] = [
 /// Runs the anti-pattern detectors over an analyzed trace.
 pub fn detect(t: &AnalyzedTrace, limits: &Thresholds) -> Vec<Observation> {
     let calls = Calls::of(t);
-    if calls.is_empty() {
+    if calls.too_few() {
         return Vec::new();
     }
     let report = Report::new(t, &limits.pattern_severity);

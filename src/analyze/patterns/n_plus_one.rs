@@ -9,7 +9,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::json;
 
-use super::calls::{Call, Calls};
+use super::calls::{Call, Callee, Calls};
 use super::{batch_remedy, peak_in_flight, NPlusOneThresholds, Pattern, Report};
 use crate::analyze::finding::ms;
 use crate::analyze::saturation::culprit_statement;
@@ -62,11 +62,11 @@ fn loop_parent(
 /// The loops of a trace.
 pub(super) fn find(trace: &Trace, calls: &Calls, limits: &NPlusOneThresholds) -> Vec<Loop> {
     let mut items = FxHashMap::default();
-    let mut groups: FxHashMap<(u32, Sym, Option<Sym>, &str), Vec<usize>> = FxHashMap::default();
+    let mut groups: FxHashMap<(u32, Sym, Option<Callee>, &str), Vec<usize>> = FxHashMap::default();
     for (i, c) in calls.calls.iter().enumerate() {
         let parent = loop_parent(trace, c, limits.min_calls as usize, &mut items);
         groups
-            .entry((parent, c.caller, c.callee, c.shape.as_str()))
+            .entry((parent, c.caller, c.callee, &*c.shape))
             .or_default()
             .push(i);
     }
@@ -187,18 +187,18 @@ pub(super) fn report(r: &Report<'_>, calls: &Calls, l: &Loop) -> Option<Observat
             culprit: Culprit {
                 service: first.caller,
                 operation: Sym::new(&culprit_statement(&first.shape)),
-                peer: first.callee,
+                peer: first.peer(),
             },
             at: first.span,
             summary,
             remedy: batch_remedy(first.kind).to_owned(),
             evidence: json!({
                 "calls": n,
-                "shape": first.shape,
+                "shape": &*first.shape,
                 "distinct_parameters": l.distinct,
                 "peak_in_flight": l.peak,
                 "throttled_to": l.throttled_to,
-                "source": source.map(|s| &s.shape),
+                "source": source.map(|s| &*s.shape),
                 "parent": {"service": parent.service, "operation": parent.operation},
                 "timeouts": timeouts,
                 "retried_timeouts": retried,

@@ -9,7 +9,7 @@
 use rustc_hash::FxHashMap;
 use serde_json::json;
 
-use super::calls::{Call, CallKind, Calls};
+use super::calls::{Call, CallKind, Callee, Calls};
 use super::{Pattern, RedundantCallThresholds, Report};
 use crate::analyze::finding::ms;
 use crate::analyze::saturation::culprit_statement;
@@ -31,7 +31,7 @@ pub(super) fn find(
     calls: &Calls,
     limits: &RedundantCallThresholds,
 ) -> Vec<Observation> {
-    type Key<'a> = (Sym, Option<Sym>, &'a str, &'a str);
+    type Key<'a> = (Sym, Option<Callee>, &'a str, &'a str);
     let mut same: FxHashMap<Key<'_>, Vec<&Call>> = FxHashMap::default();
     for c in &calls.calls {
         let Some(arguments) = c.arguments.as_deref() else {
@@ -40,7 +40,7 @@ pub(super) fn find(
         if c.kind == CallKind::Message || (c.kind == CallKind::Db && !reads_data(arguments)) {
             continue;
         }
-        same.entry((c.caller, c.callee, c.shape.as_str(), arguments))
+        same.entry((c.caller, c.callee, &*c.shape, arguments))
             .or_default()
             .push(c);
     }
@@ -72,7 +72,7 @@ pub(super) fn find(
             culprit: Culprit {
                 service: caller,
                 operation: Sym::new(&culprit_statement(shape)),
-                peer: callee,
+                peer: callee.map(Callee::peer),
             },
             at: first.span,
             summary: format!(

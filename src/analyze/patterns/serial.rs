@@ -10,12 +10,11 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::json;
 
-use super::calls::{Call, Calls};
+use super::calls::{Call, Callee, Calls};
 use super::n_plus_one::Loop;
 use super::{Pattern, Report, SerialCallsThresholds};
 use crate::analyze::finding::ms;
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
-use crate::model::Sym;
 
 /// The serial runs of a trace.
 pub(super) fn find(
@@ -61,8 +60,8 @@ pub(super) fn find(
 
 /// The observation of a run, if it is long and costly enough.
 fn judge(r: &Report<'_>, run: &[&Call], limits: &SerialCallsThresholds) -> Option<Observation> {
-    let distinct: FxHashSet<(Option<Sym>, &str)> =
-        run.iter().map(|c| (c.callee, c.shape.as_str())).collect();
+    let distinct: FxHashSet<(Option<Callee>, &str)> =
+        run.iter().map(|c| (c.callee, &*c.shape)).collect();
     if distinct.len() < (limits.min_calls as usize) {
         return None;
     }
@@ -107,8 +106,8 @@ fn judge(r: &Report<'_>, run: &[&Call], limits: &SerialCallsThresholds) -> Optio
             "calls": run.iter().map(|c| json!({
                 "service": c.caller,
                 "operation": trace.span(c.span).operation,
-                "target": c.shape,
-                "callee": c.callee,
+                "target": &*c.shape,
+                "callee": c.peer(),
                 "start_ms": ms(c.start_ns.saturating_sub(t0)),
                 "duration_ms": ms(c.duration_ns()),
                 "critical_ms": ms(c.critical_ns),
