@@ -217,6 +217,60 @@ fn batch_remedy(kind: CallKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::analyze;
+    use crate::analyze::testing::{span, trace};
+    use crate::model::SpanKind;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_loop_of_one_statement_with_inline_literals_counts_its_distinct_values() {
+        // An ORM that inlines its values: six selects of three ids, twice.
+        let statements: Vec<String> = (0..6)
+            .map(|k| format!("SELECT name FROM items WHERE id = {}", 40 + k % 3))
+            .collect();
+        let mut spans = vec![(
+            span("shop", (1, 0), "GET /cart", SpanKind::Server, (0, 100 * MS)),
+            vec![],
+        )];
+        for (k, statement) in statements.iter().enumerate() {
+            let at = (10 + 10 * k as u64) * MS;
+            spans.push((
+                span(
+                    "shop",
+                    (2 + k as u64, 1),
+                    "SELECT",
+                    SpanKind::Client,
+                    (at, at + 9 * MS),
+                ),
+                vec![("db.system", "mysql"), ("db.statement", statement.as_str())],
+            ));
+        }
+        let t = analyze(trace(spans));
+        let [o, again] = t.observations.as_slice() else {
+            panic!("a loop and its repeats: {:#?}", t.observations)
+        };
+        // Each id is fetched twice: three of the six calls are repeats.
+        assert_eq!(again.kind, FindingKind::RedundantCall);
+        assert_eq!(
+            (
+                &again.evidence["repeated_calls"],
+                &again.evidence["repeats"]
+            ),
+            (&3.into(), &3.into())
+        );
+        assert_eq!(o.kind, FindingKind::NPlusOne);
+        assert_eq!(
+            o.culprit.operation.as_str(),
+            "SELECT name FROM items WHERE id = ?"
+        );
+        assert_eq!(o.evidence["calls"], 6);
+        assert_eq!(o.evidence["distinct_parameters"], 3);
+        assert_eq!(o.evidence["peak_in_flight"], 1);
+        // 54 ms of a 100 ms request waits on it: critical.
+        assert_eq!(o.severity, Severity::Critical);
+        assert_eq!(o.spans.len(), 6);
+    }
 
     #[test]
     fn back_to_back_calls_are_not_in_flight_together() {

@@ -4,7 +4,9 @@
 //! shows it — made `min_calls` times or more by one service in one trace. A
 //! call repeated after its previous attempt failed is a retry, not
 //! redundant; statements that read no table (`SELECT 1` pings, `SET`,
-//! `BEGIN`) are not counted.
+//! `BEGIN`) are not counted. One finding per call shape: the identical call
+//! made most often names it, and its cost is every repeat's critical time
+//! (a loop fetching each of three ids twice has three repeats).
 
 use rustc_hash::FxHashMap;
 use serde_json::json;
@@ -44,9 +46,12 @@ pub(super) fn find(
             .or_default()
             .push(c);
     }
-    let mut out = Vec::new();
+    // Per call (caller, callee, shape): each set of identical calls made
+    // at least `min_calls` times, the most made first.
+    type Call3<'a> = (Sym, Option<Callee>, &'a str);
+    let mut repeated: FxHashMap<Call3<'_>, Vec<(&str, Vec<&Call>)>> = FxHashMap::default();
     for ((caller, callee, shape, arguments), mut group) in same {
-        if group.len() < (limits.min_calls as usize) {
+        if group.len() < limits.min_calls as usize {
             continue;
         }
         group.sort_by_key(|c| (c.start_ns, c.span));
@@ -57,15 +62,32 @@ pub(super) fn find(
             .filter(|(k, _)| *k == 0 || !group[k - 1].failed)
             .map(|(_, c)| *c)
             .collect();
-        if made.len() < (limits.min_calls as usize) {
-            continue;
+        if made.len() >= limits.min_calls as usize {
+            repeated
+                .entry((caller, callee, shape))
+                .or_default()
+                .push((arguments, made));
         }
-        let repeats = &made[1..];
+    }
+    let mut out = Vec::new();
+    for ((caller, callee, shape), mut sets) in repeated {
+        sets.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+        // What could be saved: every call of a set after its first.
+        let repeats: Vec<&Call> = sets
+            .iter()
+            .flat_map(|(_, m)| m[1..].iter().copied())
+            .collect();
         let critical: u64 = repeats.iter().map(|c| c.critical_ns).sum();
         let total: u64 = repeats.iter().map(|c| c.duration_ns()).sum();
-        let first = made[0];
+        let (arguments, most) = &sets[0];
+        let first = most[0];
         let callee_label = first.callee_label();
         let call = culprit_statement(arguments);
+        let others = match sets.len() {
+            1 => String::new(),
+            n => format!(" (and {} other identical call(s) repeated)", n - 1),
+        };
+        let made: Vec<&Call> = sets.iter().flat_map(|(_, m)| m.iter().copied()).collect();
         out.push(r.observe(Pattern {
             kind: FindingKind::RedundantCall,
             cost_ns: critical,
@@ -76,15 +98,18 @@ pub(super) fn find(
             },
             at: first.span,
             summary: format!(
-                "{caller} makes the identical call to {callee_label} {} times in one request: `{call}`; the repeats cost {}.",
-                made.len(),
+                "{caller} makes the identical call to {callee_label} {} times in one request: `{call}`{others}; the {} repeats cost {}.",
+                most.len(),
+                repeats.len(),
                 r.cost(critical),
             ),
             remedy: "Make the call once and reuse its result: keep it in a variable for the request, or memoise it per request.".to_owned(),
             evidence: json!({
-                "calls": made.len(),
+                "calls": most.len(),
                 "call": call,
                 "shape": shape,
+                "repeated_calls": sets.len(),
+                "repeats": repeats.len(),
                 "total_ms": ms(total),
                 "critical_ms": ms(critical),
                 "critical_share": r.share(critical),
@@ -92,7 +117,7 @@ pub(super) fn find(
             crossed: vec![Crossed::new(
                 "redundant_call.min_calls",
                 limits.min_calls as f64,
-                made.len() as f64,
+                most.len() as f64,
             )],
         }, &made));
     }
