@@ -1,10 +1,10 @@
 //! The request's own anti-patterns, found in one trace: the same call in a
-//! loop ([`n_plus_one`]), independent calls made one after another
-//! ([`serial_calls`]), the identical call made twice ([`redundant_call`]), a
-//! service calling another dozens of times ([`chatty_edge`]) and a span
-//! starting too many calls at once ([`excessive_fanout`]).
+//! loop (`n_plus_one`), independent calls made one after another
+//! (`serial_calls`), the identical call made twice (`redundant_call`), a
+//! service calling another dozens of times (`chatty_edge`) and a span
+//! starting too many calls at once (`excessive_fanout`).
 //!
-//! Every detector reads one table of the trace's calls ([`Calls`]): each
+//! Every detector reads one table of the trace's calls (`calls.rs`): each
 //! CLIENT, PRODUCER or database span that is not a second instrumentation
 //! layer of another ([`crate::analyze::layers`]) nor a connection checkout,
 //! with what it called (its *shape*: the normalised statement, the cache
