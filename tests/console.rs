@@ -212,11 +212,7 @@ async fn the_plain_findings_page_lists_the_findings_as_escaped_html() {
     let d = harness::start(Settings::default()).await;
     let ids = harness::send(&d, vec![cascade()]).await;
     d.wait_trace(ids[0], 3).await;
-    let found = d
-        .wait_for("/api/v1/findings?kind=cascading_timeout", |s, b| {
-            s == 200 && b["findings"].as_array().is_some_and(|f| !f.is_empty())
-        })
-        .await;
+    let found = d.wait_findings("cascading_timeout").await;
     let a = fetch(&d, "/ui/plain/findings", None).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.content_type, "text/html; charset=utf-8");
@@ -332,11 +328,7 @@ async fn a_finding_marks_the_spans_it_is_made_of_and_says_where_in_the_source() 
     let d = harness::start(Settings::default()).await;
     let ids = harness::send(&d, vec![located_cascade()]).await;
     d.wait_trace(ids[0], 5).await;
-    let found = d
-        .wait_for("/api/v1/findings?kind=cascading_timeout", |s, b| {
-            s == 200 && b["findings"].as_array().is_some_and(|f| !f.is_empty())
-        })
-        .await;
+    let found = d.wait_findings("cascading_timeout").await;
     let finding = &found["findings"][0];
     let location = serde_json::json!({
         "file": "src/stock.rs", "line": 42, "function": "check_stock",

@@ -128,6 +128,15 @@ impl TestDaemon {
         .await;
     }
 
+    /// Waits until `GET /api/v1/findings?kind=KIND` lists at least one
+    /// finding, and returns the answer.
+    pub async fn wait_findings(&self, kind: &str) -> Value {
+        self.wait_for(&format!("/api/v1/findings?kind={kind}"), |s, b| {
+            s == 200 && b["findings"].as_array().is_some_and(|f| !f.is_empty())
+        })
+        .await
+    }
+
     /// Every finding the API answers now.
     pub async fn findings(&self) -> Vec<Value> {
         self.get("/api/v1/findings").await.1["findings"]
