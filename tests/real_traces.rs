@@ -367,6 +367,24 @@ async fn a_real_lazy_loaded_relationship_is_n_plus_one() {
     }
 }
 
+/// express 5 and pg: the first ten stock ids, then one `pool.query` per id,
+/// each awaited in turn, each with its `pg-pool.connect` checkout. Node
+/// stamps starts in whole milliseconds, so two queries one after the other
+/// both "start at 28 ms": still one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_node_loop_of_queries_is_n_plus_one_one_at_a_time() {
+    for f in only_finding("node_n_plus_one.json", "n_plus_one", "inventory").await {
+        assert_eq!(
+            f["culprit"]["operation"],
+            "SELECT id, sku, qty FROM stock WHERE id = $1"
+        );
+        let e = &f["evidence"];
+        assert_eq!(e["calls"], 10, "{e:#}");
+        assert_eq!(e["peak_in_flight"], 1, "{e:#}");
+        assert_eq!(e["source"], "SELECT id FROM stock ORDER BY id LIMIT $1");
+    }
+}
+
 /// A Flask handler calling three endpoints of another service with
 /// `requests` (old HTTP conventions: spans named `GET`, only `http.url` tells
 /// them apart) one after another; made together they would save ~150 ms.

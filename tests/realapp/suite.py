@@ -687,6 +687,28 @@ def s_parallel_requests(sc):
     return n
 
 
+def s_node_n_plus_one(sc):
+    sc.start_daemon()
+    url = sc.node_service("inventory", {"REALAPP_DB_URL": PG_URL_NODE, "REALAPP_POOL_SIZE": 5})
+    n = rounds(6) * 2
+    drive(sc, lambda i: f"{url}/stock-report", n, 2, "inventory:GET /stock-report")
+    # pg's spans: `pg-pool.connect` then `pg.query:SELECT shop` per query,
+    # under express's request handler span; the checkouts are no calls.
+    found = sc.expect("n_plus_one", "inventory", "one query per stock id")
+    sc.check(len(found) == 1, "one n_plus_one: " + "; ".join(line(f) for f in found))
+    for f in found:
+        c, e = f["culprit"], f["evidence"]
+        sc.notes.append(f"n_plus_one [{f.get('severity')}]: calls {e.get('calls')}, peak_in_flight {e.get('peak_in_flight')}, source {e.get('source')!r}, critical {e.get('critical_ms')} ms")
+        sc.check(c.get("operation") == "SELECT id, sku, qty FROM stock WHERE id = $1", f"the repeated statement: culprit {c}")
+        sc.check("postgresql" in str(c.get("peer")), f"the callee is PostgreSQL: culprit {c}")
+        # Node stamps starts in whole milliseconds: one query right after
+        # another both "start at 28 ms"; they still ran one at a time.
+        sc.check(e.get("calls") == 10 and e.get("peak_in_flight") == 1, f"10 queries (the stock table's 10 rows) one at a time: {line(f)}")
+        sc.check(e.get("source") == "SELECT id FROM stock ORDER BY id LIMIT $1", f"the loop follows the query for the ids: source {e.get('source')!r}")
+    sc.only({"n_plus_one"})
+    return n
+
+
 SCENARIOS = {
     "pool-held-in-app": s_pool_held_in_app,
     "pool-held-by-statement": s_pool_held_by_statement,
@@ -703,6 +725,7 @@ SCENARIOS = {
     "orm_batched": s_orm_batched,
     "serial_requests": s_serial_requests,
     "parallel_requests": s_parallel_requests,
+    "node_n_plus_one": s_node_n_plus_one,
 }
 
 

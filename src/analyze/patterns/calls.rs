@@ -79,11 +79,30 @@ pub(super) struct Call<'t> {
     /// It changes something (a write statement, transaction control, a POST,
     /// a cache write, a message): calls around it may depend on its order.
     pub writes: bool,
+    /// How finely its start was stamped: 1 ms for a start in whole
+    /// milliseconds (Node's and browsers' SDKs take `Date.now()` and time the
+    /// span with a finer clock), 1 µs in whole microseconds (Jaeger, Zipkin),
+    /// else 0.
+    pub resolution_ns: u64,
 }
 
 impl Call<'_> {
     pub fn duration_ns(&self) -> u64 {
         self.end_ns - self.start_ns
+    }
+
+    /// The part of the call that surely overlaps whatever ran then: its
+    /// stamped times with the end moved back by the stamps' resolution. Two
+    /// calls stamped in whole milliseconds, one right after the other, both
+    /// "start at 28 ms"; only a call that ran more than a millisecond past
+    /// another's start surely ran beside it.
+    pub fn sure(&self) -> (u64, u64) {
+        (
+            self.start_ns,
+            self.end_ns
+                .saturating_sub(self.resolution_ns)
+                .max(self.start_ns),
+        )
     }
 
     /// The callee as a culprit's peer.
@@ -321,6 +340,10 @@ impl<'t> Calls<'t> {
                     CallKind::Message => true,
                     CallKind::Rpc | CallKind::Other => false,
                 },
+                resolution_ns: [1_000_000, 1_000]
+                    .into_iter()
+                    .find(|r| span.start_ns % r == 0)
+                    .unwrap_or(0),
             });
         }
         Calls { calls }

@@ -26,7 +26,7 @@ pub(super) fn find(
         if children.len() <= (limits.max_in_flight as usize) {
             continue;
         }
-        let peak = peak_in_flight(children.iter().map(|c| (c.start_ns, c.end_ns)));
+        let peak = peak_in_flight(children.iter().map(|c| c.sure()));
         if peak <= (limits.max_in_flight as usize) {
             continue;
         }

@@ -185,7 +185,8 @@ struct Pattern {
     crossed: Vec<Crossed>,
 }
 
-/// The peak number of `intervals` in flight at once.
+/// The peak number of `intervals` in flight at once: at least 1 when there
+/// are any (a call whose sure part is empty still ran).
 fn peak_in_flight(intervals: impl IntoIterator<Item = (u64, u64)>) -> usize {
     let mut edges: Vec<(u64, i32)> = Vec::new();
     for (start, end) in intervals {
@@ -195,11 +196,12 @@ fn peak_in_flight(intervals: impl IntoIterator<Item = (u64, u64)>) -> usize {
     // Ends before starts at the same instant: back to back is not overlap.
     edges.sort_unstable();
     let (mut now, mut peak) = (0i32, 0i32);
+    let any = !edges.is_empty();
     for (_, d) in edges {
         now += d;
         peak = peak.max(now);
     }
-    peak as usize
+    (peak as usize).max(usize::from(any))
 }
 
 /// What to do about a repeated call, by what it calls.
@@ -277,5 +279,7 @@ mod tests {
         assert_eq!(peak_in_flight([(0, 10), (10, 20), (20, 30)]), 1);
         assert_eq!(peak_in_flight([(0, 10), (5, 20), (6, 30), (21, 40)]), 3);
         assert_eq!(peak_in_flight([]), 0);
+        // Calls of under a millisecond stamped in whole milliseconds.
+        assert_eq!(peak_in_flight([(28, 28), (28, 28), (29, 29)]), 1);
     }
 }

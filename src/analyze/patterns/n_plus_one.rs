@@ -84,7 +84,7 @@ pub(super) fn find(trace: &Trace, calls: &Calls, limits: &NPlusOneThresholds) ->
             if distinct == Some(1) {
                 return None;
             }
-            let intervals = members.iter().map(|i| (of(i).start_ns, of(i).end_ns));
+            let intervals = members.iter().map(|i| of(i).sure());
             let peak = peak_in_flight(intervals.clone());
             let throttled_to = (peak >= 2
                 && peak as f64 <= limits.throttle_share * members.len() as f64

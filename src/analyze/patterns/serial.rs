@@ -43,7 +43,7 @@ pub(super) fn find(
         let mut run: Vec<&Call> = Vec::new();
         for c in siblings {
             let follows = run.last().is_some_and(|last| {
-                c.start_ns >= last.end_ns && c.start_ns - last.end_ns <= max_gap_ns
+                c.start_ns >= last.sure().1 && c.start_ns.saturating_sub(last.end_ns) <= max_gap_ns
             });
             if !follows || c.writes {
                 out.extend(judge(r, &run, limits));
@@ -77,7 +77,7 @@ fn judge(r: &Report<'_>, run: &[&Call], limits: &SerialCallsThresholds) -> Optio
     let t0 = trace.start(trace.root);
     let max_gap = run
         .windows(2)
-        .map(|w| w[1].start_ns - w[0].end_ns)
+        .map(|w| w[1].start_ns.saturating_sub(w[0].end_ns))
         .max()
         .unwrap_or(0);
     let targets: Vec<String> = run

@@ -77,6 +77,18 @@ app.post('/stock/:id/reserve', async (req, res) => {
   }
 });
 
+// A loop by hand: the first ids, then one query per id, each awaited in turn
+// (pool.query checks a connection out and back for every one).
+app.get('/stock-report', async (req, res) => {
+  const { rows } = await pool.query('SELECT id FROM stock ORDER BY id LIMIT $1', [10]);
+  const items = [];
+  for (const { id } of rows) {
+    const item = await pool.query('SELECT id, sku, qty FROM stock WHERE id = $1', [id]);
+    items.push(item.rows[0]);
+  }
+  res.json(items);
+});
+
 const server = app.listen(port, '127.0.0.1', () => {
   console.log(`listening on 127.0.0.1:${server.address().port} (hash: ${iterations} iterations)`);
 });
