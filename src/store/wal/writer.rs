@@ -38,6 +38,9 @@ pub(super) struct Shared {
     pub written: AtomicU64,
     /// A sync failed: the writer starts a new segment.
     broken: AtomicBool,
+    /// Syncs to fail before syncing for real (tests inject a failing disk).
+    #[cfg(test)]
+    fail_syncs: std::sync::atomic::AtomicU32,
 }
 
 impl Shared {
@@ -86,17 +89,48 @@ fn answer(shared: &Shared, batch: Vec<Pending>, result: Result<u64, String>) {
     }
 }
 
+/// Makes what is written to `file` durable.
+fn sync(shared: &Shared, file: &File) -> std::io::Result<()> {
+    #[cfg(test)]
+    if shared
+        .fail_syncs
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Err(std::io::Error::other("injected sync failure"));
+    }
+    let _ = shared;
+    file.sync_data()
+}
+
+/// Syncs each job and answers its appends. Once a sync of a segment failed,
+/// nothing more on that segment is acknowledged, even if a later sync of it
+/// succeeds: after a failed `fsync` the kernel may have dropped the dirty
+/// pages and report the next one clean, so records behind the lost ones are
+/// no more durable than they were (the writer starts a new segment).
 fn syncer(shared: Arc<Shared>, jobs: std::sync::mpsc::Receiver<SyncJob>) {
+    let mut failed: Option<u64> = None;
     for job in jobs {
-        let result = match job.file.sync_data() {
-            Ok(()) => Ok(job.segment),
-            Err(e) => {
+        let synced = if failed == Some(job.segment) {
+            Err(format!(
+                "segment {} lost an earlier sync; its later appends are refused",
+                job.segment
+            ))
+        } else {
+            sync(&shared, &job.file).map_err(|e| {
                 tracing::error!(error = %e, segment = job.segment, "cannot sync the write-ahead log; starting a new segment");
                 shared.broken.store(true, Ordering::Release);
+                failed = Some(job.segment);
+                format!("cannot sync segment {}: {e}", job.segment)
+            })
+        };
+        let result = match synced {
+            Ok(()) => Ok(job.segment),
+            Err(e) => {
                 for _ in &job.batch {
                     shared.unpin(job.segment);
                 }
-                Err(format!("cannot sync segment {}: {e}", job.segment))
+                Err(e)
             }
         };
         answer(&shared, job.batch, result);
@@ -274,5 +308,61 @@ impl Writer {
         self.shared.open.store(next, Ordering::Release);
         self.written = record::MAGIC.len() as u64;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job of one append on `segment` of `file`, and its answer.
+    fn job(file: &Arc<File>, segment: u64) -> (SyncJob, oneshot::Receiver<Result<u64, String>>) {
+        let (done, answer) = oneshot::channel();
+        let job = SyncJob {
+            file: file.clone(),
+            segment,
+            batch: vec![(1, Bytes::from_static(b"span"), done)],
+        };
+        (job, answer)
+    }
+
+    #[test]
+    fn after_a_failed_sync_nothing_more_on_that_segment_is_acknowledged() {
+        let dir = std::env::temp_dir().join(format!("hopscope-wal-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = Arc::new(File::create(dir.join("segment")).unwrap());
+        let shared = Arc::new(Shared::default());
+        shared.fail_syncs.store(1, Ordering::Release);
+        // Batches a and b were both written to segment 7 before a's sync ran
+        // (the writer does not wait for the syncer under `always`); c went to
+        // the segment the writer rolled to.
+        let (a, a_answer) = job(&file, 7);
+        let (b, b_answer) = job(&file, 7);
+        let (c, c_answer) = job(&file, 8);
+        for n in [7, 7, 8] {
+            *shared.pins.lock().entry(n).or_default() += 1;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(3);
+        for j in [a, b, c] {
+            tx.send(j).unwrap();
+        }
+        drop(tx);
+        syncer(shared.clone(), rx);
+        let answer = |r: oneshot::Receiver<Result<u64, String>>| r.blocking_recv().unwrap();
+        assert!(answer(a_answer)
+            .unwrap_err()
+            .contains("injected sync failure"));
+        // b's own sync succeeded, but it sits behind what a lost.
+        assert!(answer(b_answer)
+            .unwrap_err()
+            .contains("lost an earlier sync"));
+        assert_eq!(answer(c_answer), Ok(8));
+        assert!(shared.broken.load(Ordering::Acquire), "the writer rolls");
+        assert_eq!(
+            shared.pins.lock().keys().copied().collect::<Vec<_>>(),
+            [8],
+            "refused appends are unpinned"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
