@@ -598,17 +598,20 @@ async fn detect(
             continue;
         }
         last = Some(generation);
-        let (store, analysis) = (store.clone(), analysis.clone());
+        let (window, analysis) = (store.clone(), analysis.clone());
         let run = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            pipeline::detect_window(&store, &analysis.thresholds);
-            store
+            pipeline::detect_window(&window, &analysis.thresholds);
+            window
                 .detected_generation
                 .store(generation, std::sync::atomic::Ordering::Release);
-            store.stats().detection.observe(started.elapsed());
+            window.stats().detection.observe(started.elapsed());
         });
         if let Err(e) = run.await {
-            tracing::error!(error = %e, "window detectors failed");
+            if e.is_panic() {
+                Stats::add(&store.stats().detection_panics, 1);
+            }
+            tracing::error!(error = %e, "window detectors failed; the next run starts afresh");
         }
     }
 }

@@ -13,39 +13,78 @@ use crate::stats::Stats;
 use crate::store::Store;
 
 /// Assembles, analyzes (with `options`) and stores completed traces. Late
-/// spans are merged with the stored trace, which is analyzed again.
+/// spans are merged with the stored trace, which is analyzed again. A trace
+/// whose analysis panics is logged and counted (`analysis_panics`); the rest
+/// of the batch is analyzed all the same.
 pub fn finish(store: &Store, options: &Options, completed: Vec<Completed>) {
     let stats = store.stats();
-    for c in completed {
-        let started = std::time::Instant::now();
-        let mut spans = c.spans;
-        let late_count = spans.len();
-        if c.late {
-            if let Some(prev) = store.traces.get(&c.trace_id) {
-                spans.append(SpanSet {
-                    spans: prev.trace.spans.clone(),
-                    arena: prev.trace.arena.clone(),
-                });
-            }
-            Stats::add(&stats.traces_reanalyzed, 1);
+    isolated(
+        completed,
+        |c| c.trace_id,
+        |c| finish_one(store, options, c),
+        |trace_id| {
+            Stats::add(&stats.analysis_panics, 1);
+            tracing::error!(%trace_id, "the analysis of a trace panicked; counted in analysis_panics, the rest of the batch goes on");
+        },
+    );
+}
+
+/// Runs `each` on every item; one that panics is reported to `panicked` (by
+/// its `name`) and the next item runs all the same.
+fn isolated<T, N>(
+    items: Vec<T>,
+    name: impl Fn(&T) -> N,
+    mut each: impl FnMut(T),
+    mut panicked: impl FnMut(N),
+) {
+    for item in items {
+        let id = name(&item);
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| each(item))).is_err() {
+            panicked(id);
         }
-        let Some(mut trace) = assemble(c.trace_id, spans) else {
-            // Buffered sets are never empty; count it done all the same.
-            Stats::add(&stats.traces_analyzed, 1);
-            continue;
-        };
-        if c.late {
-            trace.warnings.push(Warning {
-                code: WarningCode::LateSpans,
-                span_id: None,
-                message: format!(
-                    "{late_count} span(s) arrived after this trace was first analyzed; they were merged and the trace analyzed again"
-                ),
+    }
+}
+
+/// [`finish`] for one trace.
+fn finish_one(store: &Store, options: &Options, c: Completed) {
+    let stats = store.stats();
+    let started = std::time::Instant::now();
+    let mut spans = c.spans;
+    let late_count = spans.len();
+    if c.late {
+        if let Some(prev) = store.traces.get(&c.trace_id) {
+            spans.append(SpanSet {
+                spans: prev.trace.spans.clone(),
+                arena: prev.trace.arena.clone(),
             });
         }
-        store.put(analyze_with(trace, options), c.late, c.log);
-        stats.analysis.observe(started.elapsed());
-        Stats::add(&stats.traces_analyzed, 1);
+        Stats::add(&stats.traces_reanalyzed, 1);
+    }
+    // Counted however the analysis ends, so nothing waits for it forever.
+    let _counted = CountOnDrop(&stats.traces_analyzed);
+    let Some(mut trace) = assemble(c.trace_id, spans) else {
+        // Buffered sets are never empty; count it done all the same.
+        return;
+    };
+    if c.late {
+        trace.warnings.push(Warning {
+            code: WarningCode::LateSpans,
+            span_id: None,
+            message: format!(
+                "{late_count} span(s) arrived after this trace was first analyzed; they were merged and the trace analyzed again"
+            ),
+        });
+    }
+    store.put(analyze_with(trace, options), c.late, c.log);
+    stats.analysis.observe(started.elapsed());
+}
+
+/// Adds one to a counter when dropped, also while a panic unwinds.
+struct CountOnDrop<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for CountOnDrop<'_> {
+    fn drop(&mut self) {
+        Stats::add(self.0, 1);
     }
 }
 
@@ -62,5 +101,27 @@ pub fn detect_window(store: &Store, thresholds: &Thresholds) {
     {
         store.findings.withdraw_explained_by(&o);
         store.findings.set(o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_that_panics_is_reported_and_the_rest_still_run() {
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        isolated(
+            vec![1, 2, 3],
+            |&n| n,
+            |n| {
+                assert_ne!(n, 2, "a bug in the analysis of trace 2");
+                done.push(n);
+            },
+            |n| failed.push(n),
+        );
+        assert_eq!(done, [1, 3]);
+        assert_eq!(failed, [2]);
     }
 }

@@ -67,7 +67,8 @@ counters! {
     traces_evicted_early,
     /// Traces analyzed at shutdown.
     traces_flushed_at_shutdown,
-    /// Traces analyzed and stored (each completion above, once it is done).
+    /// Traces analyzed and stored (each completion above, once it is done;
+    /// one whose analysis panicked counts here too, and in `analysis_panics`).
     traces_analyzed,
     /// Spans that arrived after their trace was analyzed (within `late_grace`).
     late_spans,
@@ -111,6 +112,12 @@ counters! {
     checkpoint_errors,
     /// Findings dropped by age (`retention`).
     findings_expired,
+    /// Traces whose analysis panicked (a bug): logged, counted in
+    /// `traces_analyzed`, and the rest of their batch analyzed all the same.
+    analysis_panics,
+    /// Runs of the cross-trace detectors that panicked (a bug): logged; the
+    /// next run starts afresh.
+    detection_panics,
 }
 
 impl StatsSnapshot {
