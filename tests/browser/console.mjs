@@ -386,6 +386,15 @@ const traceId = cascade.trace_ids[0];
   assert.match(await page.locator('tr[data-service="my.service"]').innerText(), /Pool exhaustion/);
   pass("coverage", "the service's link opens its coverage, with what to add (set service.instance.id)");
   await shot(page, "coverage-blind");
+
+  // A healthy trace's header: no error tag, and nothing printed for it.
+  const healthy = JSON.parse(readFileSync(resolve(root, "tests/fixtures/otlp-json/trace.json"))).resourceSpans[0].scopeSpans[0].spans[0].traceId.toLowerCase();
+  await page.goto(`${protectedBase}/ui/trace?id=${healthy}`);
+  const summary = page.locator("#trace-summary");
+  await summary.locator("strong").waitFor();
+  const said = await summary.innerText();
+  assert.doesNotMatch(said, /null|undefined|error/, said);
+  pass("trace", `a healthy trace's header says what it is and nothing else: ${said.replace(/\s+/g, " ").trim()}`);
   await page.close();
 }
 

@@ -102,7 +102,8 @@ export function h(tag, attrs = {}, ...children) {
 
 /** Replaces the children of the element with id `id`. */
 export function fill(id, ...children) {
-  document.getElementById(id).replaceChildren(...children.flat());
+  // Absent parts (`cond ? node : null`) are left out, not printed as "null".
+  document.getElementById(id).replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
 }
 
 export function ms(v) {
