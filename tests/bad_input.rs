@@ -33,12 +33,24 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// Whether `path` is a seed (made to be valid input), not a regression.
+fn seed(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == "seeds")
+}
+
 #[test]
 fn otlp_protobuf_inputs_replay() {
     let inputs = inputs("otlp_protobuf");
     assert!(inputs.len() >= 40, "the seed corpus is committed");
     for (path, bytes) in inputs {
         eprintln!("{}", path.display());
+        // A seed is a real export request: it decodes, with spans, so the
+        // fuzzer starts from inputs that reach the pipeline.
+        if seed(&path) {
+            let batch = hopscope::ingest::decode_export(&bytes)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(batch.accepted > 0, "{}: no spans", path.display());
+        }
         fuzz::otlp_protobuf(&bytes);
     }
 }
@@ -47,18 +59,30 @@ fn otlp_protobuf_inputs_replay() {
 fn otlp_json_inputs_replay() {
     let inputs = inputs("otlp_json");
     assert!(inputs.len() >= 6, "the seed corpus is committed");
+    let mut decoded = 0;
     for (path, bytes) in inputs {
         eprintln!("{}", path.display());
+        // The edge cases may be refused as a whole (malformed ids); the
+        // examples decode.
+        if seed(&path) && hopscope::ingest::decode_export_json(&bytes).is_ok() {
+            decoded += 1;
+        }
         fuzz::otlp_json(&bytes);
     }
+    assert!(decoded >= 4, "the OTLP/JSON examples decode: {decoded}");
 }
 
 #[test]
 fn span_graph_inputs_replay() {
-    for (path, bytes) in inputs("span_graph") {
+    let inputs = inputs("span_graph");
+    assert!(inputs.len() >= 8, "the seed corpus is committed");
+    for (path, bytes) in inputs {
         eprintln!("{}", path.display());
-        // As libfuzzer-sys builds a target's structured input.
-        if let Ok(graph) = fuzz::Graph::arbitrary_take_rest(Unstructured::new(&bytes)) {
+        // As libfuzzer-sys builds a target's structured input: every seed
+        // makes a graph, so none is skipped.
+        let graph = fuzz::Graph::arbitrary_take_rest(Unstructured::new(&bytes));
+        assert!(graph.is_ok() || !seed(&path), "{}", path.display());
+        if let Ok(graph) = graph {
             fuzz::span_graph(graph);
         }
     }

@@ -66,7 +66,7 @@ impl Totals {
         };
         let e = entries.entry(entry).or_default();
         e.traces += 1;
-        e.root_ns += t.duration_ns();
+        e.root_ns = e.root_ns.saturating_add(t.duration_ns());
         for hop in &t.hops {
             let mut key = (entry, hop.key);
             if !known || (!hops.contains_key(&key) && hops.len() >= MAX_HOPS) {
@@ -79,7 +79,7 @@ impl Totals {
             }
             let h = hops.entry(key).or_default();
             h.traces += 1;
-            h.critical_ns += hop.critical_ns;
+            h.critical_ns = h.critical_ns.saturating_add(hop.critical_ns);
         }
     }
 

@@ -4,12 +4,17 @@
 # pinned playwright-core (npm ci), builds hopscope and runs the browser checks.
 # Screenshots go to target/console-screenshots/ (or $SCREENSHOT_DIR).
 #
-# Exit status: that of the checks; 0 with a loud SKIPPED message only when
-# the browser or Node.js is missing and cannot be installed (no root, no apt).
+# Exit status: that of the checks; when the browser, Node.js or the npm
+# packages are missing and cannot be installed (no root, no apt, no registry):
+# 1 under CI=true, else 0 with a loud SKIPPED message.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 skip() {
+    if [[ "${CI:-}" == "true" ]]; then
+        echo "browser test: cannot run: $1" >&2
+        exit 1
+    fi
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
     echo "!! SKIPPED: the web console's browser test: $1" >&2
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
