@@ -148,11 +148,11 @@ pub(super) fn report(r: &Report<'_>, calls: &Calls, l: &Loop) -> Option<Observat
         })
         .count();
     // The call that gave the loop its list: the last other call under the
-    // same parent that ended before the loop began.
+    // same parent that ended before the loop began (as far as the stamps tell).
     let source = calls
         .calls
         .iter()
-        .filter(|c| c.parent == l.parent && !c.same_call(first) && c.end_ns <= first.start_ns)
+        .filter(|c| c.parent == l.parent && !c.same_call(first) && c.sure().1 <= first.start_ns)
         .max_by_key(|c| c.end_ns);
     let parent = trace.span(l.parent);
     let pace = match (l.peak, l.throttled_to) {
