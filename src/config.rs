@@ -149,6 +149,16 @@ pub struct Settings {
     #[serde(serialize_with = "as_text")]
     pub aggregate_retention: Option<HumanDuration>,
 
+    /// Most entry points with their own hop aggregates; traces of later ones
+    /// are counted under the entry point `(overflow)` [default: 1000]
+    #[arg(long, env = "HOPSCOPE_AGGREGATE_MAX_ENTRIES", value_name = "N")]
+    pub aggregate_max_entries: Option<usize>,
+
+    /// Most hops with their own aggregates per entry point; later ones are
+    /// counted under the hop `(overflow)` [default: 100]
+    #[arg(long, env = "HOPSCOPE_AGGREGATE_MAX_HOPS", value_name = "N")]
+    pub aggregate_max_hops: Option<usize>,
+
     /// Largest OTLP request accepted, in MiB: a gRPC message, or an HTTP body
     /// both as received and after decompression; larger ones are refused (gRPC
     /// OUT_OF_RANGE, HTTP 413) and counted [default: 4, as the OpenTelemetry
@@ -341,6 +351,10 @@ impl Settings {
             store_max_traces: self.store_max_traces.or(fallback.store_max_traces),
             store_max_mib: self.store_max_mib.or(fallback.store_max_mib),
             aggregate_retention: self.aggregate_retention.or(fallback.aggregate_retention),
+            aggregate_max_entries: self
+                .aggregate_max_entries
+                .or(fallback.aggregate_max_entries),
+            aggregate_max_hops: self.aggregate_max_hops.or(fallback.aggregate_max_hops),
             otlp_max_message_mib: self.otlp_max_message_mib.or(fallback.otlp_max_message_mib),
             detect_interval: self.detect_interval.or(fallback.detect_interval),
             health_routes: self.health_routes.or(fallback.health_routes),
@@ -380,6 +394,10 @@ pub struct Config {
     pub store_max_traces: usize,
     pub store_max_bytes: usize,
     pub aggregate_retention: Duration,
+    /// Most entry points with aggregates of their own.
+    pub aggregate_max_entries: usize,
+    /// Most hops with aggregates of their own, per entry point.
+    pub aggregate_max_hops: usize,
     pub otlp_max_message_bytes: usize,
     pub detect_interval: Duration,
     /// Every detector's thresholds, `slow_health_check`'s routes included.
@@ -451,6 +469,12 @@ impl TryFrom<Settings> for Config {
             store_max_traces: s.store_max_traces.unwrap_or(10_000),
             store_max_bytes: s.store_max_mib.unwrap_or(512).saturating_mul(MIB),
             aggregate_retention: d(s.aggregate_retention, 24 * 3600),
+            aggregate_max_entries: s
+                .aggregate_max_entries
+                .unwrap_or(crate::store::DEFAULT_MAX_ENTRIES),
+            aggregate_max_hops: s
+                .aggregate_max_hops
+                .unwrap_or(crate::store::DEFAULT_MAX_HOPS),
             otlp_max_message_bytes: s.otlp_max_message_mib.unwrap_or(4).saturating_mul(MIB),
             detect_interval: d(s.detect_interval, 5),
             detectors,
@@ -495,6 +519,9 @@ impl TryFrom<Settings> for Config {
             return invalid(
                 "max_buffered_spans, memory_limit_mib, names_max_mib and store_max_traces must be at least 1",
             );
+        }
+        if config.aggregate_max_entries == 0 || config.aggregate_max_hops == 0 {
+            return invalid("aggregate_max_entries and aggregate_max_hops must be at least 1");
         }
         if config.otlp_max_message_bytes == 0 {
             return invalid("otlp_max_message_mib must be at least 1");
@@ -542,6 +569,8 @@ impl Config {
             store_max_traces: Some(self.store_max_traces),
             store_max_mib: mib(self.store_max_bytes),
             aggregate_retention: duration(self.aggregate_retention),
+            aggregate_max_entries: Some(self.aggregate_max_entries),
+            aggregate_max_hops: Some(self.aggregate_max_hops),
             otlp_max_message_mib: mib(self.otlp_max_message_bytes),
             detect_interval: duration(self.detect_interval),
             health_routes: None,

@@ -247,7 +247,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     ));
     let store = Arc::new(Store::new(
         TraceStore::new(config.store_max_traces, config.store_max_bytes),
-        Aggregates::new(config.aggregate_retention),
+        Aggregates::new(config.aggregate_retention)
+            .limited(config.aggregate_max_entries, config.aggregate_max_hops),
         FindingStore::new(MAX_FINDINGS),
         stats.clone(),
     ));

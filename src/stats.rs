@@ -76,6 +76,10 @@ counters! {
     traces_reanalyzed,
     /// Completed traces dropped from the trace store to stay within its bounds.
     store_traces_evicted,
+    /// Observations counted under `(overflow)` in the hop aggregates: a trace
+    /// of an entry point past `aggregate_max_entries` (and each of its hops),
+    /// or a hop past `aggregate_max_hops` of its entry point.
+    aggregate_overflow,
     /// HTTP API requests refused for a missing or wrong bearer token (401).
     api_unauthenticated,
     /// HTTP API requests refused for a body over its limit (413).

@@ -23,7 +23,11 @@
 //! * `connection_checkout`: spans that obtain a database connection
 //!   ([`crate::analyze::checkouts`]);
 //! * `timestamps_ms`: spans whose start and end are whole milliseconds (Node
-//!   and browser SDKs).
+//!   and browser SDKs);
+//! * `ids_in_names`: spans whose names carry ids (`GET /users/48213`) that no
+//!   `http.route` names, and `ids_in_statement_names`: those whose names read
+//!   as statements (`SELECT users 48213`) with no `db.query.summary`
+//!   ([`crate::analyze::names`]).
 //!
 //! [`blind`] turns a service's counts into the detectors it leaves blind or
 //! weakened, each with a sentence saying what to add. The rules ([`RULES`]),
@@ -38,6 +42,7 @@
 //! | CLIENT spans, none naming its peer nor answered by an instrumented server | `service_graph` (edges and wire hops) | blind |
 //! | database spans, no connection checkout span | `pool_exhaustion` | weakened |
 //! | SERVER/CLIENT spans, every span's timestamps whole milliseconds | `service_graph` | weakened |
+//! | spans whose names carry ids without a route or query summary | `hops` (entry points and hops) | weakened |
 //!
 //! A rule needs the spans it speaks of: a service without database spans is
 //! not blind to slow queries (nothing says it has any), and one whose spans
@@ -45,11 +50,13 @@
 
 use std::sync::LazyLock;
 
+use super::names::{aggregation_name, Fix};
 use super::{remote_server, AnalyzedTrace, FindingKind};
 use crate::model::{url_host, AttrValue, Found, SpanKind, StatusCode, Sym, Trace};
 
 /// What one service's spans carry, counted over traces.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counts {
     pub spans: u64,
     pub server: u64,
@@ -62,6 +69,8 @@ pub struct Counts {
     pub connection_checkout: u64,
     pub timestamps_ms: u64,
     pub error: u64,
+    pub ids_in_names: u64,
+    pub ids_in_statement_names: u64,
 }
 
 impl Counts {
@@ -86,23 +95,31 @@ impl Counts {
         apply(&mut self.connection_checkout, other.connection_checkout);
         apply(&mut self.timestamps_ms, other.timestamps_ms);
         apply(&mut self.error, other.error);
+        apply(&mut self.ids_in_names, other.ids_in_names);
+        apply(
+            &mut self.ids_in_statement_names,
+            other.ids_in_statement_names,
+        );
     }
 }
 
-/// A detector that coverage can leave blind: a finding kind, or the service
-/// graph (edges and wire hops), which is no finding of its own.
+/// A detector that coverage can leave blind: a finding kind, the service
+/// graph (edges and wire hops), or the latency share per entry point and hop
+/// (`GET /api/v1/hops`), which are no findings of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detector {
     Finding(FindingKind),
     ServiceGraph,
+    Hops,
 }
 
 impl Detector {
-    /// The finding kind's name, or `service_graph`.
+    /// The finding kind's name, `service_graph` or `hops`.
     pub fn as_str(self) -> &'static str {
         match self {
             Detector::Finding(kind) => kind.as_str(),
             Detector::ServiceGraph => "service_graph",
+            Detector::Hops => "hops",
         }
     }
 }
@@ -223,6 +240,17 @@ pub const RULES: &[Rule] = &[
         reason: "every span has whole-millisecond timestamps (as Node and browser SDKs record \
                  them), so wire times and gaps under a millisecond are rounding noise: judge \
                  this service's edges only by times well above 1 ms",
+    },
+    Rule {
+        applies: |c| c.ids_in_names + c.ids_in_statement_names > 0,
+        detectors: &[Detector::Hops],
+        level: Level::Weakened,
+        reason: "span names carry ids (GET /users/48213, SELECT users 48213), a name per \
+                 request: hopscope folds numeric, UUID and hex ids into placeholders \
+                 (GET /users/{id}) before aggregating, but ids it cannot recognise give each \
+                 request an entry point or hop of its own, counted under (overflow) past the \
+                 limits: set http.route on HTTP spans and name them after it (ids_in_names), \
+                 and db.query.summary on database spans (ids_in_statement_names)",
     },
 ];
 
@@ -353,6 +381,11 @@ pub fn count(t: &AnalyzedTrace) -> Vec<(Sym, Counts)> {
         c.timestamps_ms +=
             u64::from(span.start_ns % 1_000_000 == 0 && span.end_ns % 1_000_000 == 0);
         c.error += u64::from(span.status == StatusCode::Error);
+        match aggregation_name(trace, id).1 {
+            Some(Fix::HttpRoute) => c.ids_in_names += 1,
+            Some(Fix::QuerySummary) => c.ids_in_statement_names += 1,
+            None => {}
+        }
     }
     out
 }
@@ -455,6 +488,35 @@ mod tests {
     }
 
     #[test]
+    fn names_carrying_ids_weaken_the_hops_and_say_which_attribute_names_them() {
+        let t = trace(vec![
+            (
+                span("users", (1, 0), "GET /users/48213", SpanKind::Server),
+                vec![INSTANCE, ("http.response.status_code", "200")],
+            ),
+            (
+                span("users", (2, 1), "SELECT users 48213", SpanKind::Client),
+                vec![INSTANCE, ("db.system", "postgresql")],
+            ),
+            (
+                span("users", (3, 1), "GET /users/7", SpanKind::Internal),
+                vec![INSTANCE, ("http.route", "/users/{id}")],
+            ),
+        ]);
+        let c = of(&count(&t), "users");
+        assert_eq!((c.ids_in_names, c.ids_in_statement_names), (1, 1));
+        let hops: Vec<Blind> = blind(&c)
+            .into_iter()
+            .filter(|b| b.detector == Detector::Hops)
+            .collect();
+        assert_eq!(hops.len(), 1);
+        assert_eq!(hops[0].level, Level::Weakened);
+        assert!(
+            hops[0].reason.contains("http.route") && hops[0].reason.contains("db.query.summary")
+        );
+    }
+
+    #[test]
     fn a_fully_instrumented_service_is_counted_and_blind_to_nothing() {
         let t = trace(instrumented());
         let counts = count(&t);
@@ -473,6 +535,8 @@ mod tests {
                 connection_checkout: 1,
                 timestamps_ms: 0,
                 error: 0,
+                ids_in_names: 0,
+                ids_in_statement_names: 0,
             },
             "connect is a checkout, not a query; every client names its peer"
         );

@@ -19,6 +19,7 @@ mod critical_path;
 pub mod finding;
 mod health_check;
 mod layers;
+pub mod names;
 pub mod patterns;
 pub mod saturation;
 pub mod thresholds;
@@ -212,21 +213,25 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
 pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
     let mut path = critical_path(&trace);
     let root = trace.root_span();
+    // Entry points and hops are named without the ids some span names carry.
     let entry = EntryPoint {
         service: root.service,
-        operation: root.operation,
+        operation: names::aggregation_name(&trace, trace.root).0,
     };
     // Per span, its callee and queue window when it is a CLIENT span of a
-    // remote call (computed once).
+    // remote call, and its aggregation name (computed once).
     let mut remotes: Vec<Option<Option<Remote>>> = vec![None; trace.len()];
+    let mut operations: Vec<Option<Sym>> = vec![None; trace.len()];
     let mut segments: Vec<Segment> = Vec::with_capacity(path.segments.len());
     let mut segment_hops: Vec<HopKey> = Vec::with_capacity(path.segments.len());
     for seg in &path.segments {
         let span = trace.span(seg.span);
+        let operation = *operations[seg.span as usize]
+            .get_or_insert_with(|| names::aggregation_name(&trace, seg.span).0);
         let key = |kind, peer| HopKey {
             kind,
             service: span.service,
-            operation: span.operation,
+            operation,
             peer,
         };
         match *remotes[seg.span as usize].get_or_insert_with(|| remote(&trace, seg.span)) {

@@ -8,6 +8,7 @@
 //!   "client_spans": 80, "database_spans": 40, "statement": 0,
 //!   "peer_address": 80, "status_code": 80, "instance_id": 0,
 //!   "connection_checkout": 0, "timestamps_ms": 0, "error_spans": 2,
+//!   "ids_in_names": 0, "ids_in_statement_names": 0,
 //!   "blind": [{"detector": "pool_exhaustion", "level": "blind",
 //!     "reason": "requests of different replicas cannot be told apart: set service.instance.id ..."},
 //!   {"detector": "slow_query", "level": "blind", "reason": "..."}]}]}
@@ -73,6 +74,12 @@ pub struct ServiceCoverageBody {
     timestamps_ms: u64,
     /// Spans with status ERROR.
     error_spans: u64,
+    /// Spans whose names carry ids (`GET /users/48213`) with no `http.route`
+    /// to name them: set `http.route` and name the span after it.
+    ids_in_names: u64,
+    /// Spans whose names read as statements with ids (`SELECT users 48213`)
+    /// and no `db.query.summary`: set it.
+    ids_in_statement_names: u64,
     /// The detectors blind or weakened for this service; empty when its
     /// spans carry everything they read.
     blind: Vec<BlindBody>,
@@ -93,6 +100,8 @@ impl ServiceCoverageBody {
             connection_checkout: c.connection_checkout,
             timestamps_ms: c.timestamps_ms,
             error_spans: c.error,
+            ids_in_names: c.ids_in_names,
+            ids_in_statement_names: c.ids_in_statement_names,
             blind: blind(&c)
                 .into_iter()
                 .map(|b| BlindBody {

@@ -29,7 +29,7 @@ use super::traces::{EntryBody, HopBody};
 use super::{ApiError, AppState};
 use crate::analyze::EntryPoint;
 use crate::model::Sym;
-use crate::store::{EntryStats, HopStats};
+use crate::store::{is_overflow_entry, is_overflow_hop, EntryStats, HopStats};
 
 /// Filters of `GET /api/v1/hops`.
 #[derive(Deserialize, IntoParams)]
@@ -51,6 +51,9 @@ pub struct HopParams {
 pub struct HopAggBody {
     #[serde(flatten)]
     hop: HopBody,
+    /// The hop `(overflow)`: the entry point's hops past `aggregate_max_hops`
+    /// (or every hop of the entry point `(overflow)`), counted together.
+    overflow: bool,
     traces: u64,
     share_p50: f64,
     share_p95: f64,
@@ -63,6 +66,9 @@ pub struct HopAggBody {
 #[derive(Serialize, ToSchema)]
 pub struct EntryAggBody {
     entry: EntryBody,
+    /// The entry point `(overflow)`: the traces of entry points past
+    /// `aggregate_max_entries`, counted together.
+    overflow: bool,
     traces: u64,
     total_root_ms: f64,
     hops: Vec<HopAggBody>,
@@ -77,6 +83,7 @@ pub struct HopsBody {
 fn hop_body(h: &HopStats) -> HopAggBody {
     HopAggBody {
         hop: HopBody::new(h.key, h.critical_ns, h.share),
+        overflow: is_overflow_hop(&h.key),
         traces: h.traces,
         share_p50: h.share_p50,
         share_p95: h.share_p95,
@@ -90,6 +97,7 @@ fn hop_body(h: &HopStats) -> HopAggBody {
 pub fn entry_body(e: &EntryStats) -> EntryAggBody {
     EntryAggBody {
         entry: e.entry.into(),
+        overflow: is_overflow_entry(&e.entry),
         traces: e.traces,
         total_root_ms: ms(e.root_ns),
         hops: e.hops.iter().map(hop_body).collect(),

@@ -126,11 +126,11 @@ pub(super) fn detector_schema() -> RefOr<Schema> {
     let names = FindingKind::ALL
         .iter()
         .map(|k| k.as_str())
-        .chain([Detector::ServiceGraph.as_str()]);
+        .chain([Detector::ServiceGraph.as_str(), Detector::Hops.as_str()]);
     ObjectBuilder::new()
         .schema_type(Type::String)
         .description(Some(
-            "A finding kind, or `service_graph` (the edges and wire hops).",
+            "A finding kind, `service_graph` (the edges and wire hops), or `hops` (latency share per entry point and hop).",
         ))
         .enum_values(Some(names))
         .into()

@@ -15,7 +15,10 @@ mod traces;
 pub mod wal;
 mod window;
 
-pub use aggregates::{Aggregates, BucketState, EntryStats, HopStats};
+pub use aggregates::{
+    is_overflow_entry, is_overflow_hop, Aggregates, BucketState, EntryStats, HopStats,
+    DEFAULT_MAX_ENTRIES, DEFAULT_MAX_HOPS, OVERFLOW,
+};
 pub use coverage::{Coverage, MAX_SERVICES};
 pub use edges::{EdgeBucketState, EdgeKey, EdgeStats, Edges, MAX_EDGES};
 pub use findings::{Finding, FindingFilter, FindingStore};
@@ -144,7 +147,8 @@ impl Store {
         }
         if !late || displaced.replaced.is_some() {
             if !counted {
-                self.aggregates.record(&trace, 1);
+                let overflowed = self.aggregates.record(&trace, 1);
+                Stats::add(&self.stats.aggregate_overflow, overflowed);
                 self.edges.record(&trace, 1);
                 self.coverage.record(&trace, false);
             }

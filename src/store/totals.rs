@@ -131,7 +131,7 @@ mod tests {
             SpanId::from_u64(1).unwrap(),
             None,
             "api",
-            &format!("GET /{entry}"),
+            &format!("GET /e{entry}"),
             SpanKind::Server,
             (0, 1_000),
         );
@@ -155,7 +155,7 @@ mod tests {
                 .map(|(_, t)| t.traces)
         };
         assert_eq!(count("other"), Some(5));
-        assert_eq!(count("GET /0"), Some(2), "a known entry keeps its series");
+        assert_eq!(count("GET /e0"), Some(2), "a known entry keeps its series");
         let hops = totals.hops();
         assert_eq!(
             hops.len(),

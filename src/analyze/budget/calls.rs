@@ -2,7 +2,7 @@
 //! trace (a few dozen bytes per call instead of the spans).
 
 use super::super::saturation::{saturation_records, SaturationRecords};
-use super::super::{AnalyzedTrace, EntryPoint};
+use super::super::{names, AnalyzedTrace, EntryPoint};
 use crate::model::{named_peer, SpanKind, Sym, TraceId};
 
 /// Who called whom: timeouts are inferred per edge, whatever entry point the
@@ -14,7 +14,8 @@ pub struct EdgeKey {
     /// The SERVER child's service, else `peer.service`, `server.address` or the
     /// database system of the calling span; `None` when nothing names it.
     pub callee: Option<Sym>,
-    /// The SERVER child's operation, else the calling span's.
+    /// The SERVER child's operation, else the calling span's, named as the
+    /// aggregates name it (ids as placeholders: [`crate::analyze::names`]).
     pub operation: Sym,
 }
 
@@ -139,7 +140,7 @@ fn record(
             // span without a SERVER child).
             None => named_peer(call, &trace.arena),
         },
-        operation: callee.map_or(call.operation, |c| trace.span(c).operation),
+        operation: names::aggregation_name(trace, callee.unwrap_or(span)).0,
     };
     let (start, end) = (trace.start(span), trace.end(span));
     let relayed = callee.is_some_and(|c| timed_out[c as usize] && trace.end(c) <= end);

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
+use crate::analyze::names::id_segment;
 use crate::analyze::saturation::{shape_of, DbTarget};
 use crate::analyze::{remote_server, AnalyzedTrace};
 use crate::model::{named_peer, url_host, AttrValue, Found, SpanKind, StatusCode, Sym, Trace};
@@ -480,9 +481,8 @@ fn params(trace: &Trace, span: u32) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// A URL without its query, its scheme and its ids: path segments of digits,
-/// or of six characters or more with a digit in them (`42`, `5f3a9c`, a UUID),
-/// become `{id}`; `v1` stays
+/// A URL without its query, its scheme and its ids: path segments that are
+/// ids ([`id_segment`]: `42`, `5f3a9c`, a UUID) become `{id}`; `v1` stays
 /// (`http://inventory:8080/items/42?x=1` → `inventory:8080/items/{id}`).
 fn url_template(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -490,8 +490,7 @@ fn url_template(url: &str) -> String {
     path.split('/')
         .enumerate()
         .map(|(i, seg)| {
-            let digits = seg.bytes().filter(u8::is_ascii_digit).count();
-            if i > 0 && digits > 0 && (digits == seg.len() || seg.len() >= 6) {
+            if i > 0 && id_segment(seg) {
                 "{id}"
             } else {
                 seg
