@@ -442,7 +442,10 @@ mod tests {
         ]))
     }
 
-    fn names(aggs: &Aggregates) -> Vec<(String, u64, Vec<(String, u64)>)> {
+    /// An entry point's operation and traces, with its hops' operations and traces.
+    type Named = (String, u64, Vec<(String, u64)>);
+
+    fn names(aggs: &Aggregates) -> Vec<Named> {
         let mut out: Vec<_> = aggs
             .query(None, None, None)
             .into_iter()
