@@ -115,7 +115,7 @@ async fn full_instrumentation_is_blind_to_nothing_and_missing_ids_and_statements
             "service": "shop", "spans": 8, "server_spans": 2, "client_spans": 6,
             "database_spans": 2, "statement": 2, "peer_address": 6, "status_code": 4,
             "instance_id": 8, "connection_checkout": 2, "timestamps_ms": 0,
-            "error_spans": 0, "blind": []
+            "error_spans": 0, "ids_in_names": 0, "ids_in_statement_names": 0, "blind": []
         }),
         "connect is a checkout, not a query; each client names its peer"
     );
