@@ -1,5 +1,7 @@
 //! `GET /api/v1/hops?entry=SERVICE:OPERATION&since=&until=`: latency share per hop
-//! of each entry point over a window.
+//! of each entry point over a window. Entry points and hops past the
+//! aggregates' limits are one entry point or hop `(overflow)`, with
+//! `overflow: true` ([`crate::store::Aggregates`]).
 //!
 //! `GET /api/v1/hops/series?entry=SERVICE:OPERATION&since=&until=&step=5m`: the
 //! same for one entry point, step by step (the console's stacked chart):
