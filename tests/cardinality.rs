@@ -192,6 +192,22 @@ async fn names_with_ids_fold_into_one_entry_point_and_the_rest_overflow_counted(
         "{metrics}"
     );
 
+    // The call window's entry points are bounded alike.
+    let text = body_text(&d, "/api/v1/timeouts").await;
+    assert!(
+        text.len() < 64 * 1024,
+        "a bounded answer: {} bytes",
+        text.len()
+    );
+    let timeouts: Value = serde_json::from_str(&text).unwrap();
+    let entries = timeouts["entries"].as_array().unwrap();
+    assert_eq!(entries.len() as u64, MAX_ENTRIES + 1);
+    let overflow = entries
+        .iter()
+        .find(|e| e["entry"]["operation"] == "(overflow)")
+        .expect("an overflow entry point");
+    assert_eq!(overflow["traces"], overflowed);
+
     // The span keeps its raw name (a trace still in the store).
     let n = ID_TRACES;
     let (_, trace) = d.get(&format!("/api/v1/traces/{n:016x}{n:016x}")).await;

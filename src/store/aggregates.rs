@@ -26,6 +26,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::sketch::Sketch;
+use crate::analyze::budget::TraceCalls;
 use crate::analyze::{AnalyzedTrace, EntryPoint, HopKey, HopKind};
 use crate::model::Sym;
 
@@ -196,6 +197,23 @@ impl Aggregates {
         } else {
             overflow
         }
+    }
+
+    /// The call records of a trace as the call window keeps them: under the
+    /// entry point `(overflow)`, with every call's operation `(overflow)`,
+    /// when the trace's entry point has no series of its own (past
+    /// `max_entries`), so the window's entry points and their edges are
+    /// bounded as the aggregates are (`GET /api/v1/timeouts`, the budget
+    /// detectors).
+    pub fn bounded(&self, mut calls: TraceCalls) -> TraceCalls {
+        if !self.entries.lock().contains_key(&calls.root.entry) {
+            calls.root.entry = overflow_entry();
+            let o = Sym::new(OVERFLOW);
+            for c in &mut calls.calls {
+                c.edge.operation = o;
+            }
+        }
+        calls
     }
 
     /// How much trace time is kept.

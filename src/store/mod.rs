@@ -152,7 +152,8 @@ impl Store {
                 self.edges.record(&trace, 1);
                 self.coverage.record(&trace, false);
             }
-            self.window.put(call_records(&trace));
+            self.window
+                .put(self.aggregates.bounded(call_records(&trace)));
         }
         if let Some(log) = log {
             self.ledger.lock().count(id, log);
