@@ -679,6 +679,11 @@ mod tests {
             ..Settings::default()
         };
         assert!(matches!(Config::try_from(s), Err(ConfigError::Invalid(_))));
+        let s: Settings = toml::from_str("aggregate_max_hops = 0").unwrap();
+        match Config::try_from(s) {
+            Err(ConfigError::Invalid(m)) => assert!(m.contains("aggregate_max_hops"), "{m}"),
+            other => panic!("accepted: {:?}", other.map(|c| c.aggregate_max_hops)),
+        }
     }
 
     #[test]
