@@ -198,6 +198,19 @@ async fn the_critical_path_alone_counts_what_it_leaves_out() {
     }
     assert_eq!(body["critical_path"], full["critical_path"]);
     assert_eq!(body["hops"], full["hops"]);
+    // The marks name only the spans the answer holds.
+    assert!(
+        !full["marks"].as_array().unwrap().is_empty(),
+        "the queries loop: {full}"
+    );
+    for mark in body["marks"].as_array().unwrap() {
+        let marked = mark["span_ids"].as_array().unwrap();
+        assert!(!marked.is_empty());
+        assert!(
+            marked.iter().all(|m| ids.contains(m.as_str().unwrap())),
+            "{mark}"
+        );
+    }
     // What was left out is counted, and each run fetches back as the
     // subtrees of the span it hangs from.
     let collapsed = body["collapsed"].as_array().expect("collapsed");

@@ -2,7 +2,7 @@
 //! parts: a page of its spans in tree order, or its critical path alone
 //! (see [`TraceParams`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -226,7 +226,9 @@ pub struct TraceBody {
     findings: Vec<super::findings::FindingBody>,
     /// The spans of this trace each finding is made of (the repeated or serial
     /// calls of a pattern, a cascade's timed-out chain), one entry per finding
-    /// of `findings` that names spans.
+    /// of `findings` that names spans. In a part of the trace (`offset`,
+    /// `limit`, `max_depth` or `critical_path`), only the spans of `spans`,
+    /// and no entry for a finding none of whose spans are there.
     marks: Vec<MarkBody>,
     /// With `offset`, `limit` or `max_depth`: which part of the tree order
     /// `spans` is.
@@ -421,6 +423,10 @@ fn selected_body(t: &AnalyzedTrace, findings: &FindingStore, selection: Selectio
             (spans, None, Some(collapsed))
         }
     };
+    // A part's marks name only the spans it holds: a loop's 100,000 calls
+    // are marked page by page, not all with the critical path.
+    let returned: Option<HashSet<SpanId>> = (chosen.len() < trace.len())
+        .then(|| chosen.iter().map(|&i| trace.span(i).span_id).collect());
     let spans = chosen
         .into_iter()
         .map(|i| {
@@ -499,8 +505,13 @@ fn selected_body(t: &AnalyzedTrace, findings: &FindingStore, selection: Selectio
             .map(|(f, spans)| MarkBody {
                 finding_id: format!("{:016x}", f.id),
                 kind: f.latest.kind,
-                span_ids: spans.to_vec(),
+                span_ids: spans
+                    .iter()
+                    .filter(|id| returned.as_ref().is_none_or(|r| r.contains(id)))
+                    .copied()
+                    .collect(),
             })
+            .filter(|m| !m.span_ids.is_empty())
             .collect(),
         findings: found.into_iter().map(Into::into).collect(),
         page,
