@@ -172,6 +172,14 @@ pub(super) fn depth_schema() -> RefOr<Schema> {
     count_schema("The deepest level to include (the root's is 0).")
 }
 
+/// A yes-or-no parameter: `true` or `false`.
+pub(super) fn flag_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .description(Some("`true` or `false` (the default)."))
+        .into()
+}
+
 /// Any non-negative integer a query string can carry as a count.
 fn count_schema(description: &str) -> RefOr<Schema> {
     ObjectBuilder::new()

@@ -269,6 +269,7 @@ pub struct CollapsedBody {
 pub struct TraceParams {
     /// Only the spans on the critical path and their ancestors, in tree
     /// order, with the subtrees left out counted in `collapsed`.
+    #[param(schema_with = super::openapi::flag_schema)]
     critical_path: Option<bool>,
     /// A page of the spans in depth-first tree order, from this position.
     #[param(schema_with = super::openapi::offset_schema)]

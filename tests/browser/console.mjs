@@ -458,7 +458,9 @@ const traceId = cascade.trace_ids[0];
   // queries collapsed, and only the rows in view are in the page.
   const workers = critical.collapsed.reduce((a, b) => (b.span_count > a.span_count ? b : a));
   await page.locator(`tr.collapsed[data-offset="${workers.offset}"] button`).click();
-  await page.locator("tr", { hasText: "render page" }).first().waitFor();
+  await page.locator(`tr.collapsed[data-offset="${workers.offset}"]`).waitFor({ state: "detached" });
+  const pages = await page.locator("tr", { hasText: "render page" }).count();
+  assert.ok(pages > 20, `${pages} workers drawn`);
   const scroller = page.locator(".waterfall-scroll.virtual");
   const drawn = await page.locator("table.waterfall tbody tr:not(.spacer)").count();
   const [height, box] = await scroller.evaluate((el) => [el.scrollHeight, el.clientHeight]);
