@@ -245,7 +245,6 @@ async fn the_critical_path_alone_counts_what_it_leaves_out() {
 async fn bad_parts_are_refused_with_a_clear_error() {
     let (d, id) = with_report().await;
     for (query, says) in [
-        ("critical_path=true&offset=0", "takes no `offset`"),
         ("offset=-1", "offset"),
         ("limit=many", "limit"),
         ("critical_path=maybe", "critical_path"),
@@ -256,6 +255,18 @@ async fn bad_parts_are_refused_with_a_clear_error() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{query}: {message}");
     }
+    // The critical path comes whole: page parameters beside it are not read.
+    let (_, alone) = d
+        .get(&format!("/api/v1/traces/{id}?critical_path=true"))
+        .await;
+    let (status, both) = d
+        .get(&format!(
+            "/api/v1/traces/{id}?critical_path=true&offset=3&limit=1"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(both["spans"], alone["spans"]);
+    assert!(both.get("page").is_none() && both.get("collapsed").is_some());
     // A limit of 0 is taken as 1, as the lists take theirs.
     let (status, body) = d.get(&format!("/api/v1/traces/{id}?limit=0")).await;
     assert_eq!((status, spans(&body).len()), (200, 1));

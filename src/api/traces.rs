@@ -262,8 +262,8 @@ pub struct CollapsedBody {
 }
 
 /// Which of a trace's spans `GET /api/v1/traces/{trace_id}` answers. Without
-/// any, every span, in the order the trace keeps them. `critical_path` cannot
-/// be combined with the others.
+/// any, every span, in the order the trace keeps them. With
+/// `critical_path=true`, the others are not read.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TraceParams {
@@ -296,20 +296,20 @@ enum Selection {
 }
 
 impl TraceParams {
-    fn selection(&self) -> Result<Selection, ApiError> {
-        let paged = self.offset.is_some() || self.limit.is_some() || self.max_depth.is_some();
-        match (self.critical_path.unwrap_or(false), paged) {
-            (true, true) => Err(ApiError::bad_request(
-                "invalid_query",
-                "`critical_path=true` answers the critical path whole; it takes no `offset`, `limit` or `max_depth`",
-            )),
-            (true, false) => Ok(Selection::CriticalPath),
-            (false, true) => Ok(Selection::Page {
+    /// `critical_path=true` wins over the page parameters: a query string
+    /// cannot say that they exclude each other, and an answer whose
+    /// `collapsed` is there and whose `page` is not says which was served.
+    fn selection(&self) -> Selection {
+        if self.critical_path.unwrap_or(false) {
+            Selection::CriticalPath
+        } else if self.offset.is_some() || self.limit.is_some() || self.max_depth.is_some() {
+            Selection::Page {
                 offset: self.offset.unwrap_or(0),
                 limit: self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
                 max_depth: self.max_depth,
-            }),
-            (false, false) => Ok(Selection::All),
+            }
+        } else {
+            Selection::All
         }
     }
 }
@@ -368,7 +368,7 @@ pub async fn get(
     Path(raw): Path<String>,
     q: Result<Query<TraceParams>, QueryRejection>,
 ) -> Result<Json<TraceBody>, ApiError> {
-    let selection = params::query(q)?.selection()?;
+    let selection = params::query(q)?.selection();
     let id = TraceId::parse_hex(&raw).map_err(|e| {
         ApiError::bad_request(
             "invalid_trace_id",
