@@ -117,6 +117,10 @@ function rescale(view) {
   view.scale.textContent = `0 – ${ms(hi - lo)}`;
 }
 
+/** The waterfall on the page, redrawn when the window's size changes what is in view. */
+let shown = null;
+addEventListener("resize", () => shown && draw(shown));
+
 /** Fills the table: every row of a small waterfall, else those in view between two spacers. */
 function draw(view) {
   const { rows, tbody, scroller } = view;
@@ -145,6 +149,16 @@ function spacer(height) {
 
 /** Opens a collapsed run: its first level of spans, each with its own subtree collapsed; the rest of a long run stays collapsed. */
 async function expand(view, group, path) {
+  if (group.loading) return;
+  group.loading = true;
+  try {
+    await openRun(view, group, path);
+  } finally {
+    group.loading = false;
+  }
+}
+
+async function openRun(view, group, path) {
   const end = group.offset + group.count;
   const page = await api(`${path}?offset=${group.offset}&limit=${PAGE}&max_depth=${group.depth}`);
   addMarks(view.marked, page.marks);
@@ -157,7 +171,9 @@ async function expand(view, group, path) {
   }
   const next = page.page.next_offset;
   if (next !== null && next < end) opened.push({ at: next, group: { depth: group.depth, offset: next, count: end - next } });
-  view.rows.splice(view.rows.findIndex((r) => r.group === group), 1, ...opened);
+  const at = view.rows.findIndex((r) => r.group === group);
+  if (at < 0) return;
+  view.rows.splice(at, 1, ...opened);
   rescale(view);
   draw(view);
 }
@@ -165,7 +181,8 @@ async function expand(view, group, path) {
 function row(view, r) {
   if (r.group) {
     const g = r.group;
-    const button = h("button", { type: "button", class: "expand", title: "Off the critical path: show these spans" }, `+ ${g.count.toLocaleString("en")} spans`);
+    const button = h("button", { type: "button", class: "expand", title: "Off the critical path: show these spans", disabled: g.loading },
+      g.loading ? "loading…" : `+ ${g.count.toLocaleString("en")} spans`);
     button.addEventListener("click", () => {
       button.disabled = true;
       button.textContent = "loading…";
@@ -256,6 +273,7 @@ async function load() {
   fill("waterfall", small ? null : h("p", { class: "muted", id: "collapsed-note" },
     `${t.span_count.toLocaleString("en")} spans: the ${left.toLocaleString("en")} off the critical path are collapsed; "+ N spans" opens a level.`),
   view.scroller);
+  shown = view;
   draw(view);
   fill("warnings", t.warnings.length
     ? h("ul", { class: "warnings" }, t.warnings.map((w) => h("li", {}, h("code", {}, w.code), " ", w.message)))
