@@ -242,7 +242,7 @@ async fn the_critical_path_alone_counts_what_it_leaves_out() {
 }
 
 #[tokio::test]
-async fn bad_parts_are_refused_with_a_clear_error() {
+async fn malformed_parameters_are_refused_and_odd_ones_answered_sensibly() {
     let (d, id) = with_report().await;
     for (query, says) in [
         ("offset=-1", "offset"),
