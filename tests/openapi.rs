@@ -60,7 +60,10 @@ fn invalid_value(doc: &Value, schema: &Value) -> Option<&'static str> {
     }
     if schema["type"] == "integer" || schema["type"] == "number" {
         Some("not-a-number")
-    } else if schema.get("enum").is_some() || schema.get("pattern").is_some() {
+    } else if schema["type"] == "boolean"
+        || schema.get("enum").is_some()
+        || schema.get("pattern").is_some()
+    {
         Some("not a valid value")
     } else {
         None

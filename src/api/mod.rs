@@ -21,6 +21,7 @@ mod openapi;
 mod params;
 mod queries;
 mod timeouts;
+mod trace_tree;
 mod traces;
 
 pub use coverage::{coverage_bodies, ServiceCoverageBody};

@@ -154,9 +154,37 @@ fn empty_or(schema: RefOr<Schema>) -> RefOr<Schema> {
 
 /// `limit`: any count is accepted; the handlers cap it (at 1,000).
 pub(super) fn limit_schema() -> RefOr<Schema> {
+    count_schema("At most this many; larger values are taken as 1000.")
+}
+
+/// A trace page's `limit`: any count is accepted; the handler caps it.
+pub(super) fn page_limit_schema() -> RefOr<Schema> {
+    count_schema("At most this many spans (default 1000); 0 is taken as 1, larger values than 10000 as 10000.")
+}
+
+/// A trace page's `offset`: past the last span, the page is empty.
+pub(super) fn offset_schema() -> RefOr<Schema> {
+    count_schema("The tree position to start from (0 is the root).")
+}
+
+/// A trace page's `max_depth`.
+pub(super) fn depth_schema() -> RefOr<Schema> {
+    count_schema("The deepest level to include (the root's is 0).")
+}
+
+/// A yes-or-no parameter: `true` or `false`.
+pub(super) fn flag_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .description(Some("`true` or `false` (the default)."))
+        .into()
+}
+
+/// Any non-negative integer a query string can carry as a count.
+fn count_schema(description: &str) -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
-        .description(Some("At most this many; larger values are taken as 1000."))
+        .description(Some(description))
         .minimum(Some(0))
         .maximum(Some(u64::MAX))
         .into()

@@ -1,6 +1,8 @@
-//! `GET /api/v1/traces` and `GET /api/v1/traces/{trace_id}`.
+//! `GET /api/v1/traces` and `GET /api/v1/traces/{trace_id}`, whole or in
+//! parts: a page of its spans in tree order, or its critical path alone
+//! (see [`TraceParams`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -10,6 +12,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::params::{self, ms, rfc3339};
+use super::trace_tree::TreeOrder;
 use super::{ApiError, AppState};
 use crate::analyze::{AnalyzedTrace, EntryPoint, FindingKind, HopKey, HopKind};
 use crate::model::{
@@ -20,6 +23,10 @@ use crate::store::{Finding, FindingStore};
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1000;
+/// Spans in a page of one trace when `limit` is not given.
+const DEFAULT_PAGE: usize = 1000;
+/// Spans in a page of one trace at most.
+const MAX_PAGE: usize = 10_000;
 
 /// Filters of `GET /api/v1/traces`.
 #[derive(Deserialize, IntoParams)]
@@ -159,6 +166,14 @@ pub struct SpanBody {
     attributes: BTreeMap<&'static str, Value>,
     events: Vec<EventBody>,
     links: Vec<LinkBody>,
+    /// The span's position in depth-first tree order (children by start
+    /// time): the index `offset` counts. A subtree is the block of positions
+    /// from its span's to its span's plus `descendants`.
+    tree_index: usize,
+    /// Levels below the root (the root's is 0).
+    depth: u32,
+    /// How many spans are below this one.
+    descendants: usize,
 }
 
 /// One stretch of the critical path.
@@ -211,8 +226,92 @@ pub struct TraceBody {
     findings: Vec<super::findings::FindingBody>,
     /// The spans of this trace each finding is made of (the repeated or serial
     /// calls of a pattern, a cascade's timed-out chain), one entry per finding
-    /// of `findings` that names spans.
+    /// of `findings` that names spans. In a part of the trace (`offset`,
+    /// `limit`, `max_depth` or `critical_path`), only the spans of `spans`,
+    /// and no entry for a finding none of whose spans are there.
     marks: Vec<MarkBody>,
+    /// With `offset`, `limit` or `max_depth`: which part of the tree order
+    /// `spans` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<PageBody>,
+    /// With `critical_path=true`: the runs of sibling subtrees left out of
+    /// `spans`, in tree order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collapsed: Option<Vec<CollapsedBody>>,
+}
+
+/// Which part of a trace's tree order a page holds.
+#[derive(Serialize, ToSchema)]
+pub struct PageBody {
+    /// The position the page starts from.
+    offset: usize,
+    /// How many spans `spans` holds.
+    returned: usize,
+    /// The `offset` of the next page; null after the last one.
+    next_offset: Option<usize>,
+}
+
+/// Sibling subtrees left out of a critical-path answer: the spans at tree
+/// positions `offset` to `offset + span_count - 1`, all below `parent_span_id`.
+/// `?offset={offset}&limit={span_count}` fetches them.
+#[derive(Serialize, ToSchema)]
+pub struct CollapsedBody {
+    parent_span_id: SpanId,
+    offset: usize,
+    span_count: usize,
+}
+
+/// Which of a trace's spans `GET /api/v1/traces/{trace_id}` answers. Without
+/// any, every span, in the order the trace keeps them. With
+/// `critical_path=true`, the others are not read.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TraceParams {
+    /// Only the spans on the critical path and their ancestors, in tree
+    /// order, with the subtrees left out counted in `collapsed`.
+    #[param(schema_with = super::openapi::flag_schema)]
+    critical_path: Option<bool>,
+    /// A page of the spans in depth-first tree order, from this position.
+    #[param(schema_with = super::openapi::offset_schema)]
+    offset: Option<usize>,
+    /// At most this many spans in the page (default 1000, at most 10000).
+    #[param(schema_with = super::openapi::page_limit_schema)]
+    limit: Option<usize>,
+    /// Leave out spans deeper than this (the root is at depth 0): with
+    /// `offset` at a span's first child and its depth + 1, that span's
+    /// children without their subtrees.
+    #[param(schema_with = super::openapi::depth_schema)]
+    max_depth: Option<usize>,
+}
+
+/// The spans an answer holds.
+enum Selection {
+    All,
+    Page {
+        offset: usize,
+        limit: usize,
+        max_depth: Option<usize>,
+    },
+    CriticalPath,
+}
+
+impl TraceParams {
+    /// `critical_path=true` wins over the page parameters: a query string
+    /// cannot say that they exclude each other, and an answer whose
+    /// `collapsed` is there and whose `page` is not says which was served.
+    fn selection(&self) -> Selection {
+        if self.critical_path.unwrap_or(false) {
+            Selection::CriticalPath
+        } else if self.offset.is_some() || self.limit.is_some() || self.max_depth.is_some() {
+            Selection::Page {
+                offset: self.offset.unwrap_or(0),
+                limit: self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
+                max_depth: self.max_depth,
+            }
+        } else {
+            Selection::All
+        }
+    }
 }
 
 /// The spans of a trace one finding is made of.
@@ -249,22 +348,27 @@ fn attributes(arena: &AttrArena, range: AttrRange) -> BTreeMap<&'static str, Val
 }
 
 /// One analyzed trace: spans, critical path, hops, warnings and findings.
+/// A big trace can be read in parts: its critical path alone
+/// (`critical_path=true`), or its spans in pages of tree order (`offset`,
+/// `limit`, `max_depth`).
 #[utoipa::path(
     get,
     path = "/api/v1/traces/{trace_id}",
     operation_id = "get_trace",
     tag = "traces",
-    params(("trace_id" = String, Path, description = "32 hex digits", pattern = "^(?!0{32})[0-9a-fA-F]{32}$")),
+    params(("trace_id" = String, Path, description = "32 hex digits", pattern = "^(?!0{32})[0-9a-fA-F]{32}$"), TraceParams),
     responses(
         (status = 200, description = "The trace", body = TraceBody),
-        (status = 400, description = "Not a trace id", body = super::error::ErrorBody),
+        (status = 400, description = "Not a trace id, or a parameter is malformed", body = super::error::ErrorBody),
         (status = 404, description = "Not among the completed traces kept", body = super::error::ErrorBody)
     )
 )]
 pub async fn get(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    q: Result<Query<TraceParams>, QueryRejection>,
 ) -> Result<Json<TraceBody>, ApiError> {
+    let selection = params::query(q)?.selection();
     let id = TraceId::parse_hex(&raw).map_err(|e| {
         ApiError::bad_request(
             "invalid_trace_id",
@@ -277,16 +381,55 @@ pub async fn get(
             format!("trace {id} is not among the completed traces kept"),
         )
     })?;
-    Ok(Json(trace_body(&t, &state.store.findings)))
+    Ok(Json(selected_body(&t, &state.store.findings, selection)))
 }
 
 /// The JSON body of one analyzed trace: its spans, critical path, hops,
 /// warnings and the findings it contributed to. Flat lists, so rendering takes
 /// the same stack however deep the trace is.
 pub fn trace_body(t: &AnalyzedTrace, findings: &FindingStore) -> TraceBody {
+    selected_body(t, findings, Selection::All)
+}
+
+/// [`trace_body`] with only the spans `selection` asks for.
+fn selected_body(t: &AnalyzedTrace, findings: &FindingStore, selection: Selection) -> TraceBody {
     let trace = &t.trace;
     let root_start = trace.start(trace.root);
-    let spans = (0..trace.len() as u32)
+    let tree = TreeOrder::of(trace);
+    let (chosen, page, collapsed) = match selection {
+        Selection::All => ((0..trace.len() as u32).collect(), None, None),
+        Selection::Page {
+            offset,
+            limit,
+            max_depth,
+        } => {
+            let (spans, next_offset) = tree.page(offset, limit, max_depth);
+            let page = PageBody {
+                offset,
+                returned: spans.len(),
+                next_offset,
+            };
+            (spans, Some(page), None)
+        }
+        Selection::CriticalPath => {
+            let (spans, left_out) = tree.critical(trace, t.path.segments.iter().map(|s| s.span));
+            let collapsed = left_out
+                .into_iter()
+                .map(|c| CollapsedBody {
+                    parent_span_id: trace.span(c.parent).span_id,
+                    offset: c.offset,
+                    span_count: c.spans,
+                })
+                .collect();
+            (spans, None, Some(collapsed))
+        }
+    };
+    // A part's marks name only the spans it holds: a loop's 100,000 calls
+    // are marked page by page, not all with the critical path.
+    let returned: Option<HashSet<SpanId>> = (chosen.len() < trace.len())
+        .then(|| chosen.iter().map(|&i| trace.span(i).span_id).collect());
+    let spans = chosen
+        .into_iter()
         .map(|i| {
             let s = trace.span(i);
             let shift = trace.shift_ns[i as usize];
@@ -325,6 +468,9 @@ pub fn trace_body(t: &AnalyzedTrace, findings: &FindingStore) -> TraceBody {
                         attributes: attributes(&trace.arena, l.attrs),
                     })
                     .collect(),
+                tree_index: tree.position(i),
+                depth: tree.depth(i),
+                descendants: tree.descendants(i),
             }
         })
         .collect();
@@ -360,9 +506,16 @@ pub fn trace_body(t: &AnalyzedTrace, findings: &FindingStore) -> TraceBody {
             .map(|(f, spans)| MarkBody {
                 finding_id: format!("{:016x}", f.id),
                 kind: f.latest.kind,
-                span_ids: spans.to_vec(),
+                span_ids: spans
+                    .iter()
+                    .filter(|id| returned.as_ref().is_none_or(|r| r.contains(id)))
+                    .copied()
+                    .collect(),
             })
+            .filter(|m| !m.span_ids.is_empty())
             .collect(),
         findings: found.into_iter().map(Into::into).collect(),
+        page,
+        collapsed,
     }
 }

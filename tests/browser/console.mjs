@@ -3,7 +3,10 @@
 // demo's findings through the API, then loads every console page, checks
 // what a user would see, and writes a screenshot of each page. The protected
 // daemon also gets one poorly instrumented span over OTLP/HTTP, so its
-// findings page has no findings and says which detectors are blind.
+// findings page has no findings and says which detectors are blind. A third
+// daemon gets a trace of over 100,000 spans (bigtrace.mjs) over OTLP/HTTP;
+// the test measures how long its trace page takes to show the critical path
+// and prints it.
 //
 //   HOPSCOPE_BIN      the hopscope binary (default: target/debug/hopscope)
 //   CHROMIUM          the browser (default: chromium on PATH)
@@ -16,6 +19,7 @@ import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
+import { bigTrace } from "./bigtrace.mjs";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const bin = resolve(root, process.env.HOPSCOPE_BIN ?? "target/debug/hopscope");
@@ -97,6 +101,12 @@ const tokenUrl = launch(
   ["serve", "--api-addr", "127.0.0.1:0", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
     "--jaeger-addr", "127.0.0.1:0",
     "--no-wal", "--api-token", TOKEN, "--trace-idle", "200ms", "--log", "info"],
+  /otlp_http_addr=(\S+) api_addr=(\S+)/);
+// The big trace's daemon: a trace completes 2 s after its last span, so the
+// export requests of one trace always meet.
+const bigUrl = launch(
+  ["serve", "--api-addr", "127.0.0.1:0", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
+    "--jaeger-addr", "127.0.0.1:0", "--no-wal", "--trace-idle", "2s", "--log", "info"],
   /otlp_http_addr=(\S+) api_addr=(\S+)/);
 const [base] = await demoUrl;
 const cascade = await waitFor("the demo's cascading_timeout finding", async () => {
@@ -395,6 +405,84 @@ const traceId = cascade.trace_ids[0];
   const said = await summary.innerText();
   assert.doesNotMatch(said, /null|undefined|error/, said);
   pass("trace", `a healthy trace's header says what it is and nothing else: ${said.replace(/\s+/g, " ").trim()}`);
+  await page.close();
+}
+
+// --- a trace of over 100,000 spans ------------------------------------------------
+{
+  const [otlp, bigBase] = await bigUrl;
+  const big = bigTrace();
+  for (const body of big.bodies) {
+    // A refusal under memory pressure is retryable (503 with Retry-After): send again.
+    await waitFor("the big trace's export to be accepted", async () => {
+      const r = await fetch(`${otlp}/v1/traces`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      return r.status === 200;
+    }, 120000);
+  }
+  const tracePath = `${bigBase}/api/v1/traces/${big.traceId}`;
+  const critical = await waitFor(`the ${big.spanCount}-span trace's analysis`, async () => {
+    const r = await fetch(`${tracePath}?critical_path=true`);
+    const body = r.ok ? await r.json() : null;
+    return body?.span_count === big.spanCount ? body : null;
+  }, 300000);
+  const kept = critical.spans.map((s) => s.span_id);
+  for (const id of big.onPath) assert.ok(kept.includes(id), `${id} on the critical path`);
+  const fetchedAt = Date.now();
+  const whole = await (await fetch(tracePath)).text();
+  const wholeMs = Date.now() - fetchedAt;
+  console.log(`    the whole trace is ${(whole.length / 1e6).toFixed(1)} MB of JSON (${wholeMs} ms); its critical path alone ${(JSON.stringify(critical).length / 1e3).toFixed(0)} kB`);
+
+  const page = await open(context, "big trace");
+  const asked = [];
+  page.on("request", (r) => r.url().includes(`/api/v1/traces/${big.traceId}`) && asked.push(new URL(r.url()).search));
+  const started = Date.now();
+  await page.goto(`${bigBase}/ui/trace?id=${big.traceId}`);
+  await page.waitForFunction((ids) => ids.every((id) => document.querySelector(`table.waterfall tr[data-span-id="${id}"]`)), kept);
+  const last = page.locator(`tr[data-span-id="${kept.at(-1)}"]`);
+  await last.waitFor({ state: "visible" });
+  const openedMs = Date.now() - started;
+  console.log(`    the ${big.spanCount}-span trace's page showed its critical path ${openedMs} ms after navigation`);
+  assert.ok(openedMs < 15000, `opened in ${openedMs} ms`);
+  const onPath = critical.spans.filter((s) => s.critical_ms > 0).map((s) => s.span_id);
+  const shownOnPath = await page.locator("table.waterfall tr.on-path").evaluateAll((rs) => rs.map((r) => r.dataset.spanId));
+  assert.deepEqual(shownOnPath, onPath, "the critical path's spans, highlighted");
+  assert.ok(asked.length > 0 && asked.every((q) => q !== ""), `never the whole trace: ${asked}`);
+  pass("big trace", `${big.spanCount} spans: the critical path's ${kept.length} rows shown in ${(openedMs / 1000).toFixed(1)} s, without fetching the whole trace`);
+  // Everything off the critical path is collapsed into "+ N spans" rows.
+  const collapsed = page.locator("table.waterfall tr.collapsed");
+  const counts = (await collapsed.evaluateAll((rs) => rs.map((r) => Number(r.dataset.count))));
+  assert.equal(kept.length + counts.reduce((a, b) => a + b, 0), big.spanCount, "every span either shown or counted");
+  assert.match(await page.locator("#collapsed-note").innerText(), /off the critical path are collapsed/);
+  pass("big trace", `the other ${big.spanCount - kept.length} spans are in ${counts.length} collapsed rows`);
+  // Opening the workers' row lists them one level deep, each with its
+  // queries collapsed, and only the rows in view are in the page.
+  const workers = critical.collapsed.reduce((a, b) => (b.span_count > a.span_count ? b : a));
+  await page.locator(`tr.collapsed[data-offset="${workers.offset}"] button`).click();
+  await page.locator(`tr.collapsed[data-offset="${workers.offset}"]`).waitFor({ state: "detached" });
+  const pages = await page.locator("tr", { hasText: "render page" }).count();
+  assert.ok(pages > 20, `${pages} workers drawn`);
+  const scroller = page.locator(".waterfall-scroll.virtual");
+  const drawn = await page.locator("table.waterfall tbody tr:not(.spacer)").count();
+  const [height, box] = await scroller.evaluate((el) => [el.scrollHeight, el.clientHeight]);
+  assert.ok(drawn < 200, `${drawn} rows in the page`);
+  assert.ok(height > 20 * 400 && box < height, `the scroll box spans every row: ${height} px`);
+  pass("big trace", `opening the workers' row lists them with their queries collapsed; ${drawn} rows drawn in a ${height} px scroll box`);
+  await shot(page, "trace-big");
+  // Scrolled to the end: the last rows are drawn, the first are not.
+  await scroller.evaluate((el) => { el.scrollTop = el.scrollHeight; });
+  await last.waitFor({ state: "visible" });
+  assert.equal(await page.locator(`tr[data-span-id="${kept[0]}"]`).count(), 0, "the root's row left the page");
+  pass("big trace", "scrolling to the end draws the last rows and drops the first");
+  // The last worker's other queries open too, in place of their row.
+  const rest = page.locator("tr.collapsed").last();
+  const [offset, queries] = [await rest.getAttribute("data-offset"), Number(await rest.getAttribute("data-count"))];
+  await rest.locator("button").click();
+  await page.locator(`tr.collapsed[data-offset="${offset}"]`).waitFor({ state: "detached" });
+  const grown = await scroller.evaluate((el) => el.scrollHeight);
+  assert.ok(grown >= height + (queries - 1) * 20, `${queries} more rows: ${height} → ${grown} px`);
+  pass("big trace", `"+ ${queries} spans" opens those queries in its place`);
+  await page.fitsWidth();
+  page.noProblems();
   await page.close();
 }
 
