@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::{HealthRoutes, InvalidThreshold, Thresholds};
+use crate::clock::Clock;
 pub use crate::store::wal::WalSync;
 
 /// Why the configuration is unusable.
@@ -148,6 +149,13 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_AGGREGATE_RETENTION", value_name = "DURATION")]
     #[serde(serialize_with = "as_text")]
     pub aggregate_retention: Option<HumanDuration>,
+
+    /// Spans ending more than this after the daemon's clock are refused
+    /// through OTLP partial success and counted, as are spans ending more
+    /// than `aggregate_retention` before it [default: 1h]
+    #[arg(long, env = "HOPSCOPE_FUTURE_SKEW", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
+    pub future_skew: Option<HumanDuration>,
 
     /// Largest OTLP request accepted, in MiB: a gRPC message, or an HTTP body
     /// both as received and after decompression; larger ones are refused (gRPC
@@ -341,6 +349,7 @@ impl Settings {
             store_max_traces: self.store_max_traces.or(fallback.store_max_traces),
             store_max_mib: self.store_max_mib.or(fallback.store_max_mib),
             aggregate_retention: self.aggregate_retention.or(fallback.aggregate_retention),
+            future_skew: self.future_skew.or(fallback.future_skew),
             otlp_max_message_mib: self.otlp_max_message_mib.or(fallback.otlp_max_message_mib),
             detect_interval: self.detect_interval.or(fallback.detect_interval),
             health_routes: self.health_routes.or(fallback.health_routes),
@@ -380,6 +389,12 @@ pub struct Config {
     pub store_max_traces: usize,
     pub store_max_bytes: usize,
     pub aggregate_retention: Duration,
+    /// How far after the daemon's clock a span may end (before it, as far as
+    /// `aggregate_retention`): see [`crate::clock::TimeBounds`].
+    pub future_skew: Duration,
+    /// The daemon's clock: the system's, unless a test sets another (no
+    /// setting reaches it).
+    pub clock: Clock,
     pub otlp_max_message_bytes: usize,
     pub detect_interval: Duration,
     /// Every detector's thresholds, `slow_health_check`'s routes included.
@@ -451,6 +466,8 @@ impl TryFrom<Settings> for Config {
             store_max_traces: s.store_max_traces.unwrap_or(10_000),
             store_max_bytes: s.store_max_mib.unwrap_or(512).saturating_mul(MIB),
             aggregate_retention: d(s.aggregate_retention, 24 * 3600),
+            future_skew: d(s.future_skew, 3600),
+            clock: Clock::System,
             otlp_max_message_bytes: s.otlp_max_message_mib.unwrap_or(4).saturating_mul(MIB),
             detect_interval: d(s.detect_interval, 5),
             detectors,
@@ -542,6 +559,7 @@ impl Config {
             store_max_traces: Some(self.store_max_traces),
             store_max_mib: mib(self.store_max_bytes),
             aggregate_retention: duration(self.aggregate_retention),
+            future_skew: duration(self.future_skew),
             otlp_max_message_mib: mib(self.otlp_max_message_bytes),
             detect_interval: duration(self.detect_interval),
             health_routes: None,

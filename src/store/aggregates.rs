@@ -1,8 +1,9 @@
 //! Latency share per entry point and hop, in one-minute buckets keyed by the
 //! trace's start time. Every number is a sum or a [`Sketch`], so buckets merge for
 //! any window and a trace analyzed again is retracted and re-added exactly.
-//! Buckets older than the retention (relative to the newest bucket seen) are
-//! dropped, which bounds memory.
+//! Buckets older than the retention before the daemon's clock are dropped,
+//! which bounds memory (never relative to the newest bucket seen, which a
+//! span stamped years ahead would make every other bucket older than).
 
 use std::collections::BTreeMap;
 
@@ -95,8 +96,10 @@ impl Aggregates {
         Duration::from_nanos(self.retention_buckets * BUCKET_NS)
     }
 
-    /// Adds (`weight` 1) or retracts (`weight` -1) one analyzed trace.
-    pub fn record(&self, t: &AnalyzedTrace, weight: i64) {
+    /// Adds (`weight` 1) or retracts (`weight` -1) one analyzed trace, and
+    /// drops its entry point's buckets older than the retention before
+    /// `now_ns` (the daemon's clock).
+    pub fn record(&self, t: &AnalyzedTrace, weight: i64, now_ns: u64) {
         let bucket_id = t.trace.start(t.trace.root) / BUCKET_NS;
         let mut entries = self.entries.lock();
         let buckets = entries.entry(t.entry).or_default();
@@ -116,13 +119,26 @@ impl Aggregates {
         if bucket.traces == 0 {
             buckets.remove(&bucket_id);
         }
-        if let Some(&newest) = buckets.keys().next_back() {
-            let oldest_kept = newest.saturating_sub(self.retention_buckets);
-            *buckets = buckets.split_off(&oldest_kept);
-        }
+        *buckets = buckets.split_off(&self.oldest_kept(now_ns));
         if buckets.is_empty() {
             entries.remove(&t.entry);
         }
+    }
+
+    /// The first bucket within the retention before `now_ns`.
+    fn oldest_kept(&self, now_ns: u64) -> u64 {
+        (now_ns / BUCKET_NS).saturating_sub(self.retention_buckets)
+    }
+
+    /// Drops every bucket older than the retention before `now_ns` or
+    /// starting after `latest_ns` (a state file written under a clock that
+    /// ran ahead).
+    pub fn expire(&self, now_ns: u64, latest_ns: u64) {
+        let keep = self.oldest_kept(now_ns)..=latest_ns / BUCKET_NS;
+        self.entries.lock().retain(|_, buckets| {
+            buckets.retain(|minute, _| keep.contains(minute));
+            !buckets.is_empty()
+        });
     }
 
     /// Every bucket, for the state file.

@@ -21,8 +21,13 @@ pub struct DurableOptions {
     pub dir: PathBuf,
     pub sync: WalSync,
     pub segment_bytes: u64,
-    /// Findings last seen longer ago than this (before the newest) are dropped.
+    /// Findings last seen longer ago than this (before the store's clock)
+    /// are dropped.
     pub retention: Duration,
+    /// On open, the restored state keeps nothing later than this after the
+    /// store's clock (`future_skew`: a state file written before spans far in
+    /// the future were refused, or under a clock that ran ahead).
+    pub future_skew: Duration,
     /// Most bytes the directory may hold; past it the log segments of analyzed
     /// traces go first (those traces are then not shown after a restart).
     pub max_bytes: u64,
@@ -97,6 +102,13 @@ impl Durable {
         store.edges.import(state.edges);
         store.coverage.import(state.coverage);
         store.findings.import(state.findings);
+        let latest = store
+            .clock
+            .now_ns()
+            .saturating_add(options.future_skew.as_nanos() as u64);
+        store.expire(latest);
+        let ahead = store.findings.retain_seen_within(0, latest);
+        Stats::add(&store.stats().findings_expired, ahead as u64);
         let wal = Wal::open(&wal_dir, first_new, options.sync, options.segment_bytes)?;
         Ok(Durable {
             replay_until: first_new,
@@ -176,11 +188,12 @@ impl Durable {
             );
         }
 
-        if let Some(newest) = store.findings.newest_seen_ns() {
-            let cutoff = newest.saturating_sub(self.options.retention.as_nanos() as u64);
-            let dropped = store.findings.retain_seen_since(cutoff);
-            Stats::add(&stats.findings_expired, dropped as u64);
-        }
+        let cutoff = store
+            .clock
+            .now_ns()
+            .saturating_sub(self.options.retention.as_nanos() as u64);
+        let dropped = store.findings.retain_seen_within(cutoff, u64::MAX);
+        Stats::add(&stats.findings_expired, dropped as u64);
         let counted = {
             let mut ledger = store.ledger.lock();
             ledger.prune(start);

@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use crate::analyze::budget::call_records;
 use crate::analyze::{finding_id, AnalyzedTrace};
 use crate::assemble::LogRange;
+use crate::clock::Clock;
 use crate::stats::Stats;
 
 pub struct Store {
@@ -50,6 +51,9 @@ pub struct Store {
     pub detected_generation: std::sync::atomic::AtomicU64,
     /// Which traces are counted, by log segment (with a write-ahead log).
     pub ledger: Mutex<Ledger>,
+    /// What the window, the aggregates' retention and the findings' expiry
+    /// count back from.
+    pub clock: Clock,
     stats: Arc<Stats>,
 }
 
@@ -59,6 +63,7 @@ impl Store {
         aggregates: Aggregates,
         findings: FindingStore,
         stats: Arc<Stats>,
+        clock: Clock,
     ) -> Self {
         Store {
             traces,
@@ -70,8 +75,20 @@ impl Store {
             coverage: Coverage::default(),
             detected_generation: Default::default(),
             ledger: Mutex::new(Ledger::default()),
+            clock,
             stats,
         }
+    }
+
+    /// Drops what the clock has aged out of the call window, the aggregates
+    /// and the service graph, and whatever of them lies after `latest_ns` (a
+    /// state file written under a clock that ran ahead). Findings expire at
+    /// checkpoints ([`durable::Durable::checkpoint`]).
+    pub fn expire(&self, latest_ns: u64) {
+        let now = self.clock.now_ns();
+        self.window.expire(now, latest_ns);
+        self.aggregates.expire(now, latest_ns);
+        self.edges.expire(now, latest_ns);
     }
 
     /// The counters it bumps (shared with the rest of the daemon).
@@ -136,19 +153,20 @@ impl Store {
             self.totals.add(&trace);
         }
         let trace = Arc::new(trace);
+        let now = self.clock.now_ns();
         let displaced = self.traces.put(trace.clone(), log);
         if let Some(old) = &displaced.replaced {
-            self.aggregates.record(old, -1);
-            self.edges.record(old, -1);
+            self.aggregates.record(old, -1, now);
+            self.edges.record(old, -1, now);
             self.coverage.record(old, true);
         }
         if !late || displaced.replaced.is_some() {
             if !counted {
-                self.aggregates.record(&trace, 1);
-                self.edges.record(&trace, 1);
+                self.aggregates.record(&trace, 1, now);
+                self.edges.record(&trace, 1, now);
                 self.coverage.record(&trace, false);
             }
-            self.window.put(call_records(&trace));
+            self.window.put(call_records(&trace), now);
         }
         if let Some(log) = log {
             self.ledger.lock().count(id, log);
