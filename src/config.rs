@@ -257,7 +257,7 @@ pub struct Settings {
     #[serde(serialize_with = "as_text")]
     pub checkpoint_interval: Option<HumanDuration>,
 
-    /// Findings not seen for this long (before the newest finding) are
+    /// Findings not seen for this long (before the daemon's clock) are
     /// forgotten [default: 7d]
     #[arg(long, env = "HOPSCOPE_RETENTION", value_name = "DURATION")]
     #[serde(serialize_with = "as_text")]
