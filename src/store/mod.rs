@@ -174,3 +174,80 @@ impl Store {
         Stats::add(&self.stats.store_traces_evicted, displaced.evicted as u64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::analyze::analyze;
+    use crate::assemble::assemble;
+    use crate::model::{Span, SpanId, SpanKind, SpanSet, TraceId};
+
+    const MIN: u64 = 60_000_000_000;
+
+    /// A trace of one SERVER span calling another service, starting at `start`.
+    fn trace(n: u8, start: u64) -> AnalyzedTrace {
+        let id = |n| SpanId::from_u64(n).unwrap();
+        let set: SpanSet = [
+            Span::new(
+                id(1),
+                None,
+                "web",
+                "GET /",
+                SpanKind::Server,
+                (start, start + 100),
+            ),
+            Span::new(
+                id(2),
+                Some(id(1)),
+                "web",
+                "GET",
+                SpanKind::Client,
+                (start + 10, start + 90),
+            ),
+            Span::new(
+                id(3),
+                Some(id(2)),
+                "api",
+                "GET",
+                SpanKind::Server,
+                (start + 20, start + 80),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        analyze(assemble(TraceId::from_bytes(&[n; 16]).unwrap(), set).unwrap())
+    }
+
+    #[test]
+    fn the_window_and_the_aggregates_age_by_the_clock_not_by_the_newest_trace() {
+        let now = 30_000_000 * MIN;
+        let clock = Clock::manual(now);
+        let store = Store::new(
+            TraceStore::new(100, 1 << 20),
+            Aggregates::new(Duration::from_secs(3_600)),
+            FindingStore::new(100),
+            Arc::new(Stats::default()),
+            clock.clone(),
+        );
+        store.put(trace(1, now - MIN), false, None);
+        // A trace stamped in the year 2500 ages nothing out.
+        store.put(trace(2, 16_725_225_600_000_000_000), false, None);
+        store.expire(now + 60 * MIN);
+        assert_eq!(store.window.stats().traces, 1);
+        assert_eq!(store.aggregates.query(None, None, None)[0].traces, 1);
+        assert_eq!(store.edges.query(None, None).len(), 1);
+        // Twenty minutes on, without traffic: out of the window, still
+        // within the aggregates' hour.
+        clock.advance_to(now + 20 * MIN);
+        store.expire(u64::MAX);
+        assert_eq!(store.window.stats().traces, 0);
+        assert_eq!(store.aggregates.query(None, None, None).len(), 1);
+        // Past the hour, the aggregates and the service graph let it go.
+        clock.advance_to(now + 62 * MIN);
+        store.expire(u64::MAX);
+        assert!(store.aggregates.query(None, None, None).is_empty());
+        assert!(store.edges.query(None, None).is_empty());
+    }
+}
