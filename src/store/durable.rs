@@ -249,3 +249,57 @@ fn lock(dir: &Path) -> Result<File, DurableError> {
     }
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::store::tests::trace;
+    use crate::store::{Aggregates, FindingStore, TraceStore};
+
+    const MIN: u64 = 60_000_000_000;
+
+    fn store(clock: Clock) -> Store {
+        Store::new(
+            TraceStore::new(100, 1 << 20),
+            Aggregates::new(Duration::from_secs(3_600)),
+            FindingStore::new(100),
+            Arc::new(Stats::default()),
+            clock,
+        )
+    }
+
+    #[test]
+    fn a_state_file_written_under_a_clock_that_ran_ahead_keeps_nothing_past_the_bound() {
+        let dir =
+            std::env::temp_dir().join(format!("hopscope-durable-clock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = DurableOptions {
+            dir: dir.clone(),
+            sync: WalSync::Never,
+            segment_bytes: 1 << 20,
+            retention: Duration::from_secs(7 * 24 * 3_600),
+            future_skew: Duration::from_secs(3_600),
+            max_bytes: 1 << 30,
+        };
+        let now = 30_000_000 * MIN;
+        // Written by a daemon whose clock read the year 2500, with a trace
+        // of then in its aggregates.
+        let year_2500 = 16_725_225_600_000_000_000;
+        let ahead = store(Clock::manual(year_2500));
+        let durable = Durable::open(options.clone(), &ahead).unwrap();
+        ahead.put(trace(1, year_2500 - MIN), false, None);
+        assert_eq!(ahead.aggregates.query(None, None, None).len(), 1);
+        durable.checkpoint(&ahead, ahead.stats(), || None).unwrap();
+        drop(durable);
+
+        // Restored by a daemon whose clock reads now: nothing of 2500 is kept.
+        let restored = store(Clock::manual(now));
+        let _durable = Durable::open(options, &restored).unwrap();
+        let entries = restored.aggregates.query(None, None, None);
+        assert!(entries.is_empty(), "{entries:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

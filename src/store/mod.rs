@@ -187,7 +187,7 @@ mod tests {
     const MIN: u64 = 60_000_000_000;
 
     /// A trace of one SERVER span calling another service, starting at `start`.
-    fn trace(n: u8, start: u64) -> AnalyzedTrace {
+    pub(super) fn trace(n: u8, start: u64) -> AnalyzedTrace {
         let id = |n| SpanId::from_u64(n).unwrap();
         let set: SpanSet = [
             Span::new(
