@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::{HealthRoutes, InvalidThreshold, Thresholds};
+use crate::clock::Clock;
 pub use crate::store::wal::WalSync;
 
 /// Why the configuration is unusable.
@@ -158,6 +159,12 @@ pub struct Settings {
     /// counted under the hop `(overflow)` [default: 100]
     #[arg(long, env = "HOPSCOPE_AGGREGATE_MAX_HOPS", value_name = "N")]
     pub aggregate_max_hops: Option<usize>,
+    /// Spans ending more than this after the daemon's clock are refused
+    /// through OTLP partial success and counted, as are spans ending more
+    /// than `aggregate_retention` before it [default: 1h]
+    #[arg(long, env = "HOPSCOPE_FUTURE_SKEW", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
+    pub future_skew: Option<HumanDuration>,
 
     /// Largest OTLP request accepted, in MiB: a gRPC message, or an HTTP body
     /// both as received and after decompression; larger ones are refused (gRPC
@@ -259,7 +266,7 @@ pub struct Settings {
     #[serde(serialize_with = "as_text")]
     pub checkpoint_interval: Option<HumanDuration>,
 
-    /// Findings not seen for this long (before the newest finding) are
+    /// Findings not seen for this long (before the daemon's clock) are
     /// forgotten [default: 7d]
     #[arg(long, env = "HOPSCOPE_RETENTION", value_name = "DURATION")]
     #[serde(serialize_with = "as_text")]
@@ -355,6 +362,7 @@ impl Settings {
                 .aggregate_max_entries
                 .or(fallback.aggregate_max_entries),
             aggregate_max_hops: self.aggregate_max_hops.or(fallback.aggregate_max_hops),
+            future_skew: self.future_skew.or(fallback.future_skew),
             otlp_max_message_mib: self.otlp_max_message_mib.or(fallback.otlp_max_message_mib),
             detect_interval: self.detect_interval.or(fallback.detect_interval),
             health_routes: self.health_routes.or(fallback.health_routes),
@@ -398,6 +406,12 @@ pub struct Config {
     pub aggregate_max_entries: usize,
     /// Most hops with aggregates of their own, per entry point.
     pub aggregate_max_hops: usize,
+    /// How far after the daemon's clock a span may end (before it, as far as
+    /// `aggregate_retention`): see [`crate::clock::TimeBounds`].
+    pub future_skew: Duration,
+    /// The daemon's clock: the system's, unless a test sets another (no
+    /// setting reaches it).
+    pub clock: Clock,
     pub otlp_max_message_bytes: usize,
     pub detect_interval: Duration,
     /// Every detector's thresholds, `slow_health_check`'s routes included.
@@ -475,6 +489,8 @@ impl TryFrom<Settings> for Config {
             aggregate_max_hops: s
                 .aggregate_max_hops
                 .unwrap_or(crate::store::DEFAULT_MAX_HOPS),
+            future_skew: d(s.future_skew, 3600),
+            clock: Clock::System,
             otlp_max_message_bytes: s.otlp_max_message_mib.unwrap_or(4).saturating_mul(MIB),
             detect_interval: d(s.detect_interval, 5),
             detectors,
@@ -571,6 +587,7 @@ impl Config {
             aggregate_retention: duration(self.aggregate_retention),
             aggregate_max_entries: Some(self.aggregate_max_entries),
             aggregate_max_hops: Some(self.aggregate_max_hops),
+            future_skew: duration(self.future_skew),
             otlp_max_message_mib: mib(self.otlp_max_message_bytes),
             detect_interval: duration(self.detect_interval),
             health_routes: None,

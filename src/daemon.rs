@@ -19,6 +19,7 @@ use crate::analyze;
 use crate::api::{self, AppState};
 use crate::assemble::{Admitted, Buffer, BufferLimits};
 use crate::auth::{self, Guard, Listener, RequireToken};
+use crate::clock::TimeBounds;
 use crate::config::Config;
 use crate::ingest::{ExportBody, OtlpGrpc, OtlpHttp, Refused, SinkError, SpanSink};
 use crate::model::SpanBatch;
@@ -91,7 +92,11 @@ struct BufferSink {
     refusal_log: LogEvery,
     too_large_log: LogEvery,
     malformed_log: LogEvery,
+    time_log: LogEvery,
     durable: Option<Arc<Durable>>,
+    /// What "now" is for the bounds on span times.
+    clock: crate::clock::Clock,
+    bounds: TimeBounds,
 }
 
 impl BufferSink {
@@ -117,7 +122,10 @@ impl BufferSink {
                 return;
             };
             match crate::ingest::decode(&ExportBody { format, bytes }) {
-                Ok(batch) => {
+                Ok(mut batch) => {
+                    // Judged again by the clock now: what has aged past the
+                    // retention since it was logged counts in nothing.
+                    self.screen(&mut batch);
                     Stats::add(&self.stats.wal_spans_replayed, batch.accepted);
                     self.deliver(batch, Some(segment));
                 }
@@ -174,6 +182,20 @@ impl SpanSink for BufferSink {
                 limit_bytes = limit,
                 refused_so_far = refused,
                 "refusing OTLP requests over the size limit (otlp_max_message_mib)"
+            );
+        }
+    }
+
+    fn screen(&self, batch: &mut SpanBatch) {
+        let screened = self.bounds.screen(self.clock.now_ns(), batch);
+        Stats::add(&self.stats.spans_rejected_future, screened.future);
+        Stats::add(&self.stats.spans_rejected_past, screened.past);
+        if screened.future + screened.past > 0 && self.time_log.ready() {
+            tracing::warn!(
+                future = screened.future,
+                past = screened.past,
+                reasons = ?batch.errors,
+                "refusing spans far from the daemon's clock (future_skew, aggregate_retention)"
             );
         }
     }
@@ -251,6 +273,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
             .limited(config.aggregate_max_entries, config.aggregate_max_hops),
         FindingStore::new(MAX_FINDINGS),
         stats.clone(),
+        config.clock.clone(),
     ));
     let durable = match &config.data_dir {
         Some(dir) => {
@@ -259,6 +282,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
                 sync: config.wal_sync,
                 segment_bytes: config.wal_segment_bytes,
                 retention: config.retention,
+                future_skew: config.future_skew,
                 max_bytes: config.retention_max_bytes,
             };
             let store = store.clone();
@@ -286,7 +310,13 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         refusal_log: LogEvery::default(),
         too_large_log: LogEvery::default(),
         malformed_log: LogEvery::default(),
+        time_log: LogEvery::default(),
         durable: durable.clone(),
+        clock: store.clock.clone(),
+        bounds: TimeBounds {
+            future: config.future_skew,
+            past: config.aggregate_retention,
+        },
     });
     let otlp_guard = Guard::new(config.otlp_token.as_deref(), Listener::Otlp, stats.clone());
     let otlp_http = OtlpHttp::new(sink.clone(), stats.clone(), config.otlp_max_message_bytes)
@@ -594,6 +624,8 @@ async fn detect(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // The window ages by the clock even when no trace comes.
+        store.expire(u64::MAX);
         let generation = store.window.generation();
         if last == Some(generation) {
             continue;

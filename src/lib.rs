@@ -22,6 +22,8 @@
 //!   and aggregates across restarts ([`store::durable`]).
 //! * [`api`]: the HTTP API and its JSON shapes, the Grafana JSON datasource,
 //!   and Jaeger's query API ([`api::jaeger`]) on a listener of its own.
+//! * [`clock`]: the daemon's clock, which every window and retention counts
+//!   back from, and the bounds it puts on span times.
 //! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
 //! * [`pipeline`]: what happens to a completed trace, shared by the daemon,
 //!   `hopscope analyze` and the fuzz targets.
@@ -33,6 +35,7 @@ pub mod analyze;
 pub mod api;
 pub mod assemble;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;

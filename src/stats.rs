@@ -46,8 +46,14 @@ counters! {
     export_bytes,
     /// Spans accepted into the buffer.
     spans_accepted,
-    /// Spans refused through OTLP partial success (malformed ids).
+    /// Spans refused through OTLP partial success (malformed ids, or times
+    /// far from the daemon's clock).
     spans_rejected,
+    /// Of those, spans ending more than `future_skew` after the daemon's clock.
+    spans_rejected_future,
+    /// Of those, spans ending more than `aggregate_retention` before the
+    /// daemon's clock.
+    spans_rejected_past,
     /// Export requests refused (retryable) because the buffer was at its
     /// memory budget.
     export_requests_refused,
@@ -253,7 +259,7 @@ mod tests {
             .expect("a counter");
         assert_eq!(
             doc,
-            "Spans refused through OTLP partial success (malformed ids)."
+            "Spans refused through OTLP partial success (malformed ids, or times far from the daemon's clock)."
         );
     }
 

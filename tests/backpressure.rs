@@ -38,6 +38,7 @@ fn text(key: &str, value: String) -> KeyValue {
 /// Request `n`: `TRACES` traces of `SPANS` spans, each span with a few hundred
 /// bytes of attributes (about 130 KB in all).
 fn request(n: usize) -> ExportTraceServiceRequest {
+    let t0 = harness::base_ns();
     let mut spans = Vec::new();
     for t in 0..TRACES {
         let mut trace_id = [0u8; 16];
@@ -54,8 +55,8 @@ fn request(n: usize) -> ExportTraceServiceRequest {
                 },
                 name: format!("op-{s}"),
                 kind: 2,
-                start_time_unix_nano: 1_700_000_000_000_000_000 + s as u64 * 1_000,
-                end_time_unix_nano: 1_700_000_000_010_000_000 - s as u64 * 1_000,
+                start_time_unix_nano: t0 + s as u64 * 1_000,
+                end_time_unix_nano: t0 + 10_000_000 - s as u64 * 1_000,
                 attributes: (0..4)
                     .map(|a| {
                         text(

@@ -488,12 +488,13 @@ async fn a_child_outliving_its_parent_is_clipped_and_flagged() {
 }
 
 fn pb_span(trace_id: Vec<u8>, span_id: Vec<u8>, name: &str) -> PbSpan {
+    let t0 = harness::base_ns();
     PbSpan {
         trace_id: trace_id.into(),
         span_id: span_id.into(),
         name: name.into(),
-        start_time_unix_nano: 1_700_000_000_000_000_000,
-        end_time_unix_nano: 1_700_000_000_010_000_000,
+        start_time_unix_nano: t0,
+        end_time_unix_nano: t0 + 10_000_000,
         ..Default::default()
     }
 }

@@ -9,9 +9,14 @@ mod harness;
 use std::collections::BTreeSet;
 
 use harness::{sp, Sp, TestDaemon};
+use hopscope::clock::Clock;
 use hopscope::config::Settings;
 use opentelemetry::trace::SpanKind;
 use serde_json::{json, Value};
+
+/// When the Jaeger fixtures were recorded (their spans' end, unix ns).
+const JANUARY_2024: u64 = 1_706_678_909_209_835_000;
+const MARCH_2024: u64 = 1_711_138_247_116_321_958;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
@@ -604,6 +609,7 @@ async fn otlp_fixtures_answer_as_jaeger_converts_them() {
             "jaeger-api/otlp2jaeger-out.json",
             "83a9efd15c1c98a977e0711cc93ee28b",
             1,
+            JANUARY_2024,
         ),
         // Jaeger UI's converter.
         (
@@ -611,16 +617,19 @@ async fn otlp_fixtures_answer_as_jaeger_converts_them() {
             "otlp-json/jaeger-ui-otlp2jaeger/otlp2jaeger-out.json",
             "83a9efd15c1c98a977e0711cc93ee28b",
             1,
+            JANUARY_2024,
         ),
         (
             "otlp-json/jaeger-ui-otlp2jaeger/otlp2jaeger-multi-in-combined.json",
             "otlp-json/jaeger-ui-otlp2jaeger/oltp2jaeger-multi-out.json",
             "c620759e5d60fafb8ee0922b30e06bc6",
             4,
+            MARCH_2024,
         ),
     ];
-    for (input, output, id, spans) in pairs {
-        let d = harness::start(Settings::default()).await;
+    for (input, output, id, spans, recorded) in pairs {
+        // The daemon's clock when the fixture was recorded.
+        let d = harness::start_at(Settings::default(), Clock::manual(recorded)).await;
         post_otlp_json(&d, fixture(input)).await;
         d.wait_for(&format!("/api/v1/traces/{id}"), |status, body| {
             status == 200 && body["span_count"] == spans
@@ -647,7 +656,6 @@ async fn otlp_fixtures_answer_as_jaeger_converts_them() {
 /// name them; two instances of one service are two processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_attributes_are_the_process_tags() {
-    let d = harness::start(Settings::default()).await;
     let resource = |instance: &str| {
         json!({"attributes": [
             {"key": "service.name", "value": {"stringValue": "cart"}},
@@ -665,6 +673,7 @@ async fn resource_attributes_are_the_process_tags() {
                "endTimeUnixNano": (start + 1_000_000).to_string()})
     };
     let start = 1_764_000_000_000_000_000u64;
+    let d = harness::start_at(Settings::default(), Clock::manual(start)).await;
     let body = json!({"resourceSpans": [
         {"resource": resource("cart-1"), "scopeSpans": [{"spans": [otlp_span("eee19b7ec3c1b174", "", start)]}]},
         {"resource": resource("cart-2"), "scopeSpans": [{"spans": [otlp_span("eee19b7ec3c1b175", "eee19b7ec3c1b174", start + 100_000)]}]}
@@ -712,9 +721,9 @@ async fn resource_attributes_are_the_process_tags() {
 /// matches log fields too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_logs_and_links_are_follows_from_references() {
-    let d = harness::start(Settings::default()).await;
     let id = "0af7651916cd43dd8448eb211c80319c";
     let start = 1_764_000_000_000_000_000u64;
+    let d = harness::start_at(Settings::default(), Clock::manual(start)).await;
     let body = json!({"resourceSpans": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]},
         "scopeSpans": [{"spans": [{

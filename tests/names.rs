@@ -25,6 +25,7 @@ fn name(n: u64) -> String {
 
 /// Request `r`: one root span per trace, each named after its own order id.
 fn request(r: u64) -> ExportTraceServiceRequest {
+    let t0 = harness::base_ns();
     let spans = (0..PER_REQUEST)
         .map(|i| {
             let n = r * PER_REQUEST + i + 1;
@@ -33,8 +34,8 @@ fn request(r: u64) -> ExportTraceServiceRequest {
                 span_id: n.to_be_bytes().to_vec().into(),
                 name: name(n),
                 kind: 2,
-                start_time_unix_nano: 1_700_000_000_000_000_000,
-                end_time_unix_nano: 1_700_000_000_010_000_000,
+                start_time_unix_nano: t0,
+                end_time_unix_nano: t0 + 10_000_000,
                 ..Default::default()
             }
         })

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use harness::{base_time, random_trace_id, resource, span_data, SpanSpec, TestDaemon};
+use hopscope::clock::Clock;
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -25,6 +26,12 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{SpanEvents, SpanExporter as _};
 use prost::Message;
 use serde_json::{json, Value};
+
+/// When the fixtures were recorded (their spans' last end, unix ns): the
+/// daemon's clock then, so it takes them.
+const SPEC_EXAMPLE: u64 = 1_544_712_661_000_000_000;
+const JANUARY_2024: u64 = 1_706_678_909_209_835_000;
+const MARCH_2024: u64 = 1_711_138_247_116_321_958;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otlp-json");
 
@@ -230,7 +237,7 @@ async fn the_sdk_exporter_over_http_protobuf_and_json_builds_the_same_trace_as_o
 /// gzip: one span, its parent not in the request (an orphan root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_specifications_example_request_is_one_span_of_my_service() {
-    let d = harness::start(Settings::default()).await;
+    let d = harness::start_at(Settings::default(), Clock::manual(SPEC_EXAMPLE)).await;
     let response = post(
         &d,
         "/v1/traces",
@@ -325,7 +332,7 @@ async fn jaeger_ui_fixtures_agree_with_jaeger_uis_own_conversion() {
     let dir = "jaeger-ui-otlp2jaeger";
     let expected: Value =
         serde_json::from_slice(&fixture(&format!("{dir}/otlp2jaeger-out.json"))).unwrap();
-    let d = harness::start(Settings::default()).await;
+    let d = harness::start_at(Settings::default(), Clock::manual(JANUARY_2024)).await;
     let response = post(
         &d,
         "/v1/traces",
@@ -353,7 +360,7 @@ async fn jaeger_ui_fixtures_agree_with_jaeger_uis_own_conversion() {
     );
     d.stop().await;
 
-    let d = harness::start(Settings::default()).await;
+    let d = harness::start_at(Settings::default(), Clock::manual(JANUARY_2024)).await;
     let response = post(
         &d,
         "/v1/traces",
@@ -380,7 +387,7 @@ async fn jaeger_ui_fixtures_agree_with_jaeger_uis_own_conversion() {
     assert_eq!(lines.len(), 4);
     let mut seen = Vec::new();
     for requests in [vec![combined], lines] {
-        let d = harness::start(Settings::default()).await;
+        let d = harness::start_at(Settings::default(), Clock::manual(MARCH_2024)).await;
         for body in requests {
             let response = post(&d, "/v1/traces", "application/json", false, body).await;
             assert_eq!(response.status(), 200);
@@ -418,23 +425,25 @@ fn pb_request(spans: Vec<PbSpan>) -> Vec<u8> {
 }
 
 fn pb_span(trace_id: &[u8], span_id: &[u8], parent: &[u8]) -> PbSpan {
+    let t0 = harness::base_ns();
     PbSpan {
         trace_id: trace_id.to_vec().into(),
         span_id: span_id.to_vec().into(),
         parent_span_id: parent.to_vec().into(),
         name: "GET /cart".into(),
         kind: 2,
-        start_time_unix_nano: 1_700_000_000_000_000_000,
-        end_time_unix_nano: 1_700_000_000_100_000_000,
+        start_time_unix_nano: t0,
+        end_time_unix_nano: t0 + 100_000_000,
         ..Default::default()
     }
 }
 
 fn json_span(trace_id: Value, span_id: &str, parent: &str) -> Value {
+    let t0 = harness::base_ns();
     json!({
         "traceId": trace_id, "spanId": span_id, "parentSpanId": parent,
         "name": "GET /cart", "kind": 2,
-        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000100000000"
+        "startTimeUnixNano": t0.to_string(), "endTimeUnixNano": (t0 + 100_000_000).to_string()
     })
 }
 

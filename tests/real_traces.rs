@@ -9,6 +9,7 @@ mod harness;
 use std::path::Path;
 use std::process::Command;
 
+use hopscope::clock::Clock;
 use serde_json::Value;
 
 const HOTROD: &str = "tests/fixtures/hotrod/opensearch-dashboards-observability/jaeger-api-json";
@@ -51,19 +52,31 @@ fn analyzed(files: &[String]) -> Vec<Value> {
 /// Sends the Jaeger JSON files to a fresh daemon as OTLP/JSON and returns its
 /// findings once every trace is analyzed and the detectors have run.
 async fn through_daemon(files: &[String]) -> Vec<Value> {
-    let d = harness::start_detecting().await;
+    let docs: Vec<Value> = files
+        .iter()
+        .map(|file| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("JSON")
+        })
+        .collect();
+    // The daemon's clock when the traces were recorded (their last end), so
+    // its windows hold them as they held them then.
+    let recorded_us = docs
+        .iter()
+        .flat_map(|doc| doc["data"].as_array().into_iter().flatten())
+        .flat_map(|t| t["spans"].as_array().into_iter().flatten())
+        .map(|s| s["startTime"].as_u64().unwrap() + s["duration"].as_u64().unwrap())
+        .max()
+        .expect("spans");
+    let d = harness::start_at(harness::detecting(), Clock::manual(recorded_us * 1_000)).await;
     let http = reqwest::Client::new();
     let mut traces = 0;
-    for file in files {
-        let doc: Value = serde_json::from_slice(
-            &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).expect("fixture"),
-        )
-        .expect("JSON");
+    for (file, doc) in files.iter().zip(&docs) {
         traces += doc["data"].as_array().map_or(1, Vec::len);
         let response = http
             .post(format!("{}/v1/traces", d.http_endpoint))
             .header("content-type", "application/json")
-            .body(serde_json::to_vec(&common::jaeger::otlp_json(&doc)).unwrap())
+            .body(serde_json::to_vec(&common::jaeger::otlp_json(doc)).unwrap())
             .send()
             .await
             .expect("OTLP/HTTP export");

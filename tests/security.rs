@@ -178,6 +178,7 @@ async fn otlp_exports_need_the_token() {
 /// A request of one span whose attribute holds `bytes` bytes of `fill`.
 fn request_of(bytes: usize, fill: &str) -> ExportTraceServiceRequest {
     let value = fill.repeat(bytes / fill.len());
+    let t0 = harness::base_ns();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
@@ -185,8 +186,8 @@ fn request_of(bytes: usize, fill: &str) -> ExportTraceServiceRequest {
                     trace_id: random_trace_id().to_bytes().to_vec().into(),
                     span_id: 7u64.to_be_bytes().to_vec().into(),
                     name: "big".into(),
-                    start_time_unix_nano: 1_700_000_000_000_000_000,
-                    end_time_unix_nano: 1_700_000_000_001_000_000,
+                    start_time_unix_nano: t0,
+                    end_time_unix_nano: t0 + 1_000_000,
                     attributes: vec![KeyValue {
                         key: "payload".into(),
                         value: Some(AnyValue {

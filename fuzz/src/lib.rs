@@ -18,6 +18,7 @@ use hopscope::analyze::saturation::query_shapes;
 use hopscope::analyze::{analyze, Thresholds};
 use hopscope::api::{jaeger, trace_body};
 use hopscope::assemble::assemble;
+use hopscope::clock::Clock;
 use hopscope::ingest::{decode_export, decode_export_json};
 use hopscope::model::{
     AttrArena, Event, Extra, Link, Span, SpanBatch, SpanId, SpanKind, SpanSet, StatusCode, Sym,
@@ -72,6 +73,8 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
         Aggregates::new(Duration::from_secs(24 * 3600)),
         FindingStore::new(1_000),
         Arc::new(Stats::default()),
+        // The data's own time, as `hopscope analyze` keeps it.
+        Clock::manual(0),
     );
     for (trace_id, set) in traces {
         let Some(trace) = assemble(trace_id, set) else {
@@ -81,6 +84,15 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
             panic!("assembled tree is broken: {e}");
         }
         let analyzed = analyze(trace);
+        store.clock.advance_to(
+            analyzed
+                .trace
+                .spans
+                .iter()
+                .map(|s| s.end_ns)
+                .max()
+                .unwrap_or(0),
+        );
         if let Err(e) = checks::check_analysis(&analyzed) {
             panic!("analysis is broken: {e}");
         }

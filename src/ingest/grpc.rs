@@ -62,13 +62,14 @@ impl<S: SpanSink> UnaryService<Bytes> for Export<S> {
             Ok(permit) => permit,
             Err(refused) => return Box::pin(ready(Err(unavailable(&refused)))),
         };
-        let batch = match decode_export(&bytes) {
+        let mut batch = match decode_export(&bytes) {
             Ok(batch) => batch,
             Err(e) => {
                 self.0.malformed(&e);
                 return Box::pin(ready(Err(Status::invalid_argument(e.to_string()))));
             }
         };
+        self.0.screen(&mut batch);
         let sink = self.0.clone();
         Box::pin(async move {
             let partial_success = (batch.rejected > 0).then(|| ExportTracePartialSuccess {

@@ -89,7 +89,8 @@ impl<S: SpanSink> OtlpHttp<S> {
             format: encoding.format(),
             bytes: body.into(),
         };
-        let batch = decode(&body)?;
+        let mut batch = decode(&body)?;
+        self.sink.screen(&mut batch);
         let partial_success = (batch.rejected > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: batch.rejected as i64,
             error_message: partial_success_message(&batch),

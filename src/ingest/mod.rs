@@ -99,6 +99,12 @@ pub trait SpanSink: Send + Sync + 'static {
     /// retryable refusal, so the exporter sends it again later.
     fn admit(&self, bytes: usize) -> Result<Self::Permit, Refused>;
 
+    /// Refuses the spans of a decoded request that it will not take (times far
+    /// from the daemon's clock: [`crate::clock::TimeBounds::screen`]),
+    /// counting them in the batch's `rejected`, which the receiver answers
+    /// in partial success. Called before [`SpanSink::accept`].
+    fn screen(&self, batch: &mut SpanBatch);
+
     /// Takes a decoded request; see the trait's documentation.
     fn accept(
         &self,
@@ -129,7 +135,7 @@ pub(crate) fn partial_success_message(batch: &SpanBatch) -> String {
         return String::new();
     }
     format!(
-        "rejected {} of {} spans with malformed ids: {}",
+        "rejected {} of {} spans: {}",
         batch.rejected,
         batch.rejected + batch.accepted,
         batch.errors.join("; ")

@@ -42,6 +42,7 @@ use tokio::time::Instant;
 
 use crate::analyze::{self, AnalyzedTrace};
 use crate::assemble::{Buffer, BufferLimits, Completed};
+use crate::clock::Clock;
 use crate::ingest::{decode_export, decode_export_json};
 use crate::model::{SpanBatch, TraceId};
 use crate::pipeline;
@@ -230,6 +231,8 @@ impl Session {
                 Aggregates::new(NEVER),
                 FindingStore::new(10_000),
                 stats.clone(),
+                // The files' own time: as far as their spans have reached.
+                Clock::manual(0),
             ),
             buffer: Buffer::new(limits, stats),
             analysis: options.analysis,
@@ -407,6 +410,10 @@ impl Session {
     /// when it is full.
     fn add(&mut self, batch: SpanBatch, on_trace: &mut dyn FnMut(&Store, &AnalyzedTrace)) {
         let mut full = false;
+        let reached = batch.traces.iter().flat_map(|(_, set)| &set.spans);
+        if let Some(end) = reached.map(|s| s.end_ns).max() {
+            self.store.clock.advance_to(end);
+        }
         for (trace_id, set) in batch.traces {
             let now = self.now();
             full |= self.buffer.insert(trace_id, set, now, None);

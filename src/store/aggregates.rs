@@ -1,8 +1,9 @@
 //! Latency share per entry point and hop, in one-minute buckets keyed by the
 //! trace's start time. Every number is a sum or a [`Sketch`], so buckets merge for
 //! any window and a trace analyzed again is retracted and re-added exactly.
-//! Buckets older than the retention (relative to the newest bucket seen) are
-//! dropped, which bounds memory.
+//! Buckets older than the retention before the daemon's clock are dropped,
+//! which bounds memory (never relative to the newest bucket seen, which a
+//! span stamped years ahead would make every other bucket older than).
 //!
 //! Cardinality is bounded too, as the OpenTelemetry Collector's spanmetrics
 //! connector bounds its series (`aggregation_cardinality_limit`, overflow in a
@@ -221,10 +222,12 @@ impl Aggregates {
         Duration::from_nanos(self.retention_buckets * BUCKET_NS)
     }
 
-    /// Adds (`weight` 1) or retracts (`weight` -1) one analyzed trace.
-    /// Returns how many of its observations (the trace under its entry point,
-    /// each hop under its hop) an addition counted under [`OVERFLOW`].
-    pub fn record(&self, t: &AnalyzedTrace, weight: i64) -> u64 {
+    /// Adds (`weight` 1) or retracts (`weight` -1) one analyzed trace, and
+    /// drops its entry point's buckets older than the retention before
+    /// `now_ns` (the daemon's clock). Returns how many of its observations
+    /// (the trace under its entry point, each hop under its hop) an addition
+    /// counted under [`OVERFLOW`].
+    pub fn record(&self, t: &AnalyzedTrace, weight: i64, now_ns: u64) -> u64 {
         let bucket_id = t.trace.start(t.trace.root) / BUCKET_NS;
         let admit = weight > 0;
         let mut entries = self.entries.lock();
@@ -265,10 +268,7 @@ impl Aggregates {
         if bucket.traces == 0 {
             buckets.remove(&bucket_id);
         }
-        if let Some(&newest) = buckets.keys().next_back() {
-            let oldest_kept = newest.saturating_sub(self.retention_buckets);
-            *buckets = buckets.split_off(&oldest_kept);
-        }
+        *buckets = buckets.split_off(&self.oldest_kept(now_ns));
         if buckets.is_empty() {
             entries.remove(&key);
         }
@@ -277,6 +277,22 @@ impl Aggregates {
         } else {
             0
         }
+    }
+
+    /// The first bucket within the retention before `now_ns`.
+    fn oldest_kept(&self, now_ns: u64) -> u64 {
+        (now_ns / BUCKET_NS).saturating_sub(self.retention_buckets)
+    }
+
+    /// Drops every bucket older than the retention before `now_ns` or
+    /// starting after `latest_ns` (a state file written under a clock that
+    /// ran ahead).
+    pub fn expire(&self, now_ns: u64, latest_ns: u64) {
+        let keep = self.oldest_kept(now_ns)..=latest_ns / BUCKET_NS;
+        self.entries.lock().retain(|_, entry| {
+            entry.buckets.retain(|minute, _| keep.contains(minute));
+            !entry.buckets.is_empty()
+        });
     }
 
     /// Every bucket, for the state file.
@@ -484,12 +500,12 @@ mod tests {
     #[test]
     fn entry_points_and_hops_past_the_limits_are_counted_as_overflow_and_retracted_there() {
         let aggs = Aggregates::new(Duration::from_secs(3600)).limited(1, 2);
-        assert_eq!(aggs.record(&traced("GET /a", "load"), 1), 0);
+        assert_eq!(aggs.record(&traced("GET /a", "load"), 1, 0), 0);
         // A third hop of the admitted entry point: past the hop limit.
-        assert_eq!(aggs.record(&traced("GET /a", "render"), 1), 1);
+        assert_eq!(aggs.record(&traced("GET /a", "render"), 1, 0), 1);
         // Another entry point: past the entry limit, with both its hops.
         let late = traced("GET /b", "load");
-        assert_eq!(aggs.record(&late, 1), 3);
+        assert_eq!(aggs.record(&late, 1, 0), 3);
         assert_eq!(
             names(&aggs),
             [
@@ -509,7 +525,7 @@ mod tests {
         assert!(is_overflow_entry(&overflow[0].entry) && is_overflow_hop(&overflow[0].hops[0].key));
         assert_eq!(overflow[0].hops[0].share, 1.0, "the trace's hops are one");
         // Analyzed again: retracted from the overflow, where it was added.
-        assert_eq!(aggs.record(&late, -1), 0);
+        assert_eq!(aggs.record(&late, -1, 0), 0);
         assert_eq!(names(&aggs).len(), 1);
         // The state file keeps the limits.
         let restored = Aggregates::new(Duration::from_secs(3600)).limited(1, 2);

@@ -21,8 +21,13 @@ pub struct DurableOptions {
     pub dir: PathBuf,
     pub sync: WalSync,
     pub segment_bytes: u64,
-    /// Findings last seen longer ago than this (before the newest) are dropped.
+    /// Findings last seen longer ago than this (before the store's clock)
+    /// are dropped.
     pub retention: Duration,
+    /// On open, the restored state keeps nothing later than this after the
+    /// store's clock (`future_skew`: a state file written before spans far in
+    /// the future were refused, or under a clock that ran ahead).
+    pub future_skew: Duration,
     /// Most bytes the directory may hold; past it the log segments of analyzed
     /// traces go first (those traces are then not shown after a restart).
     pub max_bytes: u64,
@@ -97,6 +102,13 @@ impl Durable {
         store.edges.import(state.edges);
         store.coverage.import(state.coverage);
         store.findings.import(state.findings);
+        let latest = store
+            .clock
+            .now_ns()
+            .saturating_add(options.future_skew.as_nanos() as u64);
+        store.expire(latest);
+        let ahead = store.findings.retain_seen_within(0, latest);
+        Stats::add(&store.stats().findings_expired, ahead as u64);
         let wal = Wal::open(&wal_dir, first_new, options.sync, options.segment_bytes)?;
         Ok(Durable {
             replay_until: first_new,
@@ -176,11 +188,12 @@ impl Durable {
             );
         }
 
-        if let Some(newest) = store.findings.newest_seen_ns() {
-            let cutoff = newest.saturating_sub(self.options.retention.as_nanos() as u64);
-            let dropped = store.findings.retain_seen_since(cutoff);
-            Stats::add(&stats.findings_expired, dropped as u64);
-        }
+        let cutoff = store
+            .clock
+            .now_ns()
+            .saturating_sub(self.options.retention.as_nanos() as u64);
+        let dropped = store.findings.retain_seen_within(cutoff, u64::MAX);
+        Stats::add(&stats.findings_expired, dropped as u64);
         let counted = {
             let mut ledger = store.ledger.lock();
             ledger.prune(start);
@@ -235,4 +248,58 @@ fn lock(dir: &Path) -> Result<File, DurableError> {
         }
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::store::tests::trace;
+    use crate::store::{Aggregates, FindingStore, TraceStore};
+
+    const MIN: u64 = 60_000_000_000;
+
+    fn store(clock: Clock) -> Store {
+        Store::new(
+            TraceStore::new(100, 1 << 20),
+            Aggregates::new(Duration::from_secs(3_600)),
+            FindingStore::new(100),
+            Arc::new(Stats::default()),
+            clock,
+        )
+    }
+
+    #[test]
+    fn a_state_file_written_under_a_clock_that_ran_ahead_keeps_nothing_past_the_bound() {
+        let dir =
+            std::env::temp_dir().join(format!("hopscope-durable-clock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = DurableOptions {
+            dir: dir.clone(),
+            sync: WalSync::Never,
+            segment_bytes: 1 << 20,
+            retention: Duration::from_secs(7 * 24 * 3_600),
+            future_skew: Duration::from_secs(3_600),
+            max_bytes: 1 << 30,
+        };
+        let now = 30_000_000 * MIN;
+        // Written by a daemon whose clock read the year 2500, with a trace
+        // of then in its aggregates.
+        let year_2500 = 16_725_225_600_000_000_000;
+        let ahead = store(Clock::manual(year_2500));
+        let durable = Durable::open(options.clone(), &ahead).unwrap();
+        ahead.put(trace(1, year_2500 - MIN), false, None);
+        assert_eq!(ahead.aggregates.query(None, None, None).len(), 1);
+        durable.checkpoint(&ahead, ahead.stats(), || None).unwrap();
+        drop(durable);
+
+        // Restored by a daemon whose clock reads now: nothing of 2500 is kept.
+        let restored = store(Clock::manual(now));
+        let _durable = Durable::open(options, &restored).unwrap();
+        let entries = restored.aggregates.query(None, None, None);
+        assert!(entries.is_empty(), "{entries:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -109,7 +109,7 @@ pub struct Edges {
 }
 
 impl Edges {
-    /// Keeps `retention` of trace time (relative to the newest bucket seen).
+    /// Keeps `retention` of trace time before the daemon's clock.
     pub fn new(retention: Duration) -> Self {
         Edges {
             inner: Mutex::new(Inner::default()),
@@ -117,8 +117,10 @@ impl Edges {
         }
     }
 
-    /// Adds (`weight` 1) or retracts (`weight` -1) the calls of one trace.
-    pub fn record(&self, t: &AnalyzedTrace, weight: i64) {
+    /// Adds (`weight` 1) or retracts (`weight` -1) the calls of one trace,
+    /// and drops the buckets older than the retention before `now_ns` (the
+    /// daemon's clock).
+    pub fn record(&self, t: &AnalyzedTrace, weight: i64, now_ns: u64) {
         let trace = &t.trace;
         let bucket_id = trace.start(trace.root) / BUCKET_NS;
         let mut inner = self.inner.lock();
@@ -153,10 +155,21 @@ impl Edges {
         if !bucket.is_empty() {
             inner.buckets.insert(bucket_id, bucket);
         }
-        if let Some(&newest) = inner.buckets.keys().next_back() {
-            let oldest_kept = newest.saturating_sub(self.retention_buckets);
-            inner.buckets = inner.buckets.split_off(&oldest_kept);
-        }
+        self.expire_locked(&mut inner, now_ns, u64::MAX);
+    }
+
+    /// Drops the buckets older than the retention before `now_ns` or starting
+    /// after `latest_ns` (a state file written under a clock that ran ahead).
+    pub fn expire(&self, now_ns: u64, latest_ns: u64) {
+        self.expire_locked(&mut self.inner.lock(), now_ns, latest_ns);
+    }
+
+    fn expire_locked(&self, inner: &mut Inner, now_ns: u64, latest_ns: u64) {
+        let oldest_kept = (now_ns / BUCKET_NS).saturating_sub(self.retention_buckets);
+        inner.buckets = inner.buckets.split_off(&oldest_kept);
+        inner
+            .buckets
+            .split_off(&(latest_ns / BUCKET_NS).saturating_add(1));
     }
 
     /// Every bucket, for the state file.
@@ -272,22 +285,40 @@ mod tests {
         analyze(assemble(TraceId::from_bytes(&[3; 16]).unwrap(), set).unwrap())
     }
 
+    /// The daemon's clock in these tests: within the retention of every trace.
+    const NOW: u64 = BUCKET_NS * 4;
+
+    #[test]
+    fn the_clock_not_the_newest_bucket_decides_what_is_kept() {
+        let edges = Edges::new(Duration::from_secs(3600));
+        edges.record(&trace(0, 1_000), 1, NOW);
+        // A trace stamped in the year 2500 keeps the earlier one in.
+        edges.record(&trace(1, 16_725_225_600_000_000_000), 1, NOW);
+        assert_eq!(edges.query(None, None).len(), 2);
+        // On load, nothing past the clock's bound is kept.
+        edges.expire(NOW, NOW + 3_600_000_000_000);
+        assert_eq!(edges.query(None, None).len(), 1);
+        // Two hours later, the first trace is past the retention.
+        edges.expire(NOW + 2 * 3_600_000_000_000, u64::MAX);
+        assert!(edges.query(None, None).is_empty());
+    }
+
     #[test]
     fn retraction_is_exact_and_edges_past_the_cap_are_other() {
         let edges = Edges::new(Duration::from_secs(3600));
         let t = trace(0, 1_000);
-        edges.record(&t, 1);
+        edges.record(&t, 1, NOW);
         let got = edges.query(None, None);
         assert_eq!(got.len(), 1);
         assert_eq!(
             (got[0].calls, got[0].wire_ns, got[0].critical_wire_ns),
             (1, 40, 40)
         );
-        edges.record(&t, -1);
+        edges.record(&t, -1, NOW);
         assert!(edges.query(None, None).is_empty());
 
         for n in 0..MAX_EDGES + 3 {
-            edges.record(&trace(n, 1_000), 1);
+            edges.record(&trace(n, 1_000), 1, NOW);
         }
         let got = edges.query(None, None);
         assert_eq!(got.len(), MAX_EDGES + 1);
@@ -296,7 +327,7 @@ mod tests {
             .find(|e| e.key.caller.as_str() == "other")
             .unwrap();
         assert_eq!((other.calls, other.wire_ns), (3, 120));
-        edges.record(&trace(MAX_EDGES + 1, 1_000), -1);
+        edges.record(&trace(MAX_EDGES + 1, 1_000), -1, NOW);
         let other = edges.query(None, None);
         let other = other
             .iter()
@@ -312,7 +343,7 @@ mod tests {
     fn the_state_file_form_restores_the_same_graph() {
         let edges = Edges::new(Duration::from_secs(3600));
         for (n, start) in [(0, 1_000), (0, BUCKET_NS * 3), (1, BUCKET_NS * 3)] {
-            edges.record(&trace(n, start), 1);
+            edges.record(&trace(n, start), 1, NOW);
         }
         let json = serde_json::to_string(&edges.export()).unwrap();
         let restored = Edges::new(Duration::from_secs(3600));
@@ -324,7 +355,7 @@ mod tests {
             "buckets kept apart"
         );
         // A trace counted before the restart is retracted from the restored graph.
-        restored.record(&trace(1, BUCKET_NS * 3), -1);
+        restored.record(&trace(1, BUCKET_NS * 3), -1, NOW);
         assert_eq!(restored.query(None, None).len(), 1);
     }
 }

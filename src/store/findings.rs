@@ -140,11 +140,12 @@ impl FindingStore {
         }
     }
 
-    /// Drops the findings last seen before `seen_ns` (unix ns); returns how many.
-    pub fn retain_seen_since(&self, seen_ns: u64) -> usize {
+    /// Drops the findings last seen outside `[earliest_ns, latest_ns]` (unix
+    /// ns); returns how many.
+    pub fn retain_seen_within(&self, earliest_ns: u64, latest_ns: u64) -> usize {
         let mut inner = self.inner.write();
         let before = inner.len();
-        inner.retain(|_, f| f.latest.seen_ns >= seen_ns);
+        inner.retain(|_, f| (earliest_ns..=latest_ns).contains(&f.latest.seen_ns));
         before - inner.len()
     }
 
@@ -157,11 +158,6 @@ impl FindingStore {
         let before = inner.len();
         inner.retain(|_, f| !explains(o, &f.latest));
         before - inner.len()
-    }
-
-    /// When the most recently seen finding was seen (unix ns).
-    pub fn newest_seen_ns(&self) -> Option<u64> {
-        self.inner.read().values().map(|f| f.latest.seen_ns).max()
     }
 
     /// Worst first: severity, then occurrences, then the most recent.

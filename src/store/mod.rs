@@ -35,6 +35,7 @@ use parking_lot::Mutex;
 use crate::analyze::budget::call_records;
 use crate::analyze::{finding_id, AnalyzedTrace};
 use crate::assemble::LogRange;
+use crate::clock::Clock;
 use crate::stats::Stats;
 
 pub struct Store {
@@ -53,6 +54,9 @@ pub struct Store {
     pub detected_generation: std::sync::atomic::AtomicU64,
     /// Which traces are counted, by log segment (with a write-ahead log).
     pub ledger: Mutex<Ledger>,
+    /// What the window, the aggregates' retention and the findings' expiry
+    /// count back from.
+    pub clock: Clock,
     stats: Arc<Stats>,
 }
 
@@ -62,6 +66,7 @@ impl Store {
         aggregates: Aggregates,
         findings: FindingStore,
         stats: Arc<Stats>,
+        clock: Clock,
     ) -> Self {
         Store {
             traces,
@@ -73,8 +78,20 @@ impl Store {
             coverage: Coverage::default(),
             detected_generation: Default::default(),
             ledger: Mutex::new(Ledger::default()),
+            clock,
             stats,
         }
+    }
+
+    /// Drops what the clock has aged out of the call window, the aggregates
+    /// and the service graph, and whatever of them lies after `latest_ns` (a
+    /// state file written under a clock that ran ahead). Findings expire at
+    /// checkpoints ([`durable::Durable::checkpoint`]).
+    pub fn expire(&self, latest_ns: u64) {
+        let now = self.clock.now_ns();
+        self.window.expire(now, latest_ns);
+        self.aggregates.expire(now, latest_ns);
+        self.edges.expire(now, latest_ns);
     }
 
     /// The counters it bumps (shared with the rest of the daemon).
@@ -139,25 +156,103 @@ impl Store {
             self.totals.add(&trace);
         }
         let trace = Arc::new(trace);
+        let now = self.clock.now_ns();
         let displaced = self.traces.put(trace.clone(), log);
         if let Some(old) = &displaced.replaced {
-            self.aggregates.record(old, -1);
-            self.edges.record(old, -1);
+            self.aggregates.record(old, -1, now);
+            self.edges.record(old, -1, now);
             self.coverage.record(old, true);
         }
         if !late || displaced.replaced.is_some() {
             if !counted {
-                let overflowed = self.aggregates.record(&trace, 1);
+                let overflowed = self.aggregates.record(&trace, 1, now);
                 Stats::add(&self.stats.aggregate_overflow, overflowed);
-                self.edges.record(&trace, 1);
+                self.edges.record(&trace, 1, now);
                 self.coverage.record(&trace, false);
             }
             self.window
-                .put(self.aggregates.bounded(call_records(&trace)));
+                .put(self.aggregates.bounded(call_records(&trace)), now);
         }
         if let Some(log) = log {
             self.ledger.lock().count(id, log);
         }
         Stats::add(&self.stats.store_traces_evicted, displaced.evicted as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::analyze::analyze;
+    use crate::assemble::assemble;
+    use crate::model::{Span, SpanId, SpanKind, SpanSet, TraceId};
+
+    const MIN: u64 = 60_000_000_000;
+
+    /// A trace of one SERVER span calling another service, starting at `start`.
+    pub(super) fn trace(n: u8, start: u64) -> AnalyzedTrace {
+        let id = |n| SpanId::from_u64(n).unwrap();
+        let set: SpanSet = [
+            Span::new(
+                id(1),
+                None,
+                "web",
+                "GET /",
+                SpanKind::Server,
+                (start, start + 100),
+            ),
+            Span::new(
+                id(2),
+                Some(id(1)),
+                "web",
+                "GET",
+                SpanKind::Client,
+                (start + 10, start + 90),
+            ),
+            Span::new(
+                id(3),
+                Some(id(2)),
+                "api",
+                "GET",
+                SpanKind::Server,
+                (start + 20, start + 80),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        analyze(assemble(TraceId::from_bytes(&[n; 16]).unwrap(), set).unwrap())
+    }
+
+    #[test]
+    fn the_window_and_the_aggregates_age_by_the_clock_not_by_the_newest_trace() {
+        let now = 30_000_000 * MIN;
+        let clock = Clock::manual(now);
+        let store = Store::new(
+            TraceStore::new(100, 1 << 20),
+            Aggregates::new(Duration::from_secs(3_600)),
+            FindingStore::new(100),
+            Arc::new(Stats::default()),
+            clock.clone(),
+        );
+        store.put(trace(1, now - MIN), false, None);
+        // A trace stamped in the year 2500 ages nothing out.
+        store.put(trace(2, 16_725_225_600_000_000_000), false, None);
+        store.expire(now + 60 * MIN);
+        assert_eq!(store.window.stats().traces, 1);
+        assert_eq!(store.aggregates.query(None, None, None)[0].traces, 1);
+        assert_eq!(store.edges.query(None, None).len(), 1);
+        // Twenty minutes on, without traffic: out of the window, still
+        // within the aggregates' hour.
+        clock.advance_to(now + 20 * MIN);
+        store.expire(u64::MAX);
+        assert_eq!(store.window.stats().traces, 0);
+        assert_eq!(store.aggregates.query(None, None, None).len(), 1);
+        // Past the hour, the aggregates and the service graph let it go.
+        clock.advance_to(now + 62 * MIN);
+        store.expire(u64::MAX);
+        assert!(store.aggregates.query(None, None, None).is_empty());
+        assert!(store.edges.query(None, None).is_empty());
     }
 }

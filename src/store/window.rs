@@ -1,9 +1,10 @@
 //! The call window: the call records ([`TraceCalls`]) of recent traces, which
 //! the cross-trace detectors and `GET /api/v1/timeouts` read.
 //!
-//! Bounded by trace time and by size: a trace leaves when it ended more than
-//! `max_age` before the newest trace in the window ended (trace time, not the
-//! wall clock, so replayed or late data keeps its meaning), and the oldest
+//! Bounded by time and by size: a trace leaves when it ended more than
+//! `max_age` before the daemon's clock ([`crate::clock::Clock`]; never the
+//! newest trace seen, which one span stamped years ahead would make
+//! everything else older than), and the oldest
 //! traces leave first when the window holds more than `max_records` records
 //! (each call, database query and instance-tagged SERVER span is one, each
 //! trace's root one more). Every trace dropped is
@@ -33,7 +34,6 @@ struct Inner {
     ends: FxHashMap<TraceId, u64>,
     records: usize,
     calls: usize,
-    newest_end_ns: u64,
     generation: u64,
     dropped_traces: u64,
     dropped_calls: u64,
@@ -46,6 +46,35 @@ impl Inner {
         self.records -= t.records();
         self.calls -= t.calls.len();
         Some(t)
+    }
+
+    /// Drops the traces that ended outside `[earliest, latest]`, then the
+    /// oldest while there are more than `max_records` records, counting them.
+    fn bound(&mut self, earliest: u64, latest: u64, max_records: usize) {
+        let mut dropped = false;
+        while let Some(&key) = self.by_end.keys().next() {
+            if key.0 >= earliest && self.records <= max_records {
+                break;
+            }
+            self.drop_trace(key);
+            dropped = true;
+        }
+        while let Some(&key) = self.by_end.keys().next_back() {
+            if key.0 <= latest {
+                break;
+            }
+            self.drop_trace(key);
+            dropped = true;
+        }
+        if dropped {
+            self.generation += 1;
+        }
+    }
+
+    fn drop_trace(&mut self, key: (u64, TraceId)) {
+        let t = self.remove(key).expect("the key is there");
+        self.dropped_traces += 1;
+        self.dropped_calls += t.calls.len() as u64;
     }
 }
 
@@ -77,8 +106,9 @@ impl CallWindow {
         }
     }
 
-    /// Adds the records of one trace, replacing any earlier ones of it.
-    pub fn put(&self, trace: TraceCalls) {
+    /// Adds the records of one trace, replacing any earlier ones of it; `now_ns`
+    /// is the daemon's clock.
+    pub fn put(&self, trace: TraceCalls, now_ns: u64) {
         let id = trace.trace_id;
         let end = trace.end_ns();
         let mut inner = self.inner.lock();
@@ -89,17 +119,23 @@ impl CallWindow {
         inner.calls += trace.calls.len();
         inner.ends.insert(id, end);
         inner.by_end.insert((end, id), Arc::new(trace));
-        inner.newest_end_ns = inner.newest_end_ns.max(end);
         inner.generation += 1;
-        let oldest_kept = inner.newest_end_ns.saturating_sub(self.max_age_ns);
-        while let Some(&key) = inner.by_end.keys().next() {
-            if key.0 >= oldest_kept && inner.records <= self.max_records {
-                break;
-            }
-            let t = inner.remove(key).expect("the first key is there");
-            inner.dropped_traces += 1;
-            inner.dropped_calls += t.calls.len() as u64;
-        }
+        inner.bound(
+            now_ns.saturating_sub(self.max_age_ns),
+            u64::MAX,
+            self.max_records,
+        );
+    }
+
+    /// Drops the traces that ended more than `max_age` before `now_ns` or
+    /// after `latest_ns` (counted as dropped), so a window nobody adds to
+    /// still ages.
+    pub fn expire(&self, now_ns: u64, latest_ns: u64) {
+        self.inner.lock().bound(
+            now_ns.saturating_sub(self.max_age_ns),
+            latest_ns,
+            self.max_records,
+        );
     }
 
     /// The traces whose root started in `[since_ns, until_ns)`, oldest end first.
@@ -190,12 +226,12 @@ mod tests {
     }
 
     #[test]
-    fn traces_older_than_the_newest_by_max_age_leave_and_are_counted() {
+    fn traces_older_than_the_clock_by_max_age_leave_and_are_counted() {
         let w = CallWindow::new(Duration::from_secs(60), 1_000);
-        w.put(trace(1, 1_000, 2));
-        w.put(trace(2, 1_030, 1));
-        w.put(trace(3, 1_070, 3));
-        // Trace 1 ended at 1,001 s, more than 60 s before trace 3's end (1,071 s).
+        w.put(trace(1, 1_000, 2), 1_010 * S);
+        w.put(trace(2, 1_030, 1), 1_040 * S);
+        w.put(trace(3, 1_070, 3), 1_071 * S);
+        // Trace 1 ended at 1,001 s, more than 60 s before the clock's 1,071 s.
         assert_eq!(ids(&w), vec![2, 3]);
         let s = w.stats();
         assert_eq!(
@@ -204,20 +240,40 @@ mod tests {
         );
         assert_eq!(s.oldest_end_ns, Some(1_031 * S));
         // A late trace already out of the window is dropped at once.
-        w.put(trace(4, 900, 1));
+        w.put(trace(4, 900, 1), 1_071 * S);
         assert_eq!(ids(&w), vec![2, 3]);
         assert_eq!(w.stats().dropped_traces, 2);
+        // Time passes without traffic: the window empties.
+        let g = w.generation();
+        w.expire(1_132 * S, u64::MAX);
+        assert_eq!(ids(&w), Vec::<u8>::new());
+        assert!(
+            w.generation() > g,
+            "the detectors run again on what is left"
+        );
+    }
+
+    #[test]
+    fn a_trace_from_the_far_future_moves_nothing_out_and_leaves_on_expiry() {
+        let w = CallWindow::new(Duration::from_secs(60), 1_000);
+        w.put(trace(1, 1_000, 1), 1_010 * S);
+        // Stamped in the year 2500: the clock still reads 1,011 s.
+        w.put(trace(2, 16_725_225_600, 1), 1_011 * S);
+        w.put(trace(3, 1_005, 1), 1_012 * S);
+        assert_eq!(ids(&w), vec![1, 3, 2]);
+        w.expire(1_012 * S, 1_012 * S + 3_600 * S);
+        assert_eq!(ids(&w), vec![1, 3]);
     }
 
     #[test]
     fn the_oldest_leave_first_past_the_record_bound_and_a_trace_put_again_counts_once() {
         let w = CallWindow::new(Duration::from_secs(3_600), 10);
         for n in 1..=4 {
-            w.put(trace(n, 1_000 + n as u64, 2));
+            w.put(trace(n, 1_000 + n as u64, 2), 1_010 * S);
         }
         assert_eq!(ids(&w), vec![2, 3, 4], "3 records each: 12 > 10");
         let g = w.generation();
-        w.put(trace(3, 1_003, 1));
+        w.put(trace(3, 1_003, 1), 1_010 * S);
         assert_eq!(ids(&w), vec![2, 3, 4]);
         assert_eq!(w.stats().calls, 5);
         assert!(w.generation() > g);

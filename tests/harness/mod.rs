@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use hopscope::clock::Clock;
 use hopscope::config::{Config, Settings};
 use hopscope::daemon::{self, Running};
 use hopscope::store::Store;
@@ -32,6 +33,12 @@ pub struct TestDaemon {
 
 /// Starts a daemon on ephemeral ports with a short idle timeout.
 pub async fn start(settings: Settings) -> TestDaemon {
+    start_at(settings, Clock::System).await
+}
+
+/// [`start`] with the daemon's clock at `clock` (recorded traces replayed at
+/// the time they were recorded, so windows and retention keep them).
+pub async fn start_at(settings: Settings, clock: Clock) -> TestDaemon {
     let defaults = Settings {
         otlp_grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
         otlp_http_addr: Some("127.0.0.1:0".parse().unwrap()),
@@ -40,7 +47,10 @@ pub async fn start(settings: Settings) -> TestDaemon {
         trace_idle: Some("300ms".parse().unwrap()),
         ..Settings::default()
     };
-    let config = Config::try_from(settings.or(defaults)).expect("valid test config");
+    let config = Config {
+        clock,
+        ..Config::try_from(settings.or(defaults)).expect("valid test config")
+    };
     let running = daemon::start(config).await.expect("daemon starts");
     TestDaemon {
         grpc_endpoint: format!("http://{}", running.otlp_grpc_addr),
@@ -55,12 +65,16 @@ pub async fn start(settings: Settings) -> TestDaemon {
 /// A daemon whose cross-trace detectors run every 50 ms; traces complete after
 /// 1 s without spans, so the services' exports of one trace always meet.
 pub async fn start_detecting() -> TestDaemon {
-    start(Settings {
+    start(detecting()).await
+}
+
+/// The settings of [`start_detecting`].
+pub fn detecting() -> Settings {
+    Settings {
         detect_interval: Some("50ms".parse().unwrap()),
         trace_idle: Some("1s".parse().unwrap()),
         ..Settings::default()
-    })
-    .await
+    }
 }
 
 /// `GET {api}{path}` on any daemon's API: the status and the JSON body.
@@ -253,6 +267,15 @@ pub fn span_data(trace_id: TraceId, base: SystemTime, s: &SpanSpec) -> SpanData 
         status: Status::Unset,
         instrumentation_scope: InstrumentationScope::builder("hopscope-tests").build(),
     }
+}
+
+/// [`base_time`] in unix nanoseconds, for spans built by hand: the daemon
+/// refuses spans far from its clock, so fixed old stamps would not do.
+pub fn base_ns() -> u64 {
+    base_time()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 /// A base time a minute ago, on a whole second, so offsets are exact in the API.
