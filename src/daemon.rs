@@ -91,6 +91,10 @@ struct BufferSink {
     refusal_log: LogEvery,
     too_large_log: LogEvery,
     malformed_log: LogEvery,
+    /// A failing disk fails every append: logged once in a while, counted
+    /// in `wal_write_errors`, and its end logged once.
+    wal_error_log: LogEvery,
+    wal_failing: AtomicBool,
     durable: Option<Arc<Durable>>,
 }
 
@@ -192,10 +196,23 @@ impl SpanSink for BufferSink {
         let ack = match &self.durable {
             Some(durable) if batch.accepted > 0 => {
                 match durable.append(body.format.code(), body.bytes).await {
-                    Ok(ack) => Some(ack),
+                    Ok(ack) => {
+                        if self.wal_failing.swap(false, Ordering::Relaxed) {
+                            tracing::info!("write-ahead log writable again: exports accepted");
+                        }
+                        Some(ack)
+                    }
                     Err(e) => {
                         Stats::add(&self.stats.wal_write_errors, 1);
-                        tracing::error!(error = %e, "write-ahead log append failed: export refused (retryable)");
+                        self.wal_failing.store(true, Ordering::Relaxed);
+                        if self.wal_error_log.ready() {
+                            let failed = self.stats.wal_write_errors.load(Ordering::Relaxed);
+                            tracing::error!(
+                                error = %e,
+                                failed_so_far = failed,
+                                "write-ahead log append failed: exports refused (retryable) until it can write again"
+                            );
+                        }
                         return Err(SinkError::Durability(e.to_string()));
                     }
                 }
@@ -285,6 +302,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         refusal_log: LogEvery::default(),
         too_large_log: LogEvery::default(),
         malformed_log: LogEvery::default(),
+        wal_error_log: LogEvery::default(),
+        wal_failing: AtomicBool::new(false),
         durable: durable.clone(),
     });
     let otlp_guard = Guard::new(config.otlp_token.as_deref(), Listener::Otlp, stats.clone());

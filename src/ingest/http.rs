@@ -136,18 +136,18 @@ impl<S: SpanSink> OtlpHttp<S> {
             Refusal::ContentEncoding(_) => {
                 headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip, identity"));
             }
-            Refusal::Busy(refused) => {
-                // Whole seconds, rounded up: exporters wait at least this long.
-                let seconds = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
-            }
-            Refusal::Sink(_) => {
-                headers.insert(RETRY_AFTER, HeaderValue::from(1));
-            }
+            Refusal::Busy(refused) => retry_after(headers, &refused),
+            Refusal::Sink(e) => retry_after(headers, &e.refused()),
             _ => {}
         }
         response
     }
+}
+
+/// Whole seconds, rounded up: exporters wait at least this long.
+fn retry_after(headers: &mut HeaderMap, refused: &Refused) {
+    let seconds = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
 }
 
 async fn export<S: SpanSink>(

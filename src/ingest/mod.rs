@@ -83,6 +83,17 @@ pub enum SinkError {
     Durability(String),
 }
 
+impl SinkError {
+    /// When the exporter should try again: a disk that fails now may have
+    /// room in a second (the writer starts a new segment on the next append).
+    pub fn refused(&self) -> Refused {
+        Refused {
+            reason: self.to_string(),
+            retry_after: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
 /// Where ingest delivers accepted spans (the daemon wires it to the buffer).
 ///
 /// A receiver decodes the body, then awaits `accept` with the batch and the

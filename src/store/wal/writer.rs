@@ -282,8 +282,11 @@ impl Writer {
         }
         let file = self.file.clone().ok_or("no open segment")?;
         if let Err(e) = (&*file).write_all(buf) {
-            // The tail of this segment may be torn: acknowledged records must
-            // not follow it, so the next batch starts a new segment.
+            // The tail of this segment may be torn (a full disk takes part of
+            // a write): it is cut back to the last whole batch when the disk
+            // allows (else replay cuts it), and acknowledged records must not
+            // follow it, so the next batch starts a new segment.
+            let _ = file.set_len(self.written);
             self.file = None;
             return Err(format!(
                 "cannot write segment {}: {e}",
