@@ -22,7 +22,9 @@
 //!   and aggregates across restarts ([`store::durable`]).
 //! * [`api`]: the HTTP API and its JSON shapes, the Grafana JSON datasource,
 //!   and Jaeger's query API ([`api::jaeger`]) on a listener of its own.
-//! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
+//! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob;
+//!   [`listener`]: the HTTP listeners' connection limit, head timeout and
+//!   bounded drain.
 //! * [`pipeline`]: what happens to a completed trace, shared by the daemon,
 //!   `hopscope analyze` and the fuzz targets.
 //! * [`offline`]: `hopscope analyze`, the same analysis of exported files.
@@ -38,6 +40,7 @@ pub mod daemon;
 pub mod demo;
 pub mod healthcheck;
 pub mod ingest;
+pub mod listener;
 pub mod loadgen;
 pub mod model;
 pub mod offline;

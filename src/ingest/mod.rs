@@ -14,7 +14,7 @@ mod wire;
 
 pub use convert::decode_export;
 pub use grpc::OtlpGrpc;
-pub use http::{OtlpHttp, TRACES_PATH};
+pub use http::{Intake, OtlpHttp, TRACES_PATH};
 pub use json::{decode_export_json, JsonError};
 pub use wire::DecodeError;
 
