@@ -327,6 +327,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let otlp_http_task = serving.serve("OTLP/HTTP", otlp_http_listener, otlp_http);
     let grpc = OtlpGrpc::new(sink.clone(), config.otlp_max_message_bytes);
     let grpc_stop = stop_servers.clone();
+    let (grpc_limits, grpc_stats) = (config.conn_limits, stats.clone());
     let mut grpc_server = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         grpc_server = grpc_server
@@ -342,7 +343,12 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let grpc_task = tokio::spawn(async move {
         grpc_server
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                listener::limit_incoming(
+                    "OTLP/gRPC",
+                    TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                    grpc_limits,
+                    grpc_stats,
+                ),
                 grpc_stop.cancelled(),
             )
             .await

@@ -108,6 +108,51 @@ async fn slowloris_heads_are_cut_off_and_exporters_still_served() {
     d.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_connections_are_limited_and_silent_ones_cut_off() {
+    let d = harness::start(Settings {
+        header_read_timeout: Some("500ms".parse().unwrap()),
+        max_connections: Some(SLOW / 2),
+        ..Settings::default()
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..SLOW {
+        silent.push(TcpStream::connect(addr(&d.grpc_endpoint)).await.unwrap());
+    }
+    let started = Instant::now();
+    for s in &mut silent {
+        assert!(closed_within(s, Duration::from_secs(5)).await);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let c = counters(&d).await;
+    assert_eq!(c["connections_refused"], SLOW / 2, "{c}");
+    assert_eq!(c["http_header_timeouts"], SLOW / 2, "{c}");
+    // A real exporter is served afterwards.
+    let exporter = harness::exporter(&d.grpc_endpoint, "good", false);
+    let trace = harness::random_trace_id();
+    let span = harness::span_data(
+        trace,
+        harness::base_time(),
+        &harness::spec(
+            1,
+            0,
+            "GET /",
+            opentelemetry::trace::SpanKind::Server,
+            (0, 10),
+        ),
+    );
+    opentelemetry_sdk::trace::SpanExporter::export(&exporter, vec![span])
+        .await
+        .expect("exported");
+    d.wait_trace(trace, 1).await;
+    d.stop().await;
+}
+
 /// Opens a request with a declared body of `declared` bytes, sends `sent` of
 /// them and stalls.
 async fn stalled_upload(endpoint: &str, declared: usize, sent: usize) -> TcpStream {
