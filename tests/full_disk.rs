@@ -6,6 +6,11 @@
 //! API keeps answering and the refusals are counted; once the filler is
 //! deleted the next export is accepted without a restart, and a restart on
 //! the same directory replays every acknowledged span and nothing else.
+//!
+//! Under a file size limit (the binary run by `prlimit --fsize`), a write
+//! past it fails with EFBIG instead of killing the process with SIGXFSZ: the
+//! export is refused retryably, the next one goes to a new segment, and
+//! every acknowledged span is there after a kill and a restart.
 
 mod harness;
 
@@ -14,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use harness::process::Daemon;
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -221,4 +227,52 @@ async fn a_full_disk_refuses_exports_retryably_and_recovers_without_a_restart() 
     );
     assert_eq!(stats["counters"]["wal_segments_damaged"], 0, "{stats}");
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_size_limit_refuses_exports_retryably_and_does_not_kill_the_daemon() {
+    let dir = std::env::temp_dir().join(format!("hopscope-fsize-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // About 16 KiB a request: a 128 KiB file takes seven or so.
+    let limit = ["prlimit", "--fsize=131072", "--"];
+    let mut d = Daemon::start_under(&limit, Some(&dir), &[]);
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for n in 1..=30 {
+        match http_export(&d.otlp_http.replace("/v1/traces", ""), n).await {
+            (200, _) => accepted.push(n),
+            (status, retry) => {
+                assert_eq!(status, 503, "a write past the limit is a retryable refusal");
+                assert_eq!(retry.as_deref(), Some("1"));
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "SIGXFSZ did not kill it"
+    );
+    assert!(refused >= 2, "the limit was reached: {refused} refused");
+    assert!(
+        accepted.len() >= 20,
+        "new segments take exports: {accepted:?}"
+    );
+    d.kill();
+
+    let d = Daemon::start(Some(&dir), &[]);
+    for n in &accepted {
+        let path = format!("/api/v1/traces/{}", hex(trace_id(*n)));
+        d.wait_for(&path, |status, body| {
+            status == 200 && body["span_count"] == SPANS
+        })
+        .await;
+    }
+    let (_, stats) = d.get("/api/v1/stats").await;
+    assert_eq!(
+        stats["counters"]["wal_spans_replayed"],
+        accepted.len() * SPANS,
+        "{stats}"
+    );
+    assert_eq!(stats["counters"]["wal_segments_damaged"], 0, "{stats}");
+    d.kill();
+    let _ = std::fs::remove_dir_all(&dir);
 }
