@@ -201,7 +201,7 @@ pub struct Settings {
     pub header_read_timeout: Option<HumanDuration>,
 
     /// How long an OTLP/HTTP body may take to arrive, whole; a slower one is
-    /// refused (408) and counted [default: 30s]
+    /// refused retryably (503 with Retry-After) and counted [default: 30s]
     #[arg(long, env = "HOPSCOPE_BODY_READ_TIMEOUT", value_name = "DURATION")]
     #[serde(serialize_with = "as_text")]
     pub body_read_timeout: Option<HumanDuration>,
@@ -761,6 +761,21 @@ mod tests {
             message.starts_with("health_routes: `readyz` is not a health route"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn client_limits_must_leave_room_for_the_largest_request() {
+        let c = Config::default();
+        assert_eq!(c.conn_limits.max_connections, 1024);
+        assert_eq!(c.otlp_body_budget_bytes, 64 << 20);
+        for bad in [
+            "otlp_body_budget_mib = 2\notlp_max_message_mib = 4",
+            "max_connections = 0",
+            "header_read_timeout = \"0s\"",
+        ] {
+            let settings: Settings = toml::from_str(bad).unwrap();
+            assert!(Config::try_from(settings).is_err(), "{bad}");
+        }
     }
 
     #[test]

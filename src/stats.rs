@@ -93,7 +93,7 @@ counters! {
     /// within `header_read_timeout` (slow clients; idle keep-alive
     /// connections too).
     http_header_timeouts,
-    /// OTLP/HTTP requests refused (408) because their body did not arrive
+    /// OTLP/HTTP requests refused (503) because their body did not arrive
     /// within `body_read_timeout`.
     otlp_body_timeouts,
     /// OTLP/HTTP requests refused (503, retryable) because the bodies being

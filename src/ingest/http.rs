@@ -12,7 +12,9 @@
 //! retryable answer: exporters send the request again later).
 //! The limit applies to the body as received and again as it is inflated, so a
 //! small gzip body that would inflate to gigabytes is stopped at the limit.
-//! A body must arrive whole within the [`Intake`]'s time (else 408), and all
+//! A body must arrive whole within the [`Intake`]'s time (else 503 with
+//! `Retry-After`: a congested exporter sends it again, a hostile one is cut
+//! off), and all
 //! bodies being received share its byte budget (a request that would pass it
 //! is refused with 503 and `Retry-After`): many slow uploads cannot hold
 //! connections × the size limit. Every refusal is counted in [`Stats`] and
@@ -191,7 +193,6 @@ impl<S: SpanSink> OtlpHttp<S> {
         let code = match status {
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => tonic::Code::Unimplemented,
             StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
-            StatusCode::REQUEST_TIMEOUT => tonic::Code::DeadlineExceeded,
             _ => tonic::Code::InvalidArgument,
         } as i32;
         let body = match encoding {
@@ -212,7 +213,7 @@ impl<S: SpanSink> OtlpHttp<S> {
             }
             Refusal::Busy(refused) => retry_after(headers, &refused),
             Refusal::Sink(e) => retry_after(headers, &e.refused()),
-            Refusal::Budget(_) => {
+            Refusal::Budget(_) | Refusal::Slow(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(1));
             }
             _ => {}
@@ -467,10 +468,9 @@ impl Refusal {
             Refusal::Read(_) | Refusal::Gzip(_) | Refusal::Body(_) => StatusCode::BAD_REQUEST,
             Refusal::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::Path(_) => StatusCode::NOT_FOUND,
-            Refusal::Busy(_) | Refusal::Sink(_) | Refusal::Budget(_) => {
+            Refusal::Busy(_) | Refusal::Sink(_) | Refusal::Budget(_) | Refusal::Slow(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Refusal::Slow(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }

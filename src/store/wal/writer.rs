@@ -118,7 +118,9 @@ fn syncer(shared: Arc<Shared>, jobs: std::sync::mpsc::Receiver<SyncJob>) {
             ))
         } else {
             sync(&shared, &job.file).map_err(|e| {
-                tracing::error!(error = %e, segment = job.segment, "cannot sync the write-ahead log; starting a new segment");
+                // The refused appends' answers carry the cause; the daemon
+                // logs it once in a while, not once per batch.
+                tracing::debug!(error = %e, segment = job.segment, "cannot sync the write-ahead log; starting a new segment");
                 shared.broken.store(true, Ordering::Release);
                 failed = Some(job.segment);
                 format!("cannot sync segment {}: {e}", job.segment)
