@@ -89,7 +89,7 @@ async fn slowloris_heads_are_cut_off_and_exporters_still_served() {
     }
     assert_eq!(closed, SLOW, "every slow client is disconnected");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
@@ -125,7 +125,7 @@ async fn grpc_connections_are_limited_and_silent_ones_cut_off() {
         assert!(closed_within(s, Duration::from_secs(5)).await);
     }
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
@@ -262,7 +262,7 @@ async fn many_slow_uploads_keep_memory_bounded_and_exporters_get_in() {
             503 => tokio::time::sleep(Duration::from_millis(100)).await,
             other => panic!("answered {other}"),
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "never served");
+        assert!(started.elapsed() < Duration::from_secs(15), "never served");
     }
     let c = counters(&d).await;
     assert!(
@@ -289,7 +289,7 @@ async fn shutdown_ends_at_its_deadline_with_clients_still_sending() {
         .await
         .expect("shutdown is bounded");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
