@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyze::{HealthRoutes, InvalidThreshold, Thresholds};
 use crate::clock::Clock;
+use crate::listener::ConnLimits;
 pub use crate::store::wal::WalSync;
 
 /// Why the configuration is unusable.
@@ -197,10 +198,42 @@ pub struct Settings {
     )]
     pub health_routes: Option<Vec<String>>,
 
-    /// How long shutdown may take to analyze what is buffered [default: 30s]
+    /// How long shutdown may take, from SIGTERM: the listeners' drain
+    /// (requests in flight finish; connections still open at the deadline
+    /// are closed) and then the analysis of what is buffered [default: 30s]
     #[arg(long, env = "HOPSCOPE_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     #[serde(serialize_with = "as_text")]
     pub shutdown_timeout: Option<HumanDuration>,
+
+    /// Connections each listener keeps open at once; a new one past it is
+    /// closed as accepted and counted [default: 1024]
+    #[arg(long, env = "HOPSCOPE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// How long an HTTP client may take to send a request's head (and an
+    /// idle keep-alive connection may wait for the next); slower ones are
+    /// disconnected and counted [default: 10s]
+    #[arg(long, env = "HOPSCOPE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
+    pub header_read_timeout: Option<HumanDuration>,
+
+    /// How long an OTLP/HTTP body may take to arrive, whole; a slower one is
+    /// refused retryably (503 with Retry-After) and counted [default: 30s]
+    #[arg(long, env = "HOPSCOPE_BODY_READ_TIMEOUT", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
+    pub body_read_timeout: Option<HumanDuration>,
+
+    /// Most bytes that OTLP/HTTP bodies still being received may hold, across
+    /// all connections, in MiB; a request that would pass it is refused
+    /// retryably (503 with Retry-After) and counted [default: 64]
+    #[arg(long, env = "HOPSCOPE_OTLP_BODY_BUDGET_MIB", value_name = "MIB")]
+    pub otlp_body_budget_mib: Option<usize>,
+
+    /// How long an API or Jaeger API request may take before it is answered
+    /// 503 and counted [default: 30s]
+    #[arg(long, env = "HOPSCOPE_REQUEST_TIMEOUT", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
+    pub request_timeout: Option<HumanDuration>,
 
     /// Bearer token the HTTP API requires (`authorization: Bearer <token>`);
     /// /healthz and /readyz stay open for probes [default: none, no auth]
@@ -367,6 +400,11 @@ impl Settings {
             detect_interval: self.detect_interval.or(fallback.detect_interval),
             health_routes: self.health_routes.or(fallback.health_routes),
             shutdown_timeout: self.shutdown_timeout.or(fallback.shutdown_timeout),
+            max_connections: self.max_connections.or(fallback.max_connections),
+            header_read_timeout: self.header_read_timeout.or(fallback.header_read_timeout),
+            body_read_timeout: self.body_read_timeout.or(fallback.body_read_timeout),
+            otlp_body_budget_mib: self.otlp_body_budget_mib.or(fallback.otlp_body_budget_mib),
+            request_timeout: self.request_timeout.or(fallback.request_timeout),
             log: self.log.or(fallback.log),
             api_token: self.api_token.or(fallback.api_token),
             otlp_token: self.otlp_token.or(fallback.otlp_token),
@@ -417,6 +455,11 @@ pub struct Config {
     /// Every detector's thresholds, `slow_health_check`'s routes included.
     pub detectors: Thresholds,
     pub shutdown_timeout: Duration,
+    /// What each listener allows its clients.
+    pub conn_limits: ConnLimits,
+    pub body_read_timeout: Duration,
+    pub otlp_body_budget_bytes: usize,
+    pub request_timeout: Duration,
     pub log: String,
     /// The API's bearer token, if it requires one.
     pub api_token: Option<String>,
@@ -495,6 +538,13 @@ impl TryFrom<Settings> for Config {
             detect_interval: d(s.detect_interval, 5),
             detectors,
             shutdown_timeout: d(s.shutdown_timeout, 30),
+            conn_limits: ConnLimits {
+                max_connections: s.max_connections.unwrap_or(1024),
+                header_read_timeout: d(s.header_read_timeout, 10),
+            },
+            body_read_timeout: d(s.body_read_timeout, 30),
+            otlp_body_budget_bytes: s.otlp_body_budget_mib.unwrap_or(64).saturating_mul(MIB),
+            request_timeout: d(s.request_timeout, 30),
             log: s.log.unwrap_or_else(|| "info".to_owned()),
             api_token: s.api_token,
             otlp_token: s.otlp_token,
@@ -541,6 +591,21 @@ impl TryFrom<Settings> for Config {
         }
         if config.otlp_max_message_bytes == 0 {
             return invalid("otlp_max_message_mib must be at least 1");
+        }
+        if config.conn_limits.max_connections == 0 || config.otlp_body_budget_bytes == 0 {
+            return invalid("max_connections and otlp_body_budget_mib must be at least 1");
+        }
+        if config.otlp_body_budget_bytes < config.otlp_max_message_bytes {
+            // A request of the largest size must fit, or it could never be taken.
+            return invalid("otlp_body_budget_mib must be at least otlp_max_message_mib");
+        }
+        if config.conn_limits.header_read_timeout.is_zero()
+            || config.body_read_timeout.is_zero()
+            || config.request_timeout.is_zero()
+        {
+            return invalid(
+                "header_read_timeout, body_read_timeout and request_timeout must be greater than 0",
+            );
         }
         if [&config.api_token, &config.otlp_token]
             .into_iter()
@@ -592,6 +657,11 @@ impl Config {
             detect_interval: duration(self.detect_interval),
             health_routes: None,
             shutdown_timeout: duration(self.shutdown_timeout),
+            max_connections: Some(self.conn_limits.max_connections),
+            header_read_timeout: duration(self.conn_limits.header_read_timeout),
+            body_read_timeout: duration(self.body_read_timeout),
+            otlp_body_budget_mib: mib(self.otlp_body_budget_bytes),
+            request_timeout: duration(self.request_timeout),
             api_token: None,
             otlp_token: None,
             tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
@@ -742,6 +812,21 @@ mod tests {
             message.starts_with("health_routes: `readyz` is not a health route"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn client_limits_must_leave_room_for_the_largest_request() {
+        let c = Config::default();
+        assert_eq!(c.conn_limits.max_connections, 1024);
+        assert_eq!(c.otlp_body_budget_bytes, 64 << 20);
+        for bad in [
+            "otlp_body_budget_mib = 2\notlp_max_message_mib = 4",
+            "max_connections = 0",
+            "header_read_timeout = \"0s\"",
+        ] {
+            let settings: Settings = toml::from_str(bad).unwrap();
+            assert!(Config::try_from(settings).is_err(), "{bad}");
+        }
     }
 
     #[test]

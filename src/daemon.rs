@@ -21,7 +21,8 @@ use crate::assemble::{Admitted, Buffer, BufferLimits};
 use crate::auth::{self, Guard, Listener, RequireToken};
 use crate::clock::TimeBounds;
 use crate::config::Config;
-use crate::ingest::{ExportBody, OtlpGrpc, OtlpHttp, Refused, SinkError, SpanSink};
+use crate::ingest::{ExportBody, Intake, OtlpGrpc, OtlpHttp, Refused, SinkError, SpanSink};
+use crate::listener::{self, ConnLimits};
 use crate::model::SpanBatch;
 use crate::pipeline;
 use crate::stats::{LogEvery, Stats};
@@ -93,6 +94,10 @@ struct BufferSink {
     too_large_log: LogEvery,
     malformed_log: LogEvery,
     time_log: LogEvery,
+    /// A failing disk fails every append: logged once in a while, counted
+    /// in `wal_write_errors`, and its end logged once.
+    wal_error_log: LogEvery,
+    wal_failing: AtomicBool,
     durable: Option<Arc<Durable>>,
     /// What "now" is for the bounds on span times.
     clock: crate::clock::Clock,
@@ -214,10 +219,23 @@ impl SpanSink for BufferSink {
         let ack = match &self.durable {
             Some(durable) if batch.accepted > 0 => {
                 match durable.append(body.format.code(), body.bytes).await {
-                    Ok(ack) => Some(ack),
+                    Ok(ack) => {
+                        if self.wal_failing.swap(false, Ordering::Relaxed) {
+                            tracing::info!("write-ahead log writable again: exports accepted");
+                        }
+                        Some(ack)
+                    }
                     Err(e) => {
                         Stats::add(&self.stats.wal_write_errors, 1);
-                        tracing::error!(error = %e, "write-ahead log append failed: export refused (retryable)");
+                        self.wal_failing.store(true, Ordering::Relaxed);
+                        if self.wal_error_log.ready() {
+                            let failed = self.stats.wal_write_errors.load(Ordering::Relaxed);
+                            tracing::error!(
+                                error = %e,
+                                failed_so_far = failed,
+                                "write-ahead log append failed: exports refused (retryable) until it can write again"
+                            );
+                        }
                         return Err(SinkError::Durability(e.to_string()));
                     }
                 }
@@ -311,6 +329,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         too_large_log: LogEvery::default(),
         malformed_log: LogEvery::default(),
         time_log: LogEvery::default(),
+        wal_error_log: LogEvery::default(),
+        wal_failing: AtomicBool::new(false),
         durable: durable.clone(),
         clock: store.clock.clone(),
         bounds: TimeBounds {
@@ -319,18 +339,26 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         },
     });
     let otlp_guard = Guard::new(config.otlp_token.as_deref(), Listener::Otlp, stats.clone());
-    let otlp_http = OtlpHttp::new(sink.clone(), stats.clone(), config.otlp_max_message_bytes)
-        .router()
-        .route_layer(RequireToken::new(otlp_guard.clone(), auth::http_refusal));
-    let otlp_http_task = serve_http(
-        "OTLP/HTTP",
-        otlp_http_listener,
-        tls.as_ref(),
-        otlp_http,
-        stop_servers.clone(),
-    );
+    let intake = Intake::new(config.body_read_timeout, config.otlp_body_budget_bytes);
+    let otlp_http = OtlpHttp::new(
+        sink.clone(),
+        stats.clone(),
+        config.otlp_max_message_bytes,
+        intake,
+    )
+    .router()
+    .route_layer(RequireToken::new(otlp_guard.clone(), auth::http_refusal));
+    let serving = Serving {
+        tls: tls.as_ref(),
+        limits: config.conn_limits,
+        stats: stats.clone(),
+        stop: stop_servers.clone(),
+        drain: config.shutdown_timeout,
+    };
+    let otlp_http_task = serving.serve("OTLP/HTTP", otlp_http_listener, otlp_http);
     let grpc = OtlpGrpc::new(sink.clone(), config.otlp_max_message_bytes);
     let grpc_stop = stop_servers.clone();
+    let (grpc_limits, grpc_stats) = (config.conn_limits, stats.clone());
     let mut grpc_server = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         grpc_server = grpc_server
@@ -346,7 +374,12 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let grpc_task = tokio::spawn(async move {
         grpc_server
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                listener::limit_incoming(
+                    "OTLP/gRPC",
+                    TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                    grpc_limits,
+                    grpc_stats,
+                ),
                 grpc_stop.cancelled(),
             )
             .await
@@ -367,20 +400,19 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         ready: ready.clone(),
         api_guard: Guard::new(config.api_token.as_deref(), Listener::Api, stats.clone()),
     };
-    let jaeger_task = serve_http(
+    let time_limit = axum::middleware::from_fn_with_state(
+        (config.request_timeout, stats.clone()),
+        api::time_limit,
+    );
+    let jaeger_task = serving.serve(
         "Jaeger query API",
         jaeger_listener,
-        tls.as_ref(),
-        api::jaeger::router(state.clone()),
-        stop_servers.clone(),
+        api::jaeger::router(state.clone()).layer(time_limit.clone()),
     );
-    let app = api::router(state);
-    let api_task = serve_http(
+    let api_task = serving.serve(
         "HTTP API",
         api_listener,
-        tls.as_ref(),
-        app,
-        stop_servers.clone(),
+        api::router(state).layer(time_limit),
     );
 
     let sweeper_stop = CancellationToken::new();
@@ -436,9 +468,15 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         shutdown.cancelled().await;
         tracing::info!("shutting down: no new exports; analyzing what is buffered");
         ready.store(false, Ordering::Release);
+        // One deadline for all of it: the servers' drain, then the flush.
+        let deadline = Instant::now() + timeout;
         stop_servers.cancel();
-        let (grpc_result, otlp_http_result, api_result, jaeger_result) =
-            tokio::join!(grpc_task, otlp_http_task, api_task, jaeger_task);
+        let (grpc_result, otlp_http_result, api_result, jaeger_result) = tokio::join!(
+            drained("OTLP/gRPC", grpc_task, deadline),
+            otlp_http_task,
+            api_task,
+            jaeger_task
+        );
         sweeper_stop.cancel();
         let _ = tokio::join!(sweeper, detector);
         let drained = buffer.drain();
@@ -447,7 +485,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
             pipeline::finish(&store, &analysis, drained);
             (store, stats)
         });
-        match tokio::time::timeout(timeout, flush).await {
+        match tokio::time::timeout_at(deadline, flush).await {
             Ok(Ok((store, stats))) => {
                 tracing::info!(traces = count, "buffered traces analyzed; stopped");
                 if let Some(d) = durable {
@@ -484,46 +522,79 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     })
 }
 
-/// Serves `app` on `listener` (TLS when configured) until `stop`, letting
-/// requests in flight finish.
-fn serve_http(
-    what: &'static str,
-    listener: TcpListener,
-    tls: Option<&Tls>,
-    app: axum::Router,
+/// What every HTTP listener is served with.
+struct Serving<'a> {
+    tls: Option<&'a Tls>,
+    limits: ConnLimits,
+    stats: Arc<Stats>,
     stop: CancellationToken,
-) -> JoinHandle<Result<(), DaemonError>> {
-    match tls {
-        Some(tls) => tokio::spawn(serve(what, tls.listener(listener), app, stop)),
-        None => {
-            // Small answers must not wait for Nagle's algorithm.
-            let listener = listener.tap_io(move |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, what, "cannot set TCP_NODELAY");
-                }
-            });
-            tokio::spawn(serve(what, listener, app, stop))
+    /// The longest the servers' drain may take (`shutdown_timeout`).
+    drain: Duration,
+}
+
+impl Serving<'_> {
+    /// Serves `app` on `listener` (TLS when configured) until `stop`, letting
+    /// requests in flight finish until the drain's deadline.
+    fn serve(
+        &self,
+        what: &'static str,
+        listener: TcpListener,
+        app: axum::Router,
+    ) -> JoinHandle<Result<(), DaemonError>> {
+        match self.tls {
+            Some(tls) => self.spawn(what, tls.listener(listener), app),
+            None => {
+                // Small answers must not wait for Nagle's algorithm.
+                let listener = listener.tap_io(move |tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, what, "cannot set TCP_NODELAY");
+                    }
+                });
+                self.spawn(what, listener, app)
+            }
         }
+    }
+
+    fn spawn<L>(
+        &self,
+        what: &'static str,
+        listener: L,
+        app: axum::Router,
+    ) -> JoinHandle<Result<(), DaemonError>>
+    where
+        L: axum::serve::Listener,
+    {
+        let (limits, stats, stop, drain) = (
+            self.limits,
+            self.stats.clone(),
+            self.stop.clone(),
+            self.drain,
+        );
+        tokio::spawn(async move {
+            listener::serve(what, listener, app, limits, stats, stop, drain).await;
+            Ok(())
+        })
     }
 }
 
-async fn serve<L>(
+/// Waits for a server's task until `deadline`, then stops it (its
+/// connections still open are closed).
+async fn drained(
     what: &'static str,
-    listener: L,
-    app: axum::Router,
-    stop: CancellationToken,
-) -> Result<(), DaemonError>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .map_err(|e| DaemonError::Server {
-            what,
-            message: e.to_string(),
-        })
+    mut task: JoinHandle<Result<(), DaemonError>>,
+    deadline: Instant,
+) -> Result<Result<(), DaemonError>, tokio::task::JoinError> {
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                what,
+                "shutdown deadline reached: closing the connections still open"
+            );
+            task.abort();
+            Ok(Ok(()))
+        }
+    }
 }
 
 /// Hands complete traces to analysis: on every tick (idle and max-age policy) and

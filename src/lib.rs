@@ -24,7 +24,9 @@
 //!   and Jaeger's query API ([`api::jaeger`]) on a listener of its own.
 //! * [`clock`]: the daemon's clock, which every window and retention counts
 //!   back from, and the bounds it puts on span times.
-//! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob.
+//! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob;
+//!   [`listener`]: the HTTP listeners' connection limit, head timeout and
+//!   bounded drain.
 //! * [`pipeline`]: what happens to a completed trace, shared by the daemon,
 //!   `hopscope analyze` and the fuzz targets.
 //! * [`offline`]: `hopscope analyze`, the same analysis of exported files.
@@ -41,6 +43,7 @@ pub mod daemon;
 pub mod demo;
 pub mod healthcheck;
 pub mod ingest;
+pub mod listener;
 pub mod loadgen;
 pub mod model;
 pub mod offline;

@@ -585,6 +585,7 @@ async fn load(args: LoadgenArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    ignore_file_size_signal();
     // The handlers first: a SIGTERM right after the daemon is ready must drain
     // it, not kill it.
     let signal = shutdown_signal()?;
@@ -593,6 +594,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     running.shutdown();
     running.wait().await?;
     Ok(())
+}
+
+/// A write past the file size limit (`ulimit -f`, RLIMIT_FSIZE) raises
+/// SIGXFSZ, which kills the process by default. Ignored, the write fails with
+/// EFBIG instead, like a full disk: the export is refused (retryable), nothing
+/// acknowledged is lost, and the daemon keeps serving.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: SIG_IGN installs no handler and touches no memory; a signal's
+    // disposition is process-wide and may be set from any thread.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
 }
 
 /// Installs the SIGTERM and Ctrl-C handlers now; the future resolves on either.

@@ -96,6 +96,21 @@ counters! {
     /// OTLP requests refused for being over `otlp_max_message_mib` (gRPC
     /// OUT_OF_RANGE, HTTP 413).
     otlp_too_large,
+    /// Connections closed as accepted because their listener had
+    /// `max_connections` open.
+    connections_refused,
+    /// HTTP connections closed for not sending a complete request head
+    /// within `header_read_timeout` (slow clients; idle keep-alive
+    /// connections too).
+    http_header_timeouts,
+    /// OTLP/HTTP requests refused (503) because their body did not arrive
+    /// within `body_read_timeout`.
+    otlp_body_timeouts,
+    /// OTLP/HTTP requests refused (503, retryable) because the bodies being
+    /// read already held `otlp_body_budget_mib`.
+    otlp_body_budget_refused,
+    /// API and Jaeger API requests answered 503 after `request_timeout`.
+    api_request_timeouts,
     /// Export requests refused (retryably) because the write-ahead log failed.
     wal_write_errors,
     /// Write-ahead log records replayed at start.

@@ -1,6 +1,7 @@
 //! The API's one error shape.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode, Uri};
@@ -85,4 +86,25 @@ pub async fn limit_body(State(stats): State<Arc<Stats>>, request: Request, next:
         .into_response();
     }
     next.run(request).await
+}
+
+/// Answers 503 (`request_timeout`, counted) to a request not answered within
+/// the configured time, so a slow query cannot hold a connection for ever.
+pub async fn time_limit(
+    State((limit, stats)): State<(Duration, Arc<Stats>)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            Stats::add(&stats.api_request_timeouts, 1);
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "request_timeout",
+                message: format!("no answer within {limit:?} (request_timeout)"),
+            }
+            .into_response()
+        }
+    }
 }

@@ -25,7 +25,7 @@ mod trace_tree;
 mod traces;
 
 pub use coverage::{coverage_bodies, ServiceCoverageBody};
-pub use error::ApiError;
+pub use error::{time_limit, ApiError};
 pub use findings::{crossed_text, FindingBody};
 pub use hops::{entry_body, EntryAggBody};
 pub use openapi::{document as openapi_document, v1_routes};

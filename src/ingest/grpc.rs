@@ -82,7 +82,7 @@ impl<S: SpanSink> UnaryService<Bytes> for Export<S> {
             };
             let accepted = sink.accept(body, batch).await;
             drop(admitted);
-            accepted.map_err(|e| Status::unavailable(e.to_string()))?;
+            accepted.map_err(|e| unavailable(&e.refused()))?;
             Ok(Response::new(ExportTraceServiceResponse {
                 partial_success,
             }))

@@ -12,7 +12,13 @@
 //! retryable answer: exporters send the request again later).
 //! The limit applies to the body as received and again as it is inflated, so a
 //! small gzip body that would inflate to gigabytes is stopped at the limit.
-//! Every refusal is counted in [`Stats`] and logged.
+//! A body must arrive whole within the [`Intake`]'s time (else 503 with
+//! `Retry-After`: a congested exporter sends it again, a hostile one is cut
+//! off), and all
+//! bodies being received share its byte budget (a request that would pass it
+//! is refused with 503 and `Retry-After`): many slow uploads cannot hold
+//! connections × the size limit. Every refusal is counted in [`Stats`] and
+//! logged.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -29,13 +35,14 @@ use axum::routing::post;
 use axum::Router;
 use http_body_util::BodyExt;
 use prost::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::otlp::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use super::{
     decode, partial_success_message, BodyError, BodyFormat, ExportBody, Refused, SinkError,
     SpanSink,
 };
-use crate::stats::Stats;
+use crate::stats::{LogEvery, Stats};
 
 /// Where exporters post traces (the SDKs append it to their endpoint).
 pub const TRACES_PATH: &str = "/v1/traces";
@@ -48,15 +55,63 @@ pub struct OtlpHttp<S> {
     sink: Arc<S>,
     stats: Arc<Stats>,
     max_body_bytes: usize,
+    intake: Intake,
+    /// Slow or over-budget bodies are logged once in a while.
+    slow_log: LogEvery,
+}
+
+/// What bodies being received may take, across all connections: time and
+/// bytes. The bytes are held from their arrival until the request is
+/// admitted by the sink (whose memory budget then counts it) or refused.
+#[derive(Clone)]
+pub struct Intake {
+    /// How long a body may take to arrive, whole.
+    timeout: Duration,
+    /// Bytes of bodies being received (one permit a byte).
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
+}
+
+impl Intake {
+    /// Bodies must arrive within `timeout` and hold at most `budget_bytes`
+    /// together.
+    pub fn new(timeout: Duration, budget_bytes: usize) -> Self {
+        let budget_bytes = budget_bytes.min(Semaphore::MAX_PERMITS);
+        Intake {
+            timeout,
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+        }
+    }
+
+    /// Takes `bytes` more of the budget into `held`, or says it is spent.
+    fn take(&self, held: &mut Option<OwnedSemaphorePermit>, bytes: usize) -> Result<(), Refusal> {
+        let Ok(n) = u32::try_from(bytes) else {
+            return Err(Refusal::Budget(self.budget_bytes));
+        };
+        let permit = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| Refusal::Budget(self.budget_bytes))?;
+        match held {
+            Some(h) => h.merge(permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
+    }
 }
 
 impl<S: SpanSink> OtlpHttp<S> {
-    /// `max_body_bytes` bounds a request body, both as received and inflated.
-    pub fn new(sink: Arc<S>, stats: Arc<Stats>, max_body_bytes: usize) -> Self {
+    /// `max_body_bytes` bounds a request body, both as received and inflated;
+    /// bodies are received within `intake`'s time and byte budget.
+    pub fn new(sink: Arc<S>, stats: Arc<Stats>, max_body_bytes: usize, intake: Intake) -> Self {
         OtlpHttp {
             sink,
             stats,
             max_body_bytes,
+            intake,
+            slow_log: LogEvery::default(),
         }
     }
 
@@ -76,15 +131,23 @@ impl<S: SpanSink> OtlpHttp<S> {
         let encoding = Encoding::of(headers)?;
         let gzip = gzipped(headers)?;
         let limit = self.max_body_bytes;
-        let body = read_body(body, headers, limit).await?;
+        let mut held = None;
+        let body = tokio::time::timeout(
+            self.intake.timeout,
+            read_body(body, headers, limit, |n| self.intake.take(&mut held, n)),
+        )
+        .await
+        .map_err(|_| Refusal::Slow(self.intake.timeout))??;
         let body = if gzip {
             gunzip(&body[..], limit)?
         } else {
             body
         };
         // Held until the spans are in the buffer, so the budget counts them
-        // while they are decoded.
+        // while they are decoded; from here on it, not the intake, counts
+        // the body.
         let _admitted = self.sink.admit(body.len()).map_err(Refusal::Busy)?;
+        drop(held);
         let body = ExportBody {
             format: encoding.format(),
             bytes: body.into(),
@@ -106,6 +169,18 @@ impl<S: SpanSink> OtlpHttp<S> {
         match &refusal {
             // The sink counts and logs these (rate-limited), as for gRPC.
             Refusal::Busy(_) | Refusal::Sink(_) => {}
+            Refusal::Slow(_) => {
+                Stats::add(&self.stats.otlp_body_timeouts, 1);
+                if self.slow_log.ready() {
+                    tracing::warn!(error = %message, "OTLP/HTTP body too slow: refused");
+                }
+            }
+            Refusal::Budget(_) => {
+                Stats::add(&self.stats.otlp_body_budget_refused, 1);
+                if self.slow_log.ready() {
+                    tracing::warn!(error = %message, "OTLP/HTTP bodies being received at their budget: refusing");
+                }
+            }
             Refusal::TooLarge { limit } | Refusal::TooLargeInflated { limit } => {
                 self.sink.too_large(*limit)
             }
@@ -137,18 +212,21 @@ impl<S: SpanSink> OtlpHttp<S> {
             Refusal::ContentEncoding(_) => {
                 headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip, identity"));
             }
-            Refusal::Busy(refused) => {
-                // Whole seconds, rounded up: exporters wait at least this long.
-                let seconds = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
-            }
-            Refusal::Sink(_) => {
+            Refusal::Busy(refused) => retry_after(headers, &refused),
+            Refusal::Sink(e) => retry_after(headers, &e.refused()),
+            Refusal::Budget(_) | Refusal::Slow(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(1));
             }
             _ => {}
         }
         response
     }
+}
+
+/// Whole seconds, rounded up: exporters wait at least this long.
+fn retry_after(headers: &mut HeaderMap, refused: &Refused) {
+    let seconds = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
 }
 
 async fn export<S: SpanSink>(
@@ -275,7 +353,15 @@ fn gzipped(headers: &HeaderMap) -> Result<bool, Refusal> {
 /// arrives) is refused, but what is left of it is read and dropped first (at
 /// most `limit` bytes more, for at most [`DRAIN_TIME`]), so that a client still
 /// sending gets to read the refusal instead of a reset connection.
-async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, Refusal> {
+///
+/// `take(n)` is asked for each chunk's bytes before they are kept (the
+/// intake's shared budget); its refusal ends the read.
+async fn read_body(
+    mut body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    mut take: impl FnMut(usize) -> Result<(), Refusal>,
+) -> Result<Vec<u8>, Refusal> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -283,7 +369,7 @@ async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<
         drain(body, limit).await;
         return Err(Refusal::TooLarge { limit });
     }
-    let mut out = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Refusal::Read(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
@@ -293,6 +379,7 @@ async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<
             drain(body, limit).await;
             return Err(Refusal::TooLarge { limit });
         }
+        take(data.len())?;
         out.extend_from_slice(&data);
     }
     Ok(out)
@@ -353,6 +440,10 @@ enum Refusal {
     Sink(#[from] SinkError),
     #[error("{0}; retry later")]
     Busy(Refused),
+    #[error("request body not received within {0:?} (body_read_timeout)")]
+    Slow(Duration),
+    #[error("request bodies being received hold the budget of {0} bytes (otlp_body_budget_mib); retry later")]
+    Budget(usize),
     #[error("method {0} not allowed: export with POST")]
     Method(Method),
     #[error("no such path {0:?}: export traces to {TRACES_PATH}")]
@@ -378,7 +469,9 @@ impl Refusal {
             Refusal::Read(_) | Refusal::Gzip(_) | Refusal::Body(_) => StatusCode::BAD_REQUEST,
             Refusal::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::Path(_) => StatusCode::NOT_FOUND,
-            Refusal::Busy(_) | Refusal::Sink(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Busy(_) | Refusal::Sink(_) | Refusal::Budget(_) | Refusal::Slow(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -435,7 +528,7 @@ mod tests {
     async fn a_body_is_refused_once_it_passes_the_limit_declared_or_not() {
         let none = HeaderMap::new();
         let read = |n: usize, headers: HeaderMap| async move {
-            read_body(Body::from(vec![7; n]), &headers, 10).await
+            read_body(Body::from(vec![7; n]), &headers, 10, |_| Ok(())).await
         };
         assert_eq!(read(10, none.clone()).await.unwrap(), vec![7; 10]);
         assert!(matches!(

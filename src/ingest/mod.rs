@@ -14,7 +14,7 @@ mod wire;
 
 pub use convert::decode_export;
 pub use grpc::OtlpGrpc;
-pub use http::{OtlpHttp, TRACES_PATH};
+pub use http::{Intake, OtlpHttp, TRACES_PATH};
 pub use json::{decode_export_json, JsonError};
 pub use wire::DecodeError;
 
@@ -81,6 +81,17 @@ pub fn decode(body: &ExportBody) -> Result<SpanBatch, BodyError> {
 pub enum SinkError {
     #[error("cannot make the request durable, retry: {0}")]
     Durability(String),
+}
+
+impl SinkError {
+    /// When the exporter should try again: a disk that fails now may have
+    /// room in a second (the writer starts a new segment on the next append).
+    pub fn refused(&self) -> Refused {
+        Refused {
+            reason: self.to_string(),
+            retry_after: std::time::Duration::from_secs(1),
+        }
+    }
 }
 
 /// Where ingest delivers accepted spans (the daemon wires it to the buffer).

@@ -1,6 +1,7 @@
 //! A daemon on ephemeral ports, real OTLP exporters, and an HTTP client for the API.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod process;
 pub mod scenarios;
 
 use std::borrow::Cow;

@@ -104,15 +104,25 @@ pub fn read(dir: &Path, n: u64) -> io::Result<Contents> {
 
 /// Creates segment `n` with its header, durably (the file and its directory
 /// entry are synced).
+///
+/// When the disk is full or failing, the half-made file is removed, so the
+/// next attempt (after space returns) can create segment `n` again.
 pub fn create(dir: &Path, n: u64) -> io::Result<File> {
     use std::io::Write as _;
+    let path = path(dir, n);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(path(dir, n))?;
-    file.write_all(&MAGIC)?;
-    file.sync_all()?;
-    sync_dir(dir)?;
+        .open(&path)?;
+    let made = file
+        .write_all(&MAGIC)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = made {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok(file)
 }
 

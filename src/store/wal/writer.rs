@@ -118,7 +118,9 @@ fn syncer(shared: Arc<Shared>, jobs: std::sync::mpsc::Receiver<SyncJob>) {
             ))
         } else {
             sync(&shared, &job.file).map_err(|e| {
-                tracing::error!(error = %e, segment = job.segment, "cannot sync the write-ahead log; starting a new segment");
+                // The refused appends' answers carry the cause; the daemon
+                // logs it once in a while, not once per batch.
+                tracing::debug!(error = %e, segment = job.segment, "cannot sync the write-ahead log; starting a new segment");
                 shared.broken.store(true, Ordering::Release);
                 failed = Some(job.segment);
                 format!("cannot sync segment {}: {e}", job.segment)
@@ -282,8 +284,11 @@ impl Writer {
         }
         let file = self.file.clone().ok_or("no open segment")?;
         if let Err(e) = (&*file).write_all(buf) {
-            // The tail of this segment may be torn: acknowledged records must
-            // not follow it, so the next batch starts a new segment.
+            // The tail of this segment may be torn (a full disk takes part of
+            // a write): it is cut back to the last whole batch when the disk
+            // allows (else replay cuts it), and acknowledged records must not
+            // follow it, so the next batch starts a new segment.
+            let _ = file.set_len(self.written);
             self.file = None;
             return Err(format!(
                 "cannot write segment {}: {e}",
