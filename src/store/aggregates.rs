@@ -141,7 +141,8 @@ impl Entry {
     /// The series `key` is counted under: its own when admitted, or while
     /// there is room and `admit`; else the overflow hop.
     fn hop_series(&mut self, key: HopKey, admit: bool, max_hops: usize) -> HopKey {
-        if self.hops.contains(&key) {
+        // The overflow hop (met in a state file) takes no slot of its own.
+        if self.hops.contains(&key) || is_overflow_hop(&key) {
             return key;
         }
         if admit && self.hops.len() < max_hops {
