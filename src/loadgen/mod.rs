@@ -14,7 +14,7 @@
 //!   everything sent was analyzed); the latency of API requests during the run.
 //! * [`report`]: what [`run`] measured, printable, and the [`Problem`]s that
 //!   should fail a load test.
-//! * [`soak`]: hours at half of the daemon's capacity with one row of
+//! * [`mod@soak`]: hours at half of the daemon's capacity with one row of
 //!   measurements per interval and a [`Verdict`] on whether it held steady;
 //!   `child` runs the daemon it soaks.
 
