@@ -223,7 +223,8 @@ struct LoadgenArgs {
     #[arg(long, value_name = "SPANS", default_value_t = 512)]
     batch: usize,
 
-    /// Target rate over all connections [default: as fast as the daemon answers]
+    /// Target rate over all connections [default: as fast as the daemon
+    /// answers; with --soak, half of its capacity measured first]
     #[arg(long, value_name = "SPANS_PER_SEC")]
     rate: Option<f64>,
 
