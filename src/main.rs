@@ -46,7 +46,7 @@ enum Command {
     /// against raw prost decoding, and API latency under load. Exits non-zero if
     /// the daemon refused or lost spans, did not finish analyzing, or an API
     /// probe failed.
-    Loadgen(LoadgenArgs),
+    Loadgen(Box<LoadgenArgs>),
     /// Run the daemon with small instrumented services in process (gateway →
     /// frontend → orders → inventory, or services over real SQLite pools,
     /// exporting OTLP to it), drive a scenario's requests through them, and
@@ -223,11 +223,12 @@ struct LoadgenArgs {
     #[arg(long, value_name = "SPANS", default_value_t = 512)]
     batch: usize,
 
-    /// Target rate over all connections [default: as fast as the daemon answers]
+    /// Target rate over all connections [default: as fast as the daemon
+    /// answers; with --soak, half of its capacity measured first]
     #[arg(long, value_name = "SPANS_PER_SEC")]
     rate: Option<f64>,
 
-    /// How long to send [default: 10s unless --spans is given]
+    /// How long to send [default: 10s unless --spans is given; 60m with --soak]
     #[arg(long, value_name = "DURATION", conflicts_with = "spans")]
     duration: Option<HumanDuration>,
 
@@ -259,6 +260,11 @@ struct LoadgenArgs {
     /// Fraction of traces with one slow database call (500 ms to 2 s)
     #[arg(long, value_name = "F", default_value_t = Shape::default().slow_db_fraction)]
     slow_db_fraction: f64,
+
+    /// Replicas of each service, each its own service.instance.id; every
+    /// request carries one replica per service
+    #[arg(long, value_name = "N", default_value_t = Shape::default().instances)]
+    instances: usize,
 
     /// Seed of the generated traces and ids
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -318,6 +324,48 @@ struct LoadgenArgs {
     /// No progress line every second on stderr
     #[arg(long)]
     quiet: bool,
+
+    /// Soak test: start `hopscope serve` (this binary, its defaults, the
+    /// write-ahead log in a temporary data directory), measure its capacity
+    /// flat out (unless --rate), send at half of it for --duration, print a
+    /// row of measurements every --report-every, and fail if RSS grows after
+    /// --warm-up by more than 10 % + 16 MiB or exceeds --memory-limit-mib, if
+    /// any span is dropped or refused, or if the findings change
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "endpoint", "spans", "daemon_pid", "api", "wait_analysis",
+            "decode_baseline", "probe_api", "allow_refused",
+        ]
+    )]
+    soak: bool,
+
+    /// With --soak: one row per this long
+    #[arg(long, value_name = "DURATION", default_value = "1m", requires = "soak")]
+    report_every: HumanDuration,
+
+    /// With --soak: the rows after which RSS must plateau and the findings
+    /// stay as they are [default: a quarter of --duration]
+    #[arg(long, value_name = "DURATION", requires = "soak")]
+    warm_up: Option<HumanDuration>,
+
+    /// With --soak and no --rate: how long capacity is measured flat out
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "soak"
+    )]
+    capacity_for: HumanDuration,
+
+    /// With --soak: the daemon's --memory-limit-mib, which its RSS must stay
+    /// under
+    #[arg(long, value_name = "MIB", default_value_t = 512, requires = "soak")]
+    memory_limit_mib: usize,
+
+    /// With --soak: also write the rows to this CSV file
+    #[arg(long, value_name = "FILE", requires = "soak")]
+    out: Option<PathBuf>,
 }
 
 impl LoadgenArgs {
@@ -332,7 +380,11 @@ impl LoadgenArgs {
         let until = match (self.spans, self.duration) {
             (Some(spans), _) => Until::Spans(spans),
             (None, Some(HumanDuration(d))) => Until::Elapsed(d),
-            (None, None) => Until::Elapsed(std::time::Duration::from_secs(10)),
+            (None, None) => Until::Elapsed(std::time::Duration::from_secs(if self.soak {
+                3600
+            } else {
+                10
+            })),
         };
         loadgen::Options {
             endpoint,
@@ -348,6 +400,7 @@ impl LoadgenArgs {
                 fan_out: self.fan_out,
                 error_fraction: self.error_fraction,
                 slow_db_fraction: self.slow_db_fraction,
+                instances: self.instances,
             },
             seed: self.seed,
             retries: self.retries,
@@ -399,7 +452,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?
-            .block_on(load(args)),
+            .block_on(load(*args)),
         Command::Healthcheck(args) => {
             let file = Settings::from_optional_file(args.config.as_deref())?;
             let settings = Settings {
@@ -568,6 +621,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn load(args: LoadgenArgs) -> anyhow::Result<()> {
+    if args.soak {
+        return soak(args).await;
+    }
     let quiet = args.quiet;
     let report = loadgen::run(&args.options(), |progress| {
         if !quiet {
@@ -582,6 +638,97 @@ async fn load(args: LoadgenArgs) -> anyhow::Result<()> {
         anyhow::bail!("{}", list.join("; "));
     }
     Ok(())
+}
+
+/// `hopscope loadgen --soak`: the rows as a Markdown table on stdout (and in
+/// CSV to `--out`), the verdict last.
+async fn soak(args: LoadgenArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let load = args.options();
+    let Until::Elapsed(duration) = load.until else {
+        anyhow::bail!("--soak runs for a --duration");
+    };
+    let opts = loadgen::SoakOptions {
+        binary: std::env::current_exe().context("cannot find this binary to run its `serve`")?,
+        memory_limit_mib: args.memory_limit_mib,
+        duration,
+        report_every: args.report_every.0,
+        warm_up: args.warm_up.map(|w| w.0),
+        rate: args.rate,
+        capacity_for: args.capacity_for.0,
+        load,
+    };
+    let mut out = match &args.out {
+        Some(path) => {
+            let mut file = std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            writeln!(file, "{}", loadgen::Row::CSV_HEADER)?;
+            Some((path, file))
+        }
+        None => None,
+    };
+    let mut written = Ok(());
+    // On SIGTERM or Ctrl-C the soak is dropped: its daemon is killed and its
+    // data directory removed.
+    let interrupted = shutdown_signal()?;
+    let soaked = loadgen::soak(&opts, |event| {
+        match event {
+        loadgen::SoakEvent::Started { pid, data_dir } => println!(
+            "daemon: pid {pid}, data directory {}, memory limit {} MiB",
+            data_dir.display(),
+            opts.memory_limit_mib
+        ),
+        loadgen::SoakEvent::Capacity { report, capacity } => {
+            print!("{report}");
+            println!(
+                "capacity: {:.0} spans/s (ingest and analysis on every core, at most the \
+                 acknowledged rate)",
+                capacity
+            );
+        }
+        loadgen::SoakEvent::Soaking { rate, warm_up_rows } => println!(
+            "soak: {rate:.0} spans/s for {} s, a row every {} s, warm-up {warm_up_rows} row(s)\n\n{}",
+            duration.as_secs(),
+            opts.report_every.as_secs(),
+            loadgen::Row::HEADER
+        ),
+        loadgen::SoakEvent::Row(row) => {
+            println!("{row}");
+            if let Some((path, file)) = &mut out {
+                if written.is_ok() {
+                    written = writeln!(file, "{}", row.csv())
+                        .with_context(|| format!("cannot write {}", path.display()));
+                }
+            }
+        }
+    }
+    });
+    let report = tokio::select! {
+        report = soaked => report?,
+        () = interrupted => anyhow::bail!("soak interrupted"),
+    };
+    written?;
+    let verdict = &report.verdict;
+    if let Some(warm) = report.rows.get(verdict.warm_up_row) {
+        println!(
+            "\nwarm-up: until minute {:.2} (row {})",
+            warm.elapsed.as_secs_f64() / 60.0,
+            verdict.warm_up_row + 1
+        );
+    }
+    if verdict.passed() {
+        println!(
+            "verdict: passed (RSS after the warm-up within +{:.0} % + {} MiB, under {} MiB; \
+             nothing dropped or refused; findings stable)",
+            loadgen::soak::RSS_GROWTH_SHARE * 100.0,
+            loadgen::soak::RSS_GROWTH_KIB / 1024,
+            opts.memory_limit_mib
+        );
+        return Ok(());
+    }
+    let list: Vec<String> = verdict.problems.iter().map(ToString::to_string).collect();
+    println!("verdict: FAILED");
+    anyhow::bail!("soak failed: {}", list.join("; "));
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

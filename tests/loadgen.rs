@@ -1,7 +1,8 @@
 //! `hopscope loadgen` against a daemon on ephemeral ports: every span sent is
 //! acknowledged, counted and analyzed in traces of the generated shape; waiting
 //! for analysis, the ratio to raw decoding and API latency probes; OTLP/HTTP
-//! against a stand-in receiver that refuses once; the binary's flags.
+//! against a stand-in receiver that refuses once; the binary's flags; the soak
+//! test against the daemon it starts, passing and failing.
 
 mod harness;
 
@@ -444,6 +445,13 @@ fn help_documents_every_flag() {
         "--probe-interval",
         "--allow-refused",
         "--quiet",
+        "--instances",
+        "--soak",
+        "--report-every",
+        "--warm-up",
+        "--capacity-for",
+        "--memory-limit-mib",
+        "--out",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
@@ -470,4 +478,111 @@ fn help_documents_every_flag() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "--spans and --duration conflict");
+
+    // A soak starts its own daemon; its flags need --soak.
+    for conflict in [
+        &["--soak", "--endpoint", "http://127.0.0.1:9"][..],
+        &["--soak", "--spans", "10"],
+        &["--out", "rows.csv"],
+    ] {
+        let out = hopscope().arg("loadgen").args(conflict).output().unwrap();
+        assert!(!out.status.success(), "{conflict:?} should be refused");
+    }
+    let out = hopscope()
+        .args(["loadgen", "--soak", "--duration", "60s", "--warm-up", "60s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("must leave at least one report interval"),
+        "{err}"
+    );
+}
+
+/// Runs `hopscope loadgen --soak` with `args` and CSV rows to a file: its
+/// success, stdout and the CSV.
+async fn soak(args: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("rows.csv");
+    let mut command = hopscope();
+    command
+        .args(["loadgen", "--soak", "--connections", "2", "--out"])
+        .arg(&csv)
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let rows = std::fs::read_to_string(&csv).unwrap_or_default();
+    (out.status.success(), stdout, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_at_a_steady_rate_passes_and_reports_every_interval() {
+    // Shorter than the daemon's 10 s trace idle: nothing is analyzed yet, so
+    // the trace store is as full as it gets from the first row on.
+    let (passed, stdout, csv) = soak(&[
+        "--rate",
+        "1000",
+        "--duration",
+        "8s",
+        "--report-every",
+        "2s",
+        "--warm-up",
+        "4s",
+    ])
+    .await;
+    assert!(passed, "{stdout}");
+    assert!(stdout.contains("soak: 1000 spans/s for 8 s, a row every 2 s, warm-up 2 row(s)"));
+    assert!(
+        stdout.contains("| minute | RSS MiB | buffered spans |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verdict: passed"), "{stdout}");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(hopscope::loadgen::Row::CSV_HEADER));
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| {
+            l.split(',')
+                .map(|v| v.parse().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for (i, row) in rows.iter().enumerate() {
+        assert!((row[0] * 60.0 - 2.0 * (i + 1) as f64).abs() < 1.0, "{csv}");
+        // The daemon's RSS, names, stored traces, the log on disk, the
+        // acknowledged rate, both p99s; nothing dropped.
+        assert!(row[1] > 1.0 && row[3] > 0.0 && row[5] > 0.0, "{csv}");
+        assert!((500.0..1500.0).contains(&row[6]), "{csv}");
+        assert!(row[7] > 0.0 && row[8] > 0.0, "{csv}");
+        assert_eq!((row[9], row[10]), (0.0, 0.0), "{csv}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_fails_when_the_daemon_refuses_spans_or_outgrows_its_memory_limit() {
+    // A 1 MiB budget: the daemon refuses exports (retryably) and its RSS is
+    // over the limit from the start.
+    let (passed, stdout, csv) = soak(&[
+        "--rate",
+        "2000",
+        "--duration",
+        "4s",
+        "--report-every",
+        "2s",
+        "--memory-limit-mib",
+        "1",
+        "--retries",
+        "0",
+    ])
+    .await;
+    assert!(!passed, "{stdout}");
+    assert!(stdout.contains("verdict: FAILED"), "{stdout}");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let last: Vec<&str> = csv.lines().last().unwrap().split(',').collect();
+    assert_ne!(last[10], "0", "dropped + refused: {csv}");
 }

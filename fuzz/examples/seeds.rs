@@ -30,6 +30,7 @@ fn main() {
             fan_out,
             error_fraction: 0.3,
             slow_db_fraction: 0.3,
+            instances: 1,
         };
         let mut generator = Generator::new(i as u64, shape).expect("valid shape");
         let request = generator.request(64, 1_700_000_000_000_000_000);

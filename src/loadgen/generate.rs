@@ -6,7 +6,10 @@
 //! CLIENT span. Calls are sequential at even levels and concurrent at odd ones.
 //! Every span has about ten attributes with semantic-convention keys and values
 //! of realistic length (URLs, user agents, parameterized SQL as ORMs send it and
-//! some with literal values).
+//! some with literal values: [`LITERAL_DIGITS`]-digit numbers, which
+//! `template.rs` renews for every request sent). Each service runs
+//! [`Shape::instances`] replicas, each its own resource (`service.instance.id`,
+//! `k8s.pod.name`); every request picks one replica per service.
 //!
 //! A fraction of traces time out: the deepest call of one path waits on a stuck
 //! query until its deadline (CLIENT span `context deadline exceeded`, gRPC status
@@ -30,6 +33,14 @@ const DEADLINE: u64 = 1_000 * MS;
 /// Largest trace a [`Shape`] may describe.
 pub const MAX_SPANS_PER_TRACE: usize = 10_000;
 
+/// Most replicas a service of a [`Shape`] may run.
+pub const MAX_INSTANCES: usize = 64;
+
+/// Digits of every literal number in a generated statement (`WHERE id = 123456`):
+/// a fixed width, so that a template can renew them in place. No other run of
+/// this many digits occurs in a statement.
+pub const LITERAL_DIGITS: usize = 6;
+
 /// What the generated traces look like.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
@@ -43,11 +54,14 @@ pub struct Shape {
     pub error_fraction: f64,
     /// Fraction of traces (0 to 1) with one slow database call (500 ms to 2 s).
     pub slow_db_fraction: f64,
+    /// Replicas of each service (1 to [`MAX_INSTANCES`]), each its own
+    /// `service.instance.id`; a request carries one replica per service.
+    pub instances: usize,
 }
 
 impl Default for Shape {
-    /// 8 services, 2 levels of 3 calls: 37 spans per trace; 1 % of traces time
-    /// out and 2 % have a slow query.
+    /// 8 services of 3 replicas, 2 levels of 3 calls: 37 spans per trace; 1 %
+    /// of traces time out and 2 % have a slow query.
     fn default() -> Self {
         Shape {
             services: 8,
@@ -55,6 +69,7 @@ impl Default for Shape {
             fan_out: 3,
             error_fraction: 0.01,
             slow_db_fraction: 0.02,
+            instances: 3,
         }
     }
 }
@@ -114,6 +129,12 @@ impl Shape {
                 self.spans_per_trace()
             )));
         }
+        if !(1..=MAX_INSTANCES).contains(&self.instances) {
+            return Err(ShapeError(format!(
+                "instances must be within 1 and {MAX_INSTANCES}, not {}",
+                self.instances
+            )));
+        }
         fraction("error fraction", self.error_fraction)?;
         fraction("slow DB fraction", self.slow_db_fraction)
     }
@@ -139,7 +160,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 
@@ -465,43 +486,49 @@ const GENERIC: ServiceSpec = ServiceSpec {
 struct Service {
     spec: &'static ServiceSpec,
     host: String,
-    resource: Resource,
+    /// One per replica.
+    resources: Vec<Resource>,
     scope: InstrumentationScope,
 }
 
 impl Service {
-    fn new(index: usize) -> Self {
+    fn new(index: usize, instances: usize) -> Self {
         let (spec, name) = match CATALOG.get(index) {
             Some(spec) => (spec, spec.name.to_owned()),
             None => (&GENERIC, format!("service-{index}")),
         };
         let host = format!("{name}.shop.svc.cluster.local");
-        let pod = format!("{name}-7d9f8c6b5-{:05x}", index * 7919 % 0xfffff);
-        let resource = Resource {
-            attributes: vec![
-                kv("service.name", text(&name)),
-                kv("service.namespace", text("shop")),
-                kv(
-                    "service.version",
-                    text(format!("1.{}.{}", 4 + index % 9, index % 5)),
-                ),
-                kv("service.instance.id", text(&pod)),
-                kv("deployment.environment.name", text("production")),
-                kv("telemetry.sdk.name", text("opentelemetry")),
-                kv("telemetry.sdk.language", text(spec.language)),
-                kv("telemetry.sdk.version", text("1.38.0")),
-                kv("k8s.pod.name", text(&pod)),
-                kv("k8s.namespace.name", text("shop")),
-                kv(
-                    "host.name",
-                    text(format!(
-                        "ip-10-40-{}-{}.eu-west-1.compute.internal",
-                        index % 8,
-                        10 + index
-                    )),
-                ),
-            ],
-            ..Default::default()
+        let resource = |replica: usize| {
+            let pod = format!(
+                "{name}-7d9f8c6b5-{:05x}",
+                (index * 7919 + replica * 104_729) % 0xfffff
+            );
+            Resource {
+                attributes: vec![
+                    kv("service.name", text(&name)),
+                    kv("service.namespace", text("shop")),
+                    kv(
+                        "service.version",
+                        text(format!("1.{}.{}", 4 + index % 9, index % 5)),
+                    ),
+                    kv("service.instance.id", text(&pod)),
+                    kv("deployment.environment.name", text("production")),
+                    kv("telemetry.sdk.name", text("opentelemetry")),
+                    kv("telemetry.sdk.language", text(spec.language)),
+                    kv("telemetry.sdk.version", text("1.38.0")),
+                    kv("k8s.pod.name", text(&pod)),
+                    kv("k8s.namespace.name", text("shop")),
+                    kv(
+                        "host.name",
+                        text(format!(
+                            "ip-10-40-{}-{}.eu-west-1.compute.internal",
+                            (index + replica) % 8,
+                            10 + index
+                        )),
+                    ),
+                ],
+                ..Default::default()
+            }
         };
         let scope = InstrumentationScope {
             name: format!("opentelemetry-instrumentation-{}", spec.language),
@@ -511,7 +538,7 @@ impl Service {
         Service {
             spec,
             host,
-            resource,
+            resources: (0..instances).map(resource).collect(),
             scope,
         }
     }
@@ -570,6 +597,9 @@ struct TraceBuild {
 /// Generates traces of a [`Shape`]; see the module documentation.
 pub struct Generator {
     rng: Rng,
+    /// Picks each request's replicas (apart, so the traces do not depend on
+    /// the number of replicas).
+    replicas: Rng,
     shape: Shape,
     services: Vec<Service>,
 }
@@ -580,7 +610,10 @@ impl Generator {
         shape.validate()?;
         Ok(Generator {
             rng: Rng::new(seed),
-            services: (0..shape.services).map(Service::new).collect(),
+            replicas: Rng::new(!seed),
+            services: (0..shape.services)
+                .map(|i| Service::new(i, shape.instances))
+                .collect(),
             shape,
         })
     }
@@ -596,7 +629,8 @@ impl Generator {
     }
 
     /// One export request with whole traces, `spans` rounded up to a whole trace,
-    /// one `ResourceSpans` per service as an SDK or a collector batches them. The
+    /// one `ResourceSpans` per service (one of its replicas) as an SDK or a
+    /// collector batches them. The
     /// first trace starts at `start_ns`, the others within the next few
     /// milliseconds; spans come children first, in the order they end.
     pub fn request(&mut self, spans: usize, start_ns: u64) -> ExportTraceServiceRequest {
@@ -613,7 +647,11 @@ impl Generator {
                 .zip(&self.services)
                 .filter(|(spans, _)| !spans.is_empty())
                 .map(|(spans, service)| ResourceSpans {
-                    resource: Some(service.resource.clone()),
+                    resource: Some(
+                        service.resources
+                            [self.replicas.below(service.resources.len() as u64) as usize]
+                            .clone(),
+                    ),
                     scope_spans: vec![ScopeSpans {
                         scope: Some(service.scope.clone()),
                         spans,
@@ -1023,9 +1061,7 @@ impl Generator {
         let spec = self.services[svc].spec;
         let query = rng.pick(spec.queries);
         let statement = if query.text.contains("{n}") {
-            query
-                .text
-                .replace("{n}", &(10_000 + rng.below(990_000)).to_string())
+            query.text.replace("{n}", &literal(rng).to_string())
         } else {
             query.text.to_owned()
         };
@@ -1071,6 +1107,12 @@ impl Generator {
             error,
         );
     }
+}
+
+/// A literal number of [`LITERAL_DIGITS`] digits for a statement.
+pub(super) fn literal(rng: &mut Rng) -> u64 {
+    const LOW: u64 = 10u64.pow(LITERAL_DIGITS as u32 - 1);
+    LOW + rng.below(9 * LOW)
 }
 
 /// A gRPC span's status code and error message.
@@ -1203,6 +1245,60 @@ mod tests {
             .filter(|s| s.end_time_unix_nano - s.start_time_unix_nano >= 500 * MS)
             .count();
         assert_eq!(slow, 1);
+    }
+
+    #[test]
+    fn requests_rotate_over_the_replicas_and_literals_have_a_fixed_width() {
+        let mut gen = Generator::new(11, Shape::default()).unwrap();
+        let mut instances = std::collections::HashSet::new();
+        let mut statements = 0;
+        for _ in 0..20 {
+            let req = gen.request(512, 0);
+            for rs in &req.resource_spans {
+                let attrs = &rs.resource.as_ref().unwrap().attributes;
+                let value = |key: &str| {
+                    attrs
+                        .iter()
+                        .find(|kv| kv.key == key)
+                        .and_then(|kv| kv.value.clone())
+                };
+                // The pod is the instance.
+                assert_eq!(value("service.instance.id"), value("k8s.pod.name"));
+                instances.insert(format!("{:?}", value("service.instance.id")));
+            }
+            for span in spans(&req) {
+                if let Some(text) = span
+                    .attributes
+                    .iter()
+                    .find(|kv| kv.key == "db.query.text")
+                    .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                        any_value::Value::StringValue(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                {
+                    statements += 1;
+                    for run in text.split(|c: char| !c.is_ascii_digit()) {
+                        assert!(run.len() < LITERAL_DIGITS || run.len() == LITERAL_DIGITS);
+                    }
+                }
+            }
+        }
+        // 8 services of 3 replicas each.
+        assert_eq!(instances.len(), 24);
+        assert!(statements > 1000);
+        // Only literals are that long: no statement's constant is.
+        for query in CATALOG.iter().chain([&GENERIC]).flat_map(|s| s.queries) {
+            assert!(query
+                .text
+                .split(|c: char| !c.is_ascii_digit())
+                .all(|run| run.len() < LITERAL_DIGITS));
+        }
+        assert!(Shape {
+            instances: 0,
+            ..Shape::default()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

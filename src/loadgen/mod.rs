@@ -14,12 +14,17 @@
 //!   everything sent was analyzed); the latency of API requests during the run.
 //! * [`report`]: what [`run`] measured, printable, and the [`Problem`]s that
 //!   should fail a load test.
+//! * [`mod@soak`]: hours at half of the daemon's capacity with one row of
+//!   measurements per interval and a [`Verdict`] on whether it held steady;
+//!   `child` runs the daemon it soaks.
 
 mod baseline;
+mod child;
 pub mod generate;
 mod probe;
 pub mod report;
 mod send;
+pub mod soak;
 mod template;
 
 use std::sync::Arc;
@@ -33,6 +38,7 @@ pub use baseline::DecodeBaseline;
 pub use generate::{Generator, Shape, ShapeError};
 pub use probe::{AnalysisWait, ApiLatency, DaemonUsage};
 pub use report::{Latency, Problem, Progress, Ratio, Report};
+pub use soak::{soak, Row, SoakEvent, SoakOptions, SoakProblem, SoakReport, Verdict};
 
 use generate::Rng;
 use probe::ApiClient;
@@ -153,6 +159,9 @@ pub enum LoadgenError {
     },
     #[error("cannot use the daemon's API at {url}: {message}")]
     Api { url: String, message: String },
+    /// The daemon a soak runs could not be started, stopped or measured.
+    #[error("the soaked daemon: {0}")]
+    Daemon(String),
 }
 
 impl Options {
@@ -251,28 +260,8 @@ pub async fn run(
         }
     }
     let cpu_before = opts.daemon_pid.map(probe::CpuSample::read).transpose()?;
-    let mut transports = Vec::with_capacity(opts.connections);
-    for _ in 0..opts.connections {
-        transports.push(send::connect(opts).await?);
-    }
-
-    let start = Instant::now();
-    let plan = Arc::new(Plan {
-        templates: templates.into(),
-        start,
-        deadline: match opts.until {
-            Until::Elapsed(d) => Some(start + d),
-            Until::Spans(_) => None,
-        },
-        max_requests: match opts.until {
-            Until::Spans(n) => Some(n.div_ceil(spans_per_request)),
-            Until::Elapsed(_) => None,
-        },
-        rate: opts.rate,
-        retries: opts.retries,
-        next_request: Default::default(),
-        counters: Counters::default(),
-    });
+    let mut senders = Senders::start(opts, templates).await?;
+    let start = senders.plan.start;
     let stop_probes = CancellationToken::new();
     // Should the run end early (an error), the probes end with it.
     let _stop_probes_on_return = stop_probes.clone().drop_guard();
@@ -288,26 +277,12 @@ pub async fn run(
             ))
         })
         .collect();
-    let mut tasks = JoinSet::new();
-    for (i, transport) in transports.into_iter().enumerate() {
-        let rng = Rng::new(opts.seed ^ (0x5eed_0000 + i as u64));
-        tasks.spawn(send::drive(transport, plan.clone(), rng));
-    }
     let second = Duration::from_secs(1);
-    let mut ticker = tokio::time::interval_at(start + second, second);
-    let mut last = (start, plan.counters.snapshot());
-    let mut done = Vec::with_capacity(opts.connections);
-    while !tasks.is_empty() {
-        tokio::select! {
-            Some(finished) = tasks.join_next() => {
-                done.push(finished.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
-            }
-            _ = ticker.tick() => {
-                let now = (Instant::now(), plan.counters.snapshot());
-                progress(&Progress::between(start, &last, &now));
-                last = now;
-            }
-        }
+    let mut last = (start, senders.plan.counters.snapshot());
+    while !senders.run_until(last.0 + second).await {
+        let now = (Instant::now(), senders.plan.counters.snapshot());
+        progress(&Progress::between(start, &last, &now));
+        last = now;
     }
     let elapsed = start.elapsed();
     let daemon = cpu_before.map(|before| before.usage()).transpose()?;
@@ -331,15 +306,9 @@ pub async fn run(
         }
         _ => None,
     };
-    let totals = plan.counters.snapshot();
-    let mut latencies: Vec<Duration> = Vec::new();
-    let mut failures = std::collections::BTreeMap::new();
-    for connection in done {
-        latencies.extend(connection.latencies);
-        for (code, n) in connection.failures {
-            *failures.entry(code).or_insert(0) += n;
-        }
-    }
+    let totals = senders.plan.counters.snapshot();
+    let latencies = senders.plan.take_latencies();
+    let failures = senders.failures();
     Ok(Report {
         protocol: opts.protocol,
         endpoint: opts.endpoint.clone(),
@@ -363,6 +332,82 @@ pub async fn run(
         decode,
         api_latency,
     })
+}
+
+/// One task per connection sending the requests of one [`Plan`].
+struct Senders {
+    plan: Arc<Plan>,
+    tasks: JoinSet<send::Finished>,
+    done: Vec<send::Finished>,
+}
+
+impl Senders {
+    /// Opens `opts.connections` connections and starts sending `templates`
+    /// on them now, until `opts.until`, at `opts.rate`.
+    async fn start(opts: &Options, templates: Vec<Template>) -> Result<Senders, LoadgenError> {
+        let spans_per_request = templates[0].spans();
+        let mut transports = Vec::with_capacity(opts.connections);
+        for _ in 0..opts.connections {
+            transports.push(send::connect(opts).await?);
+        }
+        let start = Instant::now();
+        let plan = Arc::new(Plan {
+            templates: templates.into(),
+            start,
+            deadline: match opts.until {
+                Until::Elapsed(d) => Some(start + d),
+                Until::Spans(_) => None,
+            },
+            max_requests: match opts.until {
+                Until::Spans(n) => Some(n.div_ceil(spans_per_request)),
+                Until::Elapsed(_) => None,
+            },
+            rate: opts.rate,
+            retries: opts.retries,
+            next_request: Default::default(),
+            counters: Counters::default(),
+            latencies: Default::default(),
+        });
+        let mut tasks = JoinSet::new();
+        for (i, transport) in transports.into_iter().enumerate() {
+            let rng = Rng::new(opts.seed ^ (0x5eed_0000 + i as u64));
+            tasks.spawn(send::drive(transport, plan.clone(), rng));
+        }
+        Ok(Senders {
+            done: Vec::with_capacity(opts.connections),
+            plan,
+            tasks,
+        })
+    }
+
+    /// Waits until `at`, or less when every connection finishes first:
+    /// whether they all have.
+    async fn run_until(&mut self, at: Instant) -> bool {
+        let deadline = tokio::time::sleep_until(at);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                finished = self.tasks.join_next() => match finished {
+                    Some(finished) => self.done.push(
+                        finished.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+                    ),
+                    None => return true,
+                },
+                _ = &mut deadline => return self.tasks.is_empty(),
+            }
+        }
+    }
+
+    /// Failed attempts of the finished connections, by code.
+    fn failures(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut failures = std::collections::BTreeMap::new();
+        for connection in &self.done {
+            for (code, n) in &connection.failures {
+                *failures.entry(code.clone()).or_insert(0) += n;
+            }
+        }
+        failures
+    }
 }
 
 /// The requests to cycle through: as many as the budget allows, no more than

@@ -57,7 +57,28 @@ impl CpuSample {
     /// The usage since this sample.
     pub(super) fn usage(self) -> Result<DaemonUsage, LoadgenError> {
         let ticks = cpu_ticks(self.pid)?;
-        let status = read(self.pid, "status")?;
+        let memory = Memory::read(self.pid)?;
+        Ok(DaemonUsage {
+            pid: self.pid,
+            cpu_seconds: ticks.saturating_sub(self.ticks) as f64 / CLOCK_TICKS_PER_SEC,
+            peak_rss_kib: memory.peak_rss_kib,
+            rss_kib: memory.rss_kib,
+        })
+    }
+}
+
+/// A process's resident memory, from `/proc/PID/status`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Memory {
+    /// `VmRSS`, in KiB.
+    pub(super) rss_kib: u64,
+    /// `VmHWM`, in KiB.
+    pub(super) peak_rss_kib: u64,
+}
+
+impl Memory {
+    pub(super) fn read(pid: u32) -> Result<Memory, LoadgenError> {
+        let status = read(pid, "status")?;
         let kib = |key: &str| {
             status
                 .lines()
@@ -65,11 +86,9 @@ impl CpuSample {
                 .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
                 .unwrap_or(0)
         };
-        Ok(DaemonUsage {
-            pid: self.pid,
-            cpu_seconds: ticks.saturating_sub(self.ticks) as f64 / CLOCK_TICKS_PER_SEC,
-            peak_rss_kib: kib("VmHWM:"),
+        Ok(Memory {
             rss_kib: kib("VmRSS:"),
+            peak_rss_kib: kib("VmHWM:"),
         })
     }
 }
@@ -161,14 +180,18 @@ impl ApiClient {
     }
 
     /// `GET /api/v1/stats`, parsed.
-    async fn stats(&mut self) -> Result<Value, LoadgenError> {
-        const PATH: &str = "/api/v1/stats";
-        let url = self.url(PATH);
+    pub(super) async fn stats(&mut self) -> Result<Value, LoadgenError> {
+        self.json("/api/v1/stats").await
+    }
+
+    /// GETs `path`: its JSON answer, or an error unless it is a 2xx with JSON.
+    pub(super) async fn json(&mut self, path: &str) -> Result<Value, LoadgenError> {
+        let url = self.url(path);
         let failed = |message: String| LoadgenError::Api {
             url: url.clone(),
             message,
         };
-        let (status, body) = self.get(PATH).await.map_err(failed)?;
+        let (status, body) = self.get(path).await.map_err(failed)?;
         if !status.is_success() {
             return Err(failed(format!(
                 "HTTP {status}: {}",
@@ -179,7 +202,7 @@ impl ApiClient {
     }
 
     /// A number in the stats, or an error naming it.
-    fn number(&self, stats: &Value, pointer: &str) -> Result<u64, LoadgenError> {
+    pub(super) fn number(&self, stats: &Value, pointer: &str) -> Result<u64, LoadgenError> {
         stats
             .pointer(pointer)
             .and_then(Value::as_u64)

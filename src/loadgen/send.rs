@@ -60,6 +60,15 @@ pub(super) struct Plan {
     /// The next request's number.
     pub(super) next_request: AtomicU64,
     pub(super) counters: Counters,
+    /// Of each successful export not yet taken.
+    pub(super) latencies: parking_lot::Mutex<Vec<Duration>>,
+}
+
+impl Plan {
+    /// The latencies of the successful exports since the last call.
+    pub(super) fn take_latencies(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.latencies.lock())
+    }
 }
 
 /// Running totals over all connections.
@@ -107,10 +116,8 @@ fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
-/// What one connection measured.
+/// What one connection measured (its latencies are in [`Plan::latencies`]).
 pub(super) struct Finished {
-    /// Of each successful export.
-    pub(super) latencies: Vec<Duration>,
     /// Failed attempts by gRPC status or HTTP status or cause.
     pub(super) failures: BTreeMap<String, u64>,
 }
@@ -351,7 +358,6 @@ fn now_ns() -> u64 {
 /// stamp its template, send it (again, while retryable), count.
 pub(super) async fn drive(mut transport: Transport, plan: Arc<Plan>, mut rng: Rng) -> Finished {
     let mut finished = Finished {
-        latencies: Vec::new(),
         failures: BTreeMap::new(),
     };
     let c = &plan.counters;
@@ -381,7 +387,7 @@ pub(super) async fn drive(mut transport: Transport, plan: Arc<Plan>, mut rng: Rn
             let sent_at = Instant::now();
             match transport.export(body.clone()).await {
                 Ok(rejected) => {
-                    finished.latencies.push(sent_at.elapsed());
+                    plan.latencies.lock().push(sent_at.elapsed());
                     let rejected = rejected.min(spans);
                     add(&c.accepted, spans - rejected);
                     add(&c.refused, rejected);

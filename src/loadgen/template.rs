@@ -4,16 +4,18 @@
 //! every trace id, span id, parent span id and timestamp in it. Those fields have
 //! a fixed size on the wire (ids are 16 or 8 bytes, times are `fixed64`), so
 //! [`Template::stamp`] copies the bytes and rewrites them in place: ids XORed
-//! with a random mask (the tree stays intact; every trace gets new ids) and
-//! times shifted so that the last span ends now. A send costs a copy and a few
-//! thousand small writes instead of building and encoding ~500 spans.
+//! with a random mask (the tree stays intact; every trace gets new ids), times
+//! shifted so that the last span ends now, and the literal numbers of the
+//! statements (`db.query.text`, always [`LITERAL_DIGITS`] digits) drawn anew,
+//! as an application's queries differ per request. A send costs a copy and a
+//! few thousand small writes instead of building and encoding ~500 spans.
 
 use std::ops::Range;
 
 use bytes::Bytes;
 use prost::Message;
 
-use super::generate::{Generator, Rng};
+use super::generate::{literal, Generator, Rng, LITERAL_DIGITS};
 
 /// Where generated traces start before they are shifted to "now" (2020-09-13).
 const BASE_NS: u64 = 1_600_000_000_000_000_000;
@@ -24,6 +26,8 @@ pub(super) struct Template {
     trace_ids: Vec<usize>,
     span_ids: Vec<usize>,
     times: Vec<usize>,
+    /// Where each statement's literal numbers start.
+    literals: Vec<usize>,
     last_end: u64,
     spans: u64,
 }
@@ -39,13 +43,14 @@ impl Template {
             trace_ids: Vec::new(),
             span_ids: Vec::new(),
             times: Vec::new(),
+            literals: Vec::new(),
             last_end: 0,
             spans: 0,
             bytes: Bytes::new(),
         };
         // ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.scope_spans = 2,
         // ScopeSpans.spans = 2; a Span's trace_id = 1, span_id = 2,
-        // parent_span_id = 4, start and end time = 7 and 8.
+        // parent_span_id = 4, start and end time = 7 and 8, attributes = 9.
         for (_, rs) in fields(&bytes, 0..bytes.len()).filter(|f| f.0 == 1) {
             for (_, ss) in fields(&bytes, rs).filter(|f| f.0 == 2) {
                 for (_, span) in fields(&bytes, ss).filter(|f| f.0 == 2) {
@@ -61,6 +66,7 @@ impl Template {
                                     u64::from_le_bytes(bytes[start..end].try_into().unwrap());
                                 t.last_end = t.last_end.max(time);
                             }
+                            (9, _) => t.literals.extend(statement_literals(&bytes, at)),
                             _ => {}
                         }
                     }
@@ -110,8 +116,46 @@ impl Template {
             let time = u64::from_le_bytes((&*slot).try_into().unwrap());
             slot.copy_from_slice(&time.wrapping_add(shift).to_le_bytes());
         }
+        for &at in &self.literals {
+            let digits = literal(rng).to_string();
+            out[at..at + LITERAL_DIGITS].copy_from_slice(digits.as_bytes());
+        }
         out.into()
     }
+}
+
+/// The start of every literal number in the value of a `db.query.text`
+/// attribute (a `KeyValue` at `kv`: key = 1, value = 2; `AnyValue`'s
+/// string = 1): each run of exactly [`LITERAL_DIGITS`] digits.
+fn statement_literals(buf: &[u8], kv: Range<usize>) -> Vec<usize> {
+    let mut parts = fields(buf, kv);
+    let Some((1, key)) = parts.next() else {
+        return Vec::new();
+    };
+    if &buf[key] != b"db.query.text" {
+        return Vec::new();
+    }
+    let Some(text) = parts
+        .find(|f| f.0 == 2)
+        .and_then(|(_, value)| fields(buf, value).find(|f| f.0 == 1))
+        .map(|(_, text)| text)
+    else {
+        return Vec::new();
+    };
+    let digits = &buf[text.clone()];
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < digits.len() {
+        let run = digits[i..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if run == LITERAL_DIGITS {
+            out.push(text.start + i);
+        }
+        i += run.max(1);
+    }
+    out
 }
 
 /// The fields of the message at `range` of `buf`: field number and the range of
@@ -179,6 +223,12 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let (before, after) = (spans(&original), spans(&stamped));
+        let statement = |s: &crate::ingest::otlp::trace::v1::Span| {
+            s.attributes
+                .iter()
+                .find(|kv| kv.key == "db.query.text")
+                .map(|kv| format!("{:?}", kv.value))
+        };
         assert_eq!(before.len() as u64, template.spans());
         assert_eq!(before.len(), after.len());
         assert_eq!(after.iter().map(|s| s.end_time_unix_nano).max(), Some(now));
@@ -192,10 +242,32 @@ mod tests {
                 a.end_time_unix_nano - a.start_time_unix_nano,
                 b.end_time_unix_nano - b.start_time_unix_nano
             );
-            assert_eq!(
-                (a.name.as_str(), &a.attributes),
-                (b.name.as_str(), &b.attributes)
-            );
+            assert_eq!(a.name, b.name);
+            // Statements keep their text but for new literals.
+            let (sa, sb) = (statement(a), statement(b));
+            let literal_free = |s: &Option<String>| {
+                s.as_ref()
+                    .map(|s| s.replace(|c: char| c.is_ascii_digit(), "#"))
+            };
+            assert_eq!(literal_free(&sa), literal_free(&sb));
+            let others = |s: &crate::ingest::otlp::trace::v1::Span| {
+                s.attributes
+                    .iter()
+                    .filter(|kv| kv.key != "db.query.text")
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(others(a), others(b));
         }
+        let changed = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| statement(a) != statement(b))
+            .count();
+        assert!(
+            changed == template.literals.len() && changed > 10,
+            "{changed} of {} literals renewed",
+            template.literals.len()
+        );
     }
 }
