@@ -22,7 +22,6 @@ const ID_TRACES: u64 = 20_000;
 /// Single-span traces of `catalog` whose names carry no digits (nothing to fold).
 const WORD_TRACES: u64 = 1_000;
 const MAX_ENTRIES: u64 = 50;
-const START_NS: u64 = 1_700_000_000_000_000_000;
 
 fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -43,8 +42,8 @@ fn span(n: u64, id: u64, parent: Option<u64>, name: String, kind: i32) -> Span {
             .into(),
         name,
         kind,
-        start_time_unix_nano: START_NS,
-        end_time_unix_nano: START_NS + 10_000_000,
+        start_time_unix_nano: harness::base_ns(),
+        end_time_unix_nano: harness::base_ns() + 10_000_000,
         ..Default::default()
     }
 }

@@ -104,6 +104,7 @@ fn hex(id: [u8; 16]) -> String {
 /// attributes, so that its record needs pages of its own (tmpfs allocates
 /// whole pages: a small record could still fit in the segment's last one).
 fn request(n: u8) -> ExportTraceServiceRequest {
+    let start = harness::base_ns();
     let spans = (0..SPANS as u64)
         .map(|s| Span {
             trace_id: trace_id(n).to_vec().into(),
@@ -115,8 +116,8 @@ fn request(n: u8) -> ExportTraceServiceRequest {
             },
             name: format!("op-{s}"),
             kind: 2,
-            start_time_unix_nano: 1_700_000_000_000_000_000 + s * 1_000,
-            end_time_unix_nano: 1_700_000_000_010_000_000 - s * 1_000,
+            start_time_unix_nano: start + s * 1_000,
+            end_time_unix_nano: start + 10_000_000 - s * 1_000,
             attributes: vec![text("payload", format!("{s}{}", "x".repeat(3 << 10)))],
             ..Default::default()
         })
