@@ -96,7 +96,7 @@ impl TimeBounds {
                 *count += 1;
                 if reasons.len() < MAX_REASONS {
                     reasons.push(format!(
-                        "trace {trace_id} span {}: ends at {}, more than {} {side} the receiver's clock ({})",
+                        "trace {trace_id} span {}: ends at {}, more than {} {side} the clock ({})",
                         s.span_id,
                         rfc3339(s.end_ns),
                         humantime::format_duration(bound),
