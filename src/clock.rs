@@ -23,7 +23,7 @@ pub enum Clock {
     #[default]
     System,
     /// A time that moves only when set (tests; `hopscope analyze`, where now
-    /// is the time the files' spans reach).
+    /// is the files' own time: as far as the spans it keeps reach).
     Manual(Arc<AtomicU64>),
 }
 

@@ -162,7 +162,8 @@ pub struct Settings {
     pub aggregate_max_hops: Option<usize>,
     /// Spans ending more than this after the daemon's clock are refused
     /// through OTLP partial success and counted, as are spans ending more
-    /// than `aggregate_retention` before it [default: 1h]
+    /// than `aggregate_retention` before it (`hopscope analyze --config`
+    /// leaves such spans out by the files' own time) [default: 1h]
     #[arg(long, env = "HOPSCOPE_FUTURE_SKEW", value_name = "DURATION")]
     #[serde(serialize_with = "as_text")]
     pub future_skew: Option<HumanDuration>,
