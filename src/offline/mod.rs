@@ -237,6 +237,11 @@ struct EndTimes {
     sample: Vec<u64>,
     stride: u64,
     seen: u64,
+    /// The bulk last found, and the spans seen then: it is found again only
+    /// once they have grown by a 64th, so a small `--max-buffered-spans`,
+    /// which analyzes a few traces early after every record, does not sort
+    /// the sample each time.
+    found: Option<(u64, Option<(u64, u64)>)>,
 }
 
 impl Default for EndTimes {
@@ -245,6 +250,7 @@ impl Default for EndTimes {
             sample: Vec::new(),
             stride: 1,
             seen: 0,
+            found: None,
         }
     }
 }
@@ -271,7 +277,19 @@ impl EndTimes {
     /// [`FENCE`] interquartile ranges of the quartiles. A week of traffic is
     /// all bulk; a few spans stamped in 2500 or at the epoch among today's
     /// are not (as long as they are fewer than a quarter of the spans).
-    fn bulk(&self) -> Option<(u64, u64)> {
+    fn bulk(&mut self) -> Option<(u64, u64)> {
+        match self.found {
+            Some((seen, bulk)) if self.seen - seen <= seen / 64 => bulk,
+            _ => {
+                let bulk = self.find_bulk();
+                self.found = Some((self.seen, bulk));
+                bulk
+            }
+        }
+    }
+
+    /// [`EndTimes::bulk`] from the sample as it is.
+    fn find_bulk(&self) -> Option<(u64, u64)> {
         let mut s = self.sample.clone();
         s.sort_unstable();
         let n = s.len();
@@ -750,7 +768,7 @@ mod tests {
             let busy = if h % 24 < 8 { 100 } else { 1_000 };
             (0..busy).map(move |i| TODAY - 7 * 24 * HOUR + h * HOUR + i * HOUR / busy)
         });
-        let e = ends(week);
+        let mut e = ends(week);
         assert!(e.sample.len() <= MAX_END_SAMPLES && e.stride > 1);
         let (oldest, newest) = e.bulk().unwrap();
         assert!(oldest < TODAY - 7 * 24 * HOUR + HOUR, "{oldest}");
@@ -759,7 +777,7 @@ mod tests {
         // Five minutes of today's traffic, one span in 2500 and one at the epoch.
         let year_2500 = 16_725_225_600 * S;
         let today = (0..1_000).map(|i| TODAY + i * 300 * S / 1_000);
-        let e = ends([year_2500, 0].into_iter().chain(today));
+        let mut e = ends([year_2500, 0].into_iter().chain(today));
         assert_eq!(e.bulk(), Some((TODAY, TODAY + 999 * 300 * S / 1_000)));
     }
 }
