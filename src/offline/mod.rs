@@ -618,7 +618,9 @@ impl Session {
         let bounds = TimeBounds {
             future: self.bounds.future,
             // Whole seconds, rounded up: reasons stay readable.
-            past: self.bounds.past + Duration::from_secs((newest - oldest).div_ceil(1_000_000_000)),
+            past: self.bounds.past.saturating_add(Duration::from_secs(
+                (newest - oldest).div_ceil(1_000_000_000),
+            )),
         };
         let spans = std::mem::take(&mut c.spans);
         let mut batch = SpanBatch {
