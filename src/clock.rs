@@ -23,7 +23,7 @@ pub enum Clock {
     #[default]
     System,
     /// A time that moves only when set (tests; `hopscope analyze`, where now
-    /// is the time the files' spans reach).
+    /// is the files' own time: as far as the spans it keeps reach).
     Manual(Arc<AtomicU64>),
 }
 
@@ -96,7 +96,7 @@ impl TimeBounds {
                 *count += 1;
                 if reasons.len() < MAX_REASONS {
                     reasons.push(format!(
-                        "trace {trace_id} span {}: ends at {}, more than {} {side} the receiver's clock ({})",
+                        "trace {trace_id} span {}: ends at {}, more than {} {side} the clock ({})",
                         s.span_id,
                         rfc3339(s.end_ns),
                         humantime::format_duration(bound),

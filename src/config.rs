@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::{HealthRoutes, InvalidThreshold, Thresholds};
-use crate::clock::Clock;
+use crate::clock::{Clock, TimeBounds};
 use crate::listener::ConnLimits;
 pub use crate::store::wal::WalSync;
 
@@ -162,7 +162,8 @@ pub struct Settings {
     pub aggregate_max_hops: Option<usize>,
     /// Spans ending more than this after the daemon's clock are refused
     /// through OTLP partial success and counted, as are spans ending more
-    /// than `aggregate_retention` before it [default: 1h]
+    /// than `aggregate_retention` before it (`hopscope analyze --config`
+    /// leaves such spans out by the files' own time) [default: 1h]
     #[arg(long, env = "HOPSCOPE_FUTURE_SKEW", value_name = "DURATION")]
     #[serde(serialize_with = "as_text")]
     pub future_skew: Option<HumanDuration>,
@@ -355,7 +356,8 @@ impl Settings {
     /// The detectors' thresholds these settings give, validated: the
     /// `[detectors]` section (defaults where it is silent) with
     /// `health_routes`, when set, as `slow_health_check.routes`.
-    /// `hopscope analyze --config` reads only this part of a file.
+    /// `hopscope analyze --config` reads this part of a file, and
+    /// [`Config::time_bounds`].
     pub fn thresholds(&self) -> Result<Thresholds, ConfigError> {
         let mut thresholds = self.detectors.clone().unwrap_or_default();
         if let Some(routes) = &self.health_routes {
@@ -627,6 +629,15 @@ impl TryFrom<Settings> for Config {
 }
 
 impl Config {
+    /// How far from the clock a span may end and still be taken
+    /// (`future_skew`, `aggregate_retention`).
+    pub fn time_bounds(&self) -> TimeBounds {
+        TimeBounds {
+            future: self.future_skew,
+            past: self.aggregate_retention,
+        }
+    }
+
     /// The configuration as a TOML file that `serve --config` reads back to
     /// the same configuration: every setting, the `[detectors]` section with
     /// every threshold. The bearer tokens are not written (a line says

@@ -333,10 +333,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         wal_failing: AtomicBool::new(false),
         durable: durable.clone(),
         clock: store.clock.clone(),
-        bounds: TimeBounds {
-            future: config.future_skew,
-            past: config.aggregate_retention,
-        },
+        bounds: config.time_bounds(),
     });
     let otlp_guard = Guard::new(config.otlp_token.as_deref(), Listener::Otlp, stats.clone());
     let intake = Intake::new(config.body_read_timeout, config.otlp_body_budget_bytes);

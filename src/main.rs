@@ -124,8 +124,10 @@ struct AnalyzeArgs {
     )]
     health_routes: Option<Vec<String>>,
 
-    /// The daemon's TOML config file: its [detectors] thresholds (and
-    /// health_routes) apply, its other keys are ignored; --health-routes wins
+    /// The daemon's TOML config file: its [detectors] thresholds,
+    /// health_routes, future_skew and aggregate_retention apply (spans ending
+    /// that far from the files' own time are left out), its other keys are
+    /// checked as `serve` does and ignored; --health-routes wins
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
 }
@@ -545,7 +547,9 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<i32> {
         health_routes: args.health_routes,
         ..Settings::default()
     };
-    options.analysis.thresholds = flags.or(file).thresholds()?;
+    let config = Config::try_from(flags.or(file))?;
+    options.bounds = config.time_bounds();
+    options.analysis.thresholds = config.detectors;
     let result = offline::run(&inputs, options, report.as_mut(), &mut |read| {
         if let Some(bar) = &bar {
             bar.set_position(read);

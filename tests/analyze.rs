@@ -624,3 +624,108 @@ fn the_daemons_config_file_sets_the_thresholds() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A Jaeger JSON export of two stray spans: one stamped in the year 2500 in
+/// a HotROD trace (under its root), one at the epoch in a trace of its own.
+fn stray_spans() -> Value {
+    let span = |trace: &str, id: &str, parent: Option<&str>, name: &str, start_us: u64| {
+        let references: Vec<Value> = parent
+            .map(|p| serde_json::json!({"refType": "CHILD_OF", "traceID": trace, "spanID": p}))
+            .into_iter()
+            .collect();
+        serde_json::json!({
+            "traceID": trace, "spanID": id, "operationName": name,
+            "references": references, "startTime": start_us, "duration": 1_000,
+            "processID": "p1", "tags": [],
+        })
+    };
+    let trace = |id: &str, span: Value| {
+        serde_json::json!({
+            "traceID": id, "spans": [span],
+            "processes": {"p1": {"serviceName": "frontend", "tags": []}},
+        })
+    };
+    let (hotrod, epoch) = ("15b0b4004a651c4c", "00000000000000e0");
+    let year_2500_us = 16_725_225_600_000_000;
+    serde_json::json!({"data": [
+        trace(hotrod, span(hotrod, "ff00000000000001", Some(hotrod), "stray future", year_2500_us)),
+        trace(epoch, span(epoch, "ff00000000000002", None, "stray epoch", 1)),
+    ]})
+}
+
+/// "Now" for a run is the files' own time: a span stamped in 2500 or at the
+/// epoch among HotROD's traffic is left out and reported, as the daemon
+/// refuses it, and every finding (per-trace and cross-trace) stays.
+#[test]
+fn spans_far_from_the_files_own_time_are_left_out_and_the_findings_stay() {
+    let dir = scratch("out-of-bounds");
+    let stray = dir.join("stray.json");
+    std::fs::write(&stray, stray_spans().to_string()).unwrap();
+    let stray = stray.to_str().unwrap();
+    let files = hotrod_files();
+    let hotrod: Vec<&str> = files.iter().map(String::as_str).collect();
+    let json = |extra: &[&str]| -> Value {
+        let args = [&["--format", "json"], extra, &hotrod[..]].concat();
+        serde_json::from_str(&report(&args)).expect("one JSON document")
+    };
+    let findings = |run: &Value| -> Vec<(String, String, u64)> {
+        let mut found: Vec<_> = run["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .map(|f| {
+                let kind = f["kind"].as_str().unwrap().to_owned();
+                let operation = f["culprit"]["operation"].as_str().unwrap().to_owned();
+                (kind, operation, f["count"].as_u64().unwrap())
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let spans_of = |run: &Value, id: &str| -> u64 {
+        let t = run["traces"].as_array().unwrap().iter();
+        let t = t
+            .clone()
+            .find(|t| t["trace_id"].as_str().unwrap().ends_with(id));
+        t.map_or(0, |t| t["span_count"].as_u64().unwrap())
+    };
+
+    let clean = json(&[]);
+    let kinds: Vec<String> = findings(&clean).into_iter().map(|f| f.0).collect();
+    assert!(kinds.contains(&"lock_contention".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"n_plus_one".to_owned()), "{kinds:?}");
+    assert_eq!(
+        clean["out_of_bounds"],
+        serde_json::json!({"future": 0, "past": 0})
+    );
+
+    let run = json(&[stray]);
+    assert_eq!(findings(&run), findings(&clean));
+    assert_eq!(run["out_of_bounds"]["future"], 1);
+    assert_eq!(run["out_of_bounds"]["past"], 1);
+    let reasons = run["out_of_bounds"]["reasons"].to_string();
+    assert!(
+        reasons.contains("span ff00000000000001: ends at 2500-01-01T00:00:00Z, more than 1h after"),
+        "{reasons}"
+    );
+    assert!(
+        reasons.contains("span ff00000000000002: ends at 1970-01-01T00:00:00Z, more than 1day"),
+        "{reasons}"
+    );
+    // The trace straddling the bound keeps its other spans; the epoch's is gone.
+    assert_eq!(spans_of(&run, "15b0b4004a651c4c"), 50);
+    assert_eq!(run["traces"].as_array().unwrap().len(), 8);
+
+    let text = report(&[&hotrod[..], &[stray]].concat());
+    assert!(
+        text.contains("2 span(s) left out for ending far from the files' own time (1 too far after it, 1 too far before it): "),
+        "{text}"
+    );
+    // The daemon's config file moves the bounds for analyze too.
+    let config = dir.join("hopscope.toml");
+    std::fs::write(&config, "future_skew = \"500years\"\n").unwrap();
+    let run = json(&["--config", config.to_str().unwrap(), stray]);
+    assert_eq!(run["out_of_bounds"]["future"], 0);
+    assert_eq!(spans_of(&run, "15b0b4004a651c4c"), 51);
+    std::fs::remove_dir_all(&dir).ok();
+}

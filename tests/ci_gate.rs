@@ -548,3 +548,33 @@ fn help_documents_the_exit_status() {
         assert!(help.contains(text), "{text:?} not in\n{help}");
     }
 }
+
+/// A span stamped in the year 2500 is left out of the run, and the SARIF log
+/// says so where run-level problems go (the invocation's notifications),
+/// valid against the schema; the findings stay.
+#[test]
+fn sarif_notes_spans_left_out_for_their_times() {
+    let dir = scratch("sarif-out-of-bounds");
+    // 2500-01-01T00:00:00Z, as milliseconds after the requests' start.
+    let year_2500 = 15_025_225_600_000;
+    let stray = span("clock", 1, None, "GET /stray").at(year_2500, year_2500 + 1);
+    let file = write(
+        &dir,
+        "stray.jsonl",
+        &[cascade(1), healthy(2), otlp(3, vec![stray])],
+    );
+    let (code, out, err) = run(&["--format", "sarif", &file]);
+    assert_eq!(code, 0, "{err}");
+    let log = sarif(&out);
+    let run = &log["runs"][0];
+    assert_eq!(run["results"][0]["ruleId"], "cascading_timeout", "{out}");
+    let notes = &run["invocations"][0]["toolExecutionNotifications"];
+    assert_eq!(notes[0]["level"], "warning", "{out}");
+    let text = notes[0]["message"]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("1 span(s) left out for ending far from the files' own time (1 too far after it, 0 too far before it): ")
+            && text.contains("ends at 2500-01-01T00:00:00Z"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

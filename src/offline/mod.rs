@@ -20,6 +20,16 @@
 //! buffer holds at most [`Options::max_buffered_spans`]: past it the oldest
 //! traces are analyzed early, as in the daemon, and spans of theirs that come
 //! later are merged and the trace analyzed again (a `late_spans` warning).
+//!
+//! Time: a run's "now" is the files' own time, not the wall clock, and not
+//! the newest span read (one span stamped in 2500 would push every other
+//! trace out of the call window, and the cross-trace findings with it). It
+//! is the bulk of the end times read ([`Session`]): spans ending more than
+//! `future_skew` after the newest of the bulk, or more than
+//! `aggregate_retention` before the oldest of it, are left out as the
+//! daemon's receivers refuse them ([`TimeBounds::screen`]), counted with
+//! their reasons in the report ([`OutOfBounds`]), and the clock follows the
+//! spans kept.
 
 pub mod detect;
 mod ids;
@@ -42,7 +52,8 @@ use tokio::time::Instant;
 
 use crate::analyze::{self, AnalyzedTrace};
 use crate::assemble::{Buffer, BufferLimits, Completed};
-use crate::clock::Clock;
+use crate::clock::{Clock, Screened, TimeBounds};
+use crate::config::Config;
 use crate::ingest::{decode_export, decode_export_json};
 use crate::model::{SpanBatch, TraceId};
 use crate::pipeline;
@@ -139,6 +150,9 @@ pub struct Options {
     pub analysis: analyze::Options,
     /// Findings already known: reported as known, not as findings.
     pub baseline: Option<report::Baseline>,
+    /// How far from the files' own time a span may end and still be
+    /// analyzed, as the daemon's `future_skew` and `aggregate_retention`.
+    pub bounds: TimeBounds,
 }
 
 impl Default for Options {
@@ -147,6 +161,7 @@ impl Default for Options {
             max_buffered_spans: 1_000_000,
             analysis: analyze::Options::default(),
             baseline: None,
+            bounds: Config::default().time_bounds(),
         }
     }
 }
@@ -167,6 +182,124 @@ pub struct InputSummary {
     /// Why (the first few).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+}
+
+/// Spans of a run left out for ending far from the files' own time, as the
+/// daemon's receivers refuse them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OutOfBounds {
+    /// Spans ending more than `future_skew` after the newest end time of
+    /// the bulk of those read.
+    pub future: u64,
+    /// Spans ending more than `aggregate_retention` before the oldest end
+    /// time of the bulk.
+    pub past: u64,
+    /// Why (the first few).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+impl OutOfBounds {
+    /// What was left out, for people; none when nothing was.
+    pub fn text(&self) -> Option<String> {
+        let n = self.future + self.past;
+        (n > 0).then(|| {
+            format!(
+                "{n} span(s) left out for ending far from the files' own time \
+                 ({} too far after it, {} too far before it): {}",
+                self.future,
+                self.past,
+                self.reasons.join("; ")
+            )
+        })
+    }
+
+    fn add(&mut self, screened: Screened, reasons: Vec<String>) {
+        self.future += screened.future;
+        self.past += screened.past;
+        let room = MAX_ERRORS.saturating_sub(self.reasons.len());
+        self.reasons.extend(reasons.into_iter().take(room));
+    }
+}
+
+/// Most end times sampled to find the bulk of a run's time.
+const MAX_END_SAMPLES: usize = 1 << 16;
+
+/// How many interquartile ranges beyond the quartiles an end time still
+/// belongs to the bulk (Tukey's "far out" fence).
+const FENCE: u64 = 3;
+
+/// An evenly spaced sample of the end times read, in read order, bounded:
+/// every `stride`-th span; when full, every other sample is dropped and the
+/// stride doubles. The same files give the same sample.
+#[derive(Debug)]
+struct EndTimes {
+    sample: Vec<u64>,
+    stride: u64,
+    seen: u64,
+    /// The bulk last found, and the spans seen then: it is found again only
+    /// once they have grown by a 64th, so a small `--max-buffered-spans`,
+    /// which analyzes a few traces early after every record, does not sort
+    /// the sample each time.
+    found: Option<(u64, Option<(u64, u64)>)>,
+}
+
+impl Default for EndTimes {
+    fn default() -> Self {
+        EndTimes {
+            sample: Vec::new(),
+            stride: 1,
+            seen: 0,
+            found: None,
+        }
+    }
+}
+
+impl EndTimes {
+    fn push(&mut self, end_ns: u64) {
+        if self.seen % self.stride == 0 {
+            if self.sample.len() == MAX_END_SAMPLES {
+                let mut i = 0;
+                self.sample.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+                self.stride *= 2;
+            }
+            if self.seen % self.stride == 0 {
+                self.sample.push(end_ns);
+            }
+        }
+        self.seen += 1;
+    }
+
+    /// The oldest and the newest end time of the bulk: those within
+    /// [`FENCE`] interquartile ranges of the quartiles. A week of traffic is
+    /// all bulk; a few spans stamped in 2500 or at the epoch among today's
+    /// are not (as long as they are fewer than a quarter of the spans).
+    fn bulk(&mut self) -> Option<(u64, u64)> {
+        match self.found {
+            Some((seen, bulk)) if self.seen - seen <= seen / 64 => bulk,
+            _ => {
+                let bulk = self.find_bulk();
+                self.found = Some((self.seen, bulk));
+                bulk
+            }
+        }
+    }
+
+    /// [`EndTimes::bulk`] from the sample as it is.
+    fn find_bulk(&self) -> Option<(u64, u64)> {
+        let mut s = self.sample.clone();
+        s.sort_unstable();
+        let n = s.len();
+        let (q1, q3) = (*s.get(n / 4)?, s[3 * n / 4]);
+        let reach = (q3 - q1).saturating_mul(FENCE);
+        let (low, high) = (q1.saturating_sub(reach), q3.saturating_add(reach));
+        let oldest = s.iter().find(|&&e| e >= low)?;
+        let newest = s.iter().rev().find(|&&e| e <= high)?;
+        Some((*oldest, *newest))
+    }
 }
 
 /// Analyzes `inputs` in order into `report`; `progress` is told the bytes
@@ -195,19 +328,35 @@ pub fn run(
     written.map_err(OfflineError::Output)?;
     let findings = report::Findings::select(session.store(), baseline.as_ref());
     report
-        .finish(session.store(), &session.inputs, &findings)
+        .finish(
+            session.store(),
+            &session.inputs,
+            &session.out_of_bounds,
+            &findings,
+        )
         .map_err(OfflineError::Output)?;
     Ok(findings)
 }
 
 /// An offline analysis: the daemon's buffer and store, fed from files.
+///
+/// Its clock is the files' own time. Traces are screened as they are
+/// analyzed, against the bulk of the end times read by then: for a run that
+/// fits [`Options::max_buffered_spans`] that is every span of every input
+/// (everything is analyzed at the end); past it, the traces analyzed early
+/// are judged by what was read before them, so a run that starts with hours
+/// of stray spans may keep some it would otherwise leave out.
 pub struct Session {
     store: Store,
     buffer: Buffer,
     analysis: analyze::Options,
+    bounds: TimeBounds,
+    ends: EndTimes,
     started: Instant,
     /// Inputs read so far.
     pub inputs: Vec<InputSummary>,
+    /// Spans left out so far for ending far from the files' own time.
+    pub out_of_bounds: OutOfBounds,
 }
 
 /// Every trace id of a run is analyzed within it: nothing completes by time.
@@ -231,13 +380,16 @@ impl Session {
                 Aggregates::new(NEVER),
                 FindingStore::new(10_000),
                 stats.clone(),
-                // The files' own time: as far as their spans have reached.
+                // The files' own time: as far as their spans kept have reached.
                 Clock::manual(0),
             ),
             buffer: Buffer::new(limits, stats),
             analysis: options.analysis,
+            bounds: options.bounds,
+            ends: EndTimes::default(),
             started: Instant::now(),
             inputs: Vec::new(),
+            out_of_bounds: OutOfBounds::default(),
         }
     }
 
@@ -410,9 +562,8 @@ impl Session {
     /// when it is full.
     fn add(&mut self, batch: SpanBatch, on_trace: &mut dyn FnMut(&Store, &AnalyzedTrace)) {
         let mut full = false;
-        let reached = batch.traces.iter().flat_map(|(_, set)| &set.spans);
-        if let Some(end) = reached.map(|s| s.end_ns).max() {
-            self.store.clock.advance_to(end);
+        for s in batch.traces.iter().flat_map(|(_, set)| &set.spans) {
+            self.ends.push(s.end_ns);
         }
         for (trace_id, set) in batch.traces {
             let now = self.now();
@@ -439,15 +590,50 @@ impl Session {
         mut completed: Vec<Completed>,
         on_trace: &mut dyn FnMut(&Store, &AnalyzedTrace),
     ) {
+        let bulk = self.ends.bulk();
         let start = |c: &Completed| c.spans.spans.iter().map(|s| s.start_ns).min();
         completed.sort_by_cached_key(|c| (start(c), c.trace_id));
         for c in completed {
+            let Some(c) = self.screen(c, bulk) else {
+                continue;
+            };
+            if let Some(end) = c.spans.spans.iter().map(|s| s.end_ns).max() {
+                self.store.clock.advance_to(end);
+            }
             let id: TraceId = c.trace_id;
             pipeline::finish(&self.store, &self.analysis, vec![c]);
             if let Some(t) = self.store.traces.get(&id) {
                 on_trace(&self.store, &t);
             }
         }
+    }
+
+    /// `c` without its spans that end out of bounds of `bulk` (the oldest
+    /// and newest end time of it), counted with their reasons; none when no
+    /// span is left. Each span is judged alone: the rest of its trace stays.
+    fn screen(&mut self, mut c: Completed, bulk: Option<(u64, u64)>) -> Option<Completed> {
+        let Some((oldest, newest)) = bulk else {
+            return Some(c);
+        };
+        let bounds = TimeBounds {
+            future: self.bounds.future,
+            // Whole seconds, rounded up: reasons stay readable.
+            past: self.bounds.past.saturating_add(Duration::from_secs(
+                (newest - oldest).div_ceil(1_000_000_000),
+            )),
+        };
+        let spans = std::mem::take(&mut c.spans);
+        let mut batch = SpanBatch {
+            accepted: spans.spans.len() as u64,
+            traces: vec![(c.trace_id, spans)],
+            rejected: 0,
+            errors: Vec::new(),
+        };
+        let screened = bounds.screen(newest, &mut batch);
+        self.out_of_bounds.add(screened, batch.errors);
+        let (_, spans) = batch.traces.pop()?;
+        c.spans = spans;
+        Some(c)
     }
 }
 
@@ -560,5 +746,40 @@ impl<R: Read> Read for Counting<'_, R> {
         self.read += n as u64;
         (self.progress)(self.read);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+    const HOUR: u64 = 3_600 * S;
+    const TODAY: u64 = 1_800_000_000 * S;
+
+    fn ends(times: impl IntoIterator<Item = u64>) -> EndTimes {
+        let mut e = EndTimes::default();
+        times.into_iter().for_each(|t| e.push(t));
+        e
+    }
+
+    #[test]
+    fn a_week_of_traffic_is_all_bulk_and_stray_spans_among_today_are_not() {
+        // A week, busy by day and quiet by night, past the sample's size.
+        let week = (0..7 * 24).flat_map(|h| {
+            let busy = if h % 24 < 8 { 100 } else { 1_000 };
+            (0..busy).map(move |i| TODAY - 7 * 24 * HOUR + h * HOUR + i * HOUR / busy)
+        });
+        let mut e = ends(week);
+        assert!(e.sample.len() <= MAX_END_SAMPLES && e.stride > 1);
+        let (oldest, newest) = e.bulk().unwrap();
+        assert!(oldest < TODAY - 7 * 24 * HOUR + HOUR, "{oldest}");
+        assert!(newest > TODAY - HOUR, "{newest}");
+
+        // Five minutes of today's traffic, one span in 2500 and one at the epoch.
+        let year_2500 = 16_725_225_600 * S;
+        let today = (0..1_000).map(|i| TODAY + i * 300 * S / 1_000);
+        let mut e = ends([year_2500, 0].into_iter().chain(today));
+        assert_eq!(e.bulk(), Some((TODAY, TODAY + 999 * 300 * S / 1_000)));
     }
 }

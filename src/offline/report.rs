@@ -18,7 +18,7 @@ use crate::model::StatusCode;
 use crate::model::Sym;
 use crate::store::{Finding, FindingFilter, Store};
 
-use super::{InputSummary, OfflineError};
+use super::{InputSummary, OfflineError, OutOfBounds};
 
 /// Most findings listed.
 const MAX_FINDINGS: usize = 1_000;
@@ -37,6 +37,7 @@ pub trait Report {
         &mut self,
         store: &Store,
         inputs: &[InputSummary],
+        out_of_bounds: &OutOfBounds,
         findings: &Findings,
     ) -> io::Result<()>;
 }
@@ -153,8 +154,9 @@ pub fn location_text(l: &CodeLocation) -> String {
     }
 }
 
-/// The API's JSON: `{"traces": [trace...], "inputs": [...], "findings":
-/// [finding...], "entries": [entry...], "coverage": [service...]}`, with the
+/// The API's JSON: `{"traces": [trace...], "inputs": [...], "out_of_bounds":
+/// {...}, "findings": [finding...], "entries": [entry...], "coverage":
+/// [service...]}` (`out_of_bounds`: [`OutOfBounds`]), with the
 /// shapes of `GET /api/v1/traces/{id}`, `GET /api/v1/findings`,
 /// `GET /api/v1/hops` and `GET /api/v1/coverage`. With a baseline, `findings`
 /// has the new ones and `baseline` says `{"file", "known"}`; a baseline for
@@ -191,6 +193,7 @@ impl<W: Write> Report for Json<W> {
         &mut self,
         store: &Store,
         inputs: &[InputSummary],
+        out_of_bounds: &OutOfBounds,
         findings: &Findings,
     ) -> io::Result<()> {
         if self.traces == 0 {
@@ -198,6 +201,8 @@ impl<W: Write> Report for Json<W> {
         }
         self.out.write_all(b"],\"inputs\":")?;
         serde_json::to_writer(&mut self.out, inputs)?;
+        self.out.write_all(b",\"out_of_bounds\":")?;
+        serde_json::to_writer(&mut self.out, out_of_bounds)?;
         if let Some((file, known)) = &findings.known {
             self.out.write_all(b",\"baseline\":")?;
             let baseline = serde_json::json!({ "file": file, "known": known });
@@ -615,6 +620,7 @@ impl<W: Write> Report for Text<W> {
         &mut self,
         store: &Store,
         inputs: &[InputSummary],
+        out_of_bounds: &OutOfBounds,
         findings: &Findings,
     ) -> io::Result<()> {
         for i in inputs {
@@ -632,6 +638,9 @@ impl<W: Write> Report for Text<W> {
                 )?;
             }
             writeln!(self.out)?;
+        }
+        if let Some(text) = out_of_bounds.text() {
+            writeln!(self.out, "{text}")?;
         }
         writeln!(self.out, "{} trace(s) analyzed\n", self.traces)?;
         let coverage = store.coverage.services();

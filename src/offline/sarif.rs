@@ -31,7 +31,7 @@ use crate::api::rfc3339;
 use crate::store::{Finding, Store};
 
 use super::report::{qualified_function, Baseline, Findings, Report};
-use super::InputSummary;
+use super::{InputSummary, OutOfBounds};
 
 /// The schema a SARIF 2.1.0 log names.
 pub const SCHEMA: &str =
@@ -62,8 +62,14 @@ impl<W: Write> Report for Sarif<W> {
         Ok(())
     }
 
-    fn finish(&mut self, _: &Store, _: &[InputSummary], findings: &Findings) -> io::Result<()> {
-        serde_json::to_writer_pretty(&mut self.out, &log(findings))?;
+    fn finish(
+        &mut self,
+        _: &Store,
+        _: &[InputSummary],
+        out_of_bounds: &OutOfBounds,
+        findings: &Findings,
+    ) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut self.out, &log(findings, out_of_bounds))?;
         self.out.write_all(b"\n")?;
         self.out.flush()
     }
@@ -78,8 +84,10 @@ pub fn level(severity: Severity) -> &'static str {
     }
 }
 
-/// The SARIF log of `findings`.
-pub fn log(findings: &Findings) -> Value {
+/// The SARIF log of `findings`; spans left out for their times are a
+/// warning among the invocation's `toolExecutionNotifications`, SARIF's place
+/// for what happened during a run rather than in the code.
+pub fn log(findings: &Findings, out_of_bounds: &OutOfBounds) -> Value {
     // One rule per kind present, in kind order; its level is the worst of
     // its findings, its help the remedy of the worst (listed first).
     let mut kinds: BTreeMap<FindingKind, &Finding> = BTreeMap::new();
@@ -113,6 +121,16 @@ pub fn log(findings: &Findings) -> Value {
         "results": results,
         "columnKind": "unicodeCodePoints",
     });
+    if let Some(text) = out_of_bounds.text() {
+        run["invocations"] = json!([{
+            "executionSuccessful": true,
+            "toolExecutionNotifications": [{
+                "descriptor": { "id": "span-out-of-bounds" },
+                "level": "warning",
+                "message": { "text": text },
+            }],
+        }]);
+    }
     if let Some((file, known)) = &findings.known {
         run["properties"] = json!({ "baseline": { "file": file, "known": known } });
     }
