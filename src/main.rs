@@ -419,6 +419,13 @@ impl LoadgenArgs {
     }
 }
 
+/// jemalloc rather than the system allocator: under sustained load glibc's
+/// per-thread arenas held about a quarter more resident memory for the same
+/// data (docs/PERFORMANCE.md, "Hours of load"), and resident memory is what
+/// `memory_limit_mib` and a container's limit are judged by.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
