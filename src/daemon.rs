@@ -610,6 +610,9 @@ async fn sweep(
     stop: CancellationToken,
 ) {
     let mut last_checkpoint = Instant::now();
+    // A load above what the buffer holds for `trace_idle` keeps it full:
+    // one line per period, with the running count, not one per sweep.
+    let full_log = LogEvery::default();
     let period =
         (buffer.limits().idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
@@ -622,11 +625,11 @@ async fn sweep(
         }
         let now = Instant::now();
         let mut done = buffer.take_oldest(now);
-        if !done.is_empty() {
+        if !done.is_empty() && full_log.ready() {
             tracing::warn!(
-                traces = done.len(),
+                traces_evicted_early = stats.traces_evicted_early.load(Ordering::Relaxed),
                 max_buffered_spans = buffer.limits().max_spans,
-                "buffer full: analyzing the oldest traces early"
+                "buffer full: analyzing the oldest traces early (logged once in a while)"
             );
         }
         done.extend(buffer.take_complete(now));
