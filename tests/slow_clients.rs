@@ -251,7 +251,13 @@ async fn many_slow_uploads_keep_memory_bounded_and_exporters_get_in() {
     for _ in 0..SLOW {
         uploads.push(stalled_upload(&d.http_endpoint, 4 << 20, 1 << 20).await);
     }
-    let grown = rss().saturating_sub(before);
+    let after = rss();
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "{SLOW} stalled 4 MiB uploads: RSS {} MiB before, {} MiB with them held",
+        before >> 20,
+        after >> 20
+    );
     assert!(grown < 64 << 20, "RSS grew {grown} bytes");
     // An exporter retrying as told gets in once the slow ones are cut off.
     let http = reqwest::Client::new();
