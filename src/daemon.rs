@@ -23,6 +23,7 @@ use crate::clock::TimeBounds;
 use crate::config::Config;
 use crate::ingest::{ExportBody, Intake, OtlpGrpc, OtlpHttp, Refused, SinkError, SpanSink};
 use crate::listener::{self, ConnLimits};
+use crate::memory::{self, Buffered, MemoryGuard};
 use crate::model::SpanBatch;
 use crate::pipeline;
 use crate::stats::{LogEvery, Stats};
@@ -418,6 +419,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         (store.clone(), analysis.clone()),
         stats.clone(),
         full,
+        MemoryGuard::new(config.memory_limit_bytes, config.max_buffered_spans),
         durable.clone().map(|d| (d, config.checkpoint_interval)),
         sweeper_stop.clone(),
     ));
@@ -606,6 +608,7 @@ async fn sweep(
     (store, analysis): (Arc<Store>, Arc<analyze::Options>),
     stats: Arc<Stats>,
     full: Arc<Notify>,
+    mut memory: MemoryGuard,
     durable: Option<(Arc<Durable>, Duration)>,
     stop: CancellationToken,
 ) {
@@ -613,6 +616,7 @@ async fn sweep(
     // A load above what the buffer holds for `trace_idle` keeps it full:
     // one line per period, with the running count, not one per sweep.
     let full_log = LogEvery::default();
+    let memory_log = LogEvery::default();
     let period =
         (buffer.limits().idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
@@ -624,6 +628,22 @@ async fn sweep(
             _ = full.notified() => {}
         }
         let now = Instant::now();
+        if let Some(resident) = memory::resident_bytes() {
+            let buffered = Buffered {
+                spans: buffer.span_count(),
+                bytes: buffer.bytes(),
+            };
+            let ceiling = buffer.span_ceiling();
+            let next = memory.next_ceiling(resident, buffered, ceiling, now.into_std());
+            if next < ceiling && memory_log.ready() {
+                tracing::warn!(
+                    resident_mib = resident >> 20,
+                    span_ceiling = next,
+                    "memory short: analyzing the oldest traces early (logged once in a while)"
+                );
+            }
+            buffer.set_span_ceiling(next);
+        }
         let mut done = buffer.take_oldest(now);
         if !done.is_empty() && full_log.ready() {
             tracing::warn!(

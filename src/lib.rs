@@ -45,6 +45,7 @@ pub mod healthcheck;
 pub mod ingest;
 pub mod listener;
 pub mod loadgen;
+pub mod memory;
 pub mod model;
 pub mod offline;
 pub mod pipeline;

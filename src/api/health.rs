@@ -41,6 +41,12 @@ pub struct StatsBody {
     buffered_bytes_estimate: usize,
     /// The memory budget of the buffer: past it exports are refused.
     memory_budget_bytes: usize,
+    /// Spans the buffer holds before analyzing the oldest traces early:
+    /// `max_buffered_spans`, lower while resident memory is near
+    /// `memory_limit_mib`.
+    buffer_span_ceiling: usize,
+    /// The process's resident memory (absent where it cannot be read).
+    resident_bytes: Option<usize>,
     stored_traces: usize,
     stored_bytes_estimate: usize,
     /// Distinct names from the wire held, against `names_max_mib`.
@@ -69,6 +75,8 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         buffered_spans,
         buffered_bytes_estimate: state.buffer.bytes(),
         memory_budget_bytes: state.buffer.limits().max_bytes,
+        buffer_span_ceiling: state.buffer.span_ceiling(),
+        resident_bytes: crate::memory::resident_bytes(),
         stored_traces: state.store.traces.len(),
         stored_bytes_estimate: state.store.traces.bytes(),
         interner: intern::usage(),

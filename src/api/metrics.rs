@@ -125,6 +125,16 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             state.buffer.limits().max_bytes as f64,
         ),
         (
+            "hopscope_buffer_span_ceiling",
+            "Spans the buffer holds before analyzing the oldest traces early: max_buffered_spans, lower while resident memory is near memory_limit_mib.",
+            state.buffer.span_ceiling() as f64,
+        ),
+        (
+            "hopscope_resident_bytes",
+            "The process's resident memory.",
+            crate::memory::resident_bytes().unwrap_or(0) as f64,
+        ),
+        (
             "hopscope_stored_traces",
             "Analyzed traces kept for the API.",
             state.store.traces.len() as f64,

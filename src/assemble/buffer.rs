@@ -3,8 +3,9 @@
 //! Completion policy: a trace is complete when no span arrived for `idle`, or when
 //! it is older than `max_age`. Completed trace ids are remembered for `late_grace`;
 //! a span arriving for one of them opens a *late* entry, which the daemon merges
-//! with the stored trace and analyzes again. When more than `max_spans` spans are
-//! buffered, the oldest traces are handed out early.
+//! with the stored trace and analyzes again. When more spans are buffered than
+//! the span ceiling (`max_spans`, lowered while the process is short of
+//! memory: see [`crate::memory`]), the oldest traces are handed out early.
 //!
 //! Admission: before a request is decoded, [`Buffer::admit`] checks that the
 //! buffered spans plus the requests being decoded stay within `max_bytes` (the
@@ -135,6 +136,9 @@ pub struct Buffer {
     bytes: AtomicUsize,
     /// Bytes of admitted requests not in the buffer yet.
     in_flight: AtomicUsize,
+    /// Most spans held before the oldest traces are handed out early:
+    /// `max_spans`, or less while memory is short.
+    ceiling: AtomicUsize,
     limits: BufferLimits,
     stats: Arc<Stats>,
 }
@@ -147,6 +151,7 @@ impl Buffer {
             spans: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            ceiling: AtomicUsize::new(limits.max_spans),
             limits,
             stats,
         }
@@ -212,7 +217,18 @@ impl Buffer {
         entry.last_seen = now;
         drop(entry);
         self.bytes.fetch_add(grown, Ordering::Relaxed);
-        self.spans.fetch_add(n, Ordering::Relaxed) + n > self.limits.max_spans
+        self.spans.fetch_add(n, Ordering::Relaxed) + n > self.span_ceiling()
+    }
+
+    /// Most spans held before the oldest traces are handed out early.
+    pub fn span_ceiling(&self) -> usize {
+        self.ceiling.load(Ordering::Relaxed)
+    }
+
+    /// Sets the span ceiling, at most `max_spans`.
+    pub fn set_span_ceiling(&self, spans: usize) {
+        self.ceiling
+            .store(spans.min(self.limits.max_spans), Ordering::Relaxed);
     }
 
     pub fn span_count(&self) -> usize {
@@ -277,10 +293,10 @@ impl Buffer {
         out
     }
 
-    /// When over the span limit, hands out the oldest traces until the buffer is
-    /// at 90 % of it.
+    /// When over the span ceiling, hands out the oldest traces until the buffer
+    /// is at 90 % of it.
     pub fn take_oldest(&self, now: Instant) -> Vec<Completed> {
-        let max = self.limits.max_spans;
+        let max = self.span_ceiling();
         let count = self.span_count();
         if count <= max {
             return Vec::new();
