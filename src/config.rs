@@ -126,9 +126,11 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_MAX_BUFFERED_SPANS", value_name = "N")]
     pub max_buffered_spans: Option<usize>,
 
-    /// Memory budget for buffered spans and the requests being decoded, in
-    /// MiB; past it exports are refused with a retryable answer (gRPC
-    /// UNAVAILABLE with RetryInfo) and counted [default: 512]
+    /// Memory limit, in MiB: the budget of buffered spans and the requests
+    /// being decoded (past it exports are refused with a retryable answer,
+    /// gRPC UNAVAILABLE with RetryInfo, and counted), and the process's
+    /// resident memory, which past seven eighths of it lowers the buffer's
+    /// span ceiling so the oldest traces are analyzed early [default: 512]
     #[arg(long, env = "HOPSCOPE_MEMORY_LIMIT_MIB", value_name = "MIB")]
     pub memory_limit_mib: Option<usize>,
 
