@@ -178,25 +178,7 @@ fn self_time(trace: &Trace, span: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assemble::assemble;
-    use crate::model::{Span, SpanId, SpanKind, TraceId};
-
-    fn trace(spans: &[(u64, u64, u64, u64)]) -> Trace {
-        let spans = spans
-            .iter()
-            .map(|&(id, parent, start, end)| {
-                Span::new(
-                    SpanId::from_u64(id).unwrap(),
-                    SpanId::from_u64(parent),
-                    "svc",
-                    &format!("op{id}"),
-                    SpanKind::Internal,
-                    (start, end),
-                )
-            })
-            .collect();
-        assemble(TraceId::from_bytes(&[1; 16]).unwrap(), spans).unwrap()
-    }
+    use crate::analyze::testing::tree as trace;
 
     fn path(t: &Trace, p: &CriticalPath) -> Vec<(u64, u64, u64)> {
         p.segments

@@ -436,6 +436,24 @@ pub(crate) mod testing {
         )
     }
 
+    /// The assembled trace of `(id, parent, start, end)` spans of `svc`
+    /// named `op{id}` (ids 1-based, parent 0: none), without attributes.
+    pub fn tree(spans: &[(u64, u64, u64, u64)]) -> Trace {
+        let spans = spans
+            .iter()
+            .map(|&(id, parent, start, end)| {
+                span(
+                    "svc",
+                    (id, parent),
+                    &format!("op{id}"),
+                    SpanKind::Internal,
+                    (start, end),
+                )
+            })
+            .collect();
+        assemble(TraceId::from_bytes(&[1; 16]).unwrap(), spans).unwrap()
+    }
+
     /// The assembled trace of `spans` with their string attributes.
     pub fn trace(spans: Vec<(Span, Vec<(&str, &str)>)>) -> Trace {
         let mut set = SpanSet::default();

@@ -82,7 +82,7 @@ fn id_word(word: &str) -> bool {
 }
 
 /// `word` with its id segments as `{id}` and its query string dropped.
-fn path_word(word: &str) -> String {
+pub(crate) fn path_word(word: &str) -> String {
     let path = word.split(['?', '#']).next().unwrap_or(word);
     path.split('/')
         .enumerate()

@@ -155,26 +155,7 @@ impl TreeOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assemble::assemble;
-    use crate::model::{Span, SpanId, SpanKind, TraceId};
-
-    /// `(id, parent, start, end)`; ids are 1-based, 0 is no parent.
-    fn trace(spans: &[(u64, u64, u64, u64)]) -> Trace {
-        let spans = spans
-            .iter()
-            .map(|&(id, parent, start, end)| {
-                Span::new(
-                    SpanId::from_u64(id).unwrap(),
-                    SpanId::from_u64(parent),
-                    "svc",
-                    &format!("op{id}"),
-                    SpanKind::Internal,
-                    (start, end),
-                )
-            })
-            .collect();
-        assemble(TraceId::from_bytes(&[1; 16]).unwrap(), spans).unwrap()
-    }
+    use crate::analyze::testing::tree as trace;
 
     fn ids(t: &Trace, spans: &[u32]) -> Vec<u64> {
         spans

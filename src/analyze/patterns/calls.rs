@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
-use crate::analyze::names::id_segment;
 use crate::analyze::saturation::{shape_of, DbTarget};
 use crate::analyze::{remote_server, AnalyzedTrace};
 use crate::model::{named_peer, url_host, AttrValue, Found, SpanKind, StatusCode, Sym, Trace};
@@ -482,22 +481,11 @@ fn params(trace: &Trace, span: u32) -> Option<String> {
 }
 
 /// A URL without its query, its scheme and its ids: path segments that are
-/// ids ([`id_segment`]: `42`, `5f3a9c`, a UUID) become `{id}`; `v1` stays
+/// ids (`names::id_segment`: `42`, `5f3a9c`, a UUID) become `{id}`; `v1` stays
 /// (`http://inventory:8080/items/42?x=1` → `inventory:8080/items/{id}`).
 fn url_template(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let path = rest.split(['?', '#']).next().unwrap_or(rest);
-    path.split('/')
-        .enumerate()
-        .map(|(i, seg)| {
-            if i > 0 && id_segment(seg) {
-                "{id}"
-            } else {
-                seg
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+    crate::analyze::names::path_word(rest)
 }
 
 #[cfg(test)]
