@@ -8,12 +8,11 @@ mod harness;
 
 use std::time::Duration;
 
+use harness::wire::{export, text};
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use hopscope::ingest::otlp::resource::v1::Resource;
-use hopscope::ingest::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use hopscope::ingest::otlp::trace::v1::Span;
 use prost::Message;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -24,16 +23,6 @@ const TRACES: usize = 10;
 const SPANS: usize = 20;
 /// The budget: 1 MiB, about a third of what the flood holds.
 const BUDGET_MIB: usize = 1;
-
-fn text(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
-    }
-}
 
 /// Request `n`: `TRACES` traces of `SPANS` spans, each span with a few hundred
 /// bytes of attributes (about 130 KB in all).
@@ -69,19 +58,7 @@ fn request(n: usize) -> ExportTraceServiceRequest {
             });
         }
     }
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![text("service.name", "flood".to_owned())],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    export("flood", spans)
 }
 
 /// Sends request `n` until it is accepted, waiting as each refusal says:

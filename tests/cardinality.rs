@@ -8,12 +8,10 @@
 
 mod harness;
 
+use harness::wire::{export, text};
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
-use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use hopscope::ingest::otlp::resource::v1::Resource;
-use hopscope::ingest::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use hopscope::ingest::otlp::trace::v1::Span;
 use serde_json::Value;
 
 /// Two-span traces of `users` with an id in both names, per request and in all.
@@ -22,16 +20,6 @@ const ID_TRACES: u64 = 20_000;
 /// Single-span traces of `catalog` whose names carry no digits (nothing to fold).
 const WORD_TRACES: u64 = 1_000;
 const MAX_ENTRIES: u64 = 50;
-
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 fn span(n: u64, id: u64, parent: Option<u64>, name: String, kind: i32) -> Span {
     Span {
@@ -45,22 +33,6 @@ fn span(n: u64, id: u64, parent: Option<u64>, name: String, kind: i32) -> Span {
         start_time_unix_nano: harness::base_ns(),
         end_time_unix_nano: harness::base_ns() + 10_000_000,
         ..Default::default()
-    }
-}
-
-fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![text("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
     }
 }
 
@@ -110,7 +82,7 @@ async fn names_with_ids_fold_into_one_entry_point_and_the_rest_overflow_counted(
             .flat_map(|i| id_trace(r * PER_REQUEST + i))
             .collect();
         client
-            .export(request("users", spans))
+            .export(export("users", spans))
             .await
             .expect("accepted");
     }
@@ -133,7 +105,7 @@ async fn names_with_ids_fold_into_one_entry_point_and_the_rest_overflow_counted(
         })
         .collect();
     client
-        .export(request("catalog", words))
+        .export(export("catalog", words))
         .await
         .expect("accepted");
     let stats = d

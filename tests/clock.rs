@@ -8,13 +8,12 @@ mod harness;
 
 use std::path::PathBuf;
 
+use harness::wire::export;
 use harness::{scenarios, sp, Sp, TestDaemon};
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use hopscope::ingest::otlp::resource::v1::Resource;
-use hopscope::ingest::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use hopscope::ingest::otlp::trace::v1::Span;
 use opentelemetry::trace::SpanKind;
 use serde_json::{json, Value};
 
@@ -105,16 +104,6 @@ async fn wait_culprits(d: &TestDaemon, want: &[(&str, &str)]) -> Vec<(String, St
     culprits(d).await
 }
 
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// One span of service `clocks` lasting 10 ms from `start_ns`.
 fn pb_span(trace: u8, span: u8, parent: Option<u8>, start_ns: u64) -> Span {
     Span {
@@ -133,24 +122,15 @@ fn pb_span(trace: u8, span: u8, parent: Option<u8>, start_ns: u64) -> Span {
 /// and whose child is in 2500 (it straddles the bound).
 fn hostile(trace: u8) -> ExportTraceServiceRequest {
     let now = harness::base_ns();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![text("service.name", "clocks")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![
-                    pb_span(trace, 1, None, YEAR_2500_NS),
-                    pb_span(trace + 1, 1, None, 0),
-                    pb_span(trace + 2, 1, None, now),
-                    pb_span(trace + 2, 2, Some(1), YEAR_2500_NS),
-                ],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    export(
+        "clocks",
+        vec![
+            pb_span(trace, 1, None, YEAR_2500_NS),
+            pb_span(trace + 1, 1, None, 0),
+            pb_span(trace + 2, 1, None, now),
+            pb_span(trace + 2, 2, Some(1), YEAR_2500_NS),
+        ],
+    )
 }
 
 fn trace_hex(byte: u8) -> String {

@@ -20,12 +20,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use harness::process::Daemon;
+use harness::wire::{export, text};
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use hopscope::ingest::otlp::resource::v1::Resource;
-use hopscope::ingest::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use hopscope::ingest::otlp::trace::v1::Span;
 use opentelemetry::trace::TraceId;
 use prost::Message;
 use tonic::Code;
@@ -78,16 +77,6 @@ fn fill(path: &Path) {
     let _ = file.sync_all();
 }
 
-fn text(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
 /// Trace `n`'s id.
 fn trace_id(n: u8) -> [u8; 16] {
     let mut id = [0u8; 16];
@@ -122,19 +111,7 @@ fn request(n: u8) -> ExportTraceServiceRequest {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![text("service.name", "disk".to_owned())],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    export("disk", spans)
 }
 
 /// One OTLP/HTTP export: the status and the `Retry-After` header.

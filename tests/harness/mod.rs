@@ -3,6 +3,7 @@
 
 pub mod process;
 pub mod scenarios;
+pub mod wire;
 
 use std::borrow::Cow;
 use std::sync::Arc;
