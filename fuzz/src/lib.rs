@@ -1,5 +1,5 @@
 //! What the fuzz targets run. Each target in `fuzz_targets/` is one line; the
-//! work is here so that the main crate's `tests/fuzz_replay.rs` can compile this
+//! work is here so that the main crate's `tests/bad_input.rs` can compile this
 //! file too and replay the committed seeds and regressions on stable Rust in
 //! the normal test suite.
 //!

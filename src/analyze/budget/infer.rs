@@ -65,8 +65,10 @@ pub fn infer_timeout(durations: &mut [u64], config: &TimeoutInference) -> Option
     })
 }
 
-/// A layer whose limit is a known fingerprint (DOMAIN.md, "Layers and their
-/// limits").
+/// A layer whose limit is a known fingerprint: a gateway or proxy in front of
+/// the services whose default or hard timeout is a well-known value, so a
+/// cluster of timed-out roots at that value names the layer (see
+/// `docs/DETECTORS.md`, `gateway_timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Layer {
