@@ -3,7 +3,7 @@
 //! `fuzz/regressions/`) replayed through the code the targets run
 //! (`fuzz/src/lib.rs`, compiled in here), and a trace deeper than any stack.
 
-mod harness;
+mod support;
 
 use std::path::{Path, PathBuf};
 
@@ -162,7 +162,7 @@ async fn undecodable_requests_are_refused_and_counted_on_both_receivers() {
     use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceResponse;
     use tonic::codegen::http::uri::PathAndQuery;
 
-    let d = harness::start(Default::default()).await;
+    let d = support::start(Default::default()).await;
     let channel = tonic::transport::Endpoint::from_shared(d.grpc_endpoint.clone())
         .unwrap()
         .connect()
