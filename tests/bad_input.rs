@@ -10,6 +10,12 @@ use std::path::{Path, PathBuf};
 use arbitrary::{Arbitrary, Unstructured};
 use hopscope::model::{AttrArena, Span, SpanId, SpanKind, SpanSet, Sym, TraceId};
 
+// The fuzz crate's code includes `tests/support/checks.rs` itself, as the
+// fuzz crate has no `support` module: here the file is compiled twice.
+#[allow(
+    clippy::duplicate_mod,
+    reason = "fuzz/src/lib.rs is compiled as the fuzz crate compiles it"
+)]
 #[path = "../fuzz/src/lib.rs"]
 mod fuzz;
 

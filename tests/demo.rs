@@ -28,7 +28,7 @@ async fn run(scenario: Scenario) -> (DemoReport, Vec<Value>) {
     .await
     .expect("the demo starts");
     let report = demo.drive().await.expect("the demo runs");
-    let traces = support::demo::stored_traces(&demo.api_url()).await;
+    let traces = support::demo::stored_traces(demo.api_url()).await;
     demo.stop().await.expect("the demo stops cleanly");
     (report, traces)
 }

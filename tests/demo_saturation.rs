@@ -24,7 +24,7 @@ async fn run(options: DemoOptions) -> (DemoReport, Vec<Value>) {
         assert!(dir.is_dir(), "{dir:?}");
     }
     let report = demo.drive().await.expect("the demo runs");
-    let traces = support::demo::stored_traces(&demo.api_url()).await;
+    let traces = support::demo::stored_traces(demo.api_url()).await;
     demo.stop().await.expect("the demo stops cleanly");
     if let Some(dir) = &data {
         assert!(!dir.exists(), "{dir:?} is left behind");
