@@ -59,6 +59,10 @@ static ALLOC: Counting = Counting;
 
 const BATCH: usize = 512;
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the benchmark's knobs are its own environment variables"
+)]
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

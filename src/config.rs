@@ -489,6 +489,10 @@ pub struct TlsFiles {
 
 /// `$XDG_STATE_HOME/hopscope`, else `$HOME/.local/state/hopscope` (the XDG
 /// default), else `./hopscope-data`.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "config.rs is the one reader of the environment"
+)]
 pub fn default_data_dir() -> PathBuf {
     let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(state) = var("XDG_STATE_HOME") {

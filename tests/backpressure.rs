@@ -4,16 +4,16 @@
 //! exporter that retries as told gets everything in, and nothing accepted is
 //! lost.
 
-mod harness;
+mod support;
 
 use std::time::Duration;
 
-use harness::wire::{export, text};
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::trace::v1::Span;
 use prost::Message;
+use support::wire::{export, text};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -27,7 +27,7 @@ const BUDGET_MIB: usize = 1;
 /// Request `n`: `TRACES` traces of `SPANS` spans, each span with a few hundred
 /// bytes of attributes (about 130 KB in all).
 fn request(n: usize) -> ExportTraceServiceRequest {
-    let t0 = harness::base_ns();
+    let t0 = support::base_ns();
     let mut spans = Vec::new();
     for t in 0..TRACES {
         let mut trace_id = [0u8; 16];
@@ -135,7 +135,7 @@ async fn http_export(endpoint: &str, n: usize) -> Option<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_past_the_memory_budget_is_refused_retryably_and_nothing_accepted_is_lost() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         memory_limit_mib: Some(BUDGET_MIB),
         trace_idle: Some("300ms".parse().unwrap()),
         ..Settings::default()
@@ -196,7 +196,7 @@ async fn a_flood_past_the_memory_budget_is_refused_retryably_and_nothing_accepte
 /// export is refused with 503 and `Retry-After`, whichever protocol filled it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_export_past_the_budget_gets_503_with_retry_after() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         memory_limit_mib: Some(BUDGET_MIB),
         trace_idle: Some("1h".parse().unwrap()),
         trace_max_age: Some("1h".parse().unwrap()),

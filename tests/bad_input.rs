@@ -3,13 +3,19 @@
 //! `fuzz/regressions/`) replayed through the code the targets run
 //! (`fuzz/src/lib.rs`, compiled in here), and a trace deeper than any stack.
 
-mod harness;
+mod support;
 
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
 use hopscope::model::{AttrArena, Span, SpanId, SpanKind, SpanSet, Sym, TraceId};
 
+// The fuzz crate's code includes `tests/support/checks.rs` itself, as the
+// fuzz crate has no `support` module: here the file is compiled twice.
+#[allow(
+    clippy::duplicate_mod,
+    reason = "fuzz/src/lib.rs is compiled as the fuzz crate compiles it"
+)]
 #[path = "../fuzz/src/lib.rs"]
 mod fuzz;
 
@@ -162,7 +168,7 @@ async fn undecodable_requests_are_refused_and_counted_on_both_receivers() {
     use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceResponse;
     use tonic::codegen::http::uri::PathAndQuery;
 
-    let d = harness::start(Default::default()).await;
+    let d = support::start(Default::default()).await;
     let channel = tonic::transport::Endpoint::from_shared(d.grpc_endpoint.clone())
         .unwrap()
         .connect()

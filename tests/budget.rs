@@ -6,13 +6,13 @@
 //! then the culprit: the finding for the culprit comes from a detector run that
 //! saw the look-alikes too, so their silence is checked, not assumed.
 
-mod harness;
+mod support;
 
 use std::collections::BTreeMap;
 
-use harness::{sp, Sp, TestDaemon};
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
+use support::{sp, Sp, TestDaemon};
 
 /// Waits until the call window holds `traces` traces; returns the budget map.
 async fn window_holds(d: &TestDaemon, traces: usize) -> Value {
@@ -108,7 +108,7 @@ fn healthy(service: &'static str, route: &'static str, ms: u64) -> Vec<Sp> {
 /// storm of 502s is not a timeout even at 29 s, and fast traffic says nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_limits_name_the_layer_that_gave_up() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let mut lookalikes = vec![gave_up_at(
         "api",
         "GET /once",
@@ -130,7 +130,7 @@ async fn gateway_limits_name_the_layer_that_gave_up() {
     for i in 0..20 {
         lookalikes.push(healthy("shop", "GET /", 100 + 10 * i));
     }
-    harness::send(&d, lookalikes).await;
+    support::send(&d, lookalikes).await;
     let map = window_holds(&d, 26).await;
     for (service, operation) in [
         ("api", "GET /once"),
@@ -183,7 +183,7 @@ async fn gateway_limits_name_the_layer_that_gave_up() {
             "Gateway Timeout",
         ));
     }
-    harness::send(&d, culprits).await;
+    support::send(&d, culprits).await;
     let body = d
         .wait_for("/api/v1/findings?kind=gateway_timeout", |status, body| {
             status == 200 && findings(body).len() == 4
@@ -372,10 +372,10 @@ fn stacked() -> Vec<Sp> {
 /// propagated deadlines (smaller than what is left, callees that stop) are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inner_timeout_longer_than_what_is_left_is_an_inversion() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let mut lookalikes: Vec<Vec<Sp>> = (0..4).map(|_| propagated(true)).collect();
     lookalikes.extend((0..3).map(|_| propagated(false)));
-    harness::send(&d, lookalikes).await;
+    support::send(&d, lookalikes).await;
     let map = window_holds(&d, 7).await;
     let quote = entry(&map, "gateway", "GET /quote");
     assert!(approx(&quote["timeout_ms"], 29_000.0), "{quote}");
@@ -395,7 +395,7 @@ async fn an_inner_timeout_longer_than_what_is_left_is_an_inversion() {
 
     let mut culprits: Vec<Vec<Sp>> = (0..4).map(|_| inverted()).collect();
     culprits.extend((0..3).map(|_| stacked()));
-    harness::send(&d, culprits).await;
+    support::send(&d, culprits).await;
     let body = d
         .wait_for("/api/v1/findings?kind=timeout_inversion", |status, body| {
             status == 200 && findings(body).len() == 2
@@ -529,13 +529,13 @@ fn search(callee: &'static str, i: u64, ok_ms: impl Fn(u64) -> u64) -> Vec<Sp> {
 /// it, is not. An entry point under API Gateway's 29 s with p95 of 17 s is too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p95_above_half_of_the_timeout_in_front_is_a_headroom_warning() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     // suggest: p99 900 ms under a 2 s timeout. catalog: 1.5–1.98 s, no timeout seen.
     let mut lookalikes: Vec<Vec<Sp>> = (0..28)
         .map(|i| search("suggest", i, |i| 100 + 32 * i))
         .collect();
     lookalikes.extend((3..28).map(|i| search("catalog", i, |i| 1_500 + 20 * (i - 3))));
-    harness::send(&d, lookalikes).await;
+    support::send(&d, lookalikes).await;
     let map = window_holds(&d, 53).await;
     let shop = entry(&map, "shop", "GET /search");
     assert_eq!(violations(shop), vec!["gateway_timeout"], "{shop}");
@@ -573,7 +573,7 @@ async fn p95_above_half_of_the_timeout_in_front_is_a_headroom_warning() {
             .http(200)]
         });
     }
-    harness::send(&d, culprits).await;
+    support::send(&d, culprits).await;
     let body = d
         .wait_for("/api/v1/findings?kind=timeout_headroom", |status, body| {
             status == 200 && findings(body).len() == 2
@@ -624,8 +624,8 @@ async fn p95_above_half_of_the_timeout_in_front_is_a_headroom_warning() {
 /// count them again, and a bad query is a JSON error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_findings_count_each_call_once_across_runs() {
-    let d = harness::start_detecting().await;
-    harness::send(
+    let d = support::start_detecting().await;
+    support::send(
         &d,
         (0..3)
             .map(|_| gave_up_at("lb", "GET /slow", "app", 10_000, 504, "Gateway Timeout"))
@@ -638,7 +638,7 @@ async fn window_findings_count_each_call_once_across_runs() {
         })
         .await;
     let id = findings(&first)[0]["id"].as_str().unwrap().to_owned();
-    harness::send(
+    support::send(
         &d,
         vec![gave_up_at(
             "lb",

@@ -6,13 +6,13 @@
 //! small, and the coverage entry names the service and the attributes that
 //! would fix its names.
 
-mod harness;
+mod support;
 
-use harness::wire::{export, text};
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::trace::v1::Span;
 use serde_json::Value;
+use support::wire::{export, text};
 
 /// Two-span traces of `users` with an id in both names, per request and in all.
 const PER_REQUEST: u64 = 2_000;
@@ -30,8 +30,8 @@ fn span(n: u64, id: u64, parent: Option<u64>, name: String, kind: i32) -> Span {
             .into(),
         name,
         kind,
-        start_time_unix_nano: harness::base_ns(),
-        end_time_unix_nano: harness::base_ns() + 10_000_000,
+        start_time_unix_nano: support::base_ns(),
+        end_time_unix_nano: support::base_ns() + 10_000_000,
         ..Default::default()
     }
 }
@@ -58,7 +58,7 @@ fn word(mut n: u64) -> String {
     }
 }
 
-async fn body_text(d: &harness::TestDaemon, path: &str) -> String {
+async fn body_text(d: &support::TestDaemon, path: &str) -> String {
     reqwest::get(format!("{}{path}", d.api))
         .await
         .unwrap()
@@ -69,7 +69,7 @@ async fn body_text(d: &harness::TestDaemon, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_with_ids_fold_into_one_entry_point_and_the_rest_overflow_counted() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         aggregate_max_entries: Some(MAX_ENTRIES as usize),
         ..Settings::default()
     })

@@ -4,18 +4,18 @@
 //! on both protocols and counted, and moves no window, no retention and no
 //! finding's expiry, before or after a restart.
 
-mod harness;
+mod support;
 
 use std::path::PathBuf;
 
-use harness::wire::export;
-use harness::{scenarios, sp, Sp, TestDaemon};
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::trace::v1::Span;
 use opentelemetry::trace::SpanKind;
 use serde_json::{json, Value};
+use support::wire::export;
+use support::{scenarios, sp, Sp, TestDaemon};
 
 /// 2500-01-01T00:00:00Z, in unix nanoseconds.
 const YEAR_2500_NS: u64 = 16_725_225_600_000_000_000;
@@ -30,10 +30,10 @@ impl Drop for TempDir {
 }
 
 async fn start(dir: &TempDir) -> TestDaemon {
-    harness::start(Settings {
+    support::start(Settings {
         data_dir: Some(dir.0.clone()),
         checkpoint_interval: Some("100ms".parse().unwrap()),
-        ..harness::detecting()
+        ..support::detecting()
     })
     .await
 }
@@ -121,7 +121,7 @@ fn pb_span(trace: u8, span: u8, parent: Option<u8>, start_ns: u64) -> Span {
 /// A span in the year 2500, one at the epoch, and a trace whose root is now
 /// and whose child is in 2500 (it straddles the bound).
 fn hostile(trace: u8) -> ExportTraceServiceRequest {
-    let now = harness::base_ns();
+    let now = support::base_ns();
     export(
         "clocks",
         vec![
@@ -223,7 +223,7 @@ async fn spans_from_the_year_2500_and_the_epoch_move_no_window_across_a_restart(
     // Real findings: nginx's 60 s limit (cross-trace) and a cascade (per trace).
     let mut first = gateway_limit("nginx", "GET /export", 60_000, "upstream timed out");
     first.push(cascade("inventory"));
-    harness::send(&d, first).await;
+    support::send(&d, first).await;
     let before = wait_culprits(
         &d,
         &[
@@ -275,7 +275,7 @@ async fn spans_from_the_year_2500_and_the_epoch_move_no_window_across_a_restart(
     // beside the earlier findings.
     let mut later = gateway_limit("apigw", "GET /report", 29_000, "Endpoint request timed out");
     later.push(cascade("pricing"));
-    harness::send(&d, later).await;
+    support::send(&d, later).await;
     let after = wait_culprits(
         &d,
         &[

@@ -4,15 +4,15 @@
 //! for browsers without JavaScript; and the hop-share series the entry-point
 //! chart draws. (The pages in a browser: tests/browser/, run by `.ci/run`.)
 
-mod harness;
+mod support;
 
 use std::collections::BTreeSet;
 
-use harness::{sp, Sp, TestDaemon};
 use hopscope::config::Settings;
 use opentelemetry::trace::SpanKind;
 use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use serde_json::Value;
+use support::{sp, Sp, TestDaemon};
 
 const PAGES: &[&str] = &[
     "/",
@@ -80,7 +80,7 @@ fn imports(js: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_and_asset_is_served_and_references_only_local_assets() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let mut assets = BTreeSet::new();
     for page in PAGES {
         let a = fetch(&d, page, None).await;
@@ -155,7 +155,7 @@ async fn every_page_and_asset_is_served_and_references_only_local_assets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_the_pages_load_without_it_and_the_data_needs_it() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         api_token: Some(TOKEN.into()),
         ..Settings::default()
     })
@@ -209,8 +209,8 @@ fn cascade() -> Vec<Sp> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plain_findings_page_lists_the_findings_as_escaped_html() {
-    let d = harness::start(Settings::default()).await;
-    let ids = harness::send(&d, vec![cascade()]).await;
+    let d = support::start(Settings::default()).await;
+    let ids = support::send(&d, vec![cascade()]).await;
     d.wait_trace(ids[0], 3).await;
     let found = d.wait_findings("cascading_timeout").await;
     let a = fetch(&d, "/ui/plain/findings", None).await;
@@ -245,7 +245,7 @@ async fn the_plain_findings_page_lists_the_findings_as_escaped_html() {
     );
     // A service whose requests carry no instance id: no finding of that kind
     // says nothing about it, and the page says so.
-    let ids = harness::send(
+    let ids = support::send(
         &d,
         vec![vec![sp(
             "legacy",
@@ -325,8 +325,8 @@ fn located_cascade() -> Vec<Sp> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finding_marks_the_spans_it_is_made_of_and_says_where_in_the_source() {
-    let d = harness::start(Settings::default()).await;
-    let ids = harness::send(&d, vec![located_cascade()]).await;
+    let d = support::start(Settings::default()).await;
+    let ids = support::send(&d, vec![located_cascade()]).await;
     d.wait_trace(ids[0], 5).await;
     let found = d.wait_findings("cascading_timeout").await;
     let finding = &found["findings"][0];
@@ -369,7 +369,7 @@ async fn a_finding_marks_the_spans_it_is_made_of_and_says_where_in_the_source() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_finding_kind_is_offered_by_its_label() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let page = fetch(&d, "/ui/findings", None).await.body;
     let module = fetch(&d, "/ui/assets/kinds.js", None).await.body;
     for (kind, label) in [
@@ -444,9 +444,9 @@ fn points(body: &Value) -> Vec<(u64, Vec<(String, f64)>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hop_series_has_one_point_per_step_with_that_steps_shares() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     // Two minutes apart: render is 60% of the first, 25% of the second.
-    let ids = harness::send(&d, vec![page_view(0, 100, 60), page_view(120_000, 200, 50)]).await;
+    let ids = support::send(&d, vec![page_view(0, 100, 60), page_view(120_000, 200, 50)]).await;
     d.wait_trace(ids[0], 2).await;
     d.wait_trace(ids[1], 2).await;
     let series = "/api/v1/hops/series?entry=web:GET%20/a";

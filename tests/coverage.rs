@@ -2,13 +2,13 @@
 //! detectors that leaves blind, from traces exported through the real OTLP
 //! exporter.
 
-mod harness;
+mod support;
 
-use harness::{base_time, exporter, random_trace_id, send, sp, span_data, spec, Sp};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::SpanExporter;
 use serde_json::{json, Value};
+use support::{base_time, exporter, random_trace_id, send, sp, span_data, spec, Sp};
 
 /// Off the whole millisecond, as most SDKs' clocks are.
 const SHIFT_US: u64 = 137;
@@ -89,7 +89,7 @@ fn blind(s: &Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_instrumentation_is_blind_to_nothing_and_missing_ids_and_statements_are_named() {
-    let d = harness::start(Default::default()).await;
+    let d = support::start(Default::default()).await;
     send(&d, vec![instrumented(), instrumented(), bare()]).await;
     let body = d
         .wait_for("/api/v1/coverage", |status, body| {
@@ -177,7 +177,7 @@ async fn full_instrumentation_is_blind_to_nothing_and_missing_ids_and_statements
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_are_blind_without_status_codes_and_the_service_graph_without_peers() {
-    let d = harness::start(Default::default()).await;
+    let d = support::start(Default::default()).await;
     // A worker whose spans carry neither a status code nor an error, calling
     // something it does not name.
     let trace = vec![
@@ -212,7 +212,7 @@ async fn timeouts_are_blind_without_status_codes_and_the_service_graph_without_p
 /// A trace analyzed again after late spans counts its spans once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_analyzed_again_counts_its_spans_once() {
-    let d = harness::start(Default::default()).await;
+    let d = support::start(Default::default()).await;
     let trace_id = random_trace_id();
     let base = base_time();
     let shop = exporter(&d.grpc_endpoint, "shop", false);

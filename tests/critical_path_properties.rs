@@ -4,15 +4,15 @@
 //! end-before-start spans, time 0 and a realistic epoch) and CLIENT/SERVER pairs
 //! across services, so the clock-skew repair runs too.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 
-use common::checks::{check_analysis, check_tree};
 use hopscope::analyze::{analyze, AnalyzedTrace};
 use hopscope::assemble::assemble;
 use hopscope::model::{Span, SpanId, SpanKind, Sym, Trace, TraceId, WarningCode};
 use proptest::prelude::*;
+use support::checks::{check_analysis, check_tree};
 
 fn trace_id() -> TraceId {
     TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("valid")

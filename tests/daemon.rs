@@ -1,11 +1,10 @@
 //! End to end: real OTLP exporters over gRPC into a daemon on ephemeral ports,
 //! answers read from the HTTP API.
 
-mod harness;
+mod support;
 
 use std::time::{Duration, SystemTime};
 
-use harness::{approx, base_time, exporter, hops, span_data, SpanSpec};
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -18,6 +17,7 @@ use opentelemetry::trace::{
 use opentelemetry::Context;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter as _};
 use serde_json::Value;
+use support::{approx, base_time, exporter, hops, span_data, SpanSpec};
 
 /// Creates and ends one span at fixed offsets from `base`, under `parent`.
 fn span(
@@ -63,13 +63,13 @@ fn span(
 /// Pricing ran in parallel with inventory and finished earlier: not on the path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_fan_out_names_the_hop_the_request_waited_on() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let endpoint = d.grpc_endpoint.clone();
     let base = base_time();
     let trace_id = tokio::task::spawn_blocking(move || {
         let p = |svc: &str| {
             SdkTracerProvider::builder()
-                .with_resource(harness::resource(svc))
+                .with_resource(support::resource(svc))
                 .with_simple_exporter(exporter(&endpoint, svc, false))
                 .build()
         };
@@ -267,8 +267,8 @@ async fn parallel_fan_out_names_the_hop_the_request_waited_on() {
 /// order, gzip-compressed: one trace, the same answer as if sent at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_split_across_shuffled_batches_is_assembled_whole() {
-    let d = harness::start(Settings::default()).await;
-    let trace_id = harness::random_trace_id();
+    let d = support::start(Settings::default()).await;
+    let trace_id = support::random_trace_id();
     let base = base_time();
     // root [0, 310]; call i: client [10+30i, 30+30i] → server [12+30i, 28+30i] → work [14+30i, 26+30i]
     let mut specs = vec![(
@@ -369,8 +369,8 @@ async fn a_trace_split_across_shuffled_batches_is_assembled_whole() {
 /// attached under it and reported, and the attribution still adds up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphans_are_reported_and_still_attributed() {
-    let d = harness::start(Settings::default()).await;
-    let trace_id = harness::random_trace_id();
+    let d = support::start(Settings::default()).await;
+    let trace_id = support::random_trace_id();
     let base = base_time();
     let specs = [
         // Parent 0xdead never arrives.
@@ -435,8 +435,8 @@ async fn orphans_are_reported_and_still_attributed() {
 /// waited for is on its critical path; the rest is reported as wasted work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_outliving_its_parent_is_clipped_and_flagged() {
-    let d = harness::start(Settings::default()).await;
-    let trace_id = harness::random_trace_id();
+    let d = support::start(Settings::default()).await;
+    let trace_id = support::random_trace_id();
     let base = base_time();
     let exp = exporter(&d.grpc_endpoint, "api", false);
     exp.export(vec![
@@ -488,7 +488,7 @@ async fn a_child_outliving_its_parent_is_clipped_and_flagged() {
 }
 
 fn pb_span(trace_id: Vec<u8>, span_id: Vec<u8>, name: &str) -> PbSpan {
-    let t0 = harness::base_ns();
+    let t0 = support::base_ns();
     PbSpan {
         trace_id: trace_id.into(),
         span_id: span_id.into(),
@@ -503,7 +503,7 @@ fn pb_span(trace_id: Vec<u8>, span_id: Vec<u8>, name: &str) -> PbSpan {
 /// well-formed span of the same request is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_ids_are_rejected_through_partial_success() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let mut client = TraceServiceClient::connect(d.grpc_endpoint.clone())
         .await
         .unwrap();
@@ -575,8 +575,8 @@ async fn malformed_ids_are_rejected_through_partial_success() {
 /// analyzed again and counted once in the aggregates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_spans_are_merged_and_the_trace_reanalyzed() {
-    let d = harness::start(Settings::default()).await;
-    let trace_id = harness::random_trace_id();
+    let d = support::start(Settings::default()).await;
+    let trace_id = support::random_trace_id();
     let base = base_time();
     let exp = exporter(&d.grpc_endpoint, "late", false);
     exp.export(vec![span_data(
@@ -638,7 +638,7 @@ async fn late_spans_are_merged_and_the_trace_reanalyzed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_are_json_with_fitting_status() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let cases = [
         (
             "/api/v1/traces/0123456789abcdef0123456789abcdef",
@@ -673,13 +673,13 @@ async fn api_errors_are_json_with_fitting_status() {
 /// though they have not gone idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_analyzes_what_is_buffered() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         trace_idle: Some("1h".parse().unwrap()),
         trace_max_age: Some("2h".parse().unwrap()),
         ..Settings::default()
     })
     .await;
-    let trace_id = harness::random_trace_id();
+    let trace_id = support::random_trace_id();
     let exp = exporter(&d.grpc_endpoint, "svc", false);
     exp.export(vec![span_data(
         trace_id,

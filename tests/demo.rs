@@ -4,7 +4,7 @@
 //! whichever findings the daemon's detectors produce, and the scenario's promise
 //! about findings.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -28,7 +28,7 @@ async fn run(scenario: Scenario) -> (DemoReport, Vec<Value>) {
     .await
     .expect("the demo starts");
     let report = demo.drive().await.expect("the demo runs");
-    let traces = common::demo::stored_traces(&demo).await;
+    let traces = support::demo::stored_traces(demo.api_url()).await;
     demo.stop().await.expect("the demo stops cleanly");
     (report, traces)
 }

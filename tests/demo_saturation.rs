@@ -4,7 +4,7 @@
 //! findings: the right kind naming the right service and target, and the
 //! look-alikes absent.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
@@ -24,7 +24,7 @@ async fn run(options: DemoOptions) -> (DemoReport, Vec<Value>) {
         assert!(dir.is_dir(), "{dir:?}");
     }
     let report = demo.drive().await.expect("the demo runs");
-    let traces = common::demo::stored_traces(&demo).await;
+    let traces = support::demo::stored_traces(demo.api_url()).await;
     demo.stop().await.expect("the demo stops cleanly");
     if let Some(dir) = &data {
         assert!(!dir.exists(), "{dir:?} is left behind");

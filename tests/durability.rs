@@ -4,18 +4,18 @@
 //! aggregates are those of a run that was never interrupted. A torn tail and a
 //! corrupt record are cut, and the rest of the log recovered.
 
-mod harness;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use harness::process::Daemon;
-use harness::{base_time, random_trace_id, span_data, spec};
 use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use serde_json::Value;
+use support::process::Daemon;
+use support::{base_time, random_trace_id, span_data, spec};
 
 /// A data directory of this test process, removed when dropped (also when
 /// the test fails).
@@ -96,7 +96,7 @@ async fn export(
     for _ in 0..concurrency {
         let (acked, next, traces, on_ack) =
             (acked.clone(), next.clone(), traces.clone(), on_ack.clone());
-        let exporter = harness::exporter(endpoint, "shop", false);
+        let exporter = support::exporter(endpoint, "shop", false);
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -355,7 +355,7 @@ async fn an_otlp_json_export_is_logged_as_received_and_replayed() {
     let d = Daemon::start(Some(&dir), &[]);
     // The specification's example, moved to now: the daemon refuses spans
     // that ended longer ago than its aggregates keep.
-    let start = harness::base_ns();
+    let start = support::base_ns();
     let body = include_str!("fixtures/otlp-json/trace.json")
         .replace("1544712660000000000", &start.to_string())
         .replace("1544712661000000000", &(start + 1_000_000_000).to_string());
@@ -452,7 +452,7 @@ async fn a_failed_log_write_is_a_retryable_refusal_never_a_success() {
             spans
         })
         .collect();
-    let exporter = harness::exporter(&d.grpc, "shop", false);
+    let exporter = support::exporter(&d.grpc, "shop", false);
     exporter.export(big).await.expect("first request logged");
 
     // The log's directory is gone: the new segment cannot be created.

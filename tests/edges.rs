@@ -1,12 +1,12 @@
 //! `GET /api/v1/edges`: the service graph from traces exported through the
 //! real OTLP exporter.
 
-mod harness;
+mod support;
 
-use harness::{base_time, exporter, random_trace_id, send, sp, span_data, spec, Sp};
 use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::trace::SpanExporter;
 use serde_json::Value;
+use support::{base_time, exporter, random_trace_id, send, sp, span_data, spec, Sp};
 
 /// gateway → orders → inventory, and a database call of orders (no SERVER
 /// span: not an edge). Each CLIENT span is 20 ms (gateway) or 10 ms (orders)
@@ -64,7 +64,7 @@ fn edge<'a>(body: &'a Value, caller: &str, callee: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_count_calls_errors_and_wire_time_between_services() {
-    let d = harness::start(Default::default()).await;
+    let d = support::start(Default::default()).await;
     send(&d, vec![checkout(false), checkout(true), checkout(false)]).await;
     let body = d
         .wait_for("/api/v1/edges?since=15m", |status, body| {
@@ -116,7 +116,7 @@ async fn edges_count_calls_errors_and_wire_time_between_services() {
 /// A trace analyzed again after late spans counts its calls once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_analyzed_again_counts_its_calls_once() {
-    let d = harness::start(Default::default()).await;
+    let d = support::start(Default::default()).await;
     let trace_id = random_trace_id();
     let base = base_time();
     let gateway = exporter(&d.grpc_endpoint, "gateway", false);

@@ -12,21 +12,21 @@
 //! export is refused retryably, the next one goes to a new segment, and
 //! every acknowledged span is there after a kill and a restart.
 
-mod harness;
+mod support;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use harness::process::Daemon;
-use harness::wire::{export, text};
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::trace::v1::Span;
 use opentelemetry::trace::TraceId;
 use prost::Message;
+use support::process::Daemon;
+use support::wire::{export, text};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -93,7 +93,7 @@ fn hex(id: [u8; 16]) -> String {
 /// attributes, so that its record needs pages of its own (tmpfs allocates
 /// whole pages: a small record could still fit in the segment's last one).
 fn request(n: u8) -> ExportTraceServiceRequest {
-    let start = harness::base_ns();
+    let start = support::base_ns();
     let spans = (0..SPANS as u64)
         .map(|s| Span {
             trace_id: trace_id(n).to_vec().into(),
@@ -147,6 +147,10 @@ fn settings(data: &Path) -> Settings {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "CI=true makes a missing tmpfs a failure, not a skip"
+)]
 async fn a_full_disk_refuses_exports_retryably_and_recovers_without_a_restart() {
     let tmpfs = match Tmpfs::mount("4m") {
         Ok(t) => t,
@@ -159,7 +163,7 @@ async fn a_full_disk_refuses_exports_retryably_and_recovers_without_a_restart() 
     let data = tmpfs.0.join("data");
     let filler = tmpfs.0.join("filler");
 
-    let d = harness::start(settings(&data)).await;
+    let d = support::start(settings(&data)).await;
     assert_eq!(http_export(&d.http_endpoint, 1).await.0, 200);
     grpc_export(&d.grpc_endpoint, 2).await.expect("accepted");
 
@@ -191,7 +195,7 @@ async fn a_full_disk_refuses_exports_retryably_and_recovers_without_a_restart() 
     d.stop().await;
 
     // Every acknowledged span is in the log, and nothing refused is.
-    let d = harness::start(settings(&data)).await;
+    let d = support::start(settings(&data)).await;
     for n in [1, 2, 3, 4] {
         d.wait_trace(TraceId::from_bytes(trace_id(n)), SPANS).await;
     }

@@ -3,14 +3,14 @@
 //! the plugin sends (`tests/fixtures/grafana/`, written from its documented
 //! contract) replayed over HTTP against `/grafana`.
 
-mod harness;
+mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, UNIX_EPOCH};
 
-use harness::scenarios::{cascade, db_request};
-use harness::TestDaemon;
 use serde_json::Value;
+use support::scenarios::{cascade, db_request};
+use support::TestDaemon;
 
 /// A fixture body with the range `[from_ms, to_ms)` filled in.
 fn fixture(name: &str, (from_ms, to_ms): (u64, u64)) -> String {
@@ -76,8 +76,8 @@ fn rows(answer: &Value) -> Vec<serde_json::Map<String, Value>> {
 /// Three cascading timeouts through gateway → frontend → orders → inventory
 /// and four slow statements of orders, analyzed and detected.
 async fn daemon_with_findings() -> (TestDaemon, (u64, u64)) {
-    let d = harness::start_detecting().await;
-    harness::send(&d, vec![cascade(), cascade(), cascade()]).await;
+    let d = support::start_detecting().await;
+    support::send(&d, vec![cascade(), cascade(), cascade()]).await;
     let slow = (0..4)
         .map(|n| {
             db_request(
@@ -89,7 +89,7 @@ async fn daemon_with_findings() -> (TestDaemon, (u64, u64)) {
             )
         })
         .collect();
-    harness::send(&d, slow).await;
+    support::send(&d, slow).await;
     d.wait_for("/api/v1/findings", |status, body| {
         let findings = body["findings"].as_array();
         let count = |kind: &str| {
@@ -105,7 +105,7 @@ async fn daemon_with_findings() -> (TestDaemon, (u64, u64)) {
     })
     .await;
     // The traces started a minute ago (the harness's base time).
-    let base_ms = harness::base_time()
+    let base_ms = support::base_time()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
@@ -466,7 +466,7 @@ async fn the_plugin_requests_get_what_a_grafana_user_expects() {
 /// through the datasource `hopscope-json`, and is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_asks_only_for_metrics_the_datasource_offers() {
-    let d = harness::start(Default::default()).await;
+    let d = support::start(Default::default()).await;
     let (status, metrics) = post(&d, "/grafana/metrics", "{}".into()).await;
     assert_eq!(status, 200);
     let offered: BTreeSet<String> = metrics

@@ -4,15 +4,15 @@
 //! against Jaeger's own answers and shapes (`tests/fixtures/jaeger-api/`,
 //! `tests/fixtures/otlp-json/jaeger-ui-otlp2jaeger/`).
 
-mod harness;
+mod support;
 
 use std::collections::BTreeSet;
 
-use harness::{sp, Sp, TestDaemon};
 use hopscope::clock::Clock;
 use hopscope::config::Settings;
 use opentelemetry::trace::SpanKind;
 use serde_json::{json, Value};
+use support::{sp, Sp, TestDaemon};
 
 /// When the Jaeger fixtures were recorded (their spans' end, unix ns).
 const JANUARY_2024: u64 = 1_706_678_909_209_835_000;
@@ -81,7 +81,7 @@ async fn error(d: &TestDaemon, path: &str, status: u16) -> String {
 /// Exports the traces over OTLP/gRPC and waits for their analysis.
 async fn send(d: &TestDaemon, traces: Vec<Vec<Sp>>) -> Vec<String> {
     let sizes: Vec<usize> = traces.iter().map(Vec::len).collect();
-    let ids = harness::send(d, traces).await;
+    let ids = support::send(d, traces).await;
     for (id, n) in ids.iter().zip(sizes) {
         d.wait_trace(*id, n).await;
     }
@@ -121,7 +121,7 @@ fn tag_value<'a>(span: &'a Value, key: &str) -> &'a Value {
 /// caller with its own timeout, inventory slow), plus an audit that frontend
 /// runs beside its call to orders and nobody waits for.
 fn cascade() -> Vec<Sp> {
-    let mut spans = harness::scenarios::cascade();
+    let mut spans = support::scenarios::cascade();
     spans.push(sp(
         "frontend",
         (8, 3),
@@ -150,7 +150,7 @@ fn jaeger_span_keys() -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_answers_in_jaegers_shape_with_the_analysis_as_tags() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let ids = send(&d, vec![cascade()]).await;
     let id = &ids[0];
     let t = jaeger_trace(&d, id).await;
@@ -334,7 +334,7 @@ async fn a_trace_answers_in_jaegers_shape_with_the_analysis_as_tags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_operations_and_dependencies_come_from_the_stored_traces() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let (status, body) = get(&d, "/api/services").await;
     assert_eq!((status, &body["data"]), (200, &json!([])), "{body}");
     send(&d, vec![cascade(), cascade()]).await;
@@ -419,7 +419,7 @@ async fn found(d: &TestDaemon, query: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_search_parameter_narrows_the_traces_found() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     // a: shop GET /a, 100 ms, a gold customer, a database call.
     // b: shop GET /b one second later, 500 ms, failed, a silver customer.
     // c: billing POST /pay two seconds later, 2 s.
@@ -629,7 +629,7 @@ async fn otlp_fixtures_answer_as_jaeger_converts_them() {
     ];
     for (input, output, id, spans, recorded) in pairs {
         // The daemon's clock when the fixture was recorded.
-        let d = harness::start_at(Settings::default(), Clock::manual(recorded)).await;
+        let d = support::start_at(Settings::default(), Clock::manual(recorded)).await;
         post_otlp_json(&d, fixture(input)).await;
         d.wait_for(&format!("/api/v1/traces/{id}"), |status, body| {
             status == 200 && body["span_count"] == spans
@@ -673,7 +673,7 @@ async fn resource_attributes_are_the_process_tags() {
                "endTimeUnixNano": (start + 1_000_000).to_string()})
     };
     let start = 1_764_000_000_000_000_000u64;
-    let d = harness::start_at(Settings::default(), Clock::manual(start)).await;
+    let d = support::start_at(Settings::default(), Clock::manual(start)).await;
     let body = json!({"resourceSpans": [
         {"resource": resource("cart-1"), "scopeSpans": [{"spans": [otlp_span("eee19b7ec3c1b174", "", start)]}]},
         {"resource": resource("cart-2"), "scopeSpans": [{"spans": [otlp_span("eee19b7ec3c1b175", "eee19b7ec3c1b174", start + 100_000)]}]}
@@ -723,7 +723,7 @@ async fn resource_attributes_are_the_process_tags() {
 async fn events_are_logs_and_links_are_follows_from_references() {
     let id = "0af7651916cd43dd8448eb211c80319c";
     let start = 1_764_000_000_000_000_000u64;
-    let d = harness::start_at(Settings::default(), Clock::manual(start)).await;
+    let d = support::start_at(Settings::default(), Clock::manual(start)).await;
     let body = json!({"resourceSpans": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]},
         "scopeSpans": [{"spans": [{
@@ -786,7 +786,7 @@ async fn events_are_logs_and_links_are_follows_from_references() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jaeger_listener_takes_the_api_token() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         api_token: Some("s3cret".into()),
         ..Settings::default()
     })

@@ -4,7 +4,7 @@
 //! against a stand-in receiver that refuses once; the binary's flags; the soak
 //! test against the daemon it starts, passing and failing.
 
-mod harness;
+mod support;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ fn hopscope() -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_span_sent_over_grpc_is_acknowledged_counted_and_analyzed() {
-    let daemon = harness::start(Settings::default()).await;
+    let daemon = support::start(Settings::default()).await;
     let shape = Shape {
         error_fraction: 0.2,
         ..Shape::default()
@@ -101,7 +101,7 @@ async fn every_span_sent_over_grpc_is_acknowledged_counted_and_analyzed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_analysis_gives_the_ratio_to_raw_decode_and_probes_measure_the_api() {
-    let daemon = harness::start(Settings::default()).await;
+    let daemon = support::start(Settings::default()).await;
     let bad_path = "/api/v1/traces/not-a-trace-id";
     let opts = Options {
         endpoint: daemon.grpc_endpoint.clone(),
@@ -183,7 +183,7 @@ async fn waiting_for_analysis_gives_the_ratio_to_raw_decode_and_probes_measure_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_for_analysis_that_runs_out_is_a_problem_and_the_ratio_is_ingest_only() {
-    let daemon = harness::start(Settings {
+    let daemon = support::start(Settings {
         trace_idle: Some("1h".parse().unwrap()),
         trace_max_age: Some("1h".parse().unwrap()),
         ..Settings::default()
@@ -268,6 +268,10 @@ struct Receiver {
     spans: AtomicU64,
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the stand-in receiver inflates the load generator's own small exports"
+)]
 async fn receive(
     State(rx): State<Arc<Receiver>>,
     headers: HeaderMap,
@@ -347,7 +351,7 @@ async fn a_receiver_that_is_not_there_is_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_reports_and_exits_zero_when_nothing_is_refused() {
-    let daemon = harness::start(Settings::default()).await;
+    let daemon = support::start(Settings::default()).await;
     let args = [
         "loadgen",
         "--endpoint",

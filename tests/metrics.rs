@@ -2,11 +2,11 @@
 //! exposition parsed by an independent Prometheus text parser, and the numbers
 //! checked against what was sent.
 
-mod harness;
+mod support;
 
-use harness::{send, sp, Sp};
 use opentelemetry::trace::SpanKind;
 use prometheus_parse::{Sample, Scrape, Value};
+use support::{send, sp, Sp};
 
 /// gateway → orders; orders takes `orders_ms` and the gateway gives up at
 /// 3 s, answering 504 when orders is slower.
@@ -67,7 +67,7 @@ fn sample<'a>(scrape: &'a Scrape, metric: &str, labels: &[(&str, &str)]) -> &'a 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_was_ingested_and_how_the_latency_splits() {
-    let d = harness::start(Default::default()).await;
+    let d = support::start(Default::default()).await;
     // Two healthy checkouts (orders 100 and 300 ms) and one that times out.
     send(&d, vec![trace(100), trace(300), trace(5_000)]).await;
     d.wait_for("/api/v1/stats", |status, body| {

@@ -4,7 +4,7 @@
 //! and the names held before keep reading right. Its own test binary: the
 //! interner is process-wide.
 
-mod harness;
+mod support;
 
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -25,7 +25,7 @@ fn name(n: u64) -> String {
 
 /// Request `r`: one root span per trace, each named after its own order id.
 fn request(r: u64) -> ExportTraceServiceRequest {
-    let t0 = harness::base_ns();
+    let t0 = support::base_ns();
     let spans = (0..PER_REQUEST)
         .map(|i| {
             let n = r * PER_REQUEST + i + 1;
@@ -64,7 +64,7 @@ fn request(r: u64) -> ExportTraceServiceRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_past_the_limit_read_as_over_limit_and_every_span_is_still_analyzed() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         names_max_mib: Some(1),
         store_max_traces: Some(50_000),
         ..Settings::default()

@@ -2,14 +2,14 @@
 //! built from, every operation in it is served with the parameters it lists,
 //! and the answers carry what its schemas require.
 
-mod harness;
+mod support;
 
 use std::collections::BTreeSet;
 
-use harness::{sp, TestDaemon};
 use hopscope::config::Settings;
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
+use support::{sp, TestDaemon};
 
 /// Follows a local `$ref` (`#/components/schemas/Name`).
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
@@ -85,14 +85,14 @@ async fn one_timed_out_trace(d: &TestDaemon) -> String {
         sp("gateway", (2, 1), "GET /b", SpanKind::Client, (5, 295)).deadline(),
         sp("backend", (3, 2), "GET /b", SpanKind::Server, (10, 900)),
     ];
-    let ids = harness::send(d, vec![trace]).await;
+    let ids = support::send(d, vec![trace]).await;
     d.wait_trace(ids[0], 3).await;
     ids[0].to_string()
 }
 
 #[tokio::test]
 async fn the_served_document_lists_every_v1_route_with_its_parameters() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let trace_id = one_timed_out_trace(&d).await;
     let findings = d
         .wait_for("/api/v1/findings", |s, b| {
@@ -257,7 +257,7 @@ fn v1_routes_are_registered_only_through_the_documented_router() {
 
 #[tokio::test]
 async fn hops_with_since_after_until_answer_nothing_instead_of_panicking() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     one_timed_out_trace(&d).await;
     let (status, body) = d.get("/api/v1/hops").await;
     assert_eq!(
@@ -274,7 +274,7 @@ async fn hops_with_since_after_until_answer_nothing_instead_of_panicking() {
 #[tokio::test]
 async fn a_finding_id_with_a_sign_is_not_a_finding_id() {
     // u64::from_str_radix takes a leading `+`; the schema's 16 hex digits do not.
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let (status, body) = d.get("/api/v1/findings/+000000000000001").await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_finding_id");

@@ -4,13 +4,12 @@
 //! UI's own conversion; gzip; every refusal with its status and message; partial
 //! success for spans with bad ids in both encodings; and the load generator.
 
-mod harness;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use harness::{base_time, random_trace_id, resource, span_data, SpanSpec, TestDaemon};
 use hopscope::clock::Clock;
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::{
@@ -26,6 +25,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{SpanEvents, SpanExporter as _};
 use prost::Message;
 use serde_json::{json, Value};
+use support::{base_time, random_trace_id, resource, span_data, SpanSpec, TestDaemon};
 
 /// When the fixtures were recorded (their spans' last end, unix ns): the
 /// daemon's clock then, so it takes them.
@@ -118,7 +118,7 @@ fn spans(trace: &Value) -> BTreeMap<String, Value> {
 /// delivers over gRPC: the same spans, attributes, events, status, critical path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_exporter_over_http_protobuf_and_json_builds_the_same_trace_as_over_grpc() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let base = base_time();
     let mut traces = Vec::new();
     for transport in ["grpc", "http/protobuf", "http/json"] {
@@ -173,7 +173,7 @@ async fn the_sdk_exporter_over_http_protobuf_and_json_builds_the_same_trace_as_o
         server.attributes = vec![KeyValue::new("http.response.status_code", 200)];
         for (service, batch) in [("frontend", vec![root, call]), ("inventory", vec![server])] {
             let exporter = match transport {
-                "grpc" => harness::exporter(&d.grpc_endpoint, service, false),
+                "grpc" => support::exporter(&d.grpc_endpoint, service, false),
                 "http/protobuf" => http_exporter(&d, service, Protocol::HttpBinary, false),
                 _ => http_exporter(&d, service, Protocol::HttpJson, true),
             };
@@ -237,7 +237,7 @@ async fn the_sdk_exporter_over_http_protobuf_and_json_builds_the_same_trace_as_o
 /// gzip: one span, its parent not in the request (an orphan root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_specifications_example_request_is_one_span_of_my_service() {
-    let d = harness::start_at(Settings::default(), Clock::manual(SPEC_EXAMPLE)).await;
+    let d = support::start_at(Settings::default(), Clock::manual(SPEC_EXAMPLE)).await;
     let response = post(
         &d,
         "/v1/traces",
@@ -332,7 +332,7 @@ async fn jaeger_ui_fixtures_agree_with_jaeger_uis_own_conversion() {
     let dir = "jaeger-ui-otlp2jaeger";
     let expected: Value =
         serde_json::from_slice(&fixture(&format!("{dir}/otlp2jaeger-out.json"))).unwrap();
-    let d = harness::start_at(Settings::default(), Clock::manual(JANUARY_2024)).await;
+    let d = support::start_at(Settings::default(), Clock::manual(JANUARY_2024)).await;
     let response = post(
         &d,
         "/v1/traces",
@@ -360,7 +360,7 @@ async fn jaeger_ui_fixtures_agree_with_jaeger_uis_own_conversion() {
     );
     d.stop().await;
 
-    let d = harness::start_at(Settings::default(), Clock::manual(JANUARY_2024)).await;
+    let d = support::start_at(Settings::default(), Clock::manual(JANUARY_2024)).await;
     let response = post(
         &d,
         "/v1/traces",
@@ -387,7 +387,7 @@ async fn jaeger_ui_fixtures_agree_with_jaeger_uis_own_conversion() {
     assert_eq!(lines.len(), 4);
     let mut seen = Vec::new();
     for requests in [vec![combined], lines] {
-        let d = harness::start_at(Settings::default(), Clock::manual(MARCH_2024)).await;
+        let d = support::start_at(Settings::default(), Clock::manual(MARCH_2024)).await;
         for body in requests {
             let response = post(&d, "/v1/traces", "application/json", false, body).await;
             assert_eq!(response.status(), 200);
@@ -425,7 +425,7 @@ fn pb_request(spans: Vec<PbSpan>) -> Vec<u8> {
 }
 
 fn pb_span(trace_id: &[u8], span_id: &[u8], parent: &[u8]) -> PbSpan {
-    let t0 = harness::base_ns();
+    let t0 = support::base_ns();
     PbSpan {
         trace_id: trace_id.to_vec().into(),
         span_id: span_id.to_vec().into(),
@@ -439,7 +439,7 @@ fn pb_span(trace_id: &[u8], span_id: &[u8], parent: &[u8]) -> PbSpan {
 }
 
 fn json_span(trace_id: Value, span_id: &str, parent: &str) -> Value {
-    let t0 = harness::base_ns();
+    let t0 = support::base_ns();
     json!({
         "traceId": trace_id, "spanId": span_id, "parentSpanId": parent,
         "name": "GET /cart", "kind": 2,
@@ -451,7 +451,7 @@ fn json_span(trace_id: Value, span_id: &str, parent: &str) -> Value {
 /// the good spans of the same request are kept, each in its own trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_ids_are_a_partial_success_and_the_good_spans_keep_their_own_traces() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let pb = pb_request(vec![
         pb_span(&[0x11; 16], &[1; 8], &[]),
         pb_span(&[0x11; 15], &[2; 8], &[]),
@@ -531,7 +531,7 @@ async fn bad_ids_are_a_partial_success_and_the_good_spans_keep_their_own_traces(
 /// A protobuf request gzip-compressed by hand is inflated and accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gzip_protobuf_body_is_accepted() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let body = pb_request(vec![pb_span(&[0x31; 16], &[1; 8], &[])]);
     let response = post(&d, "/v1/traces", "application/x-protobuf", true, body).await;
     assert_eq!(response.status(), 200);
@@ -562,7 +562,7 @@ async fn refusal(response: reqwest::Response) -> (u16, reqwest::header::HeaderMa
 /// Every refusal has its status, a readable message, and a count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_refusal_has_its_status_a_message_and_a_count() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         otlp_max_message_mib: Some(1),
         ..Settings::default()
     })
@@ -694,7 +694,7 @@ async fn each_refusal_has_its_status_a_message_and_a_count() {
 /// is acknowledged, counted and analyzed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_over_otlp_http_is_acknowledged_and_counted() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let mut total = 0;
     for gzip in [false, true] {
         let opts = Options {

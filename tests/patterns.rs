@@ -5,20 +5,20 @@
 //! `hopscope analyze`. Each test has the culprit, its look-alikes and
 //! healthy traffic, and checks that only the culprit is named.
 
-mod harness;
+mod support;
 
 use std::process::Command;
 
-use harness::{send, sp, Sp};
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
+use support::{send, sp, Sp};
 
 const MS: u64 = 1;
 
 /// The findings of `traces` by both paths: the daemon's API, and `hopscope
 /// analyze` on the traces as the daemon's Jaeger API exports them.
 async fn found(traces: Vec<Vec<Sp>>) -> [Vec<Value>; 2] {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let sent = traces.len();
     let ids = send(&d, traces).await;
     d.detected(sent).await;
@@ -229,7 +229,7 @@ async fn an_orm_loop_is_n_plus_one_and_a_batched_in_query_is_not() {
         assert!(f["remedy"].as_str().unwrap().contains("IN (...)"), "{f:#}");
     }
     // The trace page marks the loop's twenty calls.
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let ids = send(&d, vec![posts_page(false)]).await;
     let trace = d
         .wait_for(&format!("/api/v1/traces/{}", ids[0]), |s, b| {

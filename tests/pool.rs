@@ -6,14 +6,14 @@
 //! run over them (`detectors_current`), checks their silence, then sends the
 //! culprit.
 
-mod harness;
+mod support;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use harness::{send, sp, Sp, TestDaemon};
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
+use support::{send, sp, Sp, TestDaemon};
 
 /// A span of the service instance `who` (service, instance).
 fn of(
@@ -145,7 +145,7 @@ fn sixteen_clients() -> Vec<(u64, usize)> {
 /// absorbs are not pool exhaustion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_exhaustion_names_the_starved_pool_and_not_its_look_alikes() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let mut lookalikes = Vec::new();
     // Healthy: the same load, 32 connections, no wait.
     let healthy = simulate(32, &sixteen_clients(), 5, 20);
@@ -256,7 +256,7 @@ async fn pool_exhaustion_names_the_starved_pool_and_not_its_look_alikes() {
 /// same requests overlapping on another instance are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_worker_names_the_instance_whose_requests_run_in_series() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let request = |who: (&'static str, &'static str),
                    (start, work_end, resume, end): (u64, u64, u64, u64)| {
         vec![
@@ -336,7 +336,7 @@ async fn blocked_worker_names_the_instance_whose_requests_run_in_series() {
 /// and the finding says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ceiling_that_shrinks_while_requests_queue_is_a_suspected_leak() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let before = simulate(4, &vec![(0, 2); 16], 5, 20);
     let leaked_at = before.iter().map(|&(_, q)| q + 5 * 20).max().unwrap();
     let after = simulate(2, &vec![(leaked_at, 2); 16], 5, 20);
@@ -385,7 +385,7 @@ async fn a_ceiling_that_shrinks_while_requests_queue_is_a_suspected_leak() {
 /// 16 concurrent requests is named by its peer, from the gaps alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_client_pool_is_named_by_its_peer() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let starved = simulate(4, &sixteen_clients(), 2, 20);
     send(
         &d,
@@ -482,7 +482,7 @@ fn held_in_app(
 /// the same requests under a pool big enough are silent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_held_in_application_code_is_sized_by_connections_held_counted_once() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let clients = vec![(0, 5); 14];
     let roomy = simulate(14, &clients, 1, 103);
     assert!(roomy.iter().all(|(a, q)| q - a == 1));

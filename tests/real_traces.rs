@@ -3,8 +3,7 @@
 //! and through `hopscope analyze`: the answer known, and the look-alikes
 //! silent.
 
-mod common;
-mod harness;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -68,7 +67,7 @@ async fn through_daemon(files: &[String]) -> Vec<Value> {
         .map(|s| s["startTime"].as_u64().unwrap() + s["duration"].as_u64().unwrap())
         .max()
         .expect("spans");
-    let d = harness::start_at(harness::detecting(), Clock::manual(recorded_us * 1_000)).await;
+    let d = support::start_at(support::detecting(), Clock::manual(recorded_us * 1_000)).await;
     let http = reqwest::Client::new();
     let mut traces = 0;
     for (file, doc) in files.iter().zip(&docs) {
@@ -76,7 +75,7 @@ async fn through_daemon(files: &[String]) -> Vec<Value> {
         let response = http
             .post(format!("{}/v1/traces", d.http_endpoint))
             .header("content-type", "application/json")
-            .body(serde_json::to_vec(&common::jaeger::otlp_json(doc)).unwrap())
+            .body(serde_json::to_vec(&support::jaeger::otlp_json(doc)).unwrap())
             .send()
             .await
             .expect("OTLP/HTTP export");

@@ -8,21 +8,21 @@
 //! the same time per span and the same sections, except where a test below says
 //! why not. CRISP differs from both by design when siblings overlap.
 //!
-//! Every fixture also goes through the invariants in `common::checks`: one tree;
+//! Every fixture also goes through the invariants in `support::checks`: one tree;
 //! segments in time order, contiguous, summing exactly to the root's duration;
 //! hop shares summing to 1.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use common::checks::{check_analysis, check_tree};
-use common::jaeger::{self, JaegerTrace};
 use hopscope::analyze::{analyze, AnalyzedTrace};
 use hopscope::assemble::assemble;
 use hopscope::model::WarningCode;
 use serde_json::Value;
+use support::checks::{check_analysis, check_tree};
+use support::jaeger::{self, JaegerTrace};
 
 // ---------------------------------------------------------------------------
 // Fixture access and conversion to the references' units (µs, span id text)

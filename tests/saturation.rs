@@ -5,12 +5,12 @@
 //! then the culprit: the finding for the culprit comes from a detector run (or
 //! an analysis) that saw the look-alikes too, so their silence is checked.
 
-mod harness;
+mod support;
 
-use harness::scenarios::db_request;
-use harness::{sp, Sp, TestDaemon};
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
+use support::scenarios::db_request;
+use support::{sp, Sp, TestDaemon};
 
 /// Waits until the window holds `traces` traces.
 async fn window_holds(d: &TestDaemon, traces: usize) {
@@ -44,7 +44,7 @@ async fn all_of(d: &TestDaemon, kind: &str) -> Vec<Value> {
 /// connection, and one slow call of a fast shape are not slow queries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_query_names_the_slow_statement_and_only_it() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let mut lookalikes = Vec::new();
     for _ in 0..20 {
         lookalikes.push(db_request(
@@ -76,7 +76,7 @@ async fn slow_query_names_the_slow_statement_and_only_it() {
             ms,
         ));
     }
-    harness::send(&d, lookalikes).await;
+    support::send(&d, lookalikes).await;
     window_holds(&d, 34).await;
 
     let culprits = (0..4)
@@ -92,7 +92,7 @@ async fn slow_query_names_the_slow_statement_and_only_it() {
             )
         })
         .collect();
-    harness::send(&d, culprits).await;
+    support::send(&d, culprits).await;
     window_holds(&d, 38).await;
 
     let statement = "SELECT * FROM orders WHERE customer_id = ? AND state IN (?)";
@@ -164,7 +164,7 @@ async fn slow_query_names_the_slow_statement_and_only_it() {
 /// (`status`, `live`) are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let server = |route: &'static str, ms: u64| {
         vec![sp("api", (1, 0), route, SpanKind::Server, (0, ms)).attr("http.route", route)]
     };
@@ -172,7 +172,7 @@ async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
     let target = |path: &'static str, ms: u64| {
         vec![sp("api", (1, 0), "GET", SpanKind::Server, (0, ms)).attr("http.target", path)]
     };
-    harness::send(
+    support::send(
         &d,
         vec![
             server("/readyz", 20),
@@ -186,7 +186,7 @@ async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
     )
     .await;
     window_holds(&d, 7).await;
-    harness::send(&d, vec![server("/healthz", 800)]).await;
+    support::send(&d, vec![server("/healthz", 800)]).await;
     let found = findings_of(&d, "slow_health_check").await;
     window_holds(&d, 8).await;
     assert_eq!(found.len(), 1, "{found:#?}");
@@ -208,7 +208,7 @@ async fn a_slow_health_check_is_named_and_look_alikes_are_not() {
 /// of this deployment, and `/healthz`, no longer listed, is an endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_health_routes_replace_the_defaults() {
-    let d = harness::start(hopscope::config::Settings {
+    let d = support::start(hopscope::config::Settings {
         health_routes: Some(vec!["/internal/up".to_owned()]),
         ..hopscope::config::Settings::default()
     })
@@ -216,7 +216,7 @@ async fn configured_health_routes_replace_the_defaults() {
     let server = |route: &'static str| {
         vec![sp("api", (1, 0), route, SpanKind::Server, (0, 900)).attr("http.route", route)]
     };
-    let ids = harness::send(&d, vec![server("/healthz"), server("/internal/up")]).await;
+    let ids = support::send(&d, vec![server("/healthz"), server("/internal/up")]).await;
     for id in ids {
         d.wait_trace(id, 1).await;
     }
@@ -231,7 +231,7 @@ async fn configured_health_routes_replace_the_defaults() {
 /// and one whose very first request alone is slow, are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_names_the_service_of_the_slow_new_instance() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let request = |service: &'static str, instance: &str, at: u64, ms: u64| {
         vec![sp(
             service,
@@ -251,7 +251,7 @@ async fn cold_start_names_the_service_of_the_slow_new_instance() {
         lookalikes.push(request("search", "search-c", 9_000 + n * 100, first));
         lookalikes.push(request("checkout", "checkout-a", n * 100, 20 + n % 3));
     }
-    harness::send(&d, lookalikes).await;
+    support::send(&d, lookalikes).await;
     window_holds(&d, 48).await;
     let cold: Vec<Vec<Sp>> = (0..10)
         .map(|n| {
@@ -259,7 +259,7 @@ async fn cold_start_names_the_service_of_the_slow_new_instance() {
             request("checkout", "checkout-b", 5_000 + n * 1_000, ms)
         })
         .collect();
-    harness::send(&d, cold).await;
+    support::send(&d, cold).await;
     window_holds(&d, 58).await;
     let found = d
         .wait_for("/api/v1/findings?kind=cold_start", |status, body| {
@@ -296,7 +296,7 @@ async fn cold_start_names_the_service_of_the_slow_new_instance() {
 /// first searches take 600 ms is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_compares_first_requests_with_the_same_operation() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let request = |instance: &str, route: &'static str, at: u64, ms: u64| {
         vec![
             sp("reports", (1, 0), route, SpanKind::Server, (at, at + ms))
@@ -317,7 +317,7 @@ async fn cold_start_compares_first_requests_with_the_same_operation() {
         };
         lookalikes.push(request("reports-b", route, 5_000 + n * 1_000, ms));
     }
-    harness::send(&d, lookalikes).await;
+    support::send(&d, lookalikes).await;
     window_holds(&d, 34).await;
     let cold: Vec<Vec<Sp>> = (0..10)
         .map(|n| {
@@ -325,7 +325,7 @@ async fn cold_start_compares_first_requests_with_the_same_operation() {
             request("reports-c", "GET /search", 20_000 + n * 1_000, ms)
         })
         .collect();
-    harness::send(&d, cold).await;
+    support::send(&d, cold).await;
     window_holds(&d, 44).await;
     let found = d
         .wait_for("/api/v1/findings?kind=cold_start", |status, body| {
@@ -378,9 +378,9 @@ async fn lowered_thresholds_make_findings_the_defaults_do_not_and_say_so() {
         traces
     };
     // The defaults: every trace analyzed and the window detectors current.
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let spans: Vec<usize> = traces().iter().map(Vec::len).collect();
-    for (id, spans) in harness::send(&d, traces()).await.into_iter().zip(spans) {
+    for (id, spans) in support::send(&d, traces()).await.into_iter().zip(spans) {
         d.wait_trace(id, spans).await;
     }
     d.wait_for("/api/v1/stats", |status, body| {
@@ -391,8 +391,8 @@ async fn lowered_thresholds_make_findings_the_defaults_do_not_and_say_so() {
     assert_eq!(all_of(&d, "slow_health_check").await, Vec::<Value>::new());
     d.stop().await;
 
-    let d = harness::start(configured).await;
-    harness::send(&d, traces()).await;
+    let d = support::start(configured).await;
+    support::send(&d, traces()).await;
     let slow = findings_of(&d, "slow_query").await;
     assert_eq!(
         slow[0]["crossed"][0],

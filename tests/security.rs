@@ -2,12 +2,11 @@
 //! and the OTLP/gRPC receiver (with the OpenTelemetry SDK's exporter), size
 //! limits, and TLS with a certificate made for the test.
 
-mod harness;
+mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use harness::{random_trace_id, span_data, SpanSpec, TestDaemon};
 use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -17,6 +16,7 @@ use opentelemetry::trace::{SpanKind, TraceId};
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SpanExporter;
 use serde_json::Value;
+use support::{random_trace_id, span_data, SpanSpec, TestDaemon};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataMap;
 use tonic::Code;
@@ -52,7 +52,7 @@ fn exporter(
         builder = builder.with_tls_config(tls);
     }
     let mut exporter = builder.build().expect("exporter builds");
-    exporter.set_resource(&harness::resource("frontend"));
+    exporter.set_resource(&support::resource("frontend"));
     exporter
 }
 
@@ -70,14 +70,14 @@ async fn export_one(
         end_ms: 20,
     };
     let result = exporter
-        .export(vec![span_data(trace_id, harness::base_time(), &span)])
+        .export(vec![span_data(trace_id, support::base_time(), &span)])
         .await;
     (trace_id, result)
 }
 
 #[tokio::test]
 async fn api_routes_need_the_token_and_the_probes_do_not() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         api_token: Some(TOKEN.into()),
         ..Settings::default()
     })
@@ -122,7 +122,7 @@ async fn api_routes_need_the_token_and_the_probes_do_not() {
 
 #[tokio::test]
 async fn otlp_exports_need_the_token() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         otlp_token: Some(TOKEN.into()),
         ..Settings::default()
     })
@@ -178,7 +178,7 @@ async fn otlp_exports_need_the_token() {
 /// A request of one span whose attribute holds `bytes` bytes of `fill`.
 fn request_of(bytes: usize, fill: &str) -> ExportTraceServiceRequest {
     let value = fill.repeat(bytes / fill.len());
-    let t0 = harness::base_ns();
+    let t0 = support::base_ns();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
@@ -206,7 +206,7 @@ fn request_of(bytes: usize, fill: &str) -> ExportTraceServiceRequest {
 
 #[tokio::test]
 async fn requests_over_the_size_limits_are_refused_and_counted() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         otlp_max_message_mib: Some(1),
         ..Settings::default()
     })
@@ -291,7 +291,7 @@ fn self_signed() -> (PathBuf, PathBuf, String) {
 #[tokio::test]
 async fn with_a_certificate_both_listeners_speak_tls_only() {
     let (cert, key, cert_pem) = self_signed();
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         tls_cert: Some(cert),
         tls_key: Some(key),
         ..Settings::default()

@@ -6,12 +6,12 @@
 //! timeout budgets and the statement log must come out the same under either
 //! naming. `docs/SEMANTIC_CONVENTIONS.md` lists what each detector reads.
 
-mod harness;
+mod support;
 
-use harness::{sp, Sp, TestDaemon};
 use hopscope::config::Settings;
 use opentelemetry::trace::SpanKind;
 use serde_json::{json, Value};
+use support::{sp, Sp, TestDaemon};
 
 /// Which conventions the SDKs follow.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -366,7 +366,7 @@ struct Seen {
 }
 
 async fn run(naming: Naming) -> Seen {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let traces = vec![
         python_cascade(naming),
         go_handled_deadline(naming),
@@ -376,7 +376,7 @@ async fn run(naming: Naming) -> Seen {
         collector_cascade(naming),
     ];
     let sizes: Vec<usize> = traces.iter().map(Vec::len).collect();
-    let ids = harness::send(&d, traces).await;
+    let ids = support::send(&d, traces).await;
     let mut warnings = Vec::new();
     for (id, n) in ids.into_iter().zip(sizes) {
         let t = d.wait_trace(id, n).await;

@@ -3,11 +3,11 @@
 //! OTLP exporter, findings read from `/api/v1/findings`. Each test sends its
 //! look-alikes with the culprit and checks that only the culprit is named.
 
-mod harness;
+mod support;
 
-use harness::{send, sp, Sp, TestDaemon};
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
+use support::{send, sp, Sp, TestDaemon};
 
 /// Sends `traces` and returns the findings once the detectors have run over
 /// all of them.
@@ -56,7 +56,7 @@ fn called(callee: &'static str, call: (u64, u64), served: (u64, u64)) -> Vec<Sp>
 /// that serves the 8 at once, are silent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_event_loop_is_queueing_in_front_of_the_instance_not_network() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let mut traces = Vec::new();
     for i in 0..8 {
         traces.push(called(
@@ -96,7 +96,7 @@ async fn a_blocked_event_loop_is_queueing_in_front_of_the_instance_not_network()
         .await
         .1;
     let total = |kind: &str| -> f64 {
-        harness::hops(&agg["entries"][0])
+        support::hops(&agg["entries"][0])
             .iter()
             .filter(|h| h.2 == kind)
             .map(|h| h.3)
@@ -116,7 +116,7 @@ async fn a_blocked_event_loop_is_queueing_in_front_of_the_instance_not_network()
 /// together are slow, not serialized.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_ending_in_a_staircase_with_nothing_inside_are_serialized() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let mut traces = Vec::new();
     for i in 0..8 {
         traces.push(vec![sp(
@@ -167,7 +167,7 @@ fn statement(s: Sp, text: &'static str) -> Sp {
 /// slow aggregate is a slow query and not lock contention.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_row_is_lock_contention_not_a_slow_query_or_a_blocked_worker() {
-    let d = harness::start_detecting().await;
+    let d = support::start_detecting().await;
     let mut traces = Vec::new();
     for i in 0..12u64 {
         let locked = 2 + 63 * i;

@@ -6,7 +6,7 @@
 //! is counted, well-behaved exporters are served meanwhile, and shutdown
 //! ends at `shutdown_timeout` even with clients still sending.
 
-mod harness;
+mod support;
 
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ async fn post(http: &reqwest::Client, endpoint: &str, n: u8) -> u16 {
         .map_or(0, |r| r.status().as_u16())
 }
 
-async fn counters(d: &harness::TestDaemon) -> Value {
+async fn counters(d: &support::TestDaemon) -> Value {
     d.get("/api/v1/stats").await.1["counters"].clone()
 }
 
@@ -64,7 +64,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_heads_are_cut_off_and_exporters_still_served() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         header_read_timeout: Some("500ms".parse().unwrap()),
         max_connections: Some(SLOW / 2),
         ..Settings::default()
@@ -110,7 +110,7 @@ async fn slowloris_heads_are_cut_off_and_exporters_still_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_connections_are_limited_and_silent_ones_cut_off() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         header_read_timeout: Some("500ms".parse().unwrap()),
         max_connections: Some(SLOW / 2),
         ..Settings::default()
@@ -133,12 +133,12 @@ async fn grpc_connections_are_limited_and_silent_ones_cut_off() {
     assert_eq!(c["connections_refused"], SLOW / 2, "{c}");
     assert_eq!(c["http_header_timeouts"], SLOW / 2, "{c}");
     // A real exporter is served afterwards.
-    let exporter = harness::exporter(&d.grpc_endpoint, "good", false);
-    let trace = harness::random_trace_id();
-    let span = harness::span_data(
+    let exporter = support::exporter(&d.grpc_endpoint, "good", false);
+    let trace = support::random_trace_id();
+    let span = support::span_data(
         trace,
-        harness::base_time(),
-        &harness::spec(
+        support::base_time(),
+        &support::spec(
             1,
             0,
             "GET /",
@@ -178,7 +178,7 @@ async fn status(stream: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_bodies_are_refused_and_cannot_hold_more_than_the_budget() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         body_read_timeout: Some("1s".parse().unwrap()),
         otlp_max_message_mib: Some(1),
         otlp_body_budget_mib: Some(1),
@@ -228,7 +228,7 @@ async fn slow_bodies_are_refused_and_cannot_hold_more_than_the_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_slow_uploads_keep_memory_bounded_and_exporters_get_in() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         memory_limit_mib: Some(64),
         body_read_timeout: Some("1s".parse().unwrap()),
         otlp_body_budget_mib: Some(8),
@@ -281,14 +281,14 @@ async fn many_slow_uploads_keep_memory_bounded_and_exporters_get_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_at_its_deadline_with_clients_still_sending() {
-    let d = harness::start(Settings {
+    let d = support::start(Settings {
         shutdown_timeout: Some("1s".parse().unwrap()),
         ..Settings::default()
     })
     .await;
     let mut upload = stalled_upload(&d.http_endpoint, 1 << 20, 1 << 10).await;
     let api = reqwest::Client::new();
-    let (status, _) = harness::api_get(&api, &d.api, "/healthz").await;
+    let (status, _) = support::api_get(&api, &d.api, "/healthz").await;
     assert_eq!(status, 200);
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), d.stop())

@@ -1,13 +1,13 @@
 //! Timeout findings end to end: spans exported through the real OTLP exporter,
 //! findings read from the HTTP API.
 
-mod harness;
+mod support;
 
-use harness::scenarios::cascade;
-use harness::{sp, Sp, TestDaemon};
 use hopscope::config::Settings;
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
+use support::scenarios::cascade;
+use support::{sp, Sp, TestDaemon};
 
 /// A span: `hop(service, id, parent, ...)` reads like the tables below.
 fn hop(
@@ -24,7 +24,7 @@ fn hop(
 /// Exports one trace through the harness and waits for its analysis.
 async fn send(d: &TestDaemon, hops: Vec<Sp>) -> Value {
     let n = hops.len();
-    let ids = harness::send(d, vec![hops]).await;
+    let ids = support::send(d, vec![hops]).await;
     d.wait_trace(ids[0], n).await
 }
 
@@ -36,7 +36,7 @@ async fn findings(d: &TestDaemon, query: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cascade_names_the_slow_leaf_not_the_first_span_that_failed() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let trace = send(&d, cascade()).await;
     let trace_id = trace["trace_id"].as_str().unwrap().to_owned();
 
@@ -125,7 +125,7 @@ async fn a_cascade_names_the_slow_leaf_not_the_first_span_that_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_cascade() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     // The same topology, everyone waiting for a slow inventory within budget.
     let slow_but_in_budget = vec![
         hop(
@@ -207,7 +207,7 @@ async fn healthy_traffic_and_a_slow_leaf_within_propagated_deadlines_raise_no_ca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_fast_502s_is_not_a_timeout() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     for _ in 0..5 {
         let bad_gateway = vec![
             hop("gateway", 1, 0, "POST /checkout", SpanKind::Server, (0, 40))
@@ -236,7 +236,7 @@ async fn a_storm_of_fast_502s_is_not_a_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_timeout_handled_by_its_caller_is_not_a_cascade() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     // orders gives up on inventory and answers from a cache: one timeout, no cascade.
     let handled = vec![
         hop(
@@ -277,7 +277,7 @@ async fn one_timeout_handled_by_its_caller_is_not_a_cascade() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_requests_with_bad_parameters_get_json_errors() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     for (path, status, code) in [
         ("/api/v1/findings?kind=slowness", 400, "invalid_kind"),
         ("/api/v1/findings?severity=urgent", 400, "invalid_severity"),
@@ -301,7 +301,7 @@ async fn finding_requests_with_bad_parameters_get_json_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_of_the_slow_call_are_counted() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     // orders calls inventory, times out after 1 s, and retries: both slow.
     let retried = vec![
         hop(
@@ -376,7 +376,7 @@ async fn retries_of_the_slow_call_are_counted() {
 /// stacked, each with its two ends, still are one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ends_of_one_timed_out_call_are_one_timeout_not_a_cascade() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let grpc = |h: Sp| {
         h.attr("rpc.system", "grpc")
             .attr("rpc.grpc.status_code", 4)
@@ -472,7 +472,7 @@ async fn the_ends_of_one_timed_out_call_are_one_timeout_not_a_cascade() {
 /// budgets. The same exception on a span that failed is a timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exception_on_a_span_that_succeeded_is_not_a_timeout() {
-    let d = harness::start(Settings::default()).await;
+    let d = support::start(Settings::default()).await;
     let retried = |h: Sp| {
         h.exception(
             "requests.exceptions.ReadTimeout",

@@ -3,13 +3,13 @@
 //! (`critical_path=true`) with the subtrees left out counted, as a client of a
 //! trace too big to fetch whole (the console's trace page) reads it.
 
-mod harness;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 
-use harness::{send, sp, Sp, TestDaemon};
 use opentelemetry::trace::SpanKind;
 use serde_json::Value;
+use support::{send, sp, Sp, TestDaemon};
 
 const WORKERS: u64 = 20;
 const QUERIES: u64 = 10;
@@ -53,7 +53,7 @@ fn report() -> Vec<Sp> {
 }
 
 async fn with_report() -> (TestDaemon, String) {
-    let d = harness::start(Default::default()).await;
+    let d = support::start(Default::default()).await;
     let id = send(&d, vec![report()]).await[0];
     d.wait_trace(id, SPANS).await;
     (d, id.to_string())

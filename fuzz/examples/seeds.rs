@@ -14,7 +14,7 @@ use hopscope::loadgen::{Generator, Shape};
 use prost::Message;
 
 #[allow(dead_code)] // only the loader is used here
-#[path = "../../tests/common/jaeger.rs"]
+#[path = "../../tests/support/jaeger.rs"]
 mod jaeger;
 
 fn main() {

@@ -27,7 +27,7 @@ use hopscope::model::{
 use hopscope::stats::Stats;
 use hopscope::store::{Aggregates, FindingStore, Store, TraceStore};
 
-#[path = "../../tests/common/checks.rs"]
+#[path = "../../tests/support/checks.rs"]
 mod checks;
 
 /// OTLP protobuf bytes: undecodable bytes are an error; whatever decodes goes

@@ -1,10 +1,18 @@
 //! Turns the spans of one trace, as they arrived, into a [`Trace`]: one tree,
-//! whatever the input. Every repair is reported as a [`Warning`]; nothing here
-//! panics or loops on bad parent links.
+//! whatever the input. Nothing here panics or loops on bad parent links.
+//!
+//! Assembly is a list of named adjusters run in order, as Jaeger's query
+//! adjusters are: [`SPAN_ADJUSTERS`] repair the spans and their parent links
+//! before there is a tree, [`TREE_ADJUSTERS`] work on the tree. Each adjuster
+//! says what it repairs and records every repair as a [`Warning`], so a trace's
+//! warnings come out in the order of the lists. A new repair is a new function
+//! in one of the lists, placed where what it needs is already repaired.
 
 use rustc_hash::FxHashMap;
 
-use crate::model::{AttrArena, Span, SpanKind, SpanSet, Trace, TraceId, Warning, WarningCode};
+use crate::model::{
+    AttrArena, Span, SpanId, SpanKind, SpanSet, Trace, TraceId, Warning, WarningCode,
+};
 
 const NS_PER_MS: f64 = 1e6;
 
@@ -17,28 +25,133 @@ fn ms(ns: u64) -> f64 {
 /// The result does not depend on arrival order: spans are sorted by id first, and
 /// duplicates resolve to the same copy whichever arrived first.
 pub fn assemble(trace_id: TraceId, set: SpanSet) -> Option<Trace> {
-    let SpanSet { mut spans, arena } = set;
-    if spans.is_empty() {
+    if set.spans.is_empty() {
         return None;
     }
-    let mut warnings = Vec::new();
+    let mut draft = Draft::new(set);
+    for adjust in SPAN_ADJUSTERS {
+        adjust(&mut draft);
+    }
+    let mut trace = draft.into_tree(trace_id);
+    for adjust in TREE_ADJUSTERS {
+        adjust(&mut trace);
+    }
+    Some(trace)
+}
 
-    // Duplicates: keep the longest copy (then the earliest start), whatever the order.
+/// An adjuster of the spans and their parent links, before there is a tree.
+type SpanAdjuster = fn(&mut Draft);
+
+/// An adjuster of the assembled tree.
+type TreeAdjuster = fn(&mut Trace);
+
+/// The adjusters of spans and links, in the order they run: each relies on
+/// those before it (parents are resolved among the spans left after
+/// duplicates; the root is chosen once no cycle is left).
+const SPAN_ADJUSTERS: [SpanAdjuster; 5] = [
+    drop_duplicates,
+    clamp_end_before_start,
+    resolve_parents,
+    break_cycles,
+    attach_to_root,
+];
+
+/// The adjusters of the tree, in the order they run: children are sorted by
+/// their skew-adjusted start, and timing is judged on adjusted times.
+const TREE_ADJUSTERS: [TreeAdjuster; 3] = [adjust_clock_skew, sort_children, report_timing];
+
+/// The spans of one trace while [`SPAN_ADJUSTERS`] repair them.
+struct Draft {
+    spans: Vec<Span>,
+    arena: AttrArena,
+    /// Each span id's position in `spans` ([`resolve_parents`] fills it).
+    index: FxHashMap<SpanId, u32>,
+    /// Each span's parent, as a position in `spans`; `None` for no parent (yet).
+    parent: Vec<Option<u32>>,
+    /// Spans left without their named parent (missing, themselves, or cut
+    /// out of a cycle), as opposed to spans that name none.
+    orphan: Vec<bool>,
+    /// The root's position ([`attach_to_root`] chooses it).
+    root: u32,
+    warnings: Vec<Warning>,
+}
+
+impl Draft {
+    fn new(set: SpanSet) -> Draft {
+        Draft {
+            spans: set.spans,
+            arena: set.arena,
+            index: FxHashMap::default(),
+            parent: Vec::new(),
+            orphan: Vec::new(),
+            root: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The tree: children in compressed rows (unsorted until
+    /// [`sort_children`]), no clock shift yet.
+    fn into_tree(self, trace_id: TraceId) -> Trace {
+        let n = self.spans.len();
+        let mut counts = vec![0u32; n + 1];
+        for p in self.parent.iter().flatten() {
+            counts[*p as usize + 1] += 1;
+        }
+        for i in 0..n {
+            counts[i + 1] += counts[i];
+        }
+        let child_offsets = counts.clone();
+        let mut fill = counts;
+        let mut child_list = vec![0u32; n.saturating_sub(1)];
+        for (i, p) in self.parent.iter().enumerate() {
+            if let Some(p) = p {
+                child_list[fill[*p as usize] as usize] = i as u32;
+                fill[*p as usize] += 1;
+            }
+        }
+        Trace {
+            trace_id,
+            spans: self.spans,
+            arena: self.arena,
+            root: self.root,
+            parent: self.parent,
+            child_offsets,
+            child_list,
+            shift_ns: vec![0; n],
+            warnings: self.warnings,
+        }
+    }
+}
+
+/// Duplicates (the same span id more than once: re-sent exports, retries):
+/// keeps the longest copy, then the earliest start, then the first in a total
+/// order on content, so the copy kept does not depend on arrival order.
+/// Records a `DuplicateSpan` per span whose copies differ, and one for all the
+/// identical copies dropped.
+fn drop_duplicates(draft: &mut Draft) {
+    let Draft {
+        spans,
+        arena,
+        warnings,
+        ..
+    } = draft;
     // The order is total up to identical copies, so an unstable sort is enough.
     spans.sort_unstable_by(|a, b| {
         a.span_id.cmp(&b.span_id).then_with(|| {
             b.end_ns
                 .cmp(&a.end_ns)
                 .then(a.start_ns.cmp(&b.start_ns))
-                .then_with(|| content_order(&arena, a, b))
+                .then_with(|| content_order(arena, a, b))
         })
     });
     let before = spans.len();
+    let mut differing = 0;
     spans.dedup_by(|later, kept| {
         let same = later.span_id == kept.span_id;
         let identical = (later.start_ns, later.end_ns) == (kept.start_ns, kept.end_ns)
-            && content_order(&arena, later, kept).is_eq();
+            && content_order(arena, later, kept).is_eq();
         if same && !identical {
+            differing += 1;
             warnings.push(Warning {
                 code: WarningCode::DuplicateSpan,
                 span_id: Some(kept.span_id),
@@ -50,7 +163,7 @@ pub fn assemble(trace_id: TraceId, set: SpanSet) -> Option<Trace> {
         }
         same
     });
-    let exact_copies = before - spans.len() - warnings.len();
+    let exact_copies = before - spans.len() - differing;
     if exact_copies > 0 {
         warnings.push(Warning {
             code: WarningCode::DuplicateSpan,
@@ -58,10 +171,14 @@ pub fn assemble(trace_id: TraceId, set: SpanSet) -> Option<Trace> {
             message: format!("{exact_copies} identical span copies (re-sent exports) were dropped"),
         });
     }
+}
 
-    for span in &mut spans {
+/// A span that ends before it starts gets a duration of 0 (its start is
+/// kept). Records an `EndBeforeStart` per such span.
+fn clamp_end_before_start(draft: &mut Draft) {
+    for span in &mut draft.spans {
         if span.end_ns < span.start_ns {
-            warnings.push(Warning {
+            draft.warnings.push(Warning {
                 code: WarningCode::EndBeforeStart,
                 span_id: Some(span.span_id),
                 message: format!(
@@ -73,19 +190,32 @@ pub fn assemble(trace_id: TraceId, set: SpanSet) -> Option<Trace> {
             span.end_ns = span.start_ns;
         }
     }
+}
 
-    let n = spans.len();
-    let index: FxHashMap<_, u32> = spans
+/// Resolves parent ids to positions; a span that names itself or a parent
+/// that never arrived is left parentless and marked an orphan. Records a
+/// `SelfParent` per span that names itself (missing parents are recorded by
+/// [`attach_to_root`], once cycles are cut).
+fn resolve_parents(draft: &mut Draft) {
+    let Draft {
+        spans,
+        index,
+        parent,
+        orphan,
+        warnings,
+        ..
+    } = draft;
+    *index = spans
         .iter()
         .enumerate()
         .map(|(i, s)| (s.span_id, i as u32))
         .collect();
-
-    // Resolve parent links; a self-parent or a missing parent leaves the span parentless.
-    let mut parent: Vec<Option<u32>> = Vec::with_capacity(n);
-    let mut orphan = vec![false; n];
-    for (i, span) in spans.iter().enumerate() {
-        let resolved = span.parent_id.and_then(|p| {
+    *orphan = vec![false; spans.len()];
+    *parent = spans
+        .iter()
+        .enumerate()
+        .map(|(i, span)| {
+            let p = span.parent_id?;
             if p == span.span_id {
                 warnings.push(Warning {
                     code: WarningCode::SelfParent,
@@ -100,20 +230,34 @@ pub fn assemble(trace_id: TraceId, set: SpanSet) -> Option<Trace> {
                 orphan[i] = true;
             }
             found
-        });
-        parent.push(resolved);
-    }
+        })
+        .collect();
+}
 
-    break_cycles(&spans, &mut parent, &mut orphan, &mut warnings);
-
-    // The root: the longest parentless span (true roots before orphans), then the earliest.
-    let root = (0..n)
+/// Chooses the root (the longest parentless span, spans that name no parent
+/// before orphans, then the earliest) and attaches every other parentless span
+/// under it, for attribution. Records `MultipleRoots` when several spans name
+/// no parent, and an `Orphan` per span whose parent never arrived (the root
+/// too, when the trace's own root is missing).
+fn attach_to_root(draft: &mut Draft) {
+    let Draft {
+        spans,
+        index,
+        parent,
+        orphan,
+        root,
+        warnings,
+        ..
+    } = draft;
+    let n = spans.len();
+    *root = (0..n)
         .filter(|&i| parent[i].is_none())
         .min_by_key(|&i| {
             let s = &spans[i];
             (orphan[i], std::cmp::Reverse(s.duration_ns()), s.start_ns)
         })
         .expect("cycle breaking leaves at least one parentless span") as u32;
+    let root = *root;
 
     let true_roots = (0..n).filter(|&i| spans[i].parent_id.is_none()).count();
     if true_roots > 1 {
@@ -158,40 +302,6 @@ pub fn assemble(trace_id: TraceId, set: SpanSet) -> Option<Trace> {
             });
         }
     }
-
-    // Children in compressed rows, sorted by start time.
-    let mut counts = vec![0u32; n + 1];
-    for p in parent.iter().flatten() {
-        counts[*p as usize + 1] += 1;
-    }
-    for i in 0..n {
-        counts[i + 1] += counts[i];
-    }
-    let child_offsets = counts.clone();
-    let mut fill = counts;
-    let mut child_list = vec![0u32; n.saturating_sub(1)];
-    for (i, p) in parent.iter().enumerate() {
-        if let Some(p) = p {
-            child_list[fill[*p as usize] as usize] = i as u32;
-            fill[*p as usize] += 1;
-        }
-    }
-
-    let mut trace = Trace {
-        trace_id,
-        spans,
-        arena,
-        root,
-        parent,
-        child_offsets,
-        child_list,
-        shift_ns: vec![0; n],
-        warnings,
-    };
-    adjust_clock_skew(&mut trace);
-    sort_children(&mut trace);
-    report_timing(&mut trace);
-    Some(trace)
 }
 
 /// A total order on what else a span says, so that equal-time duplicates resolve
@@ -209,14 +319,17 @@ fn content_order(arena: &AttrArena, a: &Span, b: &Span) -> std::cmp::Ordering {
         .then(a.links().len().cmp(&b.links().len()))
 }
 
-/// Cuts every cycle of parent links at its earliest-starting span, which becomes
-/// parentless. Iterative: each span is walked once.
-fn break_cycles(
-    spans: &[Span],
-    parent: &mut [Option<u32>],
-    orphan: &mut [bool],
-    warnings: &mut Vec<Warning>,
-) {
+/// Cuts every cycle of parent links at its earliest-starting span, which
+/// becomes a parentless orphan. Iterative: each span is walked once. Records a
+/// `ParentCycle` per cycle.
+fn break_cycles(draft: &mut Draft) {
+    let Draft {
+        spans,
+        parent,
+        orphan,
+        warnings,
+        ..
+    } = draft;
     const UNSEEN: u32 = u32::MAX;
     const DONE: u32 = u32::MAX - 1;
     let n = spans.len();
@@ -270,7 +383,8 @@ fn break_cycles(
     }
 }
 
-/// Sorts each span's children by adjusted start time (then id), in place.
+/// Sorts each span's children by adjusted start time (then id), in place, so
+/// the tree reads in time order whatever the arrival order. Records nothing.
 fn sort_children(trace: &mut Trace) {
     let mut list = std::mem::take(&mut trace.child_list);
     for w in trace.child_offsets.windows(2) {
@@ -280,9 +394,11 @@ fn sort_children(trace: &mut Trace) {
     trace.child_list = list;
 }
 
-/// Walks the tree top-down; a SERVER span that starts outside its CLIENT parent
-/// of another service is shifted (with its subtree) to the middle of the client
-/// span, or to its start when it is longer, as Jaeger's adjuster does.
+/// Clock skew between hosts: walks the tree top-down; a SERVER span that starts
+/// outside its CLIENT parent of another service is shifted (with its subtree)
+/// to the middle of the client span, or to its start when it is longer, as
+/// Jaeger's adjuster does. The spans keep their times; the shift is kept
+/// beside them. Records a `ClockSkew` per shifted span.
 fn adjust_clock_skew(trace: &mut Trace) {
     let mut stack = vec![trace.root];
     while let Some(p) = stack.pop() {
@@ -331,7 +447,10 @@ fn adjust_clock_skew(trace: &mut Trace) {
     }
 }
 
-/// Reports children outside their parent's interval, async children and links.
+/// Repairs nothing, reports what timing alone cannot settle: a `Links` per
+/// span with links, an `AsyncChild` per CONSUMER child or child of a PRODUCER
+/// (left off the critical path), and per other child a `ChildOutlivesParent`
+/// or `ChildStartsBeforeParent` when it runs outside its parent's interval.
 fn report_timing(trace: &mut Trace) {
     let mut found = Vec::new();
     for c in 0..trace.spans.len() as u32 {

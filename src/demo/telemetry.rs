@@ -3,7 +3,7 @@
 //!
 //! Why not an SDK processor: the SDK's `BatchSpanProcessor` exports from a thread
 //! of its own that has no Tokio reactor, where the tonic exporter panics (see
-//! `tests/harness`); `SimpleSpanProcessor` blocks the thread that ends a span on a
+//! `tests/support`); `SimpleSpanProcessor` blocks the thread that ends a span on a
 //! gRPC round trip, a runtime worker here; and the async-runtime batch processor
 //! sits behind an experimental feature and blocks the caller of `force_flush`.
 //! So [`QueueProcessor`] only hands each ended span to an unbounded channel, and

@@ -407,6 +407,10 @@ async fn drain(mut body: Body, most: usize) {
 
 /// Inflates a gzip body (every member), refusing as soon as it passes `limit`
 /// bytes: what lies beyond is never inflated.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the one inflate of request bodies, bounded by `limit`"
+)]
 fn gunzip(body: impl Read, limit: usize) -> Result<Vec<u8>, Refusal> {
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(body)

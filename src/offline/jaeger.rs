@@ -25,6 +25,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 
 use super::ids::{span_id, trace_id};
+use super::micros_to_ns;
 use crate::ingest::build::{
     event, link, span_ids, Builder, Codes, Resource, ResourceAttrs, SpanFields, Value,
 };
@@ -189,15 +190,6 @@ struct LogJson {
     timestamp: Option<serde_json::Number>,
     #[serde(default)]
     fields: Option<Vec<TagJson>>,
-}
-
-/// Microseconds → nanoseconds; `None` for a negative or absent time.
-fn micros_to_ns(n: Option<&serde_json::Number>) -> Option<u64> {
-    let n = n?;
-    let us = n
-        .as_u64()
-        .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.round() as u64))?;
-    Some(us.saturating_mul(1_000))
 }
 
 impl TagJson {

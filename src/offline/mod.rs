@@ -712,6 +712,16 @@ impl Reading<'_> {
     }
 }
 
+/// Microseconds (as Jaeger and Zipkin JSON write times) → nanoseconds; `None`
+/// for a negative or absent time. A fractional value is rounded.
+fn micros_to_ns(n: Option<&serde_json::Number>) -> Option<u64> {
+    let n = n?;
+    let us = n
+        .as_u64()
+        .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.round() as u64))?;
+    Some(us.saturating_mul(1_000))
+}
+
 /// The rest of `reader`, at most [`MAX_RECORD_BYTES`].
 fn read_bounded(reader: &mut impl Read, input: &str, at: &str) -> Result<Vec<u8>, OfflineError> {
     let mut body = Vec::new();

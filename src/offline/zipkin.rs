@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Deserialize;
 
 use super::ids::{derived_span_id, span_id, trace_id};
+use super::micros_to_ns;
 use crate::ingest::build::{event, span_ids, Builder, Codes, Resource, SpanFields, Value};
 use crate::model::{Event, SpanBatch, SpanId, Sym, TraceId};
 
@@ -90,14 +91,6 @@ impl Document {
             Document::Spans(spans) => spans,
         }
     }
-}
-
-fn micros_to_ns(n: Option<&serde_json::Number>) -> Option<u64> {
-    let n = n?;
-    let us = n
-        .as_u64()
-        .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f.round() as u64))?;
-    Some(us.saturating_mul(1_000))
 }
 
 fn service(endpoint: Option<&Endpoint>) -> Option<&str> {

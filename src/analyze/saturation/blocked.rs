@@ -275,16 +275,7 @@ pub fn blocked_workers(
         let crossed = crossed(&shape, thresholds);
         out.push(report(service, instance, requests, &shape, others, crossed));
     }
-    out.sort_by(|a, b| {
-        (
-            a.culprit.service.as_str(),
-            a.culprit.peer.map(|p| p.as_str()),
-        )
-            .cmp(&(
-                b.culprit.service.as_str(),
-                b.culprit.peer.map(|p| p.as_str()),
-            ))
-    });
+    super::sort_by_culprit(&mut out);
     out
 }
 

@@ -83,3 +83,16 @@ pub fn detect(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<Observ
     out.extend(cold_starts(traces, &thresholds.cold_start));
     out
 }
+
+/// Orders a detector's observations by culprit service, then peer (stable, so
+/// ties keep the detector's own order): the same window gives the same order
+/// whatever order its hash maps iterated in.
+fn sort_by_culprit(observations: &mut [Observation]) {
+    fn key(o: &Observation) -> (&str, Option<&str>) {
+        (
+            o.culprit.service.as_str(),
+            o.culprit.peer.map(|p| p.as_str()),
+        )
+    }
+    observations.sort_by(|a, b| key(a).cmp(&key(b)));
+}

@@ -243,16 +243,7 @@ pub fn pool_exhaustion(traces: &[Arc<TraceCalls>], config: &Pool) -> Vec<Observa
             report(service, target, &found, config)
         })
         .collect();
-    out.sort_by(|a, b| {
-        (
-            a.culprit.service.as_str(),
-            a.culprit.peer.map(|p| p.as_str()),
-        )
-            .cmp(&(
-                b.culprit.service.as_str(),
-                b.culprit.peer.map(|p| p.as_str()),
-            ))
-    });
+    super::sort_by_culprit(&mut out);
     out
 }
 

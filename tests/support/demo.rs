@@ -1,12 +1,13 @@
 //! What a demo left in its daemon, read back over the HTTP API as a user would.
+//! It takes the API's base URL, not the demo, so that it needs nothing but the
+//! HTTP API wherever the demo's code lives.
 
-use hopscope::demo::Demo;
 use serde_json::Value;
 
-/// Every stored trace of the running demo, whole (`GET /api/v1/traces/{id}`).
-pub async fn stored_traces(demo: &Demo) -> Vec<Value> {
+/// Every stored trace of the daemon whose API is at `api` (the demo's
+/// `api_url()`), whole (`GET /api/v1/traces/{id}`).
+pub async fn stored_traces(api: &str) -> Vec<Value> {
     let http = reqwest::Client::new();
-    let api = demo.api_url();
     let list = get(&http, &format!("{api}/api/v1/traces?limit=1000")).await;
     let mut traces = Vec::new();
     for t in list["traces"].as_array().expect("traces") {

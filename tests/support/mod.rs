@@ -1,6 +1,17 @@
-//! A daemon on ephemeral ports, real OTLP exporters, and an HTTP client for the API.
+//! What the integration tests share (test-only code): a daemon on ephemeral
+//! ports, real OTLP exporters and an HTTP client for the API (this file), the
+//! `hopscope serve` binary as a child process ([`process`]), hand-built OTLP
+//! messages ([`wire`]), shared traces ([`scenarios`]), the tree and
+//! critical-path invariants ([`checks`]), Jaeger JSON fixtures ([`jaeger`]) and
+//! what a demo left in its daemon ([`demo`]).
+//!
+//! Each test binary compiles this module on its own (`mod support;`) and uses
+//! only part of it.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod checks;
+pub mod demo;
+pub mod jaeger;
 pub mod process;
 pub mod scenarios;
 pub mod wire;

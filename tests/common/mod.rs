@@ -1,8 +1,0 @@
-//! Helpers shared by the integration tests (test-only code).
-//!
-//! Each test binary compiles this module on its own and uses only part of it.
-#![allow(dead_code)]
-
-pub mod checks;
-pub mod demo;
-pub mod jaeger;
