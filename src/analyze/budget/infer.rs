@@ -67,7 +67,7 @@ pub fn infer_timeout(durations: &mut [u64], config: &TimeoutInference) -> Option
 
 /// A layer whose limit is a known fingerprint (DOMAIN.md, "Layers and their
 /// limits").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layer {
     /// 29 s, hard: cannot be raised on proxy integrations.
