@@ -53,15 +53,12 @@ mod tests {
     use super::*;
     use crate::analyze::Observation;
 
-    /// An observation as the state file of earlier versions holds it, with
-    /// `evidence` of kind `kind`.
-    fn stored(kind: &str, evidence: Value) -> Value {
-        json!({
-            "kind": kind, "severity": "warning",
-            "culprit": {"service": "api", "operation": "GET /b", "peer": null},
-            "chain": [], "summary": "s", "remedy": "r", "evidence": evidence,
-            "trace_ids": [], "count": 1, "seen_ns": 5,
-        })
+    /// An observation as the state file of earlier versions holds it (its
+    /// `kind` before its `evidence`), with `evidence` of kind `kind`.
+    fn stored(kind: &str, evidence: Value) -> String {
+        format!(
+            r#"{{"kind":"{kind}","severity":"warning","culprit":{{"service":"api","operation":"GET /b","peer":null}},"chain":[],"summary":"s","remedy":"r","evidence":{evidence},"trace_ids":[],"count":1,"seen_ns":5,"crossed":[],"location":null}}"#
+        )
     }
 
     #[test]
@@ -97,8 +94,9 @@ mod tests {
                 }),
             ),
         ];
-        for case in cases {
-            let o: Observation = serde_json::from_value(case.clone()).unwrap();
+        for text in cases {
+            let o: Observation = serde_json::from_str(&text).unwrap();
+            let case: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(o.evidence.kind().as_str(), case["kind"]);
             assert_eq!(
                 serde_json::to_string(&json(&o.evidence)).unwrap(),
@@ -111,7 +109,7 @@ mod tests {
     #[test]
     fn evidence_of_another_kind_is_refused() {
         let wrong = stored("slow_health_check", json!({"calls": 3}));
-        let err = serde_json::from_value::<Observation>(wrong).unwrap_err();
+        let err = serde_json::from_str::<Observation>(&wrong).unwrap_err();
         assert!(err.to_string().contains("missing field"), "{err}");
     }
 }
