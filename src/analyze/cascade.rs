@@ -8,8 +8,7 @@
 //! through every span of the service it passes (a wrapper, an HTTP library
 //! under another), yet it is one timeout ([`same_call`]).
 
-use serde_json::json;
-
+use super::evidence::{self, Evidence};
 use super::finding::{ChainHop, Crossed, Culprit, FindingKind, Observation, Severity};
 use super::thresholds::Cascade;
 use crate::model::{named_peer, SpanKind, Trace};
@@ -173,14 +172,14 @@ pub fn cascading_timeout(
             "Fix the slow {} call and propagate deadlines: pass the remaining budget down and subtract elapsed time at each hop, so callers stop early and {} stops work nobody waits for; raising timeouts only moves the 504.",
             culprit.operation, culprit.service
         ),
-        evidence: json!({
-            "chain": chain,
-            "timed_out_calls": calls_timed_out.len(),
-            "timed_out_spans": failed,
-            "culprit_duration_ms": ms(culprit.duration_ns()),
-            "wasted_ms": ms(wasted_ns),
-            "retries": retries,
-            "entry_timed_out": root_timed_out,
+        evidence: Evidence::CascadingTimeout(evidence::Cascade {
+            chain: chain.clone(),
+            timed_out_calls: calls_timed_out.len(),
+            timed_out_spans: failed,
+            culprit_duration_ms: ms(culprit.duration_ns()),
+            wasted_ms: ms(wasted_ns),
+            retries,
+            entry_timed_out: root_timed_out,
         }),
         chain,
         trace_ids: vec![trace.trace_id],

@@ -3,6 +3,10 @@
 
 use std::sync::LazyLock;
 
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::evidence::Evidence;
 use crate::model::{AttrValue, Found, SpanId, Sym, Trace, TraceId};
 
 /// What was found.
@@ -183,7 +187,10 @@ impl ChainHop {
 }
 
 /// One detector's report about one trace or one window of traces.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+///
+/// Its [`Evidence`] is of its `kind` ([`Evidence::kind`]); reading one back
+/// (the state file) reads `kind` first and the evidence as that kind's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Observation {
     pub kind: FindingKind,
     pub severity: Severity,
@@ -194,7 +201,7 @@ pub struct Observation {
     /// One line: what to change.
     pub remedy: String,
     /// Kind-specific numbers.
-    pub evidence: serde_json::Value,
+    pub evidence: Evidence,
     /// Example traces (the store keeps the 10 most recent).
     pub trace_ids: Vec<TraceId>,
     /// How many occurrences this observation stands for (1 per trace).
@@ -212,6 +219,121 @@ pub struct Observation {
     /// detectors), for marking them on the trace page; not kept with the finding.
     #[serde(skip)]
     pub spans: Vec<SpanId>,
+}
+
+/// The fields of a stored [`Observation`].
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Field {
+    Kind,
+    Severity,
+    Culprit,
+    Chain,
+    Summary,
+    Remedy,
+    Evidence,
+    TraceIds,
+    Count,
+    SeenNs,
+    Crossed,
+    Location,
+    #[serde(other)]
+    Unknown,
+}
+
+impl<'de> Deserialize<'de> for Observation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Observation, D::Error> {
+        d.deserialize_struct("Observation", FIELDS, ObservationVisitor)
+    }
+}
+
+const FIELDS: &[&str] = &[
+    "kind",
+    "severity",
+    "culprit",
+    "chain",
+    "summary",
+    "remedy",
+    "evidence",
+    "trace_ids",
+    "count",
+    "seen_ns",
+    "crossed",
+    "location",
+];
+
+struct ObservationVisitor;
+
+/// Reads the evidence of the kind read before it.
+struct EvidenceOf(FindingKind);
+
+impl<'de> de::DeserializeSeed<'de> for EvidenceOf {
+    type Value = Evidence;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Evidence, D::Error> {
+        Evidence::deserialize_as(self.0, d)
+    }
+}
+
+impl<'de> Visitor<'de> for ObservationVisitor {
+    type Value = Observation;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an observation")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Observation, A::Error> {
+        let mut kind = None;
+        let mut severity = None;
+        let mut culprit = None;
+        let mut chain = None;
+        let mut summary = None;
+        let mut remedy = None;
+        let mut evidence = None;
+        let mut trace_ids = None;
+        let mut count = None;
+        let mut seen_ns = None;
+        let mut crossed = None;
+        let mut location = None;
+        while let Some(field) = map.next_key()? {
+            match field {
+                Field::Kind => kind = Some(map.next_value()?),
+                Field::Severity => severity = Some(map.next_value()?),
+                Field::Culprit => culprit = Some(map.next_value()?),
+                Field::Chain => chain = Some(map.next_value()?),
+                Field::Summary => summary = Some(map.next_value()?),
+                Field::Remedy => remedy = Some(map.next_value()?),
+                Field::Evidence => {
+                    let kind = kind.ok_or_else(|| de::Error::custom("`kind` after `evidence`"))?;
+                    evidence = Some(map.next_value_seed(EvidenceOf(kind))?);
+                }
+                Field::TraceIds => trace_ids = Some(map.next_value()?),
+                Field::Count => count = Some(map.next_value()?),
+                Field::SeenNs => seen_ns = Some(map.next_value()?),
+                Field::Crossed => crossed = Some(map.next_value()?),
+                Field::Location => location = Some(map.next_value()?),
+                Field::Unknown => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        let missing = de::Error::missing_field;
+        Ok(Observation {
+            kind: kind.ok_or_else(|| missing("kind"))?,
+            severity: severity.ok_or_else(|| missing("severity"))?,
+            culprit: culprit.ok_or_else(|| missing("culprit"))?,
+            chain: chain.ok_or_else(|| missing("chain"))?,
+            summary: summary.ok_or_else(|| missing("summary"))?,
+            remedy: remedy.ok_or_else(|| missing("remedy"))?,
+            evidence: evidence.ok_or_else(|| missing("evidence"))?,
+            trace_ids: trace_ids.ok_or_else(|| missing("trace_ids"))?,
+            count: count.ok_or_else(|| missing("count"))?,
+            seen_ns: seen_ns.ok_or_else(|| missing("seen_ns"))?,
+            crossed: crossed.unwrap_or_default(),
+            location: location.unwrap_or_default(),
+            spans: Vec::new(),
+        })
+    }
 }
 
 /// One threshold an observation crossed: its key in the `[detectors]`

@@ -8,8 +8,7 @@
 
 use std::sync::LazyLock;
 
-use serde_json::json;
-
+use super::evidence::{self, Evidence};
 use super::finding::{ChainHop, Crossed, Culprit, FindingKind, Observation, Severity};
 use super::thresholds::{ns, SlowHealthCheck};
 use crate::model::{Found, Span, SpanKind, Sym, Trace};
@@ -171,10 +170,10 @@ pub fn slow_health_checks(trace: &Trace, config: &SlowHealthCheck) -> Vec<Observ
             remedy: "Keep health checks cheap and independent of dependencies: a balancer \
                      that times them out ejects healthy targets exactly when load is high."
                 .to_owned(),
-            evidence: json!({
-                "duration_ms": duration_ms,
-                "limit_ms": config.limit_ms,
-                "route": route,
+            evidence: Evidence::SlowHealthCheck(evidence::SlowHealthCheck {
+                duration_ms,
+                limit_ms: config.limit_ms,
+                route,
             }),
             trace_ids: vec![trace.trace_id],
             count: 1,

@@ -16,6 +16,7 @@ mod cascade;
 mod checkout;
 pub mod coverage;
 mod critical_path;
+pub mod evidence;
 pub mod finding;
 mod health_check;
 mod layers;
@@ -28,6 +29,7 @@ mod timeout;
 pub use cascade::cascading_timeout;
 pub use checkout::checkouts;
 pub use critical_path::{critical_path, CriticalPath, Segment};
+pub use evidence::Evidence;
 pub use finding::{
     finding_id, ChainHop, CodeLocation, Crossed, Culprit, FindingKind, Observation, Severity,
 };

@@ -79,7 +79,7 @@ impl From<Finding> for FindingBody {
             chain: o.chain,
             summary: o.summary,
             remedy: o.remedy,
-            evidence: o.evidence,
+            evidence: super::schemas::json(&o.evidence),
             trace_ids: o.trace_ids,
             count: o.count,
             first_seen: rfc3339(f.first_seen_ns),

@@ -20,6 +20,7 @@ mod metrics;
 mod openapi;
 mod params;
 mod queries;
+mod schemas;
 mod timeouts;
 mod trace_tree;
 mod traces;

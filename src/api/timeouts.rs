@@ -60,7 +60,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::params::{self, ms, rfc3339};
 use super::traces::EntryBody;
 use super::{ApiError, AppState};
-use crate::analyze::budget::{budget_map, edge_json, outer_json, EdgeBudget, EntryBudget, Layer};
+use crate::analyze::budget::{budget_map, EdgeBudget, EntryBudget, Layer};
+use crate::analyze::evidence::OuterTimeout;
 use crate::analyze::{finding_id, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
 use crate::store::Store;
@@ -102,7 +103,7 @@ impl From<Observation> for ViolationBody {
             summary: o.summary,
             remedy: o.remedy,
             count: o.count,
-            evidence: o.evidence,
+            evidence: super::schemas::json(&o.evidence),
             trace_ids: o.trace_ids,
         }
     }
@@ -144,7 +145,9 @@ impl From<EdgeBudget> for EdgeBody {
             p95_ms: e.p95_ns.map(ms),
             p99_ms: e.p99_ns.map(ms),
             budget_left_ms: e.budget_left_ns.map(|l| l as f64 / 1e6),
-            budget_from: e.outer.map(outer_json),
+            budget_from: e
+                .outer
+                .map(|o| super::schemas::json(&OuterTimeout::from(o))),
             overrunning_calls: e.overran,
             max_overrun_ms: ms(e.max_overrun_ns),
             violations: e.violations.into_iter().map(Into::into).collect(),
@@ -179,7 +182,7 @@ impl From<EntryBudget> for EntryTimeoutBody {
             timeout_ms: e.timeout.map(|t| ms(t.value_ns)),
             supporting_calls: e.timeout.map_or(0, |t| t.supporting),
             layer: e.layer,
-            timeout_relayed_from: e.source.map(edge_json),
+            timeout_relayed_from: e.source.map(|s| super::schemas::json(&s)),
             p95_ms: e.p95_ns.map(ms),
             p99_ms: e.p99_ns.map(ms),
             edges: e.edges.into_iter().map(Into::into).collect(),

@@ -158,8 +158,8 @@ fn rule(f: &Finding) -> Value {
 /// One result: the finding's summary and cost, where it is, and its numbers.
 fn result(f: &Finding, rule_index: usize) -> Value {
     let o = &f.latest;
-    let critical_ms = o.evidence.get("critical_ms").and_then(Value::as_f64);
-    let critical_share = o.evidence.get("critical_share").and_then(Value::as_f64);
+    let critical_ms = o.evidence.critical_ms();
+    let critical_share = o.evidence.critical_share();
     let mut text = o.summary.trim_end().to_owned();
     if !text.ends_with('.') {
         text.push('.');

@@ -216,7 +216,8 @@ impl FindingStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::Culprit;
+    use crate::analyze::evidence::LockContention;
+    use crate::analyze::{Culprit, Evidence};
     use crate::model::Sym;
 
     fn observation(count: u64, seen_ns: u64) -> Observation {
@@ -231,7 +232,8 @@ mod tests {
             chain: Vec::new(),
             summary: format!("{count} calls"),
             remedy: String::new(),
-            evidence: serde_json::Value::Null,
+            // The store keeps evidence as it is and reads none of it.
+            evidence: Evidence::LockContention(Default::default()),
             trace_ids: vec![TraceId::from_bytes(&[count as u8 + 1; 16]).unwrap()],
             count,
             seen_ns,
@@ -297,7 +299,10 @@ mod tests {
             "SELECT … FOR UPDATE",
             "pg",
         );
-        lock.evidence = serde_json::json!({"waiting_services": ["orders"]});
+        lock.evidence = Evidence::LockContention(LockContention {
+            waiting_services: vec!["orders".to_owned()],
+            ..Default::default()
+        });
         // Only a lock finding explains anything.
         assert_eq!(store.withdraw_explained_by(&lookalike), 0);
         assert_eq!(store.withdraw_explained_by(&lock), 2);

@@ -7,7 +7,7 @@ use crate::model::{named_peer, SpanKind, Sym, TraceId};
 
 /// Who called whom: timeouts are inferred per edge, whatever entry point the
 /// call served (a client timeout is the caller's setting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct EdgeKey {
     /// The calling service.
     pub caller: Sym,

@@ -69,7 +69,7 @@ pub fn infer_timeout(durations: &mut [u64], config: &TimeoutInference) -> Option
 /// the services whose default or hard timeout is a well-known value, so a
 /// cluster of timed-out roots at that value names the layer (see
 /// `docs/DETECTORS.md`, `gateway_timeout`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layer {
     /// 29 s, hard: cannot be raised on proxy integrations.

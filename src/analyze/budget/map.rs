@@ -463,7 +463,7 @@ fn finish_edge(
 mod tests {
     use super::*;
     use crate::analyze::budget::{CallRecord, RootRecord};
-    use crate::analyze::{FindingKind, Severity};
+    use crate::analyze::{Evidence, FindingKind, Severity};
     use crate::model::{SpanKind, Sym, TraceId};
 
     const MS: u64 = 1_000_000;
@@ -575,8 +575,10 @@ mod tests {
         let v = &a.violations[0];
         assert_eq!(v.kind, FindingKind::TimeoutInversion);
         assert_eq!(v.count, 4);
-        assert_eq!(v.evidence["budget_left_ms"], 28_950.0);
-        assert_eq!(v.evidence["equal_to_outer"], false);
+        let Evidence::TimeoutInversion(e) = &v.evidence else {
+            panic!("{:?}", v.evidence)
+        };
+        assert_eq!((e.budget_left_ms, e.equal_to_outer), (28_950.0, false));
         let crossed: Vec<(&str, f64)> = v
             .crossed
             .iter()
@@ -665,7 +667,10 @@ mod tests {
         assert_eq!(b.budget_left_ns, Some((30 * S - 100 * MS) as i64));
         let v = &b.violations[0];
         assert_eq!(v.kind, FindingKind::TimeoutInversion);
-        assert_eq!(v.evidence["equal_to_outer"], true);
+        let Evidence::TimeoutInversion(e) = &v.evidence else {
+            panic!("{:?}", v.evidence)
+        };
+        assert!(e.equal_to_outer);
         assert!(
             v.summary
                 .contains("the same as the 30 s timeout of api → b GET /b"),
@@ -748,13 +753,16 @@ mod tests {
             ]
         );
         let dnp = &s.violations[0];
-        assert_eq!(
-            (dnp.count, dnp.evidence["max_overrun_ms"].as_f64()),
-            (3, Some(300.0))
-        );
+        let Evidence::DeadlineNotPropagated(e) = &dnp.evidence else {
+            panic!("{:?}", dnp.evidence)
+        };
+        assert_eq!((dnp.count, e.max_overrun_ms), (3, 300.0));
         let h = &s.violations[1];
         assert_eq!(h.count, 9, "calls over 1 s: 1.05 s to 1.45 s");
-        assert_eq!(h.evidence["p99_ms"], 1_450.0);
+        let Evidence::TimeoutHeadroom(e) = &h.evidence else {
+            panic!("{:?}", h.evidence)
+        };
+        assert_eq!(e.p99_ms, 1_450.0);
         assert!(h.summary.contains("p95 of shop → search GET /q is 1.4 s and p99 1.45 s, above half of the 2 s timeout"), "{}", h.summary);
         assert!(map[0].violations.is_empty(), "the roots never timed out");
 

@@ -44,7 +44,6 @@ mod report;
 pub use calls::{call_records, CallRecord, EdgeKey, RootRecord, TraceCalls};
 pub use infer::{infer_timeout, quantile, Inferred, Layer};
 pub use map::{budget_map, EdgeBudget, EntryBudget, Outer};
-pub use report::{edge_json, outer_json};
 
 use std::sync::Arc;
 

@@ -2,17 +2,14 @@
 //! numbers, one line of remedy, the evidence) built from the budget map's
 //! arithmetic in `map.rs`.
 
-use serde_json::json;
-
 use super::calls::EdgeKey;
 use super::infer::{Inferred, Layer};
 use super::map::{EntryBudget, Outer};
+use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::thresholds::{
     Headroom as HeadroomThresholds, TimeoutInference, TimeoutInversion,
 };
-use crate::analyze::{
-    ChainHop, Crossed, Culprit, EntryPoint, FindingKind, Observation, Severity, Thresholds,
-};
+use crate::analyze::{ChainHop, Crossed, Culprit, FindingKind, Observation, Severity, Thresholds};
 use crate::model::{Sym, TraceId};
 
 /// Example traces kept per violation.
@@ -169,15 +166,15 @@ pub(super) fn gateway_timeout(
         chain,
         summary,
         remedy,
-        evidence: json!({
-            "timeout_ms": ms(t.value_ns),
-            "layer": e.layer,
-            "supporting_traces": t.supporting,
-            "timed_out_traces": t.considered,
-            "traces": e.traces,
-            "cluster_ms": [ms(t.lo_ns), ms(t.hi_ns)],
-            "http_status": status,
-            "relayed_from": e.source.map(edge_json),
+        evidence: Evidence::GatewayTimeout(evidence::Gateway {
+            timeout_ms: ms(t.value_ns),
+            layer: e.layer,
+            supporting_traces: t.supporting,
+            timed_out_traces: t.considered,
+            traces: e.traces,
+            cluster_ms: [ms(t.lo_ns), ms(t.hi_ns)],
+            http_status: status,
+            relayed_from: e.source,
         }),
         trace_ids,
         count: t.supporting,
@@ -244,16 +241,16 @@ pub(super) fn inversion(
             "Give the call from {} a timeout smaller than what is left above it: propagate the deadline and subtract elapsed time at each hop.",
             edge.caller
         ),
-        evidence: json!({
-            "entry": entry_json(entry.entry),
-            "edge": edge_json(edge),
-            "timeout_ms": ms(t.value_ns),
-            "supporting_calls": t.supporting,
-            "budget_left_ms": left as f64 / 1e6,
-            "outer": outer_json(outer),
-            "equal_to_outer": equal,
-            "calls": support.calls,
-            "calls_over_budget": support.count,
+        evidence: Evidence::TimeoutInversion(evidence::Inversion {
+            entry: entry.entry,
+            edge,
+            timeout_ms: ms(t.value_ns),
+            supporting_calls: t.supporting,
+            budget_left_ms: left as f64 / 1e6,
+            outer: outer.into(),
+            equal_to_outer: equal,
+            calls: support.calls,
+            calls_over_budget: support.count,
         }),
         trace_ids,
         count: support.count,
@@ -294,14 +291,14 @@ pub(super) fn not_propagated(
         remedy: format!(
             "Propagate the deadline with the request (gRPC deadline, a deadline header) and subtract elapsed time at each hop, so {callee} stops work nobody waits for."
         ),
-        evidence: json!({
-            "entry": entry_json(entry.entry),
-            "edge": edge_json(edge),
-            "calls": o.support.calls,
-            "calls_overrunning": o.support.count,
-            "max_overrun_ms": ms(o.max_ns),
-            "total_overrun_ms": ms(o.total_ns),
-            "timeout_ms": timeout.map(|t| ms(t.value_ns)),
+        evidence: Evidence::DeadlineNotPropagated(evidence::NotPropagated {
+            entry: entry.entry,
+            edge,
+            calls: o.support.calls,
+            calls_overrunning: o.support.count,
+            max_overrun_ms: ms(o.max_ns),
+            total_overrun_ms: ms(o.total_ns),
+            timeout_ms: timeout.map(|t| ms(t.value_ns)),
         }),
         trace_ids,
         count: o.support.count,
@@ -361,15 +358,15 @@ pub(super) fn headroom(
             human(h.timeout_ns)
         ),
         remedy: "Make it faster or move the slow part off the request path before it reaches the timeout; raising the timeout only hides the trend.".to_owned(),
-        evidence: json!({
-            "entry": entry_json(entry.entry),
-            "timeout_ms": ms(h.timeout_ns),
-            "headroom_share": config.share,
-            "limit_ms": ms(h.timeout_ns) * config.share,
-            "p95_ms": ms(h.p95_ns),
-            "p99_ms": ms(h.p99_ns),
-            "calls": h.support.calls,
-            "calls_over_limit": h.support.count,
+        evidence: Evidence::TimeoutHeadroom(evidence::Headroom {
+            entry: entry.entry,
+            timeout_ms: ms(h.timeout_ns),
+            headroom_share: config.share,
+            limit_ms: ms(h.timeout_ns) * config.share,
+            p95_ms: ms(h.p95_ns),
+            p99_ms: ms(h.p99_ns),
+            calls: h.support.calls,
+            calls_over_limit: h.support.count,
         }),
         trace_ids,
         count: h.support.count,
@@ -440,29 +437,6 @@ fn human_signed(ns: i64) -> String {
         } else {
             format!("{ms:.1} ms")
         }
-    }
-}
-
-fn entry_json(e: EntryPoint) -> serde_json::Value {
-    json!({"service": e.service, "operation": e.operation})
-}
-
-/// An edge as JSON: `{"caller", "callee", "operation"}`.
-pub fn edge_json(e: EdgeKey) -> serde_json::Value {
-    json!({"caller": e.caller, "callee": e.callee, "operation": e.operation})
-}
-
-/// An [`Outer`] as JSON: `{"kind": "entry" | "edge", "timeout_ms", ...edge}`.
-pub fn outer_json(o: Outer) -> serde_json::Value {
-    match o {
-        Outer::Entry { timeout_ns } => json!({"kind": "entry", "timeout_ms": ms(timeout_ns)}),
-        Outer::Edge { edge, timeout_ns } => json!({
-            "kind": "edge",
-            "caller": edge.caller,
-            "callee": edge.callee,
-            "operation": edge.operation,
-            "timeout_ms": ms(timeout_ns),
-        }),
     }
 }
 

@@ -5,13 +5,13 @@
 //! reported again.
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde_json::json;
 
 use super::calls::{Call, Callee, Calls};
 use super::n_plus_one::Loop;
 use super::{ChattyEdgeThresholds, Pattern, Report};
+use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::finding::ms;
-use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
+use crate::analyze::{Crossed, Culprit, Observation};
 use crate::model::{SpanKind, Sym};
 
 /// The chatty edges of a trace.
@@ -60,7 +60,6 @@ pub(super) fn find(
         let operations: FxHashSet<&str> = edge.iter().map(|c| &*c.shape).collect();
         let entry = trace.span(request).operation;
         out.push(r.observe(Pattern {
-            kind: FindingKind::ChattyEdge,
             cost_ns: critical,
             culprit: Culprit {
                 service: caller,
@@ -77,12 +76,12 @@ pub(super) fn find(
             remedy: format!(
                 "Fetch what {caller} needs from {callee} in fewer, coarser calls: batch endpoints, one query per screen, or a cache in front of {callee}."
             ),
-            evidence: json!({
-                "calls": edge.len(),
-                "operations": operations.len(),
-                "total_ms": ms(total),
-                "critical_ms": ms(critical),
-                "critical_share": r.share(critical),
+            evidence: Evidence::ChattyEdge(evidence::ChattyEdge {
+                calls: edge.len(),
+                operations: operations.len(),
+                total_ms: ms(total),
+                critical_ms: ms(critical),
+                critical_share: r.share(critical),
             }),
             crossed: vec![Crossed::new(
                 "chatty_edge.max_calls",

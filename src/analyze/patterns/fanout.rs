@@ -3,12 +3,12 @@
 //! of it, whatever the calls are.
 
 use rustc_hash::FxHashMap;
-use serde_json::json;
 
 use super::calls::{Call, Callee, Calls};
 use super::{peak_in_flight, ExcessiveFanoutThresholds, Pattern, Report};
+use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::finding::ms;
-use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
+use crate::analyze::{Crossed, Culprit, Observation};
 
 /// The bursts of a trace.
 pub(super) fn find(
@@ -44,7 +44,6 @@ pub(super) fn find(
         let span = trace.span(parent);
         let critical: u64 = children.iter().map(|c| c.critical_ns).sum();
         out.push(r.observe(Pattern {
-            kind: FindingKind::ExcessiveFanout,
             cost_ns: critical,
             culprit: Culprit {
                 service: span.service,
@@ -62,13 +61,13 @@ pub(super) fn find(
             remedy: format!(
                 "Bound the concurrency (a semaphore or a worker pool sized to what {presses_label} can serve), or send the work as one batch."
             ),
-            evidence: json!({
-                "children": children.len(),
-                "peak_in_flight": peak,
-                "presses_on": presses_on,
-                "calls_to_it": on_it,
-                "critical_ms": ms(critical),
-                "critical_share": r.share(critical),
+            evidence: Evidence::ExcessiveFanout(evidence::ExcessiveFanout {
+                children: children.len(),
+                peak_in_flight: peak,
+                presses_on,
+                calls_to_it: on_it,
+                critical_ms: ms(critical),
+                critical_share: r.share(critical),
             }),
             crossed: vec![Crossed::new(
                 "excessive_fanout.max_in_flight",

@@ -31,8 +31,8 @@ use calls::{Call, CallKind, Calls};
 
 use super::finding::ms;
 use super::{
-    AnalyzedTrace, ChainHop, CodeLocation, Crossed, Culprit, FindingKind, Observation, Severity,
-    Thresholds,
+    AnalyzedTrace, ChainHop, CodeLocation, Crossed, Culprit, Evidence, FindingKind, Observation,
+    Severity, Thresholds,
 };
 
 /// The kinds these detectors report; their summaries say what the pattern
@@ -74,7 +74,7 @@ pub fn detect(t: &AnalyzedTrace, limits: &Thresholds) -> Vec<Observation> {
 }
 
 fn critical_of(o: &Observation) -> f64 {
-    o.evidence["critical_ms"].as_f64().unwrap_or(0.0)
+    o.evidence.critical_ms().unwrap_or(0.0)
 }
 
 /// What every pattern's observation shares: the trace, its entry point's
@@ -149,7 +149,7 @@ impl<'a> Report<'a> {
             }
         }
         Observation {
-            kind: p.kind,
+            kind: p.evidence.kind(),
             severity: self.severity(p.cost_ns),
             culprit: p.culprit,
             chain: ChainHop::path(trace, p.at, &self.t.timed_out),
@@ -173,7 +173,6 @@ impl<'a> Report<'a> {
 /// What one pattern detector says of one trace; [`Report::observe`] adds what
 /// every pattern's observation shares.
 struct Pattern {
-    kind: FindingKind,
     /// The critical time its severity is judged by.
     cost_ns: u64,
     culprit: Culprit,
@@ -181,7 +180,8 @@ struct Pattern {
     at: u32,
     summary: String,
     remedy: String,
-    evidence: serde_json::Value,
+    /// What it measured; its kind is the pattern's.
+    evidence: Evidence,
     crossed: Vec<Crossed>,
 }
 
@@ -254,21 +254,22 @@ mod tests {
         };
         // Each id is fetched twice: three of the six calls are repeats.
         assert_eq!(again.kind, FindingKind::RedundantCall);
-        assert_eq!(
-            (
-                &again.evidence["repeated_calls"],
-                &again.evidence["repeats"]
-            ),
-            (&3.into(), &3.into())
-        );
+        let Evidence::RedundantCall(e) = &again.evidence else {
+            panic!("{:?}", again.evidence)
+        };
+        assert_eq!((e.repeated_calls, e.repeats), (3, 3));
         assert_eq!(o.kind, FindingKind::NPlusOne);
         assert_eq!(
             o.culprit.operation.as_str(),
             "SELECT name FROM items WHERE id = ?"
         );
-        assert_eq!(o.evidence["calls"], 6);
-        assert_eq!(o.evidence["distinct_parameters"], 3);
-        assert_eq!(o.evidence["peak_in_flight"], 1);
+        let Evidence::NPlusOne(e) = &o.evidence else {
+            panic!("{:?}", o.evidence)
+        };
+        assert_eq!(
+            (e.calls, e.distinct_parameters, e.peak_in_flight),
+            (6, Some(3), 1)
+        );
         // 54 ms of a 100 ms request waits on it: critical.
         assert_eq!(o.severity, Severity::Critical);
         assert_eq!(o.spans.len(), 6);

@@ -7,13 +7,13 @@
 //! parent.
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde_json::json;
 
 use super::calls::{Call, Callee, Calls};
 use super::{batch_remedy, peak_in_flight, NPlusOneThresholds, Pattern, Report};
+use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::finding::ms;
 use crate::analyze::saturation::culprit_statement;
-use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
+use crate::analyze::{Crossed, Culprit, Observation};
 use crate::model::{SpanKind, Sym, Trace};
 
 /// One loop: the indexes of its calls in [`Calls::calls`], in time order.
@@ -182,7 +182,6 @@ pub(super) fn report(r: &Report<'_>, calls: &Calls, l: &Loop) -> Option<Observat
     );
     Some(r.observe(
         Pattern {
-            kind: FindingKind::NPlusOne,
             cost_ns: critical,
             culprit: Culprit {
                 service: first.caller,
@@ -192,19 +191,22 @@ pub(super) fn report(r: &Report<'_>, calls: &Calls, l: &Loop) -> Option<Observat
             at: first.span,
             summary,
             remedy: batch_remedy(first.kind).to_owned(),
-            evidence: json!({
-                "calls": n,
-                "shape": &*first.shape,
-                "distinct_parameters": l.distinct,
-                "peak_in_flight": l.peak,
-                "throttled_to": l.throttled_to,
-                "source": source.map(|s| &*s.shape),
-                "parent": {"service": parent.service, "operation": parent.operation},
-                "timeouts": timeouts,
-                "retried_timeouts": retried,
-                "total_ms": ms(total),
-                "critical_ms": ms(critical),
-                "critical_share": r.share(critical),
+            evidence: Evidence::NPlusOne(evidence::NPlusOne {
+                calls: n,
+                shape: first.shape.to_string(),
+                distinct_parameters: l.distinct,
+                peak_in_flight: l.peak,
+                throttled_to: l.throttled_to,
+                source: source.map(|s| s.shape.to_string()),
+                parent: evidence::Parent {
+                    service: parent.service,
+                    operation: parent.operation,
+                },
+                timeouts,
+                retried_timeouts: retried,
+                total_ms: ms(total),
+                critical_ms: ms(critical),
+                critical_share: r.share(critical),
             }),
             crossed: vec![Crossed::new(
                 "n_plus_one.min_calls",

@@ -9,13 +9,13 @@
 //! (a loop fetching each of three ids twice has three repeats).
 
 use rustc_hash::FxHashMap;
-use serde_json::json;
 
 use super::calls::{Call, CallKind, Callee, Calls};
 use super::{Pattern, RedundantCallThresholds, Report};
+use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::finding::ms;
 use crate::analyze::saturation::culprit_statement;
-use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
+use crate::analyze::{Crossed, Culprit, Observation};
 use crate::model::Sym;
 
 /// Statements that touch a table: only their repeats can be saved.
@@ -89,7 +89,6 @@ pub(super) fn find(
         };
         let made: Vec<&Call> = sets.iter().flat_map(|(_, m)| m.iter().copied()).collect();
         out.push(r.observe(Pattern {
-            kind: FindingKind::RedundantCall,
             cost_ns: critical,
             culprit: Culprit {
                 service: caller,
@@ -104,15 +103,15 @@ pub(super) fn find(
                 r.cost(critical),
             ),
             remedy: "Make the call once and reuse its result: keep it in a variable for the request, or memoise it per request.".to_owned(),
-            evidence: json!({
-                "calls": most.len(),
-                "call": call,
-                "shape": shape,
-                "repeated_calls": sets.len(),
-                "repeats": repeats.len(),
-                "total_ms": ms(total),
-                "critical_ms": ms(critical),
-                "critical_share": r.share(critical),
+            evidence: Evidence::RedundantCall(evidence::RedundantCall {
+                calls: most.len(),
+                call,
+                shape: shape.to_owned(),
+                repeated_calls: sets.len(),
+                repeats: repeats.len(),
+                total_ms: ms(total),
+                critical_ms: ms(critical),
+                critical_share: r.share(critical),
             }),
             crossed: vec![Crossed::new(
                 "redundant_call.min_calls",

@@ -8,13 +8,13 @@
 //! POST) break a run.
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde_json::json;
 
 use super::calls::{Call, Callee, Calls};
 use super::n_plus_one::Loop;
 use super::{Pattern, Report, SerialCallsThresholds};
+use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::finding::ms;
-use crate::analyze::{Crossed, Culprit, FindingKind, Observation};
+use crate::analyze::{Crossed, Culprit, Observation};
 
 /// The serial runs of a trace.
 pub(super) fn find(
@@ -85,7 +85,6 @@ fn judge(r: &Report<'_>, run: &[&Call], limits: &SerialCallsThresholds) -> Optio
         .map(|c| format!("{} `{}`", c.callee_label(), c.shape))
         .collect();
     Some(r.observe(Pattern {
-        kind: FindingKind::SerialCalls,
         cost_ns: saved,
         culprit: Culprit {
             service: first.caller,
@@ -102,21 +101,21 @@ fn judge(r: &Report<'_>, run: &[&Call], limits: &SerialCallsThresholds) -> Optio
             r.cost(saved),
         ),
         remedy: "If the calls do not depend on each other's results, make them concurrently (asyncio.gather, Promise.all, a thread pool, futures) or fetch them in one call.".to_owned(),
-        evidence: json!({
-            "calls": run.iter().map(|c| json!({
-                "service": c.caller,
-                "operation": trace.span(c.span).operation,
-                "target": &*c.shape,
-                "callee": c.peer(),
-                "start_ms": ms(c.start_ns.saturating_sub(t0)),
-                "duration_ms": ms(c.duration_ns()),
-                "critical_ms": ms(c.critical_ns),
-            })).collect::<Vec<_>>(),
-            "saved_ms": ms(saved),
-            "critical_ms": ms(critical),
-            "critical_share": r.share(critical),
-            "saved_share": r.share(saved),
-            "max_gap_ms": ms(max_gap),
+        evidence: Evidence::SerialCalls(evidence::SerialCalls {
+            calls: run.iter().map(|c| evidence::SerialCall {
+                service: c.caller,
+                operation: trace.span(c.span).operation,
+                target: c.shape.to_string(),
+                callee: c.peer(),
+                start_ms: ms(c.start_ns.saturating_sub(t0)),
+                duration_ms: ms(c.duration_ns()),
+                critical_ms: ms(c.critical_ns),
+            }).collect(),
+            saved_ms: ms(saved),
+            critical_ms: ms(critical),
+            critical_share: r.share(critical),
+            saved_share: r.share(saved),
+            max_gap_ms: ms(max_gap),
         }),
         crossed: vec![
             Crossed::new("serial_calls.min_calls", limits.min_calls as f64, distinct.len() as f64),

@@ -10,12 +10,12 @@
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde_json::json;
 
 use super::lock::{bursts, staircase};
 use super::records::{RequestRecord, SaturationRecords};
 use super::timeline::Timeline;
 use crate::analyze::budget::{quantile, TraceCalls};
+use crate::analyze::evidence::{self, BlockedShape, Evidence, OtherInstance};
 use crate::analyze::thresholds::{ns, BlockedWorker};
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation, Severity, Thresholds};
 use crate::model::{Sym, TraceId};
@@ -260,7 +260,7 @@ pub fn blocked_workers(
         let Some(shape) = serialized(requests, thresholds) else {
             continue;
         };
-        let others: Vec<serde_json::Value> = by_instance
+        let others: Vec<OtherInstance> = by_instance
             .iter()
             .filter(|(&(s, i), _)| s == service && i != instance)
             .map(|(&(_, i), rs)| {
@@ -268,8 +268,12 @@ pub fn blocked_workers(
                     rs.iter()
                         .map(|(r, records, _)| ((r.start_ns, r.end_ns), records.busy(r))),
                 );
-                json!({"instance": i, "requests": rs.len(), "max_in_flight": c.max_in_flight,
-                       "overlap_share": c.overlap_share()})
+                OtherInstance {
+                    instance: i,
+                    requests: rs.len(),
+                    max_in_flight: c.max_in_flight,
+                    overlap_share: c.overlap_share(),
+                }
             })
             .collect();
         let crossed = crossed(&shape, thresholds);
@@ -328,7 +332,7 @@ fn report(
     instance: Sym,
     requests: &[Request],
     shape: &Serialized,
-    others: Vec<serde_json::Value>,
+    others: Vec<OtherInstance>,
     crossed: Vec<Crossed>,
 ) -> Observation {
     let mut self_by_op: FxHashMap<Sym, u64> = FxHashMap::default();
@@ -344,7 +348,7 @@ fn report(
         requests.iter().map(|(r, _, id)| (r.end_ns, *id)).collect();
     latest.sort_unstable_by(|a, b| b.cmp(a));
     latest.dedup_by_key(|l| l.1);
-    let (how, evidence) = match shape {
+    let (how, shape) = match shape {
         Serialized::SelfTimeInSeries(c) => (
             format!(
                 "up to {} requests in flight, but their own time lines up in series ({:.0} % of \
@@ -354,13 +358,12 @@ fn report(
                 ms(c.contended_ns),
                 c.overlap_share() * 100.0,
             ),
-            json!({
-                "shape": "self_time_in_series",
-                "max_in_flight": c.max_in_flight,
-                "contended_ms": ms(c.contended_ns),
-                "busy_share": c.busy_share(),
-                "overlap_share": c.overlap_share(),
-            }),
+            BlockedShape::SelfTimeInSeries {
+                max_in_flight: c.max_in_flight,
+                contended_ms: ms(c.contended_ns),
+                busy_share: c.busy_share(),
+                overlap_share: c.overlap_share(),
+            },
         ),
         Serialized::QueuedBeforeServer(q) => {
             let p95 = quantile(&q.queued_ns, 0.95).unwrap_or(0);
@@ -377,16 +380,15 @@ fn report(
                     ms(q.served_p50_ns),
                     ms(q.transport_ns),
                 ),
-                json!({
-                    "shape": "queued_before_server",
-                    "max_in_flight": q.max_callers,
-                    "queued_requests": q.queued_ns.len(),
-                    "queue_p50_ms": ms(quantile(&q.queued_ns, 0.5).unwrap_or(0)),
-                    "queue_p95_ms": ms(p95),
-                    "queue_total_ms": ms(q.queued_ns.iter().sum()),
-                    "transport_ms": ms(q.transport_ns),
-                    "served_p50_ms": ms(q.served_p50_ns),
-                }),
+                BlockedShape::QueuedBeforeServer {
+                    max_in_flight: q.max_callers,
+                    queued_requests: q.queued_ns.len(),
+                    queue_p50_ms: ms(quantile(&q.queued_ns, 0.5).unwrap_or(0)),
+                    queue_p95_ms: ms(p95),
+                    queue_total_ms: ms(q.queued_ns.iter().sum()),
+                    transport_ms: ms(q.transport_ns),
+                    served_p50_ms: ms(q.served_p50_ns),
+                },
             )
         }
         Serialized::EndsInStaircase {
@@ -401,20 +403,15 @@ fn report(
                 wait_ns.len(),
                 ms(wait_ns.iter().sum()),
             ),
-            json!({
-                "shape": "ends_in_staircase",
-                "max_in_flight": in_flight,
-                "step_ms": ms(*step_ns),
-                "waited_requests": wait_ns.len(),
-                "wait_p95_ms": ms(quantile(wait_ns, 0.95).unwrap_or(0)),
-                "wait_total_ms": ms(wait_ns.iter().sum()),
-            }),
+            BlockedShape::EndsInStaircase {
+                max_in_flight: *in_flight,
+                step_ms: ms(*step_ns),
+                waited_requests: wait_ns.len(),
+                wait_p95_ms: ms(quantile(wait_ns, 0.95).unwrap_or(0)),
+                wait_total_ms: ms(wait_ns.iter().sum()),
+            },
         ),
     };
-    let mut evidence = evidence;
-    evidence["instance"] = json!(instance);
-    evidence["requests"] = json!(requests.len());
-    evidence["other_instances"] = json!(others);
     Observation {
         kind: FindingKind::BlockedWorker,
         severity: Severity::Warning,
@@ -431,7 +428,12 @@ fn report(
         remedy: "Move blocking or CPU-heavy work off the event loop or request thread (a \
                  worker pool, async I/O), or run more workers per instance."
             .to_owned(),
-        evidence,
+        evidence: Evidence::BlockedWorker(evidence::BlockedWorker {
+            shape,
+            instance,
+            requests: requests.len(),
+            other_instances: others,
+        }),
         trace_ids: latest.iter().take(10).map(|l| l.1).collect(),
         count: requests.len() as u64,
         seen_ns: latest.first().map_or(0, |l| l.0),

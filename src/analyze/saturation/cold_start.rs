@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use serde_json::json;
 
 use super::records::RequestRecord;
 use crate::analyze::budget::{quantile, TraceCalls};
+use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::thresholds::{ns, ColdStart};
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
@@ -153,19 +153,22 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>], config: &ColdStart) -> Vec<Observ
                      passes only after caches, connection pools and JIT are warm, or a \
                      slow-start ramp on the balancer."
                 .to_owned(),
-            evidence: json!({
-                "instances": cold.iter().map(|(i, _, first)| {
-                    let (c, s) = medians(first);
-                    json!({
-                        "instance": i,
-                        "first_ms": first.iter().map(|f| ms(f.duration_ns)).collect::<Vec<_>>(),
-                        "operations": first.iter().map(|f| f.operation).collect::<Vec<_>>(),
-                        "steady_ms": first.iter().map(|f| f.steady_median_ns.map(ms)).collect::<Vec<_>>(),
-                        "cold_median_ms": ms(c),
-                        "steady_median_ms": ms(s),
+            evidence: Evidence::ColdStart(evidence::ColdStart {
+                instances: cold
+                    .iter()
+                    .map(|(i, _, first)| {
+                        let (c, s) = medians(first);
+                        evidence::ColdInstance {
+                            instance: *i,
+                            first_ms: first.iter().map(|f| ms(f.duration_ns)).collect(),
+                            operations: first.iter().map(|f| f.operation).collect(),
+                            steady_ms: first.iter().map(|f| f.steady_median_ns.map(ms)).collect(),
+                            cold_median_ms: ms(c),
+                            steady_median_ms: ms(s),
+                        }
                     })
-                }).collect::<Vec<_>>(),
-                "cold_requests": first_requests,
+                    .collect(),
+                cold_requests: first_requests,
             }),
             trace_ids: cold
                 .iter()

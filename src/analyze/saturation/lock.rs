@@ -16,11 +16,11 @@
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde_json::json;
 
 use super::queries::{culprit_statement, severity_by_share, statement_culprit};
 use super::records::{DbTarget, QueryRecord};
 use crate::analyze::budget::{quantile, TraceCalls};
+use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::thresholds::{ns, LockContention};
 use crate::analyze::{Crossed, FindingKind, Observation};
 use crate::model::{Sym, TraceId};
@@ -305,9 +305,13 @@ pub fn explains(lock: &Observation, other: &Observation) -> bool {
             other.culprit.operation == lock.culprit.operation
                 && other.culprit.peer == lock.culprit.peer
         }
-        FindingKind::BlockedWorker => lock.evidence["waiting_services"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|s| s == other.culprit.service.as_str())),
+        FindingKind::BlockedWorker => match &lock.evidence {
+            Evidence::LockContention(e) => e
+                .waiting_services
+                .iter()
+                .any(|s| s == other.culprit.service.as_str()),
+            _ => false,
+        },
         _ => false,
     }
 }
@@ -387,24 +391,23 @@ fn report(c: &Contended, config: &LockContention) -> Observation {
                  after, lock rows in one order, use SKIP LOCKED or optimistic concurrency (a \
                  version column), or split the hot row (a counter per shard)."
             .to_owned(),
-        evidence: json!({
-            "statement": &**c.statement,
-            "table": table,
-            "target": {"system": c.target.system, "address": c.target.address,
-                       "namespace": c.target.namespace},
-            "calls": c.calls,
-            "waited_calls": c.waits.len(),
-            "logged_waits": c.logged,
-            "wait_from": if c.logged > 0 { "lock_events" } else { "staircase" },
-            "step_ms": c.step_ns.map(ms),
-            "max_in_flight": c.step_ns.map(|_| c.in_flight),
-            "fastest_ms": ms(c.fastest_ns),
-            "slowest_ms": ms(c.slowest_ns),
-            "wait_p50_ms": ms(wait_p50),
-            "wait_p95_ms": ms(wait_p95),
-            "wait_critical_ms": ms(critical_ns),
-            "wait_share": share,
-            "waiting_services": waiting,
+        evidence: Evidence::LockContention(evidence::LockContention {
+            statement: c.statement.to_string(),
+            table: table.map(str::to_owned),
+            target: c.target,
+            calls: c.calls,
+            waited_calls: c.waits.len(),
+            logged_waits: c.logged,
+            wait_from: if c.logged > 0 { "lock_events" } else { "staircase" }.to_owned(),
+            step_ms: c.step_ns.map(ms),
+            max_in_flight: c.step_ns.map(|_| c.in_flight),
+            fastest_ms: ms(c.fastest_ns),
+            slowest_ms: ms(c.slowest_ns),
+            wait_p50_ms: ms(wait_p50),
+            wait_p95_ms: ms(wait_p95),
+            wait_critical_ms: ms(critical_ns),
+            wait_share: share,
+            waiting_services: waiting.iter().map(|s| s.to_string()).collect(),
         }),
         trace_ids: latest.iter().take(10).map(|l| l.1).collect(),
         count: c.waits.len() as u64,

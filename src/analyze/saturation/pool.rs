@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use serde_json::json;
 
 use super::records::Target;
 use super::timeline::Timeline;
 use crate::analyze::budget::{quantile, TraceCalls};
+use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::thresholds::{ns, Pool};
 use crate::analyze::{Crossed, Culprit, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
@@ -285,33 +285,41 @@ fn report(service: Sym, target: Target, found: &[Exhausted], config: &Pool) -> O
         remedy: "Release connections on every path, errors included; size the pool for the \
                  concurrency the instance takes; bound the wait for a connection and fail fast."
             .to_owned(),
-        evidence: json!({
-            "instance": e.instance,
-            "target": label,
-            "estimated_pool_size": e.pool_size,
-            "wait_p50_ms": ms(e.wait_p50),
-            "wait_p95_ms": ms(e.wait_p95),
-            "call_p50_ms": ms(e.call_p50),
-            "call_p95_ms": ms(e.call_p95),
-            "peak_queued": e.peak_queued,
-            "requests": e.requests,
-            "queued_requests": e.queued.len(),
-            "wait_share": e.wait_share,
-            "saturated_share": e.saturated_share,
-            "wait_from": if e.explicit { "acquire_spans" } else { "gap_before_first_call" },
-            "ceiling_by_slice": ceilings,
-            "suspected_leak": leak,
-            "window": {
-                "start_unix_ms": e.window.0 / MS,
-                "end_unix_ms": e.window.1 / MS,
-                "duration_ms": ms(e.window.1 - e.window.0),
+        evidence: Evidence::PoolExhaustion(evidence::PoolExhaustion {
+            instance: e.instance,
+            target: label,
+            estimated_pool_size: e.pool_size,
+            wait_p50_ms: ms(e.wait_p50),
+            wait_p95_ms: ms(e.wait_p95),
+            call_p50_ms: ms(e.call_p50),
+            call_p95_ms: ms(e.call_p95),
+            peak_queued: e.peak_queued,
+            requests: e.requests,
+            queued_requests: e.queued.len(),
+            wait_share: e.wait_share,
+            saturated_share: e.saturated_share,
+            wait_from: if e.explicit {
+                "acquire_spans"
+            } else {
+                "gap_before_first_call"
+            }
+            .to_owned(),
+            ceiling_by_slice: ceilings,
+            suspected_leak: leak,
+            window: evidence::PoolWindow {
+                start_unix_ms: e.window.0 / MS,
+                end_unix_ms: e.window.1 / MS,
+                duration_ms: ms(e.window.1 - e.window.0),
             },
-            "instances": found.iter().map(|f| json!({
-                "instance": f.instance,
-                "queued_requests": f.queued.len(),
-                "estimated_pool_size": f.pool_size,
-                "wait_p95_ms": ms(f.wait_p95),
-            })).collect::<Vec<_>>(),
+            instances: found
+                .iter()
+                .map(|f| evidence::PoolInstance {
+                    instance: f.instance,
+                    queued_requests: f.queued.len(),
+                    estimated_pool_size: f.pool_size,
+                    wait_p95_ms: ms(f.wait_p95),
+                })
+                .collect(),
         }),
         trace_ids: e.queued.iter().take(10).map(|q| q.0).collect(),
         count: count as u64,

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use serde_json::json;
 
 use super::records::DbTarget;
 use crate::analyze::budget::{quantile, TraceCalls};
+use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::thresholds::{ns, SlowQuery};
 use crate::analyze::{Crossed, Culprit, EntryPoint, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
@@ -228,21 +228,20 @@ pub fn slow_queries(shapes: &[QueryShape], config: &SlowQuery) -> Vec<Observatio
             remedy: "Fix or index the query: EXPLAIN it, add an index on the columns it filters \
                      and joins on, fetch only what is needed, and batch N+1 calls into one."
                 .to_owned(),
-            evidence: json!({
-                "statement": &*s.statement,
-                "target": {"system": s.target.system, "address": s.target.address,
-                           "namespace": s.target.namespace},
-                "services": s.services.iter().map(|x| x.0).collect::<Vec<_>>(),
-                "calls": s.count(),
-                "slow_calls": slow,
-                "p50_ms": ms(s.p50_ns()),
-                "p95_ms": ms(p95),
-                "max_ms": ms(s.max_ns()),
-                "threshold_ms": ms(threshold),
-                "other_shapes_median_ms": others_median.map(ms),
-                "total_ms": ms(s.total_ns),
-                "critical_ms": ms(s.critical_ns),
-                "critical_share": s.critical_share,
+            evidence: Evidence::SlowQuery(evidence::SlowQuery {
+                statement: s.statement.to_string(),
+                target: s.target,
+                services: s.services.iter().map(|x| x.0).collect(),
+                calls: s.count(),
+                slow_calls: slow,
+                p50_ms: ms(s.p50_ns()),
+                p95_ms: ms(p95),
+                max_ms: ms(s.max_ns()),
+                threshold_ms: ms(threshold),
+                other_shapes_median_ms: others_median.map(ms),
+                total_ms: ms(s.total_ns),
+                critical_ms: ms(s.critical_ns),
+                critical_share: s.critical_share,
             }),
             trace_ids: s.trace_ids.clone(),
             count: slow as u64,

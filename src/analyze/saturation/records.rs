@@ -20,7 +20,9 @@ use crate::model::{url_host, Found, SpanKind, Sym, Trace};
 
 /// Where a query ran: the database system, host and namespace (any may be
 /// unknown).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct DbTarget {
     pub system: Option<Sym>,
     pub address: Option<Sym>,

@@ -5,14 +5,13 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use serde_json::Value;
 
 use super::super::findings::{crossed_text, location_text, number, select, ListParams};
 use super::super::params::{self, rfc3339};
 use super::super::{ApiError, AppState};
 use super::{kinds, respond, HTML};
 use crate::analyze::coverage::blind_by_service;
-use crate::analyze::Culprit;
+use crate::analyze::{Culprit, Evidence};
 use crate::store::Finding;
 
 /// The findings page without scripts: one table row per finding, worst first.
@@ -118,13 +117,13 @@ fn row(f: &Finding) -> String {
 /// What a per-request pattern costs the user, when its evidence says: its
 /// time on the request's critical path and share of it, and what running the
 /// calls in parallel would save.
-fn cost(evidence: &Value) -> Option<String> {
-    let critical = evidence.get("critical_ms")?.as_f64()?;
+fn cost(evidence: &Evidence) -> Option<String> {
+    let critical = evidence.critical_ms()?;
     let mut out = format!("costs {} ms on the critical path", number(critical));
-    if let Some(share) = evidence.get("critical_share").and_then(Value::as_f64) {
+    if let Some(share) = evidence.critical_share() {
         out.push_str(&format!(" ({:.1}% of the request)", share * 100.0));
     }
-    if let Some(saved) = evidence.get("saved_ms").and_then(Value::as_f64) {
+    if let Some(saved) = evidence.saved_ms() {
         out.push_str(&format!(
             "; running the calls in parallel would save {} ms",
             number(saved)
