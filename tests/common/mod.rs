@@ -4,5 +4,4 @@
 #![allow(dead_code)]
 
 pub mod checks;
-pub mod demo;
 pub mod jaeger;

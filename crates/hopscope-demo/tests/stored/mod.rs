@@ -1,6 +1,7 @@
-//! What a demo left in its daemon, read back over the HTTP API as a user would.
+//! What a demo left in its daemon, read back over the HTTP API as a user would
+//! (a module of the demo's tests).
 
-use hopscope::demo::Demo;
+use hopscope_demo::Demo;
 use serde_json::Value;
 
 /// Every stored trace of the running demo, whole (`GET /api/v1/traces/{id}`).
