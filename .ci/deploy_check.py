@@ -231,6 +231,11 @@ report(
     any("otel-collector:4317" in arg for arg in traffic.get("command", [])),
     "the demo traffic goes through the Collector",
 )
+report(
+    traffic.get("build", {}).get("dockerfile") == "deploy/loadgen.Dockerfile",
+    "the demo traffic runs the load generator's own image (deploy/loadgen.Dockerfile)",
+    str(traffic.get("build")),
+)
 
 # --- Grafana provisioning ---------------------------------------------------------
 
@@ -261,6 +266,19 @@ report(
 dockerfile = (DEPLOY / "Dockerfile").read_text()
 r = run([str(VENV_BIN / "hadolint"), str(DEPLOY / "Dockerfile")])
 report(r.returncode == 0, "hadolint deploy/Dockerfile", (r.stdout + r.stderr).strip())
+report(
+    re.search(r"cargo build [^\n]*-p hopscope --bin hopscope\b", dockerfile) is not None,
+    "the daemon's image builds the hopscope package alone (cargo build -p hopscope)",
+)
+r = run([str(VENV_BIN / "hadolint"), str(DEPLOY / "loadgen.Dockerfile")])
+report(r.returncode == 0, "hadolint deploy/loadgen.Dockerfile", (r.stdout + r.stderr).strip())
+loadgen_dockerfile = (DEPLOY / "loadgen.Dockerfile").read_text()
+loadgen_user = re.findall(r"^USER\s+(\S+)", loadgen_dockerfile, re.M)
+report(
+    bool(loadgen_user) and not loadgen_user[-1].startswith(("root", "0")),
+    "the load generator's image runs as a non-root user",
+    str(loadgen_user),
+)
 report(
     re.search(r'^HEALTHCHECK[^\n]*(\\\n[^\n]*)*"hopscope", "healthcheck"|^\s*CMD \["/usr/local/bin/hopscope", "healthcheck"\]', dockerfile, re.M) is not None,
     "the image's HEALTHCHECK runs hopscope healthcheck",

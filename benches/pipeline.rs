@@ -9,8 +9,8 @@
 //!     HOPSCOPE_BENCH_EXTRA_ATTRS=10 cargo bench --bench pipeline
 //! ```
 //!
-//! The workload is the load generator's (`src/loadgen`), so these figures and
-//! `hopscope loadgen` (end to end, against the daemon) measure the same spans.
+//! The workload is the load generator's (`crates/hopscope-loadgen`), so these figures and
+//! `hopscope-loadgen` (end to end, against the daemon) measure the same spans.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -25,10 +25,10 @@ use hopscope::assemble::{assemble, Buffer, BufferLimits};
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use hopscope::ingest::{decode_export, decode_export_json};
-use hopscope::loadgen::{Generator, Shape};
 use hopscope::model::{Span, SpanId, SpanKind, SpanSet, TraceId};
 use hopscope::stats::Stats;
 use hopscope::store::WINDOW_MAX_RECORDS;
+use hopscope_loadgen::{Generator, Shape};
 use prost::Message;
 
 /// Counts live heap bytes, to measure what the buffer really holds.

@@ -30,8 +30,13 @@
 //! * [`pipeline`]: what happens to a completed trace, shared by the daemon,
 //!   `hopscope analyze` and the fuzz targets.
 //! * [`offline`]: `hopscope analyze`, the same analysis of exported files.
-//! * [`demo`]: `hopscope demo`, the daemon with instrumented services in process.
 //! * [`healthcheck`]: `hopscope healthcheck`, one probe of a running daemon's API.
+//! * [`runtime`]: the log, the Tokio runtime and the shutdown signals every
+//!   binary of the workspace sets up alike.
+//!
+//! The tools are crates of their own in `crates/`, so the daemon links none of
+//! their dependencies: `hopscope-demo` (the daemon with instrumented services
+//! in process) and `hopscope-loadgen` (OTLP load and the soak test).
 
 pub mod analyze;
 pub mod api;
@@ -40,15 +45,14 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod healthcheck;
 pub mod ingest;
 pub mod listener;
-pub mod loadgen;
 pub mod memory;
 pub mod model;
 pub mod offline;
 pub mod pipeline;
+pub mod runtime;
 pub mod stats;
 pub mod store;
 pub mod tls;

@@ -18,7 +18,7 @@ use hopscope::ingest::otlp::collector::trace::v1::{
 use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue as PbKeyValue};
 use hopscope::ingest::otlp::resource::v1::Resource as PbResource;
 use hopscope::ingest::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span as PbSpan};
-use hopscope::loadgen::{self, Options, Protocol as LoadProtocol, Until};
+use hopscope_loadgen::{self as loadgen, Options, Protocol as LoadProtocol, Until};
 use opentelemetry::trace::{Event, SpanKind, Status};
 use opentelemetry::{Array, KeyValue, StringValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
@@ -690,7 +690,7 @@ async fn each_refusal_has_its_status_a_message_and_a_count() {
     d.stop().await;
 }
 
-/// `hopscope loadgen --protocol http` against the receiver: every span sent
+/// `hopscope-loadgen --protocol http` against the receiver: every span sent
 /// is acknowledged, counted and analyzed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_over_otlp_http_is_acknowledged_and_counted() {

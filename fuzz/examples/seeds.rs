@@ -10,7 +10,7 @@ use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use hopscope::ingest::otlp::resource::v1::Resource;
 use hopscope::ingest::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use hopscope::loadgen::{Generator, Shape};
+use hopscope_loadgen::{Generator, Shape};
 use prost::Message;
 
 #[allow(dead_code)] // only the loader is used here

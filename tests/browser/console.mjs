@@ -1,4 +1,4 @@
-// The web console end to end in headless Chromium: starts `hopscope demo`
+// The web console end to end in headless Chromium: starts `hopscope-demo`
 // (cascading-timeout) and a token-protected `hopscope serve`, waits for the
 // demo's findings through the API, then loads every console page, checks
 // what a user would see, and writes a screenshot of each page. The protected
@@ -9,6 +9,8 @@
 // and prints it.
 //
 //   HOPSCOPE_BIN      the hopscope binary (default: target/debug/hopscope)
+//   HOPSCOPE_DEMO_BIN the hopscope-demo binary (default: hopscope-demo beside
+//                     HOPSCOPE_BIN)
 //   CHROMIUM          the browser (default: chromium on PATH)
 //   SCREENSHOT_DIR    where screenshots go (default: target/console-screenshots)
 //
@@ -23,6 +25,7 @@ import { bigTrace } from "./bigtrace.mjs";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const bin = resolve(root, process.env.HOPSCOPE_BIN ?? "target/debug/hopscope");
+const demoBin = resolve(root, process.env.HOPSCOPE_DEMO_BIN ?? resolve(bin, "../hopscope-demo"));
 const shots = resolve(root, process.env.SCREENSHOT_DIR ?? "target/console-screenshots");
 const browserPath = process.env.CHROMIUM ?? execFileSync("sh", ["-c", "command -v chromium"]).toString().trim();
 const TOKEN = "console-test-token";
@@ -31,13 +34,13 @@ mkdirSync(shots, { recursive: true });
 const children = [];
 process.on("exit", () => children.forEach((c) => c.kill("SIGINT")));
 
-/** Starts hopscope with `args`; resolves with the base URLs of the addresses `pattern` captures. */
-function launch(args, pattern) {
+/** Starts `program` (hopscope unless named) with `args`; resolves with the base URLs of the addresses `pattern` captures. */
+function launch(args, pattern, program = bin) {
   return new Promise((ok, fail) => {
-    const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(program, args, { stdio: ["ignore", "pipe", "pipe"] });
     children.push(child);
     let seen = "";
-    const timer = setTimeout(() => fail(new Error(`hopscope ${args[0]} printed no API address:\n${seen}`)), 60000);
+    const timer = setTimeout(() => fail(new Error(`${program} ${args[0]} printed no API address:\n${seen}`)), 60000);
     const look = (chunk) => {
       seen += chunk;
       const m = pattern.exec(seen);
@@ -96,7 +99,7 @@ async function shot(page, name) {
   await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
 }
 
-const demoUrl = launch(["demo", "--scenario", "cascading-timeout", "--keep-running"], /hopscope API on http:\/\/(\S+?);/);
+const demoUrl = launch(["--scenario", "cascading-timeout", "--keep-running"], /hopscope API on http:\/\/(\S+?);/, demoBin);
 const tokenUrl = launch(
   ["serve", "--api-addr", "127.0.0.1:0", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
     "--jaeger-addr", "127.0.0.1:0",

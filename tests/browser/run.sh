@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The web console in headless Chromium (see console.mjs): installs Debian's
 # chromium and Node.js/npm with apt when missing and possible, installs the
-# pinned playwright-core (npm ci), builds hopscope and runs the browser checks.
+# pinned playwright-core (npm ci), builds hopscope and hopscope-demo and runs
+# the browser checks.
 # Screenshots go to target/console-screenshots/ (or $SCREENSHOT_DIR).
 #
 # Exit status: that of the checks; when the browser, Node.js or the npm
@@ -36,5 +37,8 @@ if ((${#missing[@]})); then
 fi
 
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) || skip "npm ci (playwright-core from the npm registry) failed"
-cargo build --quiet
-HOPSCOPE_BIN="${HOPSCOPE_BIN:-target/debug/hopscope}" node tests/browser/console.mjs
+cargo build --quiet -p hopscope -p hopscope-demo
+target="${CARGO_TARGET_DIR:-target}"
+HOPSCOPE_BIN="${HOPSCOPE_BIN:-$target/debug/hopscope}" \
+    HOPSCOPE_DEMO_BIN="${HOPSCOPE_DEMO_BIN:-$target/debug/hopscope-demo}" \
+    node tests/browser/console.mjs

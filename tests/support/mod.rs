@@ -2,15 +2,13 @@
 //! ports, real OTLP exporters and an HTTP client for the API (this file), the
 //! `hopscope serve` binary as a child process ([`process`]), hand-built OTLP
 //! messages ([`wire`]), shared traces ([`scenarios`]), the tree and
-//! critical-path invariants ([`checks`]), Jaeger JSON fixtures ([`jaeger`]) and
-//! what a demo left in its daemon ([`demo`]).
+//! critical-path invariants ([`checks`]) and Jaeger JSON fixtures ([`jaeger`]).
 //!
 //! Each test binary compiles this module on its own (`mod support;`) and uses
 //! only part of it.
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod checks;
-pub mod demo;
 pub mod jaeger;
 pub mod process;
 pub mod scenarios;

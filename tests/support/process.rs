@@ -2,7 +2,7 @@
 //! tests that kill it, restart it or run it under resource limits.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
@@ -27,7 +27,7 @@ impl Daemon {
     /// As [`Daemon::start`], run by the command `wrapper` (such as
     /// `prlimit --fsize=N --`) when it is not empty.
     pub fn start_under(wrapper: &[&str], data_dir: Option<&Path>, extra: &[&str]) -> Daemon {
-        let bin = env!("CARGO_BIN_EXE_hopscope");
+        let bin = binary();
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
@@ -116,5 +116,20 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The `hopscope` binary: Cargo names it to the daemon package's tests; the
+/// tools' tests (which share this module) find it beside their own binaries,
+/// in the target directory `cargo test --workspace` builds it into.
+fn binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_hopscope") {
+        Some(path) => path.into(),
+        None => std::env::current_exe()
+            .expect("the test's own path")
+            .parent()
+            .and_then(Path::parent)
+            .expect("tests run from the target directory's deps/")
+            .join(format!("hopscope{}", std::env::consts::EXE_SUFFIX)),
     }
 }

@@ -1,14 +1,14 @@
-//! `hopscope demo` end to end, one test per scenario at the default time scale:
+//! `hopscope-demo` end to end, one test per scenario at the default time scale:
 //! what a user notices (the gateway's status codes, which hop holds the latency
 //! share, the traces the daemon assembled from four services' OTLP exports),
 //! whichever findings the daemon's detectors produce, and the scenario's promise
 //! about findings.
 
-mod support;
+mod stored;
 
 use std::collections::{BTreeSet, HashMap};
 
-use hopscope::demo::{Demo, DemoOptions, DemoReport, Scenario};
+use hopscope_demo::{Demo, DemoOptions, DemoReport, Scenario};
 use serde_json::Value;
 
 /// Requests per scenario: enough for aggregates, few enough for a quick test.
@@ -28,7 +28,7 @@ async fn run(scenario: Scenario) -> (DemoReport, Vec<Value>) {
     .await
     .expect("the demo starts");
     let report = demo.drive().await.expect("the demo runs");
-    let traces = support::demo::stored_traces(demo.api_url()).await;
+    let traces = stored::stored_traces(demo.api_url()).await;
     demo.stop().await.expect("the demo stops cleanly");
     (report, traces)
 }
@@ -259,10 +259,10 @@ async fn bad_gateway_is_fast_502s_not_timeouts() {
 async fn the_command_prints_outcomes_hops_and_findings() {
     let _one = ONE_AT_A_TIME.lock().await;
     let out = tokio::task::spawn_blocking(|| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_hopscope"))
-            .args(["demo", "--scenario", "bad-gateway", "--requests", "4"])
+        std::process::Command::new(env!("CARGO_BIN_EXE_hopscope-demo"))
+            .args(["--scenario", "bad-gateway", "--requests", "4"])
             .output()
-            .expect("hopscope runs")
+            .expect("hopscope-demo runs")
     })
     .await
     .unwrap();

@@ -1,6 +1,6 @@
-//! What a demo left in its daemon, read back over the HTTP API as a user would.
-//! It takes the API's base URL, not the demo, so that it needs nothing but the
-//! HTTP API wherever the demo's code lives.
+//! What a demo left in its daemon, read back over the HTTP API as a user would
+//! (a module of the demo's tests). It takes the API's base URL, not the demo,
+//! so that it needs nothing but the HTTP API.
 
 use serde_json::Value;
 

@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::probe::{utime_stime, CLOCK_TICKS_PER_SEC};
 use super::template::Template;
-use crate::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 
 /// What timing raw prost decoding of the run's requests measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +80,7 @@ fn thread_cpu_ticks() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadgen::{Generator, Shape};
+    use crate::{Generator, Shape};
 
     #[test]
     fn decodes_every_template_for_at_least_the_time_asked() {

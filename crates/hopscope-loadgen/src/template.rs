@@ -204,8 +204,8 @@ fn varint(buf: &[u8], pos: &mut usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
-    use crate::loadgen::Shape;
+    use crate::Shape;
+    use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 
     #[test]
     fn stamping_renews_ids_keeps_the_tree_and_ends_now() {
@@ -223,7 +223,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let (before, after) = (spans(&original), spans(&stamped));
-        let statement = |s: &crate::ingest::otlp::trace::v1::Span| {
+        let statement = |s: &hopscope::ingest::otlp::trace::v1::Span| {
             s.attributes
                 .iter()
                 .find(|kv| kv.key == "db.query.text")
@@ -250,7 +250,7 @@ mod tests {
                     .map(|s| s.replace(|c: char| c.is_ascii_digit(), "#"))
             };
             assert_eq!(literal_free(&sa), literal_free(&sb));
-            let others = |s: &crate::ingest::otlp::trace::v1::Span| {
+            let others = |s: &hopscope::ingest::otlp::trace::v1::Span| {
                 s.attributes
                     .iter()
                     .filter(|kv| kv.key != "db.query.text")

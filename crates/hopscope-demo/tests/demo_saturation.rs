@@ -1,15 +1,15 @@
-//! `hopscope demo`'s saturation scenarios end to end, at the default time
+//! `hopscope-demo`'s saturation scenarios end to end, at the default time
 //! scale: the traces the services exported (a real pool that really saturates,
 //! the span conventions the detectors read), and what a user notices in the
 //! findings: the right kind naming the right service and target, and the
 //! look-alikes absent.
 
-mod support;
+mod stored;
 
 use std::collections::HashMap;
 use std::time::UNIX_EPOCH;
 
-use hopscope::demo::{Demo, DemoOptions, DemoReport, Scenario, POOL_SIZE};
+use hopscope_demo::{Demo, DemoOptions, DemoReport, Scenario, POOL_SIZE};
 use serde_json::Value;
 
 /// The scenarios are timing-sensitive: one at a time.
@@ -24,7 +24,7 @@ async fn run(options: DemoOptions) -> (DemoReport, Vec<Value>) {
         assert!(dir.is_dir(), "{dir:?}");
     }
     let report = demo.drive().await.expect("the demo runs");
-    let traces = support::demo::stored_traces(demo.api_url()).await;
+    let traces = stored::stored_traces(demo.api_url()).await;
     demo.stop().await.expect("the demo stops cleanly");
     if let Some(dir) = &data {
         assert!(!dir.exists(), "{dir:?} is left behind");
@@ -353,10 +353,10 @@ async fn mixed_names_the_slow_query_of_catalog_and_the_pool_of_orders() {
 /// The command line lists the scenarios and the acquire-span switch.
 #[test]
 fn the_command_lists_the_saturation_scenarios() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hopscope"))
-        .args(["demo", "--help"])
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hopscope-demo"))
+        .arg("--help")
         .output()
-        .expect("hopscope runs");
+        .expect("hopscope-demo runs");
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{help}");
     for want in [

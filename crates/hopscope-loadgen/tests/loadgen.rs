@@ -1,9 +1,10 @@
-//! `hopscope loadgen` against a daemon on ephemeral ports: every span sent is
+//! `hopscope-loadgen` against a daemon on ephemeral ports: every span sent is
 //! acknowledged, counted and analyzed in traces of the generated shape; waiting
 //! for analysis, the ratio to raw decoding and API latency probes; OTLP/HTTP
 //! against a stand-in receiver that refuses once; the binary's flags; the soak
 //! test against the daemon it starts, passing and failing.
 
+#[path = "../../../tests/support/mod.rs"]
 mod support;
 
 use std::process::Command;
@@ -19,13 +20,13 @@ use hopscope::config::Settings;
 use hopscope::ingest::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use hopscope::loadgen::{
-    self, AnalysisWait, LoadgenError, Options, Problem, Protocol, Shape, Until,
+use hopscope_loadgen::{
+    self as loadgen, AnalysisWait, LoadgenError, Options, Problem, Protocol, Shape, Until,
 };
 use prost::Message;
 
-fn hopscope() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hopscope"))
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hopscope-loadgen"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +354,6 @@ async fn a_receiver_that_is_not_there_is_an_error() {
 async fn the_binary_reports_and_exits_zero_when_nothing_is_refused() {
     let daemon = support::start(Settings::default()).await;
     let args = [
-        "loadgen",
         "--endpoint",
         &daemon.grpc_endpoint,
         "--api",
@@ -375,7 +375,7 @@ async fn the_binary_reports_and_exits_zero_when_nothing_is_refused() {
         "/api/v1/hops?since=5m",
     ]
     .map(String::from);
-    let out = tokio::task::spawn_blocking(move || hopscope().args(args).output())
+    let out = tokio::task::spawn_blocking(move || binary().args(args).output())
         .await
         .unwrap()
         .unwrap();
@@ -402,14 +402,8 @@ async fn the_binary_reports_and_exits_zero_when_nothing_is_refused() {
     daemon.stop().await;
 
     // Nothing listens any more: a readable error and a failing exit code.
-    let out = hopscope()
-        .args([
-            "loadgen",
-            "--endpoint",
-            "http://127.0.0.1:9",
-            "--spans",
-            "1",
-        ])
+    let out = binary()
+        .args(["--endpoint", "http://127.0.0.1:9", "--spans", "1"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -422,7 +416,7 @@ async fn the_binary_reports_and_exits_zero_when_nothing_is_refused() {
 
 #[test]
 fn help_documents_every_flag() {
-    let out = hopscope().args(["loadgen", "--help"]).output().unwrap();
+    let out = binary().arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in [
         "--endpoint",
@@ -456,6 +450,7 @@ fn help_documents_every_flag() {
         "--capacity-for",
         "--memory-limit-mib",
         "--out",
+        "--daemon",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
@@ -467,8 +462,8 @@ fn help_documents_every_flag() {
         &["--wait-analysis", "--api", "http://127.0.0.1:9"],
         &["--probe-api", "/api/v1/hops"],
     ] {
-        let out = hopscope()
-            .args(["loadgen", "--spans", "1"])
+        let out = binary()
+            .args(["--spans", "1"])
             .args(needs_api)
             .output()
             .unwrap();
@@ -477,8 +472,8 @@ fn help_documents_every_flag() {
         assert!(err.contains("required"), "{err}");
     }
 
-    let out = hopscope()
-        .args(["loadgen", "--spans", "10", "--duration", "5s"])
+    let out = binary()
+        .args(["--spans", "10", "--duration", "5s"])
         .output()
         .unwrap();
     assert!(!out.status.success(), "--spans and --duration conflict");
@@ -489,11 +484,11 @@ fn help_documents_every_flag() {
         &["--soak", "--spans", "10"],
         &["--out", "rows.csv"],
     ] {
-        let out = hopscope().arg("loadgen").args(conflict).output().unwrap();
+        let out = binary().args(conflict).output().unwrap();
         assert!(!out.status.success(), "{conflict:?} should be refused");
     }
-    let out = hopscope()
-        .args(["loadgen", "--soak", "--duration", "60s", "--warm-up", "60s"])
+    let out = binary()
+        .args(["--soak", "--duration", "60s", "--warm-up", "60s"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -504,14 +499,15 @@ fn help_documents_every_flag() {
     );
 }
 
-/// Runs `hopscope loadgen --soak` with `args` and CSV rows to a file: its
-/// success, stdout and the CSV.
+/// Runs `hopscope-loadgen --soak` with `args` and CSV rows to a file: its
+/// success, stdout and the CSV. The daemon is its default, the `hopscope`
+/// binary beside it, which `cargo test --workspace` builds.
 async fn soak(args: &[&str]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("rows.csv");
-    let mut command = hopscope();
+    let mut command = binary();
     command
-        .args(["loadgen", "--soak", "--connections", "2", "--out"])
+        .args(["--soak", "--connections", "2", "--out"])
         .arg(&csv)
         .args(args);
     let out = tokio::task::spawn_blocking(move || command.output())
@@ -547,7 +543,7 @@ async fn a_soak_at_a_steady_rate_passes_and_reports_every_interval() {
     );
     assert!(stdout.contains("verdict: passed"), "{stdout}");
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some(hopscope::loadgen::Row::CSV_HEADER));
+    assert_eq!(lines.next(), Some(loadgen::Row::CSV_HEADER));
     let rows: Vec<Vec<f64>> = lines
         .map(|l| {
             l.split(',')
@@ -589,4 +585,33 @@ async fn a_soak_fails_when_the_daemon_refuses_spans_or_outgrows_its_memory_limit
     assert_eq!(csv.lines().count(), 3, "{csv}");
     let last: Vec<&str> = csv.lines().last().unwrap().split(',').collect();
     assert_ne!(last[10], "0", "dropped + refused: {csv}");
+}
+
+#[test]
+fn a_soak_without_its_daemon_says_where_it_looked_and_how_to_name_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("hopscope");
+    let out = binary()
+        .args([
+            "--soak",
+            "--duration",
+            "2s",
+            "--report-every",
+            "1s",
+            "--daemon",
+        ])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("no hopscope binary at {}", missing.display())),
+        "{err}"
+    );
+    assert!(err.contains("--daemon PATH"), "{err}");
+
+    let help = binary().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("`hopscope` next to this binary"), "{help}");
 }

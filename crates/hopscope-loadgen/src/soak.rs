@@ -1,4 +1,4 @@
-//! `hopscope loadgen --soak`: a long run at half of the daemon's capacity that
+//! `hopscope-loadgen --soak`: a long run at half of the daemon's capacity that
 //! shows whether it holds steady.
 //!
 //! The soak starts its own daemon (`child`: the defaults, the write-ahead log

@@ -16,7 +16,7 @@ use super::db::Data;
 use super::services::{self, Endpoint};
 use super::ENTRY_SERVICE;
 
-/// What goes wrong behind the gateway in a `hopscope demo` run.
+/// What goes wrong behind the gateway in a `hopscope-demo` run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
     /// Every hop answers fast: 200s.

@@ -19,10 +19,10 @@
 
 use bytes::Bytes;
 
-use crate::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use crate::ingest::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use crate::ingest::otlp::resource::v1::Resource;
-use crate::ingest::otlp::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use hopscope::ingest::otlp::resource::v1::Resource;
+use hopscope::ingest::otlp::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
 
 const US: u64 = 1_000;
 const MS: u64 = 1_000_000;

@@ -33,8 +33,8 @@ use tonic::Code;
 use super::generate::Rng;
 use super::template::Template;
 use super::{LoadgenError, Options, Protocol};
-use crate::ingest::codec::ClientCodec;
-use crate::ingest::otlp::collector::trace::v1::ExportTraceServiceResponse;
+use hopscope::ingest::codec::ClientCodec;
+use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceResponse;
 
 const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// Appended to an OTLP/HTTP endpoint, as the SDKs do.

@@ -1,4 +1,4 @@
-//! `hopscope loadgen`: realistic OTLP traffic against a daemon, and what it cost.
+//! `hopscope-loadgen`: realistic OTLP traffic against a daemon, and what it cost.
 //!
 //! * [`generate`]: a deterministic [`Generator`] of realistic traces of a
 //!   configurable [`Shape`] (also used by the pipeline benchmark).

@@ -1,4 +1,4 @@
-//! `hopscope demo`: the daemon plus small instrumented services in one
+//! `hopscope-demo`: the daemon plus small instrumented services in one
 //! process, a scenario's traffic through them, and what the daemon made of it.
 //!
 //! ```text
@@ -44,9 +44,9 @@ use tokio_util::sync::CancellationToken;
 pub use report::DemoReport;
 pub use scenario::{Scenario, POOL_SIZE};
 
-use crate::config::Config;
-use crate::daemon::{self, DaemonError, Running};
 use db::Database;
+use hopscope::config::Config;
+use hopscope::daemon::{self, DaemonError, Running};
 use scenario::{Hop, Plan};
 use services::{Callee, InFlight, Service, Spec};
 
