@@ -101,7 +101,7 @@ impl Servers {
             intake,
         )
         .router()
-        .route_layer(RequireToken::new(otlp_guard.clone(), auth::http_refusal));
+        .route_layer(RequireToken::new(otlp_guard.clone(), api::unauthenticated));
         let serving = Serving {
             tls,
             limits: config.conn_limits,

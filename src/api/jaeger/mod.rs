@@ -30,14 +30,14 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::analyze::AnalyzedTrace;
-use crate::auth::{self, RequireToken};
+use crate::auth::RequireToken;
 use crate::model::Sym;
 use crate::store::{FindingStore, Store};
 use query::{Pairs, Search};
 
 /// The Jaeger query API's routes, behind the API's bearer token (if set).
 pub fn router(state: AppState) -> Router {
-    let guard = RequireToken::new(state.api_guard.clone(), auth::http_refusal);
+    let guard = RequireToken::new(state.api_guard.clone(), super::unauthenticated);
     Router::new()
         .route("/api/services", get(services))
         .route(
