@@ -10,6 +10,7 @@ use crate::analyze::{analyze_with, budget, saturation, Options, Thresholds};
 use crate::assemble::{assemble, Completed};
 use crate::model::{SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
+use crate::store::wal::LogRange;
 use crate::store::Store;
 
 /// Assembles, analyzes (with `options`) and stores completed traces. Late
@@ -75,7 +76,11 @@ fn finish_one(store: &Store, options: &Options, c: Completed) {
             ),
         });
     }
-    store.put(analyze_with(trace, options), c.late, c.log);
+    store.put(
+        analyze_with(trace, options),
+        c.late,
+        c.log.map(LogRange::from),
+    );
     stats.analysis.observe(started.elapsed());
 }
 

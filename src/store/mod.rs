@@ -34,9 +34,9 @@ use parking_lot::Mutex;
 
 use crate::analyze::budget::call_records;
 use crate::analyze::{finding_id, AnalyzedTrace};
-use crate::assemble::LogRange;
 use crate::clock::Clock;
 use crate::stats::Stats;
+use wal::LogRange;
 
 pub struct Store {
     pub traces: TraceStore,
