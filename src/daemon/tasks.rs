@@ -188,7 +188,7 @@ async fn detect(
         }
         // The window ages by the clock even when no trace comes.
         store.expire(u64::MAX);
-        let generation = store.window.generation();
+        let generation = store.window_generation();
         if last == Some(generation) {
             continue;
         }
@@ -197,9 +197,6 @@ async fn detect(
         let run = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             pipeline::detect_window(&window, &analysis.thresholds);
-            window
-                .detected_generation
-                .store(generation, std::sync::atomic::Ordering::Release);
             window.stats().detection.observe(started.elapsed());
         });
         if let Err(e) = run.await {
