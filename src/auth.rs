@@ -6,15 +6,19 @@
 //! OTLP/gRPC service, and any axum router with one line:
 //!
 //! ```text
-//! router.route_layer(RequireToken::new(guard, auth::http_refusal))
+//! router.route_layer(RequireToken::new(guard, refuse))
 //! ```
+//!
+//! The guard decides ([`Unauthenticated`] says why it refused); how a refusal
+//! is answered is the listener's (the `refuse` function of [`RequireToken`]:
+//! the API's error body over HTTP, status UNAUTHENTICATED over gRPC), so this
+//! module knows nothing of the API above it.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::http::{self, header, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{self, header, HeaderValue};
 use subtle::ConstantTimeEq;
 use tonic::codegen::{BoxFuture, Service};
 use tower::Layer;
@@ -121,21 +125,6 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 /// The OTLP/gRPC answer to a refused request: status UNAUTHENTICATED.
 pub fn grpc_refusal(e: &Unauthenticated) -> http::Response<tonic::body::Body> {
     tonic::Status::unauthenticated(e.to_string()).into_http()
-}
-
-/// The HTTP answer to a refused request: 401 with `WWW-Authenticate: Bearer`
-/// and the API's error body.
-pub fn http_refusal(e: &Unauthenticated) -> axum::response::Response {
-    let mut response = crate::api::ApiError {
-        status: StatusCode::UNAUTHORIZED,
-        code: "unauthenticated",
-        message: e.to_string(),
-    }
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
 }
 
 /// A tower layer that lets through only requests its [`Guard`] admits and

@@ -6,10 +6,11 @@
 //! the fuzz targets call these functions, so a file analyzed offline gets
 //! exactly the diagnosis the daemon would give the same spans.
 
-use crate::analyze::{analyze_with, budget, saturation, Options, Thresholds};
+use crate::analyze::{analyze_with, budget, saturation, AnalyzedTrace, Options, Thresholds};
 use crate::assemble::{assemble, Completed};
 use crate::model::{SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
+use crate::store::wal::LogRange;
 use crate::store::Store;
 
 /// Assembles, analyzes (with `options`) and stores completed traces. Late
@@ -52,7 +53,7 @@ fn finish_one(store: &Store, options: &Options, c: Completed) {
     let mut spans = c.spans;
     let late_count = spans.len();
     if c.late {
-        if let Some(prev) = store.traces.get(&c.trace_id) {
+        if let Some(prev) = store.traces().get(&c.trace_id) {
             spans.append(SpanSet {
                 spans: prev.trace.spans.clone(),
                 arena: prev.trace.arena.clone(),
@@ -75,8 +76,21 @@ fn finish_one(store: &Store, options: &Options, c: Completed) {
             ),
         });
     }
-    store.put(analyze_with(trace, options), c.late, c.log);
+    keep(
+        store,
+        analyze_with(trace, options),
+        c.late,
+        c.log.map(LogRange::from),
+    );
     stats.analysis.observe(started.elapsed());
+}
+
+/// Keeps an analyzed trace ([`Store::put`]) with its call records, the
+/// window's, built here with the rest of the analysis: the store only keeps
+/// them.
+pub fn keep(store: &Store, trace: AnalyzedTrace, late: bool, log: Option<LogRange>) {
+    let calls = budget::call_records(&trace);
+    store.put(trace, calls, late, log);
 }
 
 /// Adds one to a counter when dropped, also while a panic unwinds.
@@ -94,14 +108,11 @@ impl Drop for CountOnDrop<'_> {
 /// an observation explains are withdrawn first (a slow query that was a lock
 /// wait, seen before the whole staircase was in the window).
 pub fn detect_window(store: &Store, thresholds: &Thresholds) {
-    let window = store.window.snapshot(None, None);
-    for o in budget::detect(&window, thresholds)
-        .into_iter()
-        .chain(saturation::detect(&window, thresholds))
-    {
-        store.findings.withdraw_explained_by(&o);
-        store.findings.set(o);
-    }
+    let generation = store.window_generation();
+    let window = store.window(None, None);
+    let mut observations = budget::detect(&window, thresholds);
+    observations.extend(saturation::detect(&window, thresholds));
+    store.set_findings(generation, observations);
 }
 
 #[cfg(test)]

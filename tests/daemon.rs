@@ -701,7 +701,7 @@ async fn shutdown_analyzes_what_is_buffered() {
     let store = d.store();
     d.stop().await;
     assert!(store
-        .traces
+        .traces()
         .get(&hopscope::model::TraceId::from_bytes(&trace_id.to_bytes()).unwrap())
         .is_some());
 }

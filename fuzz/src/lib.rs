@@ -84,7 +84,7 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
             panic!("assembled tree is broken: {e}");
         }
         let analyzed = analyze(trace);
-        store.clock.advance_to(
+        store.clock().advance_to(
             analyzed
                 .trace
                 .spans
@@ -96,27 +96,27 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
         if let Err(e) = checks::check_analysis(&analyzed) {
             panic!("analysis is broken: {e}");
         }
-        store.put(analyzed, false, None);
+        hopscope::pipeline::keep(&store, analyzed, false, None);
     }
     let thresholds = Thresholds::default();
     hopscope::pipeline::detect_window(&store, &thresholds);
-    let window = store.window.snapshot(None, None);
+    let window = store.window(None, None);
     budget_map(&window, &thresholds);
     query_shapes(&window);
-    store.aggregates.query(None, None, None);
+    store.aggregates().query(None, None, None);
     store
 }
 
 /// Renders the trace API's JSON of the latest `limit` stored traces of at
 /// most `max_spans` spans; returns how many it rendered.
 pub fn render(store: &Store, limit: usize, max_spans: usize) -> usize {
-    let traces = store.traces.recent(limit, |t| t.trace.len() <= max_spans);
+    let traces = store.traces().recent(limit, |t| t.trace.len() <= max_spans);
     for t in &traces {
-        if let Err(e) = serde_json::to_vec(&trace_body(t, &store.findings)) {
+        if let Err(e) = serde_json::to_vec(&trace_body(t, store.findings())) {
             panic!("trace {} does not render: {e}", t.trace.trace_id);
         }
         // The Jaeger query API's rendering, which Grafana reads.
-        let jaeger = jaeger::render(t, &store.findings);
+        let jaeger = jaeger::render(t, store.findings());
         assert!(!jaeger.spans.is_empty(), "a Jaeger trace without spans");
         if let Err(e) = serde_json::to_vec(&jaeger) {
             panic!("trace {} does not render for Jaeger: {e}", t.trace.trace_id);

@@ -124,7 +124,7 @@ pub struct CoverageBody {
 pub fn coverage_bodies(store: &Store, service: Option<&str>) -> Vec<ServiceCoverageBody> {
     let service = service.filter(|s| !s.is_empty());
     store
-        .coverage
+        .coverage()
         .services()
         .into_iter()
         .filter(|(s, _)| service.is_none_or(|want| s.as_str() == want))

@@ -71,7 +71,7 @@ pub struct ServiceGraphBody {
 /// The edges of `[since_ns, until_ns)` as the API shows them.
 pub fn edges(store: &Store, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec<ServiceEdgeBody> {
     store
-        .edges
+        .edges()
         .query(since_ns, until_ns)
         .into_iter()
         .map(Into::into)

@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::auth::Unauthenticated;
 use crate::stats::Stats;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +62,22 @@ impl IntoResponse for ApiError {
         };
         (self.status, Json(body)).into_response()
     }
+}
+
+/// The HTTP answer to a request [`crate::auth::Guard`] refused: 401 with
+/// `WWW-Authenticate: Bearer` and the API's error body (the OTLP/HTTP
+/// receiver answers the same).
+pub fn unauthenticated(e: &Unauthenticated) -> Response {
+    let mut response = ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "unauthenticated",
+        message: e.to_string(),
+    }
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

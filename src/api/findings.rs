@@ -200,7 +200,7 @@ pub(super) fn select(state: &AppState, p: ListParams) -> Result<Vec<Finding>, Ap
         until_ns: params::time_ns("until", p.until.as_deref(), now)?,
     };
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    Ok(state.store.findings.list(&filter, limit))
+    Ok(state.store.findings().list(&filter, limit))
 }
 
 /// One finding by id.
@@ -232,7 +232,7 @@ pub async fn get(
         })?;
     state
         .store
-        .findings
+        .findings()
         .get(id)
         .map(|f| Json(f.into()))
         .ok_or_else(|| ApiError::not_found("finding_not_found", format!("no finding {raw}")))

@@ -66,9 +66,8 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     let (buffered_traces, buffered_spans) = (state.buffer.trace_count(), state.buffer.span_count());
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     let counters = state.stats.snapshot();
-    let detected = state.store.detected_generation.load(Ordering::Acquire);
     Json(StatsBody {
-        detectors_current: detected == state.store.window.generation(),
+        detectors_current: state.store.detectors_current(),
         analysis_pending: counters.analysis_pending(),
         counters,
         buffered_traces,
@@ -77,8 +76,8 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         memory_budget_bytes: state.buffer.limits().max_bytes,
         buffer_span_ceiling: state.buffer.span_ceiling(),
         resident_bytes: crate::memory::resident_bytes(),
-        stored_traces: state.store.traces.len(),
-        stored_bytes_estimate: state.store.traces.bytes(),
+        stored_traces: state.store.traces().len(),
+        stored_bytes_estimate: state.store.traces().bytes(),
         interner: intern::usage(),
     })
 }

@@ -149,7 +149,7 @@ pub async fn list(
             }
         },
     };
-    let entries = state.store.aggregates.query(entry, since, until);
+    let entries = state.store.aggregates().query(entry, since, until);
     Ok(Json(HopsBody {
         entries: entries.iter().map(entry_body).collect(),
     }))
@@ -240,14 +240,14 @@ pub async fn series(
         // The busiest entry point of the window (the aggregates answer busiest first).
         None => state
             .store
-            .aggregates
+            .aggregates()
             .query(None, since, until)
             .first()
             .map(|e| e.entry),
     };
     let points = match entry {
         None => Vec::new(),
-        Some(entry) => state.store.aggregates.series(entry, since, until, step),
+        Some(entry) => state.store.aggregates().series(entry, since, until, step),
     };
     Ok(Json(SeriesBody {
         step_ms: (step.as_secs() / 60 * 60_000) as f64,

@@ -137,12 +137,12 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         (
             "hopscope_stored_traces",
             "Analyzed traces kept for the API.",
-            state.store.traces.len() as f64,
+            state.store.traces().len() as f64,
         ),
         (
             "hopscope_stored_bytes",
             "Estimated bytes held by the analyzed traces kept.",
-            state.store.traces.bytes() as f64,
+            state.store.traces().bytes() as f64,
         ),
         (
             "hopscope_interned_names",
@@ -183,7 +183,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         &state.stats.detection.snapshot(),
     );
 
-    let findings = state.store.findings.counts();
+    let findings = state.store.findings().counts();
     let by_kind = |(kind, severity): (crate::analyze::FindingKind, crate::analyze::Severity)| {
         format!(
             "kind=\"{}\",severity=\"{}\"",
@@ -213,7 +213,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             escape(e.operation.as_str())
         )
     };
-    let entries = state.store.totals.entries();
+    let entries = state.store.totals().entries();
     family(
         &mut out,
         "hopscope_entry_traces_total",
@@ -232,7 +232,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             .iter()
             .map(|(e, t)| (entry_labels(e), t.root_ns as f64 / 1e9)),
     );
-    let hops = state.store.totals.hops();
+    let hops = state.store.totals().hops();
     let hop_labels = |(e, h): &(crate::analyze::EntryPoint, crate::analyze::HopKey)| {
         format!(
             "{},kind=\"{}\",service=\"{}\",operation=\"{}\",peer=\"{}\"",

@@ -26,7 +26,7 @@ mod trace_tree;
 mod traces;
 
 pub use coverage::{coverage_bodies, ServiceCoverageBody};
-pub use error::{time_limit, ApiError};
+pub use error::{time_limit, unauthenticated, ApiError};
 pub use findings::{crossed_text, FindingBody};
 pub use hops::{entry_body, EntryAggBody};
 pub use openapi::{document as openapi_document, v1_routes};
@@ -42,7 +42,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::assemble::Buffer;
-use crate::auth::{self, Guard, RequireToken};
+use crate::auth::{Guard, RequireToken};
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -70,7 +70,7 @@ pub const MAX_BODY_BYTES: usize = 64 << 10;
 /// see `api/console/`); every other route requires the API's bearer token, if one
 /// is set, and request bodies are bounded ([`MAX_BODY_BYTES`]).
 pub fn router(state: AppState) -> Router {
-    let guard = RequireToken::new(state.api_guard.clone(), auth::http_refusal);
+    let guard = RequireToken::new(state.api_guard.clone(), unauthenticated);
     Router::new()
         .merge(openapi::v1_routes())
         .route("/metrics", get(metrics::render))

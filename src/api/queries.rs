@@ -125,7 +125,7 @@ pub async fn shapes(
 ) -> Result<Vec<QueryBody>, ApiError> {
     let target = target.filter(|t| !t.is_empty()).map(str::to_owned);
     let shapes = tokio::task::spawn_blocking(move || {
-        let mut shapes = query_shapes(&store.window.snapshot(since_ns, until_ns));
+        let mut shapes = query_shapes(&store.window(since_ns, until_ns));
         if let Some(want) = target {
             shapes.retain(|s| target_matches(&s.target, &want));
         }

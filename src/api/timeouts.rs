@@ -226,7 +226,7 @@ pub async fn budgets(
         (service.to_owned(), operation.map(str::to_owned))
     });
     let entries = tokio::task::spawn_blocking(move || {
-        let window = store.window.snapshot(since_ns, until_ns);
+        let window = store.window(since_ns, until_ns);
         let mut entries = budget_map(&window, &analysis.thresholds);
         if let Some((service, operation)) = entry {
             entries.retain(|e| {
@@ -266,7 +266,7 @@ pub async fn list(
 ) -> Result<Json<TimeoutsBody>, ApiError> {
     let p = params::query(q)?;
     let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
-    let stats = state.store.window.stats();
+    let stats = state.store.window_stats();
     let entries = budgets(
         state.store.clone(),
         state.analysis.clone(),

@@ -107,7 +107,7 @@ pub async fn list(
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let min_ns = p.min_duration_ms.map(|m| (m.max(0.0) * 1e6) as u64);
     let entry = p.entry.as_deref().map(params::entry);
-    let traces = state.store.traces.recent(limit, |t| {
+    let traces = state.store.traces().recent(limit, |t| {
         min_ns.is_none_or(|min| t.duration_ns() >= min)
             && p.service
                 .as_deref()
@@ -375,13 +375,13 @@ pub async fn get(
             format!("`{raw}` is not a trace id: {e}"),
         )
     })?;
-    let t = state.store.traces.get(&id).ok_or_else(|| {
+    let t = state.store.traces().get(&id).ok_or_else(|| {
         ApiError::not_found(
             "trace_not_found",
             format!("trace {id} is not among the completed traces kept"),
         )
     })?;
-    Ok(Json(selected_body(&t, &state.store.findings, selection)))
+    Ok(Json(selected_body(&t, state.store.findings(), selection)))
 }
 
 /// The JSON body of one analyzed trace: its spans, critical path, hops,

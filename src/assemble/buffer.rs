@@ -15,6 +15,7 @@
 //!
 //! Time is passed in (`now`), so the policy is tested without a clock.
 
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,32 +82,6 @@ pub enum Completion {
     Shutdown,
 }
 
-/// The write-ahead log segments holding a trace's spans, oldest and newest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LogRange {
-    pub first: u64,
-    pub last: u64,
-}
-
-impl LogRange {
-    /// The segments of both.
-    pub fn union(self, other: LogRange) -> LogRange {
-        LogRange {
-            first: self.first.min(other.first),
-            last: self.last.max(other.last),
-        }
-    }
-
-    /// Adds a segment to an optional range.
-    pub fn with(range: Option<LogRange>, segment: u64) -> LogRange {
-        let one = LogRange {
-            first: segment,
-            last: segment,
-        };
-        range.map_or(one, |r| r.union(one))
-    }
-}
-
 /// A trace handed from the buffer to analysis.
 #[derive(Debug)]
 pub struct Completed {
@@ -115,8 +90,10 @@ pub struct Completed {
     pub completion: Completion,
     /// The spans arrived after the trace was analyzed once: merge with the stored trace.
     pub late: bool,
-    /// Where the spans are in the write-ahead log (none without one).
-    pub log: Option<LogRange>,
+    /// The write-ahead log segments holding the spans, oldest to newest
+    /// (none without a log). The buffer knows only the segments' numbers;
+    /// what they are is the log's.
+    pub log: Option<RangeInclusive<u64>>,
 }
 
 struct Pending {
@@ -125,7 +102,7 @@ struct Pending {
     first_seen: Instant,
     last_seen: Instant,
     late: bool,
-    log: Option<LogRange>,
+    log: Option<RangeInclusive<u64>>,
 }
 
 pub struct Buffer {
@@ -205,7 +182,10 @@ impl Buffer {
             }
         });
         if let Some(segment) = log {
-            entry.log = Some(LogRange::with(entry.log, segment));
+            entry.log = Some(match entry.log.take() {
+                Some(r) => *r.start().min(&segment)..=*r.end().max(&segment),
+                None => segment..=segment,
+            });
         }
         if entry.late {
             Stats::add(&self.stats.late_spans, n as u64);
@@ -252,7 +232,7 @@ impl Buffer {
     pub fn oldest_log(&self) -> Option<u64> {
         self.pending
             .iter()
-            .filter_map(|e| e.log.map(|l| l.first))
+            .filter_map(|e| e.log.as_ref().map(|l| *l.start()))
             .min()
     }
 

@@ -5,5 +5,5 @@
 mod buffer;
 mod repair;
 
-pub use buffer::{Admitted, Buffer, BufferLimits, Completed, Completion, LogRange, MemoryFull};
+pub use buffer::{Admitted, Buffer, BufferLimits, Completed, Completion, MemoryFull};
 pub use repair::assemble;

@@ -598,11 +598,11 @@ impl Session {
                 continue;
             };
             if let Some(end) = c.spans.spans.iter().map(|s| s.end_ns).max() {
-                self.store.clock.advance_to(end);
+                self.store.clock().advance_to(end);
             }
             let id: TraceId = c.trace_id;
             pipeline::finish(&self.store, &self.analysis, vec![c]);
-            if let Some(t) = self.store.traces.get(&id) {
+            if let Some(t) = self.store.traces().get(&id) {
                 on_trace(&self.store, &t);
             }
         }

@@ -112,7 +112,9 @@ pub struct Findings {
 impl Findings {
     /// The store's findings, split by `baseline`.
     pub fn select(store: &Store, baseline: Option<&Baseline>) -> Findings {
-        let all = store.findings.list(&FindingFilter::default(), MAX_FINDINGS);
+        let all = store
+            .findings()
+            .list(&FindingFilter::default(), MAX_FINDINGS);
         let (known, new): (Vec<Finding>, Vec<Finding>) = all
             .into_iter()
             .partition(|f| baseline.is_some_and(|b| b.knows(f.id)));
@@ -185,7 +187,7 @@ impl<W: Write> Report for Json<W> {
             b","
         })?;
         self.traces += 1;
-        serde_json::to_writer(&mut self.out, &trace_body(t, &store.findings))?;
+        serde_json::to_writer(&mut self.out, &trace_body(t, store.findings()))?;
         Ok(())
     }
 
@@ -213,7 +215,7 @@ impl<W: Write> Report for Json<W> {
         serde_json::to_writer(&mut self.out, &bodies)?;
         self.out.write_all(b",\"entries\":")?;
         let entries: Vec<_> = store
-            .aggregates
+            .aggregates()
             .query(None, None, None)
             .iter()
             .map(entry_body)
@@ -598,7 +600,7 @@ impl<W: Write> Report for Text<W> {
                 )?;
             }
         }
-        let own = store.findings.for_trace(trace.trace_id, &t.finding_ids);
+        let own = store.findings().for_trace(trace.trace_id, &t.finding_ids);
         for f in own {
             let known = baseline.is_some_and(|b| b.knows(f.id));
             writeln!(
@@ -643,7 +645,7 @@ impl<W: Write> Report for Text<W> {
             writeln!(self.out, "{text}")?;
         }
         writeln!(self.out, "{} trace(s) analyzed\n", self.traces)?;
-        let coverage = store.coverage.services();
+        let coverage = store.coverage().services();
         let known = match &findings.known {
             Some((file, n)) => format!(
                 "{n} known finding(s) in the baseline {file}, not listed: they do not fail the gate."

@@ -4,7 +4,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::assemble::LogRange;
+use super::wal::LogRange;
 use crate::model::TraceId;
 
 /// What the ledger says about a trace analyzed after a restart.

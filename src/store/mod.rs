@@ -28,35 +28,67 @@ pub use totals::{EntryTotal, HopTotal, Totals, MAX_ENTRIES, MAX_HOPS};
 pub use traces::TraceStore;
 pub use window::{CallWindow, WindowStats, WINDOW_MAX_AGE, WINDOW_MAX_RECORDS};
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::analyze::budget::call_records;
-use crate::analyze::{finding_id, AnalyzedTrace};
-use crate::assemble::LogRange;
+use crate::analyze::budget::TraceCalls;
+use crate::analyze::{finding_id, AnalyzedTrace, Observation};
 use crate::clock::Clock;
 use crate::stats::Stats;
+use wal::LogRange;
 
+/// Everything the pipeline keeps after analysis, in parts that each own
+/// their state behind their own lock.
+///
+/// # Contract
+///
+/// **Writers.** Only the pipeline writes, through three doors:
+/// [`Store::put`] (an analyzed trace and its call records, from
+/// [`crate::pipeline::finish`]), [`Store::expire`] (the clock's retention, from
+/// the periodic tasks) and [`Store::set_findings`] (what the cross-trace
+/// detectors concluded, from [`crate::pipeline::detect_window`]). The state
+/// file restores and checkpoints it ([`durable`]). Nothing else mutates it:
+/// the parts a reader gets ([`Store::traces`], [`Store::findings`], ...) are
+/// for reading.
+///
+/// **Readers** (the API, `hopscope analyze`'s report) see each part
+/// consistent on its own: a trace is in [`Store::traces`] whole or not at
+/// all, a finding's counts are never half updated, an aggregate bucket has a
+/// trace's every hop or none. There is no snapshot across parts: a reader
+/// racing a `put` may see the trace stored before its hops are in
+/// [`Store::aggregates`] or its calls in the window; a trace analyzed again
+/// (late spans) is retracted from the aggregates, then added back, and a
+/// reader between the two misses it. The cross-trace
+/// findings lag the window by up to one detection interval
+/// ([`Store::detectors_current`] says whether they caught up). Within one
+/// part, what a reader sees only moves forward: a later read never shows an
+/// older state of it.
+///
+/// **Ordering.** `put` stores the findings a trace reports, then its totals,
+/// the trace itself, its aggregates, service graph and coverage, then its
+/// call records; `put`s are not serialized against each other beyond each
+/// part's lock (the pipeline calls it from one thread at a time).
 pub struct Store {
-    pub traces: TraceStore,
-    pub aggregates: Aggregates,
+    traces: TraceStore,
+    aggregates: Aggregates,
     /// The service graph, in the aggregates' buckets and retention.
-    pub edges: Edges,
-    pub findings: FindingStore,
+    edges: Edges,
+    findings: FindingStore,
     /// Call records of recent traces ([`WINDOW_MAX_AGE`], [`WINDOW_MAX_RECORDS`]).
-    pub window: CallWindow,
+    window: CallWindow,
     /// Totals since start, for Prometheus.
-    pub totals: Totals,
+    totals: Totals,
     /// What each service's spans carry, over every analyzed trace.
-    pub coverage: Coverage,
+    coverage: Coverage,
     /// The window generation the cross-trace detectors last ran on.
-    pub detected_generation: std::sync::atomic::AtomicU64,
+    detected_generation: AtomicU64,
     /// Which traces are counted, by log segment (with a write-ahead log).
-    pub ledger: Mutex<Ledger>,
+    ledger: Mutex<Ledger>,
     /// What the window, the aggregates' retention and the findings' expiry
     /// count back from.
-    pub clock: Clock,
+    clock: Clock,
     stats: Arc<Stats>,
 }
 
@@ -76,11 +108,81 @@ impl Store {
             window: CallWindow::new(WINDOW_MAX_AGE, WINDOW_MAX_RECORDS),
             totals: Totals::default(),
             coverage: Coverage::default(),
-            detected_generation: Default::default(),
+            detected_generation: AtomicU64::default(),
             ledger: Mutex::new(Ledger::default()),
             clock,
             stats,
         }
+    }
+
+    /// The recent analyzed traces.
+    pub fn traces(&self) -> &TraceStore {
+        &self.traces
+    }
+
+    /// The per-hop aggregates.
+    pub fn aggregates(&self) -> &Aggregates {
+        &self.aggregates
+    }
+
+    /// The service graph, in the aggregates' buckets and retention.
+    pub fn edges(&self) -> &Edges {
+        &self.edges
+    }
+
+    /// The findings, per-trace and cross-trace.
+    pub fn findings(&self) -> &FindingStore {
+        &self.findings
+    }
+
+    /// Totals since start, for Prometheus.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// What each service's spans carry, over every analyzed trace.
+    pub fn coverage(&self) -> &Coverage {
+        &self.coverage
+    }
+
+    /// What the window, the aggregates' retention and the findings' expiry
+    /// count back from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The call records of the window's traces whose root started in
+    /// `[since_ns, until_ns)`: what the cross-trace detectors read.
+    pub fn window(&self, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec<Arc<TraceCalls>> {
+        self.window.snapshot(since_ns, until_ns)
+    }
+
+    /// What the call window holds.
+    pub fn window_stats(&self) -> WindowStats {
+        self.window.stats()
+    }
+
+    /// The call window's generation: it changes whenever records come or go.
+    pub fn window_generation(&self) -> u64 {
+        self.window.generation()
+    }
+
+    /// Whether the cross-trace detectors have run over the window as it is.
+    pub fn detectors_current(&self) -> bool {
+        self.detected_generation.load(Ordering::Acquire) == self.window.generation()
+    }
+
+    /// Merges what the cross-trace detectors concluded over the window of
+    /// `generation` into the findings, replacing their counts
+    /// ([`FindingStore::set`]); look-alikes an observation explains are
+    /// withdrawn first.
+    pub fn set_findings(&self, generation: u64, observations: Vec<Observation>) {
+        for o in observations {
+            self.findings.withdraw_explained_by(&o);
+            self.findings.set(o);
+        }
+        self.detected_generation
+            .store(generation, Ordering::Release);
     }
 
     /// Drops what the clock has aged out of the call window, the aggregates
@@ -111,7 +213,17 @@ impl Store {
     /// after a restart that the restored aggregates and findings already count
     /// ([`Ledger`]) is kept and joins the call window without counting again;
     /// a fragment of one (its older spans were not replayed) is dropped.
-    pub fn put(&self, mut trace: AnalyzedTrace, late: bool, log: Option<LogRange>) {
+    ///
+    /// `calls` are the trace's call records ([`crate::analyze::budget::call_records`]),
+    /// which join the window bounded as the aggregates are
+    /// ([`Aggregates::bounded`]).
+    pub fn put(
+        &self,
+        mut trace: AnalyzedTrace,
+        calls: TraceCalls,
+        late: bool,
+        log: Option<LogRange>,
+    ) {
         let id = trace.trace.trace_id;
         let counted = match self.ledger.lock().replayed(&id) {
             Replay::New => false,
@@ -170,8 +282,7 @@ impl Store {
                 self.edges.record(&trace, 1, now);
                 self.coverage.record(&trace, false);
             }
-            self.window
-                .put(self.aggregates.bounded(call_records(&trace)), now);
+            self.window.put(self.aggregates.bounded(calls), now);
         }
         if let Some(log) = log {
             self.ledger.lock().count(id, log);
@@ -188,6 +299,7 @@ mod tests {
     use crate::analyze::analyze;
     use crate::assemble::assemble;
     use crate::model::{Span, SpanId, SpanKind, SpanSet, TraceId};
+    use crate::pipeline::keep;
 
     const MIN: u64 = 60_000_000_000;
 
@@ -236,9 +348,9 @@ mod tests {
             Arc::new(Stats::default()),
             clock.clone(),
         );
-        store.put(trace(1, now - MIN), false, None);
+        keep(&store, trace(1, now - MIN), false, None);
         // A trace stamped in the year 2500 ages nothing out.
-        store.put(trace(2, 16_725_225_600_000_000_000), false, None);
+        keep(&store, trace(2, 16_725_225_600_000_000_000), false, None);
         store.expire(now + 60 * MIN);
         assert_eq!(store.window.stats().traces, 1);
         assert_eq!(store.aggregates.query(None, None, None)[0].traces, 1);

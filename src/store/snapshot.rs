@@ -8,9 +8,9 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use super::wal::LogRange;
 use super::{BucketState, EdgeBucketState, Finding};
 use crate::analyze::coverage::Counts;
-use crate::assemble::LogRange;
 use crate::model::{Sym, TraceId};
 
 const MAGIC: [u8; 8] = *b"HSSTATE1";

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 
+use super::wal::LogRange;
 use crate::analyze::AnalyzedTrace;
-use crate::assemble::LogRange;
 use crate::model::TraceId;
 
 struct Entry {

@@ -48,7 +48,7 @@ pub async fn findings(
 /// Under "no findings", the services whose spans leave detectors blind
 /// ([`blind_by_service`]): silence there is no sign of health.
 fn blind_notice(state: &AppState) -> String {
-    let blind = blind_by_service(&state.store.coverage.services());
+    let blind = blind_by_service(&state.store.coverage().services());
     if blind.is_empty() {
         return String::new();
     }

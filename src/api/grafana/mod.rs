@@ -211,7 +211,7 @@ const TAG_KEYS: [&str; 4] = ["service", "kind", "severity", "entry"];
 /// `SERVICE:OPERATION`.
 fn entry_points(store: &Store, since: Option<u64>, until: Option<u64>) -> Vec<String> {
     store
-        .aggregates
+        .aggregates()
         .query(None, since, until)
         .iter()
         .map(|e| format!("{}:{}", e.entry.service, e.entry.operation))
@@ -221,14 +221,14 @@ fn entry_points(store: &Store, since: Option<u64>, until: Option<u64>) -> Vec<St
 /// Services seen in `[since, until)`: entry points, hops and edges.
 fn services(store: &Store, since: Option<u64>, until: Option<u64>) -> BTreeSet<&'static str> {
     let mut out = BTreeSet::new();
-    for e in store.aggregates.query(None, since, until) {
+    for e in store.aggregates().query(None, since, until) {
         out.insert(e.entry.service.as_str());
         for h in &e.hops {
             out.insert(h.key.service.as_str());
             out.extend(h.key.peer.map(|p| p.as_str()));
         }
     }
-    for e in store.edges.query(since, until) {
+    for e in store.edges().query(since, until) {
         out.insert(e.key.caller.as_str());
         out.insert(e.key.callee.as_str());
     }

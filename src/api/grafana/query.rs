@@ -351,7 +351,7 @@ impl Ctx {
             Some(text) => hops::parse_entry(text),
             None => Ok(self
                 .store
-                .aggregates
+                .aggregates()
                 .query(None, Some(self.from_ns), Some(self.to_ns))
                 .into_iter()
                 .find(|e| self.accepts("entry", &[&entry_label(&e.entry)]))
@@ -386,7 +386,7 @@ impl Ctx {
             until_ns: until,
             ..FindingFilter::default()
         };
-        let mut found = self.store.findings.list(&filter, usize::MAX);
+        let mut found = self.store.findings().list(&filter, usize::MAX);
         found.retain(|f| {
             let o = &f.latest;
             let mut services = vec![o.culprit.service.as_str()];

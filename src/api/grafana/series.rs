@@ -16,7 +16,7 @@ impl Ctx {
         let Some(entry) = self.entry()? else {
             return Ok(Vec::new());
         };
-        let aggregates = &self.store.aggregates;
+        let aggregates = self.store.aggregates();
         let Some(overall) = aggregates
             .query(Some(entry), Some(self.from_ns), Some(self.to_ns))
             .pop()

@@ -56,10 +56,10 @@ impl Ctx {
             .or(self.wanted("entry"))
         {
             Some(text) => match hops::parse_entry(text)? {
-                Some(e) => self.store.aggregates.query(Some(e), since, until),
+                Some(e) => self.store.aggregates().query(Some(e), since, until),
                 None => Vec::new(),
             },
-            None => self.store.aggregates.query(None, since, until),
+            None => self.store.aggregates().query(None, since, until),
         };
         let mut rows = Vec::new();
         for e in entries

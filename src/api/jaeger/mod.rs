@@ -30,14 +30,14 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::analyze::AnalyzedTrace;
-use crate::auth::{self, RequireToken};
+use crate::auth::RequireToken;
 use crate::model::Sym;
 use crate::store::{FindingStore, Store};
 use query::{Pairs, Search};
 
 /// The Jaeger query API's routes, behind the API's bearer token (if set).
 pub fn router(state: AppState) -> Router {
-    let guard = RequireToken::new(state.api_guard.clone(), auth::http_refusal);
+    let guard = RequireToken::new(state.api_guard.clone(), super::unauthenticated);
     Router::new()
         .route("/api/services", get(services))
         .route(
@@ -149,7 +149,7 @@ async fn blocking<T: Send + 'static>(
 /// Every stored trace, newest completed first (a snapshot: the store's lock is
 /// not held while a request walks them).
 fn stored(state: &AppState) -> Vec<Arc<AnalyzedTrace>> {
-    state.store.traces.recent(usize::MAX, |_| true)
+    state.store.traces().recent(usize::MAX, |_| true)
 }
 
 /// The Jaeger rendering of a stored trace, with the kinds of the findings it
@@ -311,7 +311,7 @@ async fn search(
 
 /// The renderings of the traces a search finds.
 fn search_traces(state: &AppState, q: &Search) -> Vec<TraceJson> {
-    let findings = &state.store.findings;
+    let findings = state.store.findings();
     let mut processes = ProcessCache::default();
     let traces: Vec<Arc<AnalyzedTrace>> = if q.trace_ids.is_empty() {
         let mut found: Vec<Arc<AnalyzedTrace>> = stored(state)
@@ -324,7 +324,7 @@ fn search_traces(state: &AppState, q: &Search) -> Vec<TraceJson> {
     } else {
         q.trace_ids
             .iter()
-            .filter_map(|id| state.store.traces.get(id))
+            .filter_map(|id| state.store.traces().get(id))
             .collect()
     };
     traces
@@ -346,10 +346,10 @@ async fn trace(
         .map_err(|e| JaegerError::bad_request(format!("`{raw}` is not a trace id: {e}")))?;
     let t = state
         .store
-        .traces
+        .traces()
         .get(&id)
         .ok_or_else(|| JaegerError::not_found("trace not found"))?;
-    let json = render(&t, &state.store.findings);
+    let json = render(&t, state.store.findings());
     if json.spans.is_empty() {
         return Err(JaegerError::not_found("trace not found"));
     }
@@ -373,7 +373,7 @@ pub struct Dependency {
 /// calls `wire`. Sorted by parent, then child.
 pub fn dependency_edges(store: &Store, (from_ns, to_ns): (u64, u64)) -> Vec<Dependency> {
     let mut edges: Vec<Dependency> = store
-        .edges
+        .edges()
         .query(Some(from_ns), Some(to_ns.saturating_add(1)))
         .into_iter()
         .map(|e| Dependency {

@@ -12,6 +12,7 @@ mod segment;
 mod writer;
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
@@ -24,6 +25,33 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use segment::Damage;
 use writer::{Msg, Shared, Writer};
+
+/// The log segments holding a trace's spans, oldest and newest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl LogRange {
+    /// The segments of both.
+    pub fn union(self, other: LogRange) -> LogRange {
+        LogRange {
+            first: self.first.min(other.first),
+            last: self.last.max(other.last),
+        }
+    }
+}
+
+/// The segments the buffer saw a trace's spans logged in.
+impl From<RangeInclusive<u64>> for LogRange {
+    fn from(segments: RangeInclusive<u64>) -> LogRange {
+        LogRange {
+            first: *segments.start(),
+            last: *segments.end(),
+        }
+    }
+}
 
 /// Appends waiting for the writer; past it, appends wait for room.
 const CHANNEL: usize = 1024;
