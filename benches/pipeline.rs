@@ -243,7 +243,7 @@ fn main() {
         let before = LIVE.load(Ordering::Relaxed);
         let fresh: Vec<_> = batches.iter().map(|b| b.traces.clone()).collect();
         let buffer = Buffer::new(limits, Arc::new(Stats::default()));
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         let t = Instant::now();
         for traces in fresh {
             for (id, set) in traces {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::model::{SpanSet, TraceId};
 use crate::stats::Stats;

@@ -98,14 +98,15 @@ async fn sweep(
             _ = tick.tick() => {}
             _ = full.notified() => {}
         }
-        let now = Instant::now();
+        // The buffer ages traces by the runtime's clock (paused in tests).
+        let now = Instant::now().into_std();
         if let Some(resident) = memory::resident_bytes() {
             let buffered = Buffered {
                 spans: buffer.span_count(),
                 bytes: buffer.bytes(),
             };
             let ceiling = buffer.span_ceiling();
-            let next = memory.next_ceiling(resident, buffered, ceiling, now.into_std());
+            let next = memory.next_ceiling(resident, buffered, ceiling, now);
             if next < ceiling && memory_log.ready() {
                 tracing::warn!(
                     resident_mib = resident >> 20,

@@ -48,7 +48,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::analyze::{self, AnalyzedTrace};
 use crate::assemble::{Buffer, BufferLimits, Completed};
