@@ -37,6 +37,7 @@
 //! The tools are crates of their own in `crates/`, so the daemon links none of
 //! their dependencies: `hopscope-demo` (the daemon with instrumented services
 //! in process) and `hopscope-loadgen` (OTLP load and the soak test).
+#![deny(clippy::unwrap_used)] // return an error, or `expect` the invariant that holds
 
 pub mod analyze;
 pub mod api;

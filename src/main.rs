@@ -1,6 +1,7 @@
 //! The `hopscope` binary: parses the command line (`cli`) and dispatches to
 //! the library. The demo and the load generator are binaries of their own
 //! (`crates/hopscope-demo`, `crates/hopscope-loadgen`).
+#![deny(clippy::unwrap_used)] // return an error, or `expect` the invariant that holds
 
 mod cli;
 
@@ -173,6 +174,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// SIGXFSZ, which kills the process by default. Ignored, the write fails with
 /// EFBIG instead, like a full disk: the export is refused (retryable), nothing
 /// acknowledged is lost, and the daemon keeps serving.
+#[allow(unsafe_code)]
 fn ignore_file_size_signal() {
     #[cfg(unix)]
     // SAFETY: SIG_IGN installs no handler and touches no memory; a signal's

@@ -192,7 +192,7 @@ pub struct HistogramSnapshot {
 }
 
 impl Histogram {
-    pub fn observe(&self, took: std::time::Duration) {
+    pub fn observe(&self, took: Duration) {
         let seconds = took.as_secs_f64();
         let i = HISTOGRAM_BOUNDS.partition_point(|&b| b < seconds);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);

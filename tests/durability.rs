@@ -211,7 +211,10 @@ async fn every_acknowledged_span_survives_sigkill_and_the_findings_match_an_unin
             if count == half {
                 killed.call_once(|| {
                     // SAFETY: signalling a child process this test started.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        libc::kill(pid as i32, libc::SIGKILL)
+                    };
                 });
             }
         })

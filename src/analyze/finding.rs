@@ -176,8 +176,10 @@ impl ChainHop {
     /// The hops from the entry point down to `span`; `timed_out` per span.
     pub fn path(trace: &Trace, span: u32, timed_out: &[bool]) -> Vec<ChainHop> {
         let mut path = vec![span];
-        while let Some(p) = trace.parent[*path.last().unwrap() as usize] {
+        let mut at = span;
+        while let Some(p) = trace.parent[at as usize] {
             path.push(p);
+            at = p;
         }
         path.iter()
             .rev()

@@ -146,13 +146,13 @@ impl AnalyzedTrace {
     /// Approximate bytes held.
     pub fn size_bytes(&self) -> usize {
         self.trace.size_bytes()
-            + self.path.segments.len() * (std::mem::size_of::<Segment>() + 16)
+            + self.path.segments.len() * (size_of::<Segment>() + 16)
             + self.trace.len() * 18
-            + self.hops.len() * std::mem::size_of::<Hop>()
+            + self.hops.len() * size_of::<Hop>()
             + self
                 .marks
                 .iter()
-                .map(|(_, spans)| 32 + spans.len() * std::mem::size_of::<crate::model::SpanId>())
+                .map(|(_, spans)| 32 + spans.len() * size_of::<crate::model::SpanId>())
                 .sum::<usize>()
     }
 }

@@ -21,7 +21,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::{params, ApiError, AppState};
 use crate::analyze::coverage::{blind, Counts, Level};
@@ -29,7 +29,7 @@ use crate::model::Sym;
 use crate::store::Store;
 
 /// The filter of `GET /api/v1/coverage`.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CoverageParams {
     /// Only this service (empty: every service).

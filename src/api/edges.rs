@@ -15,7 +15,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::params::{self, ms};
 use super::{ApiError, AppState};
@@ -23,7 +23,7 @@ use crate::model::Sym;
 use crate::store::{EdgeStats, Store};
 
 /// The window of `GET /api/v1/edges`.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EdgeParams {
     /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).

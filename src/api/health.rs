@@ -64,7 +64,7 @@ pub struct StatsBody {
 pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     // The buffer first, then the counters: see `Buffer::hand_out`.
     let (buffered_traces, buffered_spans) = (state.buffer.trace_count(), state.buffer.span_count());
-    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    std::sync::atomic::fence(Ordering::SeqCst);
     let counters = state.stats.snapshot();
     Json(StatsBody {
         detectors_current: state.store.detectors_current(),

@@ -24,7 +24,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::params::{self, ms};
 use super::traces::{EntryBody, HopBody};
@@ -34,7 +34,7 @@ use crate::model::Sym;
 use crate::store::{is_overflow_entry, is_overflow_hop, EntryStats, HopStats};
 
 /// Filters of `GET /api/v1/hops`.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HopParams {
     /// One entry point, `SERVICE:OPERATION`.
@@ -179,7 +179,7 @@ fn parse_step(text: &str) -> Result<Duration, ApiError> {
 }
 
 /// Parameters of `GET /api/v1/hops/series`.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SeriesParams {
     /// The entry point, `SERVICE:OPERATION` (default: the busiest of the window).

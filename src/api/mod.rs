@@ -72,7 +72,7 @@ pub const MAX_BODY_BYTES: usize = 64 << 10;
 pub fn router(state: AppState) -> Router {
     let guard = RequireToken::new(state.api_guard.clone(), unauthenticated);
     Router::new()
-        .merge(openapi::v1_routes())
+        .merge(v1_routes())
         .route("/metrics", get(metrics::render))
         .merge(grafana::router())
         .merge(console::data())

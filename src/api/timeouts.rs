@@ -55,7 +55,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::params::{self, ms, rfc3339};
 use super::traces::EntryBody;
@@ -67,7 +67,7 @@ use crate::model::{Sym, TraceId};
 use crate::store::Store;
 
 /// Filters of `GET /api/v1/timeouts`.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TimeoutParams {
     /// The entry points shown: `SERVICE` or `SERVICE:OPERATION`.

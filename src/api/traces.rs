@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::params::{self, ms, rfc3339};
 use super::trace_tree::TreeOrder;
@@ -29,7 +29,7 @@ const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 10_000;
 
 /// Filters of `GET /api/v1/traces`.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Traces with a span of this service.
@@ -264,7 +264,7 @@ pub struct CollapsedBody {
 /// Which of a trace's spans `GET /api/v1/traces/{trace_id}` answers. Without
 /// any, every span, in the order the trace keeps them. With
 /// `critical_path=true`, the others are not read.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TraceParams {
     /// Only the spans on the critical path and their ancestors, in tree

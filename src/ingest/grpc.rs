@@ -96,7 +96,7 @@ impl<S: SpanSink> UnaryService<Bytes> for Export<S> {
 fn unavailable(refused: &super::Refused) -> Status {
     use tonic_types::{ErrorDetails, StatusExt};
     Status::with_error_details(
-        tonic::Code::Unavailable,
+        Code::Unavailable,
         refused.reason.clone(),
         ErrorDetails::with_retry_info(Some(refused.retry_after)),
     )

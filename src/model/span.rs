@@ -77,7 +77,7 @@ pub struct Span {
 }
 
 // The span's size is a design decision (docs/PERFORMANCE.md): keep it.
-const _: () = assert!(std::mem::size_of::<Span>() == 64);
+const _: () = assert!(size_of::<Span>() == 64);
 
 impl Span {
     /// A span with identity and timing only: no attributes, events or links, status unset.
@@ -138,10 +138,10 @@ impl Span {
     /// Heap bytes held out of line (the `Extra`), not counting the arena.
     fn extra_bytes(&self) -> usize {
         self.extra.as_ref().map_or(0, |e| {
-            std::mem::size_of::<Extra>()
+            size_of::<Extra>()
                 + e.status_message.as_ref().map_or(0, |m| m.len())
-                + e.events.capacity() * std::mem::size_of::<Event>()
-                + e.links.capacity() * std::mem::size_of::<Link>()
+                + e.events.capacity() * size_of::<Event>()
+                + e.links.capacity() * size_of::<Link>()
         })
     }
 }
@@ -192,7 +192,7 @@ impl SpanSet {
 
     /// Heap bytes held (spans, arena, out-of-line extras).
     pub fn size_bytes(&self) -> usize {
-        self.spans.capacity() * std::mem::size_of::<Span>()
+        self.spans.capacity() * size_of::<Span>()
             + self.arena.heap_bytes()
             + self.spans.iter().map(Span::extra_bytes).sum::<usize>()
     }

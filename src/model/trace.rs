@@ -128,7 +128,7 @@ impl Trace {
 
     /// Approximate bytes held by the trace.
     pub fn size_bytes(&self) -> usize {
-        self.spans.capacity() * std::mem::size_of::<Span>()
+        self.spans.capacity() * size_of::<Span>()
             + self.arena.heap_bytes()
             + self.spans.len() * (4 + 4 + 4 + 8 + 4)
             + self

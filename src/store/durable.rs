@@ -242,6 +242,7 @@ fn lock(dir: &Path) -> Result<File, DurableError> {
     {
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a descriptor this function owns; no memory is shared.
+        #[allow(unsafe_code)]
         let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if r != 0 {
             return Err(DurableError::Locked(dir.to_owned()));

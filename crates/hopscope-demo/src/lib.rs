@@ -23,6 +23,7 @@
 //! until the daemon analyzed every trace and reads its API into a
 //! [`DemoReport`], and [`Demo::stop`] stops it all (and removes the databases);
 //! [`run`] does the three.
+#![deny(clippy::unwrap_used)] // return an error, or `expect` the invariant that holds
 
 mod db;
 mod report;

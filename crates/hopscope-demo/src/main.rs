@@ -1,4 +1,5 @@
 //! The `hopscope-demo` binary: the command line of [`hopscope_demo`].
+#![deny(clippy::unwrap_used)] // return an error, or `expect` the invariant that holds
 
 use std::net::SocketAddr;
 

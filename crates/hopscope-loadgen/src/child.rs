@@ -124,7 +124,10 @@ impl ChildDaemon {
     /// longer than a minute, when it is killed).
     pub(super) async fn stop(mut self) -> Result<(), LoadgenError> {
         // SAFETY: kill(2) with the pid of a child not yet reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM)
+        };
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             match self.child.try_wait() {

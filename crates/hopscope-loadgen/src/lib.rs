@@ -17,6 +17,7 @@
 //! * [`mod@soak`]: hours at half of the daemon's capacity with one row of
 //!   measurements per interval and a [`Verdict`] on whether it held steady;
 //!   `child` runs the daemon it soaks.
+#![deny(clippy::unwrap_used)] // return an error, or `expect` the invariant that holds
 
 mod baseline;
 mod child;

@@ -1,5 +1,6 @@
 //! The `hopscope-loadgen` binary: the command line (`cli`) of
 //! [`hopscope_loadgen`].
+#![deny(clippy::unwrap_used)] // return an error, or `expect` the invariant that holds
 
 mod cli;
 

@@ -62,8 +62,9 @@ impl Template {
                             (2 | 4, 8) => t.span_ids.push(start),
                             (7 | 8, 8) => {
                                 t.times.push(start);
-                                let time =
-                                    u64::from_le_bytes(bytes[start..end].try_into().unwrap());
+                                let time = u64::from_le_bytes(
+                                    bytes[start..end].try_into().expect("a fixed64 is 8 bytes"),
+                                );
                                 t.last_end = t.last_end.max(time);
                             }
                             (9, _) => t.literals.extend(statement_literals(&bytes, at)),
@@ -113,7 +114,7 @@ impl Template {
         }
         for &at in &self.times {
             let slot = &mut out[at..at + 8];
-            let time = u64::from_le_bytes((&*slot).try_into().unwrap());
+            let time = u64::from_le_bytes((&*slot).try_into().expect("a slot of 8 bytes"));
             slot.copy_from_slice(&time.wrapping_add(shift).to_le_bytes());
         }
         for &at in &self.literals {
