@@ -171,47 +171,32 @@ fn code_only(source: &str) -> String {
                 blank(&mut out, ch);
             }
             i = j;
-        } else if c == '"' {
-            blank(&mut out, c);
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                if chars[i] == '\\' {
-                    blank(&mut out, chars[i]);
-                    i += 1;
-                }
-                if i < chars.len() {
-                    blank(&mut out, chars[i]);
-                    i += 1;
-                }
+        } else if c == '"' || (c == '\'' && (next == Some('\\') || chars.get(i + 2) == Some(&'\'')))
+        {
+            // A string, or a character literal ('x', '\n', '\u{..}'); a
+            // lifetime stays.
+            let end = closing(&chars, i);
+            for &ch in &chars[i..end] {
+                blank(&mut out, ch);
             }
-            if i < chars.len() {
-                blank(&mut out, chars[i]);
-                i += 1;
-            }
-        } else if c == '\'' && (next == Some('\\') || chars.get(i + 2) == Some(&'\'')) {
-            // A character literal ('x', '\n', '\u{..}'); a lifetime stays.
-            blank(&mut out, c);
-            i += 1;
-            while i < chars.len() && chars[i] != '\'' {
-                if chars[i] == '\\' {
-                    blank(&mut out, chars[i]);
-                    i += 1;
-                }
-                if i < chars.len() {
-                    blank(&mut out, chars[i]);
-                    i += 1;
-                }
-            }
-            if i < chars.len() {
-                blank(&mut out, chars[i]);
-                i += 1;
-            }
+            i = end;
         } else {
             out.push(c);
             i += 1;
         }
     }
     out
+}
+
+/// Where the quoted literal opening at `start` ends (one past its closing
+/// quote, escapes skipped), or the end of the text.
+fn closing(chars: &[char], start: usize) -> usize {
+    let quote = chars[start];
+    let mut i = start + 1;
+    while i < chars.len() && chars[i] != quote {
+        i += if chars[i] == '\\' { 2 } else { 1 };
+    }
+    (i + 1).min(chars.len())
 }
 
 /// A token of code: an identifier (or keyword) or one punctuation character,
