@@ -16,6 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::model::SpanBatch;
 
+/// The monotonic instant the assembly buffer's idle and age limits are
+/// measured in, passed in by its caller (the buffer reads no clock). It is
+/// tokio's, so that tests with paused time move it; the buffer names it here
+/// and not in tokio, which the core does not import (ARCHITECTURE.md, rule 1).
+pub use tokio::time::Instant;
+
 /// Where "now" comes from.
 #[derive(Debug, Clone, Default)]
 pub enum Clock {

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
-use tokio::time::Instant;
 
+use crate::clock::Instant;
 use crate::model::{SpanSet, TraceId};
 use crate::stats::Stats;
 
