@@ -316,6 +316,76 @@ mod tests {
         }
     }
 
+    /// The property names of object schema `schema`, and the required ones.
+    fn properties(schema: RefOr<Schema>) -> (Vec<String>, Vec<String>) {
+        let RefOr::T(Schema::Object(o)) = schema else {
+            panic!("an object schema")
+        };
+        (o.properties.into_keys().collect(), o.required)
+    }
+
+    /// A hand-written schema drifts when its type gains or loses a field:
+    /// each lists exactly the fields the core's values serialise to (and
+    /// requires none they lack).
+    #[test]
+    fn each_object_schema_lists_the_fields_its_values_show() {
+        let span_id = SpanId::from_u64(1);
+        let cases = [
+            (
+                Culprit::schema(),
+                json(&Culprit {
+                    service: Sym::new("api"),
+                    operation: Sym::new("GET /"),
+                    peer: Some(Sym::new("db")),
+                }),
+            ),
+            (
+                ChainHop::schema(),
+                json(&ChainHop {
+                    span_id,
+                    service: Sym::new("api"),
+                    operation: Sym::new("GET /"),
+                    duration_ms: 1.0,
+                    timed_out: false,
+                }),
+            ),
+            (Crossed::schema(), json(&Crossed::new("x.min", 1, 2))),
+            (
+                CodeLocation::schema(),
+                json(&CodeLocation {
+                    file: Some("a.rs".into()),
+                    line: Some(1),
+                    function: Some("f".into()),
+                    namespace: Some("m".into()),
+                }),
+            ),
+            (
+                Warning::schema(),
+                json(&Warning {
+                    code: WarningCode::Orphan,
+                    span_id,
+                    message: "m".into(),
+                }),
+            ),
+            (
+                InternerUsage::schema(),
+                json(&crate::model::intern::usage()),
+            ),
+            (StatsSnapshot::schema(), json(&StatsSnapshot::default())),
+        ];
+        for (schema, value) in cases {
+            let (mut names, required) = properties(schema);
+            let object = value.as_object().expect("an object");
+            let mut shown: Vec<String> = object.keys().cloned().collect();
+            names.sort();
+            shown.sort();
+            assert_eq!(names, shown, "{value}");
+            for name in required {
+                assert!(object.contains_key(&name), "{name} required but not shown");
+            }
+        }
+    }
+
     #[test]
     fn evidence_of_another_kind_is_refused() {
         let wrong = stored("slow_health_check", json!({"calls": 3}));
