@@ -19,7 +19,7 @@ macro_rules! counters {
         }
 
         /// A point-in-time copy of [`Stats`].
-        #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
         pub struct StatsSnapshot {
             $($(#[$doc])* pub $name: u64,)*
         }
@@ -31,7 +31,8 @@ macro_rules! counters {
         }
 
         impl StatsSnapshot {
-            /// Each counter: its name, its documentation (one line) and value.
+            /// Each counter: its name, its documentation (its lines joined
+            /// with line breaks) and value.
             pub fn fields(&self) -> Vec<(&'static str, String, u64)> {
                 vec![$((stringify!($name), doc_text(&[$(stringify!($doc)),*]), self.$name),)*]
             }
@@ -165,7 +166,7 @@ fn doc_text(attrs: &[&str]) -> String {
             (a.trim_start().starts_with("doc") && end > start).then(|| a[start + 1..end].trim())
         })
         .collect::<Vec<_>>()
-        .join(" ")
+        .join("\n")
 }
 
 /// Upper bounds (seconds) of the [`Histogram`] buckets.
@@ -274,7 +275,7 @@ mod tests {
             .expect("a counter");
         assert_eq!(
             doc,
-            "Spans refused through OTLP partial success (malformed ids, or times far from the daemon's clock)."
+            "Spans refused through OTLP partial success (malformed ids, or times\nfar from the daemon's clock)."
         );
     }
 

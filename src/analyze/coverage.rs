@@ -29,7 +29,7 @@
 //!   as statements (`SELECT users 48213`) with no `db.query.summary`
 //!   ([`crate::analyze::names`]).
 //!
-//! [`blind`] turns a service's counts into the detectors it leaves blind or
+//! [`Counts::blind`] turns a service's counts into the detectors it leaves blind or
 //! weakened, each with a sentence saying what to add. The rules ([`RULES`]),
 //! first match per detector, blind before weakened:
 //!
@@ -74,6 +74,23 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The detectors these counts leave blind or weakened, in [`RULES`] order.
+    pub fn blind(&self) -> Vec<Blind> {
+        let mut out: Vec<Blind> = Vec::new();
+        for rule in RULES.iter().filter(|r| (r.applies)(self)) {
+            for &detector in rule.detectors {
+                if !out.iter().any(|b| b.detector == detector) {
+                    out.push(Blind {
+                        detector,
+                        level: rule.level,
+                        reason: rule.reason,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Adds `other`, or takes it away (`retract`; saturating at 0, so counts
     /// restored from an older state file never wrap).
     pub fn merge(&mut self, other: &Counts, retract: bool) {
@@ -125,7 +142,7 @@ impl Detector {
 }
 
 /// How much a detector loses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     /// It works from weaker evidence (its reason says which).
@@ -135,6 +152,9 @@ pub enum Level {
 }
 
 impl Level {
+    /// Both levels, the lesser loss first.
+    pub const ALL: [Level; 2] = [Level::Weakened, Level::Blind];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Weakened => "weakened",
@@ -254,41 +274,6 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-/// Per service, the detectors its spans leave blind (not the weakened ones),
-/// for the services that have any: what a "no findings" answer cannot vouch
-/// for.
-pub fn blind_by_service(coverage: &[(Sym, Counts)]) -> Vec<(Sym, Vec<&'static str>)> {
-    coverage
-        .iter()
-        .map(|(s, c)| {
-            let names = blind(c)
-                .into_iter()
-                .filter(|b| b.level == Level::Blind)
-                .map(|b| b.detector.as_str())
-                .collect();
-            (*s, names)
-        })
-        .filter(|(_, names): &(Sym, Vec<&str>)| !names.is_empty())
-        .collect()
-}
-
-/// The detectors `counts` leaves blind or weakened, in [`RULES`] order.
-pub fn blind(counts: &Counts) -> Vec<Blind> {
-    let mut out: Vec<Blind> = Vec::new();
-    for rule in RULES.iter().filter(|r| (r.applies)(counts)) {
-        for &detector in rule.detectors {
-            if !out.iter().any(|b| b.detector == detector) {
-                out.push(Blind {
-                    detector,
-                    level: rule.level,
-                    reason: rule.reason,
-                });
-            }
-        }
-    }
-    out
-}
-
 /// Attribute keys read in the one pass, in [`facts`]' order.
 static KEYS: LazyLock<[Sym; 11]> = LazyLock::new(|| {
     [
@@ -397,7 +382,7 @@ mod tests {
     use super::*;
     use crate::analyze::analyze;
     use crate::assemble::assemble;
-    use crate::model::{AttrArena, Span, SpanId, SpanSet, TraceId};
+    use crate::model::{field, AttrArena, Span, SpanId, SpanSet, TraceId};
 
     const MS: u64 = 1_000_000;
     /// Off whole milliseconds, as most SDKs' clocks are.
@@ -417,6 +402,11 @@ mod tests {
         )
     }
 
+    /// The analyzed trace of `spans`, their attributes stored as ingest
+    /// stores them: semantic-convention values interned (the detectors look
+    /// them up as symbols), other values as text. Storing a convention value
+    /// as text would make the count depend on whether another test happened
+    /// to intern the same value first.
     fn trace(spans: Vec<(Span, Attrs)>) -> AnalyzedTrace {
         let mut set = SpanSet::default();
         let mut scratch = AttrArena::default();
@@ -426,7 +416,12 @@ mod tests {
                 if k == "http.response.status_code" {
                     s.http_status = NonZeroU16::new(v.parse().unwrap());
                 }
-                scratch.str(Sym::new(k), v);
+                let key = Sym::new(k);
+                if field(key).is_some() {
+                    scratch.sym(key, Sym::new(v));
+                } else {
+                    scratch.str(key, v);
+                }
             }
             s.attrs = scratch.finish(mark);
             set.push(s, &mut scratch);
@@ -443,7 +438,8 @@ mod tests {
     }
 
     fn detectors(counts: &Counts) -> Vec<(&'static str, Level)> {
-        blind(counts)
+        counts
+            .blind()
             .into_iter()
             .map(|b| (b.detector.as_str(), b.level))
             .collect()
@@ -505,7 +501,8 @@ mod tests {
         ]);
         let c = of(&count(&t), "users");
         assert_eq!((c.ids_in_names, c.ids_in_statement_names), (1, 1));
-        let hops: Vec<Blind> = blind(&c)
+        let hops: Vec<Blind> = c
+            .blind()
             .into_iter()
             .filter(|b| b.detector == Detector::Hops)
             .collect();
@@ -576,7 +573,7 @@ mod tests {
             ],
             "pool_exhaustion is listed once, blind"
         );
-        let reason = blind(&c)[0].reason;
+        let reason = c.blind()[0].reason;
         assert!(reason.contains("service.instance.id"), "{reason}");
     }
 

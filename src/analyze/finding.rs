@@ -11,17 +11,7 @@ use crate::model::{AttrValue, Found, SpanId, Sym, Trace, TraceId};
 
 /// What was found.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
@@ -91,17 +81,7 @@ impl FindingKind {
 
 /// How urgent: ordered, worst last.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
@@ -111,6 +91,9 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every severity, least urgent first.
+    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -131,17 +114,7 @@ impl Severity {
 
 /// The hop a finding blames.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub struct Culprit {
     pub service: Sym,
@@ -151,7 +124,7 @@ pub struct Culprit {
 }
 
 /// One hop of the chain from the entry point to the culprit.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChainHop {
     pub span_id: Option<SpanId>,
     pub service: Sym,
@@ -340,7 +313,7 @@ impl<'de> Visitor<'de> for ObservationVisitor {
 
 /// One threshold an observation crossed: its key in the `[detectors]`
 /// configuration, its configured limit and the value observed.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Crossed {
     /// The key under `[detectors]`, e.g. `n_plus_one.min_calls`.
     pub threshold: String,
@@ -361,9 +334,7 @@ impl Crossed {
 /// Where in the source code a span was made (`code.file.path`,
 /// `code.line.number`, `code.function.name`, or the older `code.filepath`,
 /// `code.lineno`, `code.function`; `code.namespace`).
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CodeLocation {
     pub file: Option<String>,
     pub line: Option<u32>,

@@ -58,23 +58,18 @@ static DEFAULT_OPTIONS: LazyLock<Options> = LazyLock::new(Options::default);
 /// Whether a hop is a span's own work, the network time of an edge, or the
 /// time a request queued in front of its callee before the callee started it.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum HopKind {
     Span,
     Wire,
     Queue,
+}
+
+impl HopKind {
+    /// Every kind of hop.
+    pub const ALL: [HopKind; 3] = [HopKind::Span, HopKind::Wire, HopKind::Queue];
 }
 
 /// What a hop is, for aggregation across traces.

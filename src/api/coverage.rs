@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{params, ApiError, AppState};
-use crate::analyze::coverage::{blind, Counts, Level};
+use crate::analyze::coverage::{Counts, Level};
 use crate::model::Sym;
 use crate::store::Store;
 
@@ -102,7 +102,8 @@ impl ServiceCoverageBody {
             error_spans: c.error,
             ids_in_names: c.ids_in_names,
             ids_in_statement_names: c.ids_in_statement_names,
-            blind: blind(&c)
+            blind: c
+                .blind()
                 .into_iter()
                 .map(|b| BlindBody {
                     detector: b.detector.as_str(),
@@ -129,6 +130,24 @@ pub fn coverage_bodies(store: &Store, service: Option<&str>) -> Vec<ServiceCover
         .into_iter()
         .filter(|(s, _)| service.is_none_or(|want| s.as_str() == want))
         .map(|(s, c)| ServiceCoverageBody::new(s, c))
+        .collect()
+}
+
+/// Per service, the detectors its spans leave blind (not the weakened ones),
+/// for the services that have any: what a "no findings" answer cannot vouch
+/// for (the plain findings page and `hopscope analyze` say so).
+pub fn blind_by_service(coverage: &[(Sym, Counts)]) -> Vec<(Sym, Vec<&'static str>)> {
+    coverage
+        .iter()
+        .filter_map(|(s, c)| {
+            let names: Vec<&str> = c
+                .blind()
+                .into_iter()
+                .filter(|b| b.level == Level::Blind)
+                .map(|b| b.detector.as_str())
+                .collect();
+            (!names.is_empty()).then_some((*s, names))
+        })
         .collect()
 }
 

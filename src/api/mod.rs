@@ -25,7 +25,7 @@ mod timeouts;
 mod trace_tree;
 mod traces;
 
-pub use coverage::{coverage_bodies, ServiceCoverageBody};
+pub use coverage::{blind_by_service, coverage_bodies, ServiceCoverageBody};
 pub use error::{time_limit, unauthenticated, ApiError};
 pub use findings::{crossed_text, FindingBody};
 pub use hops::{entry_body, EntryAggBody};

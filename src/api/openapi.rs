@@ -16,10 +16,10 @@ use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::schemas::string_schema;
 use super::{coverage, edges, findings, health, hops, queries, timeouts, traces, AppState};
 use crate::analyze::coverage::Detector;
 use crate::analyze::{FindingKind, Severity};
-use crate::model::{SpanId, Sym, TraceId};
 
 /// Title, version and description of the document.
 #[derive(utoipa::OpenApi)]
@@ -189,38 +189,3 @@ fn count_schema(description: &str) -> RefOr<Schema> {
         .maximum(Some(u64::MAX))
         .into()
 }
-
-fn string_schema(description: &str, pattern: Option<&str>) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some(description))
-        .pattern(pattern)
-        .into()
-}
-
-impl PartialSchema for Sym {
-    fn schema() -> RefOr<Schema> {
-        string_schema("A service, operation or attribute name.", None)
-    }
-}
-impl ToSchema for Sym {}
-
-impl PartialSchema for TraceId {
-    fn schema() -> RefOr<Schema> {
-        string_schema(
-            "A W3C trace id: 32 lowercase hex digits.",
-            Some("^[0-9a-f]{32}$"),
-        )
-    }
-}
-impl ToSchema for TraceId {}
-
-impl PartialSchema for SpanId {
-    fn schema() -> RefOr<Schema> {
-        string_schema(
-            "A span id: 16 lowercase hex digits.",
-            Some("^[0-9a-f]{16}$"),
-        )
-    }
-}
-impl ToSchema for SpanId {}

@@ -12,6 +12,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::params::{self, ms, rfc3339};
+use super::schemas::attr_json;
 use super::trace_tree::TreeOrder;
 use super::{ApiError, AppState};
 use crate::analyze::{AnalyzedTrace, EntryPoint, FindingKind, HopKey, HopKind};
@@ -343,7 +344,7 @@ fn attributes(arena: &AttrArena, range: AttrRange) -> BTreeMap<&'static str, Val
     arena
         .iter(range)
         .filter(|(k, _)| *k != *RESOURCE_ATTRS)
-        .map(|(k, v)| (k.as_str(), v.to_json()))
+        .map(|(k, v)| (k.as_str(), attr_json(v)))
         .collect()
 }
 

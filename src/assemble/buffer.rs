@@ -18,11 +18,10 @@
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
-use std::time::Instant;
 
 use crate::model::{SpanSet, TraceId};
 use crate::stats::Stats;

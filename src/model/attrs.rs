@@ -23,13 +23,8 @@ use super::Sym;
 /// other than `service.name` and `service.instance.id`: one interned JSON
 /// text, `[[key, value], ...]`, shared by every span of the resource. An
 /// internal key: the APIs show its contents as the resource's, never as a
-/// span attribute ([`resource_attrs`]).
+/// span attribute.
 pub static RESOURCE_ATTRS: LazyLock<Sym> = LazyLock::new(|| Sym::new("hopscope.resource"));
-
-/// The `[key, value]` pairs of a [`RESOURCE_ATTRS`] text (empty if malformed).
-pub fn resource_attrs(text: &str) -> Vec<(String, serde_json::Value)> {
-    serde_json::from_str(text).unwrap_or_default()
-}
 
 const TAG_STR: u64 = 0;
 const TAG_SYM: u64 = 1;
@@ -359,19 +354,6 @@ impl<'a> AttrIter<'a> {
     }
 }
 
-impl AttrValue<'_> {
-    /// The value as JSON for the trace view.
-    pub fn to_json(self) -> serde_json::Value {
-        match self {
-            AttrValue::Str(s) => s.into(),
-            AttrValue::Int(i) => i.into(),
-            AttrValue::Double(d) => d.into(),
-            AttrValue::Bool(b) => b.into(),
-            AttrValue::Json(text) => serde_json::from_str(text).unwrap_or_else(|_| text.into()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,7 +385,7 @@ mod tests {
         assert_eq!(got[4].1, AttrValue::Double(0.25));
         assert_eq!(got[5].1, AttrValue::Bool(true));
         assert_eq!(got[6].1, AttrValue::Bool(false));
-        assert_eq!(got[7].1.to_json(), serde_json::json!([1, 2]));
+        assert_eq!(got[7].1, AttrValue::Json("[1,2]"));
         assert_eq!(a.get(r2, Sym::new("n")), Some(AttrValue::Int(7)));
 
         let mut b = AttrArena::default();

@@ -43,7 +43,7 @@ pub fn set_wire_limit(bytes: usize) {
 }
 
 /// How much of its limit the interner uses, and how many new names it refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct InternerUsage {
     /// Distinct names interned from the wire.
     pub names: usize,

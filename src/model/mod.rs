@@ -8,7 +8,7 @@ mod semantics;
 mod span;
 mod trace;
 
-pub use attrs::{resource_attrs, AttrArena, AttrIter, AttrRange, AttrValue, Found, RESOURCE_ATTRS};
+pub use attrs::{AttrArena, AttrIter, AttrRange, AttrValue, Found, RESOURCE_ATTRS};
 pub use ids::{IdError, SpanId, TraceId};
 pub use intern::Sym;
 pub use semantics::{field, named_peer, url_host, Field, Semantics};

@@ -5,7 +5,7 @@ use std::num::NonZeroU16;
 use super::{AttrArena, AttrRange, SpanId, Sym, TraceId};
 
 /// OTLP span kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum SpanKind {
@@ -17,14 +17,31 @@ pub enum SpanKind {
     Consumer,
 }
 
+impl SpanKind {
+    /// Every kind, in OTLP's order.
+    pub const ALL: [SpanKind; 6] = [
+        SpanKind::Unspecified,
+        SpanKind::Internal,
+        SpanKind::Server,
+        SpanKind::Client,
+        SpanKind::Producer,
+        SpanKind::Consumer,
+    ];
+}
+
 /// OTLP span status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum StatusCode {
     Unset,
     Ok,
     Error,
+}
+
+impl StatusCode {
+    /// Every code, in OTLP's order.
+    pub const ALL: [StatusCode; 3] = [StatusCode::Unset, StatusCode::Ok, StatusCode::Error];
 }
 
 /// A span event (`exception` events carry the error type and message).

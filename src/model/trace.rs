@@ -4,7 +4,7 @@ use super::{AttrArena, AttrIter, Span, SpanId, TraceId};
 
 /// What was wrong with a trace or uncertain about its analysis. Reported with
 /// the trace, never a reason to fail.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Warning {
     pub code: WarningCode,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -12,7 +12,7 @@ pub struct Warning {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WarningCode {
     /// The same span id arrived more than once; one copy was kept.
@@ -41,6 +41,25 @@ pub enum WarningCode {
     Links,
     /// Spans arrived after the trace was analyzed; it was merged and analyzed again.
     LateSpans,
+}
+
+impl WarningCode {
+    /// Every code, in declaration order.
+    pub const ALL: [WarningCode; 13] = [
+        WarningCode::DuplicateSpan,
+        WarningCode::EndBeforeStart,
+        WarningCode::SelfParent,
+        WarningCode::ParentCycle,
+        WarningCode::Orphan,
+        WarningCode::MultipleRoots,
+        WarningCode::ClockSkew,
+        WarningCode::ChildOutlivesParent,
+        WarningCode::ChildStartsBeforeParent,
+        WarningCode::OverlappingChildren,
+        WarningCode::AsyncChild,
+        WarningCode::Links,
+        WarningCode::LateSpans,
+    ];
 }
 
 /// An assembled trace. Built only by [`crate::assemble::assemble`], which

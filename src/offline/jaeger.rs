@@ -405,7 +405,7 @@ fn span(
 mod tests {
     use super::*;
     use crate::analyze::{timeout, TimeoutCause};
-    use crate::model::{Semantics, SpanKind, StatusCode};
+    use crate::model::{AttrValue, Semantics, SpanKind, StatusCode};
 
     #[test]
     fn tags_logs_references_and_the_process_map_onto_the_span_model() {
@@ -456,12 +456,18 @@ mod tests {
         assert_eq!(s.events()[0].name.as_str(), "redis timeout");
         assert_eq!(s.events()[0].time_ns, 12_000);
         assert_eq!(s.links()[0].span_id.to_string(), "0000000000000003");
-        let attrs: Vec<String> = set
+        let attrs: Vec<(&str, AttrValue)> = set
             .arena
             .iter(s.attrs)
-            .map(|(k, v)| format!("{k}={}", v.to_json()))
+            .map(|(k, v)| (k.as_str(), v))
             .collect();
-        assert_eq!(attrs, ["http.status_code=503", "retry=1.5"]);
+        assert_eq!(
+            attrs,
+            [
+                ("http.status_code", AttrValue::Int(503)),
+                ("retry", AttrValue::Double(1.5))
+            ]
+        );
     }
 
     #[test]

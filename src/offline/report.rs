@@ -8,12 +8,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::analyze::coverage::{blind, blind_by_service, Counts, Level};
+use crate::analyze::coverage::{Counts, Level};
 use crate::analyze::{
     finding_id, timeout, AnalyzedTrace, CodeLocation, Culprit, FindingKind, HopKey, HopKind,
     Severity, TimeoutCause,
 };
-use crate::api::{coverage_bodies, crossed_text, entry_body, rfc3339, trace_body, FindingBody};
+use crate::api::{
+    blind_by_service, coverage_bodies, crossed_text, entry_body, rfc3339, trace_body, FindingBody,
+};
 use crate::model::StatusCode;
 use crate::model::Sym;
 use crate::store::{Finding, FindingFilter, Store};
@@ -510,7 +512,7 @@ impl<W: Write> Text<W> {
             writeln!(self.out)?;
         }
         for (service, c) in coverage {
-            let entries = blind(c);
+            let entries = c.blind();
             if entries.is_empty() {
                 continue;
             }

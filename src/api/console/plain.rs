@@ -6,11 +6,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
 
+use super::super::coverage::blind_by_service;
 use super::super::findings::{crossed_text, location_text, number, select, ListParams};
 use super::super::params::{self, rfc3339};
 use super::super::{ApiError, AppState};
 use super::{kinds, respond, HTML};
-use crate::analyze::coverage::blind_by_service;
 use crate::analyze::{Culprit, Evidence};
 use crate::store::Finding;
 

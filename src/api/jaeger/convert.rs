@@ -12,9 +12,8 @@ use serde_json::Value;
 
 use crate::analyze::AnalyzedTrace;
 use crate::api::params::ms;
-use crate::model::{
-    resource_attrs, AttrValue, SpanId, SpanKind, StatusCode, Sym, TraceId, RESOURCE_ATTRS,
-};
+use crate::api::schemas::resource_attrs;
+use crate::model::{AttrValue, SpanId, SpanKind, StatusCode, Sym, TraceId, RESOURCE_ATTRS};
 use crate::store::Finding;
 
 static INSTANCE: LazyLock<Sym> = LazyLock::new(|| Sym::new("service.instance.id"));
