@@ -14,25 +14,13 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::params::{self, ms};
+use super::params::{ms, TimeRange};
 use super::{ApiError, AppState};
 use crate::model::Sym;
 use crate::store::{EdgeStats, Store};
-
-/// The window of `GET /api/v1/edges`.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EdgeParams {
-    /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).
-    #[param(schema_with = super::openapi::time_schema)]
-    since: Option<String>,
-    /// Traces whose root started before: RFC 3339, unix ms, or a duration ago.
-    #[param(schema_with = super::openapi::time_schema)]
-    until: Option<String>,
-}
 
 /// One edge as the API shows it.
 #[derive(Serialize, ToSchema)]
@@ -84,7 +72,7 @@ pub fn edges(store: &Store, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec
     path = "/api/v1/edges",
     operation_id = "list_edges",
     tag = "edges",
-    params(EdgeParams),
+    params(TimeRange),
     responses(
         (status = 200, description = "Caller → callee edges with calls, errors and wire time", body = ServiceGraphBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
@@ -92,10 +80,9 @@ pub fn edges(store: &Store, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec
 )]
 pub async fn list(
     State(state): State<AppState>,
-    q: Result<Query<EdgeParams>, QueryRejection>,
+    range: Result<Query<TimeRange>, QueryRejection>,
 ) -> Result<Json<ServiceGraphBody>, ApiError> {
-    let p = params::query(q)?;
-    let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
+    let (since, until) = TimeRange::read(range)?;
     Ok(Json(ServiceGraphBody {
         edges: edges(&state.store, since, until),
     }))

@@ -1,14 +1,12 @@
 //! `GET /api/v1/findings` (worst first) and `GET /api/v1/findings/{id}`.
 
-use std::time::SystemTime;
-
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::params::{self, rfc3339};
+use super::params::{self, rfc3339, TimeRange};
 use super::{ApiError, AppState};
 use crate::analyze::{ChainHop, CodeLocation, Crossed, Culprit, FindingKind, Severity};
 use crate::model::TraceId;
@@ -31,12 +29,6 @@ pub struct ListParams {
     /// At least this severity: `info`, `warning` or `critical`.
     #[param(schema_with = super::openapi::severity_schema)]
     severity: Option<String>,
-    /// Last seen at or after: RFC 3339, unix ms, or a duration ago (`15m`).
-    #[param(schema_with = super::openapi::time_schema)]
-    since: Option<String>,
-    /// Last seen before: RFC 3339, unix ms, or a duration ago.
-    #[param(schema_with = super::openapi::time_schema)]
-    until: Option<String>,
     /// At most this many, worst first (default 100, at most 1000).
     #[param(schema_with = super::openapi::limit_schema)]
     limit: Option<usize>,
@@ -171,7 +163,7 @@ pub fn parse_severity(text: Option<&str>) -> Result<Option<Severity>, ApiError> 
     path = "/api/v1/findings",
     operation_id = "list_findings",
     tag = "findings",
-    params(ListParams),
+    params(ListParams, TimeRange),
     responses(
         (status = 200, description = "Matching findings, worst first", body = FindingListBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
@@ -180,24 +172,29 @@ pub fn parse_severity(text: Option<&str>) -> Result<Option<Severity>, ApiError> 
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListParams>, QueryRejection>,
+    range: Result<Query<TimeRange>, QueryRejection>,
 ) -> Result<Json<FindingListBody>, ApiError> {
     Ok(Json(FindingListBody {
-        findings: select(&state, params::query(q)?)?
+        findings: select(&state, params::query(q)?, TimeRange::read(range)?)?
             .into_iter()
             .map(FindingBody::from)
             .collect(),
     }))
 }
 
-/// The findings `p` asks for, worst first (also the console's plain page).
-pub(super) fn select(state: &AppState, p: ListParams) -> Result<Vec<Finding>, ApiError> {
-    let now = SystemTime::now();
+/// The findings `p` asks for, last seen within `(since, until)`, worst first
+/// (also the console's plain page).
+pub(super) fn select(
+    state: &AppState,
+    p: ListParams,
+    (since_ns, until_ns): (Option<u64>, Option<u64>),
+) -> Result<Vec<Finding>, ApiError> {
     let filter = FindingFilter {
         kind: parse_kind(p.kind.as_deref())?,
         service: p.service.filter(|s| !s.is_empty()),
         severity: parse_severity(p.severity.as_deref())?,
-        since_ns: params::time_ns("since", p.since.as_deref(), now)?,
-        until_ns: params::time_ns("until", p.until.as_deref(), now)?,
+        since_ns,
+        until_ns,
     };
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     Ok(state.store.findings().list(&filter, limit))

@@ -26,7 +26,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::params::{self, ms};
+use super::params::{self, ms, TimeRange};
 use super::traces::{EntryBody, HopBody};
 use super::{ApiError, AppState};
 use crate::analyze::EntryPoint;
@@ -40,12 +40,6 @@ pub struct HopParams {
     /// One entry point, `SERVICE:OPERATION`.
     #[param(schema_with = super::openapi::entry_schema)]
     entry: Option<String>,
-    /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).
-    #[param(schema_with = super::openapi::time_schema)]
-    since: Option<String>,
-    /// Traces whose root started before: RFC 3339, unix ms, or a duration ago.
-    #[param(schema_with = super::openapi::time_schema)]
-    until: Option<String>,
 }
 
 /// A hop of an entry point over the window.
@@ -126,7 +120,7 @@ pub fn parse_entry(text: &str) -> Result<Option<EntryPoint>, ApiError> {
     path = "/api/v1/hops",
     operation_id = "list_hops",
     tag = "hops",
-    params(HopParams),
+    params(HopParams, TimeRange),
     responses(
         (status = 200, description = "Latency share per hop of each entry point", body = HopsBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
@@ -135,9 +129,10 @@ pub fn parse_entry(text: &str) -> Result<Option<EntryPoint>, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<HopParams>, QueryRejection>,
+    range: Result<Query<TimeRange>, QueryRejection>,
 ) -> Result<Json<HopsBody>, ApiError> {
     let p = params::query(q)?;
-    let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
+    let (since, until) = TimeRange::read(range)?;
     let entry = match p.entry.as_deref() {
         None | Some("") => None,
         Some(text) => match parse_entry(text)? {
@@ -185,12 +180,6 @@ pub struct SeriesParams {
     /// The entry point, `SERVICE:OPERATION` (default: the busiest of the window).
     #[param(schema_with = super::openapi::entry_schema)]
     entry: Option<String>,
-    /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).
-    #[param(schema_with = super::openapi::time_schema)]
-    since: Option<String>,
-    /// Traces whose root started before: RFC 3339, unix ms, or a duration ago.
-    #[param(schema_with = super::openapi::time_schema)]
-    until: Option<String>,
     /// The width of a point: whole minutes or hours (`5m`, `1h`; default `1m`,
     /// at most `24h`).
     #[param(schema_with = super::openapi::step_schema)]
@@ -219,7 +208,7 @@ pub struct SeriesBody {
     path = "/api/v1/hops/series",
     operation_id = "hop_series",
     tag = "hops",
-    params(SeriesParams),
+    params(SeriesParams, TimeRange),
     responses(
         (status = 200, description = "One point per step, oldest first", body = SeriesBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
@@ -228,9 +217,10 @@ pub struct SeriesBody {
 pub async fn series(
     State(state): State<AppState>,
     q: Result<Query<SeriesParams>, QueryRejection>,
+    range: Result<Query<TimeRange>, QueryRejection>,
 ) -> Result<Json<SeriesBody>, ApiError> {
     let p = params::query(q)?;
-    let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
+    let (since, until) = TimeRange::read(range)?;
     let step = match p.step.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => DEFAULT_STEP,
         Some(text) => parse_step(text)?,

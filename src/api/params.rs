@@ -5,8 +5,34 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use super::ApiError;
+
+/// `since` and `until`: the time range every list endpoint takes, extracted
+/// beside the endpoint's own filters (each endpoint's doc says what is timed:
+/// a trace's root start, a finding's last sighting).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TimeRange {
+    /// At or after: RFC 3339, unix ms, or a duration ago (`15m`).
+    #[param(schema_with = super::openapi::time_schema)]
+    since: Option<String>,
+    /// Before: RFC 3339, unix ms, or a duration ago.
+    #[param(schema_with = super::openapi::time_schema)]
+    until: Option<String>,
+}
+
+impl TimeRange {
+    /// The range of a request as unix nanoseconds, each end read by
+    /// [`time_ns`] relative to the same now; a JSON error if malformed.
+    pub fn read(
+        q: Result<Query<TimeRange>, QueryRejection>,
+    ) -> Result<(Option<u64>, Option<u64>), ApiError> {
+        let range = query(q)?;
+        window(range.since.as_deref(), range.until.as_deref())
+    }
+}
 
 /// Unwraps axum's query extraction, answering a JSON error for bad parameters.
 pub fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {

@@ -8,7 +8,7 @@ use axum::response::Response;
 
 use super::super::coverage::blind_by_service;
 use super::super::findings::{crossed_text, location_text, number, select, ListParams};
-use super::super::params::{self, rfc3339};
+use super::super::params::{self, rfc3339, TimeRange};
 use super::super::{ApiError, AppState};
 use super::{kinds, respond, HTML};
 use crate::analyze::{Culprit, Evidence};
@@ -18,8 +18,9 @@ use crate::store::Finding;
 pub async fn findings(
     State(state): State<AppState>,
     q: Result<Query<ListParams>, QueryRejection>,
+    range: Result<Query<TimeRange>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let found = select(&state, params::query(q)?)?;
+    let found = select(&state, params::query(q)?, TimeRange::read(range)?)?;
     let rows: String = found.iter().map(row).collect();
     let table = if found.is_empty() {
         format!("<p>No findings match.</p>{}", blind_notice(&state))
