@@ -97,6 +97,7 @@ impl Inner {
 pub struct WindowSnapshot {
     /// [`CallWindow::generation`] when it was read.
     pub generation: u64,
+    /// What the window held and had dropped.
     pub stats: WindowStats,
     /// Every trace's records, oldest end first.
     pub traces: Vec<Arc<TraceCalls>>,
@@ -130,6 +131,7 @@ impl WindowSnapshot {
 /// the window it ran over; kept until the next pass replaces it.
 #[derive(Debug, Default)]
 pub struct Detection {
+    /// The window the pass ran over.
     pub window: WindowSnapshot,
     /// The timeout budget map of every entry point in the window.
     pub budgets: Vec<EntryBudget>,

@@ -46,7 +46,9 @@ impl Outer {
 /// budget map can link each violation to its finding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Violation {
+    /// The id of the finding it is merged into.
     pub finding_id: u64,
+    /// What the detector reports.
     pub observation: Observation,
 }
 
