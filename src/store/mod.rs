@@ -183,7 +183,8 @@ impl Store {
     /// `detection.window.generation`: merges its `observations` into the
     /// findings, replacing their counts ([`FindingStore::set`]; look-alikes
     /// an observation explains are withdrawn first), then keeps `detection`
-    /// in place of the previous pass's. Only then does
+    /// in place of the previous pass's (findings first, so every violation
+    /// the budget map names is already a finding). Only then does
     /// [`Store::detectors_current`] say the pass is over the window as it is.
     pub fn set_detection(&self, detection: Detection, observations: Vec<Observation>) {
         for o in observations {
