@@ -1,17 +1,23 @@
 //! What happens to a completed trace, in one place: assembly, analysis (the
 //! critical path and the per-trace detectors), the store (aggregates, findings,
-//! the call window), and the cross-trace detectors over that window.
+//! the call window), and the cross-trace detectors over that window, with the
+//! budget map and the statement shapes they compute (and compute again over
+//! part of the window, for an API request narrowed by time).
 //!
 //! The daemon ([`crate::daemon`]), `hopscope analyze` ([`crate::offline`]) and
 //! the fuzz targets call these functions, so a file analyzed offline gets
 //! exactly the diagnosis the daemon would give the same spans.
 
+use std::borrow::Cow;
+
+use crate::analyze::budget::EntryBudget;
+use crate::analyze::saturation::QueryShape;
 use crate::analyze::{analyze_with, budget, saturation, AnalyzedTrace, Options, Thresholds};
 use crate::assemble::{assemble, Completed};
 use crate::model::{SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
 use crate::store::wal::LogRange;
-use crate::store::Store;
+use crate::store::{Detection, Store};
 
 /// Assembles, analyzes (with `options`) and stores completed traces. Late
 /// spans are merged with the stored trace, which is analyzed again. A trace
@@ -103,16 +109,56 @@ impl Drop for CountOnDrop<'_> {
 }
 
 /// Runs the cross-trace detectors (timeout budgets, saturation) with
-/// `thresholds` over the store's whole call window and merges what they report into the findings,
-/// replacing their counts ([`crate::store::FindingStore::set`]); look-alikes
-/// an observation explains are withdrawn first (a slow query that was a lock
-/// wait, seen before the whole staircase was in the window).
+/// `thresholds` over the store's whole call window and publishes the pass
+/// ([`Store::set_detection`]): what they report is merged into the findings,
+/// replacing their counts ([`crate::store::FindingStore::set`]; look-alikes
+/// an observation explains are withdrawn first: a slow query that was a lock
+/// wait, seen before the whole staircase was in the window), and the budget
+/// map and the statement shapes they computed are kept for the API.
 pub fn detect_window(store: &Store, thresholds: &Thresholds) {
-    let generation = store.window_generation();
-    let window = store.window(None, None);
-    let mut observations = budget::detect(&window, thresholds);
-    observations.extend(saturation::detect(&window, thresholds));
-    store.set_findings(generation, observations);
+    let window = store.window();
+    let (budgets, mut observations) = budget::detect(&window.traces, thresholds);
+    let (shapes, saturation) = saturation::detect(&window.traces, thresholds);
+    observations.extend(saturation);
+    store.set_detection(
+        Detection {
+            window,
+            budgets,
+            shapes,
+        },
+        observations,
+    );
+}
+
+/// The timeout budget map of the traces of the last detection pass
+/// (`detection`) whose root started in `[since_ns, until_ns)`: the pass's own
+/// when that is all of them, else computed over those with `thresholds` (a
+/// budget map does not add up from parts: its timeouts and percentiles are
+/// over exactly the traces selected).
+pub fn budget_map<'a>(
+    detection: &'a Detection,
+    thresholds: &Thresholds,
+    since_ns: Option<u64>,
+    until_ns: Option<u64>,
+) -> Cow<'a, [EntryBudget]> {
+    match detection.window.narrowed(since_ns, until_ns) {
+        None => Cow::Borrowed(&detection.budgets),
+        Some(traces) => Cow::Owned(budget::budget_map(&traces, thresholds)),
+    }
+}
+
+/// The statement shapes of the traces of the last detection pass
+/// (`detection`) whose root started in `[since_ns, until_ns)`: the pass's own
+/// when that is all of them, else computed over those.
+pub fn query_shapes(
+    detection: &Detection,
+    since_ns: Option<u64>,
+    until_ns: Option<u64>,
+) -> Cow<'_, [QueryShape]> {
+    match detection.window.narrowed(since_ns, until_ns) {
+        None => Cow::Borrowed(&detection.shapes),
+        Some(traces) => Cow::Owned(saturation::query_shapes(&traces)),
+    }
 }
 
 #[cfg(test)]

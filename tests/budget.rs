@@ -14,7 +14,8 @@ use opentelemetry::trace::SpanKind;
 use serde_json::Value;
 use support::{sp, Sp, TestDaemon};
 
-/// Waits until the call window holds `traces` traces; returns the budget map.
+/// Waits until the detectors have run over a window of `traces` traces;
+/// returns the budget map they computed.
 async fn window_holds(d: &TestDaemon, traces: usize) -> Value {
     d.wait_for("/api/v1/timeouts", |status, body| {
         status == 200 && body["window"]["traces"] == traces
@@ -256,6 +257,7 @@ async fn gateway_limits_name_the_layer_that_gave_up() {
         );
     }
     // The budget map says the same, per entry point.
+    d.settled_and_detected().await;
     let map = d.get("/api/v1/timeouts?entry=apigw").await.1;
     assert_eq!(map["entries"].as_array().unwrap().len(), 1, "{map}");
     let e = entry(&map, "apigw", "GET /report");
@@ -483,6 +485,7 @@ async fn an_inner_timeout_longer_than_what_is_left_is_an_inversion() {
         );
     }
 
+    d.settled_and_detected().await;
     let map = d
         .get("/api/v1/timeouts?entry=gateway:GET%20/report")
         .await
@@ -661,6 +664,7 @@ async fn window_findings_count_each_call_once_across_runs() {
     let (status, err) = d.get("/api/v1/timeouts?since=last-tuesday").await;
     assert_eq!(status, 400);
     assert_eq!(err["error"]["code"], "invalid_time");
+    d.settled_and_detected().await;
     let none = d.get("/api/v1/timeouts?entry=nobody").await.1;
     assert_eq!(none["entries"], Value::Array(Vec::new()));
     assert_eq!(none["window"]["traces"], 4);

@@ -69,10 +69,10 @@ async fn body_text(d: &support::TestDaemon, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_with_ids_fold_into_one_entry_point_and_the_rest_overflow_counted() {
-    let d = support::start(Settings {
+    let d = support::start(support::detect_often(Settings {
         aggregate_max_entries: Some(MAX_ENTRIES as usize),
         ..Settings::default()
-    })
+    }))
     .await;
     let mut client = TraceServiceClient::connect(d.grpc_endpoint.clone())
         .await
@@ -164,6 +164,7 @@ async fn names_with_ids_fold_into_one_entry_point_and_the_rest_overflow_counted(
     );
 
     // The call window's entry points are bounded alike.
+    d.detected((ID_TRACES + WORD_TRACES) as usize).await;
     let text = body_text(&d, "/api/v1/timeouts").await;
     assert!(
         text.len() < 64 * 1024,

@@ -104,6 +104,8 @@ async fn daemon_with_findings() -> (TestDaemon, (u64, u64)) {
             && count("slow_query") == Some(4.into())
     })
     .await;
+    // The budget map and the statement shapes are as of the same pass.
+    d.settled_and_detected().await;
     // The traces started a minute ago (the harness's base time).
     let base_ms = support::base_time()
         .duration_since(UNIX_EPOCH)

@@ -12,7 +12,7 @@ use serde_json::Value;
 use support::scenarios::db_request;
 use support::{sp, Sp, TestDaemon};
 
-/// Waits until the window holds `traces` traces.
+/// Waits until the detectors have run over a window of `traces` traces.
 async fn window_holds(d: &TestDaemon, traces: usize) {
     d.wait_for("/api/v1/timeouts", |status, body| {
         status == 200 && body["window"]["traces"] == traces

@@ -366,7 +366,7 @@ struct Seen {
 }
 
 async fn run(naming: Naming) -> Seen {
-    let d = support::start(Settings::default()).await;
+    let d = support::start(support::detect_often(Settings::default())).await;
     let traces = vec![
         python_cascade(naming),
         go_handled_deadline(naming),
@@ -376,6 +376,7 @@ async fn run(naming: Naming) -> Seen {
         collector_cascade(naming),
     ];
     let sizes: Vec<usize> = traces.iter().map(Vec::len).collect();
+    let sent = traces.len();
     let ids = support::send(&d, traces).await;
     let mut warnings = Vec::new();
     for (id, n) in ids.into_iter().zip(sizes) {
@@ -389,6 +390,7 @@ async fn run(naming: Naming) -> Seen {
         codes.sort();
         warnings.push(codes);
     }
+    d.detected(sent).await;
     let seen = collect(&d, warnings).await;
     d.stop().await;
     seen

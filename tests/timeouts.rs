@@ -472,7 +472,7 @@ async fn the_ends_of_one_timed_out_call_are_one_timeout_not_a_cascade() {
 /// budgets. The same exception on a span that failed is a timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exception_on_a_span_that_succeeded_is_not_a_timeout() {
-    let d = support::start(Settings::default()).await;
+    let d = support::start(support::detect_often(Settings::default())).await;
     let retried = |h: Sp| {
         h.exception(
             "requests.exceptions.ReadTimeout",
@@ -498,6 +498,7 @@ async fn an_exception_on_a_span_that_succeeded_is_not_a_timeout() {
             .map(|e| e["timed_out"].as_u64().unwrap())
             .sum()
     };
+    d.detected(1).await;
     let (status, budgets) = d.get("/api/v1/timeouts").await;
     assert_eq!(status, 200, "{budgets}");
     assert_eq!(timed_out(&budgets), 0, "{budgets:#}");
@@ -509,6 +510,7 @@ async fn an_exception_on_a_span_that_succeeded_is_not_a_timeout() {
         retried(hop("shop", 2, 1, "GET", SpanKind::Client, (5, 1005)).error("")),
     ];
     send(&d, failed).await;
+    d.detected(2).await;
     let (_, budgets) = d.get("/api/v1/timeouts").await;
     assert_eq!(timed_out(&budgets), 1, "{budgets:#}");
     assert_eq!(findings(&d, "?kind=cascading_timeout").await.len(), 0);

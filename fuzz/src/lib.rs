@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
-use hopscope::analyze::budget::budget_map;
-use hopscope::analyze::saturation::query_shapes;
 use hopscope::analyze::{analyze, Thresholds};
 use hopscope::api::{jaeger, trace_body};
 use hopscope::assemble::assemble;
@@ -100,9 +98,13 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
     }
     let thresholds = Thresholds::default();
     hopscope::pipeline::detect_window(&store, &thresholds);
-    let window = store.window(None, None);
-    budget_map(&window, &thresholds);
-    query_shapes(&window);
+    // The API's budget map and statement shapes narrowed by time: computed
+    // again over part of the pass's traces.
+    let detection = store.detection();
+    let traces = &detection.window.traces;
+    let middle = traces.get(traces.len() / 2).map(|t| t.root.start_ns);
+    hopscope::pipeline::budget_map(&detection, &thresholds, middle, None);
+    hopscope::pipeline::query_shapes(&detection, middle, None);
     store.aggregates().query(None, None, None);
     store
 }

@@ -1,10 +1,17 @@
 //! `GET /api/v1/queries?target=&since=&until=&limit=`: the slow-query log built
 //! from traces: statement shapes by their time on the critical path.
 //!
-//! Computed on request from the window (`since`/`until` select traces by root
-//! start; `target` keeps shapes whose database system, address, namespace or
-//! `system address/namespace` label equals it; `limit` defaults to 100, at most
-//! 1,000):
+//! As of the last detection pass: the window detectors compute the shapes
+//! over the call window every `detect_interval` (5 s) when it changed, so an
+//! answer is at most one interval old (`detectors_current` in
+//! `/api/v1/stats` says whether the pass is over the window as it is).
+//! `since`/`until` select traces by root start: when they leave out some of
+//! the pass's traces, the shapes are computed on request over the rest of
+//! them ([`pipeline::query_shapes`]; exact, and as of the same pass, where
+//! shapes kept per time bucket could not give exact percentiles). `target`
+//! keeps shapes whose database system, address, namespace or
+//! `system address/namespace` label equals it; `limit` defaults to 100, at
+//! most 1,000:
 //!
 //! ```json
 //! {"queries": [{"statement": "SELECT * FROM orders WHERE customer_id = ?",
@@ -29,9 +36,10 @@ use utoipa::ToSchema;
 
 use super::params::{self, ms};
 use super::{ApiError, AppState};
-use crate::analyze::saturation::{query_shapes, DbTarget, QueryShape};
+use crate::analyze::saturation::{DbTarget, QueryShape};
 use crate::model::{Sym, TraceId};
-use crate::store::Store;
+use crate::pipeline;
+use crate::store::Detection;
 
 const DEFAULT_LIMIT: usize = 100;
 /// Most shapes one answer lists.
@@ -78,8 +86,8 @@ pub struct QueryBody {
     trace_ids: Vec<TraceId>,
 }
 
-impl From<QueryShape> for QueryBody {
-    fn from(s: QueryShape) -> Self {
+impl From<&QueryShape> for QueryBody {
+    fn from(s: &QueryShape) -> Self {
         QueryBody {
             statement: s.statement.to_string(),
             target: TargetBody {
@@ -95,7 +103,7 @@ impl From<QueryShape> for QueryBody {
             total_ms: ms(s.total_ns),
             critical_ms: ms(s.critical_ns),
             critical_share: s.critical_share,
-            trace_ids: s.trace_ids,
+            trace_ids: s.trace_ids.clone(),
         }
     }
 }
@@ -113,35 +121,44 @@ fn target_matches(t: &DbTarget, want: &str) -> bool {
         || t.label() == want
 }
 
-/// The statement shapes of the window's traces that started in `[since_ns,
-/// until_ns)`, as the API shows them: those of `target` only when given, at
-/// most `limit`.
+/// The statement shapes of the last detection pass (`detection`) over its
+/// traces that started in `[since_ns, until_ns)`, as the API shows them:
+/// those of `target` only when given, at most `limit`.
 pub async fn shapes(
-    store: Arc<Store>,
+    detection: Arc<Detection>,
     target: Option<&str>,
     since_ns: Option<u64>,
     until_ns: Option<u64>,
     limit: usize,
 ) -> Result<Vec<QueryBody>, ApiError> {
     let target = target.filter(|t| !t.is_empty()).map(str::to_owned);
-    let shapes = tokio::task::spawn_blocking(move || {
-        let mut shapes = query_shapes(&store.window(since_ns, until_ns));
-        if let Some(want) = target {
-            shapes.retain(|s| target_matches(&s.target, &want));
-        }
-        shapes.truncate(limit);
+    tokio::task::spawn_blocking(move || {
+        let shapes = pipeline::query_shapes(&detection, since_ns, until_ns);
         shapes
+            .iter()
+            .filter(|s| {
+                target
+                    .as_deref()
+                    .is_none_or(|want| target_matches(&s.target, want))
+            })
+            .take(limit)
+            .map(Into::into)
+            .collect()
     })
     .await
     .map_err(|e| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         code: "internal",
         message: format!("computing the statement shapes failed: {e}"),
-    })?;
-    Ok(shapes.into_iter().map(Into::into).collect())
+    })
 }
 
 /// The slow-query log built from traces.
+///
+/// As of the last detection pass, at most one `detect_interval` old
+/// (`detectors_current` in `/api/v1/stats` says whether it is over the
+/// window as it is). With `since`/`until` leaving out some of its traces, the
+/// shapes are computed over the rest of them on request.
 #[utoipa::path(
     get,
     path = "/api/v1/queries",
@@ -149,7 +166,7 @@ pub async fn shapes(
     tag = "queries",
     params(QueryParams),
     responses(
-        (status = 200, description = "Statement shapes, most critical time first", body = QueriesBody),
+        (status = 200, description = "Statement shapes, most critical time first, as of the last detection pass", body = QueriesBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody),
         (status = 500, description = "The computation failed", body = super::error::ErrorBody)
     )
@@ -163,7 +180,7 @@ pub async fn list(
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     Ok(Json(QueriesBody {
         queries: shapes(
-            state.store.clone(),
+            state.store.detection(),
             p.target.as_deref(),
             since,
             until,

@@ -1,10 +1,18 @@
 //! `GET /api/v1/timeouts?entry=&since=&until=`: the inferred timeout budget of
 //! each entry point.
 //!
-//! Computed on request from the call window (the last 15 minutes of trace time
-//! at most; `since`/`until` select traces by root start, as in `/api/v1/hops`;
-//! `entry` is `SERVICE` or `SERVICE:OPERATION` and selects what is shown, while
-//! timeouts are still inferred from every trace selected by time). The answer:
+//! As of the last detection pass: the window detectors compute the budget map
+//! over the call window (the last 15 minutes of trace time at most) every
+//! `detect_interval` (5 s) when it changed, so an answer is at most one
+//! interval old (`detectors_current` in `/api/v1/stats` says whether the pass
+//! is over the window as it is). `entry` is `SERVICE` or `SERVICE:OPERATION`
+//! and selects what is shown, while timeouts are still inferred from every
+//! trace selected by time. `since`/`until` select traces by root start, as in
+//! `/api/v1/hops`: when they leave out some of the pass's traces, the map is
+//! computed on request over the rest of them ([`pipeline::budget_map`]), so it
+//! is exact and as of the same pass. Keeping maps per time bucket instead
+//! would not be: an inferred timeout and a percentile do not add up from
+//! buckets, and `since`/`until` fall anywhere. The answer:
 //!
 //! ```json
 //! {"window": {"traces": 12, "calls": 40, "oldest_end": "...", "newest_end": "...",
@@ -60,11 +68,12 @@ use utoipa::ToSchema;
 use super::params::{self, ms, rfc3339};
 use super::traces::EntryBody;
 use super::{ApiError, AppState};
-use crate::analyze::budget::{budget_map, EdgeBudget, EntryBudget, Layer};
+use crate::analyze::budget::{EdgeBudget, EntryBudget, Layer, Violation};
 use crate::analyze::evidence::OuterTimeout;
-use crate::analyze::{finding_id, FindingKind, Observation, Severity};
+use crate::analyze::{FindingKind, Severity};
 use crate::model::{Sym, TraceId};
-use crate::store::Store;
+use crate::pipeline;
+use crate::store::Detection;
 
 /// Filters of `GET /api/v1/timeouts`.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -94,17 +103,18 @@ pub struct ViolationBody {
     trace_ids: Vec<TraceId>,
 }
 
-impl From<Observation> for ViolationBody {
-    fn from(o: Observation) -> Self {
+impl From<&Violation> for ViolationBody {
+    fn from(v: &Violation) -> Self {
+        let o = &v.observation;
         ViolationBody {
-            id: format!("{:016x}", finding_id(o.kind, &o.culprit)),
+            id: format!("{:016x}", v.finding_id),
             kind: o.kind,
             severity: o.severity,
-            summary: o.summary,
-            remedy: o.remedy,
+            summary: o.summary.clone(),
+            remedy: o.remedy.clone(),
             count: o.count,
             evidence: super::schemas::json(&o.evidence),
-            trace_ids: o.trace_ids,
+            trace_ids: o.trace_ids.clone(),
         }
     }
 }
@@ -131,8 +141,8 @@ pub struct EdgeBody {
     violations: Vec<ViolationBody>,
 }
 
-impl From<EdgeBudget> for EdgeBody {
-    fn from(e: EdgeBudget) -> Self {
+impl From<&EdgeBudget> for EdgeBody {
+    fn from(e: &EdgeBudget) -> Self {
         EdgeBody {
             caller: e.edge.caller,
             callee: e.edge.callee,
@@ -150,7 +160,7 @@ impl From<EdgeBudget> for EdgeBody {
                 .map(|o| super::schemas::json(&OuterTimeout::from(o))),
             overrunning_calls: e.overran,
             max_overrun_ms: ms(e.max_overrun_ns),
-            violations: e.violations.into_iter().map(Into::into).collect(),
+            violations: e.violations.iter().map(Into::into).collect(),
         }
     }
 }
@@ -173,8 +183,8 @@ pub struct EntryTimeoutBody {
     violations: Vec<ViolationBody>,
 }
 
-impl From<EntryBudget> for EntryTimeoutBody {
-    fn from(e: EntryBudget) -> Self {
+impl From<&EntryBudget> for EntryTimeoutBody {
+    fn from(e: &EntryBudget) -> Self {
         EntryTimeoutBody {
             entry: e.entry.into(),
             traces: e.traces,
@@ -185,8 +195,8 @@ impl From<EntryBudget> for EntryTimeoutBody {
             timeout_relayed_from: e.source.map(|s| super::schemas::json(&s)),
             p95_ms: e.p95_ns.map(ms),
             p99_ms: e.p99_ns.map(ms),
-            edges: e.edges.into_iter().map(Into::into).collect(),
-            violations: e.violations.into_iter().map(Into::into).collect(),
+            edges: e.edges.iter().map(Into::into).collect(),
+            violations: e.violations.iter().map(Into::into).collect(),
         }
     }
 }
@@ -209,13 +219,13 @@ pub struct TimeoutsBody {
     entries: Vec<EntryTimeoutBody>,
 }
 
-/// The budget map of the window's traces that started in `[since_ns,
-/// until_ns)`, as the API shows it; with `entry` (`SERVICE` or
-/// `SERVICE:OPERATION`), only its entry points (timeouts are still inferred
-/// from every trace selected by time), with the configured `analysis`
-/// thresholds.
+/// The budget map of the last detection pass (`detection`) over its traces
+/// that started in `[since_ns, until_ns)`, as the API shows it; with `entry`
+/// (`SERVICE` or `SERVICE:OPERATION`), only its entry points (timeouts are
+/// still inferred from every trace selected by time), with the configured
+/// `analysis` thresholds when the map is computed again for a narrower time.
 pub async fn budgets(
-    store: Arc<Store>,
+    detection: Arc<Detection>,
     analysis: Arc<crate::analyze::Options>,
     entry: Option<&str>,
     since_ns: Option<u64>,
@@ -225,29 +235,35 @@ pub async fn budgets(
         let (service, operation) = params::entry(text);
         (service.to_owned(), operation.map(str::to_owned))
     });
-    let entries = tokio::task::spawn_blocking(move || {
-        let window = store.window(since_ns, until_ns);
-        let mut entries = budget_map(&window, &analysis.thresholds);
-        if let Some((service, operation)) = entry {
-            entries.retain(|e| {
-                e.entry.service.as_str() == service
-                    && operation
-                        .as_deref()
-                        .is_none_or(|o| e.entry.operation.as_str() == o)
-            });
-        }
-        entries
+    tokio::task::spawn_blocking(move || {
+        let map = pipeline::budget_map(&detection, &analysis.thresholds, since_ns, until_ns);
+        map.iter()
+            .filter(|e| {
+                entry.as_ref().is_none_or(|(service, operation)| {
+                    e.entry.service.as_str() == service
+                        && operation
+                            .as_deref()
+                            .is_none_or(|o| e.entry.operation.as_str() == o)
+                })
+            })
+            .map(Into::into)
+            .collect()
     })
     .await
     .map_err(|e| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         code: "internal",
         message: format!("computing the budget map failed: {e}"),
-    })?;
-    Ok(entries.into_iter().map(Into::into).collect())
+    })
 }
 
 /// The inferred timeout budget of each entry point.
+///
+/// As of the last detection pass, at most one `detect_interval` old
+/// (`detectors_current` in `/api/v1/stats` says whether it is over the
+/// window as it is); `window` describes what that pass ran over. With
+/// `since`/`until` leaving out some of its traces, the map is computed over
+/// the rest of them on request.
 #[utoipa::path(
     get,
     path = "/api/v1/timeouts",
@@ -255,7 +271,7 @@ pub async fn budgets(
     tag = "timeouts",
     params(TimeoutParams),
     responses(
-        (status = 200, description = "The budget map", body = TimeoutsBody),
+        (status = 200, description = "The budget map, as of the last detection pass", body = TimeoutsBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody),
         (status = 500, description = "The computation failed", body = super::error::ErrorBody)
     )
@@ -266,9 +282,10 @@ pub async fn list(
 ) -> Result<Json<TimeoutsBody>, ApiError> {
     let p = params::query(q)?;
     let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
-    let stats = state.store.window_stats();
+    let detection = state.store.detection();
+    let stats = detection.window.stats;
     let entries = budgets(
-        state.store.clone(),
+        detection,
         state.analysis.clone(),
         p.entry.as_deref(),
         since,

@@ -26,12 +26,14 @@ pub use ledger::{Ledger, Replay};
 pub use sketch::Sketch;
 pub use totals::{EntryTotal, HopTotal, Totals, MAX_ENTRIES, MAX_HOPS};
 pub use traces::TraceStore;
-pub use window::{CallWindow, WindowStats, WINDOW_MAX_AGE, WINDOW_MAX_RECORDS};
+pub use window::{
+    CallWindow, Detection, WindowSnapshot, WindowStats, WINDOW_MAX_AGE, WINDOW_MAX_RECORDS,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::analyze::budget::TraceCalls;
 use crate::analyze::{finding_id, AnalyzedTrace, Observation};
@@ -47,8 +49,8 @@ use wal::LogRange;
 /// **Writers.** Only the pipeline writes, through three doors:
 /// [`Store::put`] (an analyzed trace and its call records, from
 /// [`crate::pipeline::finish`]), [`Store::expire`] (the clock's retention, from
-/// the periodic tasks) and [`Store::set_findings`] (what the cross-trace
-/// detectors concluded, from [`crate::pipeline::detect_window`]). The state
+/// the periodic tasks) and [`Store::set_detection`] (what the cross-trace
+/// detectors concluded and computed, from [`crate::pipeline::detect_window`]). The state
 /// file restores and checkpoints it ([`durable`]). Nothing else mutates it:
 /// the parts a reader gets ([`Store::traces`], [`Store::findings`], ...) are
 /// for reading.
@@ -61,8 +63,10 @@ use wal::LogRange;
 /// [`Store::aggregates`] or its calls in the window; a trace analyzed again
 /// (late spans) is retracted from the aggregates, then added back, and a
 /// reader between the two misses it. The cross-trace
-/// findings lag the window by up to one detection interval
-/// ([`Store::detectors_current`] says whether they caught up). Within one
+/// findings, the budget map and the statement shapes ([`Store::detection`])
+/// lag the window by up to one detection interval
+/// ([`Store::detectors_current`] says whether they caught up); once it says
+/// so, [`Store::detection`] is the pass over the window as it is. Within one
 /// part, what a reader sees only moves forward: a later read never shows an
 /// older state of it.
 ///
@@ -84,6 +88,8 @@ pub struct Store {
     coverage: Coverage,
     /// The window generation the cross-trace detectors last ran on.
     detected_generation: AtomicU64,
+    /// What their last pass computed besides findings.
+    detection: RwLock<Arc<Detection>>,
     /// Which traces are counted, by log segment (with a write-ahead log).
     ledger: Mutex<Ledger>,
     /// What the window, the aggregates' retention and the findings' expiry
@@ -109,6 +115,7 @@ impl Store {
             totals: Totals::default(),
             coverage: Coverage::default(),
             detected_generation: AtomicU64::default(),
+            detection: RwLock::default(),
             ledger: Mutex::new(Ledger::default()),
             clock,
             stats,
@@ -151,15 +158,9 @@ impl Store {
         &self.clock
     }
 
-    /// The call records of the window's traces whose root started in
-    /// `[since_ns, until_ns)`: what the cross-trace detectors read.
-    pub fn window(&self, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec<Arc<TraceCalls>> {
-        self.window.snapshot(since_ns, until_ns)
-    }
-
-    /// What the call window holds.
-    pub fn window_stats(&self) -> WindowStats {
-        self.window.stats()
+    /// The whole call window at once: what the cross-trace detectors read.
+    pub fn window(&self) -> WindowSnapshot {
+        self.window.snapshot()
     }
 
     /// The call window's generation: it changes whenever records come or go.
@@ -172,15 +173,26 @@ impl Store {
         self.detected_generation.load(Ordering::Acquire) == self.window.generation()
     }
 
-    /// Merges what the cross-trace detectors concluded over the window of
-    /// `generation` into the findings, replacing their counts
-    /// ([`FindingStore::set`]); look-alikes an observation explains are
-    /// withdrawn first.
-    pub fn set_findings(&self, generation: u64, observations: Vec<Observation>) {
+    /// What the cross-trace detectors last computed besides findings: the
+    /// budget map and the statement shapes, with the window they ran over.
+    pub fn detection(&self) -> Arc<Detection> {
+        self.detection.read().clone()
+    }
+
+    /// Publishes a pass of the cross-trace detectors over the window of
+    /// `detection.window.generation`: merges its `observations` into the
+    /// findings, replacing their counts ([`FindingStore::set`]; look-alikes
+    /// an observation explains are withdrawn first), then keeps `detection`
+    /// in place of the previous pass's (findings first, so every violation
+    /// the budget map names is already a finding). Only then does
+    /// [`Store::detectors_current`] say the pass is over the window as it is.
+    pub fn set_detection(&self, detection: Detection, observations: Vec<Observation>) {
         for o in observations {
             self.findings.withdraw_explained_by(&o);
             self.findings.set(o);
         }
+        let generation = detection.window.generation;
+        *self.detection.write() = Arc::new(detection);
         self.detected_generation
             .store(generation, Ordering::Release);
     }
@@ -352,14 +364,14 @@ mod tests {
         // A trace stamped in the year 2500 ages nothing out.
         keep(&store, trace(2, 16_725_225_600_000_000_000), false, None);
         store.expire(now + 60 * MIN);
-        assert_eq!(store.window.stats().traces, 1);
+        assert_eq!(store.window().stats.traces, 1);
         assert_eq!(store.aggregates.query(None, None, None)[0].traces, 1);
         assert_eq!(store.edges.query(None, None).len(), 1);
         // Twenty minutes on, without traffic: out of the window, still
         // within the aggregates' hour.
         clock.advance_to(now + 20 * MIN);
         store.expire(u64::MAX);
-        assert_eq!(store.window.stats().traces, 0);
+        assert_eq!(store.window().stats.traces, 0);
         assert_eq!(store.aggregates.query(None, None, None).len(), 1);
         // Past the hour, the aggregates and the service graph let it go.
         clock.advance_to(now + 62 * MIN);

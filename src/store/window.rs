@@ -1,5 +1,7 @@
 //! The call window: the call records ([`TraceCalls`]) of recent traces, which
-//! the cross-trace detectors and `GET /api/v1/timeouts` read.
+//! the cross-trace detectors read, and what their last pass computed over it
+//! ([`Detection`]), which `GET /api/v1/timeouts` and `GET /api/v1/queries`
+//! read.
 //!
 //! Bounded by time and by size: a trace leaves when it ended more than
 //! `max_age` before the daemon's clock ([`crate::clock::Clock`]; never the
@@ -18,7 +20,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
-use crate::analyze::budget::TraceCalls;
+use crate::analyze::budget::{EntryBudget, TraceCalls};
+use crate::analyze::saturation::QueryShape;
 use crate::model::TraceId;
 
 /// How much trace time the window spans.
@@ -71,6 +74,17 @@ impl Inner {
         }
     }
 
+    fn stats(&self) -> WindowStats {
+        WindowStats {
+            traces: self.by_end.len(),
+            calls: self.calls,
+            oldest_end_ns: self.by_end.keys().next().map(|k| k.0),
+            newest_end_ns: self.by_end.keys().next_back().map(|k| k.0),
+            dropped_traces: self.dropped_traces,
+            dropped_calls: self.dropped_calls,
+        }
+    }
+
     fn drop_trace(&mut self, key: (u64, TraceId)) {
         let t = self.remove(key).expect("the key is there");
         self.dropped_traces += 1;
@@ -78,8 +92,55 @@ impl Inner {
     }
 }
 
+/// The window as one detection pass reads it.
+#[derive(Debug, Clone, Default)]
+pub struct WindowSnapshot {
+    /// [`CallWindow::generation`] when it was read.
+    pub generation: u64,
+    /// What the window held and had dropped.
+    pub stats: WindowStats,
+    /// Every trace's records, oldest end first.
+    pub traces: Vec<Arc<TraceCalls>>,
+}
+
+impl WindowSnapshot {
+    /// Its traces whose root started in `[since_ns, until_ns)`, oldest end
+    /// first, or `None` when that is every one of them.
+    pub fn narrowed(
+        &self,
+        since_ns: Option<u64>,
+        until_ns: Option<u64>,
+    ) -> Option<Vec<Arc<TraceCalls>>> {
+        if since_ns.is_none() && until_ns.is_none() {
+            return None;
+        }
+        let kept: Vec<Arc<TraceCalls>> = self
+            .traces
+            .iter()
+            .filter(|t| {
+                since_ns.is_none_or(|s| t.root.start_ns >= s)
+                    && until_ns.is_none_or(|u| t.root.start_ns < u)
+            })
+            .cloned()
+            .collect();
+        (kept.len() < self.traces.len()).then_some(kept)
+    }
+}
+
+/// What one pass of the cross-trace detectors computed besides findings, with
+/// the window it ran over; kept until the next pass replaces it.
+#[derive(Debug, Default)]
+pub struct Detection {
+    /// The window the pass ran over.
+    pub window: WindowSnapshot,
+    /// The timeout budget map of every entry point in the window.
+    pub budgets: Vec<EntryBudget>,
+    /// Every statement shape in the window, most critical time first.
+    pub shapes: Vec<QueryShape>,
+}
+
 /// What the window holds and has dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WindowStats {
     pub traces: usize,
     pub calls: usize,
@@ -138,18 +199,15 @@ impl CallWindow {
         );
     }
 
-    /// The traces whose root started in `[since_ns, until_ns)`, oldest end first.
-    pub fn snapshot(&self, since_ns: Option<u64>, until_ns: Option<u64>) -> Vec<Arc<TraceCalls>> {
+    /// Everything the window holds, with its generation and stats, read at
+    /// once.
+    pub fn snapshot(&self) -> WindowSnapshot {
         let inner = self.inner.lock();
-        inner
-            .by_end
-            .values()
-            .filter(|t| {
-                since_ns.is_none_or(|s| t.root.start_ns >= s)
-                    && until_ns.is_none_or(|u| t.root.start_ns < u)
-            })
-            .cloned()
-            .collect()
+        WindowSnapshot {
+            generation: inner.generation,
+            stats: inner.stats(),
+            traces: inner.by_end.values().cloned().collect(),
+        }
     }
 
     /// Changes on every [`CallWindow::put`]: a detector run over an unchanged
@@ -159,15 +217,7 @@ impl CallWindow {
     }
 
     pub fn stats(&self) -> WindowStats {
-        let inner = self.inner.lock();
-        WindowStats {
-            traces: inner.by_end.len(),
-            calls: inner.calls,
-            oldest_end_ns: inner.by_end.keys().next().map(|k| k.0),
-            newest_end_ns: inner.by_end.keys().next_back().map(|k| k.0),
-            dropped_traces: inner.dropped_traces,
-            dropped_calls: inner.dropped_calls,
-        }
+        self.inner.lock().stats()
     }
 }
 
@@ -219,7 +269,8 @@ mod tests {
     }
 
     fn ids(w: &CallWindow) -> Vec<u8> {
-        w.snapshot(None, None)
+        w.snapshot()
+            .traces
             .iter()
             .map(|t| t.trace_id.as_bytes()[0])
             .collect()
@@ -278,8 +329,14 @@ mod tests {
         assert_eq!(w.stats().calls, 5);
         assert!(w.generation() > g);
         // By root start: [1,003 s, 1,004 s).
-        let picked = w.snapshot(Some(1_003 * S), Some(1_004 * S));
+        let whole = w.snapshot();
+        assert_eq!(whole.generation, w.generation());
+        let picked = whole.narrowed(Some(1_003 * S), Some(1_004 * S)).unwrap();
         assert_eq!(picked.len(), 1);
         assert_eq!(picked[0].trace_id.as_bytes()[0], 3);
+        assert!(
+            whole.narrowed(Some(1_000 * S), None).is_none(),
+            "every trace is selected: the whole window answers"
+        );
     }
 }

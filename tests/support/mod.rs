@@ -81,10 +81,19 @@ pub async fn start_detecting() -> TestDaemon {
 
 /// The settings of [`start_detecting`].
 pub fn detecting() -> Settings {
-    Settings {
-        detect_interval: Some("50ms".parse().unwrap()),
+    detect_often(Settings {
         trace_idle: Some("1s".parse().unwrap()),
         ..Settings::default()
+    })
+}
+
+/// `settings` with the cross-trace detectors running every 50 ms: what a
+/// test reads of them (findings, `/api/v1/timeouts`, `/api/v1/queries`) is
+/// as of their last pass, which [`TestDaemon::detected`] awaits.
+pub fn detect_often(settings: Settings) -> Settings {
+    Settings {
+        detect_interval: Some("50ms".parse().unwrap()),
+        ..settings
     }
 }
 
@@ -140,8 +149,9 @@ impl TestDaemon {
         .await
     }
 
-    /// Waits until `traces` traces are in the detectors' window and the
-    /// cross-trace detectors have run over all of them.
+    /// Waits until the cross-trace detectors have run over a window of
+    /// `traces` traces (what `/api/v1/timeouts` describes) and the window is
+    /// still as they saw it.
     pub async fn detected(&self, traces: usize) {
         self.wait_for("/api/v1/timeouts", |status, body| {
             status == 200 && body["window"]["traces"] == traces
@@ -149,6 +159,19 @@ impl TestDaemon {
         .await;
         self.wait_for("/api/v1/stats", |status, body| {
             status == 200 && body["detectors_current"] == true
+        })
+        .await;
+    }
+
+    /// Waits until nothing is buffered or being analyzed and the cross-trace
+    /// detectors have run over the window as it is: findings,
+    /// `/api/v1/timeouts` and `/api/v1/queries` are then current.
+    pub async fn settled_and_detected(&self) {
+        self.wait_for("/api/v1/stats", |status, s| {
+            status == 200
+                && s["buffered_spans"] == 0
+                && s["analysis_pending"] == 0
+                && s["detectors_current"] == true
         })
         .await;
     }

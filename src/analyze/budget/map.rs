@@ -22,7 +22,7 @@ use super::calls::{EdgeKey, TraceCalls};
 use super::infer::{infer_timeout, quantile, Inferred, Layer};
 use super::report::{self, Examples, Headroom, Overruns, Support};
 use crate::analyze::thresholds::{ns, DeadlineNotPropagated, TimeoutInversion};
-use crate::analyze::{EntryPoint, Observation, Thresholds};
+use crate::analyze::{finding_id, EntryPoint, Observation, Thresholds};
 
 /// What a call's budget is measured against: the tightest deadline above it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,26 @@ impl Outer {
     pub fn timeout_ns(&self) -> u64 {
         match *self {
             Outer::Entry { timeout_ns } | Outer::Edge { timeout_ns, .. } => timeout_ns,
+        }
+    }
+}
+
+/// What a budget detector reports on an entry point or an edge, with the id
+/// of the finding it is merged into ([`finding_id`]), so whoever shows the
+/// budget map can link each violation to its finding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    /// The id of the finding it is merged into.
+    pub finding_id: u64,
+    /// What the detector reports.
+    pub observation: Observation,
+}
+
+impl From<Observation> for Violation {
+    fn from(observation: Observation) -> Self {
+        Violation {
+            finding_id: finding_id(observation.kind, &observation.culprit),
+            observation,
         }
     }
 }
@@ -63,7 +83,7 @@ pub struct EdgeBudget {
     /// Calls whose work went on after the side waiting for it timed out.
     pub overran: u64,
     pub max_overrun_ns: u64,
-    pub violations: Vec<Observation>,
+    pub violations: Vec<Violation>,
 }
 
 /// One entry point: its own timeout and the edges below it.
@@ -83,7 +103,7 @@ pub struct EntryBudget {
     /// By depth, then name.
     pub edges: Vec<EdgeBudget>,
     /// The entry point's own (gateway timeout, headroom).
-    pub violations: Vec<Observation>,
+    pub violations: Vec<Violation>,
 }
 
 impl EntryBudget {
@@ -364,7 +384,7 @@ fn finish_entry(
             examples,
             &thresholds.timeout_inference,
         );
-        e.violations.push(o);
+        e.violations.push(o.into());
     }
     if let (Some(budget), Some(p95), Some(p99)) = (e.budget_ns(), e.p95_ns, e.p99_ns) {
         let headroom = &thresholds.headroom;
@@ -382,7 +402,7 @@ fn finish_entry(
                 },
             };
             let o = report::headroom(&e, None, h, headroom);
-            e.violations.push(o);
+            e.violations.push(o.into());
         }
     }
     e
@@ -420,7 +440,7 @@ fn finish_edge(
                 examples: a.over_budget_examples,
             };
             let o = report::inversion(entry, edge, t, (left, outer), support, thresholds);
-            b.violations.push(o);
+            b.violations.push(o.into());
         }
     }
     let min_overruns = thresholds.deadline_not_propagated.min_calls;
@@ -435,7 +455,7 @@ fn finish_edge(
             total_ns: a.total_overrun_ns,
         };
         let o = report::not_propagated(entry, edge, timeout, overruns, min_overruns);
-        b.violations.push(o);
+        b.violations.push(o.into());
     }
     if let (Some(t), Some(p95), Some(p99)) = (timeout, b.p95_ns, b.p99_ns) {
         let headroom = &thresholds.headroom;
@@ -453,7 +473,7 @@ fn finish_edge(
                 },
             };
             let o = report::headroom(entry, Some(edge), h, headroom);
-            b.violations.push(o);
+            b.violations.push(o.into());
         }
     }
     b
@@ -558,9 +578,12 @@ mod tests {
         assert_eq!(e.timeout.unwrap().value_ns, 29 * S);
         assert_eq!(e.layer, Some(Layer::AwsApiGateway));
         assert_eq!(e.source, None);
-        assert_eq!(e.violations[0].kind, FindingKind::GatewayTimeout);
-        assert_eq!(e.violations[0].severity, Severity::Critical);
-        assert_eq!(e.violations[0].count, 4);
+        assert_eq!(
+            e.violations[0].observation.kind,
+            FindingKind::GatewayTimeout
+        );
+        assert_eq!(e.violations[0].observation.severity, Severity::Critical);
+        assert_eq!(e.violations[0].observation.count, 4);
 
         let g = edge_of(e, "gateway");
         assert_eq!(g.budget_left_ns, Some(29 * S as i64));
@@ -572,7 +595,7 @@ mod tests {
         assert_eq!(a.timeout.unwrap().value_ns, 30 * S);
         assert_eq!(a.budget_left_ns, Some((29 * S - 50 * MS) as i64));
         assert_eq!(a.outer, Some(Outer::Entry { timeout_ns: 29 * S }));
-        let v = &a.violations[0];
+        let v = &a.violations[0].observation;
         assert_eq!(v.kind, FindingKind::TimeoutInversion);
         assert_eq!(v.count, 4);
         let Evidence::TimeoutInversion(e) = &v.evidence else {
@@ -646,10 +669,11 @@ mod tests {
         assert_eq!(e.layer, None);
         assert!(
             e.violations[0]
+                .observation
                 .summary
                 .contains("a configured timeout of 30 s on api → b GET /b, which the entry point only reported"),
             "{}",
-            e.violations[0].summary
+            e.violations[0].observation.summary
         );
         let a = edge_of(e, "api");
         assert_eq!(a.edge, audit, "depth 0 sorted by name");
@@ -665,7 +689,7 @@ mod tests {
             })
         );
         assert_eq!(b.budget_left_ns, Some((30 * S - 100 * MS) as i64));
-        let v = &b.violations[0];
+        let v = &b.violations[0].observation;
         assert_eq!(v.kind, FindingKind::TimeoutInversion);
         let Evidence::TimeoutInversion(e) = &v.evidence else {
             panic!("{:?}", v.evidence)
@@ -744,7 +768,7 @@ mod tests {
         let map = budget_map(&traces, &Thresholds::default());
         let s = &map[0].edges[0];
         assert_eq!((s.p95_ns, s.p99_ns), (Some(1_400 * MS), Some(1_450 * MS)));
-        let kinds: Vec<_> = s.violations.iter().map(|v| v.kind).collect();
+        let kinds: Vec<_> = s.violations.iter().map(|v| v.observation.kind).collect();
         assert_eq!(
             kinds,
             vec![
@@ -752,12 +776,12 @@ mod tests {
                 FindingKind::TimeoutHeadroom
             ]
         );
-        let dnp = &s.violations[0];
+        let dnp = &s.violations[0].observation;
         let Evidence::DeadlineNotPropagated(e) = &dnp.evidence else {
             panic!("{:?}", dnp.evidence)
         };
         assert_eq!((dnp.count, e.max_overrun_ms), (3, 300.0));
-        let h = &s.violations[1];
+        let h = &s.violations[1].observation;
         assert_eq!(h.count, 9, "calls over 1 s: 1.05 s to 1.45 s");
         let Evidence::TimeoutHeadroom(e) = &h.evidence else {
             panic!("{:?}", h.evidence)
@@ -799,7 +823,7 @@ mod tests {
                 )
             })
             .collect();
-        let found = super::super::detect(&traces, &Thresholds::default());
+        let (_, found) = super::super::detect(&traces, &Thresholds::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].kind, FindingKind::DeadlineNotPropagated);
         assert_eq!(found[0].count, 6);

@@ -43,7 +43,7 @@ mod report;
 
 pub use calls::{call_records, CallRecord, EdgeKey, RootRecord, TraceCalls};
 pub use infer::{infer_timeout, quantile, Inferred, Layer};
-pub use map::{budget_map, EdgeBudget, EntryBudget, Outer};
+pub use map::{budget_map, EdgeBudget, EntryBudget, Outer, Violation};
 
 use std::sync::Arc;
 
@@ -51,21 +51,28 @@ use rustc_hash::FxHashMap;
 
 use super::{finding_id, Observation, Thresholds};
 
-/// Runs the window detectors over `traces` (the window's contents). An edge seen
-/// under several entry points yields one observation per kind: the one with the
-/// most support speaks for it, with the counts of all of them added up.
-pub fn detect(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<Observation> {
+/// Runs the window detectors over `traces` (the window's contents): the
+/// budget map ([`budget_map`], computed once, returned for whoever shows it)
+/// and the observations it holds. An edge seen under several entry points
+/// yields one observation per kind: the one with the most support speaks for
+/// it, with the counts of all of them added up.
+pub fn detect(
+    traces: &[Arc<TraceCalls>],
+    thresholds: &Thresholds,
+) -> (Vec<EntryBudget>, Vec<Observation>) {
+    let map = budget_map(traces, thresholds);
     let mut merged: FxHashMap<u64, (Observation, u64)> = FxHashMap::default();
-    let all = budget_map(traces, thresholds).into_iter().flat_map(|e| {
+    let all = map.iter().flat_map(|e| {
         e.violations
-            .into_iter()
-            .chain(e.edges.into_iter().flat_map(|edge| edge.violations))
+            .iter()
+            .chain(e.edges.iter().flat_map(|edge| &edge.violations))
     });
-    for o in all {
-        match merged.entry(finding_id(o.kind, &o.culprit)) {
-            std::collections::hash_map::Entry::Vacant(v) => {
+    for v in all {
+        let o = v.observation.clone();
+        match merged.entry(v.finding_id) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
                 let count = o.count;
-                v.insert((o, count));
+                slot.insert((o, count));
             }
             std::collections::hash_map::Entry::Occupied(mut m) => {
                 let (best, total) = m.get_mut();
@@ -95,5 +102,5 @@ pub fn detect(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<Observ
         })
         .collect();
     out.sort_by_key(|o| finding_id(o.kind, &o.culprit));
-    out
+    (map, out)
 }

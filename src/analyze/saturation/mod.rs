@@ -70,18 +70,26 @@ use super::budget::TraceCalls;
 use super::{Observation, Thresholds};
 
 /// Runs the saturation detectors over `traces` (the window's contents) with
-/// `thresholds`. Lock contention runs first: the shapes and services it
-/// explains are not reported again as slow queries or blocked workers.
-pub fn detect(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<Observation> {
+/// `thresholds`: the statement shapes ([`query_shapes`], computed once,
+/// returned for whoever shows them) and the observations. Lock contention
+/// runs first: the shapes and services it explains are not reported again as
+/// slow queries or blocked workers.
+pub fn detect(
+    traces: &[Arc<TraceCalls>],
+    thresholds: &Thresholds,
+) -> (Vec<QueryShape>, Vec<Observation>) {
     let locks = lock_contention(traces, &thresholds.lock_contention);
-    let mut shapes = query_shapes(traces);
-    shapes.retain(|s| !locks.shapes.contains(&(s.statement.clone(), s.target)));
+    let shapes = query_shapes(traces);
+    let unexplained: Vec<&QueryShape> = shapes
+        .iter()
+        .filter(|s| !locks.shapes.contains(&(s.statement.clone(), s.target)))
+        .collect();
     let mut out = locks.observations;
-    out.extend(slow_queries(&shapes, &thresholds.slow_query));
+    out.extend(slow_queries(&unexplained, &thresholds.slow_query));
     out.extend(pool_exhaustion(traces, &thresholds.pool));
     out.extend(blocked_workers(traces, &locks.services, thresholds));
     out.extend(cold_starts(traces, &thresholds.cold_start));
-    out
+    (shapes, out)
 }
 
 /// Orders a detector's observations by culprit service, then peer (stable, so

@@ -178,7 +178,7 @@ pub(crate) fn culprit_statement(statement: &str) -> String {
 /// its threshold ([`slow_threshold_ns`]) with at least `min_calls` calls over
 /// it (one slow request is an outlier, not a slow query). Critical when its calls are at least half of the critical
 /// path of the entry points that run it.
-pub fn slow_queries(shapes: &[QueryShape], config: &SlowQuery) -> Vec<Observation> {
+pub fn slow_queries(shapes: &[&QueryShape], config: &SlowQuery) -> Vec<Observation> {
     let mut medians: FxHashMap<DbTarget, Vec<u64>> = FxHashMap::default();
     for s in shapes {
         medians.entry(s.target).or_default().push(s.p50_ns());
@@ -284,7 +284,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn slow_queries(shapes: &[QueryShape]) -> Vec<Observation> {
-        super::slow_queries(shapes, &SlowQuery::default())
+        super::slow_queries(&shapes.iter().collect::<Vec<_>>(), &SlowQuery::default())
     }
 
     #[test]
@@ -339,7 +339,7 @@ mod tests {
             absolute_ms: 150.0,
             ..SlowQuery::default()
         };
-        let found = super::slow_queries(&shapes[..1], &config);
+        let found = super::slow_queries(&[&shapes[0]], &config);
         assert_eq!(
             found[0].crossed[0],
             Crossed::new("slow_query.absolute_ms", 150.0, 180.0)

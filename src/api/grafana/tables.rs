@@ -218,7 +218,7 @@ impl Ctx {
             .text("entry")
             .or(self.wanted("entry").map(str::to_owned));
         let budgets = timeouts::budgets(
-            self.store.clone(),
+            self.store.detection(),
             self.analysis.clone(),
             entry.as_deref(),
             since,
@@ -309,7 +309,7 @@ impl Ctx {
         let limit = self.limit(queries::MAX_LIMIT)?;
         let target = self.payload.text("target");
         let shapes = queries::shapes(
-            self.store.clone(),
+            self.store.detection(),
             target.as_deref(),
             since,
             until,
