@@ -42,7 +42,7 @@ pub fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> Result
 
 /// The `since` and `until` of a request, each as [`time_ns`] reads it,
 /// relative to the same now.
-pub fn window(
+fn window(
     since: Option<&str>,
     until: Option<&str>,
 ) -> Result<(Option<u64>, Option<u64>), ApiError> {

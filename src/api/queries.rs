@@ -34,7 +34,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::params::{self, ms};
+use super::params::{self, ms, TimeRange};
 use super::{ApiError, AppState};
 use crate::analyze::saturation::{DbTarget, QueryShape};
 use crate::model::{Sym, TraceId};
@@ -51,12 +51,6 @@ pub const MAX_LIMIT: usize = 1000;
 pub struct QueryParams {
     /// A database system, address, namespace or `system address/namespace` label.
     target: Option<String>,
-    /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).
-    #[param(schema_with = super::openapi::time_schema)]
-    since: Option<String>,
-    /// Traces whose root started before: RFC 3339, unix ms, or a duration ago.
-    #[param(schema_with = super::openapi::time_schema)]
-    until: Option<String>,
     /// At most this many shapes (default 100, at most 1000).
     #[param(schema_with = super::openapi::limit_schema)]
     limit: Option<usize>,
@@ -164,7 +158,7 @@ pub async fn shapes(
     path = "/api/v1/queries",
     operation_id = "list_queries",
     tag = "queries",
-    params(QueryParams),
+    params(QueryParams, TimeRange),
     responses(
         (status = 200, description = "Statement shapes, most critical time first, as of the last detection pass", body = QueriesBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody),
@@ -174,9 +168,10 @@ pub async fn shapes(
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<QueryParams>, QueryRejection>,
+    range: Result<Query<TimeRange>, QueryRejection>,
 ) -> Result<Json<QueriesBody>, ApiError> {
     let p = params::query(q)?;
-    let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
+    let (since, until) = TimeRange::read(range)?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     Ok(Json(QueriesBody {
         queries: shapes(

@@ -65,7 +65,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::params::{self, ms, rfc3339};
+use super::params::{self, ms, rfc3339, TimeRange};
 use super::traces::EntryBody;
 use super::{ApiError, AppState};
 use crate::analyze::budget::{EdgeBudget, EntryBudget, Layer, Violation};
@@ -81,12 +81,6 @@ use crate::store::Detection;
 pub struct TimeoutParams {
     /// The entry points shown: `SERVICE` or `SERVICE:OPERATION`.
     entry: Option<String>,
-    /// Traces whose root started at or after: RFC 3339, unix ms, or a duration ago (`15m`).
-    #[param(schema_with = super::openapi::time_schema)]
-    since: Option<String>,
-    /// Traces whose root started before: RFC 3339, unix ms, or a duration ago.
-    #[param(schema_with = super::openapi::time_schema)]
-    until: Option<String>,
 }
 
 /// A budget violation, as it appears among the findings.
@@ -269,7 +263,7 @@ pub async fn budgets(
     path = "/api/v1/timeouts",
     operation_id = "list_timeouts",
     tag = "timeouts",
-    params(TimeoutParams),
+    params(TimeoutParams, TimeRange),
     responses(
         (status = 200, description = "The budget map, as of the last detection pass", body = TimeoutsBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody),
@@ -279,9 +273,10 @@ pub async fn budgets(
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<TimeoutParams>, QueryRejection>,
+    range: Result<Query<TimeRange>, QueryRejection>,
 ) -> Result<Json<TimeoutsBody>, ApiError> {
     let p = params::query(q)?;
-    let (since, until) = params::window(p.since.as_deref(), p.until.as_deref())?;
+    let (since, until) = TimeRange::read(range)?;
     let detection = state.store.detection();
     let stats = detection.window.stats;
     let entries = budgets(
