@@ -12,6 +12,13 @@ use cli::LoadgenArgs;
 use hopscope::runtime;
 use hopscope_loadgen::{self as loadgen, Until};
 
+/// The daemon's allocator (jemalloc): the raw decode rate it measures before
+/// sending is the one the daemon's spans per CPU-second are compared with,
+/// and its own sending costs the cores it shares with the daemon no more than
+/// when it was a subcommand of the daemon's binary.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     runtime::block_on(load(LoadgenArgs::parse()))?
 }
