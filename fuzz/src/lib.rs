@@ -334,17 +334,6 @@ fn put_attrs(arena: &mut AttrArena, attrs: &[(Name, Value)]) -> hopscope::model:
     arena.finish(mark)
 }
 
-const KINDS: [SpanKind; 6] = [
-    SpanKind::Unspecified,
-    SpanKind::Internal,
-    SpanKind::Server,
-    SpanKind::Client,
-    SpanKind::Producer,
-    SpanKind::Consumer,
-];
-
-const STATUSES: [StatusCode; 3] = [StatusCode::Unset, StatusCode::Ok, StatusCode::Error];
-
 /// Ids of hand-written spans are 1 to 256; bulk spans start above them.
 const BULK_FIRST_ID: u64 = 1_000;
 
@@ -367,10 +356,10 @@ impl SpanInput {
             parent.map(span_id),
             self.service.text(),
             self.operation.text(),
-            KINDS[usize::from(self.kind) % KINDS.len()],
+            SpanKind::ALL[usize::from(self.kind) % SpanKind::ALL.len()],
             (start, self.length.end(start)),
         );
-        span.status = STATUSES[usize::from(self.status) % STATUSES.len()];
+        span.status = StatusCode::ALL[usize::from(self.status) % StatusCode::ALL.len()];
         span.http_status = self.http_status.and_then(std::num::NonZeroU16::new);
         span.grpc_status = self.grpc_status;
         span.has_error_type = self.attrs.iter().any(|(k, _)| k.text() == "error.type");
