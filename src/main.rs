@@ -132,30 +132,9 @@ fn analyze(args: AnalyzeArgs) -> anyhow::Result<i32> {
     let Some(fail_on) = args.fail_on else {
         return Ok(0);
     };
-    let failing: Vec<String> = findings
-        .at_least(fail_on)
-        .map(|f| {
-            let c = &f.latest.culprit;
-            let peer = c.peer.map(|p| format!(" → {p}")).unwrap_or_default();
-            let kind = f.latest.kind.as_str();
-            format!("{kind} ({} {}{peer})", c.service, c.operation)
-        })
-        .collect();
-    let new = if findings.known.is_some() { "new " } else { "" };
-    if failing.is_empty() {
-        eprintln!(
-            "hopscope analyze: no {new}finding at or above {}: passed",
-            fail_on.as_str()
-        );
-        return Ok(0);
-    }
-    eprintln!(
-        "hopscope analyze: {} {new}finding(s) at or above {}: {}: failed",
-        failing.len(),
-        fail_on.as_str(),
-        failing.join(", ")
-    );
-    Ok(1)
+    let (passed, verdict) = findings.gate(fail_on);
+    eprintln!("{verdict}");
+    Ok(if passed { 0 } else { 1 })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

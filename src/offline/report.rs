@@ -132,6 +132,37 @@ impl Findings {
             .iter()
             .filter(move |f| f.latest.severity >= severity)
     }
+
+    /// The CI gate at `fail_on`: whether it passed, and the line that says
+    /// so, naming each failing finding by kind and culprit.
+    pub fn gate(&self, fail_on: Severity) -> (bool, String) {
+        let failing: Vec<String> = self
+            .at_least(fail_on)
+            .map(|f| {
+                let c = &f.latest.culprit;
+                let peer = c.peer.map(|p| format!(" → {p}")).unwrap_or_default();
+                let kind = f.latest.kind.as_str();
+                format!("{kind} ({} {}{peer})", c.service, c.operation)
+            })
+            .collect();
+        let new = if self.known.is_some() { "new " } else { "" };
+        let level = fail_on.as_str();
+        if failing.is_empty() {
+            (
+                true,
+                format!("hopscope analyze: no {new}finding at or above {level}: passed"),
+            )
+        } else {
+            let n = failing.len();
+            let names = failing.join(", ");
+            (
+                false,
+                format!(
+                    "hopscope analyze: {n} {new}finding(s) at or above {level}: {names}: failed"
+                ),
+            )
+        }
+    }
 }
 
 /// `namespace.function`, or the function alone (also when it already
