@@ -2,7 +2,7 @@
 # Spans per receiver CPU-second: hopscope (defaults, and --no-wal) beside rotel
 # (blackhole exporter) and perf-sentinel 0.7.8 (`watch`), back to back on the
 # same load: hopscope-loadgen over OTLP/gRPC, 4 connections, 10 s flat out,
-# 7-span traces, 64 traces per request. The receiver's CPU time comes from
+# 8-span traces (--entry-query), 64 traces per request. The receiver's CPU time comes from
 # /proc (`--daemon-pid`); for hopscope the figure including analysis is
 # printed too. docs/PERFORMANCE.md keeps the results.
 #
@@ -42,8 +42,8 @@ run() {
     done
     echo "== $label"
     # shellcheck disable=SC2086 # the extra arguments are words
-    target/release/hopscope-loadgen --duration 10s --connections 4 --depth 1 --fan-out 2 \
-        --batch 448 --daemon-pid "$pid" $extra 2>&1 |
+    target/release/hopscope-loadgen --duration 10s --connections 4 --depth 1 --fan-out 2 --entry-query \
+        --batch 512 --daemon-pid "$pid" $extra 2>&1 |
         grep -E '^accepted|^refused|daemon ingest|daemon \+ analysis|raw prost'
     kill -TERM "$pid"
     wait "$pid" || true

@@ -20,12 +20,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hopscope::analyze::budget::{budget_map, call_records, detect};
 use hopscope::analyze::saturation;
-use hopscope::analyze::{analyze, coverage, Thresholds};
-use hopscope::assemble::{assemble, Buffer, BufferLimits};
+use hopscope::analyze::{analyze, coverage, Options, Thresholds};
+use hopscope::assemble::{assemble, Buffer, BufferLimits, Completed, Completion};
+use hopscope::config::Config;
+use hopscope::daemon::new_store;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use hopscope::ingest::{decode_export, decode_export_json};
 use hopscope::model::{Span, SpanId, SpanKind, SpanSet, TraceId};
+use hopscope::pipeline::finish;
 use hopscope::stats::Stats;
 use hopscope::store::WINDOW_MAX_RECORDS;
 use hopscope_loadgen::{Generator, Shape};
@@ -145,6 +148,7 @@ fn main() {
     let shape = Shape {
         depth: env("HOPSCOPE_BENCH_DEPTH", defaults.depth),
         fan_out: env("HOPSCOPE_BENCH_FAN_OUT", defaults.fan_out),
+        entry_query: env("HOPSCOPE_BENCH_ENTRY_QUERY", 0) != 0,
         ..defaults
     };
     let base = std::time::SystemTime::now()
@@ -287,6 +291,37 @@ fn main() {
                 std::hint::black_box(analyze(assemble(id, set).unwrap()));
             }
         })
+    );
+    // The daemon's whole path for a completed trace (`pipeline::finish`):
+    // assembly, analysis, its call records and `Store::put` (aggregates,
+    // findings, the call window), into a store with the daemon's defaults.
+    let completed = |sets: &[(TraceId, SpanSet)]| -> Vec<Completed> {
+        sets.iter()
+            .cloned()
+            .map(|(trace_id, spans)| Completed {
+                trace_id,
+                spans,
+                completion: Completion::Idle,
+                late: false,
+                log: None,
+            })
+            .collect()
+    };
+    let options = Options::default();
+    let mut secs = Vec::new();
+    for _ in 0..runs {
+        let store = new_store(&Config::default(), Arc::new(Stats::default()));
+        let batch = completed(&sets);
+        let t = Instant::now();
+        finish(&store, &options, batch);
+        secs.push(t.elapsed().as_secs_f64());
+    }
+    secs.sort_by(f64::total_cmp);
+    println!(
+        "finish: analyze + store         {:>10.0} spans/s  (median of {runs}; {:.0}–{:.0})",
+        spans as f64 / secs[runs / 2],
+        spans as f64 / secs[runs - 1],
+        spans as f64 / secs[0]
     );
     // What each service's spans carry (`Store::put` counts it per trace).
     let assembled: Vec<_> = sets

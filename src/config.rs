@@ -116,7 +116,8 @@ pub struct Settings {
     pub trace_max_age: Option<HumanDuration>,
 
     /// Spans arriving this long after their trace was analyzed are merged and the
-    /// trace analyzed again; later ones start a new partial trace [default: 60s]
+    /// trace analyzed again; later ones start a new partial trace (at most
+    /// max_buffered_spans completed ids are remembered) [default: 60s]
     #[arg(long, env = "HOPSCOPE_LATE_GRACE", value_name = "DURATION")]
     #[serde(serialize_with = "as_text")]
     pub late_grace: Option<HumanDuration>,

@@ -31,6 +31,7 @@ fn main() {
             error_fraction: 0.3,
             slow_db_fraction: 0.3,
             instances: 1,
+            entry_query: false,
         };
         let mut generator = Generator::new(i as u64, shape).expect("valid shape");
         let request = generator.request(64, 1_700_000_000_000_000_000);

@@ -50,7 +50,7 @@
 
 use std::sync::LazyLock;
 
-use super::names::{aggregation_name, Fix};
+use super::names::Fix;
 use super::{remote_server, AnalyzedTrace, FindingKind};
 use crate::model::{url_host, AttrValue, Found, SpanKind, StatusCode, Sym, Trace};
 
@@ -366,7 +366,7 @@ pub fn count(t: &AnalyzedTrace) -> Vec<(Sym, Counts)> {
         c.timestamps_ms +=
             u64::from(span.start_ns % 1_000_000 == 0 && span.end_ns % 1_000_000 == 0);
         c.error += u64::from(span.status == StatusCode::Error);
-        match aggregation_name(trace, id).1 {
+        match t.names[i].1 {
             Some(Fix::HttpRoute) => c.ids_in_names += 1,
             Some(Fix::QuerySummary) => c.ids_in_statement_names += 1,
             None => {}

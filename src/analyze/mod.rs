@@ -123,6 +123,9 @@ pub struct AnalyzedTrace {
     pub layered: Vec<bool>,
     /// Per span: it obtains a database connection ([`checkouts`]).
     pub checkouts: Vec<bool>,
+    /// Per span: the name it is aggregated under, and the attribute that
+    /// would have kept ids out of it ([`names::aggregation_name`]).
+    pub names: Vec<(Sym, Option<names::Fix>)>,
     /// What the per-trace detectors found (moved to the findings when stored).
     pub observations: Vec<Observation>,
     /// The findings this trace contributed to (set when stored).
@@ -142,7 +145,7 @@ impl AnalyzedTrace {
     pub fn size_bytes(&self) -> usize {
         self.trace.size_bytes()
             + self.path.segments.len() * (size_of::<Segment>() + 16)
-            + self.trace.len() * 18
+            + self.trace.len() * (18 + size_of::<(Sym, Option<names::Fix>)>())
             + self.hops.len() * size_of::<Hop>()
             + self
                 .marks
@@ -210,21 +213,23 @@ pub fn analyze(trace: Trace) -> AnalyzedTrace {
 pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
     let mut path = critical_path(&trace);
     let root = trace.root_span();
-    // Entry points and hops are named without the ids some span names carry.
+    // Entry points and hops are named without the ids some span names carry:
+    // every span's name once, for the hops, the coverage count and the calls.
+    let names: Vec<(Sym, Option<names::Fix>)> = (0..trace.len() as u32)
+        .map(|i| names::aggregation_name(&trace, i))
+        .collect();
     let entry = EntryPoint {
         service: root.service,
-        operation: names::aggregation_name(&trace, trace.root).0,
+        operation: names[trace.root as usize].0,
     };
     // Per span, its callee and queue window when it is a CLIENT span of a
-    // remote call, and its aggregation name (computed once).
+    // remote call (computed once).
     let mut remotes: Vec<Option<Option<Remote>>> = vec![None; trace.len()];
-    let mut operations: Vec<Option<Sym>> = vec![None; trace.len()];
     let mut segments: Vec<Segment> = Vec::with_capacity(path.segments.len());
     let mut segment_hops: Vec<HopKey> = Vec::with_capacity(path.segments.len());
     for seg in &path.segments {
         let span = trace.span(seg.span);
-        let operation = *operations[seg.span as usize]
-            .get_or_insert_with(|| names::aggregation_name(&trace, seg.span).0);
+        let operation = names[seg.span as usize].0;
         let key = |kind, peer| HopKey {
             kind,
             service: span.service,
@@ -325,6 +330,7 @@ pub fn analyze_with(trace: Trace, options: &Options) -> AnalyzedTrace {
         timed_out,
         layered,
         checkouts,
+        names,
         observations,
         finding_ids: Vec::new(),
         marks: Vec::new(),

@@ -1,7 +1,7 @@
 //! The in-flight trace buffer: spans by trace id in a sharded concurrent map.
 //!
 //! Completion policy: a trace is complete when no span arrived for `idle`, or when
-//! it is older than `max_age`. Completed trace ids are remembered for `late_grace`;
+//! it is older than `max_age` (noticed within `idle` of it). Completed trace ids are remembered for `late_grace`;
 //! a span arriving for one of them opens a *late* entry, which the daemon merges
 //! with the stored trace and analyzes again. When more spans are buffered than
 //! the span ceiling (`max_spans`, lowered while the process is short of
@@ -13,14 +13,22 @@
 //! exporter, and counted. Memory never grows past the budget plus one
 //! request per admission that raced the check.
 //!
+//! The sweeps never scan the buffer: every insert also appends its trace id
+//! to queues in arrival order ([`Order`]), and completion, eviction and the
+//! forgetting of completed ids pop them from the front, so a sweep costs what
+//! it hands out, not what is buffered (small traces made those scans the
+//! buffer's main cost per span).
+//!
 //! Time is passed in (`now`), so the policy is tested without a clock.
 
+use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
 
 use crate::model::{SpanSet, TraceId};
@@ -104,10 +112,36 @@ struct Pending {
     log: Option<RangeInclusive<u64>>,
 }
 
+/// Trace ids in the order of events, each with the event's time; an entry is
+/// stale when its trace has changed since (it left, or received spans again),
+/// which whoever pops it checks against the buffer.
+#[derive(Default)]
+struct Order {
+    /// Every insert: (its time, the trace). A trace's newest entry carries
+    /// its `last_seen`, so idle completion pops these; a trace that keeps
+    /// receiving spans has an entry popped at least every `idle`, which is
+    /// when its max age is checked (so it completes at most `idle` late);
+    /// eviction pops the oldest.
+    arrivals: VecDeque<(Instant, TraceId)>,
+    /// Every completion: (when, the trace), to forget it after the late
+    /// grace, or sooner when more than `max_spans` ids are remembered.
+    done: VecDeque<(Instant, TraceId)>,
+}
+
+/// Pops the entries of `queue` whose time is at or before `until`.
+fn due_entries(
+    queue: &mut VecDeque<(Instant, TraceId)>,
+    until: Instant,
+) -> Vec<(Instant, TraceId)> {
+    let n = queue.iter().take_while(|(at, _)| *at <= until).count();
+    queue.drain(..n).collect()
+}
+
 pub struct Buffer {
     pending: DashMap<TraceId, Pending, FxBuildHasher>,
     /// Recently completed trace ids and when they completed.
     done: DashMap<TraceId, Instant, FxBuildHasher>,
+    order: Mutex<Order>,
     spans: AtomicUsize,
     bytes: AtomicUsize,
     /// Bytes of admitted requests not in the buffer yet.
@@ -124,6 +158,7 @@ impl Buffer {
         Buffer {
             pending: DashMap::with_hasher(FxBuildHasher),
             done: DashMap::with_hasher(FxBuildHasher),
+            order: Mutex::default(),
             spans: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -193,7 +228,11 @@ impl Buffer {
         let bytes = entry.spans.size_bytes();
         let grown = bytes - entry.bytes;
         entry.bytes = bytes;
-        entry.last_seen = now;
+        // Inserts racing on one trace may come in either order.
+        entry.last_seen = entry.last_seen.max(now);
+        // Taken under the trace's shard lock, as everywhere: the sweeps pop
+        // the queues first and take shard locks after.
+        self.order.lock().arrivals.push_back((now, trace_id));
         drop(entry);
         self.bytes.fetch_add(grown, Ordering::Relaxed);
         self.spans.fetch_add(n, Ordering::Relaxed) + n > self.span_ceiling()
@@ -248,16 +287,19 @@ impl Buffer {
                 None
             }
         };
-        let ids: Vec<TraceId> = self
-            .pending
-            .iter()
-            .filter(|e| due(e.value()).is_some())
-            .map(|e| *e.key())
-            .collect();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        let popped = now
+            .checked_sub(limits.idle)
+            .map(|t| due_entries(&mut self.order.lock().arrivals, t))
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (_, id) in popped {
+            // A stale entry finds its trace gone or not due (a newer entry
+            // stands for it).
+            if self.pending.get(&id).is_none_or(|p| due(&p).is_none()) {
+                continue;
+            }
             // Mark done first, so a span racing with the removal is seen as late.
-            self.done.insert(id, now);
+            self.mark_done(id, now);
             let mut why = None;
             let removed = self.pending.remove_if(&id, |_, p| {
                 why = due(p);
@@ -267,9 +309,36 @@ impl Buffer {
                 out.push(self.hand_out(trace_id, p, completion));
             }
         }
-        self.done
-            .retain(|_, at| now.saturating_duration_since(*at) < limits.late_grace);
+        self.forget_done(now);
         out
+    }
+
+    /// Remembers that `id` completed at `now` (a span of it arriving within
+    /// the late grace opens a late entry).
+    fn mark_done(&self, id: TraceId, now: Instant) {
+        self.done.insert(id, now);
+        self.order.lock().done.push_back((now, id));
+    }
+
+    /// Forgets completed ids past the late grace, and the oldest beyond
+    /// `max_spans` of them (a flood of small traces would otherwise hold
+    /// tens of millions of ids for the grace period: late spans of the
+    /// oldest are then taken as a new trace).
+    fn forget_done(&self, now: Instant) {
+        let expired = {
+            let mut order = self.order.lock();
+            let mut expired = now
+                .checked_sub(self.limits.late_grace)
+                .map(|t| due_entries(&mut order.done, t))
+                .unwrap_or_default();
+            let over = order.done.len().saturating_sub(self.limits.max_spans);
+            expired.extend(order.done.drain(..over));
+            expired
+        };
+        for (at, id) in expired {
+            // Completed again since: the newer entry forgets it.
+            self.done.remove_if(&id, |_, t| *t == at);
+        }
     }
 
     /// When over the span ceiling, hands out the oldest traces until the buffer
@@ -281,19 +350,18 @@ impl Buffer {
             return Vec::new();
         }
         let target = max - max / 10;
-        let mut by_age: Vec<(Instant, TraceId, usize)> = self
-            .pending
-            .iter()
-            .map(|e| (e.first_seen, *e.key(), e.spans.len()))
-            .collect();
-        by_age.sort_unstable_by_key(|(first, id, _)| (*first, *id));
         let mut freed = 0;
         let mut out = Vec::new();
-        for (_, id, _) in by_age {
-            if count - freed <= target {
+        while count - freed > target {
+            // The trace with the oldest insert still queued: the oldest
+            // trace, or one whose first spans came as long ago.
+            let Some((_, id)) = self.order.lock().arrivals.pop_front() else {
                 break;
+            };
+            if !self.pending.contains_key(&id) {
+                continue;
             }
-            self.done.insert(id, now);
+            self.mark_done(id, now);
             if let Some((trace_id, p)) = self.pending.remove(&id) {
                 freed += p.spans.len();
                 out.push(self.hand_out(trace_id, p, Completion::Evicted));
@@ -304,6 +372,7 @@ impl Buffer {
 
     /// Hands out everything (shutdown).
     pub fn drain(&self) -> Vec<Completed> {
+        self.order.lock().arrivals.clear();
         let ids: Vec<TraceId> = self.pending.iter().map(|e| *e.key()).collect();
         ids.into_iter()
             .filter_map(|id| self.pending.remove(&id))

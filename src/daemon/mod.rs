@@ -209,8 +209,8 @@ fn buffer_limits(config: &Config) -> BufferLimits {
     }
 }
 
-/// An empty store with `config`'s bounds.
-fn new_store(config: &Config, stats: Arc<Stats>) -> Store {
+/// An empty store with `config`'s bounds (the stage benchmark's too).
+pub fn new_store(config: &Config, stats: Arc<Stats>) -> Store {
     Store::new(
         TraceStore::new(config.store_max_traces, config.store_max_bytes),
         Aggregates::new(config.aggregate_retention)

@@ -47,6 +47,10 @@ fn intern_value(key: Sym, value: &[u8], max_len: usize) -> Option<Sym> {
     if value.len() > max_len {
         return None;
     }
+    // A value seen lately (the common case) costs one lookup.
+    if let Some(sym) = Sym::cache_hit(value) {
+        return Some(sym);
+    }
     KEY_MISSES.with(|misses| {
         let mut misses = misses.borrow_mut();
         let count = misses.entry(key).or_default();

@@ -77,6 +77,11 @@ impl<'a> Reader<'a> {
     }
 
     fn read_varint(&mut self) -> Result<u64, DecodeError> {
+        // Field keys and most lengths fit in one byte.
+        if let Some(&byte) = self.buf.get(self.pos).filter(|&&b| b < 0x80) {
+            self.pos += 1;
+            return Ok(byte as u64);
+        }
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let Some(&byte) = self.buf.get(self.pos) else {

@@ -147,6 +147,14 @@ impl AttrArena {
         offset
     }
 
+    /// [`AttrArena::append`] with `Vec`'s amortized growth, for an arena
+    /// being built a list at a time.
+    pub fn extend(&mut self, other: &AttrArena) -> u32 {
+        let offset = self.mark();
+        self.0.extend_from_slice(&other.0);
+        offset
+    }
+
     pub fn clear(&mut self) {
         self.0.clear();
     }
@@ -285,6 +293,11 @@ impl<'a> AttrIter<'a> {
     }
 
     fn varint(&mut self) -> u64 {
+        // Short lengths and small numbers fit in one byte.
+        if let Some((&byte, rest)) = self.rest.split_first().filter(|(&b, _)| b < 0x80) {
+            self.rest = rest;
+            return byte as u64;
+        }
         let mut value = 0u64;
         let mut shift = 0;
         loop {

@@ -14,13 +14,52 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 
-use lasso::{Spur, ThreadedRodeo};
+use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 
-static INTERNER: LazyLock<ThreadedRodeo> = LazyLock::new(ThreadedRodeo::new);
+/// The names, and their symbols. Resolving a symbol is the hot operation
+/// (every detector reads names): it is an index into an append-only vector,
+/// lock-free. Finding a name's symbol takes a read lock on the map, behind
+/// each thread's cache; a new name takes the write lock, under which it is
+/// pushed, so a symbol's number is its index.
+struct Interner {
+    ids: RwLock<FxHashMap<&'static str, Sym>>,
+    names: boxcar::Vec<&'static str>,
+}
+
+impl Interner {
+    fn get(&self, text: &str) -> Option<Sym> {
+        self.ids.read().get(text).copied()
+    }
+
+    fn get_or_intern(&self, text: &str) -> Sym {
+        if let Some(sym) = self.get(text) {
+            return sym;
+        }
+        let mut ids = self.ids.write();
+        if let Some(&sym) = ids.get(text) {
+            return sym;
+        }
+        // Names are never freed: the interner only grows, within its limit.
+        let name: &'static str = Box::leak(text.into());
+        let sym = Sym::from_u32(self.names.push(name) as u32);
+        ids.insert(name, sym);
+        sym
+    }
+
+    fn resolve(&self, sym: Sym) -> &'static str {
+        self.names[sym.to_u32() as usize]
+    }
+}
+
+static INTERNER: LazyLock<Interner> = LazyLock::new(|| Interner {
+    ids: RwLock::new(FxHashMap::default()),
+    names: boxcar::Vec::new(),
+});
 
 /// What a name from the wire reads as once the limit is reached.
 pub const OVER_LIMIT: &str = "hopscope.names_over_limit";
@@ -75,17 +114,22 @@ thread_local! {
 
 /// An interned string.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sym(Spur);
+pub struct Sym(NonZeroU32);
 
 impl Sym {
     pub fn new(text: &str) -> Sym {
-        Sym(INTERNER.get_or_intern(text))
+        INTERNER.get_or_intern(text)
     }
 
     /// Interns UTF-8 bytes from the wire (invalid sequences become U+FFFD),
     /// through the calling thread's cache.
     pub fn from_utf8_lossy(bytes: &[u8]) -> Sym {
         Sym::cached(bytes).0
+    }
+
+    /// The symbol of bytes this thread's cache knows, without interning.
+    pub(crate) fn cache_hit(bytes: &[u8]) -> Option<Sym> {
+        CACHE.with(|cache| cache.borrow().get(bytes).copied())
     }
 
     /// Like [`Sym::from_utf8_lossy`]; also says whether the thread's cache knew
@@ -112,8 +156,8 @@ impl Sym {
     /// [`OVER_LIMIT`]. (Concurrent first sightings of one name may both count
     /// it: the count errs high, never low.)
     fn bounded(text: &str) -> Sym {
-        if let Some(key) = INTERNER.get(text) {
-            return Sym(key);
+        if let Some(sym) = INTERNER.get(text) {
+            return sym;
         }
         let cost = text.len() + ENTRY_OVERHEAD;
         let held = WIRE_BYTES.fetch_add(cost, Ordering::Relaxed);
@@ -135,21 +179,21 @@ impl Sym {
     /// The symbol for `text` if it was ever interned; never grows the interner,
     /// so user input (query strings) can be looked up safely.
     pub fn lookup(text: &str) -> Option<Sym> {
-        INTERNER.get(text).map(Sym)
+        INTERNER.get(text)
     }
 
     pub fn as_str(self) -> &'static str {
-        INTERNER.resolve(&self.0)
+        INTERNER.resolve(self)
     }
 
-    /// The raw key, for compact encodings.
+    /// The raw key (the name's index), for compact encodings.
     pub(crate) fn to_u32(self) -> u32 {
-        lasso::Key::into_usize(self.0) as u32
+        self.0.get() - 1
     }
 
     /// Inverse of [`Sym::to_u32`] for keys this process produced.
     pub(crate) fn from_u32(raw: u32) -> Sym {
-        Sym(lasso::Key::try_from_usize(raw as usize).expect("key produced by Sym::to_u32"))
+        Sym(NonZeroU32::new(raw.wrapping_add(1)).expect("key produced by Sym::to_u32"))
     }
 }
 

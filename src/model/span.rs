@@ -186,8 +186,11 @@ impl SpanSet {
     }
 
     /// Adds one span whose attributes are in `scratch` (which is then cleared).
+    /// The set grows as a `Vec` does (doubling): a set being built takes one
+    /// span at a time, and growing it by a quarter would copy its arena at
+    /// nearly every span; [`SpanSet::shrink_to_fit`] gives the slack back.
     pub fn push(&mut self, mut span: Span, scratch: &mut AttrArena) {
-        let offset = self.arena.append(scratch);
+        let offset = self.arena.extend(scratch);
         scratch.clear();
         span.shift(offset);
         self.spans.push(span);

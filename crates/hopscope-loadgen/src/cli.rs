@@ -58,7 +58,7 @@ pub struct LoadgenArgs {
     pub depth: usize,
 
     /// Downstream calls per service above the deepest level (1 to 16); a trace
-    /// has 1 + 3 × (f + f² + ... + f^depth) spans
+    /// has 1 + 3 × (f + f² + ... + f^depth) spans, one more with --entry-query
     #[arg(long, value_name = "N", default_value_t = Shape::default().fan_out)]
     pub fan_out: usize,
 
@@ -74,6 +74,13 @@ pub struct LoadgenArgs {
     /// request carries one replica per service
     #[arg(long, value_name = "N", default_value_t = Shape::default().instances)]
     pub instances: usize,
+
+    /// The entry span makes a database query of its own before its calls (one
+    /// span more per trace: `--depth 1 --fan-out 2 --entry-query --batch 512`
+    /// is 64 traces of 8 spans per request, the load docs/PERFORMANCE.md
+    /// compares with other receivers)
+    #[arg(long)]
+    pub entry_query: bool,
 
     /// Seed of the generated traces and ids
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -216,6 +223,7 @@ impl LoadgenArgs {
                 error_fraction: self.error_fraction,
                 slow_db_fraction: self.slow_db_fraction,
                 instances: self.instances,
+                entry_query: self.entry_query,
             },
             seed: self.seed,
             retries: self.retries,

@@ -57,6 +57,9 @@ pub struct Shape {
     /// Replicas of each service (1 to [`MAX_INSTANCES`]), each its own
     /// `service.instance.id`; a request carries one replica per service.
     pub instances: usize,
+    /// The entry span makes a database query of its own (a session lookup)
+    /// before its calls: one span more per trace.
+    pub entry_query: bool,
 }
 
 impl Default for Shape {
@@ -70,6 +73,7 @@ impl Default for Shape {
             error_fraction: 0.01,
             slow_db_fraction: 0.02,
             instances: 3,
+            entry_query: false,
         }
     }
 }
@@ -89,7 +93,9 @@ impl Shape {
 
     /// Spans in every generated trace.
     pub fn spans_per_trace(&self) -> usize {
-        self.calls().saturating_mul(3).saturating_add(1)
+        self.calls()
+            .saturating_mul(3)
+            .saturating_add(1 + usize::from(self.entry_query))
     }
 
     /// Checks every field's range.
@@ -737,6 +743,10 @@ impl Generator {
             };
             self.db_span(t, svc, &id, cursor, end, db_outcome);
             cursor = end + self.rng.latency(20 * US, 300 * US);
+        } else if self.shape.entry_query {
+            let end = cursor + self.rng.latency(250 * US, 8 * MS);
+            self.db_span(t, svc, &id, cursor, end, Outcome::Ok);
+            cursor = end + self.rng.latency(20 * US, 300 * US);
         }
         if !leaf {
             let parallel = level % 2 == 1;
@@ -1178,6 +1188,14 @@ mod tests {
                 services: 2,
                 depth: 4,
                 fan_out: 2,
+                error_fraction: 1.0,
+                ..Shape::default()
+            },
+            // The peers' comparison load: 8 spans per trace.
+            Shape {
+                depth: 1,
+                fan_out: 2,
+                entry_query: true,
                 error_fraction: 1.0,
                 ..Shape::default()
             },

@@ -2,7 +2,7 @@
 //! trace (a few dozen bytes per call instead of the spans).
 
 use super::super::saturation::{saturation_records, SaturationRecords};
-use super::super::{names, AnalyzedTrace, EntryPoint};
+use super::super::{AnalyzedTrace, EntryPoint};
 use crate::model::{named_peer, SpanKind, Sym, TraceId};
 
 /// Who called whom: timeouts are inferred per edge, whatever entry point the
@@ -140,7 +140,7 @@ fn record(
             // span without a SERVER child).
             None => named_peer(call, &trace.arena),
         },
-        operation: names::aggregation_name(trace, callee.unwrap_or(span)).0,
+        operation: t.names[callee.unwrap_or(span) as usize].0,
     };
     let (start, end) = (trace.start(span), trace.end(span));
     let relayed = callee.is_some_and(|c| timed_out[c as usize] && trace.end(c) <= end);
