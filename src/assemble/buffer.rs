@@ -499,6 +499,34 @@ mod tests {
     }
 
     #[test]
+    fn completed_ids_are_remembered_at_most_max_spans_at_a_time() {
+        let b = Buffer::new(limits(), Arc::new(Stats::default()));
+        let t0 = Instant::now();
+        // 150 one-span traces complete together; the limit is 100 ids.
+        for n in 0..150u64 {
+            let id = TraceId::from_bytes(&(n as u128 + 1).to_be_bytes()).unwrap();
+            b.insert(id, spans(n + 1..n + 2), t0, None);
+        }
+        assert_eq!(b.take_complete(t0 + Duration::from_secs(10)).len(), 150);
+        let again = |n: u64| {
+            let id = TraceId::from_bytes(&(n as u128 + 1).to_be_bytes()).unwrap();
+            b.insert(id, spans(1_000..1_001), t0 + Duration::from_secs(11), None);
+        };
+        again(0);
+        again(149);
+        let late: Vec<bool> = b
+            .take_complete(t0 + Duration::from_secs(21))
+            .iter()
+            .map(|c| c.late)
+            .collect();
+        assert_eq!(
+            late,
+            [false, true],
+            "the oldest completed ids are forgotten first, the newest kept"
+        );
+    }
+
+    #[test]
     fn a_trace_that_never_goes_idle_completes_at_max_age() {
         let stats = Arc::new(Stats::default());
         let b = Buffer::new(limits(), stats.clone());
