@@ -1,6 +1,6 @@
 //! The writer thread takes appends from a bounded channel and writes each batch
-//! with one `write`; a second thread, the syncer, makes them durable. Under
-//! `always` the syncer syncs each written batch and then answers its appends,
+//! with one `writev` (headers and bodies in place); a second thread, the
+//! syncer, makes them durable. Under `always` the syncer syncs each written batch and then answers its appends,
 //! while the writer already writes the next one (a two-stage pipeline: a sync
 //! covers every batch written before it). Under an interval the writer answers
 //! at once and hands the syncer a sync at most every interval and when idle.
@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{IoSlice, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -89,6 +89,19 @@ fn answer(shared: &Shared, batch: Vec<Pending>, result: Result<u64, String>) {
     }
 }
 
+/// Writes every byte of `slices` to `file`, as few `writev`s as it takes.
+fn write_all(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Makes what is written to `file` durable.
 fn sync(shared: &Shared, file: &File) -> std::io::Result<()> {
     #[cfg(test)]
@@ -162,7 +175,6 @@ impl Writer {
                 return;
             }
         };
-        let mut buf = Vec::new();
         let mut dirty = false;
         let mut last_sync = Instant::now();
         let closing = loop {
@@ -201,7 +213,7 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
-                match self.write_batch(&batch, &mut buf, &jobs, dirty) {
+                match self.write_batch(&batch, &jobs, dirty) {
                     Err(e) => answer(&self.shared, batch, Err(e)),
                     Ok((segment, file)) => {
                         *self.shared.pins.lock().entry(segment).or_default() += batch.len();
@@ -259,11 +271,12 @@ impl Writer {
         }
     }
 
-    /// Writes a batch; returns its segment and file.
+    /// Writes a batch with one `writev` (the bodies go from the receivers'
+    /// buffers to the file, not through a copy of their own); returns its
+    /// segment and file.
     fn write_batch(
         &mut self,
         batch: &[Pending],
-        buf: &mut Vec<u8>,
         jobs: &std::sync::mpsc::SyncSender<SyncJob>,
         dirty: bool,
     ) -> Result<(u64, Arc<File>), String> {
@@ -277,13 +290,18 @@ impl Writer {
                 .map_err(|e| format!("cannot start a new segment: {e}"))?;
         }
         let segment = self.shared.open.load(Ordering::Relaxed);
-        buf.clear();
-        for (format, body, _) in batch {
-            buf.extend_from_slice(&record::header(*format, body));
-            buf.extend_from_slice(body);
-        }
+        let headers: Vec<[u8; record::HEADER]> = batch
+            .iter()
+            .map(|(format, body, _)| record::header(*format, body))
+            .collect();
+        let mut slices: Vec<IoSlice<'_>> = headers
+            .iter()
+            .zip(batch)
+            .flat_map(|(header, (_, body, _))| [IoSlice::new(header), IoSlice::new(body)])
+            .collect();
+        let bytes: usize = slices.iter().map(|s| s.len()).sum();
         let file = self.file.clone().ok_or("no open segment")?;
-        if let Err(e) = (&*file).write_all(buf) {
+        if let Err(e) = write_all(&file, &mut slices) {
             // The tail of this segment may be torn (a full disk takes part of
             // a write): it is cut back to the last whole batch when the disk
             // allows (else replay cuts it), and acknowledged records must not
@@ -295,13 +313,10 @@ impl Writer {
                 segment::path(&self.dir, segment).display()
             ));
         }
-        self.written += buf.len() as u64;
+        self.written += bytes as u64;
         self.shared
             .written
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
-        if buf.capacity() > 2 * MAX_BATCH_BYTES {
-            *buf = Vec::new();
-        }
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         Ok((segment, file))
     }
 
