@@ -1,11 +1,12 @@
 //! The writer thread takes appends from a bounded channel and writes each batch
 //! with one `writev` (headers and bodies in place); a second thread, the
-//! syncer, makes them durable. Under `always` the syncer syncs each written batch and then answers its appends,
-//! while the writer already writes the next one (a two-stage pipeline: a sync
-//! covers every batch written before it). Under an interval the writer answers
-//! at once and hands the syncer a sync at most every interval and when idle.
-//! The writer rolls to a new segment past the segment size, and after a failed
-//! write or sync, so a torn record never has acknowledged records behind it.
+//! syncer, makes them durable. Under `always` the syncer syncs each written
+//! batch and then answers its appends, while the writer already writes the
+//! next one (a two-stage pipeline: a sync covers every batch written before
+//! it). Under an interval the writer answers at once and hands the syncer a
+//! sync at most every interval and when idle. The writer rolls to a new
+//! segment past the segment size, and after a failed write or sync, so a torn
+//! record never has acknowledged records behind it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
