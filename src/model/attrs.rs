@@ -187,11 +187,17 @@ impl AttrArena {
     /// values come back as symbols, unresolved.
     pub fn find<const N: usize>(&self, range: AttrRange, keys: [Sym; N]) -> [Option<Found<'_>>; N] {
         let want = keys.map(|k| k.to_u32() as u64);
+        // Most entries are of keys not wanted: one bit test skips them.
+        let mask = want.iter().fold(0u64, |m, &w| m | 1 << (w & 63));
         let mut out = [None; N];
         let mut it = self.iter(range);
         while !it.rest.is_empty() {
             let head = it.varint();
             let (key, tag) = (head >> 3, head & 7);
+            if mask & 1 << (key & 63) == 0 {
+                it.skip_value(tag);
+                continue;
+            }
             match want.iter().position(|&w| w == key) {
                 Some(i) if out[i].is_none() => {
                     out[i] = Some(match tag {
@@ -293,10 +299,17 @@ impl<'a> AttrIter<'a> {
     }
 
     fn varint(&mut self) -> u64 {
-        // Short lengths and small numbers fit in one byte.
-        if let Some((&byte, rest)) = self.rest.split_first().filter(|(&b, _)| b < 0x80) {
-            self.rest = rest;
-            return byte as u64;
+        // Short lengths and small numbers fit in one byte, keys in two.
+        match *self.rest {
+            [b0, ..] if b0 < 0x80 => {
+                self.rest = &self.rest[1..];
+                return b0 as u64;
+            }
+            [b0, b1, ..] if b1 < 0x80 => {
+                self.rest = &self.rest[2..];
+                return (b0 & 0x7f) as u64 | (b1 as u64) << 7;
+            }
+            _ => {}
         }
         let mut value = 0u64;
         let mut shift = 0;

@@ -128,8 +128,8 @@ pub(super) struct Calls<'t> {
 }
 
 /// The keys every call's identity is read from, in the order [`Calls::of`]
-/// reads them.
-static KEYS: LazyLock<[Sym; 11]> = LazyLock::new(|| {
+/// reads them; the last five name a database (read in the same pass).
+static KEYS: LazyLock<[Sym; 16]> = LazyLock::new(|| {
     [
         "db.query.text",
         "db.statement",
@@ -142,13 +142,6 @@ static KEYS: LazyLock<[Sym; 11]> = LazyLock::new(|| {
         "http.method",
         "rpc.service",
         "rpc.method",
-    ]
-    .map(Sym::new)
-});
-
-/// Where a database call names its database (read for those only).
-static DB_KEYS: LazyLock<[Sym; 5]> = LazyLock::new(|| {
-    [
         "server.address",
         "net.peer.name",
         "peer.service",
@@ -199,7 +192,7 @@ impl<'t> Calls<'t> {
             {
                 continue;
             }
-            let [text, statement, sql, system, legacy_system, url, legacy_url, method, legacy_method, rpc_service, rpc_method] =
+            let [text, statement, sql, system, legacy_system, url, legacy_url, method, legacy_method, rpc_service, rpc_method, address, peer_name, peer_service, namespace, name] =
                 trace.arena.find(span.attrs, *KEYS);
             let statement = text.or(statement).or(sql).and_then(Found::text);
             let system = system.or(legacy_system);
@@ -216,8 +209,6 @@ impl<'t> Calls<'t> {
             // A database is named as the other detectors name it:
             // `postgresql 10.0.0.5/shop`, HotROD's `mysql`.
             let database = (statement.is_some() || system.is_some()).then(|| {
-                let [address, peer_name, peer_service, namespace, name] =
-                    trace.arena.find(span.attrs, *DB_KEYS);
                 Callee::Db(DbTarget {
                     system: system.and_then(Found::sym),
                     address: address.or(peer_name).or(peer_service).and_then(Found::sym),
