@@ -78,18 +78,25 @@ fn env(name: &str, default: usize) -> usize {
 
 /// Median and spread of `runs` timings of `f`, as "items per second".
 fn rate(runs: usize, items: usize, mut f: impl FnMut()) -> String {
-    let mut secs: Vec<f64> = (0..runs)
+    let secs: Vec<f64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
             f();
             t.elapsed().as_secs_f64()
         })
         .collect();
+    per_second(items, secs)
+}
+
+/// Median and spread of timings (seconds, at least one) of `items` each,
+/// as "items per second".
+fn per_second(items: usize, mut secs: Vec<f64>) -> String {
     secs.sort_by(f64::total_cmp);
     let per = |s: f64| items as f64 / s;
     format!(
-        "{:>10.0} spans/s  (median of {runs}; {:.0}–{:.0})",
+        "{:>10.0} spans/s  (median of {}; {:.0}–{:.0})",
         per(secs[secs.len() / 2]),
+        secs.len(),
         per(secs[secs.len() - 1]),
         per(secs[0])
     )
@@ -266,12 +273,9 @@ fn main() {
             .map(|c| (c.trace_id, c.spans))
             .collect();
     }
-    secs.sort_by(f64::total_cmp);
     println!(
-        "buffer insert                   {:>10.0} spans/s  (median of {runs}; {:.0}–{:.0})",
-        spans as f64 / secs[runs / 2],
-        spans as f64 / secs[runs - 1],
-        spans as f64 / secs[0]
+        "buffer insert                   {}",
+        per_second(spans, secs)
     );
     held.sort_by(f64::total_cmp);
     let arena: usize = sets.iter().map(|(_, s)| s.arena.mark() as usize).sum();
@@ -316,12 +320,9 @@ fn main() {
         finish(&store, &options, batch);
         secs.push(t.elapsed().as_secs_f64());
     }
-    secs.sort_by(f64::total_cmp);
     println!(
-        "finish: analyze + store         {:>10.0} spans/s  (median of {runs}; {:.0}–{:.0})",
-        spans as f64 / secs[runs / 2],
-        spans as f64 / secs[runs - 1],
-        spans as f64 / secs[0]
+        "finish: analyze + store         {}",
+        per_second(spans, secs)
     );
     // What each service's spans carry (`Store::put` counts it per trace).
     let assembled: Vec<_> = sets
