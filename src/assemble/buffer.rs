@@ -1,9 +1,10 @@
 //! The in-flight trace buffer: spans by trace id in a sharded concurrent map.
 //!
-//! Completion policy: a trace is complete when no span arrived for `idle`, or when
-//! it is older than `max_age` (noticed within `idle` of it). Completed trace ids are remembered for `late_grace`;
-//! a span arriving for one of them opens a *late* entry, which the daemon merges
-//! with the stored trace and analyzes again. When more spans are buffered than
+//! Completion policy: a trace is complete when no span arrived for `idle`, or
+//! when it is older than `max_age` (noticed within `idle` of it). Completed
+//! trace ids are remembered for `late_grace`; a span arriving for one of them
+//! opens a *late* entry, which the daemon merges with the stored trace and
+//! analyzes again. When more spans are buffered than
 //! the span ceiling (`max_spans`, lowered while the process is short of
 //! memory: see [`crate::memory`]), the oldest traces are handed out early.
 //!
@@ -322,8 +323,8 @@ impl Buffer {
 
     /// Forgets completed ids past the late grace, and the oldest beyond
     /// `max_spans` of them (a flood of small traces would otherwise hold
-    /// tens of millions of ids for the grace period: late spans of the
-    /// oldest are then taken as a new trace).
+    /// millions of ids for the grace period: late spans of the oldest are
+    /// then taken as a new trace).
     fn forget_done(&self, now: Instant) {
         let expired = {
             let mut order = self.order.lock();
