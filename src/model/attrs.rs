@@ -139,12 +139,12 @@ impl AttrArena {
         self.text(value);
     }
 
-    /// Appends another arena; ranges into it must be shifted by the returned offset.
+    /// Appends another arena, growing by at most a quarter (an arena that
+    /// waits in the buffer); ranges into it must be shifted by the returned
+    /// offset.
     pub fn append(&mut self, other: &AttrArena) -> u32 {
-        let offset = self.mark();
         reserve_modestly(&mut self.0, other.0.len());
-        self.0.extend_from_slice(&other.0);
-        offset
+        self.extend(other)
     }
 
     /// [`AttrArena::append`] with `Vec`'s amortized growth, for an arena
