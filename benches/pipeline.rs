@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hopscope::analyze::budget::{budget_map, call_records, detect};
+use hopscope::analyze::budget::{budget_map, call_records, detect, Timeouts};
 use hopscope::analyze::saturation;
 use hopscope::analyze::{analyze, coverage, Options, Thresholds};
 use hopscope::assemble::{assemble, Buffer, BufferLimits, Completed, Completion};
@@ -356,7 +356,7 @@ fn main() {
     println!(
         "timeout detectors, full window  {}  ({} traces, {records} records, {calls} calls)",
         median_ms(runs, || {
-            std::hint::black_box(detect(&window, &thresholds));
+            std::hint::black_box(detect(&window, &thresholds, &Timeouts::default()));
         }),
         window.len()
     );
@@ -369,7 +369,7 @@ fn main() {
     println!(
         "timeout budget map, same window {}",
         median_ms(runs, || {
-            std::hint::black_box(budget_map(&window, &thresholds));
+            std::hint::black_box(budget_map(&window, &thresholds, &Timeouts::default()));
         })
     );
     for (label, n, chain) in [

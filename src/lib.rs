@@ -46,6 +46,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod forward;
 pub mod healthcheck;
 pub mod ingest;
 pub mod listener;

@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use crate::analyze::budget::EntryBudget;
+use crate::analyze::budget::{EntryBudget, Timeouts};
 use crate::analyze::saturation::QueryShape;
 use crate::analyze::{analyze_with, budget, saturation, AnalyzedTrace, Options, Thresholds};
 use crate::assemble::{assemble, Completed};
@@ -115,9 +115,12 @@ impl Drop for CountOnDrop<'_> {
 /// an observation explains are withdrawn first: a slow query that was a lock
 /// wait, seen before the whole staircase was in the window), and the budget
 /// map and the statement shapes they computed are kept for the API.
-pub fn detect_window(store: &Store, thresholds: &Thresholds) {
+///
+/// `outside` holds the timeouts this window does not own (a detect replica's
+/// peers', [`Timeouts`]; empty when the window holds whole traces).
+pub fn detect_window(store: &Store, thresholds: &Thresholds, outside: Timeouts) {
     let window = store.window();
-    let (budgets, mut observations) = budget::detect(&window.traces, thresholds);
+    let (budgets, mut observations) = budget::detect(&window.traces, thresholds, &outside);
     let (shapes, saturation) = saturation::detect(&window.traces, thresholds);
     observations.extend(saturation);
     store.set_detection(
@@ -125,6 +128,7 @@ pub fn detect_window(store: &Store, thresholds: &Thresholds) {
             window,
             budgets,
             shapes,
+            outside,
         },
         observations,
     );
@@ -143,7 +147,7 @@ pub fn budget_map<'a>(
 ) -> Cow<'a, [EntryBudget]> {
     match detection.window.narrowed(since_ns, until_ns) {
         None => Cow::Borrowed(&detection.budgets),
-        Some(traces) => Cow::Owned(budget::budget_map(&traces, thresholds)),
+        Some(traces) => Cow::Owned(budget::budget_map(&traces, thresholds, &detection.outside)),
     }
 }
 

@@ -97,7 +97,7 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
         hopscope::pipeline::keep(&store, analyzed, false, None);
     }
     let thresholds = Thresholds::default();
-    hopscope::pipeline::detect_window(&store, &thresholds);
+    hopscope::pipeline::detect_window(&store, &thresholds, Default::default());
     // The API's budget map and statement shapes narrowed by time: computed
     // again over part of the pass's traces.
     let detection = store.detection();

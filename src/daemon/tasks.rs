@@ -197,7 +197,11 @@ async fn detect(
         let (window, analysis) = (store.clone(), analysis.clone());
         let run = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            pipeline::detect_window(&window, &analysis.thresholds);
+            pipeline::detect_window(
+                &window,
+                &analysis.thresholds,
+                analyze::budget::Timeouts::default(),
+            );
             window.stats().detection.observe(started.elapsed());
         });
         if let Err(e) = run.await {

@@ -555,7 +555,11 @@ impl Session {
     pub fn finish(&mut self, on_trace: &mut dyn FnMut(&Store, &AnalyzedTrace)) {
         let drained = self.buffer.drain();
         self.complete(drained, on_trace);
-        pipeline::detect_window(&self.store, &self.analysis.thresholds);
+        pipeline::detect_window(
+            &self.store,
+            &self.analysis.thresholds,
+            analyze::budget::Timeouts::default(),
+        );
     }
 
     /// Spans of one decoded record into the buffer; the oldest traces out

@@ -20,7 +20,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
-use crate::analyze::budget::{EntryBudget, TraceCalls};
+use crate::analyze::budget::{EntryBudget, Timeouts, TraceCalls};
 use crate::analyze::saturation::QueryShape;
 use crate::model::TraceId;
 
@@ -137,6 +137,9 @@ pub struct Detection {
     pub budgets: Vec<EntryBudget>,
     /// Every statement shape in the window, most critical time first.
     pub shapes: Vec<QueryShape>,
+    /// The timeouts of edges and entry points this window does not own that
+    /// the pass used: a detect replica's peers' ([`Timeouts`]).
+    pub outside: Timeouts,
 }
 
 /// What the window holds and has dropped.
@@ -170,9 +173,13 @@ impl CallWindow {
     /// Adds the records of one trace, replacing any earlier ones of it; `now_ns`
     /// is the daemon's clock.
     pub fn put(&self, trace: TraceCalls, now_ns: u64) {
+        let mut inner = self.inner.lock();
+        self.insert(&mut inner, trace, now_ns);
+    }
+
+    fn insert(&self, inner: &mut Inner, trace: TraceCalls, now_ns: u64) {
         let id = trace.trace_id;
         let end = trace.end_ns();
-        let mut inner = self.inner.lock();
         if let Some(old) = inner.ends.get(&id).copied() {
             inner.remove((old, id));
         }
@@ -186,6 +193,29 @@ impl CallWindow {
             u64::MAX,
             self.max_records,
         );
+    }
+
+    /// Adds a part of one trace's records (a detect replica receives them
+    /// service by service): merged with the parts already held when they come
+    /// from the same analysis (the same root), else replacing them (the trace
+    /// was analyzed again after late spans, and every part comes again).
+    pub fn merge(&self, part: TraceCalls, now_ns: u64) {
+        let id = part.trace_id;
+        let mut inner = self.inner.lock();
+        let held = inner
+            .ends
+            .get(&id)
+            .and_then(|end| inner.by_end.get(&(*end, id)))
+            .filter(|t| t.root == part.root);
+        let whole = match held {
+            Some(held) => {
+                let mut whole = TraceCalls::clone(held);
+                whole.merge(&part);
+                whole
+            }
+            None => part,
+        };
+        self.insert(&mut inner, whole, now_ns);
     }
 
     /// Drops the traces that ended more than `max_age` before `now_ns` or
@@ -261,10 +291,12 @@ mod tests {
                     depth: 0,
                     parent: None,
                     root_span: false,
+                    shadow: false,
                 };
                 calls
             ],
             saturation: Default::default(),
+            owns_root: true,
         }
     }
 

@@ -67,6 +67,11 @@ pub struct CallRecord {
     pub parent: Option<u32>,
     /// The calling span is the trace's root (its wait on a SERVER child).
     pub root_span: bool,
+    /// Kept only for the deadlines above the calls below it: a call of a
+    /// service another detect replica owns (`--role detect`), which this
+    /// window neither counts nor infers a timeout from. Always `false` in a
+    /// window that holds whole traces.
+    pub shadow: bool,
 }
 
 impl CallRecord {
@@ -100,6 +105,11 @@ pub struct TraceCalls {
     /// Its database calls and SERVER spans of known instances, for the
     /// saturation detectors ([`crate::analyze::saturation`]).
     pub saturation: SaturationRecords,
+    /// The root's own numbers count here (traces, timed-out roots, the entry
+    /// point's percentiles). `false` in a detect replica's view of a trace
+    /// whose root span another replica owns: `root` is then the context of
+    /// its calls (entry point, start, duration), not a trace to count.
+    pub owns_root: bool,
 }
 
 impl TraceCalls {
@@ -111,6 +121,46 @@ impl TraceCalls {
     /// the saturation records.
     pub fn records(&self) -> usize {
         1 + self.calls.len() + self.saturation.len()
+    }
+
+    /// Adds `other`, another part of the records of the same analysis of the
+    /// same trace (a detect replica receives a trace's records service by
+    /// service): a call both hold counts once (a shadow here becomes a call
+    /// when `other` holds it as its own), saturation records are appended, and
+    /// the root is owned when either part owns it.
+    pub fn merge(&mut self, other: &TraceCalls) {
+        type Key = (EdgeKey, u64, u64, u16, Option<u32>);
+        let key = |c: &CallRecord| -> Key {
+            (c.edge, c.start_offset_ns, c.duration_ns, c.depth, c.parent)
+        };
+        let mut at: rustc_hash::FxHashMap<Key, u32> = self
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (key(c), i as u32))
+            .collect();
+        // Where each of `other`'s calls is here: parents come first, so a
+        // parent's place is known before its children's.
+        let mut here: Vec<u32> = Vec::with_capacity(other.calls.len());
+        for c in &other.calls {
+            let mut c = *c;
+            c.parent = c.parent.map(|p| here[p as usize]);
+            let i = match at.get(&key(&c)) {
+                Some(&i) => {
+                    self.calls[i as usize].shadow &= c.shadow;
+                    i
+                }
+                None => {
+                    let i = self.calls.len() as u32;
+                    at.insert(key(&c), i);
+                    self.calls.push(c);
+                    i
+                }
+            };
+            here.push(i);
+        }
+        self.saturation.append(&other.saturation);
+        self.owns_root |= other.owns_root;
     }
 }
 
@@ -163,6 +213,7 @@ fn record(
         depth,
         parent: above,
         root_span: span == trace.root,
+        shadow: false,
     });
     (calls.len() - 1) as u32
 }
@@ -238,6 +289,7 @@ pub fn call_records(t: &AnalyzedTrace) -> TraceCalls {
         },
         calls,
         saturation: saturation_records(t),
+        owns_root: true,
     }
 }
 

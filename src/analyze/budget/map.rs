@@ -165,32 +165,97 @@ fn over_share(ns: u64, share: f64, timeout_ns: u64) -> bool {
     ns as f64 > share * timeout_ns as f64
 }
 
+/// Timeouts another window inferred: a detect replica's peers own the edges
+/// and entry points of other services (`--role detect`), and the deadlines
+/// above this window's calls may be theirs. Only the values a deadline
+/// needs: an edge's inferred timeout, an entry point's budget for the calls
+/// below.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Timeouts {
+    pub edges: Vec<(EdgeKey, u64)>,
+    pub entries: Vec<(EntryPoint, u64)>,
+}
+
+impl Timeouts {
+    /// What `map` inferred of its own: the timeouts of the edges and entry
+    /// points whose calls and roots its window counts.
+    pub fn of(map: &[EntryBudget]) -> Timeouts {
+        let mut edges: Vec<(EdgeKey, u64)> = map
+            .iter()
+            .flat_map(|e| &e.edges)
+            .filter_map(|b| b.timeout.map(|t| (b.edge, t.value_ns)))
+            .collect();
+        edges.sort_by(|a, b| a.0.sort_key().cmp(&b.0.sort_key()));
+        edges.dedup_by_key(|e| e.0);
+        let entries = map
+            .iter()
+            .filter(|e| e.traces > 0)
+            .filter_map(|e| e.budget_ns().map(|ns| (e.entry, ns)))
+            .collect();
+        Timeouts { edges, entries }
+    }
+
+    /// Adds `other`'s; where both name one, the first kept wins.
+    pub fn extend(&mut self, other: Timeouts) {
+        self.edges.extend(other.edges);
+        self.entries.extend(other.entries);
+    }
+}
+
+/// An inferred timeout known only by its value (from [`Timeouts`]).
+fn known(value_ns: u64) -> Inferred {
+    Inferred {
+        value_ns,
+        supporting: 0,
+        considered: 0,
+        lo_ns: value_ns,
+        hi_ns: value_ns,
+    }
+}
+
 /// The budget map of every entry point in `traces`, with its violations, under
-/// `thresholds`.
-pub fn budget_map(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<EntryBudget> {
+/// `thresholds`; `outside` fills in the timeouts of edges and entry points
+/// this window does not own (calls kept as [`CallRecord::shadow`](super::CallRecord::shadow), roots
+/// it does not own: [`TraceCalls::owns_root`]).
+pub fn budget_map(
+    traces: &[Arc<TraceCalls>],
+    thresholds: &Thresholds,
+    outside: &Timeouts,
+) -> Vec<EntryBudget> {
     let inference = &thresholds.timeout_inference;
     let share = thresholds.headroom.share;
     // Pass 1: timeouts, per edge and per entry point.
     let mut edge_durations: FxHashMap<EdgeKey, Vec<u64>> = FxHashMap::default();
     let mut root_durations: FxHashMap<EntryPoint, Vec<u64>> = FxHashMap::default();
     for t in traces {
-        if t.root.timed_out {
+        if t.root.timed_out && t.owns_root {
             root_durations
                 .entry(t.root.entry)
                 .or_default()
                 .push(t.root.duration_ns);
         }
-        for c in t.calls.iter().filter(|c| c.gave_up()) {
+        for c in t.calls.iter().filter(|c| c.gave_up() && !c.shadow) {
             edge_durations
                 .entry(c.edge)
                 .or_default()
                 .push(c.duration_ns);
         }
     }
-    let edge_timeouts: FxHashMap<EdgeKey, Inferred> = edge_durations
+    let mut edge_timeouts: FxHashMap<EdgeKey, Inferred> = edge_durations
         .into_iter()
         .filter_map(|(k, mut d)| infer_timeout(&mut d, inference).map(|t| (k, t)))
         .collect();
+    // Outside timeouts only for the shadows' edges: an edge this window counts
+    // calls of is this window's to infer.
+    let shadows: rustc_hash::FxHashSet<EdgeKey> = traces
+        .iter()
+        .flat_map(|t| t.calls.iter().filter(|c| c.shadow).map(|c| c.edge))
+        .collect();
+    for &(edge, ns) in &outside.edges {
+        if shadows.contains(&edge) {
+            edge_timeouts.entry(edge).or_insert_with(|| known(ns));
+        }
+    }
     let mut entries: FxHashMap<EntryPoint, EntryBudget> = root_durations
         .into_iter()
         .map(|(entry, mut d)| (entry, blank(entry, infer_timeout(&mut d, inference))))
@@ -198,8 +263,11 @@ pub fn budget_map(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<En
     // Which of an entry's timeouts relay a call's (pass 1b: the entry budget
     // depends on it).
     let mut accs: FxHashMap<EntryPoint, EntryAcc> = FxHashMap::default();
-    for t in traces {
+    for t in traces.iter() {
         let acc = accs.entry(t.root.entry).or_default();
+        if !t.owns_root {
+            continue;
+        }
         let clustered = entries
             .get(&t.root.entry)
             .and_then(|e| e.timeout)
@@ -231,25 +299,42 @@ pub fn budget_map(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<En
         e.layer = e.timeout.and_then(|t| Layer::of(t.value_ns));
     }
 
+    // An entry point whose roots another window owns: its budget from outside.
+    let owned: rustc_hash::FxHashSet<EntryPoint> = traces
+        .iter()
+        .filter(|t| t.owns_root)
+        .map(|t| t.root.entry)
+        .collect();
+    let outside_entries: FxHashMap<EntryPoint, u64> = outside
+        .entries
+        .iter()
+        .filter(|e| !owned.contains(&e.0))
+        .copied()
+        .collect();
+
     // Pass 2: the budget left for every call.
     for t in traces {
         let entry = &entries[&t.root.entry];
         let entry_deadline = entry
             .budget_ns()
+            .or_else(|| outside_entries.get(&t.root.entry).copied())
             .map(|ns| (ns, Outer::Entry { timeout_ns: ns }));
         let acc = accs
             .get_mut(&t.root.entry)
             .expect("pass 1b saw every entry");
-        acc.traces += 1;
         let end = t.end_ns();
-        if t.root.timed_out {
-            acc.timed_out += 1;
-        } else {
-            acc.ok_ns.push(t.root.duration_ns);
-            if let Some(budget) = entry.budget_ns() {
-                if over_share(t.root.duration_ns, share, budget) {
-                    acc.slow += 1;
-                    acc.slow_examples.push(end, t.trace_id);
+        // A root is counted by the window that owns it.
+        if t.owns_root {
+            acc.traces += 1;
+            if t.root.timed_out {
+                acc.timed_out += 1;
+            } else {
+                acc.ok_ns.push(t.root.duration_ns);
+                if let Some(budget) = entry.budget_ns() {
+                    if over_share(t.root.duration_ns, share, budget) {
+                        acc.slow += 1;
+                        acc.slow_examples.push(end, t.trace_id);
+                    }
                 }
             }
         }
@@ -274,6 +359,9 @@ pub fn budget_map(traces: &[Arc<TraceCalls>], thresholds: &Thresholds) -> Vec<En
                 (Some(a), Some(o)) if o.0 < a.0 => Some(o),
                 (a, o) => a.or(o),
             });
+            if c.shadow {
+                continue;
+            }
             let e = acc.edges.entry(c.edge).or_insert_with(|| EdgeAcc {
                 depth: c.depth,
                 ..EdgeAcc::default()
@@ -508,6 +596,7 @@ mod tests {
             depth: parent.map_or(0, |_| 1),
             parent,
             root_span: false,
+            shadow: false,
         }
     }
 
@@ -542,6 +631,7 @@ mod tests {
             },
             calls,
             saturation: Default::default(),
+            owns_root: true,
         })
     }
 
@@ -573,7 +663,7 @@ mod tests {
                 )
             })
             .collect();
-        let map = budget_map(&traces, &Thresholds::default());
+        let map = budget_map(&traces, &Thresholds::default(), &Timeouts::default());
         let e = &map[0];
         assert_eq!(e.timeout.unwrap().value_ns, 29 * S);
         assert_eq!(e.layer, Some(Layer::AwsApiGateway));
@@ -660,7 +750,7 @@ mod tests {
                 )
             }))
             .collect();
-        let map = budget_map(&traces, &Thresholds::default());
+        let map = budget_map(&traces, &Thresholds::default(), &Timeouts::default());
         let e = map
             .iter()
             .find(|e| e.entry.service.as_str() == "api")
@@ -732,7 +822,7 @@ mod tests {
                 )
             })
             .collect();
-        let map = budget_map(&traces, &Thresholds::default());
+        let map = budget_map(&traces, &Thresholds::default(), &Timeouts::default());
         for edge in &map[0].edges {
             assert!(edge.violations.is_empty(), "{:?}", edge.violations);
         }
@@ -765,7 +855,7 @@ mod tests {
                 trace(n, "shop", c.duration_ns + 2 * MS, false, vec![c])
             })
             .collect();
-        let map = budget_map(&traces, &Thresholds::default());
+        let map = budget_map(&traces, &Thresholds::default(), &Timeouts::default());
         let s = &map[0].edges[0];
         assert_eq!((s.p95_ns, s.p99_ns), (Some(1_400 * MS), Some(1_450 * MS)));
         let kinds: Vec<_> = s.violations.iter().map(|v| v.observation.kind).collect();
@@ -802,9 +892,11 @@ mod tests {
                 Arc::new(t)
             })
             .collect();
-        assert!(budget_map(&fast, &Thresholds::default())[0].edges[0]
-            .violations
-            .is_empty());
+        assert!(
+            budget_map(&fast, &Thresholds::default(), &Timeouts::default())[0].edges[0]
+                .violations
+                .is_empty()
+        );
     }
 
     #[test]
@@ -823,7 +915,8 @@ mod tests {
                 )
             })
             .collect();
-        let (_, found) = super::super::detect(&traces, &Thresholds::default());
+        let (_, found) =
+            super::super::detect(&traces, &Thresholds::default(), &Timeouts::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].kind, FindingKind::DeadlineNotPropagated);
         assert_eq!(found[0].count, 6);

@@ -43,7 +43,7 @@ mod report;
 
 pub use calls::{call_records, CallRecord, EdgeKey, RootRecord, TraceCalls};
 pub use infer::{infer_timeout, quantile, Inferred, Layer};
-pub use map::{budget_map, EdgeBudget, EntryBudget, Outer, Violation};
+pub use map::{budget_map, EdgeBudget, EntryBudget, Outer, Timeouts, Violation};
 
 use std::sync::Arc;
 
@@ -59,8 +59,9 @@ use super::{finding_id, Observation, Thresholds};
 pub fn detect(
     traces: &[Arc<TraceCalls>],
     thresholds: &Thresholds,
+    outside: &Timeouts,
 ) -> (Vec<EntryBudget>, Vec<Observation>) {
-    let map = budget_map(traces, thresholds);
+    let map = budget_map(traces, thresholds, outside);
     let mut merged: FxHashMap<u64, (Observation, u64)> = FxHashMap::default();
     let all = map.iter().flat_map(|e| {
         e.violations

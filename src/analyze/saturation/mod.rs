@@ -60,7 +60,7 @@ pub use queries::{query_shapes, slow_queries, slow_threshold_ns, QueryShape};
 pub(crate) use records::shape_of;
 pub use records::{
     lock_wait, saturation_records, wait_before, DbTarget, PoolUse, QueryRecord, RequestRecord,
-    SaturationRecords, Target,
+    SaturationRecords, Target, UseParts,
 };
 pub use timeline::Timeline;
 

@@ -157,6 +157,25 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// A request without self time or targets yet
+    /// ([`SaturationRecords::push_request`] adds them).
+    pub fn new(
+        (service, instance, operation): (Sym, Sym, Sym),
+        (start_ns, end_ns): (u64, u64),
+        caller: Option<(u64, u64)>,
+    ) -> RequestRecord {
+        RequestRecord {
+            service,
+            instance,
+            operation,
+            start_ns,
+            end_ns,
+            caller,
+            busy: Slice::default(),
+            uses: Slice::default(),
+        }
+    }
+
     pub fn duration_ns(&self) -> u64 {
         self.end_ns - self.start_ns
     }
@@ -203,6 +222,68 @@ impl SaturationRecords {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Appends a request recorded elsewhere (a detect replica decoding the
+    /// records a forwarded trace carries): `head` with its self-time
+    /// intervals `busy` and its `uses`, in the order of their first calls.
+    pub fn push_request(
+        &mut self,
+        mut head: RequestRecord,
+        busy: &[(u64, u64)],
+        uses: &[UseParts],
+    ) {
+        let busy_from = self.intervals.len();
+        self.intervals.extend_from_slice(busy);
+        head.busy = Slice::of(&self.intervals, busy_from);
+        let uses_from = self.uses.len();
+        for u in uses {
+            let calls_from = self.intervals.len();
+            self.intervals.extend_from_slice(&u.calls);
+            self.uses.push(PoolUse {
+                target: u.target,
+                calls: Slice::of(&self.intervals, calls_from),
+                wait_ns: u.wait_ns,
+                explicit: u.explicit,
+                hold: u.hold,
+            });
+        }
+        head.uses = Slice::of(&self.uses, uses_from);
+        self.requests.push(head);
+    }
+
+    /// A request's targets as [`SaturationRecords::push_request`] takes them.
+    pub fn use_parts(&self, r: &RequestRecord) -> Vec<UseParts> {
+        self.uses(r)
+            .iter()
+            .map(|u| UseParts {
+                target: u.target,
+                calls: self.calls(u).to_vec(),
+                wait_ns: u.wait_ns,
+                explicit: u.explicit,
+                hold: u.hold,
+            })
+            .collect()
+    }
+
+    /// Appends every record of `other`.
+    pub fn append(&mut self, other: &SaturationRecords) {
+        self.queries.extend_from_slice(&other.queries);
+        for r in &other.requests {
+            self.push_request(*r, other.busy(r), &other.use_parts(r));
+        }
+    }
+}
+
+/// One target of a request, owned: what [`SaturationRecords::push_request`]
+/// takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UseParts {
+    pub target: Target,
+    /// Its calls, `[start, end)` in unix ns, by start.
+    pub calls: Vec<(u64, u64)>,
+    pub wait_ns: u64,
+    pub explicit: bool,
+    pub hold: (u64, u64),
 }
 
 /// Attribute keys read in the one pass, in [`saturation_records`]' order.

@@ -1,0 +1,3 @@
+//! The forwarding stage: analyzed traces leave the daemon over OTLP.
+
+pub mod records;
