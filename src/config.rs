@@ -25,6 +25,42 @@ use crate::clock::{Clock, TimeBounds};
 use crate::listener::ConnLimits;
 pub use crate::store::wal::WalSync;
 
+/// What a daemon does among replicas (deploy/README.md, "Two tiers").
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything in one process.
+    #[default]
+    All,
+    /// Tier 1: assemble and analyze whole traces, forward them with their
+    /// call records; no cross-trace detectors.
+    Assemble,
+    /// Tier 2: the cross-trace detectors over forwarded call records.
+    Detect,
+}
+
+impl Role {
+    /// Runs the cross-trace detectors.
+    pub fn detects(self) -> bool {
+        self != Role::Assemble
+    }
+
+    /// Assembles and analyzes traces.
+    pub fn assembles(self) -> bool {
+        self != Role::Detect
+    }
+}
+
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -279,6 +315,16 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// What this daemon does among replicas (deploy/README.md, "Two
+    /// tiers"): `all` (everything, alone), `assemble` (tier 1: assemble and
+    /// analyze whole traces and forward them with their call records,
+    /// --forward-otlp; the cross-trace detectors run in the detect tier) or
+    /// `detect` (tier 2: the cross-trace detectors over the call records that
+    /// forwarded spans carry, for the services routed to it; nothing to
+    /// assemble, no log) [default: all]
+    #[arg(long, env = "HOPSCOPE_ROLE", value_name = "ROLE")]
+    pub role: Option<Role>,
+
     /// Keep nothing on disk: no write-ahead log, no state file (a restart
     /// forgets everything)
     #[arg(long, env = "HOPSCOPE_NO_WAL", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -416,6 +462,7 @@ impl Settings {
             tls_cert: self.tls_cert.or(fallback.tls_cert),
             tls_key: self.tls_key.or(fallback.tls_key),
             data_dir: self.data_dir.or(fallback.data_dir),
+            role: self.role.or(fallback.role),
             no_wal: self.no_wal.or(fallback.no_wal),
             wal_sync: self.wal_sync.or(fallback.wal_sync),
             wal_segment_mib: self.wal_segment_mib.or(fallback.wal_segment_mib),
@@ -475,6 +522,8 @@ pub struct Config {
     /// Where the write-ahead log and the state file live; `None`: nothing on disk.
     pub data_dir: Option<PathBuf>,
     pub wal_sync: WalSync,
+    /// What this daemon does among replicas.
+    pub role: Role,
     pub wal_segment_bytes: u64,
     pub checkpoint_interval: Duration,
     pub retention: Duration,
@@ -566,7 +615,11 @@ impl TryFrom<Settings> for Config {
                     ))
                 }
             },
-            data_dir: s.data_dir.filter(|_| s.no_wal != Some(true)),
+            role: s.role.unwrap_or_default(),
+            // A detect replica keeps derived records only: tier 1 logs the spans.
+            data_dir: s
+                .data_dir
+                .filter(|_| s.no_wal != Some(true) && s.role != Some(Role::Detect)),
             wal_sync: s.wal_sync.unwrap_or(WalSync::Always),
             wal_segment_bytes: s.wal_segment_mib.unwrap_or(64).saturating_mul(MIB as u64),
             checkpoint_interval: d(s.checkpoint_interval, 10),
@@ -685,6 +738,7 @@ impl Config {
             tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
             tls_key: self.tls.as_ref().map(|t| t.key.clone()),
             log: Some(self.log.clone()),
+            role: Some(self.role),
             data_dir: self.data_dir.clone(),
             no_wal: Some(self.data_dir.is_none()),
             wal_sync: Some(self.wal_sync),

@@ -138,6 +138,12 @@ counters! {
     checkpoint_errors,
     /// Findings dropped by age (`retention`).
     findings_expired,
+    /// Parts of traces' call records merged into the call window (a detect
+    /// replica, `--role detect`: one per service of a forwarded trace).
+    records_merged,
+    /// Forwarded call records refused (malformed, or of another version):
+    /// logged once in a while.
+    records_refused,
     /// Traces whose analysis panicked (a bug): logged, counted in
     /// `traces_analyzed`, and the rest of their batch analyzed all the same.
     analysis_panics,

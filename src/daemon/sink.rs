@@ -11,16 +11,22 @@ use tokio::time::Instant;
 use super::Core;
 use crate::assemble::{Admitted, Buffer};
 use crate::clock::{Clock, TimeBounds};
-use crate::config::Config;
+use crate::config::{Config, Role};
+use crate::forward::records;
 use crate::ingest::{ExportBody, Refused, SinkError, SpanSink};
-use crate::model::SpanBatch;
+use crate::model::{AttrValue, SpanBatch, Sym};
 use crate::stats::{LogEvery, Stats};
 use crate::store::durable::{Durable, DurableError};
+use crate::store::Store;
 
 /// Delivers ingested spans to the buffer, after the write-ahead log when there
 /// is one, and wakes the sweeper when the buffer is full.
 pub(super) struct BufferSink {
     buffer: Arc<Buffer>,
+    /// A detect replica's (`--role detect`): spans are not buffered, the call
+    /// records their carriers hold join this store's call window.
+    records: Option<Arc<Store>>,
+    records_log: LogEvery,
     stats: Arc<Stats>,
     full: Arc<Notify>,
     /// Refusals are logged once in a while; the counters have the rest.
@@ -45,6 +51,8 @@ impl BufferSink {
     pub(super) fn new(config: &Config, core: &Core, full: Arc<Notify>) -> BufferSink {
         BufferSink {
             buffer: core.buffer.clone(),
+            records: (config.role == Role::Detect).then(|| core.store.clone()),
+            records_log: LogEvery::default(),
             stats: core.stats.clone(),
             full,
             refusal_log: LogEvery::default(),
@@ -61,6 +69,10 @@ impl BufferSink {
 
     /// Puts spans logged in segment `log` into the buffer.
     fn deliver(&self, batch: SpanBatch, log: Option<u64>) {
+        if let Some(store) = &self.records {
+            self.merge_records(store, batch);
+            return;
+        }
         // The buffer ages traces by the runtime's clock (paused in tests).
         let now = Instant::now().into_std();
         let mut over = false;
@@ -69,6 +81,28 @@ impl BufferSink {
         }
         if over {
             self.full.notify_one();
+        }
+    }
+
+    /// A detect replica's delivery: each carrier's part of its trace's call
+    /// records into the call window; the other spans were only their company.
+    fn merge_records(&self, store: &Store, batch: SpanBatch) {
+        let key = Sym::new(records::RECORDS);
+        for (trace_id, set) in batch.traces {
+            for span in &set.spans {
+                let Some(AttrValue::Str(text)) = set.arena.get(span.attrs, key) else {
+                    continue;
+                };
+                match records::decode(trace_id, text) {
+                    Ok(part) => store.merge_calls(part),
+                    Err(e) => {
+                        Stats::add(&self.stats.records_refused, 1);
+                        if self.records_log.ready() {
+                            tracing::warn!(%trace_id, error = %e, "forwarded call records refused; counted in records_refused");
+                        }
+                    }
+                }
+            }
         }
     }
 

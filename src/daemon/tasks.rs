@@ -43,11 +43,16 @@ impl Tasks {
                 .map(|d| (d, config.checkpoint_interval)),
             stop.clone(),
         ));
-        let detector = tokio::spawn(detect(
-            (core.store.clone(), core.analysis.clone()),
-            config.detect_interval,
-            stop.clone(),
-        ));
+        // An assembling replica leaves the cross-trace detectors to the
+        // detect tier, which sees every call of the services it owns.
+        let detector = match config.role.detects() {
+            true => tokio::spawn(detect(
+                (core.store.clone(), core.analysis.clone()),
+                config.detect_interval,
+                stop.clone(),
+            )),
+            false => tokio::spawn(std::future::ready(())),
+        };
         Tasks {
             sweeper,
             detector,

@@ -391,7 +391,7 @@ mod tests {
                     (2, 1),
                     "GET /api",
                     SpanKind::Client,
-                    (1 * MS, 99 * MS),
+                    (MS, 99 * MS),
                 ),
                 vec![],
             ),
@@ -512,5 +512,122 @@ mod tests {
             decode(id, &cycle),
             Err(RecordError::Inconsistent(_))
         ));
+    }
+
+    /// gateway (gives up at 29 s) → api, whose call to reports gives up at
+    /// 30 s: an inversion whose deadline (the gateway's) and timeout (api's)
+    /// are owned by different detect replicas.
+    fn inverted(n: u8) -> AnalyzedTrace {
+        const S: u64 = 1_000 * MS;
+        let at = u64::from(n) * 100 * S;
+        let t = |a: u64, b: u64| (at + a, at + b);
+        let mut gw = testing::span(
+            "gateway",
+            (1, 0),
+            "GET /report",
+            SpanKind::Server,
+            t(0, 29 * S),
+        );
+        gw.http_status = std::num::NonZeroU16::new(504);
+        let mut api = testing::span(
+            "api",
+            (2, 1),
+            "GET /report",
+            SpanKind::Server,
+            t(MS, 31 * S),
+        );
+        api.http_status = std::num::NonZeroU16::new(504);
+        let mut call = testing::span(
+            "api",
+            (3, 2),
+            "GET",
+            SpanKind::Client,
+            t(50 * MS, 30 * S + 50 * MS),
+        );
+        call.status = StatusCode::Error;
+        call.extra = Some(Box::new(crate::model::Extra {
+            status_message: Some("context deadline exceeded".into()),
+            ..Default::default()
+        }));
+        let reports = testing::span(
+            "reports",
+            (4, 3),
+            "GET /build",
+            SpanKind::Server,
+            t(51 * MS, 40 * S),
+        );
+        let mut trace = testing::trace(vec![
+            (gw, vec![]),
+            (api, vec![]),
+            (call, vec![]),
+            (reports, vec![]),
+        ]);
+        trace.trace_id = TraceId::from_bytes(&[n + 1; 16]).unwrap();
+        analyze(trace)
+    }
+
+    /// (kind, finding id, count) of what the budget detectors report.
+    fn found(observations: &[crate::analyze::Observation]) -> Vec<(String, u64, u64)> {
+        let mut v: Vec<_> = observations
+            .iter()
+            .map(|o| {
+                (
+                    format!("{:?}", o.kind),
+                    crate::analyze::finding_id(o.kind, &o.culprit),
+                    o.count,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn detect_replicas_owning_different_services_find_what_one_window_finds() {
+        use crate::analyze::budget::{detect, Timeouts};
+        use crate::analyze::Thresholds;
+        let traces: Vec<AnalyzedTrace> = (0..4).map(inverted).collect();
+        let thresholds = Thresholds::default();
+        let whole: Vec<Arc<TraceCalls>> =
+            traces.iter().map(|t| Arc::new(call_records(t))).collect();
+        let (_, one) = detect(&whole, &thresholds, &Timeouts::default());
+        assert!(
+            found(&one).iter().any(|f| f.0 == "TimeoutInversion"),
+            "{:?}",
+            found(&one)
+        );
+
+        // Replica 0 owns gateway, replica 1 api and reports.
+        let owner = |service: &str| usize::from(service != "gateway");
+        let mut windows: [Vec<Arc<TraceCalls>>; 2] = Default::default();
+        for t in &traces {
+            let whole = call_records(t);
+            let mut parts: [Option<TraceCalls>; 2] = Default::default();
+            for (span, text) in carriers(t, &whole) {
+                let part = decode(whole.trace_id, &text).unwrap();
+                let slot = &mut parts[owner(t.trace.span(span).service.as_str())];
+                match slot {
+                    Some(held) => held.merge(&part),
+                    None => *slot = Some(part),
+                }
+            }
+            for (w, p) in windows.iter_mut().zip(parts) {
+                w.extend(p.map(Arc::new));
+            }
+        }
+        // A first pass each, then again with the other's timeouts (what the
+        // detector task fetches from its peers).
+        let first: Vec<Timeouts> = windows
+            .iter()
+            .map(|w| Timeouts::of(&detect(w, &thresholds, &Timeouts::default()).0))
+            .collect();
+        let mut split = Vec::new();
+        for (i, w) in windows.iter().enumerate() {
+            split.extend(detect(w, &thresholds, &first[1 - i]).1);
+        }
+        assert_eq!(found(&split), found(&one));
+        // Without the other's timeouts, replica 1 cannot see the inversion.
+        let (_, alone) = detect(&windows[1], &thresholds, &Timeouts::default());
+        assert!(!found(&alone).iter().any(|f| f.0 == "TimeoutInversion"));
     }
 }

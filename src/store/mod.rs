@@ -213,6 +213,14 @@ impl Store {
         &self.stats
     }
 
+    /// Adds a part of one trace's call records that an assembling replica
+    /// forwarded (`--role detect`): merged with that trace's other parts in
+    /// the call window ([`CallWindow::merge`]).
+    pub fn merge_calls(&self, part: TraceCalls) {
+        self.window.merge(part, self.clock.now_ns());
+        Stats::add(&self.stats.records_merged, 1);
+    }
+
     /// Keeps an analyzed trace. A trace analyzed again (`late`: spans were merged
     /// in) replaces its earlier analysis, whose contribution to the aggregates is
     /// retracted first. A late trace whose earlier analysis already left the store

@@ -11,6 +11,7 @@
 pub mod checks;
 pub mod jaeger;
 pub mod process;
+pub mod router;
 pub mod scenarios;
 pub mod wire;
 
