@@ -237,6 +237,116 @@ report(
     str(traffic.get("build")),
 )
 
+# --- Two tiers (deploy/README.md) -------------------------------------------------
+
+two_tier = sorted(str(p) for p in (DEPLOY / "k8s/two-tier").glob("*.yaml"))
+r = run([str(VENV_BIN / "kubernetes-validate"), "--strict", "--quiet", *two_tier])
+report(r.returncode == 0, f"two-tier k8s manifests validate ({len(two_tier)} files, kubernetes-validate --strict)", (r.stdout + r.stderr).strip())
+
+
+def k8s_objects(rel):
+    return {(d.get("kind"), d.get("metadata", {}).get("name")): d for d in docs.get(Path(rel), [])}
+
+
+def fqdn(service, port):
+    meta = service.get("metadata", {})
+    return f"{meta.get('name')}.{meta.get('namespace')}.svc.cluster.local:{port}"
+
+
+detect = k8s_objects("deploy/k8s/two-tier/detect.yaml")
+peers_svc = doc("deploy/k8s/two-tier/peers.yaml")
+by_service = k8s_objects("deploy/k8s/two-tier/collector.yaml")
+tier1_toml = doc("deploy/k8s/two-tier/configmap.yaml").get("data", {}).get("hopscope.toml", "")
+tier2_toml = detect.get(("ConfigMap", "hopscope-detect"), {}).get("data", {}).get("hopscope.toml", "")
+tier1, tier2 = tomllib.loads(tier1_toml), tomllib.loads(tier2_toml)
+report(
+    set(tier1) <= options and set(tier2) <= options,
+    "the two tiers' TOML have only known keys",
+    f"unknown {sorted((set(tier1) | set(tier2)) - options)}",
+)
+report(
+    doc("deploy/k8s/two-tier/configmap.yaml").get("metadata", {}).get("name") == configmap.get("metadata", {}).get("name"),
+    "tier 1's ConfigMap replaces the hopscope StatefulSet's",
+)
+by_service_svc = by_service.get(("Service", "otel-by-service"), {})
+report(
+    tier1.get("role") == "assemble" and tier1.get("forward_otlp") == "http://" + fqdn(by_service_svc, 4317),
+    "tier 1 assembles and forwards to the by-service Collectors' Service",
+    f"role {tier1.get('role')}, forward_otlp {tier1.get('forward_otlp')}",
+)
+report(
+    tier2.get("role") == "detect",
+    "tier 2 detects",
+    str(tier2.get("role")),
+)
+report(
+    tier1.get("peers_dns") == tier2.get("peers_dns") == fqdn(peers_svc, 9980)
+    and peers_svc.get("spec", {}).get("clusterIP") == "None",
+    "both tiers find their peers through the headless peers Service",
+    f"{tier1.get('peers_dns')}, {tier2.get('peers_dns')}",
+)
+part_of = peers_svc.get("spec", {}).get("selector", {})
+detect_sts = detect.get(("StatefulSet", "hopscope-detect"), {})
+for name, s in (("hopscope", sts), ("hopscope-detect", detect_sts)):
+    labels = s.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+    report(part_of and part_of.items() <= labels.items(), f"the peers Service selects the {name} pods", f"selector {part_of}, labels {labels}")
+detect_pod = detect_sts.get("spec", {}).get("template", {}).get("spec", {})
+detect_container = (detect_pod.get("containers") or [{}])[0]
+detect_headless = detect.get(("Service", "hopscope-detect-headless"), {})
+report(
+    detect_sts.get("spec", {}).get("serviceName") == detect_headless.get("metadata", {}).get("name")
+    and detect_headless.get("spec", {}).get("clusterIP") == "None"
+    and "hopscope-detect" in [v.get("configMap", {}).get("name") for v in detect_pod.get("volumes", [])]
+    and detect_container.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz"
+    and detect_pod.get("securityContext", {}).get("runAsNonRoot") is True
+    and detect_container.get("securityContext", {}).get("readOnlyRootFilesystem") is True,
+    "the detect StatefulSet: headless Service, its ConfigMap, probes, non-root, read-only root",
+)
+bs = collector_pipelines_resolve("deploy/collector-by-service.yaml")
+bsx = bs.get("exporters", {}).get("loadbalancing", {})
+report(
+    bsx.get("routing_key") == "service"
+    and bsx.get("resolver", {}).get("dns", {}).get("hostname", "") + ":4317" == fqdn(detect_headless, 4317),
+    "the by-service Collector routes by service to the detect replicas' headless Service",
+    f"routing_key {bsx.get('routing_key')}, dns {bsx.get('resolver', {}).get('dns', {}).get('hostname')}",
+)
+bs_deploy = by_service.get(("Deployment", "otel-by-service"), {})
+report(
+    "otel-by-service" in [v.get("configMap", {}).get("name") for v in bs_deploy.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", [])],
+    "the by-service Collectors mount their ConfigMap (made from deploy/collector-by-service.yaml)",
+)
+serve_accepts(tier1_toml, "tier 1's hopscope.toml")
+serve_accepts(tier2_toml, "tier 2's hopscope.toml")
+
+two_compose_file = str(DEPLOY / "docker-compose.two-tier.yml")
+r = run([str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", two_compose_file])
+report(r.returncode == 0, "deploy/docker-compose.two-tier.yml validates against the Compose specification (check-jsonschema)", (r.stdout + r.stderr).strip())
+two = doc("deploy/docker-compose.two-tier.yml").get("services", {})
+sets = {
+    name: [a.split("=", 1)[1] for a in s.get("command", []) if a.startswith("--set=exporters::loadbalancing::resolver::dns::hostname=")]
+    for name, s in two.items()
+}
+report(
+    sets.get("otel-gateway") == ["hopscope-assemble"] and sets.get("otel-by-service") == ["hopscope-detect"],
+    "compose: the two Collector tiers resolve the assembling and the detect replicas",
+    str(sets),
+)
+env1 = two.get("hopscope-assemble", {}).get("environment", {})
+env2 = two.get("hopscope-detect", {}).get("environment", {})
+report(
+    env1.get("HOPSCOPE_ROLE") == "assemble"
+    and env1.get("HOPSCOPE_FORWARD_OTLP") == "http://otel-by-service:4317"
+    and env2.get("HOPSCOPE_ROLE") == "detect",
+    "compose: tier 1 assembles and forwards to otel-by-service, tier 2 detects",
+    f"{env1}, {env2}",
+)
+mounted = {v.split(":")[0] for s in two.values() for v in s.get("volumes", [])}
+report(
+    {"./collector-loadbalancing.yaml", "./collector-by-service.yaml"} <= mounted,
+    "compose: the Collectors run the same configurations as Kubernetes",
+    str(sorted(mounted)),
+)
+
 # --- Grafana provisioning ---------------------------------------------------------
 
 sources = {}

@@ -211,14 +211,18 @@ fn buffer_limits(config: &Config) -> BufferLimits {
 
 /// An empty store with `config`'s bounds (the stage benchmark's too).
 pub fn new_store(config: &Config, stats: Arc<Stats>) -> Store {
-    Store::new(
+    let store = Store::new(
         TraceStore::new(config.store_max_traces, config.store_max_bytes),
         Aggregates::new(config.aggregate_retention)
             .limited(config.aggregate_max_entries, config.aggregate_max_hops),
         FindingStore::new(MAX_FINDINGS),
         stats,
         config.clock.clone(),
-    )
+    );
+    match config.role.detects() {
+        true => store,
+        false => store.without_window(),
+    }
 }
 
 /// Opens the data directory, when `config` has one, restoring `store` from

@@ -82,6 +82,9 @@ pub struct Store {
     findings: FindingStore,
     /// Call records of recent traces ([`WINDOW_MAX_AGE`], [`WINDOW_MAX_RECORDS`]).
     window: CallWindow,
+    /// Whether analyzed traces' call records join the window (not on an
+    /// assembling replica, whose records the detect tier keeps).
+    keeps_window: bool,
     /// Totals since start, for Prometheus.
     totals: Totals,
     /// What each service's spans carry, over every analyzed trace.
@@ -112,6 +115,7 @@ impl Store {
             aggregates,
             findings,
             window: CallWindow::new(WINDOW_MAX_AGE, WINDOW_MAX_RECORDS),
+            keeps_window: true,
             totals: Totals::default(),
             coverage: Coverage::default(),
             detected_generation: AtomicU64::default(),
@@ -119,6 +123,15 @@ impl Store {
             ledger: Mutex::new(Ledger::default()),
             clock,
             stats,
+        }
+    }
+
+    /// A store whose window stays empty: an assembling replica's
+    /// (`--role assemble`), which forwards the call records instead.
+    pub fn without_window(self) -> Self {
+        Store {
+            keeps_window: false,
+            ..self
         }
     }
 
@@ -302,7 +315,9 @@ impl Store {
                 self.edges.record(&trace, 1, now);
                 self.coverage.record(&trace, false);
             }
-            self.window.put(self.aggregates.bounded(calls), now);
+            if self.keeps_window {
+                self.window.put(self.aggregates.bounded(calls), now);
+            }
         }
         if let Some(log) = log {
             self.ledger.lock().count(id, log);
