@@ -52,6 +52,7 @@ pub mod listener;
 pub mod memory;
 pub mod model;
 pub mod offline;
+pub mod peers;
 pub mod pipeline;
 pub mod runtime;
 pub mod stats;
