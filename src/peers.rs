@@ -81,8 +81,8 @@ fn random_node_id() -> String {
 impl Peers {
     /// The peers `config` names (none: [`Peers::is_empty`]), with a new node id.
     pub fn new(config: &Config) -> Result<Peers, PeerError> {
+        // The deadline is the whole fetch's, in `fetch_all`.
         let client = reqwest::Client::builder()
-            .timeout(config.peer_timeout)
             .build()
             .map_err(|e| PeerError::Request(e.to_string()))?;
         Ok(Peers {

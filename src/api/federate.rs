@@ -79,7 +79,8 @@ pub struct PeerState {
     /// Its random node id, drawn at start.
     pub node: String,
     pub role: String,
-    #[serde(flatten)]
+    /// Its findings, aggregate and service-graph buckets and coverage (not
+    /// flattened: the buckets' sums are 128-bit).
     pub state: Shared,
 }
 
