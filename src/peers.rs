@@ -137,7 +137,9 @@ impl Peers {
                 urls.dedup();
                 *self.resolved.write() = urls;
             }
-            Err(e) => tracing::warn!(peers_dns = %name, error = %e, "peer discovery: cannot resolve"),
+            Err(e) => {
+                tracing::warn!(peers_dns = %name, error = %e, "peer discovery: cannot resolve")
+            }
         }
     }
 
@@ -240,6 +242,7 @@ async fn fetch<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    let value = serde_json::from_slice(&body).map_err(|e| fail(PeerError::Decode(e.to_string())))?;
+    let value =
+        serde_json::from_slice(&body).map_err(|e| fail(PeerError::Decode(e.to_string())))?;
     Ok((node, value))
 }

@@ -23,7 +23,13 @@ fn traces(from: u64, to: u64) -> Vec<Vec<Sp>> {
                 sp("gateway", (1, 0), "GET /a", SpanKind::Server, (0, end))
                     .failed("timed out", 504),
                 sp("gateway", (2, 1), "GET /b", SpanKind::Client, (5, end - 5)).deadline(),
-                sp("backend", (3, 2), "GET /b", SpanKind::Server, (10, end + 600)),
+                sp(
+                    "backend",
+                    (3, 2),
+                    "GET /b",
+                    SpanKind::Server,
+                    (10, end + 600),
+                ),
             ]
         })
         .collect()
@@ -68,7 +74,11 @@ fn hop_table(body: &Value) -> BTreeMap<String, (u64, f64, f64)> {
         let entry = format!("{}:{}", e["entry"]["service"], e["entry"]["operation"]);
         out.insert(
             entry.clone(),
-            (e["traces"].as_u64().unwrap(), 0.0, e["total_root_ms"].as_f64().unwrap()),
+            (
+                e["traces"].as_u64().unwrap(),
+                0.0,
+                e["total_root_ms"].as_f64().unwrap(),
+            ),
         );
         for h in e["hops"].as_array().unwrap() {
             out.insert(
@@ -121,7 +131,10 @@ async fn any_replica_answers_for_all_and_reports_a_missing_peer() {
     }
     assert!(!summed.is_empty());
     assert_eq!(counts(&merged), summed, "{merged}");
-    assert_eq!(counts(&merged), counts(&all.get("/api/v1/findings").await.1));
+    assert_eq!(
+        counts(&merged),
+        counts(&all.get("/api/v1/findings").await.1)
+    );
     let peers = merged["peers"].as_array().expect("peers reported");
     assert_eq!(peers.len(), 2, "{merged}");
     for p in peers {
@@ -139,7 +152,10 @@ async fn any_replica_answers_for_all_and_reports_a_missing_peer() {
 
     // Hops: the counts of one daemon fed everything, p95 within the sketch's error.
     let (_, hops) = zero.get("/api/v1/hops").await;
-    let (merged, whole) = (hop_table(&hops), hop_table(&all.get("/api/v1/hops").await.1));
+    let (merged, whole) = (
+        hop_table(&hops),
+        hop_table(&all.get("/api/v1/hops").await.1),
+    );
     assert_eq!(
         merged.keys().collect::<Vec<_>>(),
         whole.keys().collect::<Vec<_>>()
@@ -177,7 +193,11 @@ async fn any_replica_answers_for_all_and_reports_a_missing_peer() {
     two.stop().await;
     let asked = Instant::now();
     let (status, partial) = zero.get("/api/v1/findings").await;
-    assert!(asked.elapsed() < Duration::from_secs(3), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(status, 200);
     let peers = partial["peers"].as_array().unwrap();
     assert_eq!(peers[0]["ok"], true);
@@ -204,7 +224,10 @@ async fn any_replica_answers_for_all_and_reports_a_missing_peer() {
         .to_owned();
     assert_eq!(missing, two_api);
     let entries: Value = grafana.json().await.unwrap();
-    assert_eq!(entries, json!([{"__text": "gateway:GET /a", "__value": "gateway:GET /a"}]));
+    assert_eq!(
+        entries,
+        json!([{"__text": "gateway:GET /a", "__value": "gateway:GET /a"}])
+    );
 
     for d in [zero, one, all] {
         d.stop().await;
@@ -246,13 +269,23 @@ async fn garbage_and_silence_from_peers_are_errors_not_failures() {
     .await;
     let asked = Instant::now();
     let (status, body) = d.get("/api/v1/hops").await;
-    assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(status, 200, "{body}");
     let peers = body["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 2);
     assert!(peers.iter().all(|p| p["ok"] == false), "{body}");
-    assert!(peers[0]["error"].as_str().unwrap().contains("JSON"), "{body}");
-    assert!(peers[1]["error"].as_str().unwrap().contains("no answer"), "{body}");
+    assert!(
+        peers[0]["error"].as_str().unwrap().contains("JSON"),
+        "{body}"
+    );
+    assert!(
+        peers[1]["error"].as_str().unwrap().contains("no answer"),
+        "{body}"
+    );
     d.stop().await;
     held.abort();
 }

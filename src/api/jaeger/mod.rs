@@ -327,10 +327,7 @@ async fn service_operations(
         operation_set(state.clone(), service),
         ask_peers(&state, local, &uri, false)
     );
-    let mine: BTreeSet<String> = mine?
-        .into_iter()
-        .map(|(name, _)| name.to_owned())
-        .collect();
+    let mine: BTreeSet<String> = mine?.into_iter().map(|(name, _)| name.to_owned()).collect();
     let names = union(mine, theirs);
     let total = names.len();
     Ok(answer_missing(names, total, missing))
@@ -447,7 +444,11 @@ async fn search(
     if theirs.is_empty() {
         return Ok(answer_missing(json!(mine), 0, missing));
     }
-    Ok(answer_missing(merge_traces(mine, theirs, limit), 0, missing))
+    Ok(answer_missing(
+        merge_traces(mine, theirs, limit),
+        0,
+        missing,
+    ))
 }
 
 /// The traces of this replica and its peers' answers, each trace once
