@@ -866,6 +866,38 @@ mod tests {
     }
 
     #[test]
+    fn peers_are_plain_http_urls_and_discovery_is_host_and_port() {
+        let file: Settings = toml::from_str(
+            "peers = [\"http://hopscope-1.hopscope-headless:9980/\", \" \"]\n\
+             peers_dns = \"hopscope-headless:9980\"\npeer_timeout = \"500ms\"",
+        )
+        .unwrap();
+        let c = Config::try_from(file).unwrap();
+        assert_eq!(c.peers, ["http://hopscope-1.hopscope-headless:9980"]);
+        assert_eq!(c.peers_dns.as_deref(), Some("hopscope-headless:9980"));
+        assert_eq!(c.peer_timeout, Duration::from_millis(500));
+        assert_eq!(Config::default().peer_timeout, Duration::from_secs(2));
+        let back: Settings = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(Config::try_from(back).unwrap().peers, c.peers);
+        for (bad, key) in [
+            ("peers = [\"https://a:9980\"]", "peers"),
+            ("peers = [\"a:9980\"]", "peers"),
+            ("peers_dns = \"headless\"", "peers_dns"),
+            ("peers_dns = \":9980\"", "peers_dns"),
+            ("peer_timeout = \"0s\"", "peer_timeout"),
+            (
+                "peers = [\"http://a:1\"]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
+                "plain HTTP",
+            ),
+        ] {
+            match Config::try_from(toml::from_str::<Settings>(bad).unwrap()) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains(key), "{bad}: {m}"),
+                other => panic!("{bad} accepted: {:?}", other.map(|c| c.peers)),
+            }
+        }
+    }
+
+    #[test]
     fn health_routes_replace_the_defaults_and_bad_ones_are_explained() {
         use clap::Parser;
         #[derive(Parser)]

@@ -276,6 +276,26 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_s_finding_adds_its_count_and_widens_the_sightings() {
+        let store = FindingStore::new(10);
+        store.record(observation(3, 20));
+        let theirs = FindingStore::new(10);
+        theirs.record(Observation {
+            severity: Severity::Critical,
+            ..observation(5, 10)
+        });
+        theirs.record(observation(1, 40));
+        for f in theirs.export() {
+            store.absorb(f);
+        }
+        let f = store.list(&FindingFilter::default(), 10).remove(0);
+        assert_eq!(f.latest.count, 9);
+        assert_eq!((f.first_seen_ns, f.latest.seen_ns), (10, 40));
+        assert_eq!(f.latest.severity, Severity::Critical);
+        assert_eq!(f.latest.trace_ids.len(), 3);
+    }
+
+    #[test]
     fn a_lock_wait_withdraws_the_slow_query_and_blocked_worker_it_explains() {
         let of = |kind, service: &str, operation: &str, peer: &str| Observation {
             kind,
