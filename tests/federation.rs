@@ -289,3 +289,34 @@ async fn garbage_and_silence_from_peers_are_errors_not_failures() {
     d.stop().await;
     held.abort();
 }
+
+/// A replica listed among its own peers (as it finds itself in the headless
+/// Service's DNS answer) recognises its node id and leaves itself out: its
+/// findings are not counted twice.
+#[tokio::test]
+async fn a_replica_that_finds_itself_among_its_peers_leaves_itself_out() {
+    // A free port, so the daemon can be told its own URL before it starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = support::start(quiet(Settings {
+        api_addr: Some(([127, 0, 0, 1], port).into()),
+        peers: Some(vec![format!("http://127.0.0.1:{port}")]),
+        ..Settings::default()
+    }))
+    .await;
+    support::send(&d, traces(0, 3)).await;
+    analyzed(&d, 3).await;
+    for _ in 0..2 {
+        let (status, body) = d.get("/api/v1/findings").await;
+        assert_eq!(status, 200);
+        assert_eq!(body["peers"], json!([]), "{body}");
+        assert_eq!(counts(&body).values().sum::<u64>(), 3, "{body}");
+        let (_, state) = d.get("/api/v1/peer/state").await;
+        assert_eq!(state["role"], "all");
+        assert_eq!(state["node"].as_str().map(str::len), Some(16), "{state}");
+    }
+    d.stop().await;
+}
