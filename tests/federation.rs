@@ -320,3 +320,31 @@ async fn a_replica_that_finds_itself_among_its_peers_leaves_itself_out() {
     }
     d.stop().await;
 }
+
+/// Replicas share the API token: a replica sends it to its peers.
+#[tokio::test]
+async fn peers_are_asked_with_the_shared_api_token() {
+    let token = || Settings {
+        api_token: Some("s3cret".to_owned()),
+        ..Settings::default()
+    };
+    let one = support::start(quiet(token())).await;
+    let zero = support::start(quiet(Settings {
+        peers: Some(vec![one.api.clone()]),
+        ..token()
+    }))
+    .await;
+    assert_eq!(zero.get("/api/v1/peer/state").await.0, 401);
+    let body: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/hops", zero.api))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["peers"][0]["ok"], true, "{body}");
+    zero.stop().await;
+    one.stop().await;
+}

@@ -125,10 +125,10 @@ fn answer_missing<T: Serialize>(
     })
 }
 
-/// What a peer's Jaeger answer is read for.
+/// What a peer's Jaeger answer is read for: its `data`, as `T`.
 #[derive(Deserialize)]
-struct PeerAnswer {
-    data: Value,
+struct PeerAnswer<T> {
+    data: T,
 }
 
 /// Whether a request is answered from this replica alone: a peer asked
@@ -150,14 +150,14 @@ fn missing(peer: &str, e: &PeerError) -> ErrorEntry {
 }
 
 /// Every peer's `data` for the same request as `uri` (none when `local`),
-/// and an error per peer that did not answer; a peer's 404 is an answer
-/// without data when `absent_ok` (a trace it does not hold).
-async fn ask_peers(
+/// and an error per peer that did not answer (or not with a `T`); a peer's
+/// 404 is an answer without data when `absent_ok` (a trace it does not hold).
+async fn ask_peers<T: DeserializeOwned + Send + 'static>(
     state: &AppState,
     local: bool,
     uri: &Uri,
     absent_ok: bool,
-) -> (Vec<Value>, Vec<ErrorEntry>) {
+) -> (Vec<T>, Vec<ErrorEntry>) {
     if local {
         return (Vec::new(), Vec::new());
     }
@@ -166,7 +166,7 @@ async fn ask_peers(
     let mut errors = Vec::new();
     for f in state
         .peers
-        .fetch_all::<PeerAnswer>(&format!("{PEER_PREFIX}{path}"))
+        .fetch_all::<PeerAnswer<T>>(&format!("{PEER_PREFIX}{path}"))
         .await
     {
         match f.result {
@@ -178,11 +178,9 @@ async fn ask_peers(
     (data, errors)
 }
 
-/// `mine` with the items of the peers' `data` lists (those that read as `T`).
-fn union<T: Ord + DeserializeOwned>(mut mine: BTreeSet<T>, theirs: Vec<Value>) -> BTreeSet<T> {
-    for v in theirs {
-        mine.extend(serde_json::from_value::<Vec<T>>(v).unwrap_or_default());
-    }
+/// `mine` with the items of the peers' lists.
+fn union<T: Ord>(mut mine: BTreeSet<T>, theirs: Vec<Vec<T>>) -> BTreeSet<T> {
+    mine.extend(theirs.into_iter().flatten());
     mine
 }
 
@@ -453,7 +451,7 @@ async fn search(
 
 /// The traces of this replica and its peers' answers, each trace once
 /// (ours first), newest (by first span start) first, at most `limit`.
-fn merge_traces(mine: Vec<TraceJson>, theirs: Vec<Value>, limit: Option<usize>) -> Value {
+fn merge_traces(mine: Vec<TraceJson>, theirs: Vec<Vec<Value>>, limit: Option<usize>) -> Value {
     let start = |t: &Value| -> u64 {
         t["spans"]
             .as_array()
@@ -467,10 +465,7 @@ fn merge_traces(mine: Vec<TraceJson>, theirs: Vec<Value>, limit: Option<usize>) 
     let mut all: Vec<Value> = mine
         .iter()
         .map(|t| json!(t))
-        .chain(theirs.into_iter().flat_map(|v| match v {
-            Value::Array(traces) => traces,
-            _ => Vec::new(),
-        }))
+        .chain(theirs.into_iter().flatten())
         .filter(|t| {
             t["spans"].as_array().is_some_and(|s| !s.is_empty())
                 && seen.insert(t["traceID"].as_str().unwrap_or_default().to_owned())
@@ -530,10 +525,9 @@ async fn trace(
         return Ok(answer(vec![json], 0).into_response());
     }
     let local = local_only(&state, marked, &uri);
-    let (theirs, mut missing) = ask_peers(&state, local, &uri, true).await;
+    let (theirs, mut missing) = ask_peers::<Vec<Value>>(&state, local, &uri, true).await;
     let found = theirs.into_iter().find(|data| {
-        data.as_array()
-            .and_then(|t| t.first())
+        data.first()
             .is_some_and(|t| t["spans"].as_array().is_some_and(|s| !s.is_empty()))
     });
     if let Some(data) = found {
