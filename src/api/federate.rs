@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,13 @@ impl Scope {
             )),
         }
     }
+}
+
+/// Whether a request's query string has `local=true` (the Grafana and Jaeger
+/// routes, whose parameters are not `/api/v1`'s).
+pub fn asks_local(uri: &Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|p| p == "local=true"))
 }
 
 /// Whether a peer answered a merged request, and who it is.

@@ -101,10 +101,8 @@ async fn dispatch(
         .into_response();
     }
     // Only what reads the store asks the peers (`?local=true`: never).
-    let local = uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "local=true"))
-        || ["", "metrics", "tag-keys"].contains(&endpoint.as_str());
+    let local =
+        federate::asks_local(&uri) || ["", "metrics", "tag-keys"].contains(&endpoint.as_str());
     let (store, peers) = federate::view(&state, local).await;
     let store = &store;
     let answer = match endpoint.as_str() {

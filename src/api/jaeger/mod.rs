@@ -134,15 +134,11 @@ struct PeerAnswer<T> {
 /// Whether a request is answered from this replica alone: a peer asked
 /// ([`LocalOnly`]), `?local=true`, or there are no peers.
 fn local_only(state: &AppState, marked: Option<Extension<LocalOnly>>, uri: &Uri) -> bool {
-    marked.is_some()
-        || state.peers.is_empty()
-        || uri
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p == "local=true"))
+    marked.is_some() || state.peers.is_empty() || super::federate::asks_local(uri)
 }
 
 /// The peer's part missing from an answer, as a Jaeger error.
-fn missing(peer: &str, e: &PeerError) -> ErrorEntry {
+fn missing(peer: &str, e: impl std::fmt::Display) -> ErrorEntry {
     ErrorEntry {
         code: StatusCode::BAD_GATEWAY.as_u16(),
         msg: format!("peer {peer}: {e}"),
@@ -597,12 +593,7 @@ async fn dependencies(
     let missing = peers
         .into_iter()
         .flatten()
-        .filter_map(|p| {
-            p.error.map(|e| ErrorEntry {
-                code: StatusCode::BAD_GATEWAY.as_u16(),
-                msg: format!("peer {}: {e}", p.peer),
-            })
-        })
+        .filter_map(|p| p.error.map(|e| missing(&p.peer, e)))
         .collect();
     Ok(answer_missing(dependency_edges(&store, window), 0, missing))
 }
