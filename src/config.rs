@@ -360,6 +360,29 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_RETENTION_MAX_MIB", value_name = "MIB")]
     pub retention_max_mib: Option<u64>,
 
+    /// Other replicas' API base URLs (`http://hopscope-1.hopscope-headless:9980`),
+    /// comma-separated: the findings, hops, Grafana and Jaeger answers merge
+    /// theirs (docs/FEDERATION.md) [default: none]
+    #[arg(
+        long,
+        env = "HOPSCOPE_PEERS",
+        value_name = "URLS",
+        value_delimiter = ','
+    )]
+    pub peers: Option<Vec<String>>,
+
+    /// A headless Service's DNS name and the API port, HOST:PORT: every
+    /// address it resolves to is a peer, resolved again every 10 s
+    /// [default: none]
+    #[arg(long, env = "HOPSCOPE_PEERS_DNS", value_name = "HOST:PORT")]
+    pub peers_dns: Option<String>,
+
+    /// How long a merged answer waits for each peer; a later one is reported
+    /// missing in the answer [default: 2s]
+    #[arg(long, env = "HOPSCOPE_PEER_TIMEOUT", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
+    pub peer_timeout: Option<HumanDuration>,
+
     /// Every detector's thresholds: the file's `[detectors]` section
     /// (docs/DETECTORS.md); sections and keys left out keep their defaults.
     #[arg(skip)]
@@ -470,6 +493,9 @@ impl Settings {
             retention: self.retention.or(fallback.retention),
             retention_max_mib: self.retention_max_mib.or(fallback.retention_max_mib),
             detectors: self.detectors.or(fallback.detectors),
+            peers: self.peers.or(fallback.peers),
+            peers_dns: self.peers_dns.or(fallback.peers_dns),
+            peer_timeout: self.peer_timeout.or(fallback.peer_timeout),
         }
     }
 }
@@ -528,6 +554,11 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     pub retention: Duration,
     pub retention_max_bytes: u64,
+    /// Other replicas' API base URLs, without a trailing `/`.
+    pub peers: Vec<String>,
+    /// `HOST:PORT` whose addresses are peers.
+    pub peers_dns: Option<String>,
+    pub peer_timeout: Duration,
 }
 
 /// The PEM files of a TLS listener.
@@ -535,6 +566,36 @@ pub struct Config {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// The peer settings: plain `http://HOST[:PORT]` URLs (the client speaks no
+/// TLS), `HOST:PORT` for discovery, a timeout above zero.
+fn check_peers(config: &Config) -> Result<(), ConfigError> {
+    let invalid = |m: String| Err(ConfigError::Invalid(m));
+    for p in &config.peers {
+        let host = p.strip_prefix("http://").unwrap_or_default();
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return invalid(format!(
+                "peers: `{p}` is not an http://HOST:PORT URL (peers are asked over plain HTTP)"
+            ));
+        }
+    }
+    if let Some(dns) = &config.peers_dns {
+        let port = dns.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+        if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
+            return invalid(format!("peers_dns: `{dns}` is not HOST:PORT"));
+        }
+    }
+    if config.peer_timeout.is_zero() {
+        return invalid("peer_timeout must be greater than 0".to_owned());
+    }
+    if config.tls.is_some() && (!config.peers.is_empty() || config.peers_dns.is_some()) {
+        return invalid(
+            "peers and peers_dns ask peers over plain HTTP, which a replica serving TLS does not answer"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// `$XDG_STATE_HOME/hopscope`, else `$HOME/.local/state/hopscope` (the XDG
@@ -628,6 +689,15 @@ impl TryFrom<Settings> for Config {
                 .retention_max_mib
                 .unwrap_or(2048)
                 .saturating_mul(MIB as u64),
+            peers: s
+                .peers
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.trim().trim_end_matches('/').to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            peers_dns: s.peers_dns.filter(|d| !d.trim().is_empty()),
+            peer_timeout: d(s.peer_timeout, 2),
         };
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if config.trace_idle.is_zero() {
@@ -684,6 +754,7 @@ impl TryFrom<Settings> for Config {
         if config.checkpoint_interval.is_zero() {
             return invalid("checkpoint_interval must be greater than 0");
         }
+        check_peers(&config)?;
         Ok(config)
     }
 }
@@ -747,6 +818,9 @@ impl Config {
             retention: duration(self.retention),
             retention_max_mib: Some(self.retention_max_bytes / MIB as u64),
             detectors: Some(self.detectors.clone()),
+            peers: Some(self.peers.clone()),
+            peers_dns: self.peers_dns.clone(),
+            peer_timeout: duration(self.peer_timeout),
         };
         let mut out = String::from(
             "# hopscope's effective configuration (defaults, the file, the environment and\n\
@@ -842,6 +916,38 @@ mod tests {
         match Config::try_from(s) {
             Err(ConfigError::Invalid(m)) => assert!(m.contains("aggregate_max_hops"), "{m}"),
             other => panic!("accepted: {:?}", other.map(|c| c.aggregate_max_hops)),
+        }
+    }
+
+    #[test]
+    fn peers_are_plain_http_urls_and_discovery_is_host_and_port() {
+        let file: Settings = toml::from_str(
+            "peers = [\"http://hopscope-1.hopscope-headless:9980/\", \" \"]\n\
+             peers_dns = \"hopscope-headless:9980\"\npeer_timeout = \"500ms\"",
+        )
+        .unwrap();
+        let c = Config::try_from(file).unwrap();
+        assert_eq!(c.peers, ["http://hopscope-1.hopscope-headless:9980"]);
+        assert_eq!(c.peers_dns.as_deref(), Some("hopscope-headless:9980"));
+        assert_eq!(c.peer_timeout, Duration::from_millis(500));
+        assert_eq!(Config::default().peer_timeout, Duration::from_secs(2));
+        let back: Settings = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(Config::try_from(back).unwrap().peers, c.peers);
+        for (bad, key) in [
+            ("peers = [\"https://a:9980\"]", "peers"),
+            ("peers = [\"a:9980\"]", "peers"),
+            ("peers_dns = \"headless\"", "peers_dns"),
+            ("peers_dns = \":9980\"", "peers_dns"),
+            ("peer_timeout = \"0s\"", "peer_timeout"),
+            (
+                "peers = [\"http://a:1\"]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
+                "plain HTTP",
+            ),
+        ] {
+            match Config::try_from(toml::from_str::<Settings>(bad).unwrap()) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains(key), "{bad}: {m}"),
+                other => panic!("{bad} accepted: {:?}", other.map(|c| c.peers)),
+            }
         }
     }
 

@@ -53,6 +53,7 @@ pub mod listener;
 pub mod memory;
 pub mod model;
 pub mod offline;
+pub mod peers;
 pub mod pipeline;
 pub mod runtime;
 pub mod stats;

@@ -6,11 +6,12 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::federate::{self, PeerStatus, Scope};
 use super::params::{self, rfc3339, TimeRange};
 use super::{ApiError, AppState};
 use crate::analyze::{ChainHop, CodeLocation, Crossed, Culprit, FindingKind, Severity};
 use crate::model::TraceId;
-use crate::store::{Finding, FindingFilter};
+use crate::store::{Finding, FindingFilter, Store};
 
 const DEFAULT_LIMIT: usize = 100;
 /// Most findings one answer lists.
@@ -86,6 +87,10 @@ impl From<Finding> for FindingBody {
 #[derive(Serialize, ToSchema)]
 pub struct FindingListBody {
     findings: Vec<FindingBody>,
+    /// With peers configured (and not `local`): whether each answered;
+    /// the findings of those that did not are missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<Vec<PeerStatus>>,
 }
 
 /// `file:line in function (namespace)`, as much of it as is known.
@@ -163,7 +168,7 @@ pub fn parse_severity(text: Option<&str>) -> Result<Option<Severity>, ApiError> 
     path = "/api/v1/findings",
     operation_id = "list_findings",
     tag = "findings",
-    params(ListParams, TimeRange),
+    params(ListParams, TimeRange, Scope),
     responses(
         (status = 200, description = "Matching findings, worst first", body = FindingListBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
@@ -173,19 +178,23 @@ pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListParams>, QueryRejection>,
     range: Result<Query<TimeRange>, QueryRejection>,
+    scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<Json<FindingListBody>, ApiError> {
+    let (p, range) = (params::query(q)?, TimeRange::read(range)?);
+    let (store, peers) = federate::view(&state, Scope::read(scope)?).await;
     Ok(Json(FindingListBody {
-        findings: select(&state, params::query(q)?, TimeRange::read(range)?)?
+        findings: select(&store, p, range)?
             .into_iter()
             .map(FindingBody::from)
             .collect(),
+        peers,
     }))
 }
 
 /// The findings `p` asks for, last seen within `(since, until)`, worst first
 /// (also the console's plain page).
 pub(super) fn select(
-    state: &AppState,
+    store: &Store,
     p: ListParams,
     (since_ns, until_ns): (Option<u64>, Option<u64>),
 ) -> Result<Vec<Finding>, ApiError> {
@@ -197,7 +206,7 @@ pub(super) fn select(
         until_ns,
     };
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    Ok(state.store.findings().list(&filter, limit))
+    Ok(store.findings().list(&filter, limit))
 }
 
 /// One finding by id.

@@ -26,6 +26,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::federate::{self, PeerStatus, Scope};
 use super::params::{self, ms, TimeRange};
 use super::traces::{EntryBody, HopBody};
 use super::{ApiError, AppState};
@@ -74,6 +75,10 @@ pub struct EntryAggBody {
 #[derive(Serialize, ToSchema)]
 pub struct HopsBody {
     entries: Vec<EntryAggBody>,
+    /// With peers configured (and not `local`): whether each answered;
+    /// the traces of those that did not are missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<Vec<PeerStatus>>,
 }
 
 fn hop_body(h: &HopStats) -> HopAggBody {
@@ -120,7 +125,7 @@ pub fn parse_entry(text: &str) -> Result<Option<EntryPoint>, ApiError> {
     path = "/api/v1/hops",
     operation_id = "list_hops",
     tag = "hops",
-    params(HopParams, TimeRange),
+    params(HopParams, TimeRange, Scope),
     responses(
         (status = 200, description = "Latency share per hop of each entry point", body = HopsBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
@@ -130,23 +135,25 @@ pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<HopParams>, QueryRejection>,
     range: Result<Query<TimeRange>, QueryRejection>,
+    scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<Json<HopsBody>, ApiError> {
     let p = params::query(q)?;
     let (since, until) = TimeRange::read(range)?;
-    let entry = match p.entry.as_deref() {
-        None | Some("") => None,
-        Some(text) => match parse_entry(text)? {
-            Some(entry) => Some(entry),
-            None => {
-                return Ok(Json(HopsBody {
-                    entries: Vec::new(),
-                }))
-            }
-        },
+    let local = Scope::read(scope)?;
+    // Parsed before the peers are asked (a malformed entry is refused
+    // without them); an entry point no replica has seen has no traces.
+    let text = p.entry.as_deref().filter(|e| !e.is_empty());
+    if let Some(text) = text {
+        parse_entry(text)?;
+    }
+    let (store, peers) = federate::view(&state, local).await;
+    let entries = match text.map(parse_entry).transpose()? {
+        Some(None) => Vec::new(),
+        entry => store.aggregates().query(entry.flatten(), since, until),
     };
-    let entries = state.store.aggregates().query(entry, since, until);
     Ok(Json(HopsBody {
         entries: entries.iter().map(entry_body).collect(),
+        peers,
     }))
 }
 
@@ -200,6 +207,9 @@ pub struct PointBody {
 pub struct SeriesBody {
     step_ms: f64,
     points: Vec<PointBody>,
+    /// With peers configured (and not `local`): whether each answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<Vec<PeerStatus>>,
 }
 
 /// The hops of one entry point over time.
@@ -208,7 +218,7 @@ pub struct SeriesBody {
     path = "/api/v1/hops/series",
     operation_id = "hop_series",
     tag = "hops",
-    params(SeriesParams, TimeRange),
+    params(SeriesParams, TimeRange, Scope),
     responses(
         (status = 200, description = "One point per step, oldest first", body = SeriesBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody)
@@ -218,18 +228,24 @@ pub async fn series(
     State(state): State<AppState>,
     q: Result<Query<SeriesParams>, QueryRejection>,
     range: Result<Query<TimeRange>, QueryRejection>,
+    scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<Json<SeriesBody>, ApiError> {
     let p = params::query(q)?;
     let (since, until) = TimeRange::read(range)?;
+    let local = Scope::read(scope)?;
     let step = match p.step.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => DEFAULT_STEP,
         Some(text) => parse_step(text)?,
     };
-    let entry = match p.entry.as_deref().filter(|e| !e.is_empty()) {
+    let text = p.entry.as_deref().filter(|e| !e.is_empty());
+    if let Some(text) = text {
+        parse_entry(text)?;
+    }
+    let (store, peers) = federate::view(&state, local).await;
+    let entry = match text {
         Some(text) => parse_entry(text)?,
         // The busiest entry point of the window (the aggregates answer busiest first).
-        None => state
-            .store
+        None => store
             .aggregates()
             .query(None, since, until)
             .first()
@@ -237,7 +253,7 @@ pub async fn series(
     };
     let points = match entry {
         None => Vec::new(),
-        Some(entry) => state.store.aggregates().series(entry, since, until, step),
+        Some(entry) => store.aggregates().series(entry, since, until, step),
     };
     Ok(Json(SeriesBody {
         step_ms: (step.as_secs() / 60 * 60_000) as f64,
@@ -250,5 +266,6 @@ pub async fn series(
                 hops: stats.map_or_else(Vec::new, |s| s.hops.iter().map(hop_body).collect()),
             })
             .collect(),
+        peers,
     }))
 }

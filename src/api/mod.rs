@@ -10,6 +10,7 @@ mod console;
 mod coverage;
 mod edges;
 mod error;
+mod federate;
 mod findings;
 mod grafana;
 mod health;
@@ -27,6 +28,7 @@ mod traces;
 
 pub use coverage::{blind_by_service, coverage_bodies, ServiceCoverageBody};
 pub use error::{time_limit, unauthenticated, ApiError};
+pub use federate::{PeerState, PeerStatus, MISSING_PEERS_HEADER};
 pub use findings::{crossed_text, FindingBody};
 pub use hops::{entry_body, EntryAggBody};
 pub use openapi::{document as openapi_document, v1_routes};
@@ -59,6 +61,8 @@ pub struct AppState {
     /// The detectors' configuration (the timeout budgets are computed on
     /// request with its thresholds).
     pub analysis: Arc<crate::analyze::Options>,
+    /// The other replicas, whose state merged answers include.
+    pub peers: Arc<crate::peers::Peers>,
 }
 
 /// Largest request body the API takes (its routes read none): larger ones are
@@ -75,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v1_routes())
         .route("/metrics", get(metrics::render))
         .merge(grafana::router())
+        .merge(jaeger::peer_router(&state))
         .merge(console::data())
         .route_layer(guard)
         .merge(console::pages())

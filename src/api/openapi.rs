@@ -17,7 +17,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::schemas::string_schema;
-use super::{coverage, edges, findings, health, hops, queries, timeouts, traces, AppState};
+use super::{
+    coverage, edges, federate, findings, health, hops, queries, timeouts, traces, AppState,
+};
 use crate::analyze::coverage::Detector;
 use crate::analyze::{FindingKind, Severity};
 
@@ -47,6 +49,7 @@ pub fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(queries::list))
         .routes(routes!(edges::list))
         .routes(routes!(coverage::list))
+        .routes(routes!(federate::state))
         .routes(routes!(openapi_json))
 }
 

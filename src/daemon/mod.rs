@@ -22,6 +22,7 @@ use crate::api::AppState;
 use crate::assemble::{Buffer, BufferLimits};
 use crate::auth::{Guard, Listener};
 use crate::config::Config;
+use crate::peers::Peers;
 use crate::stats::Stats;
 use crate::store::durable::{Durable, DurableError, DurableOptions};
 use crate::store::{Aggregates, FindingStore, Store, TraceStore};
@@ -97,7 +98,12 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     // Servers stop on `stop_servers`; the sweeper runs until they have.
     let stop_servers = signal.child_token();
     let sink = Arc::new(BufferSink::new(&config, &core, full.clone()));
-    let state = core.api_state(&config, ready.clone());
+    let peers = Arc::new(Peers::new(&config).map_err(|e| DaemonError::Server {
+        what: "peers",
+        message: e.to_string(),
+    })?);
+    peers.discover(signal.child_token());
+    let state = core.api_state(&config, ready.clone(), peers);
     let servers = Servers::start(
         &config,
         tls.as_ref(),
@@ -168,8 +174,9 @@ impl Core {
     }
 
     /// What the HTTP API and the Jaeger query API read.
-    fn api_state(&self, config: &Config, ready: Arc<AtomicBool>) -> AppState {
+    fn api_state(&self, config: &Config, ready: Arc<AtomicBool>, peers: Arc<Peers>) -> AppState {
         AppState {
+            peers,
             analysis: self.analysis.clone(),
             store: self.store.clone(),
             buffer: self.buffer.clone(),

@@ -218,6 +218,14 @@ impl Aggregates {
         calls
     }
 
+    /// Empty aggregates of the same retention and limits.
+    pub fn empty_like(&self) -> Self {
+        Aggregates {
+            entries: Mutex::new(FxHashMap::default()),
+            ..*self
+        }
+    }
+
     /// How much trace time is kept.
     pub fn retention(&self) -> Duration {
         Duration::from_nanos(self.retention_buckets * BUCKET_NS)

@@ -64,17 +64,31 @@ impl FindingStore {
     /// Merges an observation into the finding of its kind and culprit: its
     /// count adds to the finding's (per-trace detectors: one per trace).
     pub fn record(&self, o: Observation) {
-        self.merge(o, false);
+        let first_seen_ns = o.seen_ns;
+        self.merge(o, false, first_seen_ns);
     }
 
     /// Merges the observation of a window detector, which recounts what the
     /// window holds on every run: its count replaces the finding's, so an
     /// occurrence is never counted twice across runs.
     pub fn set(&self, o: Observation) {
-        self.merge(o, true);
+        let first_seen_ns = o.seen_ns;
+        self.merge(o, true, first_seen_ns);
     }
 
-    fn merge(&self, mut o: Observation, replace_count: bool) {
+    /// Merges a finding another replica holds (`api::federate`): counts add,
+    /// examples combine (bounded as here), first seen is the earlier, last
+    /// seen the later, severity the worse.
+    pub fn absorb(&self, f: Finding) {
+        self.merge(f.latest, false, f.first_seen_ns);
+    }
+
+    /// An empty store of the same bound.
+    pub fn empty_like(&self) -> FindingStore {
+        FindingStore::new(self.max)
+    }
+
+    fn merge(&self, mut o: Observation, replace_count: bool, first_seen_ns: u64) {
         let id = finding_id(o.kind, &o.culprit);
         let mut inner = self.inner.write();
         match inner.get_mut(&id) {
@@ -86,7 +100,7 @@ impl FindingStore {
                 } else {
                     old.count + o.count
                 };
-                f.first_seen_ns = f.first_seen_ns.min(o.seen_ns);
+                f.first_seen_ns = f.first_seen_ns.min(first_seen_ns);
                 // The new examples first; one seen again moves to the front.
                 let mut examples = std::mem::take(&mut o.trace_ids);
                 old.trace_ids.retain(|t| !examples.contains(t));
@@ -114,7 +128,7 @@ impl FindingStore {
                     id,
                     Finding {
                         id,
-                        first_seen_ns: o.seen_ns,
+                        first_seen_ns,
                         latest: o,
                     },
                 );
@@ -259,6 +273,26 @@ mod tests {
         store.record(observation(1, 30));
         store.record(observation(1, 40));
         assert_eq!(store.get(f.id).unwrap().latest.count, 8);
+    }
+
+    #[test]
+    fn a_replica_s_finding_adds_its_count_and_widens_the_sightings() {
+        let store = FindingStore::new(10);
+        store.record(observation(3, 20));
+        let theirs = FindingStore::new(10);
+        theirs.record(Observation {
+            severity: Severity::Critical,
+            ..observation(5, 10)
+        });
+        theirs.record(observation(1, 40));
+        for f in theirs.export() {
+            store.absorb(f);
+        }
+        let f = store.list(&FindingFilter::default(), 10).remove(0);
+        assert_eq!(f.latest.count, 9);
+        assert_eq!((f.first_seen_ns, f.latest.seen_ns), (10, 40));
+        assert_eq!(f.latest.severity, Severity::Critical);
+        assert_eq!(f.latest.trace_ids.len(), 3);
     }
 
     #[test]

@@ -101,6 +101,16 @@ pub struct Store {
     stats: Arc<Stats>,
 }
 
+/// What a replica shares with its peers (`api::federate`): the state file's
+/// mergeable parts, every one a sum, a sketch or a merge by id.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub struct Shared {
+    pub findings: Vec<Finding>,
+    pub aggregates: Vec<BucketState>,
+    pub edges: Vec<EdgeBucketState>,
+    pub coverage: Vec<(crate::model::Sym, crate::analyze::coverage::Counts)>,
+}
+
 impl Store {
     pub fn new(
         traces: TraceStore,
@@ -219,6 +229,44 @@ impl Store {
         self.window.expire(now, latest_ns);
         self.aggregates.expire(now, latest_ns);
         self.edges.expire(now, latest_ns);
+    }
+
+    /// Its findings, aggregates, service graph and coverage, as peers read them.
+    pub fn shared(&self) -> Shared {
+        Shared {
+            findings: self.findings.export(),
+            aggregates: self.aggregates.export(),
+            edges: self.edges.export(),
+            coverage: self.coverage.services(),
+        }
+    }
+
+    /// An empty store of the same bounds and clock, holding this one's last
+    /// pass of the cross-trace detectors (the budget map and the statement
+    /// shapes, which no peer shares): a scratch view that [`Store::absorb`]
+    /// merges replicas into.
+    pub fn scratch(&self) -> Store {
+        let scratch = Store::new(
+            TraceStore::new(1, 0),
+            self.aggregates.empty_like(),
+            self.findings.empty_like(),
+            self.stats.clone(),
+            self.clock.clone(),
+        );
+        *scratch.detection.write() = self.detection();
+        scratch
+    }
+
+    /// Merges a replica's shared state into this store: findings by id,
+    /// aggregate and service-graph buckets by key (sums, sketches merged),
+    /// coverage added.
+    pub fn absorb(&self, shared: Shared) {
+        for f in shared.findings {
+            self.findings.absorb(f);
+        }
+        self.aggregates.import(shared.aggregates);
+        self.edges.import(shared.edges);
+        self.coverage.import(shared.coverage);
     }
 
     /// The counters it bumps (shared with the rest of the daemon).

@@ -20,7 +20,7 @@ pub async fn findings(
     q: Result<Query<ListParams>, QueryRejection>,
     range: Result<Query<TimeRange>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let found = select(&state, params::query(q)?, TimeRange::read(range)?)?;
+    let found = select(&state.store, params::query(q)?, TimeRange::read(range)?)?;
     let rows: String = found.iter().map(row).collect();
     let table = if found.is_empty() {
         format!("<p>No findings match.</p>{}", blind_notice(&state))

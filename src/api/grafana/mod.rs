@@ -38,7 +38,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::params;
-use super::{kinds, ApiError, AppState};
+use super::{federate, kinds, ApiError, AppState};
 use crate::analyze::{FindingKind, Severity};
 use crate::store::Store;
 
@@ -100,7 +100,11 @@ async fn dispatch(
         }
         .into_response();
     }
-    let store = &state.store;
+    // Only what reads the store asks the peers (`?local=true`: never).
+    let local =
+        federate::asks_local(&uri) || ["", "metrics", "tag-keys"].contains(&endpoint.as_str());
+    let (store, peers) = federate::view(&state, local).await;
+    let store = &store;
     let answer = match endpoint.as_str() {
         "" => Ok(json!({"status": "ok", "datasource": "hopscope"})),
         "metrics" => Ok(query::metrics_json()),
@@ -116,10 +120,16 @@ async fn dispatch(
             .collect::<Vec<_>>())),
         _ => parse(&body).and_then(|r| tag_values(store, r)),
     };
-    match answer {
+    let mut response = match answer {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
+    };
+    // The datasource's shapes have no room for the peers: a header names
+    // those missing from the answer.
+    if let Some((name, value)) = peers.as_deref().and_then(federate::missing_header) {
+        response.headers_mut().insert(name, value);
     }
+    response
 }
 
 /// A JSON body; an empty one is `{}`.

@@ -19,25 +19,65 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use super::AppState;
 use crate::analyze::AnalyzedTrace;
 use crate::auth::RequireToken;
 use crate::model::Sym;
+use crate::peers::PeerError;
 use crate::store::{FindingStore, Store};
 use query::{Pairs, Search};
 
 /// The Jaeger query API's routes, behind the API's bearer token (if set).
 pub fn router(state: AppState) -> Router {
     let guard = RequireToken::new(state.api_guard.clone(), super::unauthenticated);
+    routes()
+        .route_layer(guard)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.stats.clone(),
+            super::error::limit_body,
+        ))
+        .layer(DefaultBodyLimit::max(super::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Where the API listener serves this replica's own Jaeger answers to its
+/// peers (`/peer/jaeger/api/services`, ...): a replica's list of peer API
+/// URLs is all federation needs.
+pub const PEER_PREFIX: &str = "/peer/jaeger";
+
+/// The Jaeger routes under [`PEER_PREFIX`], for the API's router: answered
+/// locally, with this replica's node id.
+pub fn peer_router(state: &AppState) -> Router<AppState> {
+    Router::new().nest(
+        PEER_PREFIX,
+        routes()
+            .layer(Extension(LocalOnly))
+            .layer(middleware::map_response_with_state(
+                state.clone(),
+                |State(state): State<AppState>, r: Response| async move {
+                    super::federate::with_node(&state, r)
+                },
+            )),
+    )
+}
+
+/// Marks a peer's request: answered from this replica alone.
+#[derive(Clone, Copy)]
+struct LocalOnly;
+
+fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/services", get(services))
         .route(
@@ -48,14 +88,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/traces", get(search))
         .route("/api/traces/{trace_id}", get(trace))
         .route("/api/dependencies", get(dependencies))
-        .route_layer(guard)
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.stats.clone(),
-            super::error::limit_body,
-        ))
-        .layer(DefaultBodyLimit::max(super::MAX_BODY_BYTES))
-        .with_state(state)
 }
 
 /// Jaeger's answer envelope (`structuredResponse`).
@@ -75,13 +107,77 @@ struct ErrorEntry {
 }
 
 fn answer<T: Serialize>(data: T, total: usize) -> Json<Envelope<T>> {
+    answer_missing(data, total, Vec::new())
+}
+
+/// An answer with the peers missing from it in `errors`.
+fn answer_missing<T: Serialize>(
+    data: T,
+    total: usize,
+    missing: Vec<ErrorEntry>,
+) -> Json<Envelope<T>> {
     Json(Envelope {
         data,
         total,
         limit: 0,
         offset: 0,
-        errors: None,
+        errors: (!missing.is_empty()).then_some(missing),
     })
+}
+
+/// What a peer's Jaeger answer is read for: its `data`, as `T`.
+#[derive(Deserialize)]
+struct PeerAnswer<T> {
+    data: T,
+}
+
+/// Whether a request is answered from this replica alone: a peer asked
+/// ([`LocalOnly`]), `?local=true`, or there are no peers.
+fn local_only(state: &AppState, marked: Option<Extension<LocalOnly>>, uri: &Uri) -> bool {
+    marked.is_some() || state.peers.is_empty() || super::federate::asks_local(uri)
+}
+
+/// The peer's part missing from an answer, as a Jaeger error.
+fn missing(peer: &str, e: impl std::fmt::Display) -> ErrorEntry {
+    ErrorEntry {
+        code: StatusCode::BAD_GATEWAY.as_u16(),
+        msg: format!("peer {peer}: {e}"),
+    }
+}
+
+/// Every peer's `data` for the same request as `uri` (none when `local`),
+/// and an error per peer that did not answer (or not with a `T`); a peer's
+/// 404 is an answer without data when `absent_ok` (a trace it does not hold).
+async fn ask_peers<T: DeserializeOwned + Send + 'static>(
+    state: &AppState,
+    local: bool,
+    uri: &Uri,
+    absent_ok: bool,
+) -> (Vec<T>, Vec<ErrorEntry>) {
+    if local {
+        return (Vec::new(), Vec::new());
+    }
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let mut data = Vec::new();
+    let mut errors = Vec::new();
+    for f in state
+        .peers
+        .fetch_all::<PeerAnswer<T>>(&format!("{PEER_PREFIX}{path}"))
+        .await
+    {
+        match f.result {
+            Ok(a) => data.push(a.data),
+            Err(PeerError::Status(404)) if absent_ok => {}
+            Err(e) => errors.push(missing(&f.peer, &e)),
+        }
+    }
+    (data, errors)
+}
+
+/// `mine` with the items of the peers' lists.
+fn union<T: Ord>(mut mine: BTreeSet<T>, theirs: Vec<Vec<T>>) -> BTreeSet<T> {
+    mine.extend(theirs.into_iter().flatten());
+    mine
 }
 
 /// An error as Jaeger answers it: the status, and `{data: null, errors: [{code, msg}]}`.
@@ -160,21 +256,29 @@ pub fn render(t: &AnalyzedTrace, findings: &FindingStore) -> TraceJson {
 }
 
 /// `GET /api/services`: every service with a span in the stored traces, sorted.
-async fn services(State(state): State<AppState>) -> Result<impl IntoResponse, JaegerError> {
-    let names = blocking(move || {
+async fn services(
+    State(state): State<AppState>,
+    marked: Option<Extension<LocalOnly>>,
+    uri: Uri,
+) -> Result<impl IntoResponse, JaegerError> {
+    let local = local_only(&state, marked, &uri);
+    let peers = ask_peers(&state, local, &uri, false);
+    let walked = state.clone();
+    let mine = blocking(move || {
         // Symbols while walking (a hash of a number per span), text once.
         let mut services = FxHashSet::default();
-        for t in stored(&state) {
+        for t in stored(&walked) {
             services.extend(t.trace.spans.iter().map(|s| s.service));
         }
         services
             .into_iter()
-            .map(Sym::as_str)
+            .map(|s| s.as_str().to_owned())
             .collect::<BTreeSet<_>>()
-    })
-    .await?;
+    });
+    let (mine, (theirs, missing)) = tokio::join!(mine, peers);
+    let names = union(mine?, theirs);
     let total = names.len();
-    Ok(answer(names, total))
+    Ok(answer_missing(names, total, missing))
 }
 
 /// The distinct operations of `service`'s spans, with their span kinds as
@@ -208,28 +312,34 @@ fn operations_of(state: &AppState, service: &str) -> BTreeSet<(&'static str, &'s
 /// `GET /api/services/{service}/operations`: operation names, sorted.
 async fn service_operations(
     State(state): State<AppState>,
+    marked: Option<Extension<LocalOnly>>,
+    uri: Uri,
     Path(service): Path<String>,
 ) -> Result<impl IntoResponse, JaegerError> {
-    let names: BTreeSet<&str> = operation_set(state, service)
-        .await?
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
+    let local = local_only(&state, marked, &uri);
+    let (mine, (theirs, missing)) = tokio::join!(
+        operation_set(state.clone(), service),
+        ask_peers(&state, local, &uri, false)
+    );
+    let mine: BTreeSet<String> = mine?.into_iter().map(|(name, _)| name.to_owned()).collect();
+    let names = union(mine, theirs);
     let total = names.len();
-    Ok(answer(names, total))
+    Ok(answer_missing(names, total, missing))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 struct Operation {
-    name: &'static str,
+    name: String,
     #[serde(rename = "spanKind")]
-    span_kind: &'static str,
+    span_kind: String,
 }
 
 /// `GET /api/operations?service=&spanKind=`: `{name, spanKind}` per operation
 /// and kind (`spanKind` is `""` for an unspecified kind).
 async fn operations(
     State(state): State<AppState>,
+    marked: Option<Extension<LocalOnly>>,
+    uri: Uri,
     q: Result<Query<Pairs>, QueryRejection>,
 ) -> Result<impl IntoResponse, JaegerError> {
     let p = pairs(q)?;
@@ -243,14 +353,22 @@ async fn operations(
     let service = get("service")
         .ok_or_else(|| JaegerError::bad_request("parameter 'service' is required"))?;
     let kind = get("spanKind");
-    let ops: Vec<Operation> = operation_set(state, service.to_owned())
-        .await?
+    let local = local_only(&state, marked, &uri);
+    let (mine, (theirs, missing)) = tokio::join!(
+        operation_set(state.clone(), service.to_owned()),
+        ask_peers(&state, local, &uri, false)
+    );
+    let mine: BTreeSet<Operation> = mine?
         .into_iter()
-        .map(|(name, span_kind)| Operation { name, span_kind })
+        .map(|(name, span_kind)| Operation {
+            name: name.to_owned(),
+            span_kind: span_kind.to_owned(),
+        })
         .filter(|o| kind.is_none_or(|k| o.span_kind == k))
         .collect();
+    let ops = union(mine, theirs);
     let total = ops.len();
-    Ok(answer(ops, total))
+    Ok(answer_missing(ops, total, missing))
 }
 
 /// Whether `t` has a span that passes every condition of the search (Jaeger's
@@ -302,11 +420,56 @@ fn matches(
 /// parameters name traces directly.
 async fn search(
     State(state): State<AppState>,
+    marked: Option<Extension<LocalOnly>>,
+    uri: Uri,
     q: Result<Query<Pairs>, QueryRejection>,
 ) -> Result<impl IntoResponse, JaegerError> {
     let q = Search::parse(&pairs(q)?)?;
-    let data = blocking(move || search_traces(&state, &q)).await?;
-    Ok(answer(data, 0))
+    let local = local_only(&state, marked, &uri);
+    let limit = q.trace_ids.is_empty().then_some(q.limit);
+    let (mine, (theirs, missing)) = tokio::join!(
+        blocking({
+            let state = state.clone();
+            move || search_traces(&state, &q)
+        }),
+        ask_peers(&state, local, &uri, false)
+    );
+    let mine = mine?;
+    if theirs.is_empty() {
+        return Ok(answer_missing(json!(mine), 0, missing));
+    }
+    Ok(answer_missing(
+        merge_traces(mine, theirs, limit),
+        0,
+        missing,
+    ))
+}
+
+/// The traces of this replica and its peers' answers, each trace once
+/// (ours first), newest (by first span start) first, at most `limit`.
+fn merge_traces(mine: Vec<TraceJson>, theirs: Vec<Vec<Value>>, limit: Option<usize>) -> Value {
+    let start = |t: &Value| -> u64 {
+        t["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["startTime"].as_u64())
+            .min()
+            .unwrap_or(0)
+    };
+    let mut seen = FxHashSet::default();
+    let mut all: Vec<Value> = mine
+        .iter()
+        .map(|t| json!(t))
+        .chain(theirs.into_iter().flatten())
+        .filter(|t| {
+            t["spans"].as_array().is_some_and(|s| !s.is_empty())
+                && seen.insert(t["traceID"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    all.sort_by_key(|t| std::cmp::Reverse(start(t)));
+    all.truncate(limit.unwrap_or(usize::MAX));
+    Value::Array(all)
 }
 
 /// The renderings of the traces a search finds.
@@ -338,22 +501,53 @@ fn search_traces(state: &AppState, q: &Search) -> Vec<TraceJson> {
 
 /// `GET /api/traces/{traceID}`: one trace (`start`/`end` query parameters,
 /// which Grafana may add in µs or ms, are hints and are not read).
+/// A trace this replica does not hold is asked of every peer at once; the
+/// first that holds it answers (its owner).
 async fn trace(
     State(state): State<AppState>,
+    marked: Option<Extension<LocalOnly>>,
+    uri: Uri,
     Path(raw): Path<String>,
-) -> Result<impl IntoResponse, JaegerError> {
+) -> Result<Response, JaegerError> {
     let id = query::parse_trace_id(&raw)
         .map_err(|e| JaegerError::bad_request(format!("`{raw}` is not a trace id: {e}")))?;
-    let t = state
+    let json = state
         .store
         .traces()
         .get(&id)
-        .ok_or_else(|| JaegerError::not_found("trace not found"))?;
-    let json = render(&t, state.store.findings());
-    if json.spans.is_empty() {
+        .map(|t| render(&t, state.store.findings()))
+        .filter(|j| !j.spans.is_empty());
+    if let Some(json) = json {
+        return Ok(answer(vec![json], 0).into_response());
+    }
+    let local = local_only(&state, marked, &uri);
+    let (theirs, mut missing) = ask_peers::<Vec<Value>>(&state, local, &uri, true).await;
+    let found = theirs.into_iter().find(|data| {
+        data.first()
+            .is_some_and(|t| t["spans"].as_array().is_some_and(|s| !s.is_empty()))
+    });
+    if let Some(data) = found {
+        return Ok(answer(data, 0).into_response());
+    }
+    if missing.is_empty() {
         return Err(JaegerError::not_found("trace not found"));
     }
-    Ok(answer(vec![json], 0))
+    // Perhaps held by a peer that did not answer: said with the 404.
+    missing.insert(
+        0,
+        ErrorEntry {
+            code: StatusCode::NOT_FOUND.as_u16(),
+            msg: "trace not found".to_owned(),
+        },
+    );
+    let body = Envelope {
+        data: (),
+        total: 0,
+        limit: 0,
+        offset: 0,
+        errors: Some(missing),
+    };
+    Ok((StatusCode::NOT_FOUND, Json(body)).into_response())
 }
 
 /// One edge of Jaeger's dependency graph.
@@ -389,9 +583,17 @@ pub fn dependency_edges(store: &Store, (from_ns, to_ns): (u64, u64)) -> Vec<Depe
 /// `GET /api/dependencies?endTs=&lookback=` (unix ms and ms).
 async fn dependencies(
     State(state): State<AppState>,
+    marked: Option<Extension<LocalOnly>>,
+    uri: Uri,
     q: Result<Query<Pairs>, QueryRejection>,
 ) -> Result<impl IntoResponse, JaegerError> {
     let window = query::dependencies_window(&pairs(q)?, SystemTime::now())?;
-    let edges = dependency_edges(&state.store, window);
-    Ok(answer(edges, 0))
+    let local = local_only(&state, marked, &uri);
+    let (store, peers) = super::federate::view(&state, local).await;
+    let missing = peers
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.error.map(|e| missing(&p.peer, e)))
+        .collect();
+    Ok(answer_missing(dependency_edges(&store, window), 0, missing))
 }

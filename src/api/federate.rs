@@ -1,0 +1,174 @@
+//! Answers for the whole deployment (docs/FEDERATION.md): `GET
+//! /api/v1/peer/state` shares this replica's findings, hop aggregates,
+//! service graph and coverage; [`view`] merges every peer's into a scratch
+//! [`Store`] the handlers read as they read the local one, and says which
+//! peers answered ([`PeerStatus`]). Requests between peers never fan out
+//! again: the peer endpoints answer locally, and so does any public one
+//! asked with `?local=true`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{params, ApiError, AppState};
+use crate::peers::{Fetched, NODE_HEADER};
+use crate::store::{Shared, Store};
+
+/// This replica's role in the deployment: every part of the pipeline runs here.
+const ROLE: &str = "all";
+
+/// `?local=true`: answer from this replica alone.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Scope {
+    /// `true`: this replica's own data only, without asking its peers
+    /// (default `false`).
+    #[param(value_type = Option<bool>)]
+    local: Option<String>,
+}
+
+impl Scope {
+    /// Whether the request asks for local data only.
+    pub fn read(q: Result<Query<Scope>, QueryRejection>) -> Result<bool, ApiError> {
+        match params::query(q)?.local.as_deref().map(str::trim) {
+            None | Some("" | "false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(
+                "invalid_local",
+                format!("`local` must be true or false; got `{other}`"),
+            )),
+        }
+    }
+}
+
+/// Whether a request's query string has `local=true` (the Grafana and Jaeger
+/// routes, whose parameters are not `/api/v1`'s).
+pub fn asks_local(uri: &Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|p| p == "local=true"))
+}
+
+/// Whether a peer answered a merged request, and who it is.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PeerStatus {
+    /// The peer's API base URL.
+    pub peer: String,
+    pub ok: bool,
+    /// Why its part is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Its node id, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl PeerStatus {
+    /// The status of one fetch; `ok` means its answer is in.
+    pub fn of<T>(f: &Fetched<T>) -> PeerStatus {
+        PeerStatus {
+            peer: f.peer.clone(),
+            ok: f.result.is_ok(),
+            error: f.result.as_ref().err().map(ToString::to_string),
+            node: f.node.clone(),
+        }
+    }
+}
+
+/// One replica's share, as `GET /api/v1/peer/state` answers it.
+#[derive(Serialize, Deserialize)]
+pub struct PeerState {
+    /// Its random node id, drawn at start.
+    pub node: String,
+    pub role: String,
+    /// Its findings, aggregate and service-graph buckets and coverage (not
+    /// flattened: the buckets' sums are 128-bit).
+    pub state: Shared,
+}
+
+/// This replica's findings, hop aggregate buckets (with their sketches),
+/// service graph buckets and coverage, for its peers; never asks them.
+#[utoipa::path(
+    get,
+    path = "/api/v1/peer/state",
+    operation_id = "peer_state",
+    tag = "peers",
+    responses(
+        (status = 200, description = "This replica's node id, role, findings, aggregate and service-graph buckets and coverage", content_type = "application/json", body = Object)
+    )
+)]
+pub async fn state(State(state): State<AppState>) -> Response {
+    let body = PeerState {
+        node: state.peers.node().to_owned(),
+        role: ROLE.to_owned(),
+        state: state.store.shared(),
+    };
+    with_node(&state, Json(body).into_response())
+}
+
+/// `response` with this replica's node id ([`NODE_HEADER`]).
+pub fn with_node(state: &AppState, mut response: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(state.peers.node()) {
+        response.headers_mut().insert(NODE_HEADER, v);
+    }
+    response
+}
+
+/// What a request reads: the local store when it is `local` or there are no
+/// peers (with no statuses), else every peer's state merged with the local
+/// one into a scratch store, with a status per peer.
+pub async fn view(state: &AppState, local: bool) -> (Arc<Store>, Option<Vec<PeerStatus>>) {
+    if local || state.peers.is_empty() {
+        return (state.store.clone(), None);
+    }
+    let fetched = state
+        .peers
+        .fetch_all::<PeerState>("/api/v1/peer/state")
+        .await;
+    let local = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let scratch = local.scratch();
+        scratch.absorb(local.shared());
+        let statuses = fetched
+            .into_iter()
+            .map(|f| {
+                let status = PeerStatus::of(&f);
+                if let Ok(p) = f.result {
+                    scratch.absorb(p.state);
+                }
+                status
+            })
+            .collect();
+        (Arc::new(scratch), Some(statuses))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "merging the peers' state failed; answering locally");
+        (state.store.clone(), None)
+    })
+}
+
+/// The `x-hopscope-missing-peers` header of an answer whose shape has no
+/// room for [`PeerStatus`] (the Grafana datasource): the peers missing from
+/// it, comma-separated; none when every peer answered.
+pub fn missing_header(statuses: &[PeerStatus]) -> Option<(&'static str, HeaderValue)> {
+    let missing: Vec<&str> = statuses
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| s.peer.as_str())
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&missing.join(","))
+        .ok()
+        .map(|v| (MISSING_PEERS_HEADER, v))
+}
+
+/// The response header naming the peers a Grafana answer lacks.
+pub const MISSING_PEERS_HEADER: &str = "x-hopscope-missing-peers";
