@@ -50,6 +50,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// Its name in the settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Assemble => "assemble",
+            Role::Detect => "detect",
+        }
+    }
+
     /// Runs the cross-trace detectors.
     pub fn detects(self) -> bool {
         self != Role::Assemble

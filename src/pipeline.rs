@@ -126,6 +126,7 @@ pub fn detect_window(store: &Store, thresholds: &Thresholds, outside: Timeouts) 
     store.set_detection(
         Detection {
             window,
+            inferred: Timeouts::of(&budgets),
             budgets,
             shapes,
             outside,

@@ -20,9 +20,6 @@ use super::{params, ApiError, AppState};
 use crate::peers::{Fetched, NODE_HEADER};
 use crate::store::{Shared, Store};
 
-/// This replica's role in the deployment: every part of the pipeline runs here.
-const ROLE: &str = "all";
-
 /// `?local=true`: answer from this replica alone.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -105,10 +102,28 @@ pub struct PeerState {
 pub async fn state(State(state): State<AppState>) -> Response {
     let body = PeerState {
         node: state.peers.node().to_owned(),
-        role: ROLE.to_owned(),
+        role: state.role.as_str().to_owned(),
         state: state.store.shared(),
     };
     with_node(&state, Json(body).into_response())
+}
+
+/// The timeouts this replica's last detection pass inferred for the edges
+/// and entry points whose calls and roots it owns (a detect replica's,
+/// `--role detect`): its peers' budgets need them for the deadlines above
+/// their calls. Never asks its own peers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/peer/timeouts",
+    operation_id = "peer_timeouts",
+    tag = "peers",
+    responses(
+        (status = 200, description = "Inferred timeouts: `edges` as [edge, ns] pairs, `entries` as [entry point, budget ns] pairs", content_type = "application/json", body = Object)
+    )
+)]
+pub async fn timeouts(State(state): State<AppState>) -> Response {
+    let inferred = state.store.detection().inferred.clone();
+    with_node(&state, Json(inferred).into_response())
 }
 
 /// `response` with this replica's node id ([`NODE_HEADER`]).

@@ -63,6 +63,8 @@ pub struct AppState {
     pub analysis: Arc<crate::analyze::Options>,
     /// The other replicas, whose state merged answers include.
     pub peers: Arc<crate::peers::Peers>,
+    /// What this replica does among them.
+    pub role: crate::config::Role,
 }
 
 /// Largest request body the API takes (its routes read none): larger ones are

@@ -50,6 +50,7 @@ pub fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(edges::list))
         .routes(routes!(coverage::list))
         .routes(routes!(federate::state))
+        .routes(routes!(federate::timeouts))
         .routes(routes!(openapi_json))
 }
 

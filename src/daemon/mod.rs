@@ -103,7 +103,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         message: e.to_string(),
     })?);
     peers.discover(signal.child_token());
-    let state = core.api_state(&config, ready.clone(), peers);
+    let state = core.api_state(&config, ready.clone(), peers.clone());
     let servers = Servers::start(
         &config,
         tls.as_ref(),
@@ -112,7 +112,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         state,
         stop_servers.clone(),
     )?;
-    let tasks = Tasks::start(&config, &core, full);
+    let tasks = Tasks::start(&config, &core, full, peers);
     if let Err(e) = replay(&sink, core.durable.as_ref()).await {
         // The log cannot be read (not damage, which is cut and skipped):
         // stop what was started and report it.
@@ -177,6 +177,7 @@ impl Core {
     fn api_state(&self, config: &Config, ready: Arc<AtomicBool>, peers: Arc<Peers>) -> AppState {
         AppState {
             peers,
+            role: config.role,
             analysis: self.analysis.clone(),
             store: self.store.clone(),
             buffer: self.buffer.clone(),

@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Core;
 use crate::analyze;
+use crate::analyze::budget::Timeouts;
 use crate::assemble::Buffer;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::memory::{self, Buffered, MemoryGuard};
+use crate::peers::Peers;
 use crate::pipeline;
 use crate::stats::{LogEvery, Stats};
 use crate::store::durable::Durable;
@@ -30,7 +32,12 @@ pub(super) struct Tasks {
 impl Tasks {
     /// Starts the sweeper over `core`'s buffer (woken early by `full`) and
     /// the window detectors, both handing their results to its store.
-    pub(super) fn start(config: &Config, core: &Core, full: Arc<Notify>) -> Tasks {
+    pub(super) fn start(
+        config: &Config,
+        core: &Core,
+        full: Arc<Notify>,
+        peers: Arc<Peers>,
+    ) -> Tasks {
         let stop = CancellationToken::new();
         let sweeper = tokio::spawn(sweep(
             core.buffer.clone(),
@@ -45,13 +52,20 @@ impl Tasks {
         ));
         // An assembling replica leaves the cross-trace detectors to the
         // detect tier, which sees every call of the services it owns.
-        let detector = match config.role.detects() {
-            true => tokio::spawn(detect(
+        let detector = match config.role {
+            Role::All => tokio::spawn(detect(
                 (core.store.clone(), core.analysis.clone()),
+                None,
                 config.detect_interval,
                 stop.clone(),
             )),
-            false => tokio::spawn(std::future::ready(())),
+            Role::Detect => tokio::spawn(detect(
+                (core.store.clone(), core.analysis.clone()),
+                Some(peers),
+                config.detect_interval,
+                stop.clone(),
+            )),
+            Role::Assemble => tokio::spawn(std::future::ready(())),
         };
         Tasks {
             sweeper,
@@ -179,8 +193,13 @@ pub(super) fn checkpoint(durable: &Durable, store: &Store, stats: &Stats, buffer
 /// Runs the cross-trace detectors over the call window every `every`, when it
 /// changed since the last run, and merges what they report into the findings,
 /// replacing their counts ([`crate::store::FindingStore::set`]).
+///
+/// A detect replica (`peers`: `--role detect`) first asks its peers for the
+/// timeouts they inferred ([`outside_timeouts`]), and runs again when those
+/// changed: a deadline above its calls may be one another replica owns.
 async fn detect(
     (store, analysis): (Arc<Store>, Arc<analyze::Options>),
+    peers: Option<Arc<Peers>>,
     every: Duration,
     stop: CancellationToken,
 ) {
@@ -194,19 +213,20 @@ async fn detect(
         }
         // The window ages by the clock even when no trace comes.
         store.expire(u64::MAX);
-        let generation = store.window_generation();
-        if last == Some(generation) {
+        let outside = match &peers {
+            Some(peers) => outside_timeouts(peers).await,
+            None => Timeouts::default(),
+        };
+        let now = (store.window_generation(), outside);
+        if last.as_ref() == Some(&now) {
             continue;
         }
-        last = Some(generation);
+        let outside = now.1.clone();
+        last = Some(now);
         let (window, analysis) = (store.clone(), analysis.clone());
         let run = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            pipeline::detect_window(
-                &window,
-                &analysis.thresholds,
-                analyze::budget::Timeouts::default(),
-            );
+            pipeline::detect_window(&window, &analysis.thresholds, outside);
             window.stats().detection.observe(started.elapsed());
         });
         if let Err(e) = run.await {
@@ -216,4 +236,27 @@ async fn detect(
             tracing::error!(error = %e, "window detectors failed; the next run starts afresh");
         }
     }
+}
+
+/// The timeouts a detect replica's peers inferred of the edges and entry
+/// points they own, in a stable order; a peer that does not answer adds none
+/// (its deadlines are missing from this pass's budgets, as its calls are from
+/// a merged answer).
+async fn outside_timeouts(peers: &Peers) -> Timeouts {
+    let mut all = Timeouts::default();
+    for fetched in peers.fetch_all::<Timeouts>("/api/v1/peer/timeouts").await {
+        if let Ok(t) = fetched.result {
+            all.extend(t);
+        }
+    }
+    all.edges
+        .sort_by(|a, b| a.0.sort_key().cmp(&b.0.sort_key()).then(a.1.cmp(&b.1)));
+    all.entries.sort_by(|a, b| {
+        (a.0.service.as_str(), a.0.operation.as_str(), a.1).cmp(&(
+            b.0.service.as_str(),
+            b.0.operation.as_str(),
+            b.1,
+        ))
+    });
+    all
 }

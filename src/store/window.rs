@@ -140,6 +140,9 @@ pub struct Detection {
     /// The timeouts of edges and entry points this window does not own that
     /// the pass used: a detect replica's peers' ([`Timeouts`]).
     pub outside: Timeouts,
+    /// The timeouts the pass inferred of the edges and entry points this
+    /// window owns, which a detect replica's peers ask for.
+    pub inferred: Timeouts,
 }
 
 /// What the window holds and has dropped.
