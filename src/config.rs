@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyze::{HealthRoutes, InvalidThreshold, Thresholds};
 use crate::clock::{Clock, TimeBounds};
+use crate::forward::{Compression, Options as ForwardOptions, Protocol};
 use crate::listener::ConnLimits;
 pub use crate::store::wal::WalSync;
 
@@ -314,6 +315,35 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_RETENTION_MAX_MIB", value_name = "MIB")]
     pub retention_max_mib: Option<u64>,
 
+    /// Forward every analyzed trace's spans, with hopscope.critical_ms,
+    /// hopscope.self_ms, hopscope.on_critical_path and hopscope.findings
+    /// added, to this OTLP receiver (http://host:port; docs/FORWARDING.md)
+    /// [default: none, off]
+    #[arg(long, env = "HOPSCOPE_FORWARD_OTLP", value_name = "URL")]
+    pub forward_otlp: Option<String>,
+
+    /// How to forward: `grpc`, or `http` (protobuf, POST to the URL, with
+    /// /v1/traces added when it has no path) [default: grpc]
+    #[arg(long, env = "HOPSCOPE_FORWARD_PROTOCOL", value_name = "PROTOCOL")]
+    #[serde(serialize_with = "as_text")]
+    pub forward_protocol: Option<Protocol>,
+
+    /// Forwarded request bodies: `gzip` or `none` [default: gzip]
+    #[arg(long, env = "HOPSCOPE_FORWARD_COMPRESSION", value_name = "COMPRESSION")]
+    #[serde(serialize_with = "as_text")]
+    pub forward_compression: Option<Compression>,
+
+    /// Most spans waiting to be forwarded; when full the analysis waits
+    /// (and exports are refused retryably), nothing is dropped [default: 200000]
+    #[arg(long, env = "HOPSCOPE_FORWARD_QUEUE_SPANS", value_name = "N")]
+    pub forward_queue_spans: Option<usize>,
+
+    /// How long a forwarding request is retried before its spans are
+    /// dropped and counted [default: 5m]
+    #[arg(long, env = "HOPSCOPE_FORWARD_MAX_ELAPSED", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
+    pub forward_max_elapsed: Option<HumanDuration>,
+
     /// Every detector's thresholds: the file's `[detectors]` section
     /// (docs/DETECTORS.md); sections and keys left out keep their defaults.
     #[arg(skip)]
@@ -422,6 +452,11 @@ impl Settings {
             checkpoint_interval: self.checkpoint_interval.or(fallback.checkpoint_interval),
             retention: self.retention.or(fallback.retention),
             retention_max_mib: self.retention_max_mib.or(fallback.retention_max_mib),
+            forward_otlp: self.forward_otlp.or(fallback.forward_otlp),
+            forward_protocol: self.forward_protocol.or(fallback.forward_protocol),
+            forward_compression: self.forward_compression.or(fallback.forward_compression),
+            forward_queue_spans: self.forward_queue_spans.or(fallback.forward_queue_spans),
+            forward_max_elapsed: self.forward_max_elapsed.or(fallback.forward_max_elapsed),
             detectors: self.detectors.or(fallback.detectors),
         }
     }
@@ -479,6 +514,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     pub retention: Duration,
     pub retention_max_bytes: u64,
+    /// Where analyzed traces are forwarded; `None`: nowhere.
+    pub forward: Option<ForwardOptions>,
 }
 
 /// The PEM files of a TLS listener.
@@ -575,6 +612,20 @@ impl TryFrom<Settings> for Config {
                 .retention_max_mib
                 .unwrap_or(2048)
                 .saturating_mul(MIB as u64),
+            forward: s
+                .forward_otlp
+                .as_deref()
+                .map(|url| {
+                    ForwardOptions::new(
+                        url,
+                        s.forward_protocol.unwrap_or(Protocol::Grpc),
+                        s.forward_compression.unwrap_or(Compression::Gzip),
+                        s.forward_queue_spans.unwrap_or(200_000),
+                        d(s.forward_max_elapsed, 300),
+                    )
+                })
+                .transpose()
+                .map_err(ConfigError::Invalid)?,
         };
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if config.trace_idle.is_zero() {
@@ -692,6 +743,11 @@ impl Config {
             checkpoint_interval: duration(self.checkpoint_interval),
             retention: duration(self.retention),
             retention_max_mib: Some(self.retention_max_bytes / MIB as u64),
+            forward_otlp: self.forward.as_ref().map(|f| f.url.to_string()),
+            forward_protocol: self.forward.as_ref().map(|f| f.protocol),
+            forward_compression: self.forward.as_ref().map(|f| f.compression),
+            forward_queue_spans: self.forward.as_ref().map(|f| f.queue_spans as usize),
+            forward_max_elapsed: self.forward.as_ref().map(|f| HumanDuration(f.max_elapsed)),
             detectors: Some(self.detectors.clone()),
         };
         let mut out = String::from(

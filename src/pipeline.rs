@@ -14,21 +14,29 @@ use crate::analyze::budget::EntryBudget;
 use crate::analyze::saturation::QueryShape;
 use crate::analyze::{analyze_with, budget, saturation, AnalyzedTrace, Options, Thresholds};
 use crate::assemble::{assemble, Completed};
+use crate::forward::Forwarder;
 use crate::model::{SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
 use crate::store::wal::LogRange;
 use crate::store::{Detection, Store};
 
-/// Assembles, analyzes (with `options`) and stores completed traces. Late
+/// Assembles, analyzes (with `options`) and stores completed traces, each
+/// also handed to `forward` when there is one (a trace analyzed again is
+/// forwarded again, whole). Late
 /// spans are merged with the stored trace, which is analyzed again. A trace
 /// whose analysis panics is logged and counted (`analysis_panics`); the rest
 /// of the batch is analyzed all the same.
-pub fn finish(store: &Store, options: &Options, completed: Vec<Completed>) {
+pub fn finish(
+    store: &Store,
+    options: &Options,
+    forward: Option<&Forwarder>,
+    completed: Vec<Completed>,
+) {
     let stats = store.stats();
     isolated(
         completed,
         |c| c.trace_id,
-        |c| finish_one(store, options, c),
+        |c| finish_one(store, options, forward, c),
         |trace_id| {
             Stats::add(&stats.analysis_panics, 1);
             tracing::error!(%trace_id, "the analysis of a trace panicked; counted in analysis_panics, the rest of the batch goes on");
@@ -53,7 +61,7 @@ fn isolated<T, N>(
 }
 
 /// [`finish`] for one trace.
-fn finish_one(store: &Store, options: &Options, c: Completed) {
+fn finish_one(store: &Store, options: &Options, forward: Option<&Forwarder>, c: Completed) {
     let stats = store.stats();
     let started = std::time::Instant::now();
     let mut spans = c.spans;
@@ -82,9 +90,13 @@ fn finish_one(store: &Store, options: &Options, c: Completed) {
             ),
         });
     }
+    let analyzed = analyze_with(trace, options);
+    if let Some(forward) = forward {
+        forward.send(&analyzed);
+    }
     keep(
         store,
-        analyze_with(trace, options),
+        analyzed,
         c.late,
         c.log.map(LogRange::from),
     );

@@ -14,6 +14,7 @@ use super::Core;
 use crate::analyze;
 use crate::assemble::Buffer;
 use crate::config::Config;
+use crate::forward::Forwarder;
 use crate::memory::{self, Buffered, MemoryGuard};
 use crate::pipeline;
 use crate::stats::{LogEvery, Stats};
@@ -34,7 +35,7 @@ impl Tasks {
         let stop = CancellationToken::new();
         let sweeper = tokio::spawn(sweep(
             core.buffer.clone(),
-            (core.store.clone(), core.analysis.clone()),
+            (core.store.clone(), core.analysis.clone(), core.forward.clone()),
             core.stats.clone(),
             full,
             MemoryGuard::new(config.memory_limit_bytes, config.max_buffered_spans),
@@ -76,7 +77,7 @@ impl Tasks {
 /// analyses, so no trace is between the buffer and the store meanwhile.
 async fn sweep(
     buffer: Arc<Buffer>,
-    (store, analysis): (Arc<Store>, Arc<analyze::Options>),
+    (store, analysis, forward): (Arc<Store>, Arc<analyze::Options>, Option<Arc<Forwarder>>),
     stats: Arc<Stats>,
     full: Arc<Notify>,
     mut memory: MemoryGuard,
@@ -126,9 +127,11 @@ async fn sweep(
         }
         done.extend(buffer.take_complete(now));
         if !done.is_empty() {
-            let (store, analysis) = (store.clone(), analysis.clone());
-            if let Err(e) =
-                tokio::task::spawn_blocking(move || pipeline::finish(&store, &analysis, done)).await
+            let (store, analysis, forward) = (store.clone(), analysis.clone(), forward.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || {
+                pipeline::finish(&store, &analysis, forward.as_deref(), done)
+            })
+            .await
             {
                 tracing::error!(error = %e, "analysis task failed");
             }
