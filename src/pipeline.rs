@@ -94,12 +94,7 @@ fn finish_one(store: &Store, options: &Options, forward: Option<&Forwarder>, c: 
     if let Some(forward) = forward {
         forward.send(&analyzed);
     }
-    keep(
-        store,
-        analyzed,
-        c.late,
-        c.log.map(LogRange::from),
-    );
+    keep(store, analyzed, c.late, c.log.map(LogRange::from));
     stats.analysis.observe(started.elapsed());
 }
 

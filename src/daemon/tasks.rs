@@ -35,7 +35,11 @@ impl Tasks {
         let stop = CancellationToken::new();
         let sweeper = tokio::spawn(sweep(
             core.buffer.clone(),
-            (core.store.clone(), core.analysis.clone(), core.forward.clone()),
+            (
+                core.store.clone(),
+                core.analysis.clone(),
+                core.forward.clone(),
+            ),
             core.stats.clone(),
             full,
             MemoryGuard::new(config.memory_limit_bytes, config.max_buffered_spans),

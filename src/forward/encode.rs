@@ -340,7 +340,10 @@ mod tests {
                 resource: Some(Resource {
                     attributes: vec![
                         attr(SERVICE_NAME, any_value::Value::StringValue("shop".into())),
-                        attr(SERVICE_INSTANCE, any_value::Value::StringValue("shop-1".into())),
+                        attr(
+                            SERVICE_INSTANCE,
+                            any_value::Value::StringValue("shop-1".into()),
+                        ),
                         attr("host.name", any_value::Value::StringValue("h1".into())),
                         attr("pid", any_value::Value::IntValue(42)),
                     ],

@@ -126,9 +126,7 @@ impl Options {
         let queue_spans = u32::try_from(queue_spans)
             .ok()
             .filter(|&n| n > 0)
-            .ok_or_else(|| {
-                format!("forward_queue_spans must be between 1 and {}", u32::MAX)
-            })?;
+            .ok_or_else(|| format!("forward_queue_spans must be between 1 and {}", u32::MAX))?;
         if max_elapsed.is_zero() {
             return Err("forward_max_elapsed must be greater than 0".to_owned());
         }
@@ -306,7 +304,10 @@ impl Forwarder {
     /// Sends what is queued (every trace has been sent to the forwarder)
     /// and stops, by the deadline given to [`Forwarder::give_up_at`].
     pub async fn drain(&self) {
-        let before = self.stats.forward_spans_dropped_shutdown.load(Ordering::Relaxed);
+        let before = self
+            .stats
+            .forward_spans_dropped_shutdown
+            .load(Ordering::Relaxed);
         self.done.cancel();
         let task = self.task.lock().take();
         if let Some(task) = task {
@@ -317,7 +318,11 @@ impl Forwarder {
         // Whatever comes after is not waited for.
         self.room.close();
         self.abort.cancel();
-        let dropped = self.stats.forward_spans_dropped_shutdown.load(Ordering::Relaxed) - before;
+        let dropped = self
+            .stats
+            .forward_spans_dropped_shutdown
+            .load(Ordering::Relaxed)
+            - before;
         if dropped > 0 {
             tracing::warn!(
                 spans = dropped,
@@ -352,7 +357,8 @@ async fn run(
                 ..
             } = std::mem::take(&mut batch);
             let client = client.clone();
-            in_flight.spawn(async move { deliver(&client, resource_spans, tickets, max_elapsed).await });
+            in_flight
+                .spawn(async move { deliver(&client, resource_spans, tickets, max_elapsed).await });
             continue;
         }
         if drained && batch.is_empty() && in_flight.is_empty() {

@@ -57,7 +57,9 @@ pub(super) enum Outcome {
 
 /// One attempt's answer.
 enum Attempt {
-    Sent { rejected: u64 },
+    Sent {
+        rejected: u64,
+    },
     /// Retryable, after the delay the receiver asked for if it did.
     Retry(Option<Duration>, String),
     Refused(String),
@@ -240,7 +242,10 @@ fn backoff(retries: u32) -> Duration {
 }
 
 /// One gRPC attempt.
-async fn grpc(mut client: TraceServiceClient<Counted>, request: ExportTraceServiceRequest) -> Attempt {
+async fn grpc(
+    mut client: TraceServiceClient<Counted>,
+    request: ExportTraceServiceRequest,
+) -> Attempt {
     match client.export(request).await {
         Ok(response) => Attempt::Sent {
             rejected: rejected(&response.into_inner()),
