@@ -22,8 +22,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::{JoinHandle, JoinSet};
@@ -31,7 +31,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::analyze::AnalyzedTrace;
-use crate::ingest::otlp::trace::v1::ResourceSpans;
 use crate::stats::{LogEvery, Stats};
 pub use encode::encode;
 pub use transport::ForwardError;
@@ -47,6 +46,8 @@ pub const MAX_BATCH_BYTES: usize = 3 << 20;
 pub const LINGER: Duration = Duration::from_millis(200);
 /// Requests sent at once.
 pub const MAX_IN_FLIGHT: usize = 2;
+/// `ExportTraceServiceRequest.resource_spans`.
+const REQUEST_SPANS_FIELD: u32 = 1;
 
 /// How spans are sent: OTLP/gRPC or OTLP/HTTP with a protobuf body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,20 +174,22 @@ impl Drop for Ticket {
     }
 }
 
-/// One analyzed trace, encoded, waiting in the queue.
+/// One analyzed trace waiting in the queue, encoded: its `ResourceSpans`
+/// as the `resource_spans` entries of an `ExportTraceServiceRequest`, so
+/// that entries of several traces, end to end, are one request (and the
+/// queue holds the wire form, a fraction of the messages' memory).
 struct Item {
-    resource_spans: Vec<ResourceSpans>,
-    bytes: usize,
+    body: Vec<u8>,
     ticket: Ticket,
 }
 
 /// Traces gathered into one request.
 #[derive(Default)]
 struct Batch {
-    resource_spans: Vec<ResourceSpans>,
+    /// An encoded `ExportTraceServiceRequest`.
+    body: Vec<u8>,
     tickets: Vec<Ticket>,
     spans: u64,
-    bytes: usize,
     /// When the first trace came: the batch goes out [`LINGER`] after.
     since: Option<Instant>,
 }
@@ -195,13 +198,16 @@ impl Batch {
     fn push(&mut self, item: Item) {
         self.since.get_or_insert_with(Instant::now);
         self.spans += item.ticket.spans;
-        self.bytes += item.bytes;
-        self.resource_spans.extend(item.resource_spans);
+        if self.body.is_empty() {
+            self.body = item.body;
+        } else {
+            self.body.extend_from_slice(&item.body);
+        }
         self.tickets.push(item.ticket);
     }
 
     fn full(&self) -> bool {
-        self.spans >= MAX_BATCH_SPANS || self.bytes >= MAX_BATCH_BYTES
+        self.spans >= MAX_BATCH_SPANS || self.body.len() >= MAX_BATCH_BYTES
     }
 
     fn is_empty(&self) -> bool {
@@ -278,13 +284,17 @@ impl Forwarder {
         };
         let ticket = Ticket::new(spans, self.stats.clone(), room);
         let resource_spans = encode(trace, &mut |_, _| {});
-        let bytes = resource_spans.iter().map(Message::encoded_len).sum();
+        let mut body = Vec::with_capacity(
+            resource_spans
+                .iter()
+                .map(|r| prost::encoding::message::encoded_len(REQUEST_SPANS_FIELD, r))
+                .sum(),
+        );
+        for r in &resource_spans {
+            prost::encoding::message::encode(REQUEST_SPANS_FIELD, r, &mut body);
+        }
         // Fails only once the task has stopped: the item's ticket counts it.
-        let _ = self.queue.send(Item {
-            resource_spans,
-            bytes,
-            ticket,
-        });
+        let _ = self.queue.send(Item { body, ticket });
     }
 
     /// From `deadline` on, nothing waits for room and what is not sent is
@@ -351,14 +361,10 @@ async fn run(
             && (batch.full() || lingered || drained)
             && in_flight.len() < MAX_IN_FLIGHT
         {
-            let Batch {
-                resource_spans,
-                tickets,
-                ..
-            } = std::mem::take(&mut batch);
+            let Batch { body, tickets, .. } = std::mem::take(&mut batch);
             let client = client.clone();
             in_flight
-                .spawn(async move { deliver(&client, resource_spans, tickets, max_elapsed).await });
+                .spawn(async move { deliver(&client, body.into(), tickets, max_elapsed).await });
             continue;
         }
         if drained && batch.is_empty() && in_flight.is_empty() {
@@ -398,15 +404,10 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// Sends one request, retrying as [`transport`] classifies each answer, and
 /// settles its spans.
-async fn deliver(
-    client: &Client,
-    resource_spans: Vec<ResourceSpans>,
-    mut tickets: Vec<Ticket>,
-    max_elapsed: Duration,
-) {
+async fn deliver(client: &Client, body: Bytes, mut tickets: Vec<Ticket>, max_elapsed: Duration) {
     let spans: u64 = tickets.iter().map(|t| t.spans).sum();
     let stats = client.stats();
-    let outcome = client.export(resource_spans, max_elapsed).await;
+    let outcome = client.export(body, max_elapsed).await;
     match outcome {
         Outcome::Sent { rejected } => {
             let rejected = rejected.min(spans);

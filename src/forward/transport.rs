@@ -29,7 +29,6 @@ use crate::ingest::otlp::collector::trace::v1::trace_service_client::TraceServic
 use crate::ingest::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use crate::ingest::otlp::trace::v1::ResourceSpans;
 use crate::stats::{LogEvery, Stats};
 
 /// How long one attempt may take.
@@ -105,6 +104,17 @@ enum Transport {
     },
 }
 
+/// One request as every attempt sends it.
+enum Prepared<'a> {
+    Grpc(&'a TraceServiceClient<Counted>, ExportTraceServiceRequest),
+    Http {
+        client: &'a reqwest::Client,
+        url: &'a reqwest::Url,
+        body: Bytes,
+        gzip: bool,
+    },
+}
+
 /// The receiver, and the counters requests bump.
 pub(super) struct Client {
     transport: Transport,
@@ -158,31 +168,28 @@ impl Client {
         &self.stats
     }
 
-    /// Sends `resource_spans` in one request, retrying until `max_elapsed`.
-    pub(super) async fn export(
-        &self,
-        resource_spans: Vec<ResourceSpans>,
-        max_elapsed: Duration,
-    ) -> Outcome {
-        let request = ExportTraceServiceRequest { resource_spans };
-        // An HTTP body is encoded (and compressed) once for every attempt.
-        let body = match &self.transport {
-            Transport::Http { gzip, .. } => match http_body(&request, *gzip) {
-                Ok(body) => body,
-                Err(e) => {
-                    self.refused(&format!("cannot compress the request: {e}"));
-                    return Outcome::Refused;
-                }
-            },
-            Transport::Grpc(_) => Bytes::new(),
+    /// Sends `request` (an encoded `ExportTraceServiceRequest`), retrying
+    /// until `max_elapsed`.
+    pub(super) async fn export(&self, request: Bytes, max_elapsed: Duration) -> Outcome {
+        let prepared = match self.prepare(request) {
+            Ok(prepared) => prepared,
+            Err(why) => {
+                self.refused(&why);
+                return Outcome::Refused;
+            }
         };
         let started = Instant::now();
         let mut retries = 0u32;
         loop {
             Stats::add(&self.stats.forward_requests, 1);
-            let attempt = match &self.transport {
-                Transport::Grpc(client) => grpc(client.clone(), request.clone()).await,
-                Transport::Http { client, url, gzip } => {
+            let attempt = match &prepared {
+                Prepared::Grpc(client, message) => grpc((*client).clone(), message.clone()).await,
+                Prepared::Http {
+                    client,
+                    url,
+                    body,
+                    gzip,
+                } => {
                     Stats::add(&self.stats.forward_bytes, body.len() as u64);
                     post(client, url, body.clone(), *gzip).await
                 }
@@ -207,6 +214,29 @@ impl Client {
         }
     }
 
+    /// What every attempt at `request` sends: the message the generated
+    /// gRPC client encodes (and compresses), or the HTTP body, compressed
+    /// or not.
+    fn prepare(&self, request: Bytes) -> Result<Prepared<'_>, String> {
+        Ok(match &self.transport {
+            Transport::Grpc(client) => Prepared::Grpc(
+                client,
+                ExportTraceServiceRequest::decode(request)
+                    .map_err(|e| format!("cannot encode the request: {e}"))?,
+            ),
+            Transport::Http { client, url, gzip } => Prepared::Http {
+                client,
+                url,
+                body: if *gzip {
+                    compress(&request).map_err(|e| format!("cannot compress the request: {e}"))?
+                } else {
+                    request
+                },
+                gzip: *gzip,
+            },
+        })
+    }
+
     fn refused(&self, why: &str) {
         if self.refused_log.ready() {
             tracing::error!(error = %why, "forwarding: receiver refused a request; its spans are dropped (counted in forward_spans_dropped_refused; logged once in a while)");
@@ -214,17 +244,13 @@ impl Client {
     }
 }
 
-/// The HTTP body of `request`: protobuf, gzipped or not.
-fn http_body(request: &ExportTraceServiceRequest, gzip: bool) -> std::io::Result<Bytes> {
-    let encoded = request.encode_to_vec();
-    if !gzip {
-        return Ok(encoded.into());
-    }
+/// `body` gzipped.
+fn compress(body: &[u8]) -> std::io::Result<Bytes> {
     let mut out = flate2::write::GzEncoder::new(
-        Vec::with_capacity(encoded.len() / 4),
+        Vec::with_capacity(body.len() / 4),
         flate2::Compression::fast(),
     );
-    out.write_all(&encoded)?;
+    out.write_all(body)?;
     Ok(out.finish()?.into())
 }
 
