@@ -826,6 +826,42 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_is_off_by_default_and_its_url_is_checked_at_start() {
+        assert_eq!(Config::default().forward, None);
+        let s: Settings = toml::from_str(
+            "forward_otlp = \"http://collector:4318\"\nforward_protocol = \"http\"\nforward_max_elapsed = \"1m\"",
+        )
+        .unwrap();
+        let f = Config::try_from(s).unwrap().forward.unwrap();
+        assert_eq!(
+            f.url.as_str(),
+            "http://collector:4318/v1/traces",
+            "the OTLP rule for a URL without a path"
+        );
+        assert_eq!((f.compression, f.queue_spans), (Compression::Gzip, 200_000));
+        assert_eq!(f.max_elapsed, Duration::from_secs(60));
+        for (bad, says) in [
+            ("forward_otlp = \"collector:4317\"", "http:// URL"),
+            (
+                "forward_otlp = \"https://tempo:4317\"",
+                "https is not supported",
+            ),
+            ("forward_otlp = \"http://\"", "not a URL"),
+            (
+                "forward_otlp = \"http://a:1\"\nforward_queue_spans = 0",
+                "forward_queue_spans",
+            ),
+        ] {
+            let s: Settings = toml::from_str(bad).unwrap();
+            match Config::try_from(s) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains(says), "{bad}: {m}"),
+                other => panic!("{bad}: accepted {:?}", other.map(|c| c.forward)),
+            }
+        }
+        assert!(toml::from_str::<Settings>("forward_protocol = \"udp\"").is_err());
+    }
+
+    #[test]
     fn bad_values_are_reported_not_defaulted() {
         assert!(toml::from_str::<Settings>("trace_idle = \"ten\"").is_err());
         assert!(toml::from_str::<Settings>("trace_idel = \"1s\"").is_err());
