@@ -246,3 +246,44 @@ async fn a_receiver_that_is_down_is_waited_for_and_nothing_is_lost() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_shutdown_deadline_what_is_not_forwarded_is_dropped_and_counted() {
+    // Nothing ever listens there: A retries until it is told to stop.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address");
+    let a = start(Settings {
+        forward_queue_spans: Some(4),
+        shutdown_timeout: Some("1s".parse().expect("a duration")),
+        ..forwarding(&format!("http://{port}"), "grpc", "gzip")
+    })
+    .await;
+    let traces: Vec<Vec<Sp>> = (0..3).map(|_| typed_trace()).collect();
+    let total = traces.iter().map(Vec::len).sum::<usize>() as u64;
+    send(&a, traces).await;
+    a.wait_for("/api/v1/stats", |status, s| {
+        status == 200 && s["counters"]["forward_retries"].as_u64() >= Some(1)
+    })
+    .await;
+    let store = a.store();
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), a.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "the shutdown deadline holds with the receiver down"
+    );
+    let c = store.stats().snapshot();
+    assert_eq!(c.forward_spans, 0);
+    assert_eq!(
+        c.forward_spans_dropped_shutdown, total,
+        "every span not forwarded is counted: {c:?}"
+    );
+    assert_eq!(
+        store
+            .stats()
+            .forward_queued
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
