@@ -317,7 +317,7 @@ fn main() {
         let store = new_store(&Config::default(), Arc::new(Stats::default()));
         let batch = completed(&sets);
         let t = Instant::now();
-        finish(&store, &options, batch);
+        finish(&store, &options, None, batch);
         secs.push(t.elapsed().as_secs_f64());
     }
     println!(

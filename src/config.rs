@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyze::{HealthRoutes, InvalidThreshold, Thresholds};
 use crate::clock::{Clock, TimeBounds};
+use crate::forward::{Compression, Options as ForwardOptions, Protocol};
 use crate::listener::ConnLimits;
 pub use crate::store::wal::WalSync;
 
@@ -391,6 +392,34 @@ pub struct Settings {
     #[arg(long, env = "HOPSCOPE_PEER_TIMEOUT", value_name = "DURATION")]
     #[serde(serialize_with = "as_text")]
     pub peer_timeout: Option<HumanDuration>,
+    /// Forward every analyzed trace's spans, with hopscope.critical_ms,
+    /// hopscope.self_ms, hopscope.on_critical_path and hopscope.findings
+    /// added, to this OTLP receiver (http://host:port; docs/FORWARDING.md)
+    /// [default: none, off]
+    #[arg(long, env = "HOPSCOPE_FORWARD_OTLP", value_name = "URL")]
+    pub forward_otlp: Option<String>,
+
+    /// How to forward: `grpc`, or `http` (protobuf, POST to the URL, with
+    /// /v1/traces added when it has no path) [default: grpc]
+    #[arg(long, env = "HOPSCOPE_FORWARD_PROTOCOL", value_name = "PROTOCOL")]
+    #[serde(serialize_with = "as_text")]
+    pub forward_protocol: Option<Protocol>,
+
+    /// Forwarded request bodies: `gzip` or `none` [default: gzip]
+    #[arg(long, env = "HOPSCOPE_FORWARD_COMPRESSION", value_name = "COMPRESSION")]
+    #[serde(serialize_with = "as_text")]
+    pub forward_compression: Option<Compression>,
+
+    /// Most spans waiting to be forwarded; when full the analysis waits
+    /// (and exports are refused retryably), nothing is dropped [default: 200000]
+    #[arg(long, env = "HOPSCOPE_FORWARD_QUEUE_SPANS", value_name = "N")]
+    pub forward_queue_spans: Option<usize>,
+
+    /// How long a forwarding request is retried before its spans are
+    /// dropped and counted [default: 5m]
+    #[arg(long, env = "HOPSCOPE_FORWARD_MAX_ELAPSED", value_name = "DURATION")]
+    #[serde(serialize_with = "as_text")]
+    pub forward_max_elapsed: Option<HumanDuration>,
 
     /// Every detector's thresholds: the file's `[detectors]` section
     /// (docs/DETECTORS.md); sections and keys left out keep their defaults.
@@ -501,6 +530,11 @@ impl Settings {
             checkpoint_interval: self.checkpoint_interval.or(fallback.checkpoint_interval),
             retention: self.retention.or(fallback.retention),
             retention_max_mib: self.retention_max_mib.or(fallback.retention_max_mib),
+            forward_otlp: self.forward_otlp.or(fallback.forward_otlp),
+            forward_protocol: self.forward_protocol.or(fallback.forward_protocol),
+            forward_compression: self.forward_compression.or(fallback.forward_compression),
+            forward_queue_spans: self.forward_queue_spans.or(fallback.forward_queue_spans),
+            forward_max_elapsed: self.forward_max_elapsed.or(fallback.forward_max_elapsed),
             detectors: self.detectors.or(fallback.detectors),
             peers: self.peers.or(fallback.peers),
             peers_dns: self.peers_dns.or(fallback.peers_dns),
@@ -568,6 +602,8 @@ pub struct Config {
     /// `HOST:PORT` whose addresses are peers.
     pub peers_dns: Option<String>,
     pub peer_timeout: Duration,
+    /// Where analyzed traces are forwarded; `None`: nowhere.
+    pub forward: Option<ForwardOptions>,
 }
 
 /// The PEM files of a TLS listener.
@@ -707,6 +743,20 @@ impl TryFrom<Settings> for Config {
                 .collect(),
             peers_dns: s.peers_dns.filter(|d| !d.trim().is_empty()),
             peer_timeout: d(s.peer_timeout, 2),
+            forward: s
+                .forward_otlp
+                .as_deref()
+                .map(|url| {
+                    ForwardOptions::new(
+                        url,
+                        s.forward_protocol.unwrap_or(Protocol::Grpc),
+                        s.forward_compression.unwrap_or(Compression::Gzip),
+                        s.forward_queue_spans.unwrap_or(200_000),
+                        d(s.forward_max_elapsed, 300),
+                    )
+                })
+                .transpose()
+                .map_err(ConfigError::Invalid)?,
         };
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if config.trace_idle.is_zero() {
@@ -717,6 +767,17 @@ impl TryFrom<Settings> for Config {
         }
         if config.detect_interval.is_zero() {
             return invalid("detect_interval must be greater than 0");
+        }
+        match (config.role, &config.forward) {
+            (Role::Assemble, None) => {
+                return invalid(
+                    "role = \"assemble\" hands its traces to the detect tier: set forward_otlp",
+                )
+            }
+            (Role::Detect, Some(_)) => {
+                return invalid("role = \"detect\" analyzes no trace: it has nothing to forward")
+            }
+            _ => {}
         }
         if config.max_buffered_spans == 0
             || config.store_max_traces == 0
@@ -826,6 +887,11 @@ impl Config {
             checkpoint_interval: duration(self.checkpoint_interval),
             retention: duration(self.retention),
             retention_max_mib: Some(self.retention_max_bytes / MIB as u64),
+            forward_otlp: self.forward.as_ref().map(|f| f.url.to_string()),
+            forward_protocol: self.forward.as_ref().map(|f| f.protocol),
+            forward_compression: self.forward.as_ref().map(|f| f.compression),
+            forward_queue_spans: self.forward.as_ref().map(|f| f.queue_spans as usize),
+            forward_max_elapsed: self.forward.as_ref().map(|f| HumanDuration(f.max_elapsed)),
             detectors: Some(self.detectors.clone()),
             peers: Some(self.peers.clone()),
             peers_dns: self.peers_dns.clone(),
@@ -904,6 +970,42 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn forwarding_is_off_by_default_and_its_url_is_checked_at_start() {
+        assert_eq!(Config::default().forward, None);
+        let s: Settings = toml::from_str(
+            "forward_otlp = \"http://collector:4318\"\nforward_protocol = \"http\"\nforward_max_elapsed = \"1m\"",
+        )
+        .unwrap();
+        let f = Config::try_from(s).unwrap().forward.unwrap();
+        assert_eq!(
+            f.url.as_str(),
+            "http://collector:4318/v1/traces",
+            "the OTLP rule for a URL without a path"
+        );
+        assert_eq!((f.compression, f.queue_spans), (Compression::Gzip, 200_000));
+        assert_eq!(f.max_elapsed, Duration::from_secs(60));
+        for (bad, says) in [
+            ("forward_otlp = \"collector:4317\"", "http:// URL"),
+            (
+                "forward_otlp = \"https://tempo:4317\"",
+                "https is not supported",
+            ),
+            ("forward_otlp = \"http://\"", "not a URL"),
+            (
+                "forward_otlp = \"http://a:1\"\nforward_queue_spans = 0",
+                "forward_queue_spans",
+            ),
+        ] {
+            let s: Settings = toml::from_str(bad).unwrap();
+            match Config::try_from(s) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains(says), "{bad}: {m}"),
+                other => panic!("{bad}: accepted {:?}", other.map(|c| c.forward)),
+            }
+        }
+        assert!(toml::from_str::<Settings>("forward_protocol = \"udp\"").is_err());
     }
 
     #[test]

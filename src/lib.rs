@@ -13,7 +13,7 @@
 //! ```
 //!
 //! * [`ingest`]: the OTLP edge (gRPC and HTTP, protobuf and JSON); the only
-//!   module that sees OTLP's wire formats.
+//!   module that reads OTLP's wire formats.
 //! * [`assemble`]: the in-flight buffer and the repairs that make a tree.
 //! * [`analyze`]: pure functions over an assembled [`model::Trace`].
 //! * [`store`]: bounded trace store and mergeable per-hop aggregates; with a
@@ -27,6 +27,8 @@
 //! * [`daemon`]: wiring, tasks and ordered shutdown; [`config`]: every knob;
 //!   [`listener`]: the HTTP listeners' connection limit, head timeout and
 //!   bounded drain.
+//! * [`forward`]: every analyzed trace's spans, with the analysis added as
+//!   attributes, exported over OTLP to the user's backend (`--forward-otlp`).
 //! * [`pipeline`]: what happens to a completed trace, shared by the daemon,
 //!   `hopscope analyze` and the fuzz targets.
 //! * [`offline`]: `hopscope analyze`, the same analysis of exported files.

@@ -14,21 +14,29 @@ use crate::analyze::budget::{EntryBudget, Timeouts};
 use crate::analyze::saturation::QueryShape;
 use crate::analyze::{analyze_with, budget, saturation, AnalyzedTrace, Options, Thresholds};
 use crate::assemble::{assemble, Completed};
+use crate::forward::Forwarder;
 use crate::model::{SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
 use crate::store::wal::LogRange;
 use crate::store::{Detection, Store};
 
-/// Assembles, analyzes (with `options`) and stores completed traces. Late
+/// Assembles, analyzes (with `options`) and stores completed traces, each
+/// also handed to `forward` when there is one (a trace analyzed again is
+/// forwarded again, whole). Late
 /// spans are merged with the stored trace, which is analyzed again. A trace
 /// whose analysis panics is logged and counted (`analysis_panics`); the rest
 /// of the batch is analyzed all the same.
-pub fn finish(store: &Store, options: &Options, completed: Vec<Completed>) {
+pub fn finish(
+    store: &Store,
+    options: &Options,
+    forward: Option<&Forwarder>,
+    completed: Vec<Completed>,
+) {
     let stats = store.stats();
     isolated(
         completed,
         |c| c.trace_id,
-        |c| finish_one(store, options, c),
+        |c| finish_one(store, options, forward, c),
         |trace_id| {
             Stats::add(&stats.analysis_panics, 1);
             tracing::error!(%trace_id, "the analysis of a trace panicked; counted in analysis_panics, the rest of the batch goes on");
@@ -53,7 +61,7 @@ fn isolated<T, N>(
 }
 
 /// [`finish`] for one trace.
-fn finish_one(store: &Store, options: &Options, c: Completed) {
+fn finish_one(store: &Store, options: &Options, forward: Option<&Forwarder>, c: Completed) {
     let stats = store.stats();
     let started = std::time::Instant::now();
     let mut spans = c.spans;
@@ -85,17 +93,25 @@ fn finish_one(store: &Store, options: &Options, c: Completed) {
     keep(
         store,
         analyze_with(trace, options),
-        c.late,
-        c.log.map(LogRange::from),
+        (c.late, c.log.map(LogRange::from)),
+        forward,
     );
     stats.analysis.observe(started.elapsed());
 }
 
 /// Keeps an analyzed trace ([`Store::put`]) with its call records, the
-/// window's, built here with the rest of the analysis: the store only keeps
-/// them.
-pub fn keep(store: &Store, trace: AnalyzedTrace, late: bool, log: Option<LogRange>) {
+/// window's, built here with the rest of the analysis (the store only keeps
+/// them), after handing both to `forward`, if any.
+pub fn keep(
+    store: &Store,
+    trace: AnalyzedTrace,
+    (late, log): (bool, Option<LogRange>),
+    forward: Option<&Forwarder>,
+) {
     let calls = budget::call_records(&trace);
+    if let Some(forward) = forward {
+        forward.send(&trace, &calls);
+    }
     store.put(trace, calls, late, log);
 }
 

@@ -16,6 +16,8 @@ macro_rules! counters {
             pub analysis: Histogram,
             /// How long one run of the cross-trace detectors takes.
             pub detection: Histogram,
+            /// Spans queued for forwarding, being batched or in flight (a gauge).
+            pub forward_queued: AtomicU64,
         }
 
         /// A point-in-time copy of [`Stats`].
@@ -150,6 +152,24 @@ counters! {
     /// Runs of the cross-trace detectors that panicked (a bug): logged; the
     /// next run starts afresh.
     detection_panics,
+    /// Spans forwarded (`forward_otlp`) and accepted by the receiver.
+    forward_spans,
+    /// Forwarding requests sent, retries included.
+    forward_requests,
+    /// Forwarding requests retried after a retryable answer.
+    forward_retries,
+    /// Bytes of forwarding request bodies, as sent (after compression).
+    forward_bytes,
+    /// Spans not forwarded because the shutdown deadline came first.
+    forward_spans_dropped_shutdown,
+    /// Spans not forwarded because the receiver still answered retryably
+    /// after `forward_max_elapsed`.
+    forward_spans_dropped_retries,
+    /// Spans not forwarded because the receiver refused their request (a
+    /// permanent error).
+    forward_spans_dropped_refused,
+    /// Spans the receiver rejected through OTLP partial success.
+    forward_spans_rejected,
 }
 
 impl StatsSnapshot {

@@ -142,7 +142,7 @@ async fn settle(s: &System, spans: u64) {
         let mut forwarded = 0;
         for a in &s.assemble {
             accepted += counter(a, "spans_accepted").await;
-            forwarded += counter(a, "forward_spans_sent").await;
+            forwarded += counter(a, "forward_spans").await;
         }
         let mut merged = 0;
         for d in &s.detect {

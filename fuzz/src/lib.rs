@@ -94,7 +94,7 @@ pub fn pipeline(traces: Vec<(TraceId, SpanSet)>) -> Store {
         if let Err(e) = checks::check_analysis(&analyzed) {
             panic!("analysis is broken: {e}");
         }
-        hopscope::pipeline::keep(&store, analyzed, false, None);
+        hopscope::pipeline::keep(&store, analyzed, (false, None), None);
     }
     let thresholds = Thresholds::default();
     hopscope::pipeline::detect_window(&store, &thresholds, Default::default());

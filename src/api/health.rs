@@ -51,6 +51,9 @@ pub struct StatsBody {
     stored_bytes_estimate: usize,
     /// Distinct names from the wire held, against `names_max_mib`.
     interner: InternerUsage,
+    /// Spans queued for forwarding, being batched or in flight (0 without
+    /// `forward_otlp`).
+    forward_spans_queued: u64,
 }
 
 /// Counters, buffer and store sizes.
@@ -79,5 +82,6 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         stored_traces: state.store.traces().len(),
         stored_bytes_estimate: state.store.traces().bytes(),
         interner: intern::usage(),
+        forward_spans_queued: state.stats.forward_queued.load(Ordering::Relaxed),
     })
 }

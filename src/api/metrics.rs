@@ -102,6 +102,19 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "OTLP export requests refused, by reason (the same counts as the per-reason counters).",
         refused.map(|(reason, n)| (format!("reason=\"{reason}\""), n as f64)),
     );
+    let dropped = [
+        ("shutdown", counters.forward_spans_dropped_shutdown),
+        ("retries_exhausted", counters.forward_spans_dropped_retries),
+        ("refused", counters.forward_spans_dropped_refused),
+        ("rejected_by_receiver", counters.forward_spans_rejected),
+    ];
+    family(
+        &mut out,
+        "hopscope_forward_spans_dropped_total",
+        "counter",
+        "Spans not forwarded, by reason (the same counts as the per-reason counters).",
+        dropped.map(|(reason, n)| (format!("reason=\"{reason}\""), n as f64)),
+    );
     let names = crate::model::intern::usage();
     let gauges = [
         (
@@ -158,6 +171,11 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
             "hopscope_analysis_pending",
             "Traces out of the buffer whose analysis is not stored yet.",
             counters.analysis_pending() as f64,
+        ),
+        (
+            "hopscope_forward_spans_queued",
+            "Spans queued for forwarding, being batched or in flight.",
+            state.stats.forward_queued.load(std::sync::atomic::Ordering::Relaxed) as f64,
         ),
     ];
     for (name, help, value) in gauges {

@@ -22,6 +22,7 @@ use crate::api::AppState;
 use crate::assemble::{Buffer, BufferLimits};
 use crate::auth::{Guard, Listener};
 use crate::config::Config;
+use crate::forward::{ForwardError, Forwarder};
 use crate::peers::Peers;
 use crate::stats::Stats;
 use crate::store::durable::{Durable, DurableError, DurableOptions};
@@ -49,6 +50,8 @@ pub enum DaemonError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Data(#[from] DurableError),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
 }
 
 /// A started daemon.
@@ -151,6 +154,8 @@ struct Core {
     store: Arc<Store>,
     analysis: Arc<analyze::Options>,
     durable: Option<Arc<Durable>>,
+    /// Where analyzed traces are forwarded (`forward_otlp`).
+    forward: Option<Arc<Forwarder>>,
 }
 
 impl Core {
@@ -164,12 +169,18 @@ impl Core {
         let analysis = Arc::new(analyze::Options {
             thresholds: config.detectors.clone(),
         });
+        let forward = config
+            .forward
+            .as_ref()
+            .map(|f| Forwarder::start(f, stats.clone()).map(Arc::new))
+            .transpose()?;
         Ok(Core {
             stats,
             buffer,
             store,
             analysis,
             durable,
+            forward,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Shutdown in order, on one signal and under one deadline: stop being ready,
 //! stop the servers (letting requests in flight finish), stop the periodic
-//! tasks, analyze what is buffered, write a last checkpoint and close the log.
+//! tasks, analyze what is buffered, write a last checkpoint and close the log,
+//! and forward what the analysis queued.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,9 @@ impl Shutdown {
         self.ready.store(false, Ordering::Release);
         // One deadline for all of it: the servers' drain, then the flush.
         let deadline = Instant::now() + self.timeout;
+        if let Some(forward) = &self.core.forward {
+            forward.give_up_at(deadline);
+        }
         self.stop_servers.cancel();
         let served = self.servers.drain(deadline).await;
         self.tasks.join().await;
@@ -57,11 +61,13 @@ async fn flush(core: Core, deadline: Instant) {
         store,
         analysis,
         durable,
+        forward,
     } = core;
     let drained = buffer.drain();
     let count = drained.len();
+    let forwarding = forward.clone();
     let flush = tokio::task::spawn_blocking(move || {
-        pipeline::finish(&store, &analysis, drained);
+        pipeline::finish(&store, &analysis, forwarding.as_deref(), drained);
         (store, stats)
     });
     match tokio::time::timeout_at(deadline, flush).await {
@@ -79,5 +85,9 @@ async fn flush(core: Core, deadline: Instant) {
             traces = count,
             "shutdown timeout reached before every buffered trace was analyzed"
         ),
+    }
+    // What the analysis queued is sent until the deadline (`give_up_at`).
+    if let Some(forward) = forward {
+        forward.drain().await;
     }
 }

@@ -15,6 +15,7 @@ use crate::analyze;
 use crate::analyze::budget::Timeouts;
 use crate::assemble::Buffer;
 use crate::config::{Config, Role};
+use crate::forward::Forwarder;
 use crate::memory::{self, Buffered, MemoryGuard};
 use crate::peers::Peers;
 use crate::pipeline;
@@ -41,7 +42,11 @@ impl Tasks {
         let stop = CancellationToken::new();
         let sweeper = tokio::spawn(sweep(
             core.buffer.clone(),
-            (core.store.clone(), core.analysis.clone()),
+            (
+                core.store.clone(),
+                core.analysis.clone(),
+                core.forward.clone(),
+            ),
             core.stats.clone(),
             full,
             MemoryGuard::new(config.memory_limit_bytes, config.max_buffered_spans),
@@ -95,7 +100,7 @@ impl Tasks {
 /// analyses, so no trace is between the buffer and the store meanwhile.
 async fn sweep(
     buffer: Arc<Buffer>,
-    (store, analysis): (Arc<Store>, Arc<analyze::Options>),
+    (store, analysis, forward): (Arc<Store>, Arc<analyze::Options>, Option<Arc<Forwarder>>),
     stats: Arc<Stats>,
     full: Arc<Notify>,
     mut memory: MemoryGuard,
@@ -145,9 +150,11 @@ async fn sweep(
         }
         done.extend(buffer.take_complete(now));
         if !done.is_empty() {
-            let (store, analysis) = (store.clone(), analysis.clone());
-            if let Err(e) =
-                tokio::task::spawn_blocking(move || pipeline::finish(&store, &analysis, done)).await
+            let (store, analysis, forward) = (store.clone(), analysis.clone(), forward.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || {
+                pipeline::finish(&store, &analysis, forward.as_deref(), done)
+            })
+            .await
             {
                 tracing::error!(error = %e, "analysis task failed");
             }

@@ -21,15 +21,22 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::encode::kv;
 use crate::analyze::budget::{CallRecord, EdgeKey, RootRecord, TraceCalls};
 use crate::analyze::saturation::{
     DbTarget, QueryRecord, RequestRecord, SaturationRecords, Target, UseParts,
 };
 use crate::analyze::{AnalyzedTrace, EntryPoint};
+use crate::ingest::otlp::common::v1::any_value::Value;
+use crate::ingest::otlp::common::v1::KeyValue;
 use crate::model::{SpanKind, Sym, TraceId};
 
 /// The span attribute a service's part of a trace's records rides in.
 pub const RECORDS: &str = "hopscope.records";
+/// The trace's entry point, on every forwarded span: its root's service and
+/// operation (as aggregated).
+pub const ENTRY_SERVICE: &str = "hopscope.entry.service";
+pub const ENTRY_OPERATION: &str = "hopscope.entry.operation";
 
 const VERSION: u32 = 1;
 
@@ -138,6 +145,29 @@ fn edge_of((caller, callee, operation): EdgeWire) -> EdgeKey {
         caller,
         callee,
         operation,
+    }
+}
+
+/// What the records add to the forwarded spans of `t` (whose records are
+/// `calls`), as [`super::encode::encode`]'s `extra`, which visits the spans
+/// in order: the entry point on every span, and each service's part of the
+/// records ([`RECORDS`]) on its carrier.
+pub fn attributes(t: &AnalyzedTrace, calls: &TraceCalls) -> impl FnMut(u32, &mut Vec<KeyValue>) {
+    let mut carriers = carriers(t, calls).into_iter().peekable();
+    let entry = t.entry;
+    move |span, attrs| {
+        attrs.push(kv(
+            ENTRY_SERVICE,
+            Value::StringValue(entry.service.as_str().to_owned()),
+        ));
+        attrs.push(kv(
+            ENTRY_OPERATION,
+            Value::StringValue(entry.operation.as_str().to_owned()),
+        ));
+        while carriers.next_if(|c| c.0 < span).is_some() {}
+        if let Some((_, text)) = carriers.next_if(|c| c.0 == span) {
+            attrs.push(kv(RECORDS, Value::StringValue(text)));
+        }
     }
 }
 

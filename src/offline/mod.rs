@@ -605,7 +605,7 @@ impl Session {
                 self.store.clock().advance_to(end);
             }
             let id: TraceId = c.trace_id;
-            pipeline::finish(&self.store, &self.analysis, vec![c]);
+            pipeline::finish(&self.store, &self.analysis, None, vec![c]);
             if let Some(t) = self.store.traces().get(&id) {
                 on_trace(&self.store, &t);
             }

@@ -292,7 +292,7 @@ mod tests {
         let year_2500 = 16_725_225_600_000_000_000;
         let ahead = store(Clock::manual(year_2500));
         let durable = Durable::open(options.clone(), &ahead).unwrap();
-        keep(&ahead, trace(1, year_2500 - MIN), false, None);
+        keep(&ahead, trace(1, year_2500 - MIN), (false, None), None);
         assert_eq!(ahead.aggregates.query(None, None, None).len(), 1);
         durable.checkpoint(&ahead, ahead.stats(), || None).unwrap();
         drop(durable);

@@ -431,9 +431,14 @@ mod tests {
             Arc::new(Stats::default()),
             clock.clone(),
         );
-        keep(&store, trace(1, now - MIN), false, None);
+        keep(&store, trace(1, now - MIN), (false, None), None);
         // A trace stamped in the year 2500 ages nothing out.
-        keep(&store, trace(2, 16_725_225_600_000_000_000), false, None);
+        keep(
+            &store,
+            trace(2, 16_725_225_600_000_000_000),
+            (false, None),
+            None,
+        );
         store.expire(now + 60 * MIN);
         assert_eq!(store.window().stats.traces, 1);
         assert_eq!(store.aggregates.query(None, None, None)[0].traces, 1);
