@@ -137,12 +137,14 @@ impl Drop for CountOnDrop<'_> {
 pub fn detect_window(store: &Store, thresholds: &Thresholds, outside: Timeouts) {
     let window = store.window();
     let (budgets, mut observations) = budget::detect(&window.traces, thresholds, &outside);
-    let (shapes, saturation) = saturation::detect(&window.traces, thresholds);
+    let (shapes, saturation, mut judged) = saturation::detect(&window.traces, thresholds);
     observations.extend(saturation);
+    judged.extend(budget::judged_inversions(&budgets));
     store.set_detection(
         Detection {
             window,
             inferred: Timeouts::of(&budgets),
+            judged,
             budgets,
             shapes,
             outside,

@@ -163,6 +163,17 @@ impl FindingStore {
         before - inner.len()
     }
 
+    /// Drops finding `id` if it is held and `contradicted` says so; whether
+    /// it was dropped.
+    pub fn withdraw_if(&self, id: u64, contradicted: impl FnOnce(&Finding) -> bool) -> bool {
+        let mut inner = self.inner.write();
+        let drop = inner.get(&id).is_some_and(contradicted);
+        if drop {
+            inner.remove(&id);
+        }
+        drop
+    }
+
     /// Drops the findings `o` explains ([`crate::analyze::saturation::explains`]):
     /// a diagnosis made on part of the evidence (a window that held some of a
     /// hot row's calls looked like a slow query) withdrawn once the rest shows

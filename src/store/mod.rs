@@ -210,6 +210,21 @@ impl Store {
     /// the budget map names is already a finding). Only then does
     /// [`Store::detectors_current`] say the pass is over the window as it is.
     pub fn set_detection(&self, detection: Detection, observations: Vec<Observation>) {
+        // A finding the pass judged and did not report again, while the
+        // traces it was seen in are still in the window, is contradicted by
+        // what the window now holds (more of the same calls: an earlier pass
+        // saw part of them). One whose traces left the window stays: that is
+        // history, not a contradiction.
+        let reported: Vec<u64> = observations
+            .iter()
+            .map(|o| finding_id(o.kind, &o.culprit))
+            .collect();
+        let held: rustc_hash::FxHashSet<crate::model::TraceId> =
+            detection.window.traces.iter().map(|t| t.trace_id).collect();
+        for id in detection.judged.iter().filter(|id| !reported.contains(id)) {
+            self.findings
+                .withdraw_if(*id, |f| f.latest.trace_ids.iter().all(|t| held.contains(t)));
+        }
         for o in observations {
             self.findings.withdraw_explained_by(&o);
             self.findings.set(o);

@@ -143,6 +143,11 @@ pub struct Detection {
     /// The timeouts the pass inferred of the edges and entry points this
     /// window owns, which a detect replica's peers ask for.
     pub inferred: Timeouts,
+    /// The findings the pass judged whether or not it reported them
+    /// (timeout inversions, cold starts): one it did not report while its
+    /// example traces are still in the window is contradicted by what the
+    /// window now holds ([`crate::store::Store::set_detection`]).
+    pub judged: Vec<u64>,
 }
 
 /// What the window holds and has dropped.

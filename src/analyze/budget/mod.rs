@@ -51,6 +51,24 @@ use rustc_hash::FxHashMap;
 
 use super::{finding_id, Observation, Thresholds};
 
+/// The ids of the `timeout_inversion` findings `map` judged against: every
+/// edge with an inferred timeout and a known budget above it. One such
+/// finding the same pass did not report is contradicted by what the window
+/// now holds (an earlier pass inferred a deadline above it from fewer calls,
+/// or, across detect replicas, from a peer's earlier answer; or the timeouts
+/// changed) and is withdrawn ([`crate::store::Store::set_detection`]).
+pub fn judged_inversions(map: &[EntryBudget]) -> Vec<u64> {
+    let mut ids: Vec<u64> = map
+        .iter()
+        .flat_map(|e| &e.edges)
+        .filter(|b| b.timeout.is_some() && b.budget_left_ns.is_some())
+        .map(|b| report::inversion_id(b.edge))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// Runs the window detectors over `traces` (the window's contents): the
 /// budget map ([`budget_map`], computed once, returned for whoever shows it)
 /// and the observations it holds. An edge seen under several entry points

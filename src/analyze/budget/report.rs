@@ -9,7 +9,9 @@ use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::thresholds::{
     Headroom as HeadroomThresholds, TimeoutInference, TimeoutInversion,
 };
-use crate::analyze::{ChainHop, Crossed, Culprit, FindingKind, Observation, Severity, Thresholds};
+use crate::analyze::{
+    finding_id, ChainHop, Crossed, Culprit, FindingKind, Observation, Severity, Thresholds,
+};
 use crate::model::{Sym, TraceId};
 
 /// Example traces kept per violation.
@@ -65,6 +67,11 @@ pub(super) struct Headroom {
 }
 
 /// The edge's caller configures the call: it is the culprit, the callee its peer.
+/// The id of the `timeout_inversion` finding of `edge`.
+pub(super) fn inversion_id(edge: EdgeKey) -> u64 {
+    finding_id(FindingKind::TimeoutInversion, &edge_culprit(edge))
+}
+
 fn edge_culprit(edge: EdgeKey) -> Culprit {
     Culprit {
         service: edge.caller,

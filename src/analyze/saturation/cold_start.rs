@@ -11,8 +11,17 @@ use super::records::RequestRecord;
 use crate::analyze::budget::{quantile, TraceCalls};
 use crate::analyze::evidence::{self, Evidence};
 use crate::analyze::thresholds::{ns, ColdStart};
-use crate::analyze::{Crossed, Culprit, FindingKind, Observation, Severity};
+use crate::analyze::{finding_id, Crossed, Culprit, FindingKind, Observation, Severity};
 use crate::model::{Sym, TraceId};
+
+/// The culprit of `service`'s `cold_start` finding.
+fn culprit(service: Sym) -> Culprit {
+    Culprit {
+        service,
+        operation: Sym::new("first requests of an instance"),
+        peer: None,
+    }
+}
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
@@ -63,7 +72,11 @@ impl First {
 /// service is never judged, and one that started before the window's oldest
 /// trace is judged by its first requests in the window, which are reported
 /// only if they are slow.
-pub fn cold_starts(traces: &[Arc<TraceCalls>], config: &ColdStart) -> Vec<Observation> {
+///
+/// Also returns the ids of the `cold_start` findings of every service it
+/// judged (an instance that joined, with first requests to compare with
+/// steady ones), reported or not.
+pub fn cold_starts(traces: &[Arc<TraceCalls>], config: &ColdStart) -> (Vec<Observation>, Vec<u64>) {
     let first_requests = config.first_requests as usize;
     type Instances = FxHashMap<Sym, Vec<(RequestRecord, TraceId)>>;
     let mut by_service: FxHashMap<Sym, Instances> = FxHashMap::default();
@@ -78,6 +91,7 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>], config: &ColdStart) -> Vec<Observ
         }
     }
     let mut out = Vec::new();
+    let mut judged = Vec::new();
     for (service, mut instances) in by_service {
         for v in instances.values_mut() {
             v.sort_by_key(|(s, id)| (s.start_ns, *id));
@@ -115,6 +129,9 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>], config: &ColdStart) -> Vec<Observ
                     end_ns: r.end_ns,
                 })
                 .collect();
+            if first.iter().any(|f| f.steady_median_ns.is_some()) {
+                judged.push(service);
+            }
             if first.iter().filter(|f| f.cold(config)).count() * 2 > first_requests {
                 cold.push((instance, requests[0].0.start_ns, first));
             }
@@ -135,11 +152,7 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>], config: &ColdStart) -> Vec<Observ
         out.push(Observation {
             kind: FindingKind::ColdStart,
             severity: Severity::Warning,
-            culprit: Culprit {
-                service,
-                operation: Sym::new("first requests of an instance"),
-                peer: None,
-            },
+            culprit: culprit(service),
             chain: Vec::new(),
             summary: format!(
                 "The first {first_requests} requests of {} new {service} instance(s) \
@@ -198,7 +211,13 @@ pub fn cold_starts(traces: &[Arc<TraceCalls>], config: &ColdStart) -> Vec<Observ
         });
     }
     out.sort_by_key(|o| o.culprit.service.as_str());
-    out
+    let mut judged: Vec<u64> = judged
+        .into_iter()
+        .map(|s| finding_id(FindingKind::ColdStart, &culprit(s)))
+        .collect();
+    judged.sort_unstable();
+    judged.dedup();
+    (out, judged)
 }
 
 #[cfg(test)]

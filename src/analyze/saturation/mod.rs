@@ -74,10 +74,13 @@ use super::{Observation, Thresholds};
 /// returned for whoever shows them) and the observations. Lock contention
 /// runs first: the shapes and services it explains are not reported again as
 /// slow queries or blocked workers.
+///
+/// Also returns the ids of the findings it judged whether or not it
+/// reported them ([`cold_starts`]).
 pub fn detect(
     traces: &[Arc<TraceCalls>],
     thresholds: &Thresholds,
-) -> (Vec<QueryShape>, Vec<Observation>) {
+) -> (Vec<QueryShape>, Vec<Observation>, Vec<u64>) {
     let locks = lock_contention(traces, &thresholds.lock_contention);
     let shapes = query_shapes(traces);
     let unexplained: Vec<&QueryShape> = shapes
@@ -88,8 +91,9 @@ pub fn detect(
     out.extend(slow_queries(&unexplained, &thresholds.slow_query));
     out.extend(pool_exhaustion(traces, &thresholds.pool));
     out.extend(blocked_workers(traces, &locks.services, thresholds));
-    out.extend(cold_starts(traces, &thresholds.cold_start));
-    (shapes, out)
+    let (cold, judged) = cold_starts(traces, &thresholds.cold_start);
+    out.extend(cold);
+    (shapes, out, judged)
 }
 
 /// Orders a detector's observations by culprit service, then peer (stable, so
