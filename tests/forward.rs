@@ -95,6 +95,7 @@ async fn forwards_intact(protocol: &str, compression: &str) {
             "every span arrives, with its id"
         );
         let marks = marked(&sent);
+        let mut carriers = 0;
         for (span_id, s) in &sent_spans {
             let g = &got_spans[span_id];
             for field in [
@@ -116,6 +117,27 @@ async fn forwards_intact(protocol: &str, compression: &str) {
             let self_ms = attributes.remove("hopscope.self_ms");
             let on_path = attributes.remove("hopscope.on_critical_path");
             let findings = attributes.remove("hopscope.findings");
+            // Every span names its trace's entry point; one span per service
+            // carries that service's call records (for a detect replica).
+            let entry = (
+                attributes.remove("hopscope.entry.service"),
+                attributes.remove("hopscope.entry.operation"),
+            );
+            assert_eq!(
+                entry,
+                (
+                    Some(sent["entry"]["service"].clone()),
+                    Some(sent["entry"]["operation"].clone())
+                ),
+                "span {span_id}: the entry point"
+            );
+            if let Some(records) = attributes.remove("hopscope.records") {
+                let records: Value =
+                    serde_json::from_str(records.as_str().expect("text")).expect("JSON records");
+                assert_eq!(records["v"], 1);
+                assert_eq!(records["service"], s["service"], "span {span_id}: its own service's");
+                carriers += 1;
+            }
             assert_eq!(
                 &Value::Object(attributes),
                 &s["attributes"],
@@ -153,6 +175,7 @@ async fn forwards_intact(protocol: &str, compression: &str) {
             );
             findings_seen += usize::from(kinds.is_some());
         }
+        assert!(carriers > 0, "the root's service carries the root's record");
     }
     assert!(findings_seen > 0, "the cascade's chain carries its finding");
     let total = ids.len() as u64;
