@@ -1212,4 +1212,24 @@ mod tests {
         assert!(toml::from_str::<Settings>("wal_sync = \"sometimes\"").is_err());
         assert!(Settings::serve_defaults().data_dir.is_some());
     }
+
+    #[test]
+    fn an_assembling_replica_needs_somewhere_to_forward_and_a_detect_one_forwards_nothing() {
+        let parse = |text: &str| Config::try_from(toml::from_str::<Settings>(text).unwrap());
+        let err = parse("role = \"assemble\"").unwrap_err().to_string();
+        assert!(err.contains("forward_otlp"), "{err}");
+        let c = parse("role = \"assemble\"\nforward_otlp = \"http://127.0.0.1:4317\"").unwrap();
+        assert_eq!(c.role, Role::Assemble);
+        assert!(!c.role.detects() && c.role.assembles());
+        let err = parse("role = \"detect\"\nforward_otlp = \"http://127.0.0.1:4317\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nothing to forward"), "{err}");
+        let c = parse("role = \"detect\"\ndata_dir = \"/tmp/x\"").unwrap();
+        assert_eq!(c.data_dir, None, "a detect replica keeps no log");
+        let unknown = toml::from_str::<Settings>("role = \"both\"").unwrap_err();
+        assert!(unknown
+            .to_string()
+            .contains("expected one of `all`, `assemble`, `detect`"));
+    }
 }

@@ -135,7 +135,10 @@ async fn forwards_intact(protocol: &str, compression: &str) {
                 let records: Value =
                     serde_json::from_str(records.as_str().expect("text")).expect("JSON records");
                 assert_eq!(records["v"], 1);
-                assert_eq!(records["service"], s["service"], "span {span_id}: its own service's");
+                assert_eq!(
+                    records["service"], s["service"],
+                    "span {span_id}: its own service's"
+                );
                 carriers += 1;
             }
             assert_eq!(
