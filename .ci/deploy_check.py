@@ -322,8 +322,9 @@ two_compose_file = str(DEPLOY / "docker-compose.two-tier.yml")
 r = run([str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", two_compose_file])
 report(r.returncode == 0, "deploy/docker-compose.two-tier.yml validates against the Compose specification (check-jsonschema)", (r.stdout + r.stderr).strip())
 two = doc("deploy/docker-compose.two-tier.yml").get("services", {})
+SET_HOSTNAME = "--set=exporters::loadbalancing::resolver::dns::hostname="
 sets = {
-    name: [a.split("=", 1)[1] for a in s.get("command", []) if a.startswith("--set=exporters::loadbalancing::resolver::dns::hostname=")]
+    name: [a.removeprefix(SET_HOSTNAME) for a in s.get("command", []) if a.startswith(SET_HOSTNAME)]
     for name, s in two.items()
 }
 report(
