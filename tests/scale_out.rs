@@ -1,12 +1,13 @@
-//! Replicas that answer as one (deploy/README.md, "Two tiers"), proved on one
-//! machine: the Collector's `loadbalancing` exporter is emulated
+//! Replicas that answer as one (deploy/README.md, "Scaling out"), proved on
+//! one machine: the Collector's `loadbalancing` exporter is emulated
 //! ([`support::router`]: its consistent-hash ring, by trace id in front of
 //! tier 1 and by `service.name` in front of tier 2), three assembling
 //! replicas forward analyzed spans to two detect replicas, and one daemon
-//! alone gets the same traffic. Any replica's API must then answer as the
-//! daemon alone does: the same findings (kinds, culprits, estimated pool
-//! sizes), hop shares within 1 %, p95s within the sketch's error. Then a
-//! replica is removed in the middle of traffic, and the answer says so.
+//! alone gets the same traffic: the demo's scenarios, and a load generator
+//! run. Any replica's API must then answer as the daemon alone does: the same
+//! findings (kinds, culprits, estimated pool sizes), hop shares within 1 %,
+//! p95s within the sketch's error. Then a replica is removed in the middle of
+//! traffic, and the answer says so.
 
 mod support;
 
@@ -14,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use hopscope::config::Settings;
+use hopscope_demo::{Demo, DemoOptions, Scenario};
 use hopscope_loadgen::{Options, Protocol, Shape, Until};
 use serde_json::Value;
 use support::router::{Key, Router};
@@ -33,7 +35,7 @@ fn settings(toml: &str) -> Settings {
     toml::from_str(toml).unwrap_or_else(|e| panic!("{e}: {toml}"))
 }
 
-/// `[peers]` of the replica at `me` among `apis`: every other one.
+/// `peers = [...]` of the replica at `me` among `apis`: every other one.
 fn peers(apis: &[u16], me: u16) -> String {
     let others: Vec<String> = apis
         .iter()
@@ -43,6 +45,9 @@ fn peers(apis: &[u16], me: u16) -> String {
     format!("peers = [{}]", others.join(", "))
 }
 
+/// Both tiers and the two routers in front of them, wired as
+/// deploy/k8s/two-tier/ wires them, and the daemon alone, which the front
+/// router also sends everything to.
 struct System {
     alone: TestDaemon,
     assemble: Vec<TestDaemon>,
@@ -51,11 +56,10 @@ struct System {
     _by_service: Router,
 }
 
-/// Every replica and both routers, wired as deploy/k8s/two-tier/ wires them.
-async fn system() -> System {
+async fn system(trace_idle: &str) -> System {
     let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let (detect_ports, assemble_ports) = ports.split_at(2);
-    let common = "trace_idle = \"1s\"\ndetect_interval = \"100ms\"\npeer_timeout = \"2s\"\n";
+    let common = format!("trace_idle = \"{trace_idle}\"\ndetect_interval = \"100ms\"\n");
     let mut detect = Vec::new();
     for &p in detect_ports {
         let toml = format!(
@@ -64,34 +68,20 @@ async fn system() -> System {
         );
         detect.push(support::start(settings(&toml)).await);
     }
-    let by_service = Router::start(
-        Key::Service,
-        &detect
-            .iter()
-            .map(|d| d.http_endpoint.clone())
-            .collect::<Vec<_>>(),
-        None,
-    )
-    .await;
+    let by_service = Router::start(Key::Service, &endpoints(&detect)).await;
     let mut assemble = Vec::new();
     for &p in assemble_ports {
         let toml = format!(
-            "{common}role = \"assemble\"\napi_addr = \"127.0.0.1:{p}\"\nforward_otlp = \"{}\"\nforward_protocol = \"http\"\n{}",
+            "{common}role = \"assemble\"\napi_addr = \"127.0.0.1:{p}\"\n\
+             forward_otlp = \"{}\"\nforward_protocol = \"http\"\n{}",
             by_service.endpoint,
             peers(&ports, p)
         );
         assemble.push(support::start(settings(&toml)).await);
     }
-    let alone = support::start(settings(common)).await;
-    let front = Router::start(
-        Key::TraceId,
-        &assemble
-            .iter()
-            .map(|d| d.http_endpoint.clone())
-            .collect::<Vec<_>>(),
-        Some(alone.http_endpoint.clone()),
-    )
-    .await;
+    let alone = support::start(settings(&common)).await;
+    let front = Router::start(Key::TraceId, &endpoints(&assemble)).await;
+    front.set_tees(vec![alone.http_endpoint.clone()]);
     System {
         alone,
         assemble,
@@ -101,59 +91,48 @@ async fn system() -> System {
     }
 }
 
-/// Loadgen traffic through the front router: 8 services of 3 instances,
-/// timeouts and slow queries.
-fn traffic(endpoint: &str, until: Until, seed: u64) -> Options {
-    Options {
-        endpoint: endpoint.to_owned(),
-        protocol: Protocol::Http,
-        connections: 2,
-        batch: 200,
-        until,
-        seed,
-        shape: Shape {
-            error_fraction: 0.05,
-            slow_db_fraction: 0.05,
-            ..Shape::default()
-        },
-        ..Options::default()
-    }
+/// The OTLP/HTTP endpoints of `daemons`.
+fn endpoints(daemons: &[TestDaemon]) -> Vec<String> {
+    daemons.iter().map(|d| d.http_endpoint.clone()).collect()
 }
 
-/// A stat of a daemon's `/api/v1/stats` counters.
+/// A counter of a daemon's `/api/v1/stats`.
 async fn counter(d: &TestDaemon, name: &str) -> u64 {
     d.get("/api/v1/stats").await.1["counters"][name]
         .as_u64()
         .unwrap_or(0)
 }
 
-/// Waits until every daemon has analyzed (tier 1 and alone) or merged (tier
-/// 2) everything and the detectors ran over it.
-async fn settle(s: &System, spans: u64) {
+/// Waits until the daemon alone and tier 1 analyzed everything, tier 1
+/// forwarded all of it, tier 2 received all of that and every detector ran
+/// over what it holds.
+async fn settle(s: &System) {
     s.alone.settled_and_detected().await;
     for a in &s.assemble {
         a.settled_and_detected().await;
     }
-    // Everything tier 1 analyzed was forwarded and reached tier 2 (the
-    // routers answer only once delivered).
+    // Everything analyzed was queued for forwarding (a trace analyzed again
+    // after late spans is forwarded again, whole): once the queues are empty
+    // and tier 2 received what was forwarded, it has every record.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let mut accepted = 0;
-        let mut forwarded = 0;
+        let (mut queued, mut forwarded, mut received) = (0, 0, 0);
         for a in &s.assemble {
-            accepted += counter(a, "spans_accepted").await;
-            forwarded += counter(a, "forward_spans").await;
+            let (_, stats) = a.get("/api/v1/stats").await;
+            queued += stats["forward_spans_queued"].as_u64().expect("a gauge");
+            forwarded += stats["counters"]["forward_spans"]
+                .as_u64()
+                .expect("a counter");
         }
-        let mut merged = 0;
         for d in &s.detect {
-            merged += counter(d, "spans_accepted").await;
+            received += counter(d, "spans_accepted").await;
         }
-        if accepted >= spans && forwarded == accepted && merged == forwarded {
+        if queued == 0 && received == forwarded {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "tier 1 accepted {accepted} of {spans} spans, forwarded {forwarded}; tier 2 received {merged}"
+            "tier 1 has {queued} spans queued and forwarded {forwarded}; tier 2 received {received}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -162,7 +141,7 @@ async fn settle(s: &System, spans: u64) {
     }
 }
 
-/// (kind, culprit) → (estimated pool size, if any), of a findings answer.
+/// (kind, culprit) → the estimated pool size, if any, of a findings answer.
 fn findings(body: &Value) -> BTreeMap<(String, String), Option<u64>> {
     body["findings"]
         .as_array()
@@ -170,7 +149,10 @@ fn findings(body: &Value) -> BTreeMap<(String, String), Option<u64>> {
         .iter()
         .map(|f| {
             (
-                (f["kind"].to_string(), f["culprit"].to_string()),
+                (
+                    f["kind"].as_str().expect("kind").to_owned(),
+                    f["culprit"].to_string(),
+                ),
                 f["evidence"]["estimated_pool_size"].as_u64(),
             )
         })
@@ -205,42 +187,28 @@ fn hops(body: &Value) -> BTreeMap<(String, String), HopFigures> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replicas_behind_the_collector_answer_as_one_daemon_and_say_what_they_lost() {
-    let s = system().await;
-    let report =
-        hopscope_loadgen::run(&traffic(&s.front.endpoint, Until::Spans(60_000), 7), |_| {})
-            .await
-            .expect("traffic runs");
-    assert_eq!(report.accepted, report.sent, "{report:?}");
-    settle(&s, report.sent).await;
-
-    // Any replica answers for all: an assembling one and a detect one.
+/// Every replica of `s` answers as the daemon alone: the same findings
+/// (polled: the detect replicas settle on them once they have their peers'
+/// timeouts), the same hops within the sketch's error, and every peer
+/// answering. Returns the findings.
+async fn answers_as_one(s: &System) -> BTreeMap<(String, String), Option<u64>> {
     let (_, alone) = s.alone.get("/api/v1/findings").await;
     let one = findings(&alone);
-    // Per-trace findings (tier 1's) and cross-trace ones (tier 2's) to compare.
-    for kind in ["cascading_timeout", "gateway_timeout", "timeout_headroom"] {
-        assert!(
-            one.keys().any(|k| k.0.contains(kind)),
-            "the traffic has a {kind} to find: {one:?}"
-        );
-    }
-    for replica in [&s.assemble[0], &s.detect[1]] {
+    for replica in s.assemble.iter().chain(&s.detect) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let (status, all) = replica.get("/api/v1/findings").await;
+            let (status, body) = replica.get("/api/v1/findings").await;
             assert_eq!(status, 200);
-            let peers = all["peers"].as_array().expect("the answer lists its peers");
+            let peers = body["peers"]
+                .as_array()
+                .expect("the answer lists its peers");
             assert_eq!(peers.len(), 4, "{peers:?}");
             assert!(peers.iter().all(|p| p["ok"] == true), "{peers:?}");
-            // The detect replicas exchange their timeouts each pass: wait
-            // until their findings settled on what one window finds.
-            if findings(&all) == one {
+            let all = findings(&body);
+            if all == one {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                println!("{all}");
-                let all = findings(&all);
                 let only = |a: &BTreeMap<_, _>, b: &BTreeMap<_, _>| -> Vec<String> {
                     a.iter()
                         .filter(|(k, v)| b.get(*k) != Some(*v))
@@ -248,42 +216,125 @@ async fn replicas_behind_the_collector_answer_as_one_daemon_and_say_what_they_lo
                         .collect()
                 };
                 panic!(
-                    "{} answers unlike the daemon alone:\nonly the replicas: {:#?}\nonly the daemon alone: {:#?}",
+                    "{} answers unlike the daemon alone:\nonly the replicas: {:#?}\nonly the daemon alone: {:#?}\n{body}",
                     replica.api,
                     only(&all, &one),
-                    only(&one, &all)
+                    only(&one, &all),
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-
     let (_, alone_hops) = s.alone.get("/api/v1/hops").await;
-    let (_, all_hops) = s.assemble[1].get("/api/v1/hops").await;
-    let (one, all) = (hops(&alone_hops), hops(&all_hops));
-    assert!(!one.is_empty());
-    assert_eq!(
-        one.keys().collect::<BTreeSet<_>>(),
-        all.keys().collect::<BTreeSet<_>>()
-    );
-    for (key, &(p50, p95, ms, traces)) in &one {
-        let (p50_all, p95_all, ms_all, traces_all) = all[key];
-        assert_eq!(traces, traces_all, "{key:?}");
-        for (alone, merged) in [(p50, p50_all), (p95, p95_all)] {
+    let alone_hops = hops(&alone_hops);
+    assert!(!alone_hops.is_empty());
+    for replica in [&s.assemble[1], &s.detect[0]] {
+        let (_, all) = replica.get("/api/v1/hops").await;
+        let all = hops(&all);
+        assert_eq!(
+            alone_hops.keys().collect::<BTreeSet<_>>(),
+            all.keys().collect::<BTreeSet<_>>()
+        );
+        for (key, &(p50, p95, ms, traces)) in &alone_hops {
+            let (p50_all, p95_all, ms_all, traces_all) = all[key];
+            assert_eq!(traces, traces_all, "{key:?}");
+            for (alone, merged) in [(p50, p50_all), (p95, p95_all)] {
+                assert!(
+                    (alone - merged).abs() <= 0.01,
+                    "{key:?}: share {alone} alone, {merged} merged"
+                );
+            }
+            // Both sketches hold the same observations: within their 1 %.
             assert!(
-                (alone - merged).abs() <= 0.01,
-                "{key:?}: share {alone} alone, {merged} merged"
+                (ms - ms_all).abs() <= 0.01 * ms.max(ms_all),
+                "{key:?}: critical p95 {ms} ms alone, {ms_all} ms merged"
             );
         }
-        // Both sketches hold the same observations: within their 1 %.
+    }
+    one
+}
+
+/// Every scenario of the demo, its services exporting through the front
+/// router, one after the other into the same replicas and daemon alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_s_scenarios_diagnosed_by_replicas_as_by_one_daemon() {
+    let s = system("2s").await;
+    for &scenario in <Scenario as clap::ValueEnum>::value_variants() {
+        let demo = Demo::start(&DemoOptions {
+            scenario,
+            export_via: Some(s.front.grpc_endpoint.clone()),
+            ..DemoOptions::default()
+        })
+        .await
+        .expect("the demo starts");
+        // The demo's own daemon gets everything too: it waits for its spans.
+        s.front.set_tees(vec![
+            s.alone.http_endpoint.clone(),
+            demo.otlp_http_endpoint(),
+        ]);
+        demo.drive().await.expect("the demo runs");
+        s.front.set_tees(vec![s.alone.http_endpoint.clone()]);
+        demo.stop().await.expect("the demo stops");
+    }
+    settle(&s).await;
+    let found = answers_as_one(&s).await;
+    let kinds: BTreeSet<&str> = found.keys().map(|k| k.0.as_str()).collect();
+    for kind in [
+        "cascading_timeout",
+        "pool_exhaustion",
+        "slow_query",
+        "blocked_worker",
+        "timeout_inversion",
+    ] {
+        assert!(kinds.contains(kind), "the scenarios' {kind}: {kinds:?}");
+    }
+    assert!(
+        found
+            .iter()
+            .any(|(k, pool)| k.0 == "pool_exhaustion" && pool.is_some()),
+        "an estimated pool size to compare: {found:?}"
+    );
+}
+
+/// Loadgen traffic through the front router: 8 services of 3 instances,
+/// timeouts and slow queries.
+fn traffic(endpoint: &str, until: Until, seed: u64) -> Options {
+    Options {
+        endpoint: endpoint.to_owned(),
+        protocol: Protocol::Http,
+        connections: 2,
+        batch: 200,
+        until,
+        seed,
+        shape: Shape {
+            error_fraction: 0.05,
+            slow_db_fraction: 0.05,
+            ..Shape::default()
+        },
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_through_replicas_answered_as_by_one_daemon_and_a_lost_replica_named() {
+    let s = system("1s").await;
+    let report =
+        hopscope_loadgen::run(&traffic(&s.front.endpoint, Until::Spans(60_000), 7), |_| {})
+            .await
+            .expect("traffic runs");
+    assert_eq!(report.accepted, report.sent, "{report:?}");
+    settle(&s).await;
+    let found = answers_as_one(&s).await;
+    // Per-trace findings (tier 1's) and cross-trace ones (tier 2's).
+    for kind in ["cascading_timeout", "gateway_timeout", "timeout_headroom"] {
         assert!(
-            (ms - ms_all).abs() <= 0.01 * ms.max(ms_all),
-            "{key:?}: critical p95 {ms} ms alone, {ms_all} ms merged"
+            found.keys().any(|k| k.0 == kind),
+            "the traffic has a {kind} to find: {found:?}"
         );
     }
 
     // A replica leaves in the middle of traffic: the Collector's resolver
-    // drops it from the ring, its traces in flight are split or lost.
+    // drops it from the ring; the traces it held are no longer answered for.
     let before = counter(&s.assemble[2], "spans_accepted").await;
     let options = traffic(&s.front.endpoint, Until::Elapsed(Duration::from_secs(3)), 8);
     let sending = tokio::spawn(async move { hopscope_loadgen::run(&options, |_| {}).await });
@@ -301,20 +352,11 @@ async fn replicas_behind_the_collector_answer_as_one_daemon_and_say_what_they_lo
     } = s;
     let gone = assemble.pop().expect("three");
     let gone_api = gone.api.clone();
-    front.set_members(
-        &assemble
-            .iter()
-            .map(|d| d.http_endpoint.clone())
-            .collect::<Vec<_>>(),
-    );
+    front.set_members(&endpoints(&assemble));
     gone.stop().await;
     let second = sending.await.unwrap().expect("traffic runs");
     assert_eq!(second.accepted, second.sent);
-    alone.settled_and_detected().await;
-    for a in &assemble {
-        a.settled_and_detected().await;
-    }
-    for d in &detect {
+    for d in assemble.iter().chain(&detect).chain([&alone]) {
         d.settled_and_detected().await;
     }
     let (status, answer) = assemble[0].get("/api/v1/hops").await;
@@ -340,7 +382,8 @@ async fn replicas_behind_the_collector_answer_as_one_daemon_and_say_what_they_lo
     let (kept, all) = (traces(&answer), traces(&alone_hops));
     assert!(kept < all, "the gone replica's traces are not answered for");
     println!(
-        "a replica removed mid-traffic: the others answer for {kept} of {all} traces ({:.1} % lost with it), and name it missing",
+        "a replica removed mid-traffic: the others answer for {kept} of {all} traces \
+         ({:.1} % lost with it), and name it missing",
         100.0 * (all - kept) as f64 / all as f64
     );
 }

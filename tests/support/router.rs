@@ -22,8 +22,11 @@ use axum::routing::post;
 use hopscope::ingest::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use hopscope::ingest::otlp::common::v1::any_value::Value as AnyValue;
 use hopscope::ingest::otlp::trace::v1::{ResourceSpans, ScopeSpans};
+use hopscope::ingest::{ExportBody, OtlpGrpc, Refused, SinkError, SpanSink};
+use hopscope::model::SpanBatch;
 use parking_lot::RwLock;
 use prost::Message as _;
+use tonic::transport::server::TcpIncoming;
 
 const MAX_POSITIONS: u32 = 36_000;
 const WEIGHT: u32 = 100;
@@ -66,8 +69,8 @@ pub fn member_for<'a>(ring: &'a [(u32, String)], key: &[u8]) -> &'a str {
 struct Inner {
     key: Key,
     ring: RwLock<Vec<(u32, String)>>,
-    /// Also gets every export whole (the daemon alone, to compare).
-    tee: Option<String>,
+    /// Also get every export whole (the daemon alone, to compare).
+    tees: RwLock<Vec<String>>,
     http: reqwest::Client,
 }
 
@@ -75,16 +78,19 @@ struct Inner {
 pub struct Router {
     /// Its OTLP/HTTP base URL.
     pub endpoint: String,
+    /// Its OTLP/gRPC endpoint.
+    pub grpc_endpoint: String,
     inner: Arc<Inner>,
 }
 
 impl Router {
-    /// Starts a router over `members`, also sending every export to `tee`.
-    pub async fn start(key: Key, members: &[String], tee: Option<String>) -> Router {
+    /// Starts a router over `members` (OTLP/HTTP base URLs), receiving
+    /// OTLP/HTTP and OTLP/gRPC.
+    pub async fn start(key: Key, members: &[String]) -> Router {
         let inner = Arc::new(Inner {
             key,
             ring: RwLock::new(ring(members)),
-            tee,
+            tees: RwLock::new(Vec::new()),
             http: reqwest::Client::new(),
         });
         let app = axum::Router::new()
@@ -93,7 +99,25 @@ impl Router {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Router { endpoint, inner }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let grpc = OtlpGrpc::new(Arc::new(Sink(inner.clone())), 64 << 20);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(grpc)
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        Router {
+            endpoint,
+            grpc_endpoint,
+            inner,
+        }
+    }
+
+    /// Also sends every export, whole, to each OTLP/HTTP receiver of `tees`
+    /// (instead of any earlier ones).
+    pub fn set_tees(&self, tees: Vec<String>) {
+        *self.inner.tees.write() = tees;
     }
 
     /// Replaces the members, as the exporter does when its resolver's answer
@@ -187,6 +211,26 @@ async fn send(http: &reqwest::Client, member: &str, body: Vec<u8>) -> Result<(),
     Err(format!("{url} kept refusing"))
 }
 
+/// Routes one export request (protobuf) to the members and the tees; done
+/// once all accepted their parts.
+async fn route(inner: &Inner, body: Vec<u8>) -> Result<(), String> {
+    let request = ExportTraceServiceRequest::decode(&body[..]).map_err(|e| e.to_string())?;
+    let parts = split(inner.key, &inner.ring.read(), request);
+    let mut sends: Vec<_> = parts
+        .into_iter()
+        .map(|(member, r)| (member, r.encode_to_vec()))
+        .chain(inner.tees.read().iter().map(|t| (t.clone(), body.clone())))
+        .map(|(to, bytes)| {
+            let http = inner.http.clone();
+            tokio::spawn(async move { send(&http, &to, bytes).await })
+        })
+        .collect();
+    for s in sends.drain(..) {
+        s.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
 async fn export(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
@@ -207,25 +251,32 @@ async fn export(
         }
         _ => body.to_vec(),
     };
-    let Ok(request) = ExportTraceServiceRequest::decode(&body[..]) else {
-        return (StatusCode::BAD_REQUEST, "not an export request");
-    };
-    let parts = split(inner.key, &inner.ring.read(), request);
-    let mut sends: Vec<_> = parts
-        .into_iter()
-        .map(|(member, r)| {
-            let http = inner.http.clone();
-            tokio::spawn(async move { send(&http, &member, r.encode_to_vec()).await })
-        })
-        .collect();
-    if let Some(tee) = &inner.tee {
-        let (http, tee) = (inner.http.clone(), tee.clone());
-        sends.push(tokio::spawn(async move { send(&http, &tee, body).await }));
+    match route(&inner, body).await {
+        Ok(()) => (StatusCode::OK, ""),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "a member refused"),
     }
-    for s in sends {
-        if !matches!(s.await, Ok(Ok(()))) {
-            return (StatusCode::SERVICE_UNAVAILABLE, "a member refused");
-        }
+}
+
+/// The router's OTLP/gRPC side: the daemon's own gRPC service, whose sink
+/// routes the request's bytes as they came.
+struct Sink(Arc<Inner>);
+
+impl SpanSink for Sink {
+    type Permit = ();
+
+    fn admit(&self, _bytes: usize) -> Result<(), Refused> {
+        Ok(())
     }
-    (StatusCode::OK, "")
+
+    fn screen(&self, _batch: &mut SpanBatch) {}
+
+    async fn accept(&self, body: ExportBody, _batch: SpanBatch) -> Result<(), SinkError> {
+        route(&self.0, body.bytes.to_vec())
+            .await
+            .map_err(SinkError::Durability)
+    }
+
+    fn too_large(&self, _limit: usize) {}
+
+    fn malformed(&self, _error: &dyn std::fmt::Display) {}
 }

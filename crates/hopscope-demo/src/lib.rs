@@ -83,6 +83,11 @@ pub struct DemoOptions {
     pub acquire_spans: bool,
     /// Listen address of the daemon's HTTP API (port 0: an ephemeral port).
     pub api_addr: SocketAddr,
+    /// The OTLP/gRPC endpoint the services export to, when something stands
+    /// between them and the daemon (a Collector, or the scale-out test's
+    /// router), which must pass every span on to the daemon's OTLP receiver
+    /// ([`Demo::otlp_http_endpoint`]); `None`: straight to the daemon.
+    pub export_via: Option<String>,
 }
 
 impl Default for DemoOptions {
@@ -94,6 +99,7 @@ impl Default for DemoOptions {
             time_scale: 0.01,
             acquire_spans: true,
             api_addr: ([127, 0, 0, 1], 0).into(),
+            export_via: None,
         }
     }
 }
@@ -306,9 +312,13 @@ impl Demo {
     }
 
     async fn start_service(&mut self, spec: Spec) -> Result<SocketAddr, DemoError> {
+        let endpoint = match &self.options.export_via {
+            Some(via) => via.clone(),
+            None => format!("http://{}", self.daemon.otlp_grpc_addr),
+        };
         let service = Service::start(
             spec,
-            &format!("http://{}", self.daemon.otlp_grpc_addr),
+            &endpoint,
             self.http.clone(),
             self.in_flight.clone(),
             self.stop.clone(),
@@ -322,6 +332,11 @@ impl Demo {
     /// The daemon's HTTP API, `http://host:port`.
     pub fn api_url(&self) -> &str {
         &self.api
+    }
+
+    /// The daemon's OTLP/HTTP receiver, `http://host:port`.
+    pub fn otlp_http_endpoint(&self) -> String {
+        format!("http://{}", self.daemon.otlp_http_addr)
     }
 
     /// The URL the requests are sent to (the gateway's `GET /checkout`).

@@ -62,6 +62,7 @@ impl DemoArgs {
             time_scale: self.time_scale,
             acquire_spans: !self.no_acquire_spans,
             api_addr: self.api_addr.unwrap_or(defaults.api_addr),
+            export_via: None,
         }
     }
 }
