@@ -1,5 +1,6 @@
 //! Sending one export request, as the OTLP specification asks of exporters:
-//! gRPC (the generated `TraceServiceClient`) or HTTP (`POST` of a protobuf
+//! gRPC (the encoded request sent as it is, through `ingest::codec`'s
+//! [`ClientCodec`]) or HTTP (`POST` of a protobuf
 //! body with `reqwest`), gzip or not; each attempt times out after
 //! [`REQUEST_TIMEOUT`]. Retryable answers (gRPC `UNAVAILABLE`, `CANCELLED`,
 //! `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE`, `DATA_LOSS`, and
@@ -20,15 +21,15 @@ use prost::Message;
 use tokio::time::Instant;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::http;
+use tonic::client::Grpc;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 use tonic_types::StatusExt;
 
 use super::{Compression, Options, Protocol};
-use crate::ingest::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
-use crate::ingest::otlp::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use crate::ingest::codec::ClientCodec;
+use crate::ingest::otlp::collector::trace::v1::ExportTraceServiceResponse;
 use crate::stats::{LogEvery, Stats};
 
 /// How long one attempt may take.
@@ -95,8 +96,11 @@ impl tower::Service<http::Request<tonic::body::Body>> for Counted {
     }
 }
 
+/// The gRPC method every export calls.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
 enum Transport {
-    Grpc(TraceServiceClient<Counted>),
+    Grpc(Grpc<Counted>),
     Http {
         client: reqwest::Client,
         url: reqwest::Url,
@@ -106,7 +110,7 @@ enum Transport {
 
 /// One request as every attempt sends it.
 enum Prepared<'a> {
-    Grpc(&'a TraceServiceClient<Counted>, ExportTraceServiceRequest),
+    Grpc(&'a Grpc<Counted>, Bytes),
     Http {
         client: &'a reqwest::Client,
         url: &'a reqwest::Url,
@@ -136,7 +140,7 @@ impl Client {
                     .connect_timeout(REQUEST_TIMEOUT)
                     .timeout(REQUEST_TIMEOUT)
                     .connect_lazy();
-                let mut client = TraceServiceClient::new(Counted {
+                let mut client = Grpc::new(Counted {
                     channel,
                     stats: stats.clone(),
                 })
@@ -183,7 +187,7 @@ impl Client {
         loop {
             Stats::add(&self.stats.forward_requests, 1);
             let attempt = match &prepared {
-                Prepared::Grpc(client, message) => grpc((*client).clone(), message.clone()).await,
+                Prepared::Grpc(client, body) => grpc((*client).clone(), body.clone()).await,
                 Prepared::Http {
                     client,
                     url,
@@ -214,16 +218,12 @@ impl Client {
         }
     }
 
-    /// What every attempt at `request` sends: the message the generated
-    /// gRPC client encodes (and compresses), or the HTTP body, compressed
+    /// What every attempt at `request` sends: the encoded message, which
+    /// the gRPC client frames (and compresses), or the HTTP body, compressed
     /// or not.
     fn prepare(&self, request: Bytes) -> Result<Prepared<'_>, String> {
         Ok(match &self.transport {
-            Transport::Grpc(client) => Prepared::Grpc(
-                client,
-                ExportTraceServiceRequest::decode(request)
-                    .map_err(|e| format!("cannot encode the request: {e}"))?,
-            ),
+            Transport::Grpc(client) => Prepared::Grpc(client, request),
             Transport::Http { client, url, gzip } => Prepared::Http {
                 client,
                 url,
@@ -268,11 +268,18 @@ fn backoff(retries: u32) -> Duration {
 }
 
 /// One gRPC attempt.
-async fn grpc(
-    mut client: TraceServiceClient<Counted>,
-    request: ExportTraceServiceRequest,
-) -> Attempt {
-    match client.export(request).await {
+async fn grpc(mut client: Grpc<Counted>, body: Bytes) -> Attempt {
+    if let Err(e) = client.ready().await {
+        return Attempt::Retry(None, format!("gRPC connection: {e}"));
+    }
+    let answer = client
+        .unary(
+            tonic::Request::new(body),
+            PathAndQuery::from_static(EXPORT_PATH),
+            ClientCodec::default(),
+        )
+        .await;
+    match answer {
         Ok(response) => Attempt::Sent {
             rejected: rejected(&response.into_inner()),
         },
