@@ -52,7 +52,16 @@ pub enum RecordError {
 }
 
 type EdgeWire = (Sym, Option<Sym>, Sym);
+/// `[start, end)` as ns from the root's start (negative: before it, a skewed
+/// clock).
+type Interval = (i64, i64);
 
+// Records are arrays, not objects, and times are offsets from the root's
+// start: a trace's parts are forwarded on every trace, so their size is the
+// forwarding's cost (docs/FORWARDING.md). Each struct documents its fields
+// in order.
+
+/// `{"v": 1, "service", "root", "calls", "queries", "requests"}`.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Wire {
     v: u32,
@@ -66,58 +75,54 @@ struct Wire {
     requests: Vec<RequestWire>,
 }
 
+/// `[entry service, entry operation, start (unix ns), duration, timed out,
+/// kind (index in SpanKind::ALL), HTTP status, relayed from, owned here]`.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct RootWire {
-    entry: (Sym, Sym),
-    start: u64,
-    dur: u64,
-    timed_out: bool,
-    /// Index in [`SpanKind::ALL`].
-    kind: u8,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    http: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    relayed_from: Option<EdgeWire>,
-    own: bool,
-}
+struct RootWire(
+    Sym,
+    Sym,
+    u64,
+    u64,
+    bool,
+    u8,
+    Option<u16>,
+    Option<EdgeWire>,
+    bool,
+);
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct CallWire {
-    edge: EdgeWire,
-    start: u64,
-    dur: u64,
-    timed_out: bool,
-    relayed: bool,
-    overrun: u64,
-    depth: u16,
-    /// Index in this part's `calls`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    parent: Option<u32>,
-    root_span: bool,
-    shadow: bool,
-}
+/// [`CallWire`]'s flags.
+const TIMED_OUT: u8 = 1;
+const RELAYED: u8 = 2;
+const ROOT_SPAN: u8 = 4;
+const SHADOW: u8 = 8;
 
+/// `[edge, start offset, duration, overrun, depth, parent (index in this
+/// part's calls), flags (TIMED_OUT | RELAYED | ROOT_SPAN | SHADOW)]`.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct QueryWire {
-    statement: String,
-    target: (Option<Sym>, Option<Sym>, Option<Sym>),
-    start: u64,
-    dur: u64,
-    critical: u64,
-    lock_wait: u64,
-}
+struct CallWire(EdgeWire, u64, u64, u64, u16, Option<u32>, u8);
 
+/// `[statement, [system, address, namespace], [start, end], critical, lock
+/// wait]`.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct RequestWire {
-    instance: Sym,
-    operation: Sym,
-    start: u64,
-    end: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    caller: Option<(u64, u64)>,
-    busy: Vec<(u64, u64)>,
-    uses: Vec<UseWire>,
-}
+struct QueryWire(
+    String,
+    (Option<Sym>, Option<Sym>, Option<Sym>),
+    Interval,
+    u64,
+    u64,
+);
+
+/// `[instance, operation, [start, end], caller's [start, end], self-time
+/// intervals, uses]`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RequestWire(
+    Sym,
+    Sym,
+    Interval,
+    Option<Interval>,
+    Vec<Interval>,
+    Vec<UseWire>,
+);
 
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,13 +132,28 @@ enum TargetWire {
     Http(Sym),
 }
 
+/// `[target, calls, wait, explicit, hold]`.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct UseWire {
-    target: TargetWire,
-    calls: Vec<(u64, u64)>,
-    wait: u64,
-    explicit: bool,
-    hold: (u64, u64),
+struct UseWire(TargetWire, Vec<Interval>, u64, bool, Interval);
+
+/// Unix ns to and from offsets of the root's start.
+#[derive(Clone, Copy)]
+struct Base(u64);
+
+impl Base {
+    fn off(self, (start, end): (u64, u64)) -> Interval {
+        (
+            start.wrapping_sub(self.0) as i64,
+            end.wrapping_sub(self.0) as i64,
+        )
+    }
+
+    fn abs(self, (start, end): Interval) -> (u64, u64) {
+        (
+            self.0.wrapping_add(start as u64),
+            self.0.wrapping_add(end as u64),
+        )
+    }
 }
 
 fn edge_wire(e: EdgeKey) -> EdgeWire {
@@ -209,81 +229,94 @@ fn part_of(calls: &TraceCalls, service: Sym, own: bool) -> Option<Wire> {
     }
     let mut index: Vec<Option<u32>> = vec![None; calls.calls.len()];
     let mut wires: Vec<CallWire> = Vec::new();
+    let mut own_calls = false;
     for (i, c) in calls.calls.iter().enumerate().filter(|(i, _)| keep[*i]) {
         index[i] = Some(wires.len() as u32);
-        wires.push(CallWire {
-            edge: edge_wire(c.edge),
-            start: c.start_offset_ns,
-            dur: c.duration_ns,
-            timed_out: c.timed_out,
-            relayed: c.relayed,
-            overrun: c.overrun_ns,
-            depth: c.depth,
-            parent: c.parent.and_then(|p| index[p as usize]),
-            root_span: c.root_span,
-            shadow: c.shadow || c.edge.caller != service,
-        });
+        let shadow = c.shadow || c.edge.caller != service;
+        own_calls |= !shadow;
+        let flags = [
+            (c.timed_out, TIMED_OUT),
+            (c.relayed, RELAYED),
+            (c.root_span, ROOT_SPAN),
+            (shadow, SHADOW),
+        ]
+        .iter()
+        .filter(|f| f.0)
+        .fold(0, |acc, f| acc | f.1);
+        wires.push(CallWire(
+            edge_wire(c.edge),
+            c.start_offset_ns,
+            c.duration_ns,
+            c.overrun_ns,
+            c.depth,
+            c.parent.and_then(|p| index[p as usize]),
+            flags,
+        ));
     }
+    let r = &calls.root;
+    let base = Base(r.start_ns);
     let sat = &calls.saturation;
     let queries: Vec<QueryWire> = sat
         .queries
         .iter()
         .filter(|q| q.service == service)
-        .map(|q| QueryWire {
-            statement: q.statement.to_string(),
-            target: (q.target.system, q.target.address, q.target.namespace),
-            start: q.start_ns,
-            dur: q.duration_ns,
-            critical: q.critical_ns,
-            lock_wait: q.lock_wait_ns,
+        .map(|q| {
+            QueryWire(
+                q.statement.to_string(),
+                (q.target.system, q.target.address, q.target.namespace),
+                base.off((q.start_ns, q.end_ns())),
+                q.critical_ns,
+                q.lock_wait_ns,
+            )
         })
         .collect();
     let requests: Vec<RequestWire> = sat
         .requests
         .iter()
         .filter(|r| r.service == service)
-        .map(|r| RequestWire {
-            instance: r.instance,
-            operation: r.operation,
-            start: r.start_ns,
-            end: r.end_ns,
-            caller: r.caller,
-            busy: sat.busy(r).to_vec(),
-            uses: sat
-                .use_parts(r)
-                .into_iter()
-                .map(|u| UseWire {
-                    target: match u.target {
-                        Target::Pool(name) => TargetWire::Pool(name),
-                        Target::Db(d) => TargetWire::Db(d.system, d.address, d.namespace),
-                        Target::Http(peer) => TargetWire::Http(peer),
-                    },
-                    calls: u.calls,
-                    wait: u.wait_ns,
-                    explicit: u.explicit,
-                    hold: u.hold,
-                })
-                .collect(),
+        .map(|r| {
+            RequestWire(
+                r.instance,
+                r.operation,
+                base.off((r.start_ns, r.end_ns)),
+                r.caller.map(|c| base.off(c)),
+                sat.busy(r).iter().map(|&b| base.off(b)).collect(),
+                sat.use_parts(r)
+                    .into_iter()
+                    .map(|u| {
+                        UseWire(
+                            match u.target {
+                                Target::Pool(name) => TargetWire::Pool(name),
+                                Target::Db(d) => TargetWire::Db(d.system, d.address, d.namespace),
+                                Target::Http(peer) => TargetWire::Http(peer),
+                            },
+                            u.calls.iter().map(|&c| base.off(c)).collect(),
+                            u.wait_ns,
+                            u.explicit,
+                            base.off(u.hold),
+                        )
+                    })
+                    .collect(),
+            )
         })
         .collect();
-    let own_calls = wires.iter().any(|w| !w.shadow);
     if !own && !own_calls && queries.is_empty() && requests.is_empty() {
         return None;
     }
-    let r = &calls.root;
     Some(Wire {
         v: VERSION,
         service,
-        root: RootWire {
-            entry: (r.entry.service, r.entry.operation),
-            start: r.start_ns,
-            dur: r.duration_ns,
-            timed_out: r.timed_out,
-            kind: SpanKind::ALL.iter().position(|k| *k == r.kind).unwrap_or(0) as u8,
-            http: r.http_status,
-            relayed_from: r.relayed_from.map(edge_wire),
+        root: RootWire(
+            r.entry.service,
+            r.entry.operation,
+            r.start_ns,
+            r.duration_ns,
+            r.timed_out,
+            SpanKind::ALL.iter().position(|k| *k == r.kind).unwrap_or(0) as u8,
+            r.http_status,
+            r.relayed_from.map(edge_wire),
             own,
-        },
+        ),
         calls: wires,
         queries,
         requests,
@@ -297,52 +330,60 @@ pub fn decode(trace_id: TraceId, text: &str) -> Result<TraceCalls, RecordError> 
     if w.v != VERSION {
         return Err(RecordError::Version(w.v));
     }
+    let RootWire(service, operation, start_ns, duration_ns, timed_out, kind, http, relayed, own) =
+        w.root;
     let kind = *SpanKind::ALL
-        .get(w.root.kind as usize)
+        .get(kind as usize)
         .ok_or(RecordError::Inconsistent("unknown span kind"))?;
+    let base = Base(start_ns);
     let mut calls = Vec::with_capacity(w.calls.len());
-    for (i, c) in w.calls.into_iter().enumerate() {
-        if c.parent.is_some_and(|p| p as usize >= i) {
+    for (i, CallWire(edge, start, duration, overrun, depth, parent, flags)) in
+        w.calls.into_iter().enumerate()
+    {
+        if parent.is_some_and(|p| p as usize >= i) {
             return Err(RecordError::Inconsistent("a call's parent comes after it"));
         }
         calls.push(CallRecord {
-            edge: edge_of(c.edge),
-            start_offset_ns: c.start,
-            duration_ns: c.dur,
-            timed_out: c.timed_out,
-            relayed: c.relayed,
-            overrun_ns: c.overrun,
-            depth: c.depth,
-            parent: c.parent,
-            root_span: c.root_span,
-            shadow: c.shadow,
+            edge: edge_of(edge),
+            start_offset_ns: start,
+            duration_ns: duration,
+            timed_out: flags & TIMED_OUT != 0,
+            relayed: flags & RELAYED != 0,
+            overrun_ns: overrun,
+            depth,
+            parent,
+            root_span: flags & ROOT_SPAN != 0,
+            shadow: flags & SHADOW != 0,
         });
     }
     let mut saturation = SaturationRecords::default();
-    saturation
-        .queries
-        .extend(w.queries.into_iter().map(|q| QueryRecord {
+    for QueryWire(statement, (system, address, namespace), at, critical, lock_wait) in w.queries {
+        let (start, end) = base.abs(at);
+        saturation.queries.push(QueryRecord {
             service: w.service,
-            statement: Arc::from(q.statement),
+            statement: Arc::from(statement),
             target: DbTarget {
-                system: q.target.0,
-                address: q.target.1,
-                namespace: q.target.2,
+                system,
+                address,
+                namespace,
             },
-            start_ns: q.start,
-            duration_ns: q.dur,
-            critical_ns: q.critical,
-            lock_wait_ns: q.lock_wait,
-        }));
-    for r in w.requests {
-        if r.end < r.start {
+            start_ns: start,
+            duration_ns: end
+                .checked_sub(start)
+                .ok_or(RecordError::Inconsistent("a query ends before it starts"))?,
+            critical_ns: critical,
+            lock_wait_ns: lock_wait,
+        });
+    }
+    for RequestWire(instance, operation, at, caller, busy, uses) in w.requests {
+        let (start, end) = base.abs(at);
+        if end < start {
             return Err(RecordError::Inconsistent("a request ends before it starts"));
         }
-        let uses: Vec<UseParts> = r
-            .uses
+        let uses: Vec<UseParts> = uses
             .into_iter()
-            .map(|u| UseParts {
-                target: match u.target {
+            .map(|UseWire(target, calls, wait, explicit, hold)| UseParts {
+                target: match target {
                     TargetWire::Pool(name) => Target::Pool(name),
                     TargetWire::Db(system, address, namespace) => Target::Db(DbTarget {
                         system,
@@ -351,36 +392,34 @@ pub fn decode(trace_id: TraceId, text: &str) -> Result<TraceCalls, RecordError> 
                     }),
                     TargetWire::Http(peer) => Target::Http(peer),
                 },
-                calls: u.calls,
-                wait_ns: u.wait,
-                explicit: u.explicit,
-                hold: u.hold,
+                calls: calls.into_iter().map(|c| base.abs(c)).collect(),
+                wait_ns: wait,
+                explicit,
+                hold: base.abs(hold),
             })
             .collect();
+        let busy: Vec<(u64, u64)> = busy.into_iter().map(|b| base.abs(b)).collect();
         let head = RequestRecord::new(
-            (w.service, r.instance, r.operation),
-            (r.start, r.end),
-            r.caller,
+            (w.service, instance, operation),
+            (start, end),
+            caller.map(|c| base.abs(c)),
         );
-        saturation.push_request(head, &r.busy, &uses);
+        saturation.push_request(head, &busy, &uses);
     }
     Ok(TraceCalls {
         trace_id,
         root: RootRecord {
-            entry: EntryPoint {
-                service: w.root.entry.0,
-                operation: w.root.entry.1,
-            },
-            start_ns: w.root.start,
-            duration_ns: w.root.dur,
-            timed_out: w.root.timed_out,
+            entry: EntryPoint { service, operation },
+            start_ns,
+            duration_ns,
+            timed_out,
             kind,
-            http_status: w.root.http,
-            relayed_from: w.root.relayed_from.map(edge_of),
+            http_status: http,
+            relayed_from: relayed.map(edge_of),
         },
         calls,
         saturation,
-        owns_root: w.root.own,
+        owns_root: own,
     })
 }
 
@@ -536,8 +575,10 @@ mod tests {
         let v2 = text.replacen("\"v\":1", "\"v\":2", 1);
         assert!(matches!(decode(id, &v2), Err(RecordError::Version(2))));
         let api = carriers(&t, &call_records(&t)).remove(1).1;
-        let cycle = api.replacen("\"parent\":0", "\"parent\":9", 1);
-        assert_ne!(cycle, api);
+        // A call whose parent comes after it.
+        let mut cycle: serde_json::Value = serde_json::from_str(&api).unwrap();
+        cycle["calls"][1][5] = 9.into();
+        let cycle = cycle.to_string();
         assert!(matches!(
             decode(id, &cycle),
             Err(RecordError::Inconsistent(_))
