@@ -1,5 +1,5 @@
 //! Forwarding: every analyzed trace's spans, with the analysis added as
-//! attributes ([`encode`]), exported over OTLP to the user's own backend
+//! attributes ([`encode`](mod@encode)), exported over OTLP to the user's own backend
 //! (`--forward-otlp`). See `docs/FORWARDING.md`.
 //!
 //! [`Forwarder::send`] is called by the analysis (a blocking thread) once per
@@ -10,7 +10,7 @@
 //! [`MAX_BATCH_SPANS`] spans or [`MAX_BATCH_BYTES`] bytes, or what came in
 //! [`LINGER`]) and sends them with up to [`MAX_IN_FLIGHT`] requests in
 //! flight, retrying as the OTLP specification says for exporters
-//! ([`transport`]). Shutdown drains the queue until the daemon's deadline;
+//! (`transport.rs`). Shutdown drains the queue until the daemon's deadline;
 //! what is left is dropped and counted.
 
 pub mod encode;
