@@ -209,18 +209,27 @@ async fn forwarded_over_http_with_gzip_every_span_arrives_with_its_critical_path
     forwards_intact("http", "gzip").await;
 }
 
+/// A loopback address nothing listens on (yet).
+fn unused_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+}
+
+/// `settings`, forwarding over gzipped gRPC to `port` with a queue of 4 spans.
+fn forwarding_to_nothing(port: std::net::SocketAddr, settings: Settings) -> Settings {
+    Settings {
+        forward_queue_spans: Some(4),
+        ..settings.or(forwarding(&format!("http://{port}"), "grpc", "gzip"))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_is_waited_for_and_nothing_is_lost() {
     // A port nothing listens on yet: B starts there later.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("its address");
-    let a = start(Settings {
-        forward_queue_spans: Some(4),
-        ..forwarding(&format!("http://{port}"), "grpc", "gzip")
-    })
-    .await;
+    let port = unused_port();
+    let a = start(forwarding_to_nothing(port, Settings::default())).await;
     let traces: Vec<Vec<Sp>> = (0..6).map(|_| typed_trace()).collect();
     let total = traces.iter().map(Vec::len).sum::<usize>() as u64;
     let ids = send(&a, traces).await;
@@ -276,15 +285,13 @@ async fn a_receiver_that_is_down_is_waited_for_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_shutdown_deadline_what_is_not_forwarded_is_dropped_and_counted() {
     // Nothing ever listens there: A retries until it is told to stop.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("its address");
-    let a = start(Settings {
-        forward_queue_spans: Some(4),
-        shutdown_timeout: Some("1s".parse().expect("a duration")),
-        ..forwarding(&format!("http://{port}"), "grpc", "gzip")
-    })
+    let a = start(forwarding_to_nothing(
+        unused_port(),
+        Settings {
+            shutdown_timeout: Some("1s".parse().expect("a duration")),
+            ..Settings::default()
+        },
+    ))
     .await;
     let traces: Vec<Vec<Sp>> = (0..3).map(|_| typed_trace()).collect();
     let total = traces.iter().map(Vec::len).sum::<usize>() as u64;

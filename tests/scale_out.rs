@@ -228,6 +228,7 @@ async fn answers_as_one(s: &System) -> BTreeMap<(String, String), Option<u64>> {
     let (_, alone_hops) = s.alone.get("/api/v1/hops").await;
     let alone_hops = hops(&alone_hops);
     assert!(!alone_hops.is_empty());
+    let (mut share_diff, mut p95_diff) = (0f64, 0f64);
     for replica in [&s.assemble[1], &s.detect[0]] {
         let (_, all) = replica.get("/api/v1/hops").await;
         let all = hops(&all);
@@ -243,14 +244,28 @@ async fn answers_as_one(s: &System) -> BTreeMap<(String, String), Option<u64>> {
                     (alone - merged).abs() <= 0.01,
                     "{key:?}: share {alone} alone, {merged} merged"
                 );
+                share_diff = share_diff.max((alone - merged).abs());
             }
             // Both sketches hold the same observations: within their 1 %.
             assert!(
                 (ms - ms_all).abs() <= 0.01 * ms.max(ms_all),
                 "{key:?}: critical p95 {ms} ms alone, {ms_all} ms merged"
             );
+            p95_diff = p95_diff.max((ms - ms_all).abs() / ms.max(ms_all).max(f64::MIN_POSITIVE));
         }
     }
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for k in one.keys() {
+        *kinds.entry(k.0.as_str()).or_default() += 1;
+    }
+    let pools: Vec<u64> = one.values().flatten().copied().collect();
+    println!(
+        "one daemon and 3+2 replicas agree: findings by kind {kinds:?}, estimated pool sizes \
+         {pools:?}; {} hops, largest share difference {share_diff:.4}, largest critical p95 \
+         difference {:.2} %",
+        alone_hops.len(),
+        100.0 * p95_diff
+    );
     one
 }
 
