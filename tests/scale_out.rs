@@ -1,6 +1,6 @@
 //! Replicas that answer as one (deploy/README.md, "Scaling out"), proved on
 //! one machine: the Collector's `loadbalancing` exporter is emulated
-//! ([`support::router`]: its consistent-hash ring, by trace id in front of
+//! ([`router`]: its consistent-hash ring, by trace id in front of
 //! tier 1 and by `service.name` in front of tier 2), three assembling
 //! replicas forward analyzed spans to two detect replicas, and one daemon
 //! alone gets the same traffic: the demo's scenarios, and a load generator
@@ -10,6 +10,10 @@
 //! traffic, and the answer says so.
 
 mod support;
+// Only this test emulates the Collector (the support module is shared with
+// other crates' tests, which do not depend on crc32fast).
+#[path = "support/router.rs"]
+mod router;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -17,8 +21,8 @@ use std::time::Duration;
 use hopscope::config::Settings;
 use hopscope_demo::{Demo, DemoOptions, Scenario};
 use hopscope_loadgen::{Options, Protocol, Shape, Until};
+use router::{Key, Router};
 use serde_json::Value;
-use support::router::{Key, Router};
 use support::TestDaemon;
 
 /// A free loopback port: replicas name each other in their settings before

@@ -11,7 +11,6 @@
 pub mod checks;
 pub mod jaeger;
 pub mod process;
-pub mod router;
 pub mod scenarios;
 pub mod wire;
 
