@@ -149,6 +149,7 @@ async fn any_replica_answers_for_all_and_reports_a_missing_peer() {
     let (_, local_hops) = zero.get("/api/v1/hops?local=true").await;
     assert_eq!(local_hops["entries"][0]["traces"], 4);
     assert_eq!(zero.get("/api/v1/hops?local=maybe").await.0, 400);
+    assert_eq!(zero.get("/api/v1/hops?local=").await.0, 400);
 
     // Hops: the counts of one daemon fed everything, p95 within the sketch's error.
     let (_, hops) = zero.get("/api/v1/hops").await;

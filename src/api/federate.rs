@@ -33,8 +33,8 @@ pub struct Scope {
 impl Scope {
     /// Whether the request asks for local data only.
     pub fn read(q: Result<Query<Scope>, QueryRejection>) -> Result<bool, ApiError> {
-        match params::query(q)?.local.as_deref().map(str::trim) {
-            None | Some("" | "false") => Ok(false),
+        match params::query(q)?.local.as_deref() {
+            None | Some("false") => Ok(false),
             Some("true") => Ok(true),
             Some(other) => Err(ApiError::bad_request(
                 "invalid_local",
