@@ -12,13 +12,15 @@ use std::borrow::Cow;
 
 use crate::analyze::budget::{EntryBudget, Timeouts};
 use crate::analyze::saturation::QueryShape;
-use crate::analyze::{analyze_with, budget, saturation, AnalyzedTrace, Options, Thresholds};
+use crate::analyze::{
+    analyze_with, budget, saturation, AnalyzedTrace, Observation, Options, Thresholds,
+};
 use crate::assemble::{assemble, Completed};
 use crate::forward::Forwarder;
 use crate::model::{SpanSet, Warning, WarningCode};
 use crate::stats::Stats;
 use crate::store::wal::LogRange;
-use crate::store::{Detection, Store};
+use crate::store::{Detection, Store, WindowSnapshot};
 
 /// Assembles, analyzes (with `options`) and stores completed traces, each
 /// also handed to `forward` when there is one (a trace analyzed again is
@@ -135,22 +137,31 @@ impl Drop for CountOnDrop<'_> {
 /// `outside` holds the timeouts this window does not own (a detect replica's
 /// peers', [`Timeouts`]; empty when the window holds whole traces).
 pub fn detect_window(store: &Store, thresholds: &Thresholds, outside: Timeouts) {
-    let window = store.window();
+    let (detection, observations) = detect(store.window(), thresholds, outside);
+    store.set_detection(detection, observations);
+}
+
+/// The cross-trace detectors over `window` (with `thresholds`, and `outside`
+/// timeouts): what they compute and what they report. Also what a merged
+/// answer computes over every replica's window (`api::federate`).
+pub fn detect(
+    window: WindowSnapshot,
+    thresholds: &Thresholds,
+    outside: Timeouts,
+) -> (Detection, Vec<Observation>) {
     let (budgets, mut observations) = budget::detect(&window.traces, thresholds, &outside);
     let (shapes, saturation, mut judged) = saturation::detect(&window.traces, thresholds);
     observations.extend(saturation);
     judged.extend(budget::judged_inversions(&budgets));
-    store.set_detection(
-        Detection {
-            window,
-            inferred: Timeouts::of(&budgets),
-            judged,
-            budgets,
-            shapes,
-            outside,
-        },
-        observations,
-    );
+    let detection = Detection {
+        window,
+        inferred: Timeouts::of(&budgets),
+        judged,
+        budgets,
+        shapes,
+        outside,
+    };
+    (detection, observations)
 }
 
 /// The timeout budget map of the traces of the last detection pass

@@ -191,6 +191,48 @@ fn hops(body: &Value) -> BTreeMap<(String, String), HopFigures> {
     out
 }
 
+/// The rows of a budget map: per entry point its timeout, traces and
+/// timed-out ones, then per edge its timeout, budget left, calls and
+/// timed-out ones.
+fn budget_rows(body: &Value) -> BTreeSet<String> {
+    let mut rows = BTreeSet::new();
+    for e in body["entries"].as_array().expect("entries") {
+        let entry = format!("{}:{}", e["entry"]["service"], e["entry"]["operation"]);
+        rows.insert(format!(
+            "{entry} {} {} {}",
+            e["timeout_ms"], e["traces"], e["timed_out"]
+        ));
+        for edge in e["edges"].as_array().expect("edges") {
+            rows.insert(format!(
+                "{entry} {} {} {} {} {} {} {}",
+                edge["caller"],
+                edge["callee"],
+                edge["operation"],
+                edge["timeout_ms"],
+                edge["budget_left_ms"],
+                edge["calls"],
+                edge["timed_out"]
+            ));
+        }
+    }
+    rows
+}
+
+/// The rows of a statement-shapes answer: statement, target, count, p95.
+fn shape_rows(body: &Value) -> BTreeSet<String> {
+    body["queries"]
+        .as_array()
+        .expect("queries")
+        .iter()
+        .map(|q| {
+            format!(
+                "{} {} {} {}",
+                q["statement"], q["target"], q["count"], q["p95_ms"]
+            )
+        })
+        .collect()
+}
+
 /// Every replica of `s` answers as the daemon alone: the same findings
 /// (polled: the detect replicas settle on them once they have their peers'
 /// timeouts), the same hops within the sketch's error, and every peer
@@ -258,6 +300,31 @@ async fn answers_as_one(s: &System) -> BTreeMap<(String, String), Option<u64>> {
             p95_diff = p95_diff.max((ms - ms_all).abs() / ms.max(ms_all).max(f64::MIN_POSITIVE));
         }
     }
+    // The budget map and the statement shapes: over every replica's window,
+    // the same as over the daemon alone's.
+    let (_, alone_budgets) = s.alone.get("/api/v1/timeouts").await;
+    let (_, alone_shapes) = s.alone.get("/api/v1/queries").await;
+    let (budgets, shapes) = (budget_rows(&alone_budgets), shape_rows(&alone_shapes));
+    assert!(!budgets.is_empty(), "{alone_budgets}");
+    for replica in [&s.assemble[0], &s.detect[1]] {
+        let (_, all) = replica.get("/api/v1/timeouts").await;
+        assert_eq!(
+            budget_rows(&all),
+            budgets,
+            "{}: the budget map",
+            replica.api
+        );
+        assert!(all["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["ok"] == true)));
+        let (_, all) = replica.get("/api/v1/queries").await;
+        assert_eq!(
+            shape_rows(&all),
+            shapes,
+            "{}: the statement shapes",
+            replica.api
+        );
+    }
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     for k in one.keys() {
         *kinds.entry(k.0.as_str()).or_default() += 1;
@@ -266,9 +333,11 @@ async fn answers_as_one(s: &System) -> BTreeMap<(String, String), Option<u64>> {
     println!(
         "one daemon and 3+2 replicas agree: findings by kind {kinds:?}, estimated pool sizes \
          {pools:?}; {} hops, largest share difference {share_diff:.4}, largest critical p95 \
-         difference {:.2} %",
+         difference {:.2} %; {} budget rows, {} statement shapes equal",
         alone_hops.len(),
-        100.0 * p95_diff
+        100.0 * p95_diff,
+        budgets.len(),
+        shapes.len()
     );
     one
 }

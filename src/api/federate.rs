@@ -17,8 +17,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{params, ApiError, AppState};
+use crate::analyze::budget::{Timeouts, TraceCalls};
+use crate::forward::records;
+use crate::model::TraceId;
 use crate::peers::{Fetched, NODE_HEADER};
-use crate::store::{Shared, Store};
+use crate::pipeline;
+use crate::store::{Shared, Store, WindowSnapshot};
+use rustc_hash::FxHashMap;
 
 /// `?local=true`: answer from this replica alone.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -126,6 +131,37 @@ pub async fn timeouts(State(state): State<AppState>) -> Response {
     with_node(&state, Json(inferred).into_response())
 }
 
+/// One replica's call window, as `GET /api/v1/peer/window` answers it: per
+/// trace, its records service by service (`forward::records` parts).
+#[derive(Serialize, Deserialize)]
+pub struct PeerWindow {
+    pub traces: Vec<(TraceId, Vec<String>)>,
+}
+
+/// This replica's call window, for its peers' merged budget maps and
+/// statement shapes; never asks them.
+#[utoipa::path(
+    get,
+    path = "/api/v1/peer/window",
+    operation_id = "peer_window",
+    tag = "peers",
+    responses(
+        (status = 200, description = "Per trace in this replica's call window, its records service by service (the `hopscope.records` format of docs/FORWARDING.md)", content_type = "application/json", body = Object)
+    )
+)]
+pub async fn window(State(state): State<AppState>) -> Response {
+    let traces = state.store.window().traces;
+    let body = tokio::task::spawn_blocking(move || PeerWindow {
+        traces: traces
+            .iter()
+            .map(|t| (t.trace_id, records::parts(t)))
+            .collect(),
+    })
+    .await
+    .unwrap_or(PeerWindow { traces: Vec::new() });
+    with_node(&state, Json(body).into_response())
+}
+
 /// `response` with this replica's node id ([`NODE_HEADER`]).
 pub fn with_node(state: &AppState, mut response: Response) -> Response {
     if let Ok(v) = HeaderValue::from_str(state.peers.node()) {
@@ -137,19 +173,41 @@ pub fn with_node(state: &AppState, mut response: Response) -> Response {
 /// What a request reads: the local store when it is `local` or there are no
 /// peers (with no statuses), else every peer's state merged with the local
 /// one into a scratch store, with a status per peer.
-pub async fn view(state: &AppState, local: bool) -> (Arc<Store>, Option<Vec<PeerStatus>>) {
+///
+/// `windows`: the answer reads the cross-trace detectors' budget map or
+/// statement shapes, so the peers' call windows are fetched too, merged with
+/// this replica's by trace id (a detect replica's parts of a trace become the
+/// whole trace's records again) and the detectors run over the union: the
+/// budget map and shapes of one window holding every replica's traces. A
+/// peer missing from either fetch is reported missing.
+pub async fn view(
+    state: &AppState,
+    local: bool,
+    windows: bool,
+) -> (Arc<Store>, Option<Vec<PeerStatus>>) {
     if local || state.peers.is_empty() {
         return (state.store.clone(), None);
     }
-    let fetched = state
-        .peers
-        .fetch_all::<PeerState>("/api/v1/peer/state")
-        .await;
+    let (fetched, peer_windows) = tokio::join!(
+        state.peers.fetch_all::<PeerState>("/api/v1/peer/state"),
+        async {
+            match windows {
+                true => Some(
+                    state
+                        .peers
+                        .fetch_all::<PeerWindow>("/api/v1/peer/window")
+                        .await,
+                ),
+                false => None,
+            }
+        }
+    );
     let local = state.store.clone();
+    let thresholds = state.analysis.thresholds.clone();
     tokio::task::spawn_blocking(move || {
         let scratch = local.scratch();
         scratch.absorb(local.shared());
-        let statuses = fetched
+        let mut statuses: Vec<PeerStatus> = fetched
             .into_iter()
             .map(|f| {
                 let status = PeerStatus::of(&f);
@@ -159,6 +217,29 @@ pub async fn view(state: &AppState, local: bool) -> (Arc<Store>, Option<Vec<Peer
                 status
             })
             .collect();
+        if let Some(peer_windows) = peer_windows {
+            let mut traces: FxHashMap<TraceId, TraceCalls> = local
+                .window()
+                .traces
+                .iter()
+                .map(|t| (t.trace_id, TraceCalls::clone(t)))
+                .collect();
+            for f in peer_windows {
+                match f.result {
+                    Ok(w) => merge_window(&mut traces, w),
+                    Err(_) => {
+                        // Reported once per peer: its state may have come.
+                        if let Some(s) = statuses.iter_mut().find(|s| s.peer == f.peer) {
+                            let status = PeerStatus::of(&f);
+                            *s = status;
+                        }
+                    }
+                }
+            }
+            let window = WindowSnapshot::of(traces.into_values().map(Arc::new).collect());
+            let (detection, _) = pipeline::detect(window, &thresholds, Timeouts::default());
+            scratch.show_detection(detection);
+        }
         (Arc::new(scratch), Some(statuses))
     })
     .await
@@ -187,3 +268,23 @@ pub fn missing_header(statuses: &[PeerStatus]) -> Option<(&'static str, HeaderVa
 
 /// The response header naming the peers a Grafana answer lacks.
 pub const MISSING_PEERS_HEADER: &str = "x-hopscope-missing-peers";
+
+/// Merges a peer's window into `traces`: each part decoded and merged into
+/// its trace's records (a part that does not decode is skipped: it came from
+/// a replica of another version).
+fn merge_window(traces: &mut FxHashMap<TraceId, TraceCalls>, window: PeerWindow) {
+    for (trace_id, parts) in window.traces {
+        for part in parts
+            .iter()
+            .filter_map(|p| records::decode(trace_id, p).ok())
+        {
+            match traces.get_mut(&trace_id) {
+                Some(held) if held.root == part.root => held.merge(&part),
+                Some(_) => {}
+                None => {
+                    traces.insert(trace_id, part);
+                }
+            }
+        }
+    }
+}

@@ -181,7 +181,7 @@ pub async fn list(
     scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<Json<FindingListBody>, ApiError> {
     let (p, range) = (params::query(q)?, TimeRange::read(range)?);
-    let (store, peers) = federate::view(&state, Scope::read(scope)?).await;
+    let (store, peers) = federate::view(&state, Scope::read(scope)?, false).await;
     Ok(Json(FindingListBody {
         findings: select(&store, p, range)?
             .into_iter()

@@ -146,7 +146,7 @@ pub async fn list(
     if let Some(text) = text {
         parse_entry(text)?;
     }
-    let (store, peers) = federate::view(&state, local).await;
+    let (store, peers) = federate::view(&state, local, false).await;
     let entries = match text.map(parse_entry).transpose()? {
         Some(None) => Vec::new(),
         entry => store.aggregates().query(entry.flatten(), since, until),
@@ -241,7 +241,7 @@ pub async fn series(
     if let Some(text) = text {
         parse_entry(text)?;
     }
-    let (store, peers) = federate::view(&state, local).await;
+    let (store, peers) = federate::view(&state, local, false).await;
     let entry = match text {
         Some(text) => parse_entry(text)?,
         // The busiest entry point of the window (the aggregates answer busiest first).

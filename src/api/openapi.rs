@@ -51,6 +51,7 @@ pub fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(coverage::list))
         .routes(routes!(federate::state))
         .routes(routes!(federate::timeouts))
+        .routes(routes!(federate::window))
         .routes(routes!(openapi_json))
 }
 

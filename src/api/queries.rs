@@ -34,6 +34,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::federate::{self, PeerStatus, Scope};
 use super::params::{self, ms, TimeRange};
 use super::{ApiError, AppState};
 use crate::analyze::saturation::{DbTarget, QueryShape};
@@ -106,6 +107,10 @@ impl From<&QueryShape> for QueryBody {
 #[derive(Serialize, ToSchema)]
 pub struct QueriesBody {
     queries: Vec<QueryBody>,
+    /// With peers configured (and not `local`): whether each answered; the
+    /// shapes are over the windows of those that did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<Vec<PeerStatus>>,
 }
 
 fn target_matches(t: &DbTarget, want: &str) -> bool {
@@ -158,7 +163,7 @@ pub async fn shapes(
     path = "/api/v1/queries",
     operation_id = "list_queries",
     tag = "queries",
-    params(QueryParams, TimeRange),
+    params(QueryParams, TimeRange, Scope),
     responses(
         (status = 200, description = "Statement shapes, most critical time first, as of the last detection pass", body = QueriesBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody),
@@ -169,18 +174,14 @@ pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<QueryParams>, QueryRejection>,
     range: Result<Query<TimeRange>, QueryRejection>,
+    scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<Json<QueriesBody>, ApiError> {
     let p = params::query(q)?;
     let (since, until) = TimeRange::read(range)?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let (store, peers) = federate::view(&state, Scope::read(scope)?, true).await;
     Ok(Json(QueriesBody {
-        queries: shapes(
-            state.store.detection(),
-            p.target.as_deref(),
-            since,
-            until,
-            limit,
-        )
-        .await?,
+        queries: shapes(store.detection(), p.target.as_deref(), since, until, limit).await?,
+        peers,
     }))
 }

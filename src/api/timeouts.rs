@@ -65,6 +65,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::federate::{self, PeerStatus, Scope};
 use super::params::{self, ms, rfc3339, TimeRange};
 use super::traces::EntryBody;
 use super::{ApiError, AppState};
@@ -211,6 +212,10 @@ pub struct WindowBody {
 pub struct TimeoutsBody {
     window: WindowBody,
     entries: Vec<EntryTimeoutBody>,
+    /// With peers configured (and not `local`): whether each answered; the
+    /// map is over the windows of those that did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<Vec<PeerStatus>>,
 }
 
 /// The budget map of the last detection pass (`detection`) over its traces
@@ -263,7 +268,7 @@ pub async fn budgets(
     path = "/api/v1/timeouts",
     operation_id = "list_timeouts",
     tag = "timeouts",
-    params(TimeoutParams, TimeRange),
+    params(TimeoutParams, TimeRange, Scope),
     responses(
         (status = 200, description = "The budget map, as of the last detection pass", body = TimeoutsBody),
         (status = 400, description = "A parameter is malformed", body = super::error::ErrorBody),
@@ -274,10 +279,12 @@ pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<TimeoutParams>, QueryRejection>,
     range: Result<Query<TimeRange>, QueryRejection>,
+    scope: Result<Query<Scope>, QueryRejection>,
 ) -> Result<Json<TimeoutsBody>, ApiError> {
     let p = params::query(q)?;
     let (since, until) = TimeRange::read(range)?;
-    let detection = state.store.detection();
+    let (store, peers) = federate::view(&state, Scope::read(scope)?, true).await;
+    let detection = store.detection();
     let stats = detection.window.stats;
     let entries = budgets(
         detection,
@@ -297,5 +304,6 @@ pub async fn list(
             dropped_calls: stats.dropped_calls,
         },
         entries,
+        peers,
     }))
 }

@@ -215,6 +215,33 @@ pub fn carriers(t: &AnalyzedTrace, calls: &TraceCalls) -> Vec<(u32, String)> {
     out
 }
 
+/// Every service's part of `calls` (a window's records of one trace, whole
+/// or a detect replica's parts of it), as [`RECORDS`] texts: what a replica
+/// shares of its window with its peers (`GET /api/v1/peer/window`), merged
+/// back with [`decode`] and [`TraceCalls::merge`] as a detect replica merges
+/// carriers.
+pub fn parts(calls: &TraceCalls) -> Vec<String> {
+    let mut services: Vec<Sym> = calls
+        .calls
+        .iter()
+        .filter(|c| !c.shadow)
+        .map(|c| c.edge.caller)
+        .chain(calls.saturation.queries.iter().map(|q| q.service))
+        .chain(calls.saturation.requests.iter().map(|r| r.service))
+        .collect();
+    let root_service = calls.root.entry.service;
+    if calls.owns_root {
+        services.push(root_service);
+    }
+    services.sort_by_key(|s| s.as_str());
+    services.dedup();
+    services
+        .into_iter()
+        .filter_map(|s| part_of(calls, s, calls.owns_root && s == root_service))
+        .filter_map(|w| serde_json::to_string(&w).ok())
+        .collect()
+}
+
 /// `service`'s part of `calls`, or `None` when it has nothing to carry.
 fn part_of(calls: &TraceCalls, service: Sym, own: bool) -> Option<Wire> {
     // The calls it made, and every call above one of them.

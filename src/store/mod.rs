@@ -272,6 +272,12 @@ impl Store {
         scratch
     }
 
+    /// Shows `detection` (a scratch store's: what the cross-trace detectors
+    /// computed over every replica's window), leaving the findings as they are.
+    pub fn show_detection(&self, detection: Detection) {
+        *self.detection.write() = Arc::new(detection);
+    }
+
     /// Merges a replica's shared state into this store: findings by id,
     /// aggregate and service-graph buckets by key (sums, sketches merged),
     /// coverage added.

@@ -104,6 +104,26 @@ pub struct WindowSnapshot {
 }
 
 impl WindowSnapshot {
+    /// A window of `traces`, in any order, as a pass reads it: oldest end
+    /// first, with its stats (none dropped): the union of every replica's
+    /// window a merged answer computes over.
+    pub fn of(mut traces: Vec<Arc<TraceCalls>>) -> WindowSnapshot {
+        traces.sort_by_key(|t| (t.end_ns(), t.trace_id));
+        let stats = WindowStats {
+            traces: traces.len(),
+            calls: traces.iter().map(|t| t.calls.len()).sum(),
+            oldest_end_ns: traces.first().map(|t| t.end_ns()),
+            newest_end_ns: traces.last().map(|t| t.end_ns()),
+            dropped_traces: 0,
+            dropped_calls: 0,
+        };
+        WindowSnapshot {
+            generation: 0,
+            stats,
+            traces,
+        }
+    }
+
     /// Its traces whose root started in `[since_ns, until_ns)`, oldest end
     /// first, or `None` when that is every one of them.
     pub fn narrowed(

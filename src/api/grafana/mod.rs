@@ -103,7 +103,7 @@ async fn dispatch(
     // Only what reads the store asks the peers (`?local=true`: never).
     let local =
         federate::asks_local(&uri) || ["", "metrics", "tag-keys"].contains(&endpoint.as_str());
-    let (store, peers) = federate::view(&state, local).await;
+    let (store, peers) = federate::view(&state, local, endpoint == "query").await;
     let store = &store;
     let answer = match endpoint.as_str() {
         "" => Ok(json!({"status": "ok", "datasource": "hopscope"})),

@@ -589,7 +589,7 @@ async fn dependencies(
 ) -> Result<impl IntoResponse, JaegerError> {
     let window = query::dependencies_window(&pairs(q)?, SystemTime::now())?;
     let local = local_only(&state, marked, &uri);
-    let (store, peers) = super::federate::view(&state, local).await;
+    let (store, peers) = super::federate::view(&state, local, false).await;
     let missing = peers
         .into_iter()
         .flatten()
