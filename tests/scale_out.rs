@@ -63,7 +63,11 @@ struct System {
 async fn system(trace_idle: &str) -> System {
     let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let (detect_ports, assemble_ports) = ports.split_at(2);
-    let common = format!("trace_idle = \"{trace_idle}\"\ndetect_interval = \"100ms\"\n");
+    // Peers get 10 s: a merged budget map fetches every peer's window, and
+    // CI runs the whole suite of debug builds at once on two cores.
+    let common = format!(
+        "trace_idle = \"{trace_idle}\"\ndetect_interval = \"100ms\"\npeer_timeout = \"10s\"\n"
+    );
     let mut detect = Vec::new();
     for &p in detect_ports {
         let toml = format!(
@@ -308,6 +312,13 @@ async fn answers_as_one(s: &System) -> BTreeMap<(String, String), Option<u64>> {
     assert!(!budgets.is_empty(), "{alone_budgets}");
     for replica in [&s.assemble[0], &s.detect[1]] {
         let (_, all) = replica.get("/api/v1/timeouts").await;
+        let peers = &all["peers"];
+        assert!(
+            peers
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| p["ok"] == true)),
+            "{peers}"
+        );
         assert_eq!(
             budget_rows(&all),
             budgets,
