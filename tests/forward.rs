@@ -74,6 +74,18 @@ fn marked(body: &Value) -> BTreeMap<String, Vec<String>> {
 
 /// Sends two traces to A, which forwards to B; checks that B has every span
 /// as A was sent it, with A's analysis added.
+/// Every forwarding drop counter in `/api/v1/stats`'s counters is zero.
+fn assert_nothing_dropped(counters: &Value) {
+    for dropped in [
+        "forward_spans_dropped_shutdown",
+        "forward_spans_dropped_retries",
+        "forward_spans_dropped_refused",
+        "forward_spans_rejected",
+    ] {
+        assert_eq!(counters[dropped], 0, "{dropped}: {counters}");
+    }
+}
+
 async fn forwards_intact(protocol: &str, compression: &str) {
     let b = start(Settings::default()).await;
     let url = match protocol {
@@ -187,14 +199,7 @@ async fn forwards_intact(protocol: &str, compression: &str) {
     assert_eq!(c["forward_spans"], 11, "{c}");
     assert!(c["forward_requests"].as_u64() >= Some(1));
     assert!(c["forward_bytes"].as_u64() > Some(100 * total));
-    for dropped in [
-        "forward_spans_dropped_shutdown",
-        "forward_spans_dropped_retries",
-        "forward_spans_dropped_refused",
-        "forward_spans_rejected",
-    ] {
-        assert_eq!(c[dropped], 0, "{dropped}");
-    }
+    assert_nothing_dropped(c);
     a.stop().await;
     b.stop().await;
 }
@@ -259,14 +264,7 @@ async fn a_receiver_that_is_down_is_waited_for_and_nothing_is_lost() {
         .await;
     let c = &stats["counters"];
     assert!(c["forward_retries"].as_u64() >= Some(1), "{c}");
-    for dropped in [
-        "forward_spans_dropped_shutdown",
-        "forward_spans_dropped_retries",
-        "forward_spans_dropped_refused",
-        "forward_spans_rejected",
-    ] {
-        assert_eq!(c[dropped], 0, "{dropped}");
-    }
+    assert_nothing_dropped(c);
     assert_eq!(stats["forward_spans_queued"], 0);
     let metrics = reqwest::get(format!("{}/metrics", a.api))
         .await
