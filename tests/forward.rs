@@ -72,8 +72,6 @@ fn marked(body: &Value) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// Sends two traces to A, which forwards to B; checks that B has every span
-/// as A was sent it, with A's analysis added.
 /// Every forwarding drop counter in `/api/v1/stats`'s counters is zero.
 fn assert_nothing_dropped(counters: &Value) {
     for dropped in [
@@ -86,6 +84,8 @@ fn assert_nothing_dropped(counters: &Value) {
     }
 }
 
+/// Sends two traces to A, which forwards to B; checks that B has every span
+/// as A was sent it, with A's analysis added.
 async fn forwards_intact(protocol: &str, compression: &str) {
     let b = start(Settings::default()).await;
     let url = match protocol {
